@@ -1,0 +1,322 @@
+//! Typed async client. Keeps a small pool of HTTP/1.1 keep-alive connections to the server's
+//! unix socket (or TCP address), so callers can share one `Client` across tasks.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method as HttpMethod, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+use crate::error::ClientError;
+use crate::jsonrpc::Response;
+use crate::methods::{self, Method};
+use crate::types::*;
+
+/// Largest number of idle connections kept for reuse.
+const MAX_IDLE: usize = 64;
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A unix socket path, e.g. `~/hero/var/sockets/hero_os_tfgrid_deployer/rpc.sock`.
+    Unix(PathBuf),
+    /// `host:port`.
+    Tcp(String),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            Endpoint::Tcp(a) => write!(f, "http://{a}"),
+        }
+    }
+}
+
+impl Endpoint {
+    /// Parses `unix:/path`, `/path`, `http://host:port` or `host:port`.
+    pub fn parse(s: &str) -> Endpoint {
+        if let Some(p) = s.strip_prefix("unix:") {
+            Endpoint::Unix(PathBuf::from(p))
+        } else if let Some(a) = s.strip_prefix("http://") {
+            Endpoint::Tcp(a.trim_end_matches('/').to_owned())
+        } else if s.starts_with('/') || s.starts_with('.') || s.starts_with('~') {
+            Endpoint::Unix(PathBuf::from(s))
+        } else {
+            Endpoint::Tcp(s.to_owned())
+        }
+    }
+}
+
+/// A cheap-to-clone handle to the deployer server.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: Endpoint,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    next_id: AtomicU64,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Client {
+    pub fn new(endpoint: Endpoint) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                endpoint,
+                idle: Mutex::new(Vec::new()),
+                next_id: AtomicU64::new(1),
+                headers: Vec::new(),
+            }),
+        }
+    }
+
+    /// A client that sends `X-Hero-User: <user>` with every call, for a trusted front end (the
+    /// admin dashboard) acting for the signed-in admin, so the audit log names the person.
+    pub fn acting_as(&self, user: &str) -> Result<Client, ClientError> {
+        let value = HeaderValue::from_str(user)
+            .map_err(|_| ClientError::Protocol(format!("invalid acting user {user:?}")))?;
+        let mut headers = self.inner.headers.clone();
+        headers.retain(|(n, _)| n.as_str() != "x-hero-user");
+        headers.push((HeaderName::from_static("x-hero-user"), value));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoint: self.inner.endpoint.clone(),
+                idle: Mutex::new(Vec::new()),
+                next_id: AtomicU64::new(1),
+                headers,
+            }),
+        })
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    /// Calls method `M` with typed params and result.
+    pub async fn call<M: Method>(&self, params: &M::Params) -> Result<M::Output, ClientError> {
+        let params = serde_json::to_value(params)
+            .map_err(|e| ClientError::Protocol(format!("cannot encode params: {e}")))?;
+        let result = self.call_raw(M::NAME, params).await?;
+        serde_json::from_value(result).map_err(|e| {
+            ClientError::Protocol(format!("result of {} does not match the contract: {e}", M::NAME))
+        })
+    }
+
+    /// Calls any method with JSON params; returns the JSON result.
+    pub async fn call_raw(&self, method: &str, params: Value) -> Result<Value, ClientError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = json!({ "jsonrpc": "2.0", "method": method, "params": params, "id": id });
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
+        let (status, bytes) = self.request(HttpMethod::POST, "/rpc", Bytes::from(body)).await?;
+        let response: Response = serde_json::from_slice(&bytes).map_err(|e| {
+            ClientError::Protocol(format!(
+                "HTTP {status}: not a JSON-RPC response ({e}): {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            ))
+        })?;
+        match (response.result, response.error) {
+            (_, Some(error)) => Err(ClientError::Rpc(error)),
+            (Some(result), None) => Ok(result),
+            (None, None) => Ok(Value::Null),
+        }
+    }
+
+    /// `GET path`, for `/health`, `/openrpc.json` and `/.well-known/heroservice.json`.
+    pub async fn get(&self, path: &str) -> Result<(StatusCode, Bytes), ClientError> {
+        self.request(HttpMethod::GET, path, Bytes::new()).await
+    }
+
+    /// Sends one HTTP request on a pooled connection, with one retry on a fresh connection when a
+    /// pooled one turns out to be closed by the server.
+    async fn request(
+        &self,
+        method: HttpMethod,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let pooled = self.take_idle();
+        let reused = pooled.is_some();
+        let sender = match pooled {
+            Some(s) => s,
+            None => self.connect().await?,
+        };
+        match self.send(sender, method.clone(), path, body.clone()).await {
+            Ok(ok) => Ok(ok),
+            Err(_) if reused => {
+                let fresh = self.connect().await?;
+                self.send(fresh, method, path, body).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn send(
+        &self,
+        mut sender: SendRequest<Full<Bytes>>,
+        method: HttpMethod,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let host = match &self.inner.endpoint {
+            Endpoint::Unix(_) => "localhost",
+            Endpoint::Tcp(a) => a.as_str(),
+        };
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, host)
+            .header(http::header::CONTENT_TYPE, "application/json");
+        for (n, v) in &self.inner.headers {
+            builder = builder.header(n, v);
+        }
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        sender.ready().await.map_err(|e| self.transport(e))?;
+        let response = sender.send_request(request).await.map_err(|e| self.transport(e))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.transport(e))?
+            .to_bytes();
+        self.put_idle(sender);
+        Ok((status, bytes))
+    }
+
+    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.inner.idle.lock().ok()?;
+        while let Some(s) = idle.pop() {
+            if !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, sender: SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.inner.idle.lock() {
+            if idle.len() < MAX_IDLE {
+                idle.push(sender);
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        match &self.inner.endpoint {
+            Endpoint::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| self.transport(e))?;
+                self.handshake(stream).await
+            }
+            Endpoint::Tcp(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| self.transport(e))?;
+                let _ = stream.set_nodelay(true);
+                self.handshake(stream).await
+            }
+        }
+    }
+
+    async fn handshake<S>(&self, stream: S) -> Result<SendRequest<Full<Bytes>>, ClientError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.transport(e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    fn transport(&self, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Transport {
+            endpoint: self.inner.endpoint.to_string(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// Convenience wrappers named like the methods.
+impl Client {
+    pub async fn create_user(
+        &self,
+        username: &str,
+        display_name: Option<&str>,
+        email: Option<&str>,
+    ) -> Result<CreateUserResult, ClientError> {
+        self.call::<methods::CreateUser>(&CreateUserParams {
+            username: username.to_owned(),
+            display_name: display_name.map(str::to_owned),
+            email: email.map(str::to_owned),
+        })
+        .await
+    }
+
+    pub async fn get_user(&self, user_id: UserId) -> Result<User, ClientError> {
+        self.call::<methods::GetUser>(&UserIdParams { user_id }).await
+    }
+
+    pub async fn find_user(&self, username: &str) -> Result<User, ClientError> {
+        self.call::<methods::FindUser>(&FindUserParams {
+            username: username.to_owned(),
+        })
+        .await
+    }
+
+    pub async fn list_users(&self, params: &ListUsersParams) -> Result<UsersPage, ClientError> {
+        self.call::<methods::ListUsers>(params).await
+    }
+
+    pub async fn delete_user(&self, user_id: UserId) -> Result<DeleteUserResult, ClientError> {
+        self.call::<methods::DeleteUser>(&UserIdParams { user_id }).await
+    }
+
+    pub async fn reveal_initial_password(
+        &self,
+        user_id: UserId,
+    ) -> Result<RevealPasswordResult, ClientError> {
+        self.call::<methods::RevealInitialPassword>(&UserIdParams { user_id })
+            .await
+    }
+
+    pub async fn list_events(&self, params: &ListEventsParams) -> Result<EventsPage, ClientError> {
+        self.call::<methods::ListEvents>(params).await
+    }
+
+    pub async fn server_info(&self) -> Result<ServerInfo, ClientError> {
+        self.call::<methods::GetServerInfo>(&NoParams {}).await
+    }
+
+    /// `GET /health`, decoded.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        let (status, body) = self.get("/health").await?;
+        if !status.is_success() {
+            return Err(ClientError::Protocol(format!("/health answered HTTP {status}")));
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// `GET /openrpc.json`, as JSON.
+    pub async fn openrpc(&self) -> Result<Value, ClientError> {
+        let (_, body) = self.get("/openrpc.json").await?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+}

@@ -1,0 +1,105 @@
+//! One type per RPC method. The server registers a handler per type, the client calls by type and
+//! the OpenRPC document is generated from [`describe_all`], so a method cannot exist in one place
+//! and be missing in another.
+
+use schemars::JsonSchema;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::types::*;
+
+/// Binds a method name to its params and result types.
+pub trait Method {
+    /// Full JSON-RPC method name, `deployer.<verb>`.
+    const NAME: &'static str;
+    /// One line for the OpenRPC `summary`.
+    const SUMMARY: &'static str;
+    /// Error kinds this method may return besides the standard ones.
+    const ERRORS: &'static [crate::ErrorKind];
+    /// Params, always by name (a JSON object).
+    type Params: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
+    type Output: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
+}
+
+/// Name, summary, errors and schemas of one method, for the OpenRPC document.
+pub struct MethodDescription {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub errors: &'static [crate::ErrorKind],
+    pub params: fn(&mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema,
+    pub result: fn(&mut schemars::gen::SchemaGenerator) -> schemars::schema::Schema,
+    pub result_name: &'static str,
+}
+
+/// Describes method `M`.
+pub fn describe<M: Method>() -> MethodDescription {
+    MethodDescription {
+        name: M::NAME,
+        summary: M::SUMMARY,
+        errors: M::ERRORS,
+        params: |g| g.subschema_for::<M::Params>(),
+        result: |g| g.subschema_for::<M::Output>(),
+        result_name: short_type_name::<M::Output>(),
+    }
+}
+
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+macro_rules! methods {
+    ($( $(#[$doc:meta])* $ty:ident = $name:literal, $summary:literal, ($params:ty) -> $out:ty, [$($err:ident),*];)*) => {
+        $(
+            $(#[$doc])*
+            pub struct $ty;
+            impl Method for $ty {
+                const NAME: &'static str = $name;
+                const SUMMARY: &'static str = $summary;
+                const ERRORS: &'static [crate::ErrorKind] = &[$(crate::ErrorKind::$err),*];
+                type Params = $params;
+                type Output = $out;
+            }
+        )*
+
+        /// Every method of the service, in document order.
+        pub fn describe_all() -> Vec<MethodDescription> {
+            vec![$(describe::<$ty>()),*]
+        }
+
+        /// Every method name of the service.
+        pub const ALL_METHOD_NAMES: &[&str] = &[$($name),*];
+    };
+}
+
+methods! {
+    /// Create (or adopt) the Forge user and mint their token.
+    CreateUser = "deployer.create_user",
+        "Make sure a Forge account exists for a username and hold its initial password and API token",
+        (CreateUserParams) -> CreateUserResult,
+        [InvalidUsername, AlreadyExists, ForgeUnavailable, ForgeAuthRejected, ForgeConflict, ForgeProtocol, SecretStore];
+    GetUser = "deployer.get_user", "Get one user by id",
+        (UserIdParams) -> User, [NotFound];
+    FindUser = "deployer.find_user", "Get one user by Forge username",
+        (FindUserParams) -> User, [NotFound, InvalidUsername];
+    ListUsers = "deployer.list_users", "List users by username, with prefix search and stable cursor paging",
+        (ListUsersParams) -> UsersPage, [];
+    DeleteUser = "deployer.delete_user",
+        "Forget a user and their secrets; the Forge account is kept. Refused while the user has a live VM",
+        (UserIdParams) -> DeleteUserResult, [NotFound, FailedPrecondition, SecretStore];
+    RevealInitialPassword = "deployer.reveal_initial_password",
+        "Show a user's initial Forge password again (audited)",
+        (UserIdParams) -> RevealPasswordResult, [NotFound, FailedPrecondition, SecretStore];
+    ListEvents = "deployer.list_events", "Read the audit log, newest first, with filters",
+        (ListEventsParams) -> EventsPage, [];
+    SecretSet = "deployer.secret_set", "Store a secret in a slot (local socket only; audited, value never logged)",
+        (SecretSetParams) -> Ack, [Forbidden, SecretStore, InvalidParams];
+    SecretGet = "deployer.secret_get", "Read a secret (local socket only; audited)",
+        (SecretSlotParams) -> SecretValue, [Forbidden, NotFound, SecretStore];
+    SecretList = "deployer.secret_list", "List secret slot names, never values (local socket only)",
+        (SecretListParams) -> SecretSlots, [Forbidden, SecretStore];
+    SecretDelete = "deployer.secret_delete", "Delete a secret (local socket only; audited)",
+        (SecretSlotParams) -> Ack, [Forbidden, NotFound, SecretStore];
+    GetServerInfo = "deployer.server_info", "Version, Forge in use, data dir and counts",
+        (NoParams) -> ServerInfo, [];
+}

@@ -1,0 +1,221 @@
+//! Username rules. A username is a Forge login *and* the DNS label of the person's demo URL
+//! (`<username>.<node domain>`), so it must satisfy both, and we want exactly one spelling per
+//! person, hence lowercase only. Checked before any network call, by server, CLI and dashboard.
+//!
+//! Rules, in the order they are checked (the first broken one is reported):
+//! 1. not empty, at most [`MAX_LEN`] characters (Forgejo's limit);
+//! 2. ASCII only;
+//! 3. lowercase only;
+//! 4. only `a-z`, `0-9` and `-` (a DNS label; Forgejo also allows `.` and `_`, a hostname label
+//!    does not), except that names starting with [`TEST_PREFIX`] may use `_` in that prefix;
+//! 5. starts with a letter or digit, does not end with `-`;
+//! 6. no `--` (Forgejo rejects runs of special characters);
+//! 7. not one of Forgejo's reserved names;
+//! 8. does not start with `deployer-test-`, whose grid name would collide with a test name.
+//!
+//! Grid resource names must match `^[a-zA-Z0-9_]+$`: see [`grid_name`].
+
+use std::fmt;
+
+/// Forgejo's maximum username length.
+pub const MAX_LEN: usize = 40;
+
+/// Prefix of throw-away users for end-to-end runs against a real Forge.
+pub const TEST_PREFIX: &str = "deployer_test_";
+
+/// Names Forgejo refuses (`models/user/user.go`, `reservedUsernames`) that our charset can express.
+pub const RESERVED: &[&str] = &[
+    "admin",
+    "api",
+    "assets",
+    "attachments",
+    "avatar",
+    "avatars",
+    "captcha",
+    "commits",
+    "debug",
+    "devtest",
+    "error",
+    "explore",
+    "forgejo-actions",
+    "ghost",
+    "gitea-actions",
+    "issues",
+    "login",
+    "metrics",
+    "milestones",
+    "new",
+    "notifications",
+    "org",
+    "pulls",
+    "raw",
+    "repo",
+    "repo-avatars",
+    "search",
+    "user",
+    "v2",
+];
+
+/// The rule a username broke. `Display` is the message shown to the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsernameError {
+    Empty,
+    TooLong { len: usize },
+    NotAscii,
+    Uppercase,
+    BadCharacter { ch: char },
+    BadStart,
+    BadEnd,
+    DoubleHyphen,
+    Reserved,
+    CollidesWithTestPrefix,
+}
+
+impl UsernameError {
+    /// A short stable rule id, e.g. for the dashboard's inline validation.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            UsernameError::Empty => "empty",
+            UsernameError::TooLong { .. } => "too_long",
+            UsernameError::NotAscii => "not_ascii",
+            UsernameError::Uppercase => "uppercase",
+            UsernameError::BadCharacter { .. } => "bad_character",
+            UsernameError::BadStart => "bad_start",
+            UsernameError::BadEnd => "bad_end",
+            UsernameError::DoubleHyphen => "double_hyphen",
+            UsernameError::Reserved => "reserved",
+            UsernameError::CollidesWithTestPrefix => "test_prefix_collision",
+        }
+    }
+}
+
+impl fmt::Display for UsernameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UsernameError::Empty => write!(f, "username is empty"),
+            UsernameError::TooLong { len } => {
+                write!(f, "username is {len} characters long; Forge allows at most {MAX_LEN}")
+            }
+            UsernameError::NotAscii => write!(f, "username must be ASCII (it becomes a DNS label)"),
+            UsernameError::Uppercase => write!(f, "username must be lowercase"),
+            UsernameError::BadCharacter { ch } => write!(
+                f,
+                "username may only contain a-z, 0-9 and '-' (found {ch:?}); it becomes a DNS label"
+            ),
+            UsernameError::BadStart => write!(f, "username must start with a letter or a digit"),
+            UsernameError::BadEnd => write!(f, "username must not end with '-'"),
+            UsernameError::DoubleHyphen => write!(f, "username must not contain '--'"),
+            UsernameError::Reserved => write!(f, "username is reserved by Forge"),
+            UsernameError::CollidesWithTestPrefix => write!(
+                f,
+                "usernames starting with 'deployer-test-' are not allowed; test users use the prefix '{TEST_PREFIX}'"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UsernameError {}
+
+/// Checks every rule; returns the first one broken.
+pub fn validate(name: &str) -> Result<(), UsernameError> {
+    if name.is_empty() {
+        return Err(UsernameError::Empty);
+    }
+    let len = name.chars().count();
+    if len > MAX_LEN {
+        return Err(UsernameError::TooLong { len });
+    }
+    if !name.is_ascii() {
+        return Err(UsernameError::NotAscii);
+    }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(UsernameError::Uppercase);
+    }
+    let body = name.strip_prefix(TEST_PREFIX).unwrap_or(name);
+    if body.is_empty() {
+        return Err(UsernameError::BadEnd);
+    }
+    if let Some(ch) = body
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(UsernameError::BadCharacter { ch });
+    }
+    if name.starts_with('-') {
+        return Err(UsernameError::BadStart);
+    }
+    if name.ends_with('-') {
+        return Err(UsernameError::BadEnd);
+    }
+    if name.contains("--") {
+        return Err(UsernameError::DoubleHyphen);
+    }
+    if RESERVED.contains(&name) {
+        return Err(UsernameError::Reserved);
+    }
+    if name.starts_with("deployer-test-") {
+        return Err(UsernameError::CollidesWithTestPrefix);
+    }
+    Ok(())
+}
+
+/// True for throw-away end-to-end test users.
+pub fn is_test_user(name: &str) -> bool {
+    name.starts_with(TEST_PREFIX)
+}
+
+/// The grid resource name (`^[a-zA-Z0-9_]+$`) for a valid username: `-` becomes `_`.
+///
+/// Injective over valid usernames: `_` never appears in a valid username except in the test
+/// prefix, and names that would map onto that prefix are refused by rule 8.
+pub fn grid_name(valid_username: &str) -> String {
+    valid_username.replace('-', "_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_and_test_names() {
+        for ok in ["alice", "a", "jan-de-vries", "user42", "7up", "deployer_test_run1"] {
+            assert_eq!(validate(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn names_the_broken_rule() {
+        let cases: &[(&str, &str)] = &[
+            ("", "empty"),
+            (&"a".repeat(41), "too_long"),
+            ("jürgen", "not_ascii"),
+            ("Alice", "uppercase"),
+            ("a.b", "bad_character"),
+            ("a_b", "bad_character"),
+            ("..", "bad_character"),
+            ("a b", "bad_character"),
+            ("-abc", "bad_start"),
+            ("abc-", "bad_end"),
+            ("a--b", "double_hyphen"),
+            ("admin", "reserved"),
+            ("ghost", "reserved"),
+            ("deployer-test-x", "test_prefix_collision"),
+            ("deployer_test_", "bad_end"),
+            ("deployer_test_A", "uppercase"),
+        ];
+        for (name, rule) in cases {
+            let err = validate(name).unwrap_err();
+            assert_eq!(err.rule(), *rule, "{name:?}: {err}");
+            assert!(!err.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn grid_names_match_the_grid_pattern() {
+        for ok in ["alice", "jan-de-vries", "deployer_test_run1"] {
+            let g = grid_name(ok);
+            assert!(g.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{g}");
+        }
+        assert_eq!(grid_name("jan-de-vries"), "jan_de_vries");
+    }
+}
