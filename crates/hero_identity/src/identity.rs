@@ -1,0 +1,153 @@
+//! The identity a backend receives, and how it is read from request headers.
+
+use std::net::SocketAddr;
+
+use http::HeaderMap;
+
+use crate::assertion::AssertionVerifier;
+use crate::claim::{parse_claims_header, Claim, ClaimRule};
+use crate::error::IdentityError;
+use crate::headers::{
+    X_HERO_ASSERTION, X_HERO_CLAIMS, X_HERO_CONTEXT, X_HERO_EXTERNAL_ID, X_HERO_FORGE_TOKEN,
+    X_HERO_PROVIDER, X_HERO_USER,
+};
+
+/// A signed-in user as established by hero_proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Local username (`X-Hero-User`).
+    pub user: String,
+    /// Route context (`X-Hero-Context`).
+    pub context: Option<String>,
+    /// Claims, sorted (`X-Hero-Claims`).
+    pub claims: Vec<Claim>,
+    /// Provider id (`X-Hero-Provider`).
+    pub provider: String,
+    /// Provider subject (`X-Hero-External-Id`).
+    pub external_id: String,
+    /// Assertion expiry (unix seconds); `None` in dev mode.
+    pub expires_at: Option<u64>,
+    /// True when it came from a verified signature, false in dev mode.
+    pub verified: bool,
+}
+
+impl Identity {
+    /// Does any claim satisfy `rule`?
+    pub fn has(&self, rule: &ClaimRule) -> bool {
+        rule.matches_any(&self.claims)
+    }
+
+    /// `Ok` if a claim satisfies `rule`, else [`IdentityError::Forbidden`] (403).
+    pub fn require(&self, rule: &ClaimRule) -> Result<(), IdentityError> {
+        if self.has(rule) {
+            Ok(())
+        } else {
+            Err(IdentityError::Forbidden {
+                user: self.user.clone(),
+                rule: rule.to_string(),
+            })
+        }
+    }
+
+    /// Is the user an admin (`groups.admin`, or the legacy `admin` during the deprecation window)?
+    pub fn is_admin(&self) -> bool {
+        self.claims
+            .iter()
+            .any(|c| c.as_str() == "groups.admin" || c.as_str() == "admin")
+    }
+}
+
+/// How a backend trusts the identity headers.
+#[derive(Clone, Debug)]
+pub enum IdentityVerifier {
+    /// Production: the `X-Hero-Assertion` must verify against the proxy's key; plain headers, if present, must agree.
+    Signed(AssertionVerifier),
+    /// DEVELOPMENT ONLY: trust the plain `X-Hero-*` headers without a signature, and only when the TCP peer is a
+    /// loopback address (so a developer can `curl -H 'X-Hero-User: alice'` against a local backend). A request whose
+    /// peer address is unknown (no `ConnectInfo<SocketAddr>`, e.g. a unix socket) is refused.
+    DevUnsignedLoopback,
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, IdentityError> {
+    let mut it = h.get_all(name).iter();
+    let Some(first) = it.next() else {
+        return Ok(None);
+    };
+    if it.next().is_some() {
+        return Err(IdentityError::Malformed("duplicated identity header"));
+    }
+    first
+        .to_str()
+        .map(Some)
+        .map_err(|_| IdentityError::Malformed("non-ASCII identity header"))
+}
+
+impl IdentityVerifier {
+    /// Establishes the identity from `headers`. `peer` is the TCP peer (for dev mode), `now` unix seconds.
+    pub fn verify_headers(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+        now: u64,
+    ) -> Result<Identity, IdentityError> {
+        match self {
+            IdentityVerifier::Signed(v) => {
+                let token = header(headers, X_HERO_ASSERTION)?.ok_or(IdentityError::Missing)?;
+                let id = v.verify_identity(token, now)?;
+                check_agrees(headers, X_HERO_USER, Some(&id.user))?;
+                check_agrees(headers, X_HERO_PROVIDER, Some(&id.provider))?;
+                check_agrees(headers, X_HERO_EXTERNAL_ID, Some(&id.external_id))?;
+                check_agrees(headers, X_HERO_CONTEXT, id.context.as_deref())?;
+                if let Some(c) = header(headers, X_HERO_CLAIMS)? {
+                    if parse_claims_header(c)? != id.claims {
+                        return Err(IdentityError::HeaderMismatch(X_HERO_CLAIMS));
+                    }
+                }
+                Ok(id)
+            }
+            IdentityVerifier::DevUnsignedLoopback => {
+                if !peer.is_some_and(|p| p.ip().is_loopback()) {
+                    return Err(IdentityError::DevModeNotLoopback);
+                }
+                let user = header(headers, X_HERO_USER)?
+                    .ok_or(IdentityError::Missing)?
+                    .to_owned();
+                let mut claims =
+                    parse_claims_header(header(headers, X_HERO_CLAIMS)?.unwrap_or_default())?;
+                claims.sort();
+                Ok(Identity {
+                    user,
+                    context: header(headers, X_HERO_CONTEXT)?.map(str::to_owned),
+                    claims,
+                    provider: header(headers, X_HERO_PROVIDER)?
+                        .unwrap_or("dev")
+                        .to_owned(),
+                    external_id: header(headers, X_HERO_EXTERNAL_ID)?
+                        .unwrap_or_default()
+                        .to_owned(),
+                    expires_at: None,
+                    verified: false,
+                })
+            }
+        }
+    }
+}
+
+fn check_agrees(
+    headers: &HeaderMap,
+    name: &'static str,
+    expected: Option<&str>,
+) -> Result<(), IdentityError> {
+    match (header(headers, name)?, expected) {
+        (None, _) => Ok(()),
+        (Some(v), Some(e)) if v == e => Ok(()),
+        _ => Err(IdentityError::HeaderMismatch(name)),
+    }
+}
+
+/// The user's Forge access token, present only on routes with token pass-through (`X-Hero-Forge-Token`).
+pub fn forge_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(X_HERO_FORGE_TOKEN)
+        .and_then(|v| v.to_str().ok())
+}
