@@ -1,0 +1,16 @@
+//! Leaf layer of the provisioning pipeline: the VM spec, gridproxy node selection, per-user SSH keys,
+//! an SSH client, and the compute backends (local sandbox, OpenTofu, hero_compute) behind one trait.
+//!
+//! Every operation is written to be driven by a step-based, idempotent, resumable job runner:
+//! deploys look for what an earlier attempt made and adopt it, deletes accept "already gone", and
+//! every error type has a stable `code()` and an `is_transient()` that tells the runner whether a
+//! retry with backoff makes sense. Time and randomness are parameters where behaviour depends on
+//! them. Secrets (private keys, the mnemonic) are never logged nor put on a command line.
+
+pub mod gridproxy;
+pub mod node_selection;
+pub mod spec;
+
+pub use gridproxy::{GridProxyClient, GridProxyError, Network, Node};
+pub use node_selection::{select_node, NoCandidate, Selection, DEFAULT_CANDIDATE_NODES};
+pub use spec::{Capacity, VmSpec};
