@@ -14,3 +14,10 @@ pub mod spec;
 pub use gridproxy::{GridProxyClient, GridProxyError, Network, Node};
 pub use node_selection::{select_node, NoCandidate, Selection, DEFAULT_CANDIDATE_NODES};
 pub use spec::{Capacity, VmSpec};
+pub mod process;
+pub mod ssh;
+pub mod sshd;
+pub mod sshkey;
+
+pub use ssh::{ExitStatus, Line, SshClient, SshError, SshSession, SshTarget, Stream};
+pub use sshkey::UserKeyPair;

@@ -1,0 +1,82 @@
+//! Shared test helpers: a real OpenSSH sshd on a loopback port, killed by PID on drop.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hero_os_tfgrid_deployer_backends::process::{free_loopback_port, pid_alive};
+use hero_os_tfgrid_deployer_backends::sshd::{self, SshdFiles, DEFAULT_SSHD};
+use hero_os_tfgrid_deployer_backends::UserKeyPair;
+use rand::SeedableRng;
+
+/// A deterministic user key for tests.
+pub fn user_key(seed: u64) -> UserKeyPair {
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+    UserKeyPair::generate(&mut rng, "test@deployer").unwrap()
+}
+
+/// The current user's name (sshd run as that user only lets that user in).
+pub fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .unwrap()
+        .name
+}
+
+/// A running sshd; killed (SIGKILL, by PID) when dropped.
+pub struct SshdGuard {
+    pub pid: u32,
+    pub port: u16,
+    pub files: SshdFiles,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl SshdGuard {
+    pub async fn start(authorized: &UserKeyPair) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = Self::start_in(dir.path(), authorized).await;
+        g._dir = Some(dir);
+        g
+    }
+
+    pub async fn start_in(dir: &Path, authorized: &UserKeyPair) -> Self {
+        let port = free_loopback_port().unwrap();
+        Self::start_on(dir, port, authorized).await
+    }
+
+    pub async fn start_on(dir: &Path, port: u16, authorized: &UserKeyPair) -> Self {
+        let files = SshdFiles::new(dir.join("sshd"));
+        sshd::write_config(&files, port, authorized.public_openssh())
+            .await
+            .unwrap();
+        let pid = sshd::start(
+            Path::new(DEFAULT_SSHD),
+            &files,
+            port,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        Self {
+            pid,
+            port,
+            files,
+            _dir: None,
+        }
+    }
+
+    pub fn host_pub(&self) -> PathBuf {
+        self.files.host_key().with_extension("pub")
+    }
+}
+
+impl Drop for SshdGuard {
+    fn drop(&mut self) {
+        if pid_alive(self.pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
