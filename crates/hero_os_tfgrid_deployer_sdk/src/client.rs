@@ -106,7 +106,10 @@ impl Client {
             .map_err(|e| ClientError::Protocol(format!("cannot encode params: {e}")))?;
         let result = self.call_raw(M::NAME, params).await?;
         serde_json::from_value(result).map_err(|e| {
-            ClientError::Protocol(format!("result of {} does not match the contract: {e}", M::NAME))
+            ClientError::Protocol(format!(
+                "result of {} does not match the contract: {e}",
+                M::NAME
+            ))
         })
     }
 
@@ -116,7 +119,9 @@ impl Client {
         let body = json!({ "jsonrpc": "2.0", "method": method, "params": params, "id": id });
         let body = serde_json::to_vec(&body)
             .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
-        let (status, bytes) = self.request(HttpMethod::POST, "/rpc", Bytes::from(body)).await?;
+        let (status, bytes) = self
+            .request(HttpMethod::POST, "/rpc", Bytes::from(body))
+            .await?;
         let response: Response = serde_json::from_slice(&bytes).map_err(|e| {
             ClientError::Protocol(format!(
                 "HTTP {status}: not a JSON-RPC response ({e}): {}",
@@ -182,7 +187,10 @@ impl Client {
             .body(Full::new(body))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         sender.ready().await.map_err(|e| self.transport(e))?;
-        let response = sender.send_request(request).await.map_err(|e| self.transport(e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.transport(e))?;
         let status = response.status();
         let bytes = response
             .into_body()
@@ -271,7 +279,8 @@ impl Client {
     }
 
     pub async fn get_user(&self, user_id: UserId) -> Result<User, ClientError> {
-        self.call::<methods::GetUser>(&UserIdParams { user_id }).await
+        self.call::<methods::GetUser>(&UserIdParams { user_id })
+            .await
     }
 
     pub async fn find_user(&self, username: &str) -> Result<User, ClientError> {
@@ -286,7 +295,8 @@ impl Client {
     }
 
     pub async fn delete_user(&self, user_id: UserId) -> Result<DeleteUserResult, ClientError> {
-        self.call::<methods::DeleteUser>(&UserIdParams { user_id }).await
+        self.call::<methods::DeleteUser>(&UserIdParams { user_id })
+            .await
     }
 
     pub async fn reveal_initial_password(
@@ -309,7 +319,9 @@ impl Client {
     pub async fn health(&self) -> Result<Health, ClientError> {
         let (status, body) = self.get("/health").await?;
         if !status.is_success() {
-            return Err(ClientError::Protocol(format!("/health answered HTTP {status}")));
+            return Err(ClientError::Protocol(format!(
+                "/health answered HTTP {status}"
+            )));
         }
         serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
     }

@@ -25,6 +25,8 @@ pub struct User {
     pub forge_token_note: Option<String>,
     /// True when the initial password is held and can be revealed.
     pub initial_password_held: bool,
+    /// False while `create_user` has not finished (it stopped part-way; calling it again resumes).
+    pub setup_complete: bool,
     /// Coarse state of the person's demo VM, for listings.
     pub vm_status: VmStatus,
     pub created_at: i64,

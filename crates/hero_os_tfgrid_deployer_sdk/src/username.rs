@@ -178,7 +178,14 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_and_test_names() {
-        for ok in ["alice", "a", "jan-de-vries", "user42", "7up", "deployer_test_run1"] {
+        for ok in [
+            "alice",
+            "a",
+            "jan-de-vries",
+            "user42",
+            "7up",
+            "deployer_test_run1",
+        ] {
             assert_eq!(validate(ok), Ok(()), "{ok}");
         }
     }
@@ -214,7 +221,10 @@ mod tests {
     fn grid_names_match_the_grid_pattern() {
         for ok in ["alice", "jan-de-vries", "deployer_test_run1"] {
             let g = grid_name(ok);
-            assert!(g.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{g}");
+            assert!(
+                g.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{g}"
+            );
         }
         assert_eq!(grid_name("jan-de-vries"), "jan_de_vries");
     }

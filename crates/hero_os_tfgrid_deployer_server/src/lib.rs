@@ -1,1 +1,202 @@
+//! The deployer server: core ([`service::Deployer`], [`users`]), its ports ([`forge`], secrets via
+//! `hero_secrets`, [`clock`]), state ([`db`], [`audit`]) and the thin transport ([`rpc`], [`http`]).
+//! See ARCHITECTURE.md for the map and the invariants.
 
+pub mod audit;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod forge;
+pub mod http;
+pub mod listen;
+pub mod rpc;
+pub mod service;
+pub mod users;
+
+use std::future::Future;
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hero_secrets::{FileSecretStore, HeroProcSecretStore, SecretStore};
+
+use crate::clock::{Clock, OsRandom, Random, SystemClock};
+use crate::config::{Config, SecretsBackend};
+use crate::db::{DataDirLock, Db};
+use crate::forge::http::{AdminTokenSource, HttpForge, RetryPolicy};
+use crate::forge::ForgeApi;
+use crate::rpc::handlers::{register_all, ServerFacts};
+use crate::rpc::Registry;
+use crate::service::{CoreSettings, Deployer};
+
+/// Why the server could not start. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    DataDir(String),
+    #[error("{0}")]
+    Lock(String),
+    #[error("{0}")]
+    Db(#[from] db::DbError),
+    #[error("secret store: {0}")]
+    Secrets(#[from] hero_secrets::SecretError),
+    #[error("Forge client: {0}")]
+    Forge(#[from] forge::ForgeError),
+    #[error("{0}")]
+    Listen(String),
+}
+
+/// The OpenRPC document of this build.
+pub fn openrpc_document() -> serde_json::Value {
+    hero_os_tfgrid_deployer_sdk::openrpc::document(env!("CARGO_PKG_VERSION"))
+}
+
+/// The method registry wired to `deployer`.
+pub fn registry(deployer: Deployer, facts: ServerFacts) -> Registry {
+    let mut registry = Registry::new(openrpc_document());
+    register_all(&mut registry, deployer, facts);
+    registry
+}
+
+/// Opens the configured secret store.
+pub fn open_secret_store(config: &Config) -> Result<Arc<dyn SecretStore>, StartError> {
+    Ok(match config.secrets.backend {
+        SecretsBackend::File => Arc::new(FileSecretStore::open(&config.secrets_dir())?),
+        SecretsBackend::HeroProc => Arc::new(HeroProcSecretStore::new(config.hero_proc_socket())),
+    })
+}
+
+/// Runs the server until `shutdown` resolves. Holds the data-dir lock for its whole life.
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
+        .map_err(|e| {
+            StartError::DataDir(format!(
+                "cannot create data dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+    let _lock = DataDirLock::acquire(&config.data_dir).map_err(StartError::Lock)?;
+    let db = Db::open(&config.database_path())?;
+    let secrets = open_secret_store(&config)?;
+    let random: Arc<dyn Random> = Arc::new(OsRandom);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let admin_token = match &config.forge.admin_token_file {
+        Some(path) => AdminTokenSource::File(path.clone()),
+        None => AdminTokenSource::Slot(secrets.clone()),
+    };
+    let forge: Arc<dyn ForgeApi> = Arc::new(HttpForge::new(
+        &config.forge.url,
+        Duration::from_secs(config.forge.timeout_secs),
+        admin_token,
+        RetryPolicy {
+            attempts: config.forge.attempts,
+            ..RetryPolicy::default()
+        },
+        random.clone(),
+    )?);
+    let deployer = Deployer {
+        db,
+        secrets,
+        forge: forge.clone(),
+        clock: clock.clone(),
+        random,
+        settings: Arc::new(CoreSettings {
+            email_domain: config.forge.email_domain.clone(),
+            user_token_scopes: config.forge.user_token_scopes.clone(),
+        }),
+    };
+
+    // Forge's version is informative: ask once, without delaying start-up.
+    let forge_version = Arc::new(tokio::sync::OnceCell::new());
+    {
+        let forge = forge.clone();
+        let cell = forge_version.clone();
+        tokio::spawn(async move {
+            match forge.version().await {
+                Ok(v) => {
+                    tracing::info!(forge = forge.url(), version = %v, "Forge answered");
+                    let _ = cell.set(v);
+                }
+                Err(e) => {
+                    tracing::warn!(forge = forge.url(), error = %e, "Forge version check failed")
+                }
+            }
+        });
+    }
+    let facts = ServerFacts {
+        forge_version: None,
+        data_dir: config.data_dir.display().to_string(),
+        started_at: clock.now(),
+    };
+    let registry = registry_with_version(deployer, facts, forge_version);
+    let doc = openrpc_document();
+
+    let socket_path = config.rpc_socket();
+    let unix = listen::bind_unix(&socket_path, config.socket_mode)
+        .await
+        .map_err(StartError::Listen)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    {
+        let app = http::router(registry.clone(), &doc, true, config.max_body_bytes);
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            axum::serve(unix, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        }));
+    }
+    if let Some(addr) = config.tcp_listen {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| StartError::Listen(format!("cannot bind TCP {addr}: {e}")))?;
+        let app = http::router(registry, &doc, false, config.max_body_bytes);
+        let mut rx = stop_rx.clone();
+        tracing::info!(%addr, "listening on TCP (expected behind the SSO edge)");
+        tasks.push(tokio::spawn(async move {
+            axum::serve(tcp, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        }));
+    }
+    tracing::info!(socket = %socket_path.display(), data_dir = %config.data_dir.display(), "deployer server ready");
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    let _ = std::fs::remove_file(&socket_path);
+    Ok(())
+}
+
+/// The registry, with `server_info` reading the Forge version once it is known.
+fn registry_with_version(
+    deployer: Deployer,
+    facts: ServerFacts,
+    version: Arc<tokio::sync::OnceCell<String>>,
+) -> Registry {
+    use hero_os_tfgrid_deployer_sdk::methods::GetServerInfo;
+    let mut registry = registry(deployer.clone(), facts.clone());
+    registry.register::<GetServerInfo, _, _>(move |_, _| {
+        let d = deployer.clone();
+        let mut facts = facts.clone();
+        let version = version.clone();
+        async move {
+            facts.forge_version = version.get().cloned();
+            rpc::handlers::server_info(&d, &facts).await
+        }
+    });
+    registry
+}

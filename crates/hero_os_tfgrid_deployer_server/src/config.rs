@@ -1,0 +1,341 @@
+//! Configuration: defaults, then a TOML file, then `HERO_DEPLOYER_*` environment variables.
+//! Unknown keys in the file and unknown `HERO_DEPLOYER_*` variables are errors, so a typo never
+//! silently falls back to a default. Secrets are never configuration values: they live in the
+//! secret store, or in a file named by a `*_file` key (`HERO_DEPLOYER_FORGE_ADMIN_TOKEN_FILE`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Service name, used for the socket directory and the data directory.
+pub const SERVICE: &str = "hero_os_tfgrid_deployer";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// State directory: sqlite database, secret store, lock file.
+    pub data_dir: PathBuf,
+    /// Root of Hero sockets; ours is `<socket_dir>/hero_os_tfgrid_deployer/rpc.sock`.
+    pub socket_dir: PathBuf,
+    /// Also listen on this TCP address (only behind the SSO edge). Off by default.
+    pub tcp_listen: Option<SocketAddr>,
+    /// Mode of the socket file: 0o600 (owner only) or 0o660 (owner and group).
+    pub socket_mode: u32,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    pub forge: ForgeConfig,
+    pub secrets: SecretsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForgeConfig {
+    /// Base URL of the Forge, without `/api/v1`.
+    pub url: String,
+    /// Domain of placeholder emails `<username>@<email_domain>`.
+    pub email_domain: String,
+    /// Scopes of the API token minted for each user.
+    pub user_token_scopes: Vec<String>,
+    /// Per-request timeout.
+    pub timeout_secs: u64,
+    /// Attempts for a request that failed with a connection error or 5xx.
+    pub attempts: u32,
+    /// Read the admin token from this file instead of the secret slot `deployer/forge_admin_token`.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// `file` (embedded encrypted store) or `hero_proc`.
+    pub backend: SecretsBackend,
+    /// Directory of the file store; default `<data_dir>/secrets`.
+    pub dir: Option<PathBuf>,
+    /// hero_proc socket; default `<socket_dir>/hero_proc/rpc.sock`.
+    pub hero_proc_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretsBackend {
+    File,
+    HeroProc,
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: home().join("hero/var").join(SERVICE),
+            socket_dir: home().join("hero/var/sockets"),
+            tcp_listen: None,
+            socket_mode: 0o600,
+            max_body_bytes: 1024 * 1024,
+            forge: ForgeConfig::default(),
+            secrets: SecretsConfig::default(),
+        }
+    }
+}
+
+impl Default for ForgeConfig {
+    fn default() -> Self {
+        ForgeConfig {
+            url: "https://forge.ourworld.tf".into(),
+            email_domain: "nomail.demo.ourworld.tf".into(),
+            user_token_scopes: vec![
+                "write:repository".into(),
+                "write:issue".into(),
+                "read:user".into(),
+                "read:organization".into(),
+            ],
+            timeout_secs: 10,
+            attempts: 3,
+            admin_token_file: None,
+        }
+    }
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        SecretsConfig {
+            backend: SecretsBackend::File,
+            dir: None,
+            hero_proc_socket: None,
+        }
+    }
+}
+
+/// Every environment variable we read, with the setter that applies it.
+type Setter = fn(&mut Config, &str) -> Result<(), String>;
+const ENV: &[(&str, Setter)] = &[
+    ("HERO_DEPLOYER_DATA_DIR", |c, v| {
+        c.data_dir = v.into();
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_TCP_LISTEN", |c, v| {
+        c.tcp_listen = if v.is_empty() {
+            None
+        } else {
+            Some(
+                v.parse()
+                    .map_err(|e| format!("not a socket address: {e}"))?,
+            )
+        };
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_SOCKET_MODE", |c, v| {
+        c.socket_mode = u32::from_str_radix(v.trim_start_matches("0o"), 8)
+            .map_err(|e| format!("not an octal mode: {e}"))?;
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_MAX_BODY_BYTES", |c, v| {
+        c.max_body_bytes = v.parse().map_err(|e| format!("not a number: {e}"))?;
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_FORGE_URL", |c, v| {
+        c.forge.url = v.into();
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_FORGE_EMAIL_DOMAIN", |c, v| {
+        c.forge.email_domain = v.into();
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_FORGE_TIMEOUT_SECS", |c, v| {
+        c.forge.timeout_secs = v.parse().map_err(|e| format!("not a number: {e}"))?;
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_FORGE_ATTEMPTS", |c, v| {
+        c.forge.attempts = v.parse().map_err(|e| format!("not a number: {e}"))?;
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_FORGE_ADMIN_TOKEN_FILE", |c, v| {
+        c.forge.admin_token_file = Some(v.into());
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_SECRETS_BACKEND", |c, v| {
+        c.secrets.backend = match v {
+            "file" => SecretsBackend::File,
+            "hero_proc" => SecretsBackend::HeroProc,
+            _ => return Err("expected `file` or `hero_proc`".into()),
+        };
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_SECRETS_DIR", |c, v| {
+        c.secrets.dir = Some(v.into());
+        Ok(())
+    }),
+];
+
+impl Config {
+    /// Defaults, then `file` (if given), then the environment.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Config::default(),
+        };
+        for (name, value) in env {
+            if name == "HERO_SOCKET_DIR" {
+                config.socket_dir = value.into();
+                continue;
+            }
+            if !name.starts_with("HERO_DEPLOYER_") {
+                continue;
+            }
+            let Some((_, set)) = ENV.iter().find(|(n, _)| *n == name) else {
+                let known: Vec<&str> = ENV.iter().map(|(n, _)| *n).collect();
+                return Err(ConfigError::Env {
+                    name,
+                    message: format!("unknown variable; known: {}", known.join(", ")),
+                });
+            };
+            set(&mut config, &value).map_err(|message| ConfigError::Env {
+                name: name.clone(),
+                message,
+            })?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.socket_mode, 0o600 | 0o660) {
+            return Err(ConfigError::Invalid(format!(
+                "socket_mode must be 0o600 or 0o660, not {:o}",
+                self.socket_mode
+            )));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        if !(self.forge.url.starts_with("http://") || self.forge.url.starts_with("https://")) {
+            return Err(ConfigError::Invalid(format!(
+                "forge.url must start with http:// or https://, got {:?}",
+                self.forge.url
+            )));
+        }
+        if self.forge.attempts == 0 {
+            return Err(ConfigError::Invalid(
+                "forge.attempts must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `<socket_dir>/hero_os_tfgrid_deployer/rpc.sock`
+    pub fn rpc_socket(&self) -> PathBuf {
+        self.socket_dir.join(SERVICE).join("rpc.sock")
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("state.db")
+    }
+
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.secrets
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("secrets"))
+    }
+
+    pub fn hero_proc_socket(&self) -> PathBuf {
+        self.secrets
+            .hero_proc_socket
+            .clone()
+            .unwrap_or_else(|| hero_secrets::HeroProcSecretStore::default_socket(&self.socket_dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn file_then_env_overlay() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/tmp/x\"\n[forge]\nurl = \"http://127.0.0.1:1\"\nemail_domain = \"a.test\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&file),
+            env(&[
+                ("HERO_DEPLOYER_FORGE_URL", "http://127.0.0.1:2"),
+                ("HERO_SOCKET_DIR", "/s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.forge.url, "http://127.0.0.1:2");
+        assert_eq!(c.forge.email_domain, "a.test");
+        assert_eq!(
+            c.rpc_socket(),
+            PathBuf::from("/s/hero_os_tfgrid_deployer/rpc.sock")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_variables_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[forge]\nulr = \"x\"\n").unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("ulr"), "{err}");
+        let err = Config::load(None, env(&[("HERO_DEPLOYER_FORGE_ULR", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HERO_DEPLOYER_FORGE_ULR") && err.contains("unknown"),
+            "{err}"
+        );
+        let err = Config::load(None, env(&[("HERO_DEPLOYER_TCP_LISTEN", "nope")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("socket address"), "{err}");
+    }
+}

@@ -1,0 +1,113 @@
+//! The Forge (Forgejo) as the core sees it: a trait, so the core can be tested against a fake and
+//! run against [`http::HttpForge`].
+
+pub mod http;
+
+use hero_secrets::SecretValue;
+use serde::{Deserialize, Serialize};
+
+/// The part of Forgejo's `User` we use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgeUser {
+    pub id: i64,
+    pub login: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub full_name: String,
+}
+
+/// A new account.
+pub struct NewForgeUser<'a> {
+    pub username: &'a str,
+    pub full_name: Option<&'a str>,
+    pub email: &'a str,
+    pub password: &'a SecretValue,
+}
+
+/// A freshly minted API token. `secret` is Forgejo's `sha1`, shown once.
+pub struct ForgeToken {
+    pub id: i64,
+    pub name: String,
+    pub secret: SecretValue,
+    pub scopes: Vec<String>,
+}
+
+/// Why a Forge call failed, phrased as what the operator should do.
+#[derive(Debug, thiserror::Error)]
+pub enum ForgeError {
+    #[error("Forge at {url} is unreachable ({reason}); check forge.url and the network")]
+    Unreachable { url: String, reason: String },
+    #[error("Forge at {url} answered HTTP {status} after {attempts} attempt(s); try again later")]
+    ServerError {
+        url: String,
+        status: u16,
+        attempts: u32,
+    },
+    #[error("no Forge admin token: set it with `hero_os_tfgrid_deployer secret set deployer/forge_admin_token` (reads stdin)")]
+    AdminTokenMissing,
+    #[error("Forge rejected the admin token (HTTP {status}: {message}); set a valid site-admin token with `hero_os_tfgrid_deployer secret set deployer/forge_admin_token`")]
+    AdminTokenRejected { status: u16, message: String },
+    #[error(
+        "Forge refused the user's own credentials when minting a token (HTTP {status}: {message})"
+    )]
+    UserCredentialsRejected { status: u16, message: String },
+    #[error("Forge refused the name or email: {message}")]
+    Conflict {
+        reason: ConflictReason,
+        message: String,
+    },
+    #[error("Forge rejected the generated password: {message}; check Forge's PASSWORD_COMPLEXITY settings")]
+    PasswordRejected { message: String },
+    #[error("Forge answered HTTP {status} unexpectedly: {message}")]
+    Protocol { status: u16, message: String },
+}
+
+/// What kind of name conflict Forge reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictReason {
+    NameTaken,
+    EmailTaken,
+    NameReserved,
+    NamePatternNotAllowed,
+    TokenNameUsed,
+    Other,
+}
+
+impl ForgeError {
+    /// Stable error code for logs and the RPC `data.detail`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ForgeError::Unreachable { .. } => "FRG001_unreachable",
+            ForgeError::ServerError { .. } => "FRG002_server_error",
+            ForgeError::AdminTokenMissing => "FRG003_admin_token_missing",
+            ForgeError::AdminTokenRejected { .. } => "FRG004_admin_token_rejected",
+            ForgeError::UserCredentialsRejected { .. } => "FRG005_user_credentials_rejected",
+            ForgeError::Conflict { .. } => "FRG006_conflict",
+            ForgeError::PasswordRejected { .. } => "FRG007_password_rejected",
+            ForgeError::Protocol { .. } => "FRG008_protocol",
+        }
+    }
+}
+
+/// The Forgejo operations the deployer needs.
+#[async_trait::async_trait]
+pub trait ForgeApi: Send + Sync {
+    /// `GET /api/v1/version`.
+    async fn version(&self) -> Result<String, ForgeError>;
+    /// `GET /api/v1/users/{username}` as admin: `None` on 404.
+    async fn user_exists(&self, username: &str) -> Result<Option<ForgeUser>, ForgeError>;
+    /// `POST /api/v1/admin/users` with `must_change_password: false`.
+    async fn create_user(&self, user: &NewForgeUser<'_>) -> Result<ForgeUser, ForgeError>;
+    /// `POST /api/v1/users/{username}/tokens` with the user's own Basic credentials: the only
+    /// auth Forgejo accepts there besides the admin's password, which we do not hold.
+    async fn generate_token_for(
+        &self,
+        username: &str,
+        password: &SecretValue,
+        token_name: &str,
+        scopes: &[String],
+    ) -> Result<ForgeToken, ForgeError>;
+    /// Base URL, for messages.
+    fn url(&self) -> &str;
+}

@@ -1,0 +1,41 @@
+//! Listeners: the unix socket (always) and a TCP address (only when configured).
+
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+
+/// Binds the service socket.
+///
+/// A socket file left by a crashed run is removed when nothing answers on it; a live one means
+/// another server is running, which is refused. The directory is created 0700 (0750 for a 0660
+/// socket) before binding, so the socket is never reachable with wider permissions than `mode`.
+pub async fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListener, String> {
+    let parent = path
+        .parent()
+        .ok_or_else(|| format!("socket path {} has no parent", path.display()))?;
+    let dir_mode = if mode & 0o060 != 0 { 0o750 } else { 0o700 };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(dir_mode)
+        .create(parent)
+        .map_err(|e| format!("cannot create socket directory {}: {e}", parent.display()))?;
+    match tokio::net::UnixStream::connect(path).await {
+        Ok(_) => {
+            return Err(format!(
+                "another server is already listening on {}; stop it first",
+                path.display()
+            ))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(_) => {
+            tracing::warn!(socket = %path.display(), "removing stale socket from an earlier run");
+            std::fs::remove_file(path)
+                .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+    Ok(listener)
+}

@@ -1,0 +1,170 @@
+//! JSON-RPC 2.0 dispatch. Handlers are registered per SDK [`Method`] type, so a handler's params
+//! and result are the documented ones by construction, and [`Registry::names`] lets a test prove
+//! that the served set equals the documented set.
+
+pub mod handlers;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use hero_os_tfgrid_deployer_sdk::jsonrpc::Response;
+use hero_os_tfgrid_deployer_sdk::methods::Method;
+use hero_os_tfgrid_deployer_sdk::{ErrorKind, RpcError};
+use serde_json::Value;
+
+use crate::audit::Actor;
+use crate::error::ServiceError;
+
+/// How the request reached us; decides the actor and what is allowed.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub actor: Actor,
+    /// True over the local unix socket, where secrets may be read and written.
+    pub local: bool,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Handler = Arc<dyn Fn(Caller, Value) -> BoxFuture<Result<Value, RpcError>> + Send + Sync>;
+
+/// Method name → handler.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<&'static str, Handler>,
+    /// The OpenRPC document, served by `rpc.discover`.
+    discover: Arc<Value>,
+}
+
+impl Registry {
+    pub fn new(openrpc: Value) -> Registry {
+        Registry {
+            handlers: HashMap::new(),
+            discover: Arc::new(openrpc),
+        }
+    }
+
+    /// Serves method `M` with `f`.
+    pub fn register<M, F, Fut>(&mut self, f: F)
+    where
+        M: Method,
+        F: Fn(Caller, M::Params) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<M::Output, ServiceError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let handler: Handler = Arc::new(move |caller, params| {
+            let f = f.clone();
+            Box::pin(async move {
+                // Absent params mean "no params": an empty object.
+                let params = if params.is_null() {
+                    Value::Object(Default::default())
+                } else {
+                    params
+                };
+                if !params.is_object() {
+                    return Err(RpcError::new(
+                        ErrorKind::InvalidParams,
+                        format!("{}: params must be an object (by-name)", M::NAME),
+                    ));
+                }
+                let params: M::Params = serde_json::from_value(params).map_err(|e| {
+                    RpcError::new(ErrorKind::InvalidParams, format!("{}: {e}", M::NAME))
+                })?;
+                let output = f(caller, params).await.map_err(|e| e.to_rpc())?;
+                serde_json::to_value(output)
+                    .map_err(|e| RpcError::new(ErrorKind::Internal, e.to_string()))
+            })
+        });
+        self.handlers.insert(M::NAME, handler);
+    }
+
+    /// Every served method name (besides `rpc.discover`).
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.handlers.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Handles one HTTP body: a single request or a batch. `None` means "no response" (only
+    /// notifications).
+    pub async fn handle_body(&self, caller: &Caller, body: &[u8]) -> Option<Value> {
+        let parsed: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => {
+                return Some(to_json(Response::failure(
+                    Value::Null,
+                    RpcError::new(ErrorKind::ParseError, format!("invalid JSON: {e}")),
+                )))
+            }
+        };
+        match parsed {
+            Value::Array(items) if items.is_empty() => Some(to_json(Response::failure(
+                Value::Null,
+                RpcError::new(ErrorKind::InvalidRequest, "empty batch"),
+            ))),
+            Value::Array(items) => {
+                let responses: Vec<Value> = futures::future::join_all(
+                    items.into_iter().map(|i| self.handle_one(caller, i)),
+                )
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+                (!responses.is_empty()).then_some(Value::Array(responses))
+            }
+            single => self.handle_one(caller, single).await,
+        }
+    }
+
+    async fn handle_one(&self, caller: &Caller, item: Value) -> Option<Value> {
+        let Value::Object(mut obj) = item else {
+            return Some(to_json(Response::failure(
+                Value::Null,
+                RpcError::new(ErrorKind::InvalidRequest, "a request must be a JSON object"),
+            )));
+        };
+        let id = obj.remove("id");
+        let valid_id = matches!(
+            id,
+            None | Some(Value::Null) | Some(Value::String(_)) | Some(Value::Number(_))
+        );
+        let response_id = id.clone().filter(|_| valid_id).unwrap_or(Value::Null);
+        if obj.get("jsonrpc") != Some(&Value::String("2.0".into())) || !valid_id {
+            return Some(to_json(Response::failure(
+                response_id,
+                RpcError::new(
+                    ErrorKind::InvalidRequest,
+                    "not a JSON-RPC 2.0 request (need \"jsonrpc\": \"2.0\", a string method and a string/number id)",
+                ),
+            )));
+        }
+        let Some(Value::String(method)) = obj.remove("method") else {
+            return Some(to_json(Response::failure(
+                response_id,
+                RpcError::new(ErrorKind::InvalidRequest, "method must be a string"),
+            )));
+        };
+        let params = obj.remove("params").unwrap_or(Value::Null);
+        let result = if method == "rpc.discover" {
+            Ok((*self.discover).clone())
+        } else {
+            match self.handlers.get(method.as_str()) {
+                Some(handler) => handler(caller.clone(), params).await,
+                None => Err(RpcError::new(
+                    ErrorKind::MethodNotFound,
+                    format!("method {method:?} not found; see rpc.discover"),
+                )),
+            }
+        };
+        // A notification (no id) gets no response, whatever happened.
+        id.as_ref()?;
+        Some(to_json(match result {
+            Ok(v) => Response::success(response_id, v),
+            Err(e) => Response::failure(response_id, e),
+        }))
+    }
+}
+
+fn to_json(r: Response) -> Value {
+    serde_json::to_value(r).unwrap_or(Value::Null)
+}

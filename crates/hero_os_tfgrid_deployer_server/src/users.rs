@@ -1,0 +1,532 @@
+//! The Forge user lifecycle: create or adopt, mint and hold the token, reveal, list, delete.
+//!
+//! `create_user` is written so that a crash or a Forge failure at any point leaves a record that a
+//! repeated call finishes: the deployer row is inserted first (state `pending`), the generated
+//! password is stored in the secret store *before* Forge is asked to create the account, and only
+//! when the token is held does the row become `active`. Every outcome is audited.
+
+use hero_os_tfgrid_deployer_sdk::types::*;
+use hero_os_tfgrid_deployer_sdk::username;
+use hero_secrets::SecretValue;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::audit::{self, Actor, Entry};
+use crate::clock::alphanumeric_password;
+use crate::error::ServiceError;
+use crate::forge::{ConflictReason, ForgeError, NewForgeUser};
+use crate::service::{slots, Deployer};
+
+/// Length of generated initial passwords.
+pub const PASSWORD_LEN: usize = 32;
+
+const USER_COLUMNS: &str = "user_id, forge_username, display_name, email, forge_user_id, forge_created, \
+    forge_token_set, forge_token_note, initial_password_held, setup_state, vm_status, created_at, updated_at";
+
+fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    let vm_status: String = r.get(10)?;
+    Ok(User {
+        user_id: r.get(0)?,
+        forge_username: r.get(1)?,
+        display_name: r.get(2)?,
+        email: r.get(3)?,
+        forge_user_id: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+        forge_created: r.get(5)?,
+        forge_token_set: r.get(6)?,
+        forge_token_note: r.get(7)?,
+        initial_password_held: r.get(8)?,
+        setup_complete: r.get::<_, String>(9)? == "active",
+        vm_status: VmStatus::parse(&vm_status).unwrap_or(VmStatus::NoVm),
+        created_at: r.get(11)?,
+        updated_at: r.get(12)?,
+    })
+}
+
+pub fn user_by_id(conn: &Connection, user_id: UserId) -> rusqlite::Result<Option<User>> {
+    conn.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE user_id = ?1"
+    ))?
+    .query_row([user_id], user_from_row)
+    .optional()
+}
+
+pub fn user_by_name(conn: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
+    conn.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE forge_username = ?1"
+    ))?
+    .query_row([name], user_from_row)
+    .optional()
+}
+
+/// Upper bound for a prefix range scan: every string starting with `prefix` sorts below it.
+fn prefix_end(prefix: &str) -> String {
+    format!("{prefix}\u{10FFFF}")
+}
+
+fn encode_cursor(name: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name)
+}
+
+fn decode_cursor(cursor: &str) -> Result<String, ServiceError> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ServiceError::InvalidParams(format!("invalid cursor {cursor:?}")))
+}
+
+/// Default page size of `list_users`.
+pub const DEFAULT_PAGE: u32 = 50;
+/// Largest page of `list_users`.
+pub const MAX_PAGE: u32 = 500;
+
+/// What `create_user` records about the Forge side once it is done.
+struct ForgeOutcome {
+    forge_user_id: i64,
+    forge_created: bool,
+    token_set: bool,
+    token_note: Option<String>,
+    password: Option<SecretValue>,
+}
+
+fn validate_email(email: &str) -> Result<(), ServiceError> {
+    let ok = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::InvalidParams(format!(
+            "email {email:?} is not a valid address"
+        )))
+    }
+}
+
+impl Deployer {
+    /// Makes sure a Forge account exists for `username` and holds what we need for it.
+    pub async fn create_user(
+        &self,
+        actor: &Actor,
+        params: CreateUserParams,
+    ) -> Result<CreateUserResult, ServiceError> {
+        username::validate(&params.username)?;
+        let name = params.username.clone();
+        let email = params
+            .email
+            .clone()
+            .unwrap_or_else(|| format!("{name}@{}", self.settings.email_domain));
+        validate_email(&email)?;
+        if let Some(d) = &params.display_name {
+            if d.chars().count() > 255 || d.chars().any(char::is_control) {
+                return Err(ServiceError::InvalidParams(
+                    "display_name must be at most 255 characters without control characters".into(),
+                ));
+            }
+        }
+
+        let now = self.clock.now();
+        let (user_id, resumed) = {
+            let (name, email, display) = (name.clone(), email.clone(), params.display_name.clone());
+            self.db
+                .call(move |conn| -> Result<(UserId, bool), ServiceError> {
+                    let tx = conn.transaction()?;
+                    let found = user_by_name(&tx, &name)?;
+                    let result = match found {
+                        Some(user) if user.setup_complete => {
+                            return Err(ServiceError::AlreadyExists(Box::new(user)))
+                        }
+                        Some(user) => (user.user_id, true),
+                        None => {
+                            tx.execute(
+                                "INSERT INTO users(forge_username, display_name, email, created_at, updated_at) \
+                                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                                params![name, display, email, now],
+                            )?;
+                            (tx.last_insert_rowid(), false)
+                        }
+                    };
+                    tx.commit()?;
+                    Ok(result)
+                })
+                .await?
+        };
+
+        let subject = format!("user:{name}");
+        let outcome = self
+            .ensure_forge_account(user_id, &name, params.display_name.as_deref(), &email)
+            .await;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(error) => {
+                let detail = format!(
+                    "{}create_user stopped: {error}. The record stays pending; run create_user again to finish.",
+                    if resumed { "resumed; " } else { "" }
+                );
+                self.audit(
+                    actor,
+                    "user.create",
+                    &subject,
+                    &error_outcome(&error),
+                    Some(&detail),
+                )
+                .await?;
+                return Err(error);
+            }
+        };
+
+        let user = {
+            let note = outcome.token_note.clone();
+            let held = outcome.password.is_some();
+            let (forge_user_id, created, token_set) = (
+                outcome.forge_user_id,
+                outcome.forge_created,
+                outcome.token_set,
+            );
+            let now = self.clock.now();
+            self.db
+                .call(move |conn| -> Result<User, ServiceError> {
+                    conn.execute(
+                        "UPDATE users SET forge_user_id = ?2, forge_created = ?3, forge_token_set = ?4, \
+                         forge_token_note = ?5, initial_password_held = ?6, setup_state = 'active', updated_at = ?7 \
+                         WHERE user_id = ?1",
+                        params![user_id, forge_user_id, created, token_set, note, held, now],
+                    )?;
+                    user_by_id(conn, user_id)?
+                        .ok_or_else(|| ServiceError::Internal("user vanished during create".into()))
+                })
+                .await?
+        };
+        let detail = match (outcome.forge_created, outcome.token_set) {
+            (true, true) => "Forge account created; token minted and stored".to_owned(),
+            (true, false) => "Forge account created; no token".to_owned(),
+            (false, _) => format!(
+                "existing Forge account adopted (forge id {}); {}",
+                outcome.forge_user_id,
+                outcome.token_note.as_deref().unwrap_or("token minted")
+            ),
+        };
+        self.audit(actor, "user.create", &subject, "ok", Some(&detail))
+            .await?;
+        tracing::info!(user_id, username = %name, adopted = !outcome.forge_created, "user ready");
+        Ok(CreateUserResult {
+            user_id,
+            forge_username: name,
+            initial_password: outcome.password.map(|p| p.expose().to_owned()),
+            forge_token_set: outcome.token_set,
+            forge_token_note: outcome.token_note,
+            adopted: !outcome.forge_created,
+            user,
+        })
+    }
+
+    /// The Forge half of `create_user`, resumable.
+    async fn ensure_forge_account(
+        &self,
+        user_id: UserId,
+        name: &str,
+        display_name: Option<&str>,
+        email: &str,
+    ) -> Result<ForgeOutcome, ServiceError> {
+        let password_slot = slots::initial_password(user_id);
+        let held = self.secrets.get(&password_slot).await?;
+        let existing = self.forge.user_exists(name).await?;
+        let (forge_user, password) = match (existing, held) {
+            (Some(user), None) => {
+                return Ok(ForgeOutcome {
+                    forge_user_id: user.id,
+                    forge_created: false,
+                    token_set: false,
+                    token_note: Some(ADOPTED_NOTE.into()),
+                    password: None,
+                })
+            }
+            // An earlier attempt created it with the password we hold.
+            (Some(user), Some(password)) => (user, password),
+            (None, held) => {
+                let password = match held {
+                    Some(p) => p,
+                    None => {
+                        let fresh = SecretValue::new(
+                            alphanumeric_password(&*self.random, PASSWORD_LEN).as_str(),
+                        );
+                        // Stored before Forge sees it: a crash after the account exists still leaves us the password.
+                        self.secrets.set(&password_slot, fresh.expose()).await?;
+                        fresh
+                    }
+                };
+                let new_user = NewForgeUser {
+                    username: name,
+                    full_name: display_name,
+                    email,
+                    password: &password,
+                };
+                match self.forge.create_user(&new_user).await {
+                    Ok(user) => (user, password),
+                    // A timed-out earlier POST may have created it after all: look again.
+                    Err(ForgeError::Conflict {
+                        reason: ConflictReason::NameTaken,
+                        message,
+                    }) => match self.forge.user_exists(name).await? {
+                        Some(user) => (user, password),
+                        None => {
+                            return Err(ForgeError::Conflict {
+                                reason: ConflictReason::NameTaken,
+                                message,
+                            }
+                            .into())
+                        }
+                    },
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let token_name = format!(
+            "hero-deployer-{}-{:04x}",
+            self.clock.now(),
+            self.random.below(0x10000)
+        );
+        match self
+            .forge
+            .generate_token_for(
+                name,
+                &password,
+                &token_name,
+                &self.settings.user_token_scopes,
+            )
+            .await
+        {
+            Ok(token) => {
+                self.secrets
+                    .set(&slots::forge_token(user_id), token.secret.expose())
+                    .await?;
+                Ok(ForgeOutcome {
+                    forge_user_id: forge_user.id,
+                    forge_created: true,
+                    token_set: true,
+                    token_note: None,
+                    password: Some(password),
+                })
+            }
+            // Our password does not open the account: someone else created it in between.
+            Err(ForgeError::UserCredentialsRejected { .. }) => {
+                self.secrets.delete(&password_slot).await?;
+                Ok(ForgeOutcome {
+                    forge_user_id: forge_user.id,
+                    forge_created: false,
+                    token_set: false,
+                    token_note: Some(ADOPTED_NOTE.into()),
+                    password: None,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn get_user(&self, user_id: UserId) -> Result<User, ServiceError> {
+        self.db
+            .call(move |conn| {
+                user_by_id(conn, user_id)?.ok_or_else(|| {
+                    ServiceError::NotFound(format!("no user with user_id {user_id}"))
+                })
+            })
+            .await
+    }
+
+    pub async fn find_user(&self, name: String) -> Result<User, ServiceError> {
+        username::validate(&name)?;
+        self.db
+            .call(move |conn| {
+                user_by_name(conn, &name)?
+                    .ok_or_else(|| ServiceError::NotFound(format!("no user named {name}")))
+            })
+            .await
+    }
+
+    pub async fn list_users(&self, p: ListUsersParams) -> Result<UsersPage, ServiceError> {
+        let limit = p.limit.unwrap_or(DEFAULT_PAGE);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ServiceError::InvalidParams(format!(
+                "limit must be between 1 and {MAX_PAGE}, got {limit}"
+            )));
+        }
+        let after = p.cursor.as_deref().map(decode_cursor).transpose()?;
+        let prefix = p.filter.unwrap_or_default();
+        self.db
+            .call(move |conn| -> Result<UsersPage, ServiceError> {
+                let end = prefix_end(&prefix);
+                let total: i64 = conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM users WHERE forge_username >= ?1 AND forge_username < ?2",
+                    )?
+                    .query_row(params![prefix, end], |r| r.get(0))?;
+                let start = after.clone().unwrap_or_default();
+                let mut users = conn
+                    .prepare_cached(&format!(
+                        "SELECT {USER_COLUMNS} FROM users WHERE forge_username >= ?1 AND forge_username < ?2 \
+                         AND forge_username > ?3 ORDER BY forge_username LIMIT ?4"
+                    ))?
+                    .query_map(params![prefix, end, start, i64::from(limit) + 1], user_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let next_cursor = if users.len() > limit as usize {
+                    users.truncate(limit as usize);
+                    users.last().map(|u| encode_cursor(&u.forge_username))
+                } else {
+                    None
+                };
+                Ok(UsersPage {
+                    users,
+                    next_cursor,
+                    total: total as u64,
+                })
+            })
+            .await
+    }
+
+    /// Forgets a user and their secrets. Refused while the user still has a live VM.
+    pub async fn delete_user(
+        &self,
+        actor: &Actor,
+        user_id: UserId,
+    ) -> Result<DeleteUserResult, ServiceError> {
+        let user = self.get_user(user_id).await?;
+        let live_vms: i64 = self
+            .db
+            .call(move |conn| -> Result<i64, ServiceError> {
+                Ok(conn.query_row(
+                    "SELECT count(*) FROM vms WHERE user_id = ?1 AND state != 'decommissioned'",
+                    [user_id],
+                    |r| r.get(0),
+                )?)
+            })
+            .await?;
+        let subject = format!("user:{}", user.forge_username);
+        if live_vms > 0 || !matches!(user.vm_status, VmStatus::NoVm | VmStatus::Decommissioned) {
+            let error = ServiceError::FailedPrecondition(format!(
+                "user {} still has a VM ({}); decommission it first",
+                user.forge_username,
+                user.vm_status.as_str()
+            ));
+            self.audit(actor, "user.delete", &subject, &error_outcome(&error), None)
+                .await?;
+            return Err(error);
+        }
+        for slot in self.secrets.list(&slots::user_prefix(user_id)).await? {
+            self.secrets.delete(&slot).await?;
+        }
+        let now = self.clock.now();
+        let actor_owned = actor.clone();
+        let subject_owned = subject.clone();
+        self.db
+            .call(move |conn| -> Result<(), ServiceError> {
+                let tx = conn.transaction()?;
+                tx.execute("DELETE FROM ssh_keys WHERE user_id = ?1", [user_id])?;
+                tx.execute("DELETE FROM users WHERE user_id = ?1", [user_id])?;
+                audit::append(
+                    &tx,
+                    now,
+                    Entry {
+                        actor: &actor_owned,
+                        action: "user.delete",
+                        subject: &subject_owned,
+                        outcome: "ok",
+                        detail: Some("deployer record and secrets removed; Forge account kept"),
+                    },
+                )?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        Ok(DeleteUserResult {
+            user_id,
+            forge_username: user.forge_username,
+            forge_user_deleted: false,
+        })
+    }
+
+    /// Shows the initial password again. Audited, because it is a secret leaving the store.
+    pub async fn reveal_initial_password(
+        &self,
+        actor: &Actor,
+        user_id: UserId,
+    ) -> Result<RevealPasswordResult, ServiceError> {
+        let user = self.get_user(user_id).await?;
+        let subject = format!("user:{}", user.forge_username);
+        let password = self.secrets.get(&slots::initial_password(user_id)).await?;
+        let Some(password) = password.filter(|_| user.initial_password_held) else {
+            let error = ServiceError::FailedPrecondition(format!(
+                "no initial password is held for {}: {}",
+                user.forge_username,
+                user.forge_token_note
+                    .as_deref()
+                    .unwrap_or("it was never generated")
+            ));
+            self.audit(
+                actor,
+                "user.reveal_password",
+                &subject,
+                &error_outcome(&error),
+                None,
+            )
+            .await?;
+            return Err(error);
+        };
+        self.audit(actor, "user.reveal_password", &subject, "ok", None)
+            .await?;
+        Ok(RevealPasswordResult {
+            user_id,
+            forge_username: user.forge_username,
+            initial_password: password.expose().to_owned(),
+        })
+    }
+
+    pub async fn list_events(&self, p: ListEventsParams) -> Result<EventsPage, ServiceError> {
+        self.db.call(move |conn| Ok(audit::list(conn, &p)?)).await
+    }
+
+    /// Appends one audit event.
+    pub async fn audit(
+        &self,
+        actor: &Actor,
+        action: &str,
+        subject: &str,
+        outcome: &str,
+        detail: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let now = self.clock.now();
+        let (actor, action, subject, outcome, detail) = (
+            actor.clone(),
+            action.to_owned(),
+            subject.to_owned(),
+            outcome.to_owned(),
+            detail.map(str::to_owned),
+        );
+        self.db
+            .call(move |conn| -> Result<(), ServiceError> {
+                audit::append(
+                    conn,
+                    now,
+                    Entry {
+                        actor: &actor,
+                        action: &action,
+                        subject: &subject,
+                        outcome: &outcome,
+                        detail: detail.as_deref(),
+                    },
+                )?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+/// Why an adopted account has no token.
+pub const ADOPTED_NOTE: &str = "the Forge account existed before the deployer saw it, so its password \
+    is unknown and no token could be minted; the user can bring their own token (cockpit/USER_FORGE_TOKEN)";
+
+/// `error:<kind>` for the audit log.
+pub fn error_outcome(error: &ServiceError) -> String {
+    format!("error:{}", error.kind().as_str())
+}
