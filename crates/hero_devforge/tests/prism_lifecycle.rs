@@ -5,6 +5,9 @@
 //!
 //! Needs `scripts/install-test-deps.sh` (installs Prism into tools/peers).
 
+// Test support helpers outside #[test] fns: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
