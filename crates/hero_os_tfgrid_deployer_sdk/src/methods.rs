@@ -5,6 +5,7 @@
 use schemars::JsonSchema;
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::jobs::*;
 use crate::types::*;
 
 /// Binds a method name to its params and result types.
@@ -102,4 +103,28 @@ methods! {
         (SecretSlotParams) -> Ack, [Forbidden, NotFound, SecretStore];
     GetServerInfo = "deployer.server_info", "Version, Forge in use, data dir and counts",
         (NoParams) -> ServerInfo, [];
+    ProvisionVm = "deployer.provision_vm",
+        "Start a provision job for a user: Forge user, SSH key, node, VM, gateway, SSH, manifest, bootstrap, health",
+        (ProvisionVmParams) -> Job, [NotFound, JobConflict, FailedPrecondition, Backend];
+    DecommissionVm = "deployer.decommission_vm",
+        "Start a decommission job: delete gateway and VM, keep the VM record for audit",
+        (UserIdParams) -> Job, [NotFound, JobConflict, FailedPrecondition];
+    GetJob = "deployer.get_job", "Get one job with its steps", (JobIdParams) -> Job, [NotFound];
+    ListJobs = "deployer.list_jobs", "List jobs, newest first", (ListJobsParams) -> JobsPage, [];
+    CancelJob = "deployer.cancel_job",
+        "Cancel an active job; a provision cleans up what it made",
+        (JobIdParams) -> Job, [NotFound, FailedPrecondition];
+    RetryJob = "deployer.retry_job", "Resume a failed job from its failed step",
+        (JobIdParams) -> Job, [NotFound, FailedPrecondition, JobConflict];
+    JobEvents = "deployer.job_events",
+        "Follow a job's events: replay after a sequence number and long-poll for new ones",
+        (JobEventsParams) -> JobEventsPage, [NotFound];
+    GetVm = "deployer.get_vm", "A user's current VM, earlier VMs, and SSH key facts",
+        (UserIdParams) -> VmDetails, [NotFound];
+    ExportSshKey = "deployer.export_ssh_key",
+        "Export a user's SSH private key to reach their VM (local socket only; audited)",
+        (UserIdParams) -> SshKeyExport, [NotFound, Forbidden, SecretStore];
+    Reconcile = "deployer.reconcile",
+        "Compare the backend's inventory with the deployer's records; with fix, remove orphans (audited)",
+        (ReconcileParams) -> ReconcileReport, [Backend];
 }

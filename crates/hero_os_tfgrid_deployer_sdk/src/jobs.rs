@@ -1,0 +1,278 @@
+//! Wire types of the provisioning pipeline: jobs, their steps and events, VM records, reconcile.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::types::UserId;
+
+pub type JobId = i64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Provision,
+    Decommission,
+}
+
+/// Life of a job. `queued` waits for a concurrency slot; `failed` can be retried from the failed
+/// step; `succeeded`, `cancelled` are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelling,
+    Cancelled,
+}
+
+impl JobState {
+    /// True while the job holds (or waits for) the user's single active-job slot.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            JobState::Queued | JobState::Running | JobState::Cancelling
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+    Skipped,
+}
+
+/// One step of a job, with its timings (Coder-style build timings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StepRecord {
+    /// 1-based position.
+    pub index: u32,
+    pub name: String,
+    pub state: StepState,
+    pub attempts: u32,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
+    /// Last human message of the step.
+    pub message: Option<String>,
+}
+
+/// A persisted provisioning or decommissioning run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Job {
+    pub job_id: JobId,
+    pub user_id: UserId,
+    pub forge_username: String,
+    pub kind: JobKind,
+    pub state: JobState,
+    /// Compute backend used (`local`, `opentofu`, `hero_compute`).
+    pub backend: String,
+    /// Who started it.
+    pub actor: String,
+    pub steps: Vec<StepRecord>,
+    /// Name of the running or failed step.
+    pub current_step: Option<String>,
+    /// Precise reason of a failure or cancellation.
+    pub error: Option<String>,
+    pub created_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    /// Last sign of life of the worker; the reaper fails jobs whose heartbeat stopped.
+    pub heartbeat_at_ms: Option<i64>,
+    /// Set when a provision succeeded.
+    pub result: Option<ProvisionResult>,
+}
+
+/// What the admin hands to the person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProvisionResult {
+    pub url: String,
+    pub forge_username: String,
+    /// Null when the Forge account was adopted.
+    pub initial_password_held: bool,
+    pub node_id: Option<u32>,
+    pub vm_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventLevel {
+    Info,
+    Warn,
+    Error,
+    /// A line of output of a child process (bootstrap script, tofu).
+    Output,
+}
+
+/// One persisted job event. `seq` increases per job without gaps, so followers resume exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JobEvent {
+    pub job_id: JobId,
+    pub seq: i64,
+    pub at_ms: i64,
+    pub level: EventLevel,
+    pub step: Option<String>,
+    pub step_index: Option<u32>,
+    pub step_count: u32,
+    pub attempt: Option<u32>,
+    /// Milliseconds since the step started.
+    pub elapsed_ms: Option<i64>,
+    /// Human message, e.g. "step 6/10 wait_ssh: attempt 3, 37 s".
+    pub message: String,
+}
+
+/// Options of `deployer.provision_vm`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionOptions {
+    /// Compute backend; default from the server config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Manifest profile; default `demo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Pin a node instead of selecting one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionVmParams {
+    pub user_id: UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<ProvisionOptions>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobIdParams {
+    pub job_id: JobId,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListJobsParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    /// Only active (queued, running, cancelling) jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_only: Option<bool>,
+    /// Only jobs with an id below this (paging back in time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<JobId>,
+    /// 1..=200, default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// Newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JobsPage {
+    pub jobs: Vec<Job>,
+    pub next_before: Option<JobId>,
+}
+
+/// Params of `deployer.job_events`: a long-poll. Returns at once when events after `after_seq`
+/// exist or the job is finished; otherwise waits up to `wait_ms` for the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobEventsParams {
+    pub job_id: JobId,
+    /// Only events with a greater `seq`; 0 (default) replays from the start.
+    #[serde(default)]
+    pub after_seq: i64,
+    /// Longest wait for new events, 0..=30000 ms, default 0 (no wait).
+    #[serde(default)]
+    pub wait_ms: u32,
+    /// 1..=1000, default 500.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JobEventsPage {
+    pub events: Vec<JobEvent>,
+    /// Pass as `after_seq` next time.
+    pub last_seq: i64,
+    pub job_state: JobState,
+    /// True when the job is final and every event has been returned.
+    pub done: bool,
+}
+
+/// A VM as the deployer recorded it. Kept after decommission, for audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VmRecord {
+    pub vm_id: i64,
+    pub user_id: UserId,
+    pub forge_username: String,
+    pub backend: String,
+    pub name: String,
+    pub node_id: Option<u32>,
+    /// `deploying`, `ready`, `failed`, `decommissioning`, `decommissioned`.
+    pub state: String,
+    pub spec: serde_json::Value,
+    pub private_ip: Option<String>,
+    pub mycelium_ip: Option<String>,
+    pub url: Option<String>,
+    pub host_key_fingerprint: Option<String>,
+    pub deployer_version: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub decommissioned_at: Option<i64>,
+}
+
+/// Result of `deployer.get_vm`: the user's current VM (if any), key and gateway facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VmDetails {
+    pub user_id: UserId,
+    pub vm: Option<VmRecord>,
+    /// Earlier, decommissioned VMs, newest first.
+    pub history: Vec<VmRecord>,
+    pub ssh_key_fingerprint: Option<String>,
+    pub ssh_public_key: Option<String>,
+}
+
+/// Result of `deployer.export_ssh_key` (audited).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SshKeyExport {
+    pub user_id: UserId,
+    pub public_key: String,
+    /// OpenSSH private key.
+    pub private_key: String,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileParams {
+    /// Remove orphans (audited). Default false: report only.
+    #[serde(default)]
+    pub fix: bool,
+    // Backend to reconcile; default the configured one.
+}
+
+/// One backend resource in a reconcile report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ResourceRef {
+    /// `vm` or `gateway`.
+    pub kind: String,
+    pub name: String,
+    pub user_id: Option<UserId>,
+    pub backend: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReconcileReport {
+    /// In the backend, not (or no longer) in sqlite.
+    pub orphans: Vec<ResourceRef>,
+    /// In sqlite as live, not in the backend.
+    pub missing: Vec<ResourceRef>,
+    /// Orphans removed (with `fix`).
+    pub removed: Vec<ResourceRef>,
+}
