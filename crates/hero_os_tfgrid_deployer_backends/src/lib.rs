@@ -7,7 +7,10 @@
 //! retry with backoff makes sense. Time and randomness are parameters where behaviour depends on
 //! them. Secrets (private keys, the mnemonic) are never logged nor put on a command line.
 
+pub mod compute;
 pub mod gridproxy;
+pub mod local;
+pub mod local_gateway;
 pub mod node_selection;
 pub mod spec;
 
@@ -19,5 +22,10 @@ pub mod ssh;
 pub mod sshd;
 pub mod sshkey;
 
+pub use compute::{
+    BackendError, ComputeBackend, GatewayInfo, GatewayRequest, OutputSink, Resource, ResourceKind,
+    ResourceName, VmInfo, VmRequest,
+};
+pub use local::{LocalBackend, LocalConfig, DEFAULT_BOOTSTRAP_SCRIPT};
 pub use ssh::{ExitStatus, Line, SshClient, SshError, SshSession, SshTarget, Stream};
 pub use sshkey::UserKeyPair;

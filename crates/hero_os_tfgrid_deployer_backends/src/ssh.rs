@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::process::shell_quote;
 
 /// Where to connect and as whom.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SshTarget {
     /// Host name or IP (IPv6 without brackets).
     pub host: String,

@@ -80,3 +80,36 @@ impl Drop for SshdGuard {
         }
     }
 }
+
+/// Kills (SIGKILL, by PID) every process recorded in pid files under `<root>/sandboxes/*/{pids,sshd}`
+/// when dropped, so a failing local-backend test leaves nothing running.
+pub struct SandboxReaper {
+    pub root: PathBuf,
+}
+
+impl Drop for SandboxReaper {
+    fn drop(&mut self) {
+        let Ok(rd) = std::fs::read_dir(self.root.join("sandboxes")) else {
+            return;
+        };
+        for sb in rd.flatten() {
+            for sub in ["pids", "sshd"] {
+                let Ok(files) = std::fs::read_dir(sb.path().join(sub)) else {
+                    continue;
+                };
+                for f in files.flatten() {
+                    if let Some(pid) =
+                        hero_os_tfgrid_deployer_backends::process::read_pid_file(&f.path())
+                    {
+                        if pid_alive(pid) {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid as i32),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The local backend end to end: real sshd sandboxes, real reverse proxy, real bootstrap.
+//! deploy → ssh → upload manifest + bootstrap → GET /health 200 through the gateway → delete →
+//! no process, no port, no directory, no route.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{user_key, SandboxReaper};
+use hero_os_tfgrid_deployer_backends::compute::discard_output;
+use hero_os_tfgrid_deployer_backends::process::{pid_alive, read_pid_file};
+use hero_os_tfgrid_deployer_backends::{
+    BackendError, ComputeBackend, GatewayInfo, GatewayRequest, LocalBackend, LocalConfig,
+    OutputSink, ResourceKind, ResourceName, SshClient, VmRequest, VmSpec, DEFAULT_BOOTSTRAP_SCRIPT,
+};
+
+async fn backend(root: &std::path::Path) -> LocalBackend {
+    let mut cfg = LocalConfig::new(root);
+    cfg.gateway_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    LocalBackend::start(cfg).await.unwrap()
+}
+
+fn collect() -> (OutputSink, Arc<Mutex<Vec<String>>>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let l = lines.clone();
+    (
+        Arc::new(move |s: &str| l.lock().unwrap().push(s.to_string())),
+        lines,
+    )
+}
+
+async fn get_via_gateway(gw: &GatewayInfo, path: &str) -> (u16, String) {
+    let addr: SocketAddr = gw.connect_addr.as_ref().unwrap().parse().unwrap();
+    let client = reqwest::Client::builder()
+        .resolve(&gw.fqdn, addr)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let url = format!("{}{}", gw.url.trim_end_matches('/'), path);
+    let resp = client.get(&url).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+fn port_listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+#[tokio::test]
+async fn full_lifecycle_through_the_gateway_and_nothing_left() {
+    let root = tempfile::tempdir().unwrap();
+    let _reaper = SandboxReaper {
+        root: root.path().to_path_buf(),
+    };
+    let be = backend(root.path()).await;
+    let key = user_key(10);
+    let name = ResourceName::new(7, "alice").unwrap();
+    let req = VmRequest {
+        name: name.clone(),
+        spec: VmSpec::default(),
+        ssh_public_key: key.public_openssh().to_string(),
+        node_id: None,
+    };
+    assert!(be.get_vm(&name).await.unwrap().is_none());
+    let (out, lines) = collect();
+    let vm = be.deploy_vm(&req, out).await.unwrap();
+    assert!(lines.lock().unwrap().iter().any(|l| l.contains("ready")));
+    assert_eq!(vm.ssh.host, "127.0.0.1");
+    let sshd_pid = read_pid_file(&be.sandbox_dir(&name).join("sshd/sshd.pid")).unwrap();
+    assert!(pid_alive(sshd_pid));
+
+    // Idempotent: a second deploy adopts the same sandbox.
+    let again = be.deploy_vm(&req, discard_output()).await.unwrap();
+    assert_eq!(again, vm);
+    assert_eq!(
+        read_pid_file(&be.sandbox_dir(&name).join("sshd/sshd.pid")).unwrap(),
+        sshd_pid
+    );
+
+    // SSH with the user's key; pin on first contact.
+    let client = SshClient::new(vm.ssh.clone(), key.private_openssh(), None).unwrap();
+    let session = client
+        .wait_until_ready(
+            tokio::time::Instant::now() + Duration::from_secs(20),
+            Duration::from_millis(50),
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+    let pinned = session.host_fingerprint().to_string();
+    session
+        .upload(&vm.manifest_path, b"[services]\n", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&vm.manifest_path).unwrap(),
+        "[services]\n"
+    );
+    session
+        .upload(
+            &vm.bootstrap_path(),
+            DEFAULT_BOOTSTRAP_SCRIPT.as_bytes(),
+            Some(0o755),
+        )
+        .await
+        .unwrap();
+    let mut boot = Vec::new();
+    let status = session
+        .run(&vm.bootstrap_command(), |l| boot.push(l.text))
+        .await
+        .unwrap();
+    assert!(status.success(), "bootstrap failed: {boot:?}");
+    assert!(boot.iter().any(|l| l.contains("listening")), "{boot:?}");
+    // Re-running the bootstrap is fine (replaces the server).
+    let status = session.run(&vm.bootstrap_command(), |_| {}).await.unwrap();
+    assert!(status.success());
+    session.close().await;
+    let health_pid = read_pid_file(&be.sandbox_dir(&name).join("pids/health_server.pid")).unwrap();
+    assert!(pid_alive(health_pid));
+    let web_port: u16 = vm
+        .web_backend_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let gw_req = GatewayRequest {
+        name: name.clone(),
+        host_label: "alice".into(),
+        backend_url: vm.web_backend_url.clone(),
+        node_id: None,
+    };
+    let gw = be.deploy_gateway(&gw_req, discard_output()).await.unwrap();
+    assert_eq!(gw.fqdn, "alice.localhost");
+    assert_eq!(
+        gw.url,
+        format!("http://alice.localhost:{}/", be.gateway_addr().port())
+    );
+    assert_eq!(
+        be.deploy_gateway(&gw_req, discard_output()).await.unwrap(),
+        gw
+    );
+    assert_eq!(be.get_gateway(&name).await.unwrap(), Some(gw.clone()));
+    let (status, body) = get_via_gateway(&gw, "/health").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+    // Another user cannot take the label.
+    let bob = ResourceName::new(8, "bob").unwrap();
+    let err = be
+        .deploy_gateway(
+            &GatewayRequest {
+                name: bob,
+                ..gw_req.clone()
+            },
+            discard_output(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackendError::NameTaken { .. }), "{err}");
+
+    // Inventory shows both, with the user id.
+    let inv = be.inventory().await.unwrap();
+    assert_eq!(inv.len(), 2);
+    assert!(inv
+        .iter()
+        .all(|r| r.name.as_ref().map(|n| n.user_id()) == Some(7)));
+    assert!(inv.iter().any(|r| r.kind == ResourceKind::Gateway));
+
+    // The host key is stable across get_vm.
+    let vm2 = be.get_vm(&name).await.unwrap().unwrap();
+    let s = SshClient::new(vm2.ssh, key.private_openssh(), Some(pinned))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    s.close().await;
+
+    // Decommission in reverse.
+    be.delete_gateway(&name, discard_output()).await.unwrap();
+    be.delete_gateway(&name, discard_output()).await.unwrap();
+    assert!(be.get_gateway(&name).await.unwrap().is_none());
+    let (status, _) = get_via_gateway(&gw, "/health").await;
+    assert_eq!(status, 404);
+    let ssh_port = vm.ssh.port;
+    be.delete_vm(&name, discard_output()).await.unwrap();
+    assert!(!pid_alive(sshd_pid), "sshd still alive");
+    assert!(!pid_alive(health_pid), "health server still alive");
+    assert!(!port_listening(ssh_port), "ssh port still listening");
+    assert!(!port_listening(web_port), "web port still listening");
+    assert!(!be.sandbox_dir(&name).exists());
+    let routes = std::fs::read_to_string(root.path().join("gateway/routes.json")).unwrap();
+    assert!(!routes.contains("hero_u7_alice"), "{routes}");
+    assert!(be.inventory().await.unwrap().is_empty());
+    be.delete_vm(&name, discard_output()).await.unwrap();
+    assert!(be.get_vm(&name).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn survives_a_restart_and_restarts_a_dead_sshd() {
+    let root = tempfile::tempdir().unwrap();
+    let _reaper = SandboxReaper {
+        root: root.path().to_path_buf(),
+    };
+    let key = user_key(11);
+    let name = ResourceName::new(9, "carol").unwrap();
+    let req = VmRequest {
+        name: name.clone(),
+        spec: VmSpec::default(),
+        ssh_public_key: key.public_openssh().to_string(),
+        node_id: None,
+    };
+    let (vm, pid) = {
+        let be = backend(root.path()).await;
+        let vm = be.deploy_vm(&req, discard_output()).await.unwrap();
+        be.deploy_gateway(
+            &GatewayRequest {
+                name: name.clone(),
+                host_label: "carol".into(),
+                backend_url: vm.web_backend_url.clone(),
+                node_id: None,
+            },
+            discard_output(),
+        )
+        .await
+        .unwrap();
+        let pid = read_pid_file(&be.sandbox_dir(&name).join("sshd/sshd.pid")).unwrap();
+        (vm, pid)
+        // The backend (and its gateway task) is dropped here: a deployer restart.
+    };
+    assert!(pid_alive(pid), "sshd survives the backend");
+    let be = backend(root.path()).await;
+    let adopted = be.get_vm(&name).await.unwrap().unwrap();
+    assert_eq!(adopted, vm);
+    assert_eq!(
+        read_pid_file(&be.sandbox_dir(&name).join("sshd/sshd.pid")).unwrap(),
+        pid
+    );
+    let gw = be
+        .get_gateway(&name)
+        .await
+        .unwrap()
+        .expect("route persisted");
+    assert_eq!(gw.fqdn, "carol.localhost");
+
+    // A dead sshd (SSH refused) is restarted by get_vm.
+    assert!(be.stop_sshd(&name).await);
+    assert!(!pid_alive(pid));
+    let c = SshClient::new(vm.ssh.clone(), key.private_openssh(), None).unwrap();
+    let err = c.connect().await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    let vm3 = be.get_vm(&name).await.unwrap().unwrap();
+    let new_pid = read_pid_file(&be.sandbox_dir(&name).join("sshd/sshd.pid")).unwrap();
+    assert_ne!(new_pid, pid);
+    assert!(pid_alive(new_pid));
+    let s = SshClient::new(vm3.ssh, key.private_openssh(), None)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    s.close().await;
+
+    be.delete_gateway(&name, discard_output()).await.unwrap();
+    be.delete_vm(&name, discard_output()).await.unwrap();
+    assert!(!pid_alive(new_pid));
+}
+
+#[tokio::test]
+async fn fault_hooks() {
+    let root = tempfile::tempdir().unwrap();
+    let _reaper = SandboxReaper {
+        root: root.path().to_path_buf(),
+    };
+    let be = backend(root.path()).await;
+    let faults = be.faults();
+    let key = user_key(12);
+    let name = ResourceName::new(3, "dave").unwrap();
+    let req = VmRequest {
+        name: name.clone(),
+        spec: VmSpec::default(),
+        ssh_public_key: key.public_openssh().to_string(),
+        node_id: None,
+    };
+    faults.deploy_vm_timeouts.store(1, Ordering::SeqCst);
+    faults.deploy_vm_unavailable.store(1, Ordering::SeqCst);
+    let e1 = be.deploy_vm(&req, discard_output()).await.unwrap_err();
+    assert_eq!(e1.code(), "backend.timeout");
+    assert!(e1.is_transient());
+    let e2 = be.deploy_vm(&req, discard_output()).await.unwrap_err();
+    assert_eq!(e2.code(), "backend.unavailable");
+    assert!(
+        be.get_vm(&name).await.unwrap().is_none(),
+        "faults create nothing"
+    );
+    let vm = be.deploy_vm(&req, discard_output()).await.unwrap();
+
+    let gw_req = GatewayRequest {
+        name: name.clone(),
+        host_label: "dave".into(),
+        backend_url: vm.web_backend_url.clone(),
+        node_id: None,
+    };
+    faults.deploy_gateway_unavailable.store(1, Ordering::SeqCst);
+    assert!(be
+        .deploy_gateway(&gw_req, discard_output())
+        .await
+        .unwrap_err()
+        .is_transient());
+    let gw = be.deploy_gateway(&gw_req, discard_output()).await.unwrap();
+    // Nothing listens on the web port yet: 502 from the proxy.
+    assert_eq!(get_via_gateway(&gw, "/health").await.0, 502);
+    faults.health_503.store(true, Ordering::SeqCst);
+    assert_eq!(get_via_gateway(&gw, "/health").await.0, 503);
+    faults.health_503.store(false, Ordering::SeqCst);
+
+    // A bootstrap that exits 1 is reported as such (the orchestrator's "bootstrap failed").
+    let s = SshClient::new(vm.ssh.clone(), key.private_openssh(), None)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    s.upload(&vm.bootstrap_path(), b"echo failing >&2; exit 1\n", None)
+        .await
+        .unwrap();
+    let st = s.run(&vm.bootstrap_command(), |_| {}).await.unwrap();
+    assert_eq!(st.code, Some(1));
+    s.close().await;
+
+    be.delete_gateway(&name, discard_output()).await.unwrap();
+    be.delete_vm(&name, discard_output()).await.unwrap();
+}
