@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what the tests need (Debian + npm peers), checks
+# formatting and lints, builds every binary the integration tests start, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+scripts/install-test-deps.sh
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "== cargo build (binaries used by integration tests)"
+cargo build --workspace --bins --all-features
+echo "== cargo test"
+cargo test --workspace --all-features -- --test-threads="${TEST_THREADS:-2}"
