@@ -12,6 +12,7 @@ pub mod gridproxy;
 pub mod local;
 pub mod local_gateway;
 pub mod node_selection;
+pub mod opentofu;
 pub mod spec;
 
 pub use gridproxy::{GridProxyClient, GridProxyError, Network, Node};
@@ -27,5 +28,6 @@ pub use compute::{
     ResourceName, VmInfo, VmRequest,
 };
 pub use local::{LocalBackend, LocalConfig, DEFAULT_BOOTSTRAP_SCRIPT};
+pub use opentofu::{OpenTofuBackend, OpenTofuConfig};
 pub use ssh::{ExitStatus, Line, SshClient, SshError, SshSession, SshTarget, Stream};
 pub use sshkey::UserKeyPair;

@@ -111,7 +111,12 @@ mod tests {
             .unwrap();
         let pid = child.id().unwrap();
         assert!(pid_alive(pid));
-        assert!(pid_cmdline(pid).unwrap().contains("sleep 30"));
+        // Right after fork the child may not have exec'd yet: poll with a deadline.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !pid_cmdline(pid).unwrap_or_default().contains("sleep 30") {
+            assert!(tokio::time::Instant::now() < deadline, "child never exec'd");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let killer = tokio::spawn(async move { kill_pid(pid, Duration::from_secs(2)).await });
         let _ = child.wait().await;
         assert!(killer.await.unwrap());
