@@ -1,0 +1,217 @@
+//! The proxy's shared state and its boot sequence (providers, signing key).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use hero_identity::AssertionSigner;
+use hero_secrets::{SecretStore, SecretValue};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{ProxyError, Result};
+use crate::login::PendingLogins;
+use crate::oidc::{Provider, FORGE_SCOPE};
+use crate::routes::{Route, Routes};
+use crate::session::Sessions;
+use crate::store::{ProviderRow, Store};
+use crate::vault::TokenVault;
+
+/// Secret slots read at boot to seed the `forge` provider.
+pub const SEED_CLIENT_ID: &str = "cockpit/FORGE_OAUTH_CLIENT_ID";
+/// See [`SEED_CLIENT_ID`].
+pub const SEED_CLIENT_SECRET: &str = "cockpit/FORGE_OAUTH_CLIENT_SECRET";
+/// See [`SEED_CLIENT_ID`].
+pub const SEED_ISSUER: &str = "cockpit/FORGE_OAUTH_ISSUER";
+/// Forge usernames allowed on `admin` routes, comma-separated; read on every admin request.
+pub const ADMIN_ALLOWLIST_SLOT: &str = "deployer/ADMIN_FORGE_USERS";
+/// The Ed25519 seed of the assertion signer (hex).
+pub const ASSERTION_SEED_SLOT: &str = "hero_proxy/assertion_seed";
+
+/// Slot of a provider's client secret.
+pub fn client_secret_slot(provider: &str) -> String {
+    format!("hero_proxy/providers/{provider}/client_secret")
+}
+
+/// Everything a request handler needs.
+pub struct App {
+    /// Configuration.
+    pub cfg: Config,
+    /// Route table.
+    pub routes: RwLock<Routes>,
+    /// Database.
+    pub store: Arc<Store>,
+    /// Secret store.
+    pub secrets: Arc<dyn SecretStore>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Sessions.
+    pub sessions: Sessions,
+    /// Tokens.
+    pub vault: TokenVault,
+    /// Providers by id.
+    pub providers: RwLock<HashMap<String, Arc<Provider>>>,
+    /// Logins in flight.
+    pub pending: PendingLogins,
+    /// Assertion signer.
+    pub signer: AssertionSigner,
+    /// Served at `/.well-known/hero-proxy-key`.
+    pub jwks_body: Bytes,
+}
+
+impl App {
+    /// Builds the state: opens nothing itself except what `store` and `secrets` already are.
+    pub async fn new(
+        cfg: Config,
+        store: Arc<Store>,
+        secrets: Arc<dyn SecretStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<App> {
+        let routes = cfg
+            .routes
+            .iter()
+            .map(Route::from_config)
+            .collect::<Result<Vec<_>>>()?;
+        let signer = load_signer(secrets.as_ref()).await?;
+        let jwks_body = Bytes::from(signer.public_jwks().to_string());
+        let app = App {
+            sessions: Sessions::new(
+                store.clone(),
+                cfg.session_idle_secs,
+                cfg.session_absolute_secs,
+            ),
+            vault: TokenVault::new(secrets.clone(), store.clone()),
+            pending: PendingLogins::new(cfg.login_state_ttl_secs),
+            routes: RwLock::new(Routes::new(routes)),
+            providers: RwLock::new(HashMap::new()),
+            cfg,
+            store,
+            secrets,
+            clock,
+            signer,
+            jwks_body,
+        };
+        app.seed_providers().await?;
+        app.reload_providers().await?;
+        Ok(app)
+    }
+
+    /// Writes providers from the secret store seed and from the config file into sqlite (secrets into slots).
+    async fn seed_providers(&self) -> Result<()> {
+        let id = self.secrets.get(SEED_CLIENT_ID).await?;
+        let issuer = self.secrets.get(SEED_ISSUER).await?;
+        if let (Some(id), Some(issuer)) = (id, issuer) {
+            if let Some(sec) = self.secrets.get(SEED_CLIENT_SECRET).await? {
+                self.secrets
+                    .set(&client_secret_slot("forge"), sec.expose())
+                    .await?;
+            }
+            self.store.upsert_provider(&ProviderRow {
+                id: "forge".into(),
+                issuer: issuer.expose().trim().to_owned(),
+                client_id: id.expose().trim().to_owned(),
+                scope: FORGE_SCOPE.into(),
+            })?;
+            tracing::info!("provider forge seeded from the secret store");
+        }
+        for p in &self.cfg.providers {
+            if let Some(f) = &p.client_secret_file {
+                let s = std::fs::read_to_string(f).map_err(|e| {
+                    ProxyError::Config(format!("client_secret_file {}: {e}", f.display()))
+                })?;
+                self.secrets
+                    .set(&client_secret_slot(&p.id), s.trim())
+                    .await?;
+            }
+            self.store.upsert_provider(&ProviderRow {
+                id: p.id.clone(),
+                issuer: p.issuer.clone(),
+                client_id: p.client_id.clone(),
+                scope: p.scope.clone().unwrap_or_else(|| FORGE_SCOPE.into()),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the provider objects from sqlite + secret slots (after boot and after `oauth.set_provider`).
+    pub async fn reload_providers(&self) -> Result<()> {
+        let mut map = HashMap::new();
+        for row in self.store.providers()? {
+            let secret: Option<SecretValue> =
+                self.secrets.get(&client_secret_slot(&row.id)).await?;
+            let p = Provider::new(&row.id, &row.issuer, &row.client_id, secret, &row.scope)?;
+            map.insert(row.id.clone(), Arc::new(p));
+        }
+        *self.providers.write().unwrap_or_else(|e| e.into_inner()) = map;
+        Ok(())
+    }
+
+    /// A provider by id.
+    pub fn provider(&self, id: &str) -> Option<Arc<Provider>> {
+        self.providers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// The admin allowlist, re-read from the secret store on every call (so a change applies on the next request).
+    pub async fn admin_allowlist(&self) -> Result<BTreeSet<String>> {
+        Ok(self
+            .secrets
+            .get(ADMIN_ALLOWLIST_SLOT)
+            .await?
+            .map(|v| {
+                v.expose()
+                    .split(',')
+                    .map(|s| s.trim().to_ascii_lowercase())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Is this session's user allowed on admin routes?
+    pub fn admin_allowed(
+        list: &BTreeSet<String>,
+        forge_username: &str,
+        claims: &[hero_identity::Claim],
+    ) -> bool {
+        list.contains(&forge_username.to_ascii_lowercase())
+            || claims.iter().any(|c| c.as_str() == "groups.admin")
+    }
+
+    /// Revokes the admin sessions of users no longer allowed (periodic; requests also check on their own).
+    pub async fn sweep_admin_sessions(&self) -> Result<usize> {
+        let list = self.admin_allowlist().await?;
+        let mut n = 0;
+        for u in self.store.users_with_admin_sessions()? {
+            let (_, claims) = self.store.claims_for(&u)?;
+            if !Self::admin_allowed(&list, &u.forge_username, &claims) {
+                n += self.sessions.revoke_user(u.id, true)?;
+                tracing::info!(user = %u.username, "admin access removed: admin sessions revoked");
+            }
+        }
+        Ok(n)
+    }
+}
+
+async fn load_signer(secrets: &dyn SecretStore) -> Result<AssertionSigner> {
+    let seed = match secrets.get(ASSERTION_SEED_SLOT).await? {
+        Some(v) => hex::decode(v.expose().trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok()),
+        None => None,
+    };
+    let seed = match seed {
+        Some(s) => s,
+        None => {
+            use rand::RngCore;
+            let mut s = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut s);
+            secrets.set(ASSERTION_SEED_SLOT, &hex::encode(s)).await?;
+            s
+        }
+    };
+    Ok(AssertionSigner::from_seed(&seed))
+}

@@ -1,0 +1,292 @@
+//! Configuration: TOML file, then `HERO_PROXY_<FIELD>` environment overlay, then `HERO_PROXY_<FIELD>_FILE` for
+//! values that must not sit in the environment of a long-lived process (the file's content is read instead).
+//!
+//! Runtime policy (users, groups, roles, providers, allowlist) lives in sqlite and the secret store, not here.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{ProxyError, Result};
+
+/// Environment prefix of the overlay.
+pub const ENV_PREFIX: &str = "HERO_PROXY_";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the proxy listener (TLS is terminated in front of it).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory of the proxy's sqlite database (`hero_proxy.db`).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Encrypted secret store directory; default `<state_dir>/secrets`.
+    #[serde(default)]
+    pub secrets_dir: Option<PathBuf>,
+    /// Directory holding `hero_proxy/rpc.sock`; default `$HERO_SOCKET_DIR` or `~/hero/var/sockets`.
+    #[serde(default)]
+    pub socket_dir: Option<PathBuf>,
+    /// Scheme browsers use to reach the proxy; the OAuth redirect URI is `<scheme>://<Host>/oauth/callback`.
+    #[serde(default = "default_scheme")]
+    pub public_scheme: String,
+    /// Fixed public origin (`https://admin.example.org`) for the redirect URI instead of the request's Host.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Peers whose `X-Forwarded-*` headers are believed. Default: none (oauth2-proxy's default of "everyone" was a CVE).
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// A session unused this long ends.
+    #[serde(default = "default_idle")]
+    pub session_idle_secs: u64,
+    /// A session ends this long after login whatever its use.
+    #[serde(default = "default_absolute")]
+    pub session_absolute_secs: u64,
+    /// Lifetime of an `X-Hero-Assertion`.
+    #[serde(default = "default_assertion_ttl")]
+    pub assertion_ttl_secs: u64,
+    /// How long a started login (state, nonce, PKCE verifier) may wait for its callback.
+    #[serde(default = "default_state_ttl")]
+    pub login_state_ttl_secs: u64,
+    /// Provider used by `/oauth/login` when none is named.
+    #[serde(default = "default_provider")]
+    pub default_provider: String,
+    /// Providers declared in the file (in addition to the one seeded from the secret store).
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    /// Routes, matched by host then longest path prefix.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Forge `groups` claim value (`org` or `org:team`) → proxy groups the user is put in at login.
+    #[serde(default)]
+    pub group_map: BTreeMap<String, Vec<String>>,
+}
+
+/// An OIDC provider declared in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Short id (`forge`), used in slot names and `X-Hero-Provider`.
+    pub id: String,
+    /// Issuer URL; discovery is fetched from `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// OAuth client id.
+    pub client_id: String,
+    /// File holding the client secret (absent: public client, PKCE only).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// Override of the constant scope string (see `oidc::FORGE_SCOPE`).
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// A route as written in the file; validated into `routes::Route`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Host to match (without port); absent = any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path prefix, matched on segment boundaries.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// `http://host:port` or `unix:/path/to.sock`.
+    pub upstream: String,
+    /// `public`, `sso`, `admin`, or `claim:<rule>`.
+    #[serde(default = "default_policy")]
+    pub policy: String,
+    /// Sent as `X-Hero-Context`.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Send the user's Forge access token as `X-Hero-Forge-Token` (off by default).
+    #[serde(default)]
+    pub pass_token: bool,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+}
+fn default_state_dir() -> PathBuf {
+    home().join("hero/var/hero_proxy")
+}
+fn default_scheme() -> String {
+    "https".into()
+}
+fn default_idle() -> u64 {
+    8 * 3600
+}
+fn default_absolute() -> u64 {
+    7 * 24 * 3600
+}
+fn default_assertion_ttl() -> u64 {
+    300
+}
+fn default_state_ttl() -> u64 {
+    600
+}
+fn default_provider() -> String {
+    "forge".into()
+}
+fn default_path() -> String {
+    "/".into()
+}
+fn default_policy() -> String {
+    "sso".into()
+}
+
+/// Fields the env overlay may set, with how to parse them.
+const SCALAR_FIELDS: &[&str] = &[
+    "listen",
+    "state_dir",
+    "secrets_dir",
+    "socket_dir",
+    "public_scheme",
+    "public_url",
+    "default_provider",
+];
+const INT_FIELDS: &[&str] = &[
+    "session_idle_secs",
+    "session_absolute_secs",
+    "assertion_ttl_secs",
+    "login_state_ttl_secs",
+];
+const LIST_FIELDS: &[&str] = &["trusted_proxies"];
+
+impl Config {
+    /// Parses TOML text and applies the overlay from `env` (pass `std::env::vars()` in production).
+    pub fn from_toml_with_env<I>(text: &str, env: I) -> Result<Config>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ProxyError::Config(format!("TOML: {e}")))?;
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let (field, value) = match rest.strip_suffix("_FILE") {
+                Some(f) => {
+                    let content = std::fs::read_to_string(&v)
+                        .map_err(|e| ProxyError::Config(format!("{k}: cannot read {v}: {e}")))?;
+                    (f.to_ascii_lowercase(), content.trim_end().to_owned())
+                }
+                None => (rest.to_ascii_lowercase(), v),
+            };
+            if SCALAR_FIELDS.contains(&field.as_str()) {
+                table.insert(field, toml::Value::String(value));
+            } else if INT_FIELDS.contains(&field.as_str()) {
+                let n: i64 = value
+                    .parse()
+                    .map_err(|_| ProxyError::Config(format!("{k}: not an integer")))?;
+                table.insert(field, toml::Value::Integer(n));
+            } else if LIST_FIELDS.contains(&field.as_str()) {
+                let items = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_owned()))
+                    .collect();
+                table.insert(field, toml::Value::Array(items));
+            } else {
+                return Err(ProxyError::Config(format!(
+                    "unknown environment setting {k}"
+                )));
+            }
+        }
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ProxyError::Config(e.to_string()))?;
+        if cfg.session_idle_secs == 0 || cfg.session_absolute_secs == 0 {
+            return Err(ProxyError::Config(
+                "session timeouts must be positive".into(),
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// Reads `path` (missing file = empty config) and applies the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| ProxyError::Config(format!("cannot read {}: {e}", p.display())))?,
+            None => String::new(),
+        };
+        Config::from_toml_with_env(&text, std::env::vars())
+    }
+
+    /// Where the secret store lives.
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.secrets_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("secrets"))
+    }
+
+    /// `<socket_dir>/hero_proxy/rpc.sock`.
+    pub fn rpc_socket(&self) -> PathBuf {
+        let dir = self.socket_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("HERO_SOCKET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home().join("hero/var/sockets"))
+        });
+        dir.join("hero_proxy").join("rpc.sock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_env_overlay_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("url");
+        std::fs::write(&f, "https://edge.example.org\n").unwrap();
+        let text = r#"
+            listen = "127.0.0.1:9999"
+            [[routes]]
+            path = "/"
+            upstream = "http://127.0.0.1:9000"
+            policy = "public"
+        "#;
+        let env = vec![
+            (
+                "HERO_PROXY_LISTEN".to_string(),
+                "127.0.0.1:7000".to_string(),
+            ),
+            (
+                "HERO_PROXY_TRUSTED_PROXIES".to_string(),
+                "10.0.0.1, ::1".to_string(),
+            ),
+            ("HERO_PROXY_SESSION_IDLE_SECS".to_string(), "60".to_string()),
+            (
+                "HERO_PROXY_PUBLIC_URL_FILE".to_string(),
+                f.display().to_string(),
+            ),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let c = Config::from_toml_with_env(text, env).unwrap();
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.session_idle_secs, 60);
+        assert_eq!(c.public_url.as_deref(), Some("https://edge.example.org"));
+        assert_eq!(c.routes.len(), 1);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        assert!(Config::from_toml_with_env("lisen = \"x\"", Vec::new()).is_err());
+        assert!(
+            Config::from_toml_with_env("[[routes]]\nupstream=\"x\"\nfoo=1", Vec::new()).is_err()
+        );
+        let env = vec![("HERO_PROXY_NOPE".to_string(), "1".to_string())];
+        assert!(Config::from_toml_with_env("", env).is_err());
+    }
+}

@@ -1,0 +1,521 @@
+//! Request handling: the proxy's own endpoints (`/oauth/login|callback|logout`, the assertion key) and the reverse
+//! proxy path (route → policy → header hygiene → identity injection → upstream, WebSocket upgrades included).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hero_identity::{
+    AssertionPayload, ASSERTION_ISSUER, PROXY_KEY_PATH, X_HERO_ASSERTION, X_HERO_CLAIMS,
+    X_HERO_CONTEXT, X_HERO_EXTERNAL_ID, X_HERO_FORGE_TOKEN, X_HERO_PROVIDER, X_HERO_USER,
+};
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, LOCATION, SET_COOKIE, UPGRADE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::app::App;
+use crate::error::ProxyError;
+use crate::headers::{
+    get_cookie, remove_hop_by_hop, remove_session_cookie, set_forwarded, strip_reserved,
+};
+use crate::login::{safe_return_to, PendingLogin, StateError};
+use crate::oidc::{pkce, random_token};
+use crate::pages;
+use crate::routes::{Policy, Route};
+use crate::session::{clear_cookie, set_cookie, Session, SESSION_COOKIE};
+use crate::upstream::ProxyBody;
+
+/// Cookie binding a login attempt to the browser that started it (login-CSRF defence).
+pub const LOGIN_COOKIE: &str = "__Host-hero_login";
+
+fn full(body: impl Into<Bytes>) -> ProxyBody {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<ProxyBody> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn html(status: StatusCode, body: String) -> Response<ProxyBody> {
+    respond(status, "text/html; charset=utf-8", body)
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response<ProxyBody> {
+    let mut r = respond(status, "text/plain; charset=utf-8", "");
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(LOCATION, v);
+    }
+    r
+}
+
+fn add_cookie(r: &mut Response<ProxyBody>, cookie: &str) {
+    if let Ok(v) = HeaderValue::from_str(cookie) {
+        r.headers_mut().append(SET_COOKIE, v);
+    }
+}
+
+fn query_map(q: Option<&str>) -> HashMap<String, String> {
+    q.map(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .into_owned()
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn host_of(h: &HeaderMap, uri: &http::Uri) -> Option<String> {
+    h.get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
+}
+
+fn internal(e: &ProxyError) -> Response<ProxyBody> {
+    tracing::error!(code = e.code(), error = %e, "request failed");
+    html(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        pages::error(
+            "Internal error",
+            &format!("The proxy failed ({}).", e.code()),
+        ),
+    )
+}
+
+impl App {
+    /// Entry point for every request on the public listener.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        match req.uri().path() {
+            "/oauth/login" => self.login(&req).await,
+            "/oauth/callback" => self.callback(&req).await,
+            "/oauth/logout" => self.logout(&req),
+            p if p == PROXY_KEY_PATH => {
+                respond(StatusCode::OK, "application/json", self.jwks_body.clone())
+            }
+            _ => self.proxy(req, peer).await,
+        }
+    }
+
+    fn redirect_uri(&self, host: Option<&str>) -> String {
+        match &self.cfg.public_url {
+            Some(u) => format!("{}/oauth/callback", u.trim_end_matches('/')),
+            None => format!(
+                "{}://{}/oauth/callback",
+                self.cfg.public_scheme,
+                host.unwrap_or("localhost")
+            ),
+        }
+    }
+
+    async fn login(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+        let q = query_map(req.uri().query());
+        let provider_id = q
+            .get("provider")
+            .cloned()
+            .unwrap_or_else(|| self.cfg.default_provider.clone());
+        let Some(provider) = self.provider(&provider_id) else {
+            return html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::error("Sign-in unavailable", "No identity provider is configured."),
+            );
+        };
+        let now = self.clock.now();
+        let state = random_token(32);
+        let nonce = random_token(32);
+        let pk = pkce();
+        let redirect_uri = self.redirect_uri(host_of(req.headers(), req.uri()).as_deref());
+        let url = match provider
+            .authorize_url(
+                &redirect_uri,
+                &state,
+                &nonce,
+                &pk.challenge,
+                q.get("login_hint").map(String::as_str),
+            )
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "provider discovery failed");
+                return html(
+                    StatusCode::BAD_GATEWAY,
+                    pages::error(
+                        "Sign-in unavailable",
+                        "The identity provider cannot be reached.",
+                    ),
+                );
+            }
+        };
+        let pending = PendingLogin {
+            provider: provider_id,
+            nonce,
+            verifier: pk.verifier,
+            return_to: safe_return_to(q.get("rd").map(String::as_str)),
+            redirect_uri,
+            created_at: now,
+        };
+        if !self.pending.insert(state.clone(), pending, now) {
+            return html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::error("Busy", "Too many sign-ins in progress; try again."),
+            );
+        }
+        let mut r = redirect(StatusCode::FOUND, &url);
+        add_cookie(
+            &mut r,
+            &format!(
+                "{LOGIN_COOKIE}={state}; Path=/; Max-Age={}; Secure; HttpOnly; SameSite=Lax",
+                self.cfg.login_state_ttl_secs
+            ),
+        );
+        r
+    }
+
+    async fn callback(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+        let q = query_map(req.uri().query());
+        let now = self.clock.now();
+        let bad = |msg: &str| html(StatusCode::BAD_REQUEST, pages::error("Sign-in failed", msg));
+        let Some(state) = q.get("state") else {
+            return bad("The sign-in response has no state.");
+        };
+        let pending = match self.pending.take(state, now) {
+            Ok(p) => p,
+            Err(StateError::Unknown) => {
+                return bad("This sign-in link was already used or is unknown.")
+            }
+            Err(StateError::Expired) => return bad("This sign-in attempt expired."),
+        };
+        if get_cookie(req.headers(), LOGIN_COOKIE) != Some(state.as_str()) {
+            return bad("This sign-in was started in another browser.");
+        }
+        if let Some(err) = q.get("error") {
+            tracing::info!(error = %err, "provider returned an error to the callback");
+            return bad("The identity provider refused the sign-in.");
+        }
+        let Some(code) = q.get("code") else {
+            return bad("The sign-in response has no code.");
+        };
+        let Some(provider) = self.provider(&pending.provider) else {
+            return bad("Unknown provider.");
+        };
+        let result = async {
+            let tokens = provider
+                .exchange_code(code, &pending.verifier, &pending.redirect_uri)
+                .await?;
+            let id_token = tokens
+                .id_token
+                .as_deref()
+                .ok_or(ProxyError::LoginRejected("no id_token"))?;
+            let claims = provider
+                .validate_id_token(id_token, &pending.nonce, now)
+                .await?;
+            let login = claims
+                .preferred_username
+                .clone()
+                .unwrap_or_else(|| claims.sub.clone());
+            let user = self
+                .store
+                .provision(&provider.id, &claims.sub, &login, now)?;
+            if user.disabled {
+                return Err(ProxyError::LoginRejected("account disabled"));
+            }
+            self.apply_group_map(user.id, &claims.groups)?;
+            self.vault
+                .put(&provider.id, &claims.sub, &tokens, now)
+                .await?;
+            self.sessions.bump_generation();
+            let sid = self.sessions.create(&user, now)?;
+            tracing::info!(user = %user.username, provider = %provider.id, "signed in");
+            Ok::<_, ProxyError>(sid)
+        }
+        .await;
+        match result {
+            Ok(sid) => {
+                let mut r = redirect(StatusCode::SEE_OTHER, &pending.return_to);
+                add_cookie(&mut r, &set_cookie(&sid, self.sessions.absolute_secs()));
+                add_cookie(
+                    &mut r,
+                    &format!("{LOGIN_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"),
+                );
+                r
+            }
+            Err(ProxyError::LoginRejected(why)) => {
+                tracing::warn!(reason = why, "sign-in rejected");
+                bad("The sign-in could not be verified.")
+            }
+            Err(e) => internal(&e),
+        }
+    }
+
+    fn apply_group_map(&self, user_id: i64, forge_groups: &[String]) -> Result<(), ProxyError> {
+        if self.cfg.group_map.is_empty() {
+            return Ok(());
+        }
+        let targets: BTreeSet<String> = self.cfg.group_map.values().flatten().cloned().collect();
+        let wanted: BTreeSet<String> = forge_groups
+            .iter()
+            .filter_map(|g| self.cfg.group_map.get(g))
+            .flatten()
+            .cloned()
+            .collect();
+        self.store.sync_mapped_groups(user_id, &targets, &wanted)
+    }
+
+    fn logout(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+        if let Some(c) = get_cookie(req.headers(), SESSION_COOKIE) {
+            if let Err(e) = self.sessions.revoke(&crate::session::hash_id(c)) {
+                return internal(&e);
+            }
+        }
+        let mut r = html(StatusCode::OK, pages::signed_out());
+        add_cookie(&mut r, &clear_cookie());
+        r
+    }
+
+    fn unauthenticated(&self, req: &Request<Incoming>, clear: bool) -> Response<ProxyBody> {
+        let mut r = if req.method() == Method::GET || req.method() == Method::HEAD {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            let rd: String = url::form_urlencoded::byte_serialize(pq.as_bytes()).collect();
+            redirect(StatusCode::FOUND, &format!("/oauth/login?rd={rd}"))
+        } else {
+            respond(
+                StatusCode::UNAUTHORIZED,
+                "text/plain; charset=utf-8",
+                "sign-in required\n",
+            )
+        };
+        if clear {
+            add_cookie(&mut r, &clear_cookie());
+        }
+        r
+    }
+
+    async fn proxy(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let host = host_of(req.headers(), req.uri());
+        let route = {
+            let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            routes.find(host.as_deref(), req.uri().path()).cloned()
+        };
+        let Some(route) = route else {
+            return respond(
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "no route\n",
+            );
+        };
+        let now = self.clock.now();
+        let session =
+            match get_cookie(req.headers(), SESSION_COOKIE).map(|c| self.sessions.lookup(c, now)) {
+                Some(Ok(s)) => s,
+                Some(Err(e)) => return internal(&e),
+                None => None,
+            };
+        let had_cookie = get_cookie(req.headers(), SESSION_COOKIE).is_some();
+        let session = match (&route.policy, session) {
+            (Policy::Public, s) => s,
+            (_, None) => return self.unauthenticated(&req, had_cookie),
+            (_, Some(s)) => Some(s),
+        };
+        if let Some(s) = &session {
+            if route.policy != Policy::Public || route.pass_token {
+                if let Some(p) = self.provider(&s.user.provider) {
+                    match self.vault.ensure_fresh(&p, &s.user.external_id, now).await {
+                        Ok(()) => {}
+                        Err(ProxyError::ReloginRequired) => {
+                            if let Err(e) = self.sessions.revoke_user(s.user.id, false) {
+                                return internal(&e);
+                            }
+                            return self.unauthenticated(&req, true);
+                        }
+                        Err(e) => {
+                            tracing::warn!(code = e.code(), error = %e, "token refresh failed; continuing")
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(s) = &session {
+            match &route.policy {
+                Policy::Admin => {
+                    let list = match self.admin_allowlist().await {
+                        Ok(l) => l,
+                        Err(e) => return internal(&e),
+                    };
+                    if App::admin_allowed(&list, &s.user.forge_username, &s.claims) {
+                        if !s.admin_granted {
+                            if let Err(e) = self.sessions.mark_admin_granted(&s.id_hash) {
+                                return internal(&e);
+                            }
+                        }
+                    } else {
+                        if s.admin_granted {
+                            if let Err(e) = self.sessions.revoke_user(s.user.id, true) {
+                                return internal(&e);
+                            }
+                        }
+                        return html(
+                            StatusCode::FORBIDDEN,
+                            pages::forbidden(&s.user.forge_username, "the administration pages"),
+                        );
+                    }
+                }
+                Policy::Claim(rule) if !rule.matches_any(s.claims.iter()) => {
+                    return html(
+                        StatusCode::FORBIDDEN,
+                        pages::forbidden(&s.user.forge_username, "this page"),
+                    );
+                }
+                _ => {}
+            }
+        }
+        self.forward(req, &route, session.as_ref(), peer, host.as_deref(), now)
+            .await
+    }
+
+    async fn inject(
+        &self,
+        h: &mut HeaderMap,
+        route: &Route,
+        s: &Session,
+        now: u64,
+    ) -> Result<(), ProxyError> {
+        let v = |s: &str| {
+            HeaderValue::from_str(s)
+                .map_err(|_| ProxyError::Invalid("identity not header-safe".into()))
+        };
+        h.insert(X_HERO_USER, v(&s.user.username)?);
+        h.insert(X_HERO_PROVIDER, v(&s.user.provider)?);
+        h.insert(X_HERO_EXTERNAL_ID, v(&s.user.external_id)?);
+        h.insert(X_HERO_CLAIMS, s.claims_header.clone());
+        if let Some(c) = &route.context {
+            h.insert(X_HERO_CONTEXT, v(c)?);
+        }
+        let ttl = self.cfg.assertion_ttl_secs;
+        let assertion = {
+            let mut cache = s.assertions.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get(&route.context) {
+                Some((val, exp)) if *exp > now + ttl / 5 => val.clone(),
+                _ => {
+                    let payload = AssertionPayload {
+                        iss: ASSERTION_ISSUER.into(),
+                        sub: s.user.username.clone(),
+                        ctx: route.context.clone(),
+                        claims: s.claims.as_ref().clone(),
+                        prv: s.user.provider.clone(),
+                        xid: s.user.external_id.clone(),
+                        iat: now,
+                        exp: now + ttl,
+                    };
+                    let val = v(&self.signer.sign(&payload))?;
+                    cache.insert(route.context.clone(), (val.clone(), now + ttl));
+                    val
+                }
+            }
+        };
+        h.insert(X_HERO_ASSERTION, assertion);
+        if route.pass_token {
+            if let Some(tok) = self
+                .vault
+                .access_token(&s.user.provider, &s.user.external_id)
+                .await?
+            {
+                let mut val = v(tok.expose())?;
+                val.set_sensitive(true);
+                h.insert(X_HERO_FORGE_TOKEN, val);
+            }
+        }
+        Ok(())
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        route: &Route,
+        session: Option<&Session>,
+        peer: SocketAddr,
+        host: Option<&str>,
+        now: u64,
+    ) -> Response<ProxyBody> {
+        let client_upgrade = hyper::upgrade::on(&mut req);
+        let (mut parts, body) = req.into_parts();
+        let h = &mut parts.headers;
+        let upgrade = remove_hop_by_hop(h);
+        strip_reserved(h);
+        set_forwarded(
+            h,
+            peer.ip(),
+            &self.cfg.trusted_proxies,
+            &self.cfg.public_scheme,
+            host,
+        );
+        remove_session_cookie(h);
+        if let Some(s) = session {
+            if let Err(e) = self.inject(h, route, s, now).await {
+                return internal(&e);
+            }
+        }
+        if let Some(u) = &upgrade {
+            h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(UPGRADE, u.clone());
+        }
+        parts.version = http::Version::HTTP_11;
+        let mut resp = match route.upstream.send(Request::from_parts(parts, body)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(upstream = %route.upstream.describe(), error = %e, "upstream unreachable");
+                return html(
+                    StatusCode::BAD_GATEWAY,
+                    pages::error(
+                        "Bad gateway",
+                        "The service behind this address is not responding.",
+                    ),
+                );
+            }
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some() {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((c, u)) => {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(c),
+                            &mut TokioIo::new(u),
+                        )
+                        .await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                }
+            });
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, full(Bytes::new()));
+        }
+        remove_hop_by_hop(resp.headers_mut());
+        resp.map(|b| b.boxed())
+    }
+}

@@ -1,0 +1,252 @@
+//! Inbound header hygiene, in the order that makes spoofing impossible:
+//! 1. drop hop-by-hop headers, including every name listed in `Connection:` (RFC 9110 §7.6.1);
+//! 2. drop every header reserved for the proxy (`hero_identity::is_reserved_header`: lower-case, `_`→`-`,
+//!    prefix `x-hero-`), whatever its spelling or multiplicity;
+//! 3. replace `X-Forwarded-*`/`Forwarded` unless the TCP peer is a trusted proxy;
+//! 4. remove the proxy's own session cookie so backends never see session ids;
+//! 5. only then inject the identity headers (`inject_identity`).
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, UPGRADE};
+
+use crate::session::SESSION_COOKIE;
+
+/// Hop-by-hop headers that never cross the proxy (besides those named in `Connection`).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+/// Removes hop-by-hop headers. Returns the `Upgrade` value if this is an upgrade request (WebSocket), which the
+/// caller re-adds to the upstream request together with `Connection: upgrade`.
+pub fn remove_hop_by_hop(h: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut listed: Vec<String> = Vec::new();
+    let mut wants_upgrade = false;
+    for v in h.get_all(CONNECTION) {
+        if let Ok(s) = v.to_str() {
+            for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                let lower = name.to_ascii_lowercase();
+                if lower == "upgrade" {
+                    wants_upgrade = true;
+                }
+                listed.push(lower);
+            }
+        }
+    }
+    let upgrade = if wants_upgrade {
+        h.get(UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in listed {
+        if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+            h.remove(n);
+        }
+    }
+    for name in HOP_BY_HOP {
+        h.remove(name);
+    }
+    upgrade
+}
+
+/// Removes every header reserved for the proxy, in any spelling.
+pub fn strip_reserved(h: &mut HeaderMap) {
+    let reserved: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| hero_identity::is_reserved_header(k.as_str()))
+        .cloned()
+        .collect();
+    for k in reserved {
+        h.remove(k);
+    }
+}
+
+/// Sets `X-Forwarded-For/-Proto/-Host`. Client-sent values (and `Forwarded`) survive only from a trusted peer, in
+/// which case the peer is appended to `X-Forwarded-For`.
+pub fn set_forwarded(
+    h: &mut HeaderMap,
+    peer: IpAddr,
+    trusted: &[IpAddr],
+    scheme: &str,
+    host: Option<&str>,
+) {
+    let is_trusted = trusted.contains(&peer);
+    let prior_for = if is_trusted {
+        h.get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    } else {
+        None
+    };
+    let prior_proto = if is_trusted {
+        h.get("x-forwarded-proto").cloned()
+    } else {
+        None
+    };
+    let prior_host = if is_trusted {
+        h.get("x-forwarded-host").cloned()
+    } else {
+        None
+    };
+    let names: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| {
+            let n = k.as_str().replace('_', "-");
+            n.starts_with("x-forwarded-") || n == "forwarded" || n == "x-real-ip"
+        })
+        .cloned()
+        .collect();
+    if !is_trusted {
+        for n in names {
+            h.remove(n);
+        }
+    }
+    let xff = match prior_for {
+        Some(p) => format!("{p}, {peer}"),
+        None => peer.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    match prior_proto {
+        Some(p) => h.insert("x-forwarded-proto", p),
+        None => h.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_str(scheme).unwrap_or(HeaderValue::from_static("https")),
+        ),
+    };
+    match (prior_host, host.and_then(|s| HeaderValue::from_str(s).ok())) {
+        (Some(p), _) => {
+            h.insert("x-forwarded-host", p);
+        }
+        (None, Some(v)) => {
+            h.insert("x-forwarded-host", v);
+        }
+        (None, None) => {}
+    }
+}
+
+/// Removes the proxy's session cookie from `Cookie` headers, keeping the others.
+pub fn remove_session_cookie(h: &mut HeaderMap) {
+    let values: Vec<HeaderValue> = h.get_all(COOKIE).iter().cloned().collect();
+    if values.is_empty() {
+        return;
+    }
+    h.remove(COOKIE);
+    let prefix = format!("{SESSION_COOKIE}=");
+    let mut kept: Vec<String> = Vec::new();
+    for v in values {
+        if let Ok(s) = v.to_str() {
+            kept.extend(
+                s.split(';')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty() && !c.starts_with(&prefix))
+                    .map(str::to_owned),
+            );
+        }
+    }
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            h.insert(COOKIE, v);
+        }
+    }
+}
+
+/// Reads one cookie from the request.
+pub fn get_cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn connection_listed_names_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("a", "b"),
+        ]);
+        assert!(remove_hop_by_hop(&mut h).is_none());
+        assert_eq!(h.len(), 1);
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(remove_hop_by_hop(&mut h).unwrap(), "websocket");
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn reserved_are_stripped_in_every_spelling() {
+        let mut h = map(&[
+            ("X-Hero-User", "a"),
+            ("x-hero-user", "b"),
+            ("X_Hero_User", "c"),
+            ("X-HERO-CLAIMS", "admin"),
+            ("x-hero-whatever", "d"),
+            ("x-heroic", "kept"),
+        ]);
+        strip_reserved(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-heroic"));
+    }
+
+    #[test]
+    fn forwarded_only_from_trusted() {
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x_forwarded_host", "evil"),
+        ]);
+        set_forwarded(&mut h, peer, &[], "https", Some("edge"));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-host"], "edge");
+        assert!(!h.contains_key("forwarded"));
+        assert!(!h.contains_key("x_forwarded_host"));
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "http"),
+        ]);
+        set_forwarded(&mut h, peer, &[peer], "https", Some("edge"));
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn session_cookie_is_not_forwarded() {
+        let mut h = map(&[
+            ("cookie", "a=1; __Host-hero_session=SECRET; b=2"),
+            ("cookie", "__Host-hero_session=X"),
+        ]);
+        assert_eq!(get_cookie(&h, SESSION_COOKIE), Some("SECRET"));
+        remove_session_cookie(&mut h);
+        assert_eq!(h.get_all(COOKIE).iter().count(), 1);
+        assert_eq!(h[COOKIE], "a=1; b=2");
+    }
+}

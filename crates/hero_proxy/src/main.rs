@@ -1,0 +1,52 @@
+//! hero_proxy binary: parse arguments, load config, open the secret store, run until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+/// The SSO edge of the Hero stack.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file (HERO_PROXY_* environment variables override it).
+    #[arg(long, short, env = "HERO_PROXY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the assertion verification key (JWKS) and exit.
+    #[arg(long)]
+    print_key: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HERO_PROXY_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    // The config path variable is ours, not an overlay field.
+    std::env::remove_var("HERO_PROXY_CONFIG");
+    let cfg = hero_proxy::Config::load(args.config.as_deref()).context("loading configuration")?;
+    let secrets = Arc::new(
+        hero_secrets::FileSecretStore::open(&cfg.secrets_dir())
+            .context("opening the secret store")?,
+    );
+    let running = hero_proxy::start(cfg, secrets, Arc::new(hero_proxy::SystemClock))
+        .await
+        .context("starting")?;
+    if args.print_key {
+        println!("{}", running.app.signer.public_jwks());
+        return Ok(());
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    drop(running);
+    Ok(())
+}

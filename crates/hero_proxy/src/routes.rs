@@ -1,0 +1,187 @@
+//! Routes: host + path prefix → upstream, each with an auth policy.
+
+use hero_identity::ClaimRule;
+
+use crate::config::RouteConfig;
+use crate::error::{ProxyError, Result};
+use crate::upstream::Upstream;
+
+/// Who may pass a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Policy {
+    /// Anyone; identity headers are still stripped (and injected if a session exists).
+    Public,
+    /// Any signed-in user.
+    Sso,
+    /// Signed in and Forge username in `deployer/ADMIN_FORGE_USERS` or claim `groups.admin`.
+    Admin,
+    /// Signed in with a claim matching the rule.
+    Claim(ClaimRule),
+}
+
+impl Policy {
+    /// Parses `public | sso | admin | claim:<rule>`.
+    pub fn parse(s: &str) -> Result<Policy> {
+        match s {
+            "public" => Ok(Policy::Public),
+            "sso" => Ok(Policy::Sso),
+            "admin" => Ok(Policy::Admin),
+            other => match other.strip_prefix("claim:") {
+                Some(rule) => ClaimRule::parse(rule)
+                    .map(Policy::Claim)
+                    .map_err(|e| ProxyError::Config(format!("policy {other:?}: {e}"))),
+                None => Err(ProxyError::Config(format!(
+                    "unknown policy {other:?} (public|sso|admin|claim:<rule>)"
+                ))),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Policy::Public => f.write_str("public"),
+            Policy::Sso => f.write_str("sso"),
+            Policy::Admin => f.write_str("admin"),
+            Policy::Claim(r) => write!(f, "claim:{r}"),
+        }
+    }
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Lower-case host without port; `None` = any.
+    pub host: Option<String>,
+    /// Path prefix, normalised without trailing `/` (except the root).
+    pub path: String,
+    /// Where requests go.
+    pub upstream: Upstream,
+    /// Who may pass.
+    pub policy: Policy,
+    /// `X-Hero-Context`.
+    pub context: Option<String>,
+    /// `X-Hero-Forge-Token` pass-through.
+    pub pass_token: bool,
+}
+
+impl Route {
+    /// Validates a route from the file.
+    pub fn from_config(c: &RouteConfig) -> Result<Route> {
+        if !c.path.starts_with('/') {
+            return Err(ProxyError::Config(format!(
+                "route path {:?} must start with '/'",
+                c.path
+            )));
+        }
+        let path = if c.path.len() > 1 {
+            c.path.trim_end_matches('/').to_owned()
+        } else {
+            c.path.clone()
+        };
+        Ok(Route {
+            host: c.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            path,
+            upstream: Upstream::parse(&c.upstream)?,
+            policy: Policy::parse(&c.policy)?,
+            context: c.context.clone(),
+            pass_token: c.pass_token,
+        })
+    }
+
+    fn path_matches(&self, path: &str) -> bool {
+        self.path == "/"
+            || path == self.path
+            || path
+                .strip_prefix(self.path.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+/// The route table.
+#[derive(Debug, Clone, Default)]
+pub struct Routes(Vec<Route>);
+
+impl Routes {
+    /// Builds the table; host-specific routes win over any-host routes, then the longest prefix wins.
+    pub fn new(mut routes: Vec<Route>) -> Routes {
+        routes.sort_by(|a, b| {
+            b.host
+                .is_some()
+                .cmp(&a.host.is_some())
+                .then(b.path.len().cmp(&a.path.len()))
+        });
+        Routes(routes)
+    }
+
+    /// Finds the route for `host` (port ignored) and `path`.
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        let host = host.map(|h| strip_port(h).to_ascii_lowercase());
+        self.0.iter().find(|r| {
+            r.path_matches(path)
+                && match (&r.host, &host) {
+                    (None, _) => true,
+                    (Some(rh), Some(h)) => rh == h,
+                    (Some(_), None) => false,
+                }
+        })
+    }
+
+    /// All routes, in match order.
+    pub fn all(&self) -> &[Route] {
+        &self.0
+    }
+}
+
+/// `host:port` → `host`; keeps IPv6 literals intact.
+pub fn strip_port(h: &str) -> &str {
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    h.rsplit_once(':').map(|(a, _)| a).unwrap_or(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: Option<&str>, path: &str, policy: &str) -> Route {
+        Route::from_config(&RouteConfig {
+            host: host.map(str::to_owned),
+            path: path.into(),
+            upstream: "http://127.0.0.1:1".into(),
+            policy: policy.into(),
+            context: None,
+            pass_token: false,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn matching() {
+        let t = Routes::new(vec![
+            route(None, "/", "public"),
+            route(None, "/api", "sso"),
+            route(Some("admin.x"), "/", "admin"),
+        ]);
+        assert_eq!(t.find(Some("a.x"), "/api/v").unwrap().policy, Policy::Sso);
+        assert_eq!(t.find(Some("a.x"), "/apix").unwrap().policy, Policy::Public);
+        assert_eq!(
+            t.find(Some("ADMIN.x:443"), "/api").unwrap().policy,
+            Policy::Admin
+        );
+        assert_eq!(t.find(None, "/api").unwrap().policy, Policy::Sso);
+    }
+
+    #[test]
+    fn policies() {
+        assert!(matches!(
+            Policy::parse("claim:engineers.*").unwrap(),
+            Policy::Claim(_)
+        ));
+        assert!(Policy::parse("claim:*").is_err());
+        assert!(Policy::parse("root").is_err());
+        assert_eq!(strip_port("[::1]:80"), "::1");
+    }
+}

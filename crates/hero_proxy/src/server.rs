@@ -1,0 +1,113 @@
+//! Listeners and background tasks: the public HTTP/1.1 listener (keep-alive, upgrades), the admin RPC socket,
+//! the state sweep and the admin-session sweep.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hero_secrets::SecretStore;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::App;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::Result;
+use crate::store::Store;
+
+/// A running proxy; dropping it stops the listeners.
+pub struct Running {
+    /// Bound public address (port 0 in the config gives a free port).
+    pub addr: SocketAddr,
+    /// Shared state (tests inspect it).
+    pub app: Arc<App>,
+    /// Admin RPC socket path.
+    pub rpc_socket: std::path::PathBuf,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Opens the database, builds the state, binds the listeners and spawns the tasks.
+pub async fn start(
+    cfg: Config,
+    secrets: Arc<dyn SecretStore>,
+    clock: Arc<dyn Clock>,
+) -> Result<Running> {
+    let store = Arc::new(Store::open(&cfg.state_dir.join("hero_proxy.db"))?);
+    let listener = TcpListener::bind(cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    let rpc_socket = cfg.rpc_socket();
+    let app = Arc::new(App::new(cfg, store, secrets, clock).await?);
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = vec![tokio::spawn(serve(app.clone(), listener, stop_rx.clone()))];
+    tasks.push(tokio::spawn(crate::rpc::serve(
+        app.clone(),
+        rpc_socket.clone(),
+        stop_rx,
+    )?));
+    let sweeper = app.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let now = sweeper.clock.now();
+            sweeper.pending.sweep(now);
+            if let Err(e) = sweeper.sweep_admin_sessions().await {
+                tracing::warn!(error = %e, "admin session sweep failed");
+            }
+        }
+    }));
+    tracing::info!(%addr, rpc = %rpc_socket.display(), "hero_proxy listening");
+    Ok(Running {
+        addr,
+        app,
+        rpc_socket,
+        stop,
+        tasks,
+    })
+}
+
+async fn serve(app: Arc<App>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades()
+                .await
+            {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

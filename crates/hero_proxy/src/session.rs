@@ -1,0 +1,240 @@
+//! Server-side sessions: an opaque random id in a `__Host-` cookie, the row in sqlite under SHA-256(id), and a
+//! write-through in-memory cache so a request with a valid session costs a hash and a map lookup.
+//!
+//! The cache is invalidated by a global generation counter bumped on every change to users, groups, roles or
+//! admin flags, so claim changes apply on the next request.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use hero_identity::Claim;
+use http::HeaderValue;
+use sha2::{Digest, Sha256};
+
+use crate::error::Result;
+use crate::store::{Store, User};
+
+/// Cookie name. `__Host-` makes the browser refuse it unless Secure, Path=/ and no Domain: it can't be set by a
+/// sibling subdomain nor sent to one.
+pub const SESSION_COOKIE: &str = "__Host-hero_session";
+
+/// Only write `last_seen` to sqlite when it moved by at least this much (keeps the hot path read-only).
+const TOUCH_EVERY_SECS: u64 = 60;
+
+/// SHA-256 hex of a session id.
+pub fn hash_id(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
+}
+
+/// `Set-Cookie` value for a new session.
+pub fn set_cookie(id: &str, max_age: u64) -> String {
+    format!("{SESSION_COOKIE}={id}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax")
+}
+
+/// `Set-Cookie` value that deletes the session cookie.
+pub fn clear_cookie() -> String {
+    format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax")
+}
+
+/// Signed assertions of one session per route context, with their expiry (re-signed when close to it).
+pub type AssertionCache = Arc<Mutex<HashMap<Option<String>, (HeaderValue, u64)>>>;
+
+/// A live session as the request path sees it.
+#[derive(Clone)]
+pub struct Session {
+    /// SHA-256 of the id.
+    pub id_hash: String,
+    /// Owner.
+    pub user: Arc<User>,
+    /// Claims at `generation`.
+    pub claims: Arc<Vec<Claim>>,
+    /// `X-Hero-Claims` value.
+    pub claims_header: HeaderValue,
+    /// Login time.
+    pub created_at: u64,
+    /// Last use.
+    pub last_seen: u64,
+    /// Passed an admin check.
+    pub admin_granted: bool,
+    generation: u64,
+    /// Signed assertions per route context, with their expiry.
+    pub assertions: AssertionCache,
+}
+
+/// Session table + cache.
+pub struct Sessions {
+    store: Arc<Store>,
+    cache: RwLock<HashMap<String, Session>>,
+    generation: AtomicU64,
+    idle: u64,
+    absolute: u64,
+}
+
+impl Sessions {
+    /// With idle and absolute timeouts in seconds.
+    pub fn new(store: Arc<Store>, idle: u64, absolute: u64) -> Sessions {
+        Sessions {
+            store,
+            cache: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(1),
+            idle,
+            absolute,
+        }
+    }
+
+    /// Absolute timeout (cookie Max-Age).
+    pub fn absolute_secs(&self) -> u64 {
+        self.absolute
+    }
+
+    /// Invalidates every cached claim set (call after any change to users, groups or roles).
+    pub fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Creates a session for `user`; returns the cookie value (never stored).
+    pub fn create(&self, user: &User, now: u64) -> Result<String> {
+        let id = crate::oidc::random_token(32);
+        self.store.insert_session(&hash_id(&id), user.id, now)?;
+        Ok(id)
+    }
+
+    /// Resolves a cookie value to a live session, enforcing idle and absolute timeouts and disabled users.
+    pub fn lookup(&self, cookie: &str, now: u64) -> Result<Option<Session>> {
+        if cookie.is_empty() || cookie.len() > 128 {
+            return Ok(None);
+        }
+        let h = hash_id(cookie);
+        let generation = self.generation.load(Ordering::SeqCst);
+        let cached = self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&h)
+            .cloned();
+        let mut s = match cached {
+            Some(s) if s.generation == generation => s,
+            _ => match self.load(&h, generation)? {
+                Some(s) => s,
+                None => return Ok(None),
+            },
+        };
+        if now.saturating_sub(s.last_seen) > self.idle
+            || now.saturating_sub(s.created_at) > self.absolute
+        {
+            self.revoke(&h)?;
+            return Ok(None);
+        }
+        if now.saturating_sub(s.last_seen) >= TOUCH_EVERY_SECS {
+            self.store.touch_session(&h, now)?;
+            s.last_seen = now;
+        }
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(h, s.clone());
+        Ok(Some(s))
+    }
+
+    fn load(&self, h: &str, generation: u64) -> Result<Option<Session>> {
+        let Some(row) = self.store.session(h)? else {
+            self.cache
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(h);
+            return Ok(None);
+        };
+        let Some(user) = self.store.user(row.user_id)? else {
+            return Ok(None);
+        };
+        if user.disabled {
+            self.revoke(h)?;
+            return Ok(None);
+        }
+        let (_, claims) = self.store.claims_for(&user)?;
+        let claims_header = HeaderValue::from_str(&hero_identity::format_claims_header(&claims))
+            .unwrap_or(HeaderValue::from_static(""));
+        Ok(Some(Session {
+            id_hash: row.id_hash,
+            user: Arc::new(user),
+            claims: Arc::new(claims),
+            claims_header,
+            created_at: row.created_at,
+            last_seen: row.last_seen,
+            admin_granted: row.admin_granted,
+            generation,
+            assertions: Arc::new(Mutex::new(HashMap::new())),
+        }))
+    }
+
+    /// Records that the session passed an admin check.
+    pub fn mark_admin_granted(&self, h: &str) -> Result<()> {
+        self.store.mark_admin_granted(h)?;
+        if let Some(s) = self
+            .cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(h)
+        {
+            s.admin_granted = true;
+        }
+        Ok(())
+    }
+
+    /// Ends one session.
+    pub fn revoke(&self, h: &str) -> Result<bool> {
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(h);
+        self.store.delete_session(h)
+    }
+
+    /// Ends a user's sessions (only admin-granted ones if `admin_only`); returns how many.
+    pub fn revoke_user(&self, user_id: i64, admin_only: bool) -> Result<usize> {
+        let hashes = self.store.delete_user_sessions(user_id, admin_only)?;
+        let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        for h in &hashes {
+            c.remove(h);
+        }
+        Ok(hashes.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_and_revocation() {
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        let u = store.provision("forge", "1", "alice", 0).unwrap();
+        let s = Sessions::new(store.clone(), 100, 1000);
+        let id = s.create(&u, 0).unwrap();
+        assert!(s.lookup(&id, 50).unwrap().is_some());
+        assert!(s.lookup(&id, 90).unwrap().is_some()); // touches last_seen (>= 60 s since login)
+        assert!(s.lookup(&id, 180).unwrap().is_some()); // 90 s idle < 100
+                                                        // idle: 101 s without use ends it
+        let id2 = s.create(&u, 1000).unwrap();
+        assert!(s.lookup(&id2, 1102).unwrap().is_none());
+        assert!(
+            s.lookup(&id2, 1000).unwrap().is_none(),
+            "revoked sessions stay gone"
+        );
+        // absolute
+        let id3 = s.create(&u, 2000).unwrap();
+        let mut t = 2000;
+        while t < 3000 {
+            t += 90;
+            let alive = s.lookup(&id3, t).unwrap().is_some();
+            assert_eq!(alive, t - 2000 <= 1000, "t={t}");
+        }
+        // revocation of everything
+        let id4 = s.create(&u, 5000).unwrap();
+        assert_eq!(s.revoke_user(u.id, false).unwrap(), 2); // id (never expired by a lookup) and id4
+        assert!(s.lookup(&id4, 5001).unwrap().is_none());
+        assert!(s.lookup("nonexistent", 5001).unwrap().is_none());
+        assert!(!set_cookie("x", 5).contains("Domain"));
+    }
+}

@@ -1,0 +1,211 @@
+//! Per-identity token vault: access and refresh tokens in secret slots keyed by
+//! `(provider, sha256(sub)[..16])`, never by a username, so a deleted-and-recreated local user can never inherit
+//! someone else's tokens. Refresh happens ahead of expiry, single-flight per identity.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use hero_secrets::{SecretStore, SecretValue};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ProxyError, Result};
+use crate::oidc::{Provider, Tokens};
+use crate::store::Store;
+
+/// Refresh this many seconds before the access token expires.
+pub const REFRESH_LEEWAY_SECS: u64 = 60;
+
+/// First 16 hex characters of SHA-256(sub): the identity's key inside its provider.
+pub fn identity_hash(external_id: &str) -> String {
+    let mut h = hex::encode(Sha256::digest(external_id.as_bytes()));
+    h.truncate(16);
+    h
+}
+
+/// Slot holding one token kind (`access_token` | `refresh_token`) of an identity.
+pub fn token_slot(provider: &str, external_id: &str, kind: &str) -> String {
+    format!(
+        "hero_proxy/tokens/{provider}/{}/{kind}",
+        identity_hash(external_id)
+    )
+}
+
+/// The vault.
+pub struct TokenVault {
+    secrets: Arc<dyn SecretStore>,
+    store: Arc<Store>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Cache of access-token expiries so the common path touches neither sqlite nor the secret store.
+    expiry: RwLock<HashMap<String, u64>>,
+    refreshes: AtomicU64,
+}
+
+impl TokenVault {
+    /// A vault over a secret store and the proxy database (expiry metadata).
+    pub fn new(secrets: Arc<dyn SecretStore>, store: Arc<Store>) -> TokenVault {
+        TokenVault {
+            secrets,
+            store,
+            locks: Mutex::new(HashMap::new()),
+            expiry: RwLock::new(HashMap::new()),
+            refreshes: AtomicU64::new(0),
+        }
+    }
+
+    /// How many refreshes were performed (observability and the single-flight test).
+    pub fn refresh_count(&self) -> u64 {
+        self.refreshes.load(Ordering::SeqCst)
+    }
+
+    fn key(provider: &str, external_id: &str) -> String {
+        format!("{provider}/{}", identity_hash(external_id))
+    }
+
+    /// Persists tokens from a login or a refresh (rotation: the previous refresh token is overwritten).
+    pub async fn put(&self, provider: &str, external_id: &str, t: &Tokens, now: u64) -> Result<()> {
+        self.secrets
+            .set(
+                &token_slot(provider, external_id, "access_token"),
+                &t.access_token,
+            )
+            .await?;
+        if let Some(r) = &t.refresh_token {
+            self.secrets
+                .set(&token_slot(provider, external_id, "refresh_token"), r)
+                .await?;
+        }
+        let exp = now + t.expires_in;
+        self.store
+            .set_token_expiry(provider, &identity_hash(external_id), exp)?;
+        self.expiry
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(Self::key(provider, external_id), exp);
+        Ok(())
+    }
+
+    /// Deletes an identity's tokens.
+    pub async fn forget(&self, provider: &str, external_id: &str) -> Result<()> {
+        self.secrets
+            .delete(&token_slot(provider, external_id, "access_token"))
+            .await?;
+        self.secrets
+            .delete(&token_slot(provider, external_id, "refresh_token"))
+            .await?;
+        self.store
+            .delete_token_expiry(provider, &identity_hash(external_id))?;
+        self.expiry
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&Self::key(provider, external_id));
+        Ok(())
+    }
+
+    fn cached_expiry(&self, key: &str) -> Option<u64> {
+        self.expiry
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
+    }
+
+    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Makes sure the identity's access token is valid for at least [`REFRESH_LEEWAY_SECS`], refreshing it if not.
+    /// Concurrent callers for the same identity wait on one lock; the first refreshes, the others re-read the new
+    /// expiry after the lock and reuse the result. `Err(ReloginRequired)` when the provider refuses the refresh or
+    /// there is no refresh token: the caller ends the session.
+    pub async fn ensure_fresh(
+        &self,
+        provider: &Provider,
+        external_id: &str,
+        now: u64,
+    ) -> Result<()> {
+        let key = Self::key(&provider.id, external_id);
+        if self
+            .cached_expiry(&key)
+            .is_some_and(|exp| exp > now + REFRESH_LEEWAY_SECS)
+        {
+            return Ok(());
+        }
+        let lock = self.lock_for(&key);
+        let _guard = lock.lock().await;
+        let exp = match self.cached_expiry(&key) {
+            Some(e) => Some(e),
+            None => self
+                .store
+                .token_expiry(&provider.id, &identity_hash(external_id))?,
+        };
+        if let Some(e) = exp {
+            self.expiry
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone(), e);
+            if e > now + REFRESH_LEEWAY_SECS {
+                return Ok(());
+            }
+        }
+        let refresh = self
+            .secrets
+            .get(&token_slot(&provider.id, external_id, "refresh_token"))
+            .await?
+            .ok_or(ProxyError::ReloginRequired)?;
+        match provider.refresh(refresh.expose()).await {
+            Ok(t) => {
+                self.refreshes.fetch_add(1, Ordering::SeqCst);
+                self.put(&provider.id, external_id, &t, now).await?;
+                tracing::info!(provider = %provider.id, identity = %identity_hash(external_id), "access token refreshed");
+                Ok(())
+            }
+            Err(ProxyError::ReloginRequired) => {
+                tracing::info!(provider = %provider.id, identity = %identity_hash(external_id), "refresh refused; sign-in required");
+                self.forget(&provider.id, external_id).await?;
+                Err(ProxyError::ReloginRequired)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The current access token (after [`TokenVault::ensure_fresh`]), for `X-Hero-Forge-Token`.
+    pub async fn access_token(
+        &self,
+        provider: &str,
+        external_id: &str,
+    ) -> Result<Option<SecretValue>> {
+        Ok(self
+            .secrets
+            .get(&token_slot(provider, external_id, "access_token"))
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_names_are_keyed_by_provider_and_hashed_sub() {
+        let s = token_slot("forge", "1001", "access_token");
+        assert_eq!(
+            s,
+            format!(
+                "hero_proxy/tokens/forge/{}/access_token",
+                &hex::encode(Sha256::digest(b"1001"))[..16]
+            )
+        );
+        assert!(hero_secrets::validate_slot(&s).is_ok());
+        assert!(!s.contains("1001"));
+        assert_ne!(
+            token_slot("forge", "1001", "x"),
+            token_slot("other", "1001", "x")
+        );
+        assert_ne!(
+            token_slot("forge", "1001", "x"),
+            token_slot("forge", "1002", "x")
+        );
+    }
+}

@@ -1,0 +1,387 @@
+//! Test harness: the real `oidc-provider` peer (node, started directly), an echo upstream, and the proxy in-process
+//! with a manual clock and an in-memory secret store. Every spawned process is killed by PID in a Drop guard.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hero_proxy::{Config, ManualClock, Running};
+use hero_secrets::{MemorySecretStore, SecretStore};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+pub const CLIENT_ID: &str = "hero-proxy";
+/// The peer's fixed test-only client secret (tests/peers/oidc-peer.mjs).
+pub const CLIENT_SECRET: &str = "peer-test-secret";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A child process killed (by its PID) when dropped.
+pub struct ProcGuard(pub Child);
+
+impl Drop for ProcGuard {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+/// The oidc-provider peer.
+pub struct Peer {
+    pub port: u16,
+    pub issuer: String,
+    _proc: ProcGuard,
+}
+
+impl Peer {
+    pub async fn start(redirect_uris: &[String]) -> Peer {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/oidc-peer.mjs");
+        let mut child = Command::new("node")
+            .arg(script)
+            .arg(redirect_uris.join(","))
+            .env("HERO_PEERS_DIR", repo_root().join("tools/peers"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node");
+        let stdout = child.stdout.take().unwrap();
+        let guard = ProcGuard(child);
+        let mut lines = BufReader::new(stdout).lines();
+        let port = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(l) = lines.next_line().await.unwrap() {
+                if let Some(p) = l.strip_prefix("READY ") {
+                    return p.trim().parse::<u16>().unwrap();
+                }
+            }
+            panic!("peer exited before READY");
+        })
+        .await
+        .expect("peer did not start within 20 s");
+        Peer {
+            port,
+            issuer: format!("http://127.0.0.1:{port}"),
+            _proc: guard,
+        }
+    }
+
+    pub async fn stats(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/__peer/stats", self.issuer))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// An upstream that answers every request with the headers it received, as JSON `[[name, value], ...]`.
+pub struct Echo {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Echo {
+    pub async fn start() -> Echo {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                tokio::spawn(async move {
+                    let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                        let pairs: Vec<(String, String)> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    k.as_str().to_owned(),
+                                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                )
+                            })
+                            .collect();
+                        let body =
+                            serde_json::json!({ "path": req.uri().to_string(), "headers": pairs });
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(body.to_string()),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        Echo { addr, task }
+    }
+}
+
+/// Headers the echo upstream saw.
+pub struct Seen(pub Vec<(String, String)>);
+
+impl Seen {
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+    pub fn one(&self, name: &str) -> Option<&str> {
+        let v = self.all(name);
+        assert!(v.len() <= 1, "{name} appears {} times", v.len());
+        v.first().copied()
+    }
+}
+
+pub struct Harness {
+    pub peer: Peer,
+    pub echo: Echo,
+    pub proxy: Running,
+    pub clock: Arc<ManualClock>,
+    pub secrets: Arc<MemorySecretStore>,
+    pub base: String,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+#[derive(Default)]
+pub struct Opts {
+    pub extra_toml: String,
+    pub ws_upstream: Option<SocketAddr>,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with(Opts::default()).await
+    }
+
+    pub async fn start_with(opts: Opts) -> Harness {
+        let port = free_port();
+        let base = format!("http://localhost:{port}");
+        let peer = Peer::start(&[format!("{base}/oauth/callback")]).await;
+        let echo = Echo::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = Arc::new(MemorySecretStore::new());
+        secrets
+            .set("cockpit/FORGE_OAUTH_CLIENT_ID", CLIENT_ID)
+            .await
+            .unwrap();
+        secrets
+            .set("cockpit/FORGE_OAUTH_CLIENT_SECRET", CLIENT_SECRET)
+            .await
+            .unwrap();
+        secrets
+            .set("cockpit/FORGE_OAUTH_ISSUER", &peer.issuer)
+            .await
+            .unwrap();
+        let up = format!("http://{}", echo.addr);
+        let ws = opts
+            .ws_upstream
+            .map(|a| {
+                format!("[[routes]]\npath = \"/ws\"\nupstream = \"http://{a}\"\npolicy = \"sso\"\n")
+            })
+            .unwrap_or_default();
+        let toml = format!(
+            r#"
+listen = "127.0.0.1:{port}"
+state_dir = "{state}"
+socket_dir = "{state}/sockets"
+public_scheme = "http"
+[[routes]]
+path = "/"
+upstream = "{up}"
+policy = "sso"
+context = "cockpit"
+[[routes]]
+path = "/public"
+upstream = "{up}"
+policy = "public"
+[[routes]]
+path = "/admin"
+upstream = "{up}"
+policy = "admin"
+[[routes]]
+path = "/dns"
+upstream = "{up}"
+policy = "claim:dns.zone.write"
+[[routes]]
+path = "/tok"
+upstream = "{up}"
+policy = "sso"
+pass_token = true
+{ws}
+{extra}
+"#,
+            state = dir.path().display(),
+            extra = opts.extra_toml,
+        );
+        let cfg = Config::from_toml_with_env(&toml, Vec::new()).unwrap();
+        let clock = Arc::new(ManualClock::new(unix_now()));
+        let proxy = hero_proxy::start(cfg, secrets.clone(), clock.clone())
+            .await
+            .unwrap();
+        Harness {
+            peer,
+            echo,
+            proxy,
+            clock,
+            secrets,
+            base,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// A client that never follows redirects and keeps no cookies (tests set `Cookie` by hand, because the proxy's
+    /// cookies are `Secure` and these requests are plain http).
+    pub fn client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    /// Starts a login at the proxy; returns (authorize URL, login cookie pair).
+    pub async fn begin_login(&self, rd: &str, user: &str) -> (String, String) {
+        let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+        let r = Self::client()
+            .get(format!(
+                "{}/oauth/login?rd={rd}&login_hint={user}",
+                self.base
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302, "login start");
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        let cookie = set_cookies(&r)
+            .into_iter()
+            .find(|c| c.starts_with("__Host-hero_login="))
+            .unwrap();
+        (loc, cookie.split(';').next().unwrap().to_owned())
+    }
+
+    /// Walks the peer's redirects (auto-approving interactions) until it redirects to our callback.
+    pub async fn walk_peer(&self, authorize_url: &str) -> String {
+        let c = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_store(true)
+            .build()
+            .unwrap();
+        let mut url = authorize_url.to_owned();
+        for _ in 0..20 {
+            if url.starts_with(&format!("{}/oauth/callback", self.base)) {
+                return url;
+            }
+            let r = c.get(&url).send().await.unwrap();
+            let loc = r
+                .headers()
+                .get("location")
+                .unwrap_or_else(|| panic!("no redirect from {url}: {}", r.status()))
+                .to_str()
+                .unwrap()
+                .to_owned();
+            url = if loc.starts_with('/') {
+                format!("{}{loc}", self.peer.issuer)
+            } else {
+                loc
+            };
+        }
+        panic!("peer never redirected to the callback");
+    }
+
+    /// Completes the callback; returns the response.
+    pub async fn callback(&self, callback_url: &str, login_cookie: &str) -> reqwest::Response {
+        Self::client()
+            .get(callback_url)
+            .header("cookie", login_cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Full login as `user`; returns the `__Host-hero_session=<id>` pair.
+    pub async fn login(&self, user: &str) -> String {
+        let (auth, lc) = self.begin_login("/", user).await;
+        let cb = self.walk_peer(&auth).await;
+        let r = self.callback(&cb, &lc).await;
+        assert_eq!(
+            r.status(),
+            303,
+            "callback: {}",
+            r.text().await.unwrap_or_default()
+        );
+        session_pair(&r).expect("session cookie")
+    }
+
+    pub async fn get(&self, path: &str, cookie: &str) -> reqwest::Response {
+        Self::client()
+            .get(format!("{}{path}", self.base))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_seen(&self, path: &str, cookie: &str) -> Seen {
+        let r = self.get(path, cookie).await;
+        assert_eq!(r.status(), 200, "GET {path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        Seen(serde_json::from_value(v["headers"].clone()).unwrap())
+    }
+}
+
+pub fn set_cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+pub fn session_pair(r: &reqwest::Response) -> Option<String> {
+    set_cookies(r)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-hero_session=") && !c.starts_with("__Host-hero_session=;"))
+        .map(|c| c.split(';').next().unwrap().to_owned())
+}
+
+pub fn query(url: &str) -> HashMap<String, String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}

@@ -1,0 +1,448 @@
+//! End-to-end tests of the SSO edge against the real third-party OIDC peer (npm `oidc-provider`, configured like
+//! Forgejo), with an upstream that echoes the headers it received.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{Read, Write};
+
+use common::*;
+use hero_identity::{AssertionVerifier, IdentityVerifier};
+use hero_secrets::SecretStore;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_injects_a_verifiable_identity() {
+    let h = Harness::start().await;
+    let cookie = h.login("alice").await;
+    let seen = h.get_seen("/anything?x=1", &cookie).await;
+    assert_eq!(seen.one("x-hero-user"), Some("alice"));
+    assert_eq!(seen.one("x-hero-provider"), Some("forge"));
+    assert_eq!(seen.one("x-hero-external-id"), Some("1001"));
+    assert_eq!(seen.one("x-hero-context"), Some("cockpit"));
+    assert_eq!(seen.one("x-hero-claims"), Some("users.alice"));
+    assert!(
+        seen.one("x-hero-forge-token").is_none(),
+        "no token pass-through unless the route opts in"
+    );
+    // The session cookie never reaches the upstream.
+    assert!(seen
+        .all("cookie")
+        .iter()
+        .all(|c| !c.contains("hero_session")));
+
+    // A backend verifies the assertion with the key the proxy publishes.
+    let jwks = reqwest::get(format!("{}/.well-known/hero-proxy-key", h.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v = IdentityVerifier::Signed(AssertionVerifier::from_jwks_json(&jwks).unwrap());
+    let mut hm = http::HeaderMap::new();
+    for (k, val) in &seen.0 {
+        hm.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            val.parse().unwrap(),
+        );
+    }
+    let id = v.verify_headers(&hm, None, h.clock_now()).unwrap();
+    assert_eq!(
+        (id.user.as_str(), id.external_id.as_str()),
+        ("alice", "1001")
+    );
+
+    // Token pass-through on the opted-in route.
+    let seen = h.get_seen("/tok", &cookie).await;
+    let tok = seen
+        .one("x-hero-forge-token")
+        .expect("token passed through");
+    assert!(!tok.is_empty());
+}
+
+trait ClockNow {
+    fn clock_now(&self) -> u64;
+}
+impl ClockNow for Harness {
+    fn clock_now(&self) -> u64 {
+        use hero_proxy::Clock;
+        self.clock.now()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_identity_headers_never_reach_the_upstream() {
+    let h = Harness::start().await;
+    let cookie = h.login("bob").await;
+    // Raw HTTP so header spelling, duplicates and underscores go out exactly as written.
+    let raw = |extra: &str, with_cookie: bool, path: &str| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", h.port)).unwrap();
+        let c = if with_cookie {
+            format!("Cookie: {cookie}\r\n")
+        } else {
+            String::new()
+        };
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost:{}\r\n{c}{extra}Connection: close\r\n\r\n",
+            h.port
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let spoof = "X-Hero-User: admin\r\nx-hero-user: root\r\nX_Hero_User: mallory\r\nX-HERO-CLAIMS: admin,groups.admin\r\n\
+                 X-Hero-Claims: dns.zone.write\r\nX-Hero-Assertion: forged\r\nX-Hero-Forge-Token: stolen\r\n\
+                 X_HERO_EXTERNAL_ID: 1\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-User: admin\r\n";
+    let hidden = "Connection: keep-alive, X-Hero-Context, X-Custom-Hop\r\nX-Hero-Context: evil\r\nX-Custom-Hop: 1\r\n";
+    let check = |resp: String, signed_in: bool| {
+        let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let body = body.trim();
+        // The echo body may be chunked or not; find the JSON object.
+        let start = body.find('{').unwrap();
+        let end = body.rfind('}').unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body[start..=end]).unwrap();
+        let seen = Seen(serde_json::from_value(v["headers"].clone()).unwrap());
+        for (k, val) in &seen.0 {
+            let n = k.to_ascii_lowercase().replace('_', "-");
+            if n.starts_with("x-hero-") {
+                assert!(signed_in, "unauthenticated request leaked {k}");
+                assert!(
+                    !["admin", "root", "mallory", "forged", "stolen", "evil", "1"]
+                        .contains(&val.as_str()),
+                    "spoofed {k}: {val}"
+                );
+            }
+            assert!(!n.starts_with("x-forwarded-user"), "{k}");
+            assert_ne!(n, "x-custom-hop", "Connection-listed header forwarded");
+        }
+        if signed_in {
+            assert_eq!(seen.one("x-hero-user"), Some("bob"));
+            assert_eq!(seen.one("x-hero-claims"), Some("users.bob"));
+            assert_eq!(seen.one("x-hero-external-id"), Some("1002"));
+            assert_eq!(seen.one("x-hero-context"), Some("cockpit"));
+            assert!(seen.one("x-hero-forge-token").is_none());
+        }
+        assert_eq!(seen.one("x-forwarded-for"), Some("127.0.0.1"));
+    };
+    check(raw(spoof, true, "/"), true);
+    check(raw(hidden, true, "/"), true);
+    check(raw(spoof, false, "/public/x"), false);
+    check(raw(hidden, false, "/public/x"), false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_requests_are_sent_to_sign_in() {
+    let h = Harness::start().await;
+    let r = Harness::client()
+        .get(format!("{}/dash?a=1", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/oauth/login?rd=%2Fdash%3Fa%3D1");
+    let r = Harness::client()
+        .post(format!("{}/dash", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = Harness::client()
+        .get(format!("{}/dash", h.base))
+        .header("cookie", "__Host-hero_session=forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    // Public routes pass without a session.
+    assert_eq!(
+        Harness::client()
+            .get(format!("{}/public", h.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_attributes_and_return_to() {
+    let h = Harness::start().await;
+    let (auth, lc) = h.begin_login("/deep/page?q=1", "alice").await;
+    // PKCE S256 and the constant scope are on the authorize request.
+    let q = query(&auth);
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["code_challenge"].len(), 43);
+    assert_eq!(q["scope"], hero_proxy::oidc::FORGE_SCOPE);
+    assert_eq!(q["redirect_uri"], format!("{}/oauth/callback", h.base));
+    let cb = h.walk_peer(&auth).await;
+    let r = h.callback(&cb, &lc).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/deep/page?q=1");
+    let sc = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-hero_session="))
+        .unwrap();
+    for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(sc.split("; ").any(|a| a == attr), "{attr} missing in {sc}");
+    }
+    assert!(!sc.to_ascii_lowercase().contains("domain="));
+    let id = sc
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("__Host-hero_session=");
+    assert!(id.len() >= 43, "session id must be long and random");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_redirect_attempts_land_on_root() {
+    let h = Harness::start().await;
+    for rd in [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "javascript:alert(1)",
+        "http:/evil",
+    ] {
+        let (auth, lc) = h.begin_login(rd, "alice").await;
+        let cb = h.walk_peer(&auth).await;
+        let r = h.callback(&cb, &lc).await;
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()["location"], "/", "rd={rd}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_is_single_use_bound_to_the_browser_and_expires() {
+    let h = Harness::start().await;
+    let (auth, lc) = h.begin_login("/", "alice").await;
+    let cb = h.walk_peer(&auth).await;
+    // Wrong browser (no login cookie): refused, and the state is consumed.
+    let r = h.callback(&cb, "__Host-hero_login=other").await;
+    assert_eq!(r.status(), 400);
+    let r = h.callback(&cb, &lc).await;
+    assert_eq!(r.status(), 400, "replayed state must fail");
+
+    let (auth, lc) = h.begin_login("/", "alice").await;
+    let cb = h.walk_peer(&auth).await;
+    assert_eq!(h.callback(&cb, &lc).await.status(), 303);
+    let r = h.callback(&cb, &lc).await;
+    assert_eq!(r.status(), 400, "replay after success must fail");
+    assert!(r.text().await.unwrap().contains("already used"));
+
+    let (auth, lc) = h.begin_login("/", "alice").await;
+    let cb = h.walk_peer(&auth).await;
+    h.clock.advance(601);
+    let r = h.callback(&cb, &lc).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("expired"));
+
+    // A forged state never issued.
+    let forged = cb.replace(&query(&cb)["state"], "forged-state");
+    assert_eq!(
+        h.callback(&forged, "__Host-hero_login=forged-state")
+            .await
+            .status(),
+        400
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkce_is_enforced_by_the_peer() {
+    // Against the peer only (Forgejo accepts a wrong verifier on its consent path; see forgejo-api.md §2.1).
+    let h = Harness::start().await;
+    let (auth, _lc) = h.begin_login("/", "alice").await;
+    let cb = h.walk_peer(&auth).await;
+    let code = query(&cb)["code"].clone();
+    let r = reqwest::Client::new()
+        .post(format!("{}/login/oauth/access_token", h.peer.issuer))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", &format!("{}/oauth/callback", h.base)),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            (
+                "code_verifier",
+                "wrong-verifier-wrong-verifier-wrong-verifier-000",
+            ),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // And an authorize request without a challenge is refused by the peer.
+    let mut u = url::Url::parse(&auth).unwrap();
+    let pairs: Vec<(String, String)> = u
+        .query_pairs()
+        .into_owned()
+        .filter(|(k, _)| !k.starts_with("code_challenge"))
+        .collect();
+    u.query_pairs_mut().clear().extend_pairs(pairs);
+    let r = Harness::client().get(u.as_str()).send().await.unwrap();
+    let loc = r
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        loc.contains("error=invalid_request") || r.status() == 400,
+        "{} {loc}",
+        r.status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_is_single_flight_and_rotates() {
+    let h = Harness::start().await;
+    let cookie = h.login("alice").await;
+    let app = h.proxy.app.clone();
+    assert_eq!(app.vault.refresh_count(), 0);
+    // 59 minutes later the token is inside the 60 s leeway: 50 concurrent requests cause exactly one refresh.
+    h.clock.advance(3600 - 59);
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let url = format!("{}/tok", h.base);
+        let c = cookie.clone();
+        tasks.push(tokio::spawn(async move {
+            Harness::client()
+                .get(url)
+                .header("cookie", c)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(app.vault.refresh_count(), 1);
+    assert_eq!(h.peer.stats().await["refresh"], 1);
+    // Rotation: the next refresh uses the new refresh token (the peer rejects reuse of the old one).
+    h.clock.advance(3600);
+    assert_eq!(h.get("/tok", &cookie).await.status(), 200);
+    assert_eq!(app.vault.refresh_count(), 2);
+    assert_eq!(h.peer.stats().await["refresh"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_refresh_ends_the_session() {
+    let h = Harness::start().await;
+    let cookie = h.login("alice").await;
+    let slot = hero_proxy::vault::token_slot("forge", "1001", "refresh_token");
+    h.secrets
+        .set(&slot, "revoked-by-the-provider")
+        .await
+        .unwrap();
+    h.clock.advance(3600);
+    let r = h.get("/x", &cookie).await;
+    assert_eq!(r.status(), 302);
+    assert!(r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/oauth/login"));
+    assert!(set_cookies(&r)
+        .iter()
+        .any(|c| c.starts_with("__Host-hero_session=;")));
+    // The session is gone even if the token were fine again.
+    assert_eq!(h.get("/x", &cookie).await.status(), 302);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_live_in_slots_keyed_by_provider_and_hashed_sub() {
+    let h = Harness::start().await;
+    let _ = h.login("alice").await;
+    let slots = h.secrets.list("hero_proxy/tokens/").await.unwrap();
+    let hash = hero_proxy::vault::identity_hash("1001");
+    assert_eq!(hash.len(), 16);
+    let mut want = vec![
+        format!("hero_proxy/tokens/forge/{hash}/access_token"),
+        format!("hero_proxy/tokens/forge/{hash}/refresh_token"),
+    ];
+    want.sort();
+    let mut got = slots.clone();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(slots
+        .iter()
+        .all(|s| !s.contains("alice") && !s.contains("1001")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_allowlist_applies_on_the_next_request_and_revokes() {
+    let h = Harness::start().await;
+    let cookie = h.login("alice").await;
+    let r = h.get("/admin", &cookie).await;
+    assert_eq!(r.status(), 403);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("<strong>alice</strong>"),
+        "denial names the account"
+    );
+    h.secrets
+        .set("deployer/ADMIN_FORGE_USERS", "bob, Alice")
+        .await
+        .unwrap();
+    assert_eq!(h.get("/admin", &cookie).await.status(), 200);
+    h.secrets
+        .set("deployer/ADMIN_FORGE_USERS", "bob")
+        .await
+        .unwrap();
+    assert_eq!(h.get("/admin", &cookie).await.status(), 403);
+    // Removal revoked the admin session: the user must sign in again.
+    assert_eq!(h.get("/x", &cookie).await.status(), 302);
+
+    // The periodic sweep revokes without any request to an admin route.
+    let cookie = h.login("alice").await;
+    h.secrets
+        .set("deployer/ADMIN_FORGE_USERS", "alice")
+        .await
+        .unwrap();
+    assert_eq!(h.get("/admin", &cookie).await.status(), 200);
+    h.secrets
+        .delete("deployer/ADMIN_FORGE_USERS")
+        .await
+        .unwrap();
+    assert_eq!(h.proxy.app.sweep_admin_sessions().await.unwrap(), 1);
+    assert_eq!(h.get("/x", &cookie).await.status(), 302);
+
+    // groups.admin (is_admin) also grants admin.
+    let cookie = h.login("alice").await;
+    let alice = h.proxy.app.store.user_by_name("alice").unwrap().unwrap();
+    h.proxy.app.store.set_admin(alice.id, true).unwrap();
+    h.proxy.app.sessions.bump_generation();
+    assert_eq!(h.get("/admin", &cookie).await.status(), 200);
+    let seen = h.get_seen("/x", &cookie).await;
+    assert_eq!(
+        seen.one("x-hero-claims"),
+        Some("admin,groups.admin,users.alice")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_from_mapped_forge_groups_and_roles() {
+    let h = Harness::start_with(Opts {
+        extra_toml: "[group_map]\n\"org1:owners\" = [\"owners\"]\n\"org1\" = [\"org1-members\"]\n"
+            .into(),
+        ..Opts::default()
+    })
+    .await;
+    let store = &h.proxy.app.store;
+    store.create_group("owners").unwrap();
+    store.create_role("dns-admin").unwrap();
+    store.add_role_claim("dns-admin", "dns.zone.write").unwrap();
+    store.grant_role("owners", "dns-admin").unwrap();
+    let alice = h.login("alice").await; // groups org1, org1:owners
+    let bob = h.login("bob").await; // groups org1
+    assert_eq!(h.get("/dns/zones", &alice).await.status(), 200);
+    assert_eq!(h.get("/dns/zones", &bob).await.status(), 403);
+    let seen = h.get_seen("/x", &alice).await;
+    assert_eq!(
+        seen.one("x-hero-claims"),
+        Some("dns.zone.write,groups.org1-members,groups.owners,users.alice")
+    );
+}
