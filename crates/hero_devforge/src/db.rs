@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS oauth_grants (
     app_id INTEGER NOT NULL REFERENCES oauth_apps(id) ON DELETE CASCADE,
     scope TEXT NOT NULL,
     counter INTEGER NOT NULL DEFAULT 1,
+    nonce TEXT NOT NULL DEFAULT '',
     created_unix INTEGER NOT NULL,
     UNIQUE(uid, app_id)
 );

@@ -32,6 +32,8 @@ pub struct GrantRow {
     pub app_id: i64,
     pub scope: String,
     pub counter: i64,
+    /// The nonce of the latest authorization, echoed in id_tokens (Forgejo keeps it on the grant).
+    pub nonce: String,
 }
 
 /// A pending authorization code.
@@ -78,6 +80,7 @@ fn grant_from_row(r: &Row<'_>) -> rusqlite::Result<GrantRow> {
         app_id: r.get(2)?,
         scope: r.get(3)?,
         counter: r.get(4)?,
+        nonce: r.get(5)?,
     })
 }
 
@@ -155,7 +158,7 @@ impl Db {
     pub fn grant_for(&self, uid: i64, app_id: i64) -> Result<Option<GrantRow>, DbError> {
         let c = self.lock()?;
         Ok(c.query_row(
-            "SELECT id, uid, app_id, scope, counter FROM oauth_grants WHERE uid = ?1 AND app_id = ?2",
+            "SELECT id, uid, app_id, scope, counter, nonce FROM oauth_grants WHERE uid = ?1 AND app_id = ?2",
             params![uid, app_id],
             grant_from_row,
         )
@@ -165,7 +168,7 @@ impl Db {
     pub fn grant_by_id(&self, id: i64) -> Result<Option<GrantRow>, DbError> {
         let c = self.lock()?;
         Ok(c.query_row(
-            "SELECT id, uid, app_id, scope, counter FROM oauth_grants WHERE id = ?1",
+            "SELECT id, uid, app_id, scope, counter, nonce FROM oauth_grants WHERE id = ?1",
             [id],
             grant_from_row,
         )
@@ -185,6 +188,7 @@ impl Db {
             app_id,
             scope: scope.to_string(),
             counter: 1,
+            nonce: String::new(),
         })
     }
 
@@ -224,29 +228,54 @@ impl Db {
         Ok(())
     }
 
-    /// Looks a code up and deletes it in one step: codes are single-use.
-    pub fn take_code(&self, code: &str) -> Result<Option<CodeRow>, DbError> {
+    /// Looks a code up without consuming it (Forgejo validates first, then invalidates).
+    pub fn code_by_value(&self, code: &str) -> Result<Option<CodeRow>, DbError> {
         let c = self.lock()?;
-        let hash = secrets::sha256_hex(code);
-        let row = c
-            .query_row(
-                "SELECT grant_id, redirect_uri, code_challenge, code_challenge_method, nonce, created_unix \
-                 FROM oauth_codes WHERE code_hash = ?1",
-                [&hash],
-                |r| {
-                    Ok(CodeRow {
-                        grant_id: r.get(0)?,
-                        redirect_uri: r.get(1)?,
-                        code_challenge: r.get(2)?,
-                        code_challenge_method: r.get(3)?,
-                        nonce: r.get(4)?,
-                        created_unix: r.get(5)?,
-                    })
-                },
-            )
-            .optional()?;
-        c.execute("DELETE FROM oauth_codes WHERE code_hash = ?1", [&hash])?;
-        Ok(row)
+        Ok(c.query_row(
+            "SELECT grant_id, redirect_uri, code_challenge, code_challenge_method, nonce, created_unix \
+             FROM oauth_codes WHERE code_hash = ?1",
+            [secrets::sha256_hex(code)],
+            |r| {
+                Ok(CodeRow {
+                    grant_id: r.get(0)?,
+                    redirect_uri: r.get(1)?,
+                    code_challenge: r.get(2)?,
+                    code_challenge_method: r.get(3)?,
+                    nonce: r.get(4)?,
+                    created_unix: r.get(5)?,
+                })
+            },
+        )
+        .optional()?)
+    }
+
+    /// Consumes a code; `false` if it was already used (a concurrent exchange won).
+    pub fn delete_code(&self, code: &str) -> Result<bool, DbError> {
+        let c = self.lock()?;
+        let n = c.execute(
+            "DELETE FROM oauth_codes WHERE code_hash = ?1",
+            [secrets::sha256_hex(code)],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Unconditional counter bump (code exchange); returns the new counter.
+    pub fn increment_grant_counter(&self, grant_id: i64) -> Result<i64, DbError> {
+        let c = self.lock()?;
+        Ok(c.query_row(
+            "UPDATE oauth_grants SET counter = counter + 1 WHERE id = ?1 RETURNING counter",
+            [grant_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    pub fn set_grant_nonce(&self, grant_id: i64, nonce: &str) -> Result<(), DbError> {
+        let c = self.lock()?;
+        c.execute(
+            "UPDATE oauth_grants SET nonce = ?1 WHERE id = ?2",
+            params![nonce, grant_id],
+        )?;
+        Ok(())
     }
 
     /// Starts a web session; returns the opaque id for the cookie.
