@@ -1,0 +1,246 @@
+//! Who is asking, and may they be here.
+//!
+//! Identity comes only from the SSO edge's injected headers (`hero_identity`):
+//! * [`AuthMode::Signed`] (production): `X-Hero-Assertion` must verify against hero_proxy's key;
+//! * [`AuthMode::Headers`]: plain `X-Hero-User` / `X-Hero-Claims`, trusted because the dashboard is
+//!   reachable only through the proxy (its unix socket, or loopback TCP);
+//! * [`AuthMode::Dev`] (DEVELOPMENT ONLY): loopback or unix-socket peers only, plain headers when
+//!   present, else a fixed dev user; every page shows a banner.
+//!
+//! Access: the Forge username must be in the secret `deployer/ADMIN_FORGE_USERS` (comma-separated,
+//! re-read on every request, so an edit takes effect at once) or the identity must hold the
+//! claim `groups.admin`. No identity → 401, identity but not allowed → 403 naming the account.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hero_identity::{AssertionVerifier, Identity, IdentityError, IdentityVerifier};
+use hero_os_tfgrid_deployer_sdk::Client;
+
+use crate::pages::errors;
+use crate::state::{AppState, ALLOWLIST_SLOT};
+
+/// How identity headers are trusted.
+#[derive(Clone, Debug)]
+pub enum AuthMode {
+    Signed(AssertionVerifier),
+    Headers,
+    Dev { user: String },
+}
+
+impl AuthMode {
+    pub fn is_dev(&self) -> bool {
+        matches!(self, AuthMode::Dev { .. })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuthMode::Signed(_) => "signed",
+            AuthMode::Headers => "headers",
+            AuthMode::Dev { .. } => "dev",
+        }
+    }
+}
+
+/// Which listener a request came through; set by [`crate::serve`] on the unix-socket router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnixPeer;
+
+/// The signed-in, allowed admin; handlers take it as an `Extension`.
+#[derive(Clone)]
+pub struct Admin {
+    /// Forge username of the admin.
+    pub user: String,
+    /// How they got in: `allowlist` or `groups.admin`.
+    pub via: &'static str,
+    /// SDK client acting as this admin.
+    pub client: Client,
+    /// CSRF token for their forms.
+    pub csrf: String,
+    /// Dev mode banner.
+    pub dev: bool,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Establishes the identity of a request under `mode`. `peer` is the TCP peer (None on the unix
+/// socket, where `unix` is true).
+pub fn identify(
+    mode: &AuthMode,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    unix: bool,
+) -> Result<Identity, IdentityError> {
+    // hero_identity's unsigned parser, applied after our own transport check: it checks only that
+    // the peer is loopback, which we decide here per mode.
+    let unsigned = |h: &HeaderMap| {
+        IdentityVerifier::DevUnsignedLoopback.verify_headers(
+            h,
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)),
+            now(),
+        )
+    };
+    match mode {
+        AuthMode::Signed(v) => {
+            IdentityVerifier::Signed(v.clone()).verify_headers(headers, peer, now())
+        }
+        AuthMode::Headers => unsigned(headers),
+        AuthMode::Dev { user } => {
+            let local = unix || peer.is_some_and(|p| p.ip().is_loopback());
+            if !local {
+                return Err(IdentityError::DevModeNotLoopback);
+            }
+            if headers.contains_key(hero_identity::X_HERO_USER) {
+                unsigned(headers)
+            } else {
+                Ok(Identity {
+                    user: user.clone(),
+                    context: None,
+                    claims: Vec::new(),
+                    provider: "dev".into(),
+                    external_id: String::new(),
+                    expires_at: None,
+                    verified: false,
+                })
+            }
+        }
+    }
+}
+
+/// Parses the allowlist secret: comma- (or newline-) separated usernames, blanks ignored.
+pub fn parse_allowlist(value: &str) -> Vec<String> {
+    value
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
+/// Why an identified user is let in, if they are.
+pub fn admitted(identity: &Identity, allowlist: &[String]) -> Option<&'static str> {
+    let user = identity.user.to_ascii_lowercase();
+    if allowlist.contains(&user) {
+        Some("allowlist")
+    } else if identity.is_admin() {
+        Some("groups.admin")
+    } else {
+        None
+    }
+}
+
+/// Middleware on every page: 401 without identity, 403 when not admitted, 503 when the
+/// allowlist cannot be read (fail closed). Inserts [`Admin`].
+pub async fn require_admin(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let unix = req.extensions().get::<UnixPeer>().is_some();
+    let dev = state.auth().is_dev();
+    let identity = match identify(state.auth(), req.headers(), peer, unix) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::info!(code = e.code(), "request without a trustworthy identity");
+            return errors::unauthorized(&e, dev).into_response();
+        }
+    };
+    let allowlist = match state.secrets().get(ALLOWLIST_SLOT).await {
+        Ok(Some(v)) => parse_allowlist(v.expose()),
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the admin allowlist");
+            return errors::allowlist_unavailable(dev).into_response();
+        }
+    };
+    let Some(via) = admitted(&identity, &allowlist) else {
+        tracing::info!(user = %identity.user, "signed-in user is not an admin");
+        return errors::forbidden(&identity.user, dev).into_response();
+    };
+    let client = match state.client_for(&identity.user) {
+        Ok(c) => c,
+        Err(_) => {
+            return errors::unauthorized(&IdentityError::Malformed("unusable user name"), dev)
+                .into_response()
+        }
+    };
+    let admin = Admin {
+        csrf: state.csrf().token(&identity.user),
+        user: identity.user,
+        via,
+        client,
+        dev,
+    };
+    req.extensions_mut().insert(admin);
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.insert(
+                *k,
+                HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn allowlist_parsing_and_admission() {
+        let list = parse_allowlist(" Alice, bob ,,\ncarol ");
+        assert_eq!(list, vec!["alice", "bob", "carol"]);
+        let mut id = identify(
+            &AuthMode::Headers,
+            &h(&[("x-hero-user", "alice")]),
+            None,
+            true,
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(admitted(&id, &list), Some("allowlist"));
+        id.user = "mallory".into();
+        assert_eq!(admitted(&id, &list), None);
+        let id = identify(
+            &AuthMode::Headers,
+            &h(&[
+                ("x-hero-user", "mallory"),
+                ("x-hero-claims", "groups.admin,users.mallory"),
+            ]),
+            None,
+            true,
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(admitted(&id, &list), Some("groups.admin"));
+    }
+
+    #[test]
+    fn dev_mode_is_local_only_and_has_a_fixed_user() {
+        let mode = AuthMode::Dev { user: "dev".into() };
+        let remote: SocketAddr = "10.0.0.1:5000".parse().unwrap_or_else(|_| unreachable!());
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap_or_else(|_| unreachable!());
+        assert!(identify(&mode, &HeaderMap::new(), Some(remote), false).is_err());
+        let id = identify(&mode, &HeaderMap::new(), Some(local), false);
+        assert_eq!(id.map(|i| i.user).ok().as_deref(), Some("dev"));
+        let id = identify(&mode, &h(&[("x-hero-user", "eve")]), None, true);
+        assert_eq!(id.map(|i| i.user).ok().as_deref(), Some("eve"));
+        assert!(identify(&AuthMode::Headers, &HeaderMap::new(), None, true).is_err());
+    }
+}

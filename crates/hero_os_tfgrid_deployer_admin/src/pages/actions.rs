@@ -1,0 +1,178 @@
+//! State-changing actions. Every one is a POST with a CSRF token; destructive ones need
+//! `confirm=yes` (set by the JS confirm dialog, or by the confirmation page this module shows
+//! when JS is off). The SDK client acts as the admin, so the server's audit log names them.
+
+use axum::extract::{Form, Path};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Extension;
+use hero_os_tfgrid_deployer_sdk::jobs::{JobIdParams, ProvisionVmParams};
+use hero_os_tfgrid_deployer_sdk::methods;
+use hero_os_tfgrid_deployer_sdk::types::UserIdParams;
+use maud::html;
+use serde::Deserialize;
+
+use crate::auth::Admin;
+use crate::csrf;
+use crate::error::PageResult;
+use crate::layout::{csrf_field, no_store, page, Nav};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ActionForm {
+    #[serde(default)]
+    pub csrf: String,
+    #[serde(default)]
+    pub confirm: Option<String>,
+}
+
+impl ActionForm {
+    fn confirmed(&self) -> bool {
+        self.confirm.as_deref() == Some("yes")
+    }
+}
+
+/// The no-JS confirmation step.
+fn confirm_page(
+    admin: &Admin,
+    action: &str,
+    title: &str,
+    question: &str,
+    button: &str,
+    back: &str,
+) -> Response {
+    let body = html! {
+        section.card.narrow.center.confirm data-testid="confirm" {
+            h1 { (title) }
+            p { (question) }
+            div.actions {
+                form method="post" action=(action) {
+                    (csrf_field(admin))
+                    input type="hidden" name="confirm" value="yes";
+                    button.danger.solid type="submit" { (button) }
+                }
+                a.btn href=(back) { "Keep it" }
+            }
+        }
+    };
+    no_store(page(admin, title, Nav::None, body))
+}
+
+pub async fn deploy(
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<i64>,
+    Form(f): Form<ActionForm>,
+) -> PageResult<Response> {
+    csrf::check(&admin, &f.csrf)?;
+    admin
+        .client
+        .call::<methods::ProvisionVm>(&ProvisionVmParams {
+            user_id: id,
+            options: None,
+        })
+        .await?;
+    Ok(Redirect::to(&format!("/users/{id}")).into_response())
+}
+
+pub async fn decommission(
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<i64>,
+    Form(f): Form<ActionForm>,
+) -> PageResult<Response> {
+    csrf::check(&admin, &f.csrf)?;
+    if !f.confirmed() {
+        let u = admin.client.get_user(id).await?;
+        return Ok(confirm_page(
+            &admin,
+            &format!("/users/{id}/decommission"),
+            "Decommission VM?",
+            &format!("The VM and gateway of {} are deleted and their URL stops working. The Forge account and the VM record (for audit) stay.", u.forge_username),
+            "Decommission",
+            &format!("/users/{id}"),
+        ));
+    }
+    admin
+        .client
+        .call::<methods::DecommissionVm>(&UserIdParams { user_id: id })
+        .await?;
+    Ok(Redirect::to(&format!("/users/{id}")).into_response())
+}
+
+pub async fn delete_user(
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<i64>,
+    Form(f): Form<ActionForm>,
+) -> PageResult<Response> {
+    csrf::check(&admin, &f.csrf)?;
+    if !f.confirmed() {
+        let u = admin.client.get_user(id).await?;
+        return Ok(confirm_page(
+            &admin,
+            &format!("/users/{id}/delete"),
+            "Forget user?",
+            &format!("The deployer's record of {} and the secrets it holds for them are deleted. Their Forge account stays.", u.forge_username),
+            "Forget user",
+            &format!("/users/{id}"),
+        ));
+    }
+    admin.client.delete_user(id).await?;
+    Ok(Redirect::to("/users").into_response())
+}
+
+pub async fn cancel_job(
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<i64>,
+    Form(f): Form<ActionForm>,
+) -> PageResult<Response> {
+    csrf::check(&admin, &f.csrf)?;
+    if !f.confirmed() {
+        return Ok(confirm_page(
+            &admin,
+            &format!("/jobs/{id}/cancel"),
+            "Cancel job?",
+            &format!(
+                "Job #{id} stops at its current step; a deploy cleans up what it already made."
+            ),
+            "Cancel job",
+            &format!("/jobs/{id}"),
+        ));
+    }
+    let job = admin
+        .client
+        .call::<methods::CancelJob>(&JobIdParams { job_id: id })
+        .await?;
+    Ok(Redirect::to(&format!("/users/{}", job.user_id)).into_response())
+}
+
+pub async fn retry_job(
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<i64>,
+    Form(f): Form<ActionForm>,
+) -> PageResult<Response> {
+    csrf::check(&admin, &f.csrf)?;
+    let job = admin
+        .client
+        .call::<methods::RetryJob>(&JobIdParams { job_id: id })
+        .await?;
+    Ok(Redirect::to(&format!("/users/{}", job.user_id)).into_response())
+}
+
+/// Shows the initial password (POST only, never GET; `no-store`; audited by the server).
+pub async fn reveal_password(
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<i64>,
+    Form(f): Form<ActionForm>,
+) -> PageResult<Response> {
+    csrf::check(&admin, &f.csrf)?;
+    let r = admin.client.reveal_initial_password(id).await?;
+    let body = html! {
+        section.card.narrow.center data-testid="revealed" {
+            p.muted { a href=(format!("/users/{id}")) { "← " (r.forge_username) } }
+            h1 { "Initial password of " (r.forge_username) }
+            p { "Deliver it " strong { "out of band" } ", e.g. in a direct chat message; never together with the URL. This reveal was recorded in the audit log." }
+            div.secret {
+                output #initial-password data-testid="initial-password" { (r.initial_password) }
+                button type="button" data-copy-target="initial-password" hidden { "Copy" }
+            }
+        }
+    };
+    Ok(no_store(page(&admin, "Initial password", Nav::Users, body)))
+}

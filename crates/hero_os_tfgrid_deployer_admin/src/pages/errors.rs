@@ -1,0 +1,91 @@
+//! 401, 403, 404, 503 and generic error pages. Never show details that could leak secrets.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use hero_identity::IdentityError;
+use maud::{html, Markup};
+
+use crate::layout::{no_store, shell, Nav};
+
+fn card(title: &str, body: Markup) -> Markup {
+    html! {
+        section.card.narrow.center {
+            h1 { (title) }
+            (body)
+        }
+    }
+}
+
+fn respond(status: StatusCode, markup: Markup) -> Response {
+    (status, no_store(markup)).into_response()
+}
+
+/// No trustworthy identity on the request.
+pub fn unauthorized(e: &IdentityError, dev: bool) -> Response {
+    let body = card(
+        "Sign-in required",
+        html! {
+            p { "This dashboard is only reachable through the Hero single sign-on. "
+                "Open it through the SSO address and sign in with your Forge account." }
+            p.muted { "Reason: " code { (e.code()) } }
+        },
+    );
+    respond(
+        StatusCode::UNAUTHORIZED,
+        shell("Sign-in required", None, dev, Nav::None, body),
+    )
+}
+
+/// Signed in, but neither allowlisted nor in `groups.admin`.
+pub fn forbidden(user: &str, dev: bool) -> Response {
+    let body = card(
+        "No access",
+        html! {
+            p { "You are signed in as " strong data-testid="signed-in-as" { (user) } ", "
+                "but this account is not a deployer admin." }
+            p { "Ask an existing admin to add " code { (user) } " to the admin allowlist "
+                "(secret " code { "deployer/ADMIN_FORGE_USERS" } "). The change takes effect on your next page load." }
+        },
+    );
+    respond(
+        StatusCode::FORBIDDEN,
+        shell("No access", None, dev, Nav::None, body),
+    )
+}
+
+/// The allowlist could not be read: fail closed.
+pub fn allowlist_unavailable(dev: bool) -> Response {
+    let body = card(
+        "Temporarily unavailable",
+        html! { p { "The admin allowlist cannot be read right now, so nobody is let in. The server log has the reason." } },
+    );
+    respond(
+        StatusCode::SERVICE_UNAVAILABLE,
+        shell("Unavailable", None, dev, Nav::None, body),
+    )
+}
+
+/// A failed page action, with the server's reason.
+pub fn page_error(status: StatusCode, message: &str) -> Response {
+    let title = match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::CONFLICT => "Not possible right now",
+        StatusCode::FORBIDDEN => "Refused",
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "Invalid request",
+        StatusCode::NOT_IMPLEMENTED => "Not available on this server",
+        _ => "Something went wrong",
+    };
+    let body = card(
+        title,
+        html! {
+            p.error-reason data-testid="error-reason" { (message) }
+            p { a href="/users" { "Back to users" } }
+        },
+    );
+    respond(status, shell(title, None, false, Nav::None, body))
+}
+
+/// Fallback for unknown paths.
+pub async fn not_found() -> Response {
+    page_error(StatusCode::NOT_FOUND, "There is no page at this address.")
+}

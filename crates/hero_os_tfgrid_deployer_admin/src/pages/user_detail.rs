@@ -1,0 +1,228 @@
+//! User detail: Forge state, token, SSH key, VM spec, node, URL, the latest job's timeline (live
+//! while it runs) and the actions the user's state allows.
+
+use axum::extract::Path;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use hero_os_tfgrid_deployer_sdk::jobs::{
+    Job, JobEventsParams, JobIdParams, JobState, ListJobsParams, VmDetails,
+};
+use hero_os_tfgrid_deployer_sdk::methods;
+use hero_os_tfgrid_deployer_sdk::types::{User, VmStatus};
+use hero_os_tfgrid_deployer_sdk::Client;
+use maud::{html, Markup};
+
+use super::optional;
+use crate::auth::Admin;
+use crate::error::PageResult;
+use crate::layout::{csrf_field, job_badge, no_store, page, vm_badge, Nav};
+use crate::pages::timeline;
+use crate::pages::users::kind_label;
+use crate::time;
+
+/// The latest job of a user with its events (for the timeline).
+pub async fn job_with_events(
+    client: &Client,
+    job: Job,
+) -> PageResult<(Job, Vec<hero_os_tfgrid_deployer_sdk::jobs::JobEvent>, i64)> {
+    let page = optional(
+        client
+            .call::<methods::JobEvents>(&JobEventsParams {
+                job_id: job.job_id,
+                after_seq: 0,
+                wait_ms: 0,
+                limit: Some(1000),
+            })
+            .await,
+    )?;
+    // Re-read the job after the events so the steps are at least as new as the log.
+    let job = optional(
+        client
+            .call::<methods::GetJob>(&JobIdParams { job_id: job.job_id })
+            .await,
+    )?
+    .unwrap_or(job);
+    Ok(match page {
+        Some(p) => (job, p.events, p.last_seq),
+        None => (job, Vec::new(), 0),
+    })
+}
+
+pub async fn show(Extension(admin): Extension<Admin>, Path(id): Path<i64>) -> PageResult<Response> {
+    let c = &admin.client;
+    let vm_params = hero_os_tfgrid_deployer_sdk::types::UserIdParams { user_id: id };
+    let jobs_params = ListJobsParams {
+        user_id: Some(id),
+        limit: Some(10),
+        ..Default::default()
+    };
+    let (user, vm, jobs) = tokio::join!(
+        c.get_user(id),
+        c.call::<methods::GetVm>(&vm_params),
+        c.call::<methods::ListJobs>(&jobs_params)
+    );
+    let user = user?;
+    let vm = optional(vm)?;
+    let jobs = optional(jobs)?.map(|p| p.jobs).unwrap_or_default();
+    let latest = match jobs.first().cloned() {
+        Some(j) => Some(job_with_events(c, j).await?),
+        None => None,
+    };
+    let body = html! {
+        div.page-head {
+            div {
+                p.muted { a href="/users" { "← Users" } }
+                h1 { (user.forge_username) " " (vm_badge(user.vm_status)) }
+                @if let Some(d) = &user.display_name { p.muted { (d) } }
+            }
+            (actions(&admin, &user, latest.as_ref().map(|l| &l.0), vm.as_ref()))
+        }
+        div.grid {
+            section.card { h2 { "Forge account" } (forge_facts(&user)) }
+            section.card { h2 { "Demo VM" } (vm_facts(&user, vm.as_ref())) }
+        }
+        @if let Some((job, events, last_seq)) = &latest {
+            (timeline::render(job, events, *last_seq))
+        } @else {
+            section.card { div.empty { "No jobs yet. “Deploy VM” starts one." } }
+        }
+        @if jobs.len() > 1 {
+            section.card {
+                h2 { "Earlier jobs" }
+                div.table-wrap { table {
+                    thead { tr { th { "Job" } th { "State" } th { "By" } th { "Created" } } }
+                    tbody { @for j in jobs.iter().skip(1) { tr {
+                        td { a href=(format!("/jobs/{}", j.job_id)) { (kind_label(j.kind)) " #" (j.job_id) } }
+                        td { (job_badge(j.state)) }
+                        td { (j.actor) }
+                        td { (time::utc_ms(j.created_at_ms)) }
+                    } } }
+                } }
+            }
+        }
+    };
+    Ok(no_store(page(&admin, &user.forge_username, Nav::Users, body)).into_response())
+}
+
+fn forge_facts(u: &User) -> Markup {
+    html! {
+        dl.facts {
+            dt { "Login" } dd { code { (u.forge_username) } }
+            dt { "Account" } dd {
+                @if !u.setup_complete { span.badge.warn { "setup incomplete" } " create again to resume" }
+                @else if u.forge_created { "created by the deployer" } @else { "adopted (existed before)" }
+                span.muted { " · Forge id " (u.forge_user_id) }
+            }
+            dt { "API token" } dd data-testid="token-state" {
+                @if u.forge_token_set { span.badge.ok { "set" } }
+                @else { span.badge.warn { "not set" } @if let Some(n) = &u.forge_token_note { " " span.muted { (n) } } }
+            }
+            dt { "Initial password" } dd { @if u.initial_password_held { "held (reveal is audited)" } @else { span.muted { "not known" } } }
+            dt { "Email" } dd { (u.email) }
+            dt { "Created" } dd { (time::utc(u.created_at)) }
+        }
+    }
+}
+
+fn vm_facts(u: &User, vm: Option<&VmDetails>) -> Markup {
+    let current = vm.and_then(|v| v.vm.as_ref());
+    html! {
+        dl.facts {
+            dt { "Status" } dd { (vm_badge(u.vm_status)) }
+            @if let Some(v) = current {
+                dt { "URL" } dd { @if let Some(url) = &v.url {
+                    @if u.vm_status == VmStatus::Ready { a href=(url) target="_blank" rel="noopener noreferrer" data-testid="gateway-url" { (url) } }
+                    @else { span.muted { (url) } }
+                } @else { span.muted { "—" } } }
+                dt { "Node" } dd { @if let Some(n) = v.node_id { "node " (n) } @else { span.muted { "—" } } }
+                dt { "Backend" } dd { code { (v.backend) } " · " (v.name) }
+                dt { "Spec" } dd { (spec_text(&v.spec)) }
+                @if let Some(ip) = v.mycelium_ip.as_ref().or(v.private_ip.as_ref()) { dt { "Address" } dd { code { (ip) } } }
+                @if let Some(fp) = &v.host_key_fingerprint { dt { "Host key" } dd { code { (fp) } } }
+            }
+            dt { "SSH key" } dd { @match vm.and_then(|v| v.ssh_key_fingerprint.as_ref()) {
+                Some(fp) => code data-testid="ssh-fingerprint" { (fp) },
+                None => span.muted { "not generated yet" },
+            } }
+            @if let Some(v) = vm { @if !v.history.is_empty() {
+                dt { "Earlier VMs" } dd { (v.history.len()) " decommissioned" }
+            } }
+        }
+    }
+}
+
+/// `16 vCPU · 8192 MB memory · …` from the recorded spec, whatever its keys.
+fn spec_text(spec: &serde_json::Value) -> String {
+    let Some(obj) = spec.as_object() else {
+        return if spec.is_null() {
+            "—".into()
+        } else {
+            spec.to_string()
+        };
+    };
+    let parts: Vec<String> = obj
+        .iter()
+        .filter_map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            Some(format!("{} {}", k.replace('_', " "), v))
+        })
+        .collect();
+    if parts.is_empty() {
+        "—".into()
+    } else {
+        parts.join(" · ")
+    }
+}
+
+/// A POST button; destructive ones carry `confirm` (JS asks; without JS the server asks).
+pub fn action_button(
+    admin: &Admin,
+    action: &str,
+    label: &str,
+    class: &str,
+    confirm: Option<&str>,
+) -> Markup {
+    html! {
+        form method="post" action=(action) data-confirm=[confirm] {
+            (csrf_field(admin))
+            @if confirm.is_some() { input type="hidden" name="confirm" value=""; }
+            button type="submit" class=(class) { (label) }
+        }
+    }
+}
+
+fn actions(admin: &Admin, u: &User, job: Option<&Job>, vm: Option<&VmDetails>) -> Markup {
+    let base = format!("/users/{}", u.user_id);
+    let active = job.is_some_and(|j| j.state.is_active());
+    let failed = job.filter(|j| j.state == JobState::Failed);
+    let has_vm = vm.is_some_and(|v| v.vm.is_some())
+        || matches!(
+            u.vm_status,
+            VmStatus::Ready | VmStatus::Failed | VmStatus::Provisioning
+        );
+    let can_deploy = !active && matches!(u.vm_status, VmStatus::NoVm | VmStatus::Decommissioned);
+    html! {
+        div.actions data-testid="actions" {
+            @if can_deploy { (action_button(admin, &format!("{base}/deploy"), "Deploy VM", "primary", None)) }
+            @if let Some(j) = failed { (action_button(admin, &format!("/jobs/{}/retry", j.job_id), "Retry", "primary", None)) }
+            @if let Some(j) = job.filter(|j| j.state.is_active()) {
+                (action_button(admin, &format!("/jobs/{}/cancel", j.job_id), "Cancel job", "danger",
+                    Some(&format!("Cancel job #{} for {}? A deploy cleans up what it made.", j.job_id, u.forge_username))))
+            }
+            @if has_vm && !active {
+                (action_button(admin, &format!("{base}/decommission"), "Decommission", "danger",
+                    Some(&format!("Decommission the VM of {}? Their URL stops working; the Forge account stays.", u.forge_username))))
+            }
+            @if u.initial_password_held { (action_button(admin, &format!("{base}/reveal-password"), "Reveal password", "", None)) }
+            @if !has_vm && !active {
+                (action_button(admin, &format!("{base}/delete"), "Forget user", "danger",
+                    Some(&format!("Forget {}? Their deployer record and secrets are deleted; the Forge account stays.", u.forge_username))))
+            }
+        }
+    }
+}

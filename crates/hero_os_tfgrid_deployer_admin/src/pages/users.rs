@@ -1,0 +1,185 @@
+//! Users: search by username prefix, status badges, last job, URL, cursor paging.
+//! One page costs one `list_users` plus one `list_jobs` per row (run concurrently).
+
+use std::collections::HashMap;
+
+use axum::extract::Query;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Extension;
+use futures::future::join_all;
+use hero_os_tfgrid_deployer_sdk::jobs::{Job, JobKind, JobState, ListJobsParams};
+use hero_os_tfgrid_deployer_sdk::methods;
+use hero_os_tfgrid_deployer_sdk::types::{ListUsersParams, User, UserId, VmStatus};
+use hero_os_tfgrid_deployer_sdk::Client;
+use maud::html;
+use serde::Deserialize;
+
+use super::{href, optional};
+use crate::auth::Admin;
+use crate::error::PageResult;
+use crate::layout::{job_badge, no_store, page, vm_badge, Nav};
+use crate::time;
+
+/// Rows per page.
+pub const PAGE_SIZE: u32 = 50;
+
+pub async fn redirect_home() -> Redirect {
+    Redirect::to("/users")
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct UsersQuery {
+    #[serde(default)]
+    pub q: Option<String>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub page: Option<u32>,
+}
+
+/// Latest job of each user, concurrently. Users without jobs (or a server without the job
+/// methods) are simply absent.
+pub async fn last_jobs(client: &Client, ids: &[UserId]) -> HashMap<UserId, Job> {
+    let calls = ids.iter().map(|id| {
+        let client = client.clone();
+        let id = *id;
+        async move {
+            let r = client
+                .call::<methods::ListJobs>(&ListJobsParams {
+                    user_id: Some(id),
+                    limit: Some(1),
+                    ..Default::default()
+                })
+                .await;
+            r.ok()
+                .and_then(|p| p.jobs.into_iter().next())
+                .map(|j| (id, j))
+        }
+    });
+    join_all(calls).await.into_iter().flatten().collect()
+}
+
+/// The shareable URL of a user, if their VM is ready.
+fn url_of(user: &User, job: Option<&Job>) -> Option<String> {
+    if user.vm_status != VmStatus::Ready {
+        return None;
+    }
+    job.filter(|j| j.kind == JobKind::Provision && j.state == JobState::Succeeded)
+        .and_then(|j| j.result.as_ref())
+        .map(|r| r.url.clone())
+}
+
+pub async fn list(
+    Extension(admin): Extension<Admin>,
+    Query(query): Query<UsersQuery>,
+) -> PageResult<Response> {
+    let q = query
+        .q
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let page_no = query.page.unwrap_or(1).max(1);
+    let params = ListUsersParams {
+        filter: (!q.is_empty()).then(|| q.clone()),
+        cursor: query.cursor.clone().filter(|c| !c.is_empty()),
+        limit: Some(PAGE_SIZE),
+    };
+    let active_params = ListJobsParams {
+        active_only: Some(true),
+        limit: Some(200),
+        ..Default::default()
+    };
+    let (users, active) = tokio::join!(
+        admin.client.list_users(&params),
+        admin.client.call::<methods::ListJobs>(&active_params)
+    );
+    let users = users?;
+    let active = optional(active)?.map(|p| p.jobs.len());
+    let ids: Vec<UserId> = users.users.iter().map(|u| u.user_id).collect();
+    let jobs = last_jobs(&admin.client, &ids).await;
+    let first = (page_no as u64 - 1) * PAGE_SIZE as u64 + 1;
+    let last = first + users.users.len() as u64 - 1;
+
+    let body = html! {
+        div.page-head {
+            div {
+                h1 { "Users" }
+                p.muted { "Everyone who has, had, or can get a personal Hero OS demo VM." }
+            }
+            a.btn.primary href="/users/new" { "+ New user" }
+        }
+        div.stats {
+            div.stat { b data-testid="total-users" { (users.total) } span { @if q.is_empty() { "users" } @else { "matching “" (q) "”" } } }
+            @if let Some(n) = active { div.stat { b { (n) } span { "active jobs" } } }
+        }
+        section.card {
+            form.search method="get" action="/users" role="search" {
+                input #q type="search" name="q" value=(q) placeholder="Search by username prefix…"
+                    aria-label="Search users by username prefix" autocomplete="off" spellcheck="false";
+                button type="submit" { "Search" }
+                @if !q.is_empty() { a.btn href="/users" { "Clear" } }
+            }
+            div.table-wrap {
+                table data-testid="users-table" {
+                    thead { tr {
+                        th scope="col" { "User" }
+                        th scope="col" { "Status" }
+                        th scope="col" .hide-sm { "Last job" }
+                        th scope="col" { "URL" }
+                        th scope="col" .hide-sm { "Created" }
+                    } }
+                    tbody {
+                        @for u in &users.users {
+                            @let job = jobs.get(&u.user_id);
+                            tr data-user=(u.forge_username) {
+                                td {
+                                    a href=(format!("/users/{}", u.user_id)) { strong { (u.forge_username) } }
+                                    @if let Some(d) = &u.display_name { br; span.muted { (d) } }
+                                }
+                                td { (vm_badge(u.vm_status)) }
+                                td.hide-sm {
+                                    @if let Some(j) = job {
+                                        a href=(format!("/jobs/{}", j.job_id)) { (kind_label(j.kind)) " #" (j.job_id) }
+                                        " " (job_badge(j.state))
+                                    } @else { span.muted { "—" } }
+                                }
+                                td {
+                                    @if let Some(url) = url_of(u, job) {
+                                        a href=(url) target="_blank" rel="noopener noreferrer" { (url.trim_start_matches("https://").trim_start_matches("http://")) }
+                                    } @else { span.muted { "—" } }
+                                }
+                                td.hide-sm.num { (time::utc(u.created_at)) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if users.users.is_empty() {
+                div.empty {
+                    @if q.is_empty() { "No users yet. " a href="/users/new" { "Create the first one" } "." }
+                    @else { "No user name starts with “" (q) "”." }
+                }
+            }
+            nav.pager aria-label="Pages" {
+                span.muted {
+                    @if !users.users.is_empty() { "Showing " (first) "–" (last) " of " (users.total) }
+                }
+                div.actions {
+                    @if page_no > 1 { a.btn href=(href("/users", &[("q", q.clone())])) { "← First page" } }
+                    @if let Some(next) = &users.next_cursor {
+                        a.btn rel="next" href=(href("/users", &[("q", q.clone()), ("cursor", next.clone()), ("page", (page_no + 1).to_string())])) { "Next page →" }
+                    }
+                }
+            }
+        }
+    };
+    Ok(no_store(page(&admin, "Users", Nav::Users, body)).into_response())
+}
+
+pub fn kind_label(k: JobKind) -> &'static str {
+    match k {
+        JobKind::Provision => "deploy",
+        JobKind::Decommission => "decommission",
+    }
+}
