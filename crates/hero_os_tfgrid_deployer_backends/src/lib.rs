@@ -9,6 +9,7 @@
 
 pub mod compute;
 pub mod gridproxy;
+pub mod hero_compute;
 pub mod local;
 pub mod local_gateway;
 pub mod node_selection;
@@ -27,6 +28,7 @@ pub use compute::{
     BackendError, ComputeBackend, GatewayInfo, GatewayRequest, OutputSink, Resource, ResourceKind,
     ResourceName, VmInfo, VmRequest,
 };
+pub use hero_compute::{HeroComputeBackend, HeroComputeConfig};
 pub use local::{LocalBackend, LocalConfig, DEFAULT_BOOTSTRAP_SCRIPT};
 pub use opentofu::{OpenTofuBackend, OpenTofuConfig};
 pub use ssh::{ExitStatus, Line, SshClient, SshError, SshSession, SshTarget, Stream};
