@@ -82,12 +82,46 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let caller = authenticate(state, &parts.headers)?;
+        let mut caller = authenticate(state, &parts.headers)?;
         if let Some(c) = &caller {
             global_checks(state, &c.user)?;
         }
+        if let Some(target) = sudo_target(parts) {
+            caller = Some(apply_sudo(state, caller, &target)?);
+        }
         Ok(Auth(caller))
     }
+}
+
+/// The user named by the `Sudo` header or the `?sudo=` query parameter.
+fn sudo_target(parts: &Parts) -> Option<String> {
+    if let Some(v) = parts.headers.get("sudo").and_then(|v| v.to_str().ok()) {
+        if !v.is_empty() {
+            return Some(v.to_string());
+        }
+    }
+    let query = parts.uri.query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, v)| k == "sudo" && !v.is_empty())
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Forgejo's `sudo()` middleware: admins act as another user (same auth method, so admin Basic
+/// + `Sudo: alice` can still mint alice's tokens); anyone else gets 403, an unknown user 404.
+fn apply_sudo(state: &AppState, caller: Option<Caller>, target: &str) -> Result<Caller, ApiError> {
+    let caller = caller
+        .filter(|c| c.user.is_admin)
+        .ok_or_else(|| ApiError::forbidden("Only administrators allowed to sudo"))?;
+    let user = state.db.user_by_name(target)?.ok_or_else(|| {
+        ApiError::not_found(
+            "GetUserByName",
+            vec![format!("user redirect does not exist [name: {target}]")],
+        )
+    })?;
+    Ok(Caller {
+        user,
+        method: caller.method,
+    })
 }
 
 /// The 403s Forgejo applies to every signed-in API request (`verifyAuthWithOptions`).

@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod oauth;
 pub mod rules;
+pub mod run;
 pub mod scopes;
 pub mod secrets;
 pub mod view;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
-use hero_devforge::{app, cli, AppState, Config};
+use hero_devforge::{cli, AppState, Config};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -148,9 +148,7 @@ async fn main() -> anyhow::Result<()> {
                 writeln!(out, "listening on http://{addr}")?;
                 out.flush()?;
             }
-            axum::serve(listener, app(state))
-                .with_graceful_shutdown(shutdown_signal())
-                .await?;
+            hero_devforge::run::serve(listener, state, shutdown_signal()).await?;
         }
         Cmd::SeedAdmin {
             data_dir,

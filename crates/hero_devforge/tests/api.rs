@@ -760,3 +760,51 @@ async fn seed_admin_reuses_and_writes_0600() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn sudo_is_admin_only() {
+    let f = forge();
+    f.create_user("alice", PW, json!({})).await;
+    f.create_user("bob", PW, json!({})).await;
+    let mut req_admin = f.admin();
+    let r = f
+        .call(
+            Method::GET,
+            "/api/v1/user?sudo=alice",
+            Some(&req_admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["login"], "alice");
+    req_admin = f.admin_basic();
+    let r = f
+        .call(
+            Method::GET,
+            "/api/v1/user?sudo=nobody",
+            Some(&req_admin),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = f
+        .call(
+            Method::GET,
+            "/api/v1/user?sudo=alice",
+            Some(&basic("bob", PW)),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.json["message"], "Only administrators allowed to sudo");
+    // Admin Basic + sudo on bob's own path mints bob's token (the Forgejo ≤ 1.20 way).
+    let r = f
+        .call(
+            Method::POST,
+            "/api/v1/users/bob/tokens?sudo=bob",
+            Some(&f.admin_basic()),
+            Some(json!({"name": "via-sudo", "scopes": ["read:user"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}

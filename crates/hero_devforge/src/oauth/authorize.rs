@@ -12,13 +12,13 @@ use std::collections::HashMap;
 
 use axum::extract::{Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Form;
 use serde::Deserialize;
 
 use super::html;
 use super::pkce;
-use super::redirect::{app_allows, with_params};
+use super::redirect::{app_allows, see_other, with_params};
 use super::session;
 use super::store::{AppRow, CodeRow};
 use crate::db::{now_unix, UserRow};
@@ -54,7 +54,7 @@ fn redirect_error(redirect_uri: &str, error: &str, description: &str, state: &st
             ("state", state),
         ],
     ) {
-        Some(u) => Redirect::to(&u).into_response(),
+        Some(u) => see_other(&u),
         None => html::error_page(StatusCode::BAD_REQUEST, description),
     }
 }
@@ -120,7 +120,7 @@ fn issue_code(
         return server_error(e);
     }
     match with_params(redirect_uri, &[("code", &code), ("state", client_state)]) {
-        Some(u) => Redirect::to(&u).into_response(),
+        Some(u) => see_other(&u),
         None => html::error_page(StatusCode::BAD_REQUEST, "Unregistered Redirect URI"),
     }
 }
@@ -263,7 +263,7 @@ fn login(state: &AppState, raw_query: String, form: &HashMap<String, String>) ->
         return server_error(e);
     }
     tracing::info!(user = %user.name, "web sign-in");
-    let mut resp = Redirect::to(&action).into_response();
+    let mut resp = see_other(&action);
     if let Some(c) = session::set_cookie(state, &sid) {
         resp.headers_mut().insert(header::SET_COOKIE, c);
     }

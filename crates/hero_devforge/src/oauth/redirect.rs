@@ -30,6 +30,17 @@ pub fn app_allows(app: &AppRow, redirect_uri: &str) -> bool {
     contains(redirect_uri)
 }
 
+/// A 303 See Other to `location`, without the panic of `axum::response::Redirect` on a value
+/// that is not a valid header (impossible for the URLs built here, but input must never panic).
+pub fn see_other(location: &str) -> axum::response::Response {
+    use axum::http::{header, HeaderValue, StatusCode};
+    use axum::response::IntoResponse;
+    match HeaderValue::from_str(location) {
+        Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response(),
+        Err(_) => StatusCode::BAD_REQUEST.into_response(),
+    }
+}
+
 /// `redirect_uri` with extra query parameters appended (existing ones kept).
 pub fn with_params(redirect_uri: &str, params: &[(&str, &str)]) -> Option<String> {
     let mut u = Url::parse(redirect_uri).ok()?;
