@@ -12,6 +12,7 @@ pub mod gridproxy;
 pub mod hero_compute;
 pub mod local;
 pub mod local_gateway;
+pub mod manifest;
 pub mod node_selection;
 pub mod opentofu;
 pub mod spec;
@@ -30,6 +31,7 @@ pub use compute::{
 };
 pub use hero_compute::{HeroComputeBackend, HeroComputeConfig};
 pub use local::{LocalBackend, LocalConfig, DEFAULT_BOOTSTRAP_SCRIPT};
+pub use manifest::{ManifestUser, Profiles};
 pub use opentofu::{OpenTofuBackend, OpenTofuConfig};
 pub use ssh::{ExitStatus, Line, SshClient, SshError, SshSession, SshTarget, Stream};
 pub use sshkey::UserKeyPair;
