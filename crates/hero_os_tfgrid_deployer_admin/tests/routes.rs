@@ -1,0 +1,488 @@
+//! Handler-level tests of every route, in-process (`oneshot` on the router) against the REAL
+//! deployer server and dev Forge binaries, plus the dashboard binary's listeners.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use hero_identity::{AssertionPayload, AssertionSigner, Claim};
+use hero_os_tfgrid_deployer_admin::auth::AuthMode;
+use hero_os_tfgrid_deployer_admin::router;
+use hero_os_tfgrid_deployer_sdk::types::ListEventsParams;
+use http_body_util::BodyExt;
+use support::Stack;
+use tower::ServiceExt;
+
+struct Resp {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    text: String,
+}
+
+async fn send(app: &Router, req: Request<Body>) -> Resp {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text =
+        String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).to_string();
+    Resp {
+        status,
+        headers,
+        text,
+    }
+}
+
+async fn get(app: &Router, path: &str, user: Option<&str>) -> Resp {
+    let mut req = Request::get(path);
+    if let Some(u) = user {
+        req = req.header("x-hero-user", u);
+    }
+    send(app, req.body(Body::empty()).unwrap()).await
+}
+
+async fn post(app: &Router, path: &str, user: &str, form: &[(&str, &str)]) -> Resp {
+    let body = serde_urlencoded::to_string(form).unwrap();
+    let req = Request::post(path)
+        .header("x-hero-user", user)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(body))
+        .unwrap();
+    send(app, req).await
+}
+
+/// The CSRF token rendered into a page.
+fn csrf_of(html: &str) -> String {
+    let i = html
+        .find("name=\"csrf-token\" content=\"")
+        .expect("csrf meta")
+        + 27;
+    html[i..i + 64].to_owned()
+}
+
+fn no_store(r: &Resp) -> bool {
+    r.headers.get("cache-control").and_then(|v| v.to_str().ok()) == Some("no-store")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_against_the_real_server() {
+    let stack = Stack::start().await;
+    stack.set_allowlist("alice, Erin").await;
+    let app = router(stack.state(AuthMode::Headers));
+
+    // Service endpoints need no identity.
+    let r = get(&app, "/health", None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("\"ok\""));
+    let r = get(&app, "/.well-known/heroservice.json", None).await;
+    assert_eq!(r.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&r.text).unwrap();
+    assert_eq!(v["protocol"], "ui");
+    let r = get(&app, "/assets/app.css", None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
+    assert_eq!(get(&app, "/assets/app.js", None).await.status, 200);
+    assert_eq!(get(&app, "/assets/nope.js", None).await.status, 404);
+
+    // No identity: 401. Not allowlisted: 403 naming the account. Allowlisted or groups.admin: in.
+    let r = get(&app, "/users", None).await;
+    assert_eq!(r.status, 401);
+    assert!(r.text.contains("Sign-in required"));
+    let r = get(&app, "/users", Some("mallory")).await;
+    assert_eq!(r.status, 403);
+    assert!(r.text.contains("mallory"), "{}", r.text);
+    let r = get(&app, "/users", Some("erin")).await;
+    assert_eq!(r.status, 200, "allowlist is case-insensitive");
+    let req = Request::get("/users")
+        .header("x-hero-user", "bob")
+        .header("x-hero-claims", "groups.admin,users.bob")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, req).await.status, 200);
+
+    let r = get(&app, "/", Some("alice")).await;
+    assert_eq!(r.status, 303);
+    let r = get(&app, "/users", Some("alice")).await;
+    assert_eq!(r.status, 200);
+    assert!(no_store(&r));
+    assert!(r.text.contains("No users yet"));
+    let csrf = csrf_of(&r.text);
+
+    // Create user: form, then bad input re-rendered with the SDK's own messages (422).
+    let r = get(&app, "/users/new", Some("alice")).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("data-username-rules"));
+    assert!(r.text.contains("data-reserved=\"admin,"));
+    let r = post(&app, "/users", "alice", &[("username", "carol")]).await;
+    assert_eq!(r.status, 403, "no CSRF token");
+    let r = post(
+        &app,
+        "/users",
+        "alice",
+        &[("csrf", "00"), ("username", "carol")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "wrong CSRF token");
+    let r = post(
+        &app,
+        "/users",
+        "mallory",
+        &[("csrf", &csrf), ("username", "carol")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "not an admin");
+    for (bad, rule_msg) in [
+        ("Carol", "username must be lowercase".to_owned()),
+        ("", "username is empty".to_owned()),
+        ("admin", "username is reserved by Forge".to_owned()),
+        ("a--b", "username must not contain &#39;--&#39;".to_owned()),
+        (&"x".repeat(41), "username is 41 characters long".to_owned()),
+    ] {
+        let expected = hero_os_tfgrid_deployer_sdk::username::validate(bad).unwrap_err();
+        let r = post(
+            &app,
+            "/users",
+            "alice",
+            &[("csrf", &csrf), ("username", bad)],
+        )
+        .await;
+        assert_eq!(r.status, 422, "{bad}");
+        assert!(
+            r.text.contains(&rule_msg) || r.text.contains(&expected.to_string()),
+            "{bad}: {}",
+            r.text
+        );
+        assert!(r.text.contains("aria-invalid=\"true\""));
+    }
+    let r = post(
+        &app,
+        "/users",
+        "alice",
+        &[
+            ("csrf", &csrf),
+            ("username", "carol"),
+            ("email", "not-an-email"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    assert!(r.text.contains("email must look like"));
+
+    // Success: the password once, no-store, token state.
+    let r = post(
+        &app,
+        "/users",
+        "alice",
+        &[
+            ("csrf", &csrf),
+            ("username", "carol"),
+            ("display_name", "Carol C"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(no_store(&r));
+    assert!(r.text.contains("data-testid=\"initial-password\""));
+    assert!(r.text.contains("out of band"));
+    assert!(r.text.contains("data-testid=\"token-state\""));
+    let user = stack.client.find_user("carol").await.unwrap();
+    // The same name again: 409 with a link to the existing user.
+    let r = post(
+        &app,
+        "/users",
+        "alice",
+        &[("csrf", &csrf), ("username", "carol")],
+    )
+    .await;
+    assert_eq!(r.status, 409);
+    assert!(r.text.contains(&format!("/users/{}", user.user_id)));
+
+    // Users list and search.
+    let r = get(&app, "/users?q=car", Some("alice")).await;
+    assert!(r.text.contains("data-user=\"carol\""));
+    assert!(r.text.contains("data-status=\"no_vm\""));
+    let r = get(&app, "/users?q=zz", Some("alice")).await;
+    assert!(r.text.contains("No user name starts with"));
+    let r = get(&app, "/users?cursor=garbage", Some("alice")).await;
+    assert!(
+        r.status == 200 || r.status.is_client_error(),
+        "{}",
+        r.status
+    );
+
+    // Detail.
+    let path = format!("/users/{}", user.user_id);
+    let r = get(&app, &path, Some("alice")).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("Forge account") && r.text.contains("Demo VM"));
+    assert!(r.text.contains("Reveal password"));
+    assert_eq!(get(&app, "/users/999999", Some("alice")).await.status, 404);
+    assert_eq!(
+        get(&app, "/users/notanumber", Some("alice")).await.status,
+        400
+    );
+
+    // Reveal: POST only, CSRF, no-store, audited as alice.
+    assert_eq!(
+        get(&app, &format!("{path}/reveal-password"), Some("alice"))
+            .await
+            .status,
+        405
+    );
+    let r = post(&app, &format!("{path}/reveal-password"), "alice", &[]).await;
+    assert_eq!(r.status, 403);
+    let r = post(
+        &app,
+        &format!("{path}/reveal-password"),
+        "alice",
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(no_store(&r));
+    assert!(r.text.contains("data-testid=\"initial-password\""));
+
+    // Deploy: a redirect to the user when the server runs jobs, else a clear error page.
+    let r = post(&app, &format!("{path}/deploy"), "alice", &[("csrf", &csrf)]).await;
+    assert!(
+        r.status == 303 || r.status == 501 || r.status == 502 || r.status == 409,
+        "{} {}",
+        r.status,
+        r.text
+    );
+    assert_eq!(
+        post(&app, &format!("{path}/deploy"), "alice", &[])
+            .await
+            .status,
+        403
+    );
+
+    // Jobs and audit pages.
+    let r = get(&app, "/jobs", Some("alice")).await;
+    assert_eq!(r.status, 200);
+    let r = get(&app, "/jobs/999999", Some("alice")).await;
+    assert!(r.status == 404 || r.status == 501, "{}", r.status);
+    assert!(matches!(
+        post(
+            &app,
+            "/jobs/999999/cancel",
+            "alice",
+            &[("csrf", &csrf), ("confirm", "yes")]
+        )
+        .await
+        .status
+        .as_u16(),
+        404 | 501
+    ));
+    assert!(matches!(
+        post(&app, "/jobs/999999/retry", "alice", &[("csrf", &csrf)])
+            .await
+            .status
+            .as_u16(),
+        404 | 501
+    ));
+    assert_eq!(post(&app, "/jobs/1/cancel", "alice", &[]).await.status, 403);
+    let r = get(&app, "/jobs/999999/events", Some("alice")).await;
+    assert!(r.status == 404 || r.status == 501, "{}", r.status);
+
+    let r = get(&app, "/audit", Some("alice")).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("user.create"));
+    let r = get(&app, "/audit?actor=alice&action=user.reveal", Some("alice")).await;
+    assert!(r.text.contains("user.reveal_password"));
+    assert!(!r.text.contains("user.create"));
+    let r = get(&app, "/audit?user=nobody", Some("alice")).await;
+    assert!(r.text.contains("No events match"));
+
+    // The server's audit log names the acting admin.
+    let events = stack
+        .client
+        .list_events(&ListEventsParams {
+            actor: Some("alice".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = events.events.iter().map(|e| e.action.as_str()).collect();
+    assert!(actions.contains(&"user.create"), "{actions:?}");
+    assert!(actions.contains(&"user.reveal_password"), "{actions:?}");
+
+    // Decommission and delete need confirmation: without `confirm=yes` a confirmation page.
+    let r = post(
+        &app,
+        &format!("{path}/decommission"),
+        "alice",
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("data-testid=\"confirm\""));
+    assert!(r.text.contains("name=\"confirm\" value=\"yes\""));
+    let r = post(&app, "/jobs/5/cancel", "alice", &[("csrf", &csrf)]).await;
+    assert!(r.text.contains("data-testid=\"confirm\""));
+    let r = post(&app, &format!("{path}/delete"), "alice", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("Forget user?"));
+
+    // Unknown page.
+    assert_eq!(get(&app, "/nope", Some("alice")).await.status, 404);
+    let _ = stack.server_log();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_user_with_confirmation() {
+    let stack = Stack::start().await;
+    stack.set_allowlist("alice").await;
+    let app = router(stack.state(AuthMode::Headers));
+    let csrf = csrf_of(&get(&app, "/users", Some("alice")).await.text);
+    let created = stack.client.create_user("dave", None, None).await.unwrap();
+    let path = format!("/users/{}", created.user_id);
+    let r = post(
+        &app,
+        &format!("{path}/delete"),
+        "alice",
+        &[("csrf", &csrf), ("confirm", "yes")],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    assert_eq!(get(&app, &path, Some("alice")).await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowlist_edits_take_effect_on_the_next_request() {
+    let stack = Stack::start().await;
+    let app = router(stack.state(AuthMode::Headers));
+    assert_eq!(get(&app, "/users", Some("frank")).await.status, 403);
+    stack.set_allowlist("alice,frank").await;
+    assert_eq!(get(&app, "/users", Some("frank")).await.status, 200);
+    stack.set_allowlist("alice").await;
+    assert_eq!(get(&app, "/users", Some("frank")).await.status, 403);
+}
+
+fn assertion(signer: &AssertionSigner, user: &str, claims: &[&str], exp_in: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    signer.sign(&AssertionPayload {
+        iss: hero_identity::ASSERTION_ISSUER.into(),
+        sub: user.into(),
+        ctx: None,
+        claims: claims.iter().map(|c| Claim::parse(c).unwrap()).collect(),
+        prv: "forge".into(),
+        xid: "42".into(),
+        iat: now,
+        exp: (now as i64 + exp_in) as u64,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_assertions_from_the_proxy() {
+    let stack = Stack::start().await;
+    stack.set_allowlist("alice").await;
+    let signer = AssertionSigner::from_seed(&[7u8; 32]);
+    let app = router(stack.state(AuthMode::Signed(signer.verifier())));
+    let with = |token: String, user: Option<&str>| {
+        let mut r = Request::get("/users").header("x-hero-assertion", token);
+        if let Some(u) = user {
+            r = r.header("x-hero-user", u);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    // Plain headers alone are not enough in signed mode.
+    assert_eq!(get(&app, "/users", Some("alice")).await.status, 401);
+    let ok = assertion(&signer, "alice", &["users.alice"], 300);
+    assert_eq!(
+        send(&app, with(ok.clone(), Some("alice"))).await.status,
+        200
+    );
+    assert_eq!(
+        send(&app, with(ok, Some("mallory"))).await.status,
+        401,
+        "header disagrees"
+    );
+    let expired = assertion(&signer, "alice", &[], -10);
+    assert_eq!(send(&app, with(expired, None)).await.status, 401);
+    let other = AssertionSigner::from_seed(&[8u8; 32]);
+    assert_eq!(
+        send(&app, with(assertion(&other, "alice", &[], 300), None))
+            .await
+            .status,
+        401
+    );
+    let admin = assertion(&signer, "grace", &["groups.admin", "users.grace"], 300);
+    assert_eq!(send(&app, with(admin, None)).await.status, 200);
+    let r = send(
+        &app,
+        with(assertion(&signer, "heidi", &["users.heidi"], 300), None),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(r.text.contains("heidi"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_is_loopback_only_with_a_banner() {
+    let stack = Stack::start().await;
+    stack.set_allowlist("dev-admin").await;
+    let app = router(stack.state(AuthMode::Dev {
+        user: "dev-admin".into(),
+    }));
+    let from = |ip: &str| {
+        let addr: SocketAddr = format!("{ip}:40000").parse().unwrap();
+        let mut req = Request::get("/users").body(Body::empty()).unwrap();
+        req.extensions_mut().insert(ConnectInfo(addr));
+        req
+    };
+    let r = send(&app, from("127.0.0.1")).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("Development mode"));
+    assert!(r.text.contains("dev-admin"));
+    assert_eq!(send(&app, from("192.0.2.7")).await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_the_socket_and_tcp() {
+    let stack = Stack::start().await;
+    stack.set_allowlist("dev-admin").await;
+    let (_admin, url) = stack.start_admin(&["--auth-mode", "dev"]);
+    let (status, _, body) = support::http(&url, "GET", "/health", &[], None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("hero_os_tfgrid_deployer_admin"));
+    let (status, _, body) = support::http(&url, "GET", "/users", &[], None).await;
+    assert_eq!(status, 200, "{body}");
+    let sock = stack
+        .socket_dir()
+        .join("hero_os_tfgrid_deployer/admin.sock");
+    let unix = format!("unix:{}", sock.display());
+    let (status, _, _) =
+        support::http(&unix, "GET", "/.well-known/heroservice.json", &[], None).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = support::http(&unix, "GET", "/users", &[], None).await;
+    assert_eq!(
+        status, 200,
+        "the local socket counts as loopback in dev mode"
+    );
+
+    // Dev mode refuses a non-loopback address; signed mode refuses to start without a key.
+    for args in [
+        vec!["--auth-mode", "dev", "--listen", "0.0.0.0:0", "--no-socket"],
+        vec!["--auth-mode", "signed", "--no-socket"],
+    ] {
+        let out = std::process::Command::new(support::binary("hero_os_tfgrid_deployer_admin"))
+            .args(["--secrets-dir"])
+            .arg(stack.root.join("data/secrets"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
+    }
+}
