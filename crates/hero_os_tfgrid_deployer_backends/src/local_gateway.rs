@@ -202,6 +202,8 @@ pub(crate) async fn serve(
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // e.g. EMFILE: back off briefly instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
             let state = state.clone();
