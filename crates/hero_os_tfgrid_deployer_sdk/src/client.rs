@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
 use crate::error::ClientError;
+use crate::jobs::*;
 use crate::jsonrpc::Response;
 use crate::methods::{self, Method};
 use crate::types::*;
@@ -330,5 +331,87 @@ impl Client {
     pub async fn openrpc(&self) -> Result<Value, ClientError> {
         let (_, body) = self.get("/openrpc.json").await?;
         serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    pub async fn provision_vm(
+        &self,
+        user_id: UserId,
+        options: Option<ProvisionOptions>,
+    ) -> Result<Job, ClientError> {
+        self.call::<methods::ProvisionVm>(&ProvisionVmParams { user_id, options })
+            .await
+    }
+
+    pub async fn decommission_vm(&self, user_id: UserId) -> Result<Job, ClientError> {
+        self.call::<methods::DecommissionVm>(&UserIdParams { user_id })
+            .await
+    }
+
+    pub async fn get_job(&self, job_id: JobId) -> Result<Job, ClientError> {
+        self.call::<methods::GetJob>(&JobIdParams { job_id }).await
+    }
+
+    pub async fn list_jobs(&self, params: &ListJobsParams) -> Result<JobsPage, ClientError> {
+        self.call::<methods::ListJobs>(params).await
+    }
+
+    pub async fn cancel_job(&self, job_id: JobId) -> Result<Job, ClientError> {
+        self.call::<methods::CancelJob>(&JobIdParams { job_id })
+            .await
+    }
+
+    pub async fn retry_job(&self, job_id: JobId) -> Result<Job, ClientError> {
+        self.call::<methods::RetryJob>(&JobIdParams { job_id })
+            .await
+    }
+
+    /// One long-poll: events after `after_seq`, waiting up to `wait_ms` for new ones.
+    pub async fn job_events(
+        &self,
+        job_id: JobId,
+        after_seq: i64,
+        wait_ms: u32,
+    ) -> Result<JobEventsPage, ClientError> {
+        self.call::<methods::JobEvents>(&JobEventsParams {
+            job_id,
+            after_seq,
+            wait_ms,
+            limit: None,
+        })
+        .await
+    }
+
+    /// Follows a job to its end, calling `on_event` for every event (replayed from the start),
+    /// and returns the final job.
+    pub async fn follow_job(
+        &self,
+        job_id: JobId,
+        mut on_event: impl FnMut(&JobEvent),
+    ) -> Result<Job, ClientError> {
+        let mut after = 0;
+        loop {
+            let page = self.job_events(job_id, after, 25_000).await?;
+            for e in &page.events {
+                on_event(e);
+            }
+            after = page.last_seq;
+            if page.done {
+                return self.get_job(job_id).await;
+            }
+        }
+    }
+
+    pub async fn get_vm(&self, user_id: UserId) -> Result<VmDetails, ClientError> {
+        self.call::<methods::GetVm>(&UserIdParams { user_id }).await
+    }
+
+    pub async fn export_ssh_key(&self, user_id: UserId) -> Result<SshKeyExport, ClientError> {
+        self.call::<methods::ExportSshKey>(&UserIdParams { user_id })
+            .await
+    }
+
+    pub async fn reconcile(&self, fix: bool) -> Result<ReconcileReport, ClientError> {
+        self.call::<methods::Reconcile>(&ReconcileParams { fix })
+            .await
     }
 }

@@ -225,6 +225,14 @@ pub struct VmRecord {
     pub created_at: i64,
     pub updated_at: i64,
     pub decommissioned_at: Option<i64>,
+    /// Fingerprint of the user's SSH key installed on this VM.
+    pub ssh_key_fingerprint: Option<String>,
+    /// Backend-specific id (sandbox dir, contract/deployment id).
+    pub backend_id: Option<String>,
+    /// The provision job that made it.
+    pub job_id: Option<JobId>,
+    /// When `finalize` recorded it ready (unix seconds).
+    pub ready_at: Option<i64>,
 }
 
 /// Result of `deployer.get_vm`: the user's current VM (if any), key and gateway facts.

@@ -43,6 +43,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub forge: ForgeConfig,
     pub secrets: SecretsConfig,
+    /// Provisioning jobs and compute backends (issue 3).
+    pub provision: crate::provision::config::ProvisionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +98,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             forge: ForgeConfig::default(),
             secrets: SecretsConfig::default(),
+            provision: Default::default(),
         }
     }
 }
@@ -187,6 +190,36 @@ const ENV: &[(&str, Setter)] = &[
         c.secrets.dir = Some(v.into());
         Ok(())
     }),
+    ("HERO_DEPLOYER_BACKEND", |c, v| {
+        c.provision.backend = v.into();
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_MAX_CONCURRENT_JOBS", |c, v| {
+        c.provision.max_concurrent_jobs = v.parse().map_err(|e| format!("not a number: {e}"))?;
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_LOCAL_ROOT", |c, v| {
+        c.provision.local.root = Some(v.into());
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_LOCAL_GATEWAY_LISTEN", |c, v| {
+        c.provision.local.gateway_listen = v
+            .parse()
+            .map_err(|e| format!("not a socket address: {e}"))?;
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_GRIDPROXY_URL", |c, v| {
+        c.provision.grid.gridproxy_url = Some(v.into());
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_TEST_CRASH_AT", |c, v| {
+        c.provision.test_crash_at = (!v.is_empty()).then(|| v.into());
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_TEST_FAULTS_FILE", |c, v| {
+        c.provision.test_faults_file = (!v.is_empty()).then(|| v.into());
+        Ok(())
+    }),
 ];
 
 impl Config {
@@ -255,6 +288,7 @@ impl Config {
                 "forge.attempts must be at least 1".into(),
             ));
         }
+        self.provision.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 
 /// Embedded migrations, applied in order; the index + 1 is the schema version.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../migrations/0001_init.sql")),
+    ("0002_jobs", include_str!("../migrations/0002_jobs.sql")),
+];
 
 /// Idle connections kept open.
 const MAX_IDLE: usize = 16;

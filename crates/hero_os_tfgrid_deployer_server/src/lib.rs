@@ -10,6 +10,7 @@ pub mod error;
 pub mod forge;
 pub mod http;
 pub mod listen;
+pub mod provision;
 pub mod rpc;
 pub mod service;
 pub mod users;
@@ -45,6 +46,8 @@ pub enum StartError {
     Forge(#[from] forge::ForgeError),
     #[error("{0}")]
     Listen(String),
+    #[error("provisioning: {0}")]
+    Provision(String),
 }
 
 /// The OpenRPC document of this build.
@@ -135,7 +138,15 @@ pub async fn serve(
         data_dir: config.data_dir.display().to_string(),
         started_at: clock.now(),
     };
-    let registry = registry_with_version(deployer, facts, forge_version);
+    let provisioner = provision::wiring::build(&config, deployer.clone())
+        .await
+        .map_err(StartError::Provision)?;
+    let reaper = provisioner
+        .start()
+        .await
+        .map_err(|e| StartError::Provision(e.to_string()))?;
+    let mut registry = registry_with_version(deployer, facts, forge_version);
+    provision::rpc::register(&mut registry, provisioner.clone());
     let doc = openrpc_document();
 
     let socket_path = config.rpc_socket();
@@ -173,6 +184,8 @@ pub async fn serve(
     tracing::info!(socket = %socket_path.display(), data_dir = %config.data_dir.display(), "deployer server ready");
     shutdown.await;
     tracing::info!("shutting down");
+    reaper.abort();
+    provisioner.shutdown();
     let _ = stop_tx.send(true);
     for task in tasks {
         let _ = task.await;

@@ -1,0 +1,2 @@
+//! Placeholder, replaced by the provisioning benchmark.
+fn main() {}

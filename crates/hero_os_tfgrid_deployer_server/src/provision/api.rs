@@ -1,0 +1,343 @@
+//! The job operations behind the RPC methods. Every operation persists first and only then
+//! starts work, and records who asked in the audit log.
+
+use hero_os_tfgrid_deployer_sdk::jobs::*;
+use hero_os_tfgrid_deployer_sdk::types::UserId;
+use rusqlite::params;
+
+use super::{steps, store, vms, Provisioner};
+use crate::audit::Actor;
+use crate::error::ServiceError;
+
+impl Provisioner {
+    /// `deployer.provision_vm`: persists a queued job and starts its worker.
+    pub async fn provision_vm(
+        &self,
+        actor: &Actor,
+        p: ProvisionVmParams,
+    ) -> Result<Job, ServiceError> {
+        let user = self.deployer().get_user(p.user_id).await?;
+        let options = p.options.unwrap_or_default();
+        let backend = options
+            .backend
+            .clone()
+            .unwrap_or_else(|| self.inner.cfg.backend.clone());
+        self.backend(&backend)?;
+        if let Some(profile) = &options.profile {
+            if self.inner.cfg.profile(profile).is_none() {
+                return Err(ServiceError::InvalidParams(format!(
+                    "unknown manifest profile {profile:?}"
+                )));
+            }
+        }
+        let options_json =
+            serde_json::to_string(&options).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let (user_id, username, actor_s) = (
+            user.user_id,
+            user.forge_username.clone(),
+            actor.as_str().to_owned(),
+        );
+        let now = self.now_ms();
+        let now_s = self.deployer().clock.now();
+        let job_id = self
+            .db()
+            .call(move |conn| -> Result<JobId, ServiceError> {
+                let tx = conn.transaction()?;
+                if let Some(vm) = vms::live_vm(&tx, user_id)? {
+                    if vm.state == "ready" {
+                        if store::active_job_of(&tx, user_id)?.is_some() {
+                            return Err(store::conflict(&tx, user_id, &username));
+                        }
+                        return Err(ServiceError::FailedPrecondition(format!(
+                            "user {username} already has a ready VM {} at {}; decommission it first",
+                            vm.name,
+                            vm.url.unwrap_or_default()
+                        )));
+                    }
+                }
+                let job_id = store::insert_job(
+                    &tx,
+                    &store::NewJob {
+                        user_id,
+                        forge_username: &username,
+                        kind: JobKind::Provision,
+                        backend: &backend,
+                        actor: &actor_s,
+                        options_json: &options_json,
+                        steps: steps::PROVISION_STEPS,
+                        now_ms: now,
+                    },
+                )?;
+                store::set_user_vm_status(&tx, user_id, "provisioning", now_s)?;
+                store::append_event(
+                    &tx,
+                    job_id,
+                    &store::EventRow {
+                        at_ms: now,
+                        level: EventLevel::Info,
+                        step: None,
+                        step_index: None,
+                        step_count: steps::PROVISION_STEPS.len() as u32,
+                        attempt: None,
+                        elapsed_ms: None,
+                        message: format!(
+                            "job created by {actor_s}: provision {username} on {backend} ({} steps)",
+                            steps::PROVISION_STEPS.len()
+                        ),
+                    },
+                )?;
+                tx.commit()?;
+                Ok(job_id)
+            })
+            .await?;
+        self.bump();
+        self.deployer()
+            .audit(
+                actor,
+                "vm.provision_requested",
+                &format!("user:{}", user.forge_username),
+                "ok",
+                Some(&format!("job {job_id}")),
+            )
+            .await?;
+        self.spawn_worker(job_id);
+        self.get_job(job_id).await
+    }
+
+    /// `deployer.decommission_vm`: needs a live VM record; the job deletes gateway and VM.
+    pub async fn decommission_vm(
+        &self,
+        actor: &Actor,
+        user_id: UserId,
+    ) -> Result<Job, ServiceError> {
+        let user = self.deployer().get_user(user_id).await?;
+        let username = user.forge_username.clone();
+        let actor_s = actor.as_str().to_owned();
+        let now = self.now_ms();
+        let now_s = self.deployer().clock.now();
+        let default_backend = self.inner.cfg.backend.clone();
+        let job_id = self
+            .db()
+            .call(move |conn| -> Result<JobId, ServiceError> {
+                let tx = conn.transaction()?;
+                if store::active_job_of(&tx, user_id)?.is_some() {
+                    return Err(store::conflict(&tx, user_id, &username));
+                }
+                let vm = vms::live_vm(&tx, user_id)?;
+                let status: String =
+                    tx.query_row("SELECT vm_status FROM users WHERE user_id = ?1", [user_id], |r| r.get(0))?;
+                let backend = match &vm {
+                    Some(vm) => vm.backend.clone(),
+                    None if status == "failed" || status == "decommissioning" => default_backend,
+                    None => {
+                        return Err(ServiceError::FailedPrecondition(format!(
+                            "user {username} has no VM to decommission (status {status})"
+                        )))
+                    }
+                };
+                let job_id = store::insert_job(
+                    &tx,
+                    &store::NewJob {
+                        user_id,
+                        forge_username: &username,
+                        kind: JobKind::Decommission,
+                        backend: &backend,
+                        actor: &actor_s,
+                        options_json: "{}",
+                        steps: steps::DECOMMISSION_STEPS,
+                        now_ms: now,
+                    },
+                )?;
+                tx.execute(
+                    "UPDATE vms SET state = 'decommissioning', updated_at = ?2 WHERE user_id = ?1 AND state != 'decommissioned'",
+                    params![user_id, now_s],
+                )?;
+                store::set_user_vm_status(&tx, user_id, "decommissioning", now_s)?;
+                store::append_event(
+                    &tx,
+                    job_id,
+                    &store::EventRow {
+                        at_ms: now,
+                        level: EventLevel::Info,
+                        step: None,
+                        step_index: None,
+                        step_count: steps::DECOMMISSION_STEPS.len() as u32,
+                        attempt: None,
+                        elapsed_ms: None,
+                        message: format!("job created by {actor_s}: decommission {username} on {backend}"),
+                    },
+                )?;
+                tx.commit()?;
+                Ok(job_id)
+            })
+            .await?;
+        self.bump();
+        self.deployer()
+            .audit(
+                actor,
+                "vm.decommission_requested",
+                &format!("user:{}", user.forge_username),
+                "ok",
+                Some(&format!("job {job_id}")),
+            )
+            .await?;
+        self.spawn_worker(job_id);
+        self.get_job(job_id).await
+    }
+
+    pub async fn get_job(&self, job_id: JobId) -> Result<Job, ServiceError> {
+        self.db()
+            .call(move |conn| store::require_job(conn, job_id))
+            .await
+    }
+
+    pub async fn list_jobs(&self, p: ListJobsParams) -> Result<JobsPage, ServiceError> {
+        self.db().call(move |conn| store::list_jobs(conn, &p)).await
+    }
+
+    /// `deployer.cancel_job`: marks the job `cancelling` (persisted, so a restart still cleans
+    /// up) and tells its worker.
+    pub async fn cancel_job(&self, actor: &Actor, job_id: JobId) -> Result<Job, ServiceError> {
+        let now = self.now_ms();
+        let actor_s = actor.as_str().to_owned();
+        let job = self
+            .db()
+            .call(move |conn| -> Result<Job, ServiceError> {
+                let tx = conn.transaction()?;
+                let job = store::require_job(&tx, job_id)?;
+                if !job.state.is_active() {
+                    return Err(ServiceError::FailedPrecondition(format!(
+                        "job {job_id} is {} and cannot be cancelled",
+                        store::state_str(job.state)
+                    )));
+                }
+                tx.execute(
+                    "UPDATE jobs SET cancel_requested = 1, state = CASE WHEN state = 'queued' THEN 'queued' ELSE 'cancelling' END \
+                     WHERE job_id = ?1",
+                    [job_id],
+                )?;
+                store::append_event(
+                    &tx,
+                    job_id,
+                    &store::EventRow {
+                        at_ms: now,
+                        level: EventLevel::Warn,
+                        step: None,
+                        step_index: None,
+                        step_count: job.steps.len() as u32,
+                        attempt: None,
+                        elapsed_ms: None,
+                        message: format!("cancel requested by {actor_s}"),
+                    },
+                )?;
+                tx.commit()?;
+                Ok(job)
+            })
+            .await?;
+        self.bump();
+        self.deployer()
+            .audit(
+                actor,
+                "job.cancel",
+                &format!("job:{job_id}"),
+                "ok",
+                Some(&format!("user {}", job.forge_username)),
+            )
+            .await?;
+        self.signal_cancel(job_id);
+        self.get_job(job_id).await
+    }
+
+    /// `deployer.retry_job`: a failed job goes back to `queued` and resumes at its failed step
+    /// (done steps stay done; their context is kept).
+    pub async fn retry_job(&self, actor: &Actor, job_id: JobId) -> Result<Job, ServiceError> {
+        let now = self.now_ms();
+        let now_s = self.deployer().clock.now();
+        let actor_s = actor.as_str().to_owned();
+        let job = self
+            .db()
+            .call(move |conn| -> Result<Job, ServiceError> {
+                let tx = conn.transaction()?;
+                let job = store::require_job(&tx, job_id)?;
+                if job.state != JobState::Failed {
+                    return Err(ServiceError::FailedPrecondition(format!(
+                        "job {job_id} is {}; only failed jobs can be retried",
+                        store::state_str(job.state)
+                    )));
+                }
+                if job.kind == JobKind::Provision {
+                    if let Some(vm) = vms::live_vm(&tx, job.user_id)? {
+                        if vm.state == "ready" {
+                            return Err(ServiceError::FailedPrecondition(format!(
+                                "user {} already has a ready VM; nothing to retry",
+                                job.forge_username
+                            )));
+                        }
+                    }
+                }
+                let resumed = tx.execute(
+                    "UPDATE jobs SET state = 'queued', error = NULL, finished_at_ms = NULL, cancel_requested = 0 WHERE job_id = ?1",
+                    [job_id],
+                );
+                match resumed {
+                    Ok(_) => {}
+                    Err(rusqlite::Error::SqliteFailure(f, _))
+                        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+                    {
+                        return Err(store::conflict(&tx, job.user_id, &job.forge_username))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                tx.execute(
+                    "UPDATE job_steps SET state = 'pending', finished_at_ms = NULL, duration_ms = NULL \
+                     WHERE job_id = ?1 AND state IN ('failed','running')",
+                    [job_id],
+                )?;
+                let first = store::steps_of(&tx, job_id)?
+                    .into_iter()
+                    .find(|s| s.state != StepState::Done && s.state != StepState::Skipped);
+                let busy = match job.kind {
+                    JobKind::Provision => "provisioning",
+                    JobKind::Decommission => "decommissioning",
+                };
+                store::set_user_vm_status(&tx, job.user_id, busy, now_s)?;
+                store::append_event(
+                    &tx,
+                    job_id,
+                    &store::EventRow {
+                        at_ms: now,
+                        level: EventLevel::Info,
+                        step: None,
+                        step_index: None,
+                        step_count: job.steps.len() as u32,
+                        attempt: None,
+                        elapsed_ms: None,
+                        message: match first {
+                            Some(s) => format!(
+                                "retry requested by {actor_s}: resuming from step {}/{} {}",
+                                s.index,
+                                job.steps.len(),
+                                s.name
+                            ),
+                            None => format!("retry requested by {actor_s}"),
+                        },
+                    },
+                )?;
+                tx.commit()?;
+                Ok(job)
+            })
+            .await?;
+        self.bump();
+        self.deployer()
+            .audit(
+                actor,
+                "job.retry",
+                &format!("job:{job_id}"),
+                "ok",
+                Some(&format!("user {}", job.forge_username)),
+            )
+            .await?;
+        self.spawn_worker(job_id);
+        self.get_job(job_id).await
+    }
+}

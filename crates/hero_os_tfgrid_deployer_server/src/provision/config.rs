@@ -1,0 +1,214 @@
+//! The `[provision]` section of the server config: which backend, how many jobs at once, how
+//! patient each step is, and where the local sandbox / the grid live. Every default is chosen so
+//! `demo` works on a laptop with no configuration at all (local backend).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Services of the default `demo` profile, in manifest order.
+pub const DEMO_PROFILE: &[&str] = &[
+    "proxy",
+    "router",
+    "proc",
+    "cockpit",
+    "embedder-small",
+    "db",
+    "books",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisionConfig {
+    /// Compute backend used when a call does not name one: `local`, `opentofu`, `hero_compute`.
+    pub backend: String,
+    /// Jobs running at once; the rest wait in state `queued`. Grid deploys are slow and the
+    /// grid rate-limits, so this protects both the grid and the operator's wallet.
+    pub max_concurrent_jobs: usize,
+    /// How often a running job proves it is alive (`heartbeat_at_ms`).
+    pub heartbeat_ms: u64,
+    /// A running job whose heartbeat is older than this is failed by the reaper (Coder's hang
+    /// detector, but per job and with the reason recorded).
+    pub stale_after_ms: u64,
+    /// How often the reaper looks.
+    pub reaper_interval_ms: u64,
+    /// Attempts per step for transient errors.
+    pub max_attempts: u32,
+    /// First backoff delay; doubles per attempt, with jitter, up to `backoff_max_ms`.
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Per-step deadline overrides in seconds, by step name (defaults in `steps::default_deadline`).
+    pub step_deadline_secs: BTreeMap<String, u64>,
+    /// Poll interval of `wait_ssh` and `verify_health`.
+    pub poll_ms: u64,
+    /// Manifest profile used when a call does not name one.
+    pub default_profile: String,
+    /// Extra or overriding profiles: name → service list.
+    pub profiles: BTreeMap<String, Vec<String>>,
+    /// Bootstrap script (`setup-binaries.sh`) to upload and run; default: the embedded stand-in
+    /// for the local sandbox.
+    pub bootstrap_script: Option<PathBuf>,
+    /// Path checked through the public gateway URL.
+    pub health_path: String,
+    pub local: LocalSection,
+    pub grid: GridSection,
+    pub opentofu: OpenTofuSection,
+    pub hero_compute: HeroComputeSection,
+    /// Test builds only (feature `test-hooks`): abort the process when this step starts
+    /// (`<step>`) or after its work but before it is recorded done (`<step>:end`).
+    pub test_crash_at: Option<String>,
+    /// Test builds only: a JSON file of fault switches read at each fault point.
+    pub test_faults_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalSection {
+    /// Root of sandboxes and the gateway's routes; default `<data_dir>/local`.
+    pub root: Option<PathBuf>,
+    /// Where the local gateway listens (port 0: any free port).
+    pub gateway_listen: SocketAddr,
+    /// OpenSSH server binary.
+    pub sshd_bin: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GridSection {
+    /// `main`, `test`, `qa` or `dev`.
+    pub network: String,
+    /// Override gridproxy's base URL (tests, mirrors).
+    pub gridproxy_url: Option<String>,
+    /// Candidate gateway nodes (default: the freefarm gateway nodes).
+    pub candidate_nodes: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenTofuSection {
+    pub binary: PathBuf,
+    /// Per-user working directories; default `<data_dir>/opentofu`.
+    pub workdir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeroComputeSection {
+    /// Default `<socket_dir>/hero_compute/rpc.sock`.
+    pub socket: Option<PathBuf>,
+}
+
+impl Default for ProvisionConfig {
+    fn default() -> Self {
+        ProvisionConfig {
+            backend: "local".into(),
+            max_concurrent_jobs: 4,
+            heartbeat_ms: 5_000,
+            stale_after_ms: 120_000,
+            reaper_interval_ms: 15_000,
+            max_attempts: 4,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 30_000,
+            step_deadline_secs: BTreeMap::new(),
+            poll_ms: 1_000,
+            default_profile: "demo".into(),
+            profiles: BTreeMap::new(),
+            bootstrap_script: None,
+            health_path: "/health".into(),
+            local: LocalSection::default(),
+            grid: GridSection::default(),
+            opentofu: OpenTofuSection::default(),
+            hero_compute: HeroComputeSection::default(),
+            test_crash_at: None,
+            test_faults_file: None,
+        }
+    }
+}
+
+impl Default for LocalSection {
+    fn default() -> Self {
+        LocalSection {
+            root: None,
+            gateway_listen: SocketAddr::from(([127, 0, 0, 1], 8088)),
+            sshd_bin: PathBuf::from("/usr/sbin/sshd"),
+        }
+    }
+}
+
+impl Default for GridSection {
+    fn default() -> Self {
+        GridSection {
+            network: "main".into(),
+            gridproxy_url: None,
+            candidate_nodes: hero_os_tfgrid_deployer_backends::DEFAULT_CANDIDATE_NODES.to_vec(),
+        }
+    }
+}
+
+impl Default for OpenTofuSection {
+    fn default() -> Self {
+        OpenTofuSection {
+            binary: PathBuf::from("tofu"),
+            workdir: None,
+        }
+    }
+}
+
+impl ProvisionConfig {
+    /// Checks values that serde cannot; messages say what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if !matches!(self.backend.as_str(), "local" | "opentofu" | "hero_compute") {
+            return Err(format!(
+                "provision.backend must be local, opentofu or hero_compute, not {:?}",
+                self.backend
+            ));
+        }
+        if self.max_concurrent_jobs == 0 {
+            return Err("provision.max_concurrent_jobs must be at least 1".into());
+        }
+        if self.max_attempts == 0 {
+            return Err("provision.max_attempts must be at least 1".into());
+        }
+        if self.heartbeat_ms == 0 || self.stale_after_ms <= self.heartbeat_ms * 2 {
+            return Err(
+                "provision.stale_after_ms must be more than twice provision.heartbeat_ms".into(),
+            );
+        }
+        if self.profile(&self.default_profile).is_none() {
+            return Err(format!(
+                "provision.default_profile {:?} is not a known profile",
+                self.default_profile
+            ));
+        }
+        for name in self.step_deadline_secs.keys() {
+            if !crate::provision::steps::is_step_name(name) {
+                return Err(format!(
+                    "provision.step_deadline_secs: unknown step {name:?}"
+                ));
+            }
+        }
+        #[cfg(not(feature = "test-hooks"))]
+        if self.test_crash_at.is_some() || self.test_faults_file.is_some() {
+            return Err(
+                "test_crash_at / test_faults_file exist only in test builds (feature test-hooks)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Services of a profile: configured ones first, then the built-in `demo`.
+    pub fn profile(&self, name: &str) -> Option<Vec<String>> {
+        if let Some(p) = self.profiles.get(name) {
+            return Some(p.clone());
+        }
+        (name == "demo").then(|| DEMO_PROFILE.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+}

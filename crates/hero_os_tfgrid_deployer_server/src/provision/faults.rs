@@ -1,0 +1,156 @@
+//! Fault injection for tests. Exists only with the cargo feature `test-hooks`; in other builds
+//! every hook is a no-op the compiler removes, and the config refuses the test settings.
+//!
+//! * crash: `test_crash_at = "<step>"` aborts the process (like `kill -9`) when that step starts;
+//!   `"<step>:end"` after the step did its work but before it is recorded done — the instant that
+//!   tests idempotency hardest.
+//! * faults file (`test_faults_file`, JSON, re-read at every fault point so a test can change it
+//!   while the server runs):
+//!   `{"deploy_vm_timeouts": n, "deploy_vm_unavailable": n, "deploy_gateway_timeouts": n,
+//!     "deploy_gateway_unavailable": n, "ssh_refused": bool, "bootstrap_exit1": bool,
+//!     "health_503": bool, "stall_at": "<step>"}`.
+//!   Counters are consumed (written back decremented) and passed to the local backend's own
+//!   fault hooks, so the backend itself fails the call.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[cfg(feature = "test-hooks")]
+use hero_os_tfgrid_deployer_backends::local::LocalFaults;
+
+/// The fault switches of one server.
+#[derive(Clone, Default)]
+pub struct Faults {
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    crash_at: Option<String>,
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    file: Option<PathBuf>,
+    #[cfg(feature = "test-hooks")]
+    local: Option<Arc<LocalFaults>>,
+    #[cfg(not(feature = "test-hooks"))]
+    _local: Option<Arc<()>>,
+}
+
+/// Kinds of counted backend faults.
+#[derive(Debug, Clone, Copy)]
+pub enum BackendFault {
+    DeployVm,
+    DeployGateway,
+}
+
+impl Faults {
+    pub fn none() -> Faults {
+        Faults::default()
+    }
+
+    #[cfg(feature = "test-hooks")]
+    pub fn new(
+        crash_at: Option<String>,
+        file: Option<PathBuf>,
+        local: Option<Arc<LocalFaults>>,
+    ) -> Faults {
+        Faults {
+            crash_at,
+            file,
+            local,
+        }
+    }
+
+    /// Aborts the process if configured for this instant (`step` or `step:end`).
+    pub fn crash_point(&self, _step: &str, _end: bool) {
+        #[cfg(feature = "test-hooks")]
+        if let Some(at) = &self.crash_at {
+            let want = if _end {
+                format!("{_step}:end")
+            } else {
+                _step.to_owned()
+            };
+            if *at == want {
+                tracing::error!(at = %at, "test hook: aborting the process");
+                std::process::abort();
+            }
+        }
+    }
+
+    #[cfg(feature = "test-hooks")]
+    fn read(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default()
+    }
+
+    /// A boolean switch.
+    pub fn flag(&self, _name: &str) -> bool {
+        #[cfg(feature = "test-hooks")]
+        {
+            return self
+                .read()
+                .get(_name)
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+        }
+        #[allow(unreachable_code)]
+        false
+    }
+
+    /// The step that should hang without heartbeats.
+    pub fn stall_at(&self, _step: &str) -> bool {
+        #[cfg(feature = "test-hooks")]
+        {
+            return self.read().get("stall_at").and_then(|v| v.as_str()) == Some(_step);
+        }
+        #[allow(unreachable_code)]
+        false
+    }
+
+    /// Consumes one unit of a counter; true if the fault fires.
+    #[cfg(feature = "test-hooks")]
+    fn take(&self, name: &str) -> bool {
+        let Some(path) = &self.file else { return false };
+        let mut map = self.read();
+        let n = map.get(name).and_then(|v| v.as_u64()).unwrap_or(0);
+        if n == 0 {
+            return false;
+        }
+        map.insert(name.to_owned(), serde_json::Value::from(n - 1));
+        let _ = std::fs::write(path, serde_json::Value::Object(map).to_string());
+        true
+    }
+
+    /// Arms the local backend's own fault hooks for the next call, from the faults file.
+    pub fn arm_backend(&self, _which: BackendFault) {
+        #[cfg(feature = "test-hooks")]
+        if let Some(local) = &self.local {
+            use std::sync::atomic::Ordering;
+            let (t, u) = match _which {
+                BackendFault::DeployVm => (&local.deploy_vm_timeouts, &local.deploy_vm_unavailable),
+                BackendFault::DeployGateway => (
+                    &local.deploy_gateway_timeouts,
+                    &local.deploy_gateway_unavailable,
+                ),
+            };
+            let prefix = match _which {
+                BackendFault::DeployVm => "deploy_vm",
+                BackendFault::DeployGateway => "deploy_gateway",
+            };
+            if self.take(&format!("{prefix}_timeouts")) {
+                t.fetch_add(1, Ordering::SeqCst);
+            } else if self.take(&format!("{prefix}_unavailable")) {
+                u.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Mirrors the `health_503` switch into the local gateway, which then really answers 503.
+    pub fn sync_health(&self) {
+        #[cfg(feature = "test-hooks")]
+        if let Some(local) = &self.local {
+            local
+                .health_503
+                .store(self.flag("health_503"), std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The provisioning pipeline (issue 3): persisted jobs that take a username to a verified VM
+//! behind a public gateway URL, and back to nothing.
+//!
+//! Architecture invariants:
+//! * A job row and its step rows are committed before any work starts ([`store`]); every state
+//!   change and every progress line is persisted ([`events`]), so a crash at any instant leaves
+//!   a job the next start resumes ([`runner`]), and a follower can replay everything.
+//! * Every step is idempotent: it first looks for what an earlier attempt made and adopts it
+//!   ([`steps`]); the compute backends have the same contract (deploy adopts, delete accepts
+//!   "already gone").
+//! * At most one active job per user is enforced by a partial unique index, not by a
+//!   check-then-insert; the global concurrency limit is a semaphore; queued jobs wait in state
+//!   `queued`.
+//! * A job's heartbeat is written by the same task that drives its steps, so a wedged step stops
+//!   the heartbeat and the [`reaper`] fails the job with the reason.
+//! * Secrets (private keys, passwords, tokens) never reach events, logs or sqlite in plaintext
+//!   ([`sshkeys`] seals private keys with a key from the secret store).
+
+pub mod agent;
+pub mod api;
+pub mod config;
+pub mod events;
+pub mod faults;
+pub mod manifest;
+pub mod reaper;
+pub mod reconcile;
+pub mod rpc;
+pub mod runner;
+pub mod sshkeys;
+pub mod steps;
+pub mod store;
+pub mod vms;
+pub mod wiring;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use hero_os_tfgrid_deployer_backends::ComputeBackend;
+use hero_os_tfgrid_deployer_sdk::jobs::JobId;
+
+use crate::error::ServiceError;
+use crate::service::Deployer;
+
+use self::agent::VmAgent;
+use self::config::ProvisionConfig;
+
+/// Version recorded on every VM row, so an operator can tell which deployer made it.
+pub const DEPLOYER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Millisecond timestamps for jobs and events, derived from the core's [`crate::clock::Clock`]
+/// (seconds) once at start and advanced by tokio's monotonic clock, so they are ordered within a
+/// process, have millisecond resolution, and follow paused time in tests.
+#[derive(Debug, Clone, Copy)]
+pub struct Timebase {
+    wall_ms_at_start: i64,
+    started: tokio::time::Instant,
+}
+
+impl Timebase {
+    pub fn new(wall_secs: i64) -> Timebase {
+        Timebase {
+            wall_ms_at_start: wall_secs.saturating_mul(1000),
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.wall_ms_at_start + self.started.elapsed().as_millis() as i64
+    }
+}
+
+/// Everything the orchestrator is built from; the server builds it from config, tests and the
+/// benchmark from stand-ins.
+pub struct Parts {
+    pub deployer: Deployer,
+    pub config: ProvisionConfig,
+    /// Backends by kind (`local`, ...). Only these can be used by jobs.
+    pub backends: BTreeMap<String, Arc<dyn ComputeBackend>>,
+    /// SSH and HTTP towards the VM.
+    pub agent: Arc<dyn VmAgent>,
+    /// The bootstrap script uploaded by `run_bootstrap`.
+    pub bootstrap_script: String,
+    /// Test builds: fault switches.
+    pub faults: faults::Faults,
+}
+
+/// The job orchestrator. Cheap to clone.
+#[derive(Clone)]
+pub struct Provisioner {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub d: Deployer,
+    pub cfg: ProvisionConfig,
+    pub backends: BTreeMap<String, Arc<dyn ComputeBackend>>,
+    pub agent: Arc<dyn VmAgent>,
+    pub bootstrap_script: String,
+    pub faults: faults::Faults,
+    pub time: Timebase,
+    /// Global concurrency limit.
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// Bumped after every persisted event or job state change; long-polls wait on it.
+    pub bus: tokio::sync::watch::Sender<u64>,
+    /// Workers of this process, by job.
+    pub workers: Mutex<HashMap<JobId, runner::Worker>>,
+    /// Serializes the first-use creation of the SSH key sealing key.
+    pub sealing_key_lock: tokio::sync::Mutex<()>,
+}
+
+impl Provisioner {
+    /// Builds the orchestrator. Call [`Provisioner::start`] to resume jobs and run the reaper.
+    pub fn new(parts: Parts) -> Provisioner {
+        let (bus, _) = tokio::sync::watch::channel(0u64);
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            parts.config.max_concurrent_jobs,
+        ));
+        Provisioner {
+            inner: Arc::new(Inner {
+                time: Timebase::new(parts.deployer.clock.now()),
+                d: parts.deployer,
+                cfg: parts.config,
+                backends: parts.backends,
+                agent: parts.agent,
+                bootstrap_script: parts.bootstrap_script,
+                faults: parts.faults,
+                slots,
+                bus,
+                workers: Mutex::new(HashMap::new()),
+                sealing_key_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Resumes every queued, running or cancelling job left by an earlier process, and starts
+    /// the reaper. Returns the reaper's task so the caller can stop it at shutdown.
+    pub async fn start(&self) -> Result<tokio::task::JoinHandle<()>, ServiceError> {
+        let active = self
+            .db()
+            .call(|conn| -> Result<Vec<JobId>, ServiceError> { Ok(store::active_job_ids(conn)?) })
+            .await?;
+        for job_id in active {
+            tracing::info!(job_id, "resuming job left by an earlier run");
+            self.event(
+                job_id,
+                events::Draft::info("server restarted: resuming the job"),
+            )
+            .await?;
+            self.spawn_worker(job_id);
+        }
+        Ok(reaper::spawn(self.clone()))
+    }
+
+    /// Stops every worker of this process (without touching their persisted state, so the next
+    /// start resumes them).
+    pub fn shutdown(&self) {
+        if let Ok(mut workers) = self.inner.workers.lock() {
+            for (_, w) in workers.drain() {
+                w.abort();
+            }
+        }
+    }
+
+    pub(crate) fn db(&self) -> &crate::db::Db {
+        &self.inner.d.db
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.inner.time.now_ms()
+    }
+
+    pub(crate) fn bump(&self) {
+        self.inner.bus.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    pub(crate) fn backend(&self, kind: &str) -> Result<Arc<dyn ComputeBackend>, ServiceError> {
+        self.inner.backends.get(kind).cloned().ok_or_else(|| {
+            let known: Vec<&str> = self.inner.backends.keys().map(String::as_str).collect();
+            ServiceError::FailedPrecondition(format!(
+                "compute backend {kind:?} is not available in this server (available: {})",
+                known.join(", ")
+            ))
+        })
+    }
+
+    /// The deployer core this orchestrator drives.
+    pub fn deployer(&self) -> &Deployer {
+        &self.inner.d
+    }
+
+    /// The configured default backend.
+    pub fn default_backend(&self) -> &str {
+        &self.inner.cfg.backend
+    }
+}

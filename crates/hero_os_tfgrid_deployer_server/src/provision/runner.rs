@@ -1,0 +1,724 @@
+//! Runs jobs: waits for a concurrency slot, drives the steps in order from the first one not done,
+//! retries transient failures with exponential backoff and jitter inside each step's deadline,
+//! writes the heartbeat from the same task that drives the step, and handles cancellation (a
+//! cancelled provision deletes what it made).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hero_os_tfgrid_deployer_sdk::jobs::*;
+use rusqlite::params;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::events::{human, Draft};
+use super::steps::{self, JobContext, OutLine, Scope, StepError};
+use super::{store, Provisioner};
+use crate::audit::Actor;
+use crate::error::ServiceError;
+
+/// This process's handle on a job's worker task.
+pub struct Worker {
+    cancel: watch::Sender<bool>,
+    task: tokio::task::AbortHandle,
+    /// Set when the job was made runnable again (retry) while the worker was finishing.
+    rerun: Arc<AtomicBool>,
+}
+
+impl Worker {
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+enum StepOutcome {
+    Done(String),
+    Failed(StepError, u32),
+    Cancelled,
+    Stalled,
+}
+
+enum Guarded<T> {
+    Finished(T),
+    Cancelled,
+}
+
+impl Provisioner {
+    /// Starts a worker for the job unless one runs already (then it re-checks the job when done).
+    pub(crate) fn spawn_worker(&self, job_id: JobId) {
+        let Ok(mut workers) = self.inner.workers.lock() else {
+            return;
+        };
+        if let Some(w) = workers.get(&job_id) {
+            w.rerun.store(true, Ordering::SeqCst);
+            let _ = w.cancel.send(false);
+            return;
+        }
+        let (tx, rx) = watch::channel(false);
+        let rerun = Arc::new(AtomicBool::new(false));
+        let me = self.clone();
+        let rerun2 = rerun.clone();
+        let handle = tokio::spawn(async move { me.drive(job_id, rx, rerun2).await });
+        workers.insert(
+            job_id,
+            Worker {
+                cancel: tx,
+                task: handle.abort_handle(),
+                rerun,
+            },
+        );
+    }
+
+    /// Tells the job's worker to stop and clean up; starts one if none runs here.
+    pub(crate) fn signal_cancel(&self, job_id: JobId) {
+        let found = match self.inner.workers.lock() {
+            Ok(workers) => workers.get(&job_id).map(|w| w.cancel.send(true)).is_some(),
+            Err(_) => false,
+        };
+        if !found {
+            self.spawn_worker(job_id);
+        }
+    }
+
+    async fn drive(
+        &self,
+        job_id: JobId,
+        mut cancel: watch::Receiver<bool>,
+        rerun: Arc<AtomicBool>,
+    ) {
+        loop {
+            if let Err(e) = self.run_job(job_id, &mut cancel).await {
+                tracing::error!(job_id, error = %e, "job worker failed");
+                let reason = format!("internal error in the job runner: {e}");
+                let _ = self
+                    .finish(
+                        job_id,
+                        JobState::Failed,
+                        Some(reason),
+                        None,
+                        Some("failed"),
+                        EventLevel::Error,
+                    )
+                    .await;
+            }
+            let Ok(mut workers) = self.inner.workers.lock() else {
+                return;
+            };
+            if rerun.swap(false, Ordering::SeqCst) {
+                continue;
+            }
+            workers.remove(&job_id);
+            return;
+        }
+    }
+
+    /// Runs `fut` while writing the heartbeat and watching for cancellation.
+    async fn guarded<F: Future>(
+        &self,
+        job_id: JobId,
+        fut: F,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Guarded<F::Output> {
+        tokio::pin!(fut);
+        let mut hb = tokio::time::interval(self.inner.cfg.heartbeat());
+        hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                out = &mut fut => return Guarded::Finished(out),
+                _ = hb.tick() => { let _ = self.heartbeat(job_id).await; }
+                changed = cancel.changed() => {
+                    if changed.is_err() || *cancel.borrow() {
+                        return Guarded::Cancelled;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn heartbeat(&self, job_id: JobId) -> Result<(), ServiceError> {
+        let now = self.now_ms();
+        self.db()
+            .call(move |conn| -> Result<(), ServiceError> {
+                conn.prepare_cached(
+                    "UPDATE jobs SET heartbeat_at_ms = ?2 WHERE job_id = ?1 AND state IN ('running','cancelling')",
+                )?
+                .execute(params![job_id, now])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn run_job(
+        &self,
+        job_id: JobId,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<(), ServiceError> {
+        let (job, internals) = self
+            .db()
+            .call(move |conn| -> Result<_, ServiceError> {
+                Ok((
+                    store::require_job(conn, job_id)?,
+                    store::internals(conn, job_id)?,
+                ))
+            })
+            .await?;
+        if !job.state.is_active() {
+            return Ok(());
+        }
+        let options: ProvisionOptions =
+            serde_json::from_str(&internals.options_json).unwrap_or_default();
+        let mut ctx: JobContext = serde_json::from_str(&internals.context_json).unwrap_or_default();
+        if internals.cancel_requested || job.state == JobState::Cancelling || *cancel.borrow() {
+            return self.cleanup_cancelled(&job, &ctx).await;
+        }
+
+        if self.inner.slots.available_permits() == 0 && job.state == JobState::Queued {
+            self.event(
+                job_id,
+                Draft::info(format!(
+                    "queued: all {} job slots are busy; waiting for one",
+                    self.inner.cfg.max_concurrent_jobs
+                )),
+            )
+            .await?;
+        }
+        let slots = self.inner.slots.clone();
+        let _permit = match self.guarded(job_id, slots.acquire_owned(), cancel).await {
+            Guarded::Finished(Ok(p)) => p,
+            Guarded::Finished(Err(_)) => {
+                return Err(ServiceError::Internal("job slots closed".into()))
+            }
+            Guarded::Cancelled => return self.cleanup_cancelled(&job, &ctx).await,
+        };
+
+        let now = self.now_ms();
+        let busy = match job.kind {
+            JobKind::Provision => "provisioning",
+            JobKind::Decommission => "decommissioning",
+        };
+        let now_s = self.deployer().clock.now();
+        let user_id = job.user_id;
+        self.db()
+            .call(move |conn| -> Result<(), ServiceError> {
+                let tx = conn.transaction()?;
+                tx.execute(
+                    "UPDATE jobs SET state = 'running', started_at_ms = COALESCE(started_at_ms, ?2), heartbeat_at_ms = ?2 \
+                     WHERE job_id = ?1 AND state IN ('queued','running')",
+                    params![job_id, now],
+                )?;
+                store::set_user_vm_status(&tx, user_id, busy, now_s)?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        let names = steps::steps_for(job.kind);
+        let resumed_at = job
+            .steps
+            .iter()
+            .find(|s| s.state != StepState::Done && s.state != StepState::Skipped);
+        self.event(
+            job_id,
+            Draft::info(match resumed_at {
+                Some(s) if s.index > 1 || s.attempts > 0 => format!(
+                    "running: {} {} on {}, from step {}/{} {}",
+                    store::kind_str(job.kind),
+                    job.forge_username,
+                    job.backend,
+                    s.index,
+                    names.len(),
+                    s.name
+                ),
+                _ => format!(
+                    "running: {} {} on {} ({} steps)",
+                    store::kind_str(job.kind),
+                    job.forge_username,
+                    job.backend,
+                    names.len()
+                ),
+            }),
+        )
+        .await?;
+        let job_started = Instant::now();
+
+        for (i, name) in names.iter().enumerate() {
+            let Some(rec) = job.steps.get(i) else { break };
+            if matches!(rec.state, StepState::Done | StepState::Skipped) {
+                continue;
+            }
+            self.inner.faults.crash_point(name, false);
+            match self
+                .run_step(
+                    &job,
+                    &options,
+                    &mut ctx,
+                    i as u32 + 1,
+                    name,
+                    rec.attempts,
+                    cancel,
+                )
+                .await?
+            {
+                StepOutcome::Done(msg) => {
+                    self.inner.faults.crash_point(name, true);
+                    self.step_done(&job, i as u32 + 1, name, &msg, &ctx).await?;
+                }
+                StepOutcome::Failed(err, tries) => {
+                    let index = i as u32 + 1;
+                    let reason = format!(
+                        "step {index}/{} {name} failed after {tries} attempt(s): {err}",
+                        names.len()
+                    );
+                    self.step_failed(job_id, index, &err).await?;
+                    self.finish(
+                        job_id,
+                        JobState::Failed,
+                        Some(reason.clone()),
+                        None,
+                        Some("failed"),
+                        EventLevel::Error,
+                    )
+                    .await?;
+                    self.deployer()
+                        .audit(
+                            &Actor(job.actor.clone()),
+                            &format!("vm.{}", store::kind_str(job.kind)),
+                            &format!("user:{}", job.forge_username),
+                            &format!("error:{}", err.code),
+                            Some(&format!("job {job_id}: {reason}")),
+                        )
+                        .await?;
+                    return Ok(());
+                }
+                StepOutcome::Cancelled => return self.cleanup_cancelled(&job, &ctx).await,
+                StepOutcome::Stalled => {
+                    // Test hook: hang without heartbeats until the reaper aborts this task.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+        let result = ctx.result.clone();
+        self.finish(
+            job_id,
+            JobState::Succeeded,
+            None,
+            result.as_ref(),
+            None,
+            EventLevel::Info,
+        )
+        .await?;
+        tracing::info!(job_id, took = %human(job_started.elapsed()), "job succeeded");
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_step(
+        &self,
+        job: &Job,
+        options: &ProvisionOptions,
+        ctx: &mut JobContext,
+        index: u32,
+        name: &'static str,
+        prior_attempts: u32,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<StepOutcome, ServiceError> {
+        let job_id = job.job_id;
+        let count = steps::steps_for(job.kind).len() as u32;
+        let cfg = &self.inner.cfg;
+        let budget = cfg
+            .step_deadline_secs
+            .get(name)
+            .map(|s| Duration::from_secs(*s))
+            .unwrap_or_else(|| steps::default_deadline(name));
+        let started = Instant::now();
+        let deadline = started + budget;
+        let now = self.now_ms();
+        let step_name = name.to_owned();
+        self.db()
+            .call(move |conn| -> Result<(), ServiceError> {
+                conn.execute(
+                    "UPDATE job_steps SET state = 'running', started_at_ms = ?3, finished_at_ms = NULL, duration_ms = NULL \
+                     WHERE job_id = ?1 AND step_index = ?2",
+                    params![job_id, index, now],
+                )?;
+                conn.execute(
+                    "UPDATE jobs SET current_step = ?2, heartbeat_at_ms = ?3 WHERE job_id = ?1",
+                    params![job_id, step_name, now],
+                )?;
+                Ok(())
+            })
+            .await?;
+        self.event(
+            job_id,
+            Draft::info(format!(
+                "step {index}/{count} {name}: started (deadline {})",
+                human(budget)
+            ))
+            .step(index, name),
+        )
+        .await?;
+        if self.inner.faults.stall_at(name) {
+            return Ok(StepOutcome::Stalled);
+        }
+
+        let mut attempt = prior_attempts;
+        let mut tries = 0u32;
+        loop {
+            attempt += 1;
+            tries += 1;
+            self.db()
+                .call(move |conn| -> Result<(), ServiceError> {
+                    conn.execute(
+                        "UPDATE job_steps SET attempts = ?3 WHERE job_id = ?1 AND step_index = ?2",
+                        params![job_id, index, attempt],
+                    )?;
+                    Ok(())
+                })
+                .await?;
+            if tries > 1 {
+                self.event(
+                    job_id,
+                    Draft::info(format!(
+                        "step {index}/{count} {name}: attempt {attempt}, {}",
+                        human(started.elapsed())
+                    ))
+                    .step(index, name)
+                    .attempt(attempt)
+                    .elapsed(started.elapsed()),
+                )
+                .await?;
+            }
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<OutLine>();
+            let drain = {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    while let Some(line) = rx.recv().await {
+                        let mut d = Draft::info(line.message)
+                            .level(line.level)
+                            .step(index, name);
+                        d.attempt = line.attempt;
+                        d.elapsed_ms = line.elapsed.map(|e| e.as_millis() as i64);
+                        let _ = me.event(job_id, d).await;
+                    }
+                })
+            };
+            let scope = Scope {
+                p: self,
+                job,
+                options,
+                index,
+                count,
+                name,
+                attempt,
+                started,
+                deadline,
+                out: tx,
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let outcome = self
+                .guarded(
+                    job_id,
+                    tokio::time::timeout(remaining, steps::run(&scope, ctx)),
+                    cancel,
+                )
+                .await;
+            drop(scope);
+            let _ = drain.await;
+            let result = match outcome {
+                Guarded::Cancelled => return Ok(StepOutcome::Cancelled),
+                Guarded::Finished(Ok(r)) => r,
+                Guarded::Finished(Err(_)) => Err(StepError::fatal(
+                    "step.deadline",
+                    format!("deadline of {} passed (attempt {attempt})", human(budget)),
+                )),
+            };
+            match result {
+                Ok(msg) => return Ok(StepOutcome::Done(msg)),
+                Err(e) => {
+                    let backoff = self.backoff(tries);
+                    let more = e.transient
+                        && tries < cfg.max_attempts
+                        && Instant::now() + backoff < deadline;
+                    if !more {
+                        return Ok(StepOutcome::Failed(e, tries));
+                    }
+                    self.event(
+                        job_id,
+                        Draft::info(format!(
+                            "step {index}/{count} {name}: attempt {attempt} failed after {}: {e}; retrying in {}",
+                            human(started.elapsed()),
+                            human(backoff)
+                        ))
+                        .level(EventLevel::Warn)
+                        .step(index, name)
+                        .attempt(attempt)
+                        .elapsed(started.elapsed()),
+                    )
+                    .await?;
+                    if let Guarded::Cancelled = self
+                        .guarded(job_id, tokio::time::sleep(backoff), cancel)
+                        .await
+                    {
+                        return Ok(StepOutcome::Cancelled);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Exponential backoff with "equal jitter": half fixed, half random, so retries of many
+    /// jobs after a shared outage spread out instead of hammering the backend together.
+    fn backoff(&self, tries: u32) -> Duration {
+        let cfg = &self.inner.cfg;
+        let exp = cfg
+            .backoff_base_ms
+            .saturating_mul(1u64 << tries.saturating_sub(1).min(20))
+            .min(cfg.backoff_max_ms);
+        let half = exp / 2;
+        let jitter = u64::from(
+            self.deployer()
+                .random
+                .below(u32::try_from(half.max(1)).unwrap_or(u32::MAX)),
+        );
+        Duration::from_millis(half + jitter)
+    }
+
+    async fn step_done(
+        &self,
+        job: &Job,
+        index: u32,
+        name: &str,
+        msg: &str,
+        ctx: &JobContext,
+    ) -> Result<(), ServiceError> {
+        let job_id = job.job_id;
+        let count = steps::steps_for(job.kind).len() as u32;
+        let now = self.now_ms();
+        let ctx_json =
+            serde_json::to_string(ctx).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let (msg, name) = (msg.to_owned(), name.to_owned());
+        self.db()
+            .call(move |conn| -> Result<(), ServiceError> {
+                let tx = conn.transaction()?;
+                let started: Option<i64> = tx.query_row(
+                    "SELECT started_at_ms FROM job_steps WHERE job_id = ?1 AND step_index = ?2",
+                    params![job_id, index],
+                    |r| r.get(0),
+                )?;
+                let duration = started.map(|s| now - s);
+                tx.execute(
+                    "UPDATE job_steps SET state = 'done', finished_at_ms = ?3, duration_ms = ?4, message = ?5 \
+                     WHERE job_id = ?1 AND step_index = ?2",
+                    params![job_id, index, now, duration, msg],
+                )?;
+                tx.execute(
+                    "UPDATE jobs SET context_json = ?2, heartbeat_at_ms = ?3 WHERE job_id = ?1",
+                    params![job_id, ctx_json, now],
+                )?;
+                store::append_event(
+                    &tx,
+                    job_id,
+                    &store::EventRow {
+                        at_ms: now,
+                        level: EventLevel::Info,
+                        step: Some(name.clone()),
+                        step_index: Some(index),
+                        step_count: count,
+                        attempt: None,
+                        elapsed_ms: duration,
+                        message: format!(
+                            "step {index}/{count} {name}: done in {}: {msg}",
+                            human(Duration::from_millis(duration.unwrap_or(0).max(0) as u64))
+                        ),
+                    },
+                )?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        self.bump();
+        Ok(())
+    }
+
+    async fn step_failed(
+        &self,
+        job_id: JobId,
+        index: u32,
+        err: &StepError,
+    ) -> Result<(), ServiceError> {
+        let now = self.now_ms();
+        let msg = err.to_string();
+        self.db()
+            .call(move |conn| -> Result<(), ServiceError> {
+                conn.execute(
+                    "UPDATE job_steps SET state = 'failed', finished_at_ms = ?3, duration_ms = ?3 - started_at_ms, message = ?4 \
+                     WHERE job_id = ?1 AND step_index = ?2",
+                    params![job_id, index, now, msg],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Ends a job: state, reason, result, the user's VM status and the final event, in one
+    /// transaction (a follower that sees the final state has every event).
+    pub(crate) async fn finish(
+        &self,
+        job_id: JobId,
+        state: JobState,
+        error: Option<String>,
+        result: Option<&ProvisionResult>,
+        vm_status: Option<&'static str>,
+        level: EventLevel,
+    ) -> Result<(), ServiceError> {
+        let now = self.now_ms();
+        let now_s = self.deployer().clock.now();
+        let result_json = result.and_then(|r| serde_json::to_string(r).ok());
+        self.db()
+            .call(move |conn| -> Result<(), ServiceError> {
+                let tx = conn.transaction()?;
+                let job = store::require_job(&tx, job_id)?;
+                if !job.state.is_active() {
+                    return Ok(());
+                }
+                let count = job.steps.len() as u32;
+                let took = human(Duration::from_millis(
+                    (now - job.started_at_ms.unwrap_or(job.created_at_ms)).max(0) as u64,
+                ));
+                let message = match (state, &error) {
+                    (JobState::Succeeded, _) => match &result_json {
+                        Some(_) => format!("job succeeded in {took}"),
+                        None => format!("job succeeded in {took}"),
+                    },
+                    (s, Some(e)) => format!("job {} after {took}: {e}", store::state_str(s)),
+                    (s, None) => format!("job {} after {took}", store::state_str(s)),
+                };
+                tx.execute(
+                    "UPDATE jobs SET state = ?2, error = ?3, result_json = COALESCE(?4, result_json), finished_at_ms = ?5, \
+                     current_step = CASE WHEN ?2 = 'succeeded' THEN NULL ELSE current_step END WHERE job_id = ?1",
+                    params![job_id, store::state_str(state), error, result_json, now],
+                )?;
+                if let Some(status) = vm_status {
+                    store::set_user_vm_status(&tx, job.user_id, status, now_s)?;
+                }
+                store::append_event(
+                    &tx,
+                    job_id,
+                    &store::EventRow {
+                        at_ms: now,
+                        level,
+                        step: None,
+                        step_index: None,
+                        step_count: count,
+                        attempt: None,
+                        elapsed_ms: None,
+                        message,
+                    },
+                )?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        self.bump();
+        Ok(())
+    }
+
+    /// A cancelled provision deletes what it made (gateway, VM) and marks the rows; a cancelled
+    /// decommission just stops (run it again to finish).
+    async fn cleanup_cancelled(&self, job: &Job, _ctx: &JobContext) -> Result<(), ServiceError> {
+        let job_id = job.job_id;
+        let now = self.now_ms();
+        self.db()
+            .call(move |conn| -> Result<(), ServiceError> {
+                conn.execute(
+                    "UPDATE jobs SET state = 'cancelling', heartbeat_at_ms = ?2 WHERE job_id = ?1 AND state IN ('queued','running','cancelling')",
+                    params![job_id, now],
+                )?;
+                Ok(())
+            })
+            .await?;
+        let at = job.current_step.clone().unwrap_or_else(|| "start".into());
+        if job.kind == JobKind::Decommission {
+            let reason = format!(
+                "cancelled during {at}; the VM record stays; run decommission_vm again to finish"
+            );
+            return self
+                .finish(
+                    job_id,
+                    JobState::Cancelled,
+                    Some(reason),
+                    None,
+                    Some("failed"),
+                    EventLevel::Warn,
+                )
+                .await;
+        }
+        self.event(
+            job_id,
+            Draft::info("cancel: deleting the gateway and VM this job made")
+                .level(EventLevel::Warn),
+        )
+        .await?;
+        let name = steps::resource_name(job.user_id, &job.forge_username)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let backend = self.backend(&job.backend)?;
+        let me = self.clone();
+        let out: hero_os_tfgrid_deployer_backends::OutputSink = {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            tokio::spawn(async move {
+                while let Some(line) = rx.recv().await {
+                    let _ = me
+                        .event(job_id, Draft::info(line).level(EventLevel::Output))
+                        .await;
+                }
+            });
+            Arc::new(move |l: &str| {
+                let _ = tx.send(l.to_owned());
+            })
+        };
+        let mut last = None;
+        for tries in 1..=self.inner.cfg.max_attempts {
+            match steps::remove_resources(self, &*backend, job.user_id, &name, out.clone()).await {
+                Ok(had_vm) => {
+                    let status = if had_vm { "decommissioned" } else { "no_vm" };
+                    let reason = format!(
+                        "cancelled during {at}; cleanup removed the gateway and VM of {name}"
+                    );
+                    return self
+                        .finish(
+                            job_id,
+                            JobState::Cancelled,
+                            Some(reason),
+                            None,
+                            Some(status),
+                            EventLevel::Warn,
+                        )
+                        .await;
+                }
+                Err(e) => {
+                    let retry = e.transient && tries < self.inner.cfg.max_attempts;
+                    last = Some(e);
+                    if !retry {
+                        break;
+                    }
+                    tokio::time::sleep(self.backoff(tries)).await;
+                }
+            }
+        }
+        let reason = format!(
+            "cancelled during {at}, but cleanup failed: {}; run `vm delete {}` or `reconcile --fix`",
+            last.map(|e| e.to_string()).unwrap_or_default(),
+            job.forge_username
+        );
+        self.finish(
+            job_id,
+            JobState::Failed,
+            Some(reason),
+            None,
+            Some("failed"),
+            EventLevel::Error,
+        )
+        .await
+    }
+}

@@ -1,0 +1,436 @@
+//! sqlite persistence of jobs, their steps and their events. Synchronous functions on a
+//! connection, called from [`crate::db::Db::call`]; the runner composes them in transactions.
+
+use hero_os_tfgrid_deployer_sdk::jobs::*;
+use hero_os_tfgrid_deployer_sdk::types::UserId;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::error::ServiceError;
+
+pub fn kind_str(k: JobKind) -> &'static str {
+    match k {
+        JobKind::Provision => "provision",
+        JobKind::Decommission => "decommission",
+    }
+}
+
+fn parse_kind(s: &str) -> JobKind {
+    match s {
+        "decommission" => JobKind::Decommission,
+        _ => JobKind::Provision,
+    }
+}
+
+pub fn state_str(s: JobState) -> &'static str {
+    match s {
+        JobState::Queued => "queued",
+        JobState::Running => "running",
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+        JobState::Cancelling => "cancelling",
+        JobState::Cancelled => "cancelled",
+    }
+}
+
+pub fn parse_state(s: &str) -> JobState {
+    match s {
+        "queued" => JobState::Queued,
+        "running" => JobState::Running,
+        "succeeded" => JobState::Succeeded,
+        "cancelling" => JobState::Cancelling,
+        "cancelled" => JobState::Cancelled,
+        _ => JobState::Failed,
+    }
+}
+
+pub fn step_state_str(s: StepState) -> &'static str {
+    match s {
+        StepState::Pending => "pending",
+        StepState::Running => "running",
+        StepState::Done => "done",
+        StepState::Failed => "failed",
+        StepState::Skipped => "skipped",
+    }
+}
+
+fn parse_step_state(s: &str) -> StepState {
+    match s {
+        "running" => StepState::Running,
+        "done" => StepState::Done,
+        "failed" => StepState::Failed,
+        "skipped" => StepState::Skipped,
+        _ => StepState::Pending,
+    }
+}
+
+pub fn level_str(l: EventLevel) -> &'static str {
+    match l {
+        EventLevel::Info => "info",
+        EventLevel::Warn => "warn",
+        EventLevel::Error => "error",
+        EventLevel::Output => "output",
+    }
+}
+
+fn parse_level(s: &str) -> EventLevel {
+    match s {
+        "warn" => EventLevel::Warn,
+        "error" => EventLevel::Error,
+        "output" => EventLevel::Output,
+        _ => EventLevel::Info,
+    }
+}
+
+/// What a new job row holds.
+pub struct NewJob<'a> {
+    pub user_id: UserId,
+    pub forge_username: &'a str,
+    pub kind: JobKind,
+    pub backend: &'a str,
+    pub actor: &'a str,
+    pub options_json: &'a str,
+    pub steps: &'a [&'a str],
+    pub now_ms: i64,
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
+}
+
+/// The user's active job, if any.
+pub fn active_job_of(
+    conn: &Connection,
+    user_id: UserId,
+) -> rusqlite::Result<Option<(JobId, String, String)>> {
+    conn.prepare_cached(
+        "SELECT job_id, kind, state FROM jobs WHERE user_id = ?1 AND state IN ('queued','running','cancelling')",
+    )?
+    .query_row([user_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    .optional()
+}
+
+/// The error a second request for a busy user gets: it names the running job.
+pub fn conflict(conn: &Connection, user_id: UserId, username: &str) -> ServiceError {
+    match active_job_of(conn, user_id) {
+        Ok(Some((job_id, kind, state))) => ServiceError::JobConflict {
+            message: format!(
+                "user {username} already has an active job: job {job_id} ({kind}, {state}); follow it with `job follow {job_id}` or cancel it first"
+            ),
+            detail: serde_json::json!({ "job_id": job_id, "kind": kind, "state": state }),
+        },
+        _ => ServiceError::JobConflict {
+            message: format!("user {username} already has an active job"),
+            detail: serde_json::Value::Null,
+        },
+    }
+}
+
+/// Inserts the job (state `queued`) and its pending steps. A second active job for the same
+/// user violates the partial unique index and becomes [`ServiceError::JobConflict`].
+pub fn insert_job(conn: &Connection, j: &NewJob<'_>) -> Result<JobId, ServiceError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO jobs(user_id, forge_username, kind, state, backend, actor, options_json, created_at_ms) \
+             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            j.user_id,
+            j.forge_username,
+            kind_str(j.kind),
+            j.backend,
+            j.actor,
+            j.options_json,
+            j.now_ms
+        ]);
+    match inserted {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => {
+            return Err(conflict(conn, j.user_id, j.forge_username))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let job_id = conn.last_insert_rowid();
+    let mut stmt =
+        conn.prepare_cached("INSERT INTO job_steps(job_id, step_index, name) VALUES (?1, ?2, ?3)")?;
+    for (i, name) in j.steps.iter().enumerate() {
+        stmt.execute(params![job_id, i as i64 + 1, name])?;
+    }
+    Ok(job_id)
+}
+
+const JOB_COLUMNS: &str =
+    "job_id, user_id, forge_username, kind, state, backend, actor, current_step, error, \
+    created_at_ms, started_at_ms, finished_at_ms, heartbeat_at_ms, result_json";
+
+fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+    let result: Option<String> = r.get(13)?;
+    Ok(Job {
+        job_id: r.get(0)?,
+        user_id: r.get(1)?,
+        forge_username: r.get(2)?,
+        kind: parse_kind(&r.get::<_, String>(3)?),
+        state: parse_state(&r.get::<_, String>(4)?),
+        backend: r.get(5)?,
+        actor: r.get(6)?,
+        steps: Vec::new(),
+        current_step: r.get(7)?,
+        error: r.get(8)?,
+        created_at_ms: r.get(9)?,
+        started_at_ms: r.get(10)?,
+        finished_at_ms: r.get(11)?,
+        heartbeat_at_ms: r.get(12)?,
+        result: result.and_then(|s| serde_json::from_str(&s).ok()),
+    })
+}
+
+pub fn steps_of(conn: &Connection, job_id: JobId) -> rusqlite::Result<Vec<StepRecord>> {
+    conn.prepare_cached(
+        "SELECT step_index, name, state, attempts, started_at_ms, finished_at_ms, duration_ms, message \
+         FROM job_steps WHERE job_id = ?1 ORDER BY step_index",
+    )?
+    .query_map([job_id], |r| {
+        Ok(StepRecord {
+            index: r.get(0)?,
+            name: r.get(1)?,
+            state: parse_step_state(&r.get::<_, String>(2)?),
+            attempts: r.get(3)?,
+            started_at_ms: r.get(4)?,
+            finished_at_ms: r.get(5)?,
+            duration_ms: r.get(6)?,
+            message: r.get(7)?,
+        })
+    })?
+    .collect()
+}
+
+pub fn load_job(conn: &Connection, job_id: JobId) -> rusqlite::Result<Option<Job>> {
+    let job = conn
+        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?1"))?
+        .query_row([job_id], job_from_row)
+        .optional()?;
+    match job {
+        Some(mut job) => {
+            job.steps = steps_of(conn, job_id)?;
+            Ok(Some(job))
+        }
+        None => Ok(None),
+    }
+}
+
+pub fn require_job(conn: &Connection, job_id: JobId) -> Result<Job, ServiceError> {
+    load_job(conn, job_id)?
+        .ok_or_else(|| ServiceError::NotFound(format!("no job with job_id {job_id}")))
+}
+
+/// Internal facts of a job the wire type does not carry.
+pub struct JobInternals {
+    pub options_json: String,
+    pub context_json: String,
+    pub cancel_requested: bool,
+}
+
+pub fn internals(conn: &Connection, job_id: JobId) -> rusqlite::Result<JobInternals> {
+    conn.prepare_cached(
+        "SELECT options_json, context_json, cancel_requested FROM jobs WHERE job_id = ?1",
+    )?
+    .query_row([job_id], |r| {
+        Ok(JobInternals {
+            options_json: r.get(0)?,
+            context_json: r.get(1)?,
+            cancel_requested: r.get(2)?,
+        })
+    })
+}
+
+pub fn list_jobs(conn: &Connection, p: &ListJobsParams) -> Result<JobsPage, ServiceError> {
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ServiceError::InvalidParams(format!(
+            "limit must be between 1 and 200, got {limit}"
+        )));
+    }
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id < ?1");
+    let mut args: Vec<rusqlite::types::Value> = vec![p.before.unwrap_or(i64::MAX).into()];
+    if let Some(user_id) = p.user_id {
+        args.push(user_id.into());
+        sql.push_str(&format!(" AND user_id = ?{}", args.len()));
+    }
+    if p.active_only == Some(true) {
+        sql.push_str(" AND state IN ('queued','running','cancelling')");
+    }
+    args.push(rusqlite::types::Value::Integer(i64::from(limit) + 1));
+    sql.push_str(&format!(" ORDER BY job_id DESC LIMIT ?{}", args.len()));
+    let mut jobs = conn
+        .prepare_cached(&sql)?
+        .query_map(rusqlite::params_from_iter(args), job_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let next_before = if jobs.len() > limit as usize {
+        jobs.truncate(limit as usize);
+        jobs.last().map(|j| j.job_id)
+    } else {
+        None
+    };
+    for job in &mut jobs {
+        job.steps = steps_of(conn, job.job_id)?;
+    }
+    Ok(JobsPage { jobs, next_before })
+}
+
+pub fn active_job_ids(conn: &Connection) -> rusqlite::Result<Vec<JobId>> {
+    conn.prepare_cached(
+        "SELECT job_id FROM jobs WHERE state IN ('queued','running','cancelling') ORDER BY job_id",
+    )?
+    .query_map([], |r| r.get(0))?
+    .collect()
+}
+
+/// Running or cancelling jobs whose heartbeat is older than `before_ms`.
+/// A job the reaper should fail: id, last heartbeat, step it was in.
+pub type StaleJob = (JobId, Option<i64>, Option<String>);
+
+pub fn stale_jobs(conn: &Connection, before_ms: i64) -> rusqlite::Result<Vec<StaleJob>> {
+    conn.prepare_cached(
+        "SELECT job_id, heartbeat_at_ms, current_step FROM jobs \
+         WHERE state IN ('running','cancelling') AND COALESCE(heartbeat_at_ms, started_at_ms, created_at_ms) < ?1",
+    )?
+    .query_map([before_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    .collect()
+}
+
+/// One event to append.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub at_ms: i64,
+    pub level: EventLevel,
+    pub step: Option<String>,
+    pub step_index: Option<u32>,
+    pub step_count: u32,
+    pub attempt: Option<u32>,
+    pub elapsed_ms: Option<i64>,
+    pub message: String,
+}
+
+/// Appends an event with the next sequence number of its job (one statement: atomic).
+pub fn append_event(conn: &Connection, job_id: JobId, e: &EventRow) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO job_events(job_id, seq, at_ms, level, step, step_index, step_count, attempt, elapsed_ms, message) \
+         SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM job_events WHERE job_id = ?1 \
+         RETURNING seq",
+    )?
+    .query_row(
+        params![
+            job_id,
+            e.at_ms,
+            level_str(e.level),
+            e.step,
+            e.step_index,
+            e.step_count,
+            e.attempt,
+            e.elapsed_ms,
+            e.message
+        ],
+        |r| r.get(0),
+    )
+}
+
+pub fn events_after(
+    conn: &Connection,
+    job_id: JobId,
+    after_seq: i64,
+    limit: u32,
+) -> rusqlite::Result<Vec<JobEvent>> {
+    conn.prepare_cached(
+        "SELECT job_id, seq, at_ms, level, step, step_index, step_count, attempt, elapsed_ms, message \
+         FROM job_events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    )?
+    .query_map(params![job_id, after_seq, limit], |r| {
+        Ok(JobEvent {
+            job_id: r.get(0)?,
+            seq: r.get(1)?,
+            at_ms: r.get(2)?,
+            level: parse_level(&r.get::<_, String>(3)?),
+            step: r.get(4)?,
+            step_index: r.get(5)?,
+            step_count: r.get(6)?,
+            attempt: r.get(7)?,
+            elapsed_ms: r.get(8)?,
+            message: r.get(9)?,
+        })
+    })?
+    .collect()
+}
+
+pub fn job_state(conn: &Connection, job_id: JobId) -> rusqlite::Result<Option<JobState>> {
+    conn.prepare_cached("SELECT state FROM jobs WHERE job_id = ?1")?
+        .query_row([job_id], |r| r.get::<_, String>(0))
+        .optional()
+        .map(|s| s.map(|s| parse_state(&s)))
+}
+
+pub fn set_user_vm_status(
+    conn: &Connection,
+    user_id: UserId,
+    status: &str,
+    now_secs: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE users SET vm_status = ?2, updated_at = ?3 WHERE user_id = ?1")?
+        .execute(params![user_id, status, now_secs])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+
+    #[tokio::test]
+    async fn one_active_job_per_user_and_gapless_event_sequence() {
+        let db = Db::open_in_memory().unwrap();
+        db.call(|conn| -> Result<(), ServiceError> {
+            conn.execute(
+                "INSERT INTO users(forge_username, email, created_at, updated_at) VALUES ('alice','a@b.c',1,1)",
+                [],
+            )?;
+            let new = |kind| NewJob {
+                user_id: 1,
+                forge_username: "alice",
+                kind,
+                backend: "local",
+                actor: "test",
+                options_json: "{}",
+                steps: &["a", "b"],
+                now_ms: 5,
+            };
+            let first = insert_job(conn, &new(JobKind::Provision))?;
+            let err = insert_job(conn, &new(JobKind::Decommission)).unwrap_err();
+            assert!(err.to_string().contains(&format!("job {first}")), "{err}");
+            let job = require_job(conn, first)?;
+            assert_eq!(job.state, JobState::Queued);
+            assert_eq!(job.steps.len(), 2);
+            for i in 0..3 {
+                let e = EventRow {
+                    at_ms: i,
+                    level: EventLevel::Info,
+                    step: None,
+                    step_index: None,
+                    step_count: 2,
+                    attempt: None,
+                    elapsed_ms: None,
+                    message: format!("m{i}"),
+                };
+                assert_eq!(append_event(conn, first, &e)?, i + 1);
+            }
+            assert_eq!(events_after(conn, first, 1, 10)?.len(), 2);
+            assert!(conn.execute("DELETE FROM job_events", []).is_err());
+            conn.execute("UPDATE jobs SET state = 'failed' WHERE job_id = ?1", [first])?;
+            insert_job(conn, &new(JobKind::Decommission))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+}

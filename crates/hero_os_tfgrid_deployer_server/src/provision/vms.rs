@@ -1,0 +1,146 @@
+//! VM and gateway records. A VM row is written *before* the backend is asked to deploy, so every
+//! resource the deployer may have made has a row (reconcile relies on it); rows are never deleted,
+//! only marked `decommissioned`, for audit.
+
+use hero_os_tfgrid_deployer_sdk::jobs::{VmDetails, VmRecord};
+use hero_os_tfgrid_deployer_sdk::types::UserId;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::Provisioner;
+use crate::error::ServiceError;
+
+const VM_COLUMNS: &str = "vm_id, user_id, forge_username, backend, name, node_id, state, spec_json, private_ip, \
+    mycelium_ip, url, host_key_fingerprint, deployer_version, created_at, updated_at, decommissioned_at, \
+    ssh_key_fingerprint, backend_id, job_id, ready_at";
+
+fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<VmRecord> {
+    let spec: String = r.get(7)?;
+    Ok(VmRecord {
+        vm_id: r.get(0)?,
+        user_id: r.get(1)?,
+        forge_username: r.get(2)?,
+        backend: r.get(3)?,
+        name: r.get(4)?,
+        node_id: r.get(5)?,
+        state: r.get(6)?,
+        spec: serde_json::from_str(&spec).unwrap_or(serde_json::Value::Null),
+        private_ip: r.get(8)?,
+        mycelium_ip: r.get(9)?,
+        url: r.get(10)?,
+        host_key_fingerprint: r.get(11)?,
+        deployer_version: r.get(12)?,
+        created_at: r.get(13)?,
+        updated_at: r.get(14)?,
+        decommissioned_at: r.get(15)?,
+        ssh_key_fingerprint: r.get(16)?,
+        backend_id: r.get(17)?,
+        job_id: r.get(18)?,
+        ready_at: r.get(19)?,
+    })
+}
+
+/// The user's live (not decommissioned) VM row, newest first.
+pub fn live_vm(conn: &Connection, user_id: UserId) -> rusqlite::Result<Option<VmRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {VM_COLUMNS} FROM vms WHERE user_id = ?1 AND state != 'decommissioned' ORDER BY vm_id DESC LIMIT 1"
+    ))?
+    .query_row([user_id], vm_from_row)
+    .optional()
+}
+
+pub fn vm_by_id(conn: &Connection, vm_id: i64) -> rusqlite::Result<Option<VmRecord>> {
+    conn.prepare_cached(&format!("SELECT {VM_COLUMNS} FROM vms WHERE vm_id = ?1"))?
+        .query_row([vm_id], vm_from_row)
+        .optional()
+}
+
+pub fn history(conn: &Connection, user_id: UserId) -> rusqlite::Result<Vec<VmRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {VM_COLUMNS} FROM vms WHERE user_id = ?1 AND state = 'decommissioned' ORDER BY vm_id DESC"
+    ))?
+    .query_map([user_id], vm_from_row)?
+    .collect()
+}
+
+/// Live VM rows of every user: `(name, backend, user_id)`.
+pub fn live_vm_names(conn: &Connection) -> rusqlite::Result<Vec<(String, String, UserId)>> {
+    conn.prepare_cached("SELECT name, backend, user_id FROM vms WHERE state != 'decommissioned'")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect()
+}
+
+/// Active gateway rows: `(name, user_id)`.
+pub fn live_gateway_names(conn: &Connection) -> rusqlite::Result<Vec<(String, UserId)>> {
+    conn.prepare_cached("SELECT name, user_id FROM gateway_mappings WHERE state = 'active'")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
+/// Records the gateway (one active row per user and name).
+#[allow(clippy::too_many_arguments)]
+pub fn upsert_gateway(
+    conn: &Connection,
+    user_id: UserId,
+    vm_id: Option<i64>,
+    name: &str,
+    fqdn: &str,
+    backend_url: &str,
+    node_id: Option<u32>,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let updated = conn.execute(
+        "UPDATE gateway_mappings SET vm_id = ?2, fqdn = ?4, backend_url = ?5, node_id = ?6 \
+         WHERE user_id = ?1 AND name = ?3 AND state = 'active'",
+        params![user_id, vm_id, name, fqdn, backend_url, node_id],
+    )?;
+    if updated == 0 {
+        conn.execute(
+            "INSERT INTO gateway_mappings(user_id, vm_id, name, fqdn, backend_url, node_id, state, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7)",
+            params![user_id, vm_id, name, fqdn, backend_url, node_id, now],
+        )?;
+    }
+    Ok(())
+}
+
+pub fn mark_gateways_deleted(
+    conn: &Connection,
+    user_id: UserId,
+    now: i64,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE gateway_mappings SET state = 'deleted', deleted_at = ?2 WHERE user_id = ?1 AND state = 'active'",
+        params![user_id, now],
+    )
+}
+
+pub fn mark_vms_decommissioned(
+    conn: &Connection,
+    user_id: UserId,
+    now: i64,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE vms SET state = 'decommissioned', decommissioned_at = ?2, updated_at = ?2 \
+         WHERE user_id = ?1 AND state != 'decommissioned'",
+        params![user_id, now],
+    )
+}
+
+impl Provisioner {
+    /// `deployer.get_vm`.
+    pub async fn get_vm(&self, user_id: UserId) -> Result<VmDetails, ServiceError> {
+        self.deployer().get_user(user_id).await?;
+        let key = self.public_key(user_id).await?;
+        self.db()
+            .call(move |conn| -> Result<VmDetails, ServiceError> {
+                Ok(VmDetails {
+                    user_id,
+                    vm: live_vm(conn, user_id)?,
+                    history: history(conn, user_id)?,
+                    ssh_key_fingerprint: key.as_ref().map(|k| k.fingerprint.clone()),
+                    ssh_public_key: key.map(|k| k.public_key),
+                })
+            })
+            .await
+    }
+}
