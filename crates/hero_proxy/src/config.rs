@@ -159,6 +159,8 @@ const INT_FIELDS: &[&str] = &[
     "login_state_ttl_secs",
 ];
 const LIST_FIELDS: &[&str] = &["trusted_proxies"];
+/// Variables with the prefix that are not config fields (read by `main.rs`).
+const NOT_FIELDS: &[&str] = &["HERO_PROXY_LOG", "HERO_PROXY_CONFIG"];
 
 impl Config {
     /// Parses TOML text and applies the overlay from `env` (pass `std::env::vars()` in production).
@@ -169,6 +171,9 @@ impl Config {
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| ProxyError::Config(format!("TOML: {e}")))?;
         for (k, v) in env {
+            if NOT_FIELDS.contains(&k.as_str()) {
+                continue;
+            }
             let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
                 continue;
             };

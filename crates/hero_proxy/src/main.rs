@@ -27,8 +27,6 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    // The config path variable is ours, not an overlay field.
-    std::env::remove_var("HERO_PROXY_CONFIG");
     let cfg = hero_proxy::Config::load(args.config.as_deref()).context("loading configuration")?;
     let secrets = Arc::new(
         hero_secrets::FileSecretStore::open(&cfg.secrets_dir())

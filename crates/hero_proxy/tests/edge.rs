@@ -1,6 +1,11 @@
 //! The edge beyond login: WebSocket through the proxy, the admin RPC socket, and the full sign-in walk in headless
 //! Chromium against the oidc-provider peer.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::result_large_err)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::result_large_err
+)]
 
 mod common;
 

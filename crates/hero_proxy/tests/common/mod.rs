@@ -275,51 +275,12 @@ pass_token = true
 
     /// Starts a login at the proxy; returns (authorize URL, login cookie pair).
     pub async fn begin_login(&self, rd: &str, user: &str) -> (String, String) {
-        let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
-        let r = Self::client()
-            .get(format!(
-                "{}/oauth/login?rd={rd}&login_hint={user}",
-                self.base
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 302, "login start");
-        let loc = r.headers()["location"].to_str().unwrap().to_owned();
-        let cookie = set_cookies(&r)
-            .into_iter()
-            .find(|c| c.starts_with("__Host-hero_login="))
-            .unwrap();
-        (loc, cookie.split(';').next().unwrap().to_owned())
+        begin_login(&self.base, rd, user).await
     }
 
     /// Walks the peer's redirects (auto-approving interactions) until it redirects to our callback.
     pub async fn walk_peer(&self, authorize_url: &str) -> String {
-        let c = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .cookie_store(true)
-            .build()
-            .unwrap();
-        let mut url = authorize_url.to_owned();
-        for _ in 0..20 {
-            if url.starts_with(&format!("{}/oauth/callback", self.base)) {
-                return url;
-            }
-            let r = c.get(&url).send().await.unwrap();
-            let loc = r
-                .headers()
-                .get("location")
-                .unwrap_or_else(|| panic!("no redirect from {url}: {}", r.status()))
-                .to_str()
-                .unwrap()
-                .to_owned();
-            url = if loc.starts_with('/') {
-                format!("{}{loc}", self.peer.issuer)
-            } else {
-                loc
-            };
-        }
-        panic!("peer never redirected to the callback");
+        walk_peer(&self.base, &self.peer.issuer, authorize_url).await
     }
 
     /// Completes the callback; returns the response.
@@ -334,16 +295,7 @@ pass_token = true
 
     /// Full login as `user`; returns the `__Host-hero_session=<id>` pair.
     pub async fn login(&self, user: &str) -> String {
-        let (auth, lc) = self.begin_login("/", user).await;
-        let cb = self.walk_peer(&auth).await;
-        let r = self.callback(&cb, &lc).await;
-        assert_eq!(
-            r.status(),
-            303,
-            "callback: {}",
-            r.text().await.unwrap_or_default()
-        );
-        session_pair(&r).expect("session cookie")
+        login_at(&self.base, &self.peer.issuer, user).await
     }
 
     pub async fn get(&self, path: &str, cookie: &str) -> reqwest::Response {
@@ -384,4 +336,89 @@ pub fn query(url: &str) -> HashMap<String, String> {
         .query_pairs()
         .into_owned()
         .collect()
+}
+
+/// Starts a login at the proxy at `base`; returns (authorize URL, login cookie pair).
+pub async fn begin_login(base: &str, rd: &str, user: &str) -> (String, String) {
+    let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    let r = Harness::client()
+        .get(format!("{base}/oauth/login?rd={rd}&login_hint={user}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "login start");
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let cookie = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-hero_login="))
+        .unwrap();
+    (loc, cookie.split(';').next().unwrap().to_owned())
+}
+
+/// Follows the provider's redirects with a cookie jar (its interactions auto-approve) until it redirects to the
+/// proxy's callback; works for the oidc-provider peer.
+pub async fn walk_peer(base: &str, issuer: &str, authorize_url: &str) -> String {
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let mut url = authorize_url.to_owned();
+    for _ in 0..20 {
+        if url.starts_with(&format!("{base}/oauth/callback")) {
+            return url;
+        }
+        let r = c.get(&url).send().await.unwrap();
+        let loc = r
+            .headers()
+            .get("location")
+            .unwrap_or_else(|| panic!("no redirect from {url}: {}", r.status()))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        url = if loc.starts_with('/') {
+            format!("{issuer}{loc}")
+        } else {
+            loc
+        };
+    }
+    panic!("peer never redirected to the callback");
+}
+
+/// Full login at `base` through the peer at `issuer`; returns the session cookie pair.
+pub async fn login_at(base: &str, issuer: &str, user: &str) -> String {
+    let (auth, lc) = begin_login(base, "/", user).await;
+    let cb = walk_peer(base, issuer, &auth).await;
+    let r = Harness::client()
+        .get(&cb)
+        .header("cookie", &lc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        303,
+        "callback: {}",
+        r.text().await.unwrap_or_default()
+    );
+    session_pair(&r).expect("session cookie")
+}
+
+/// Polls until something accepts TCP connections on `port` (deadline 30 s).
+pub async fn wait_listening(port: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing listening on {port}"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -1,0 +1,104 @@
+//! The real `hero_proxy` binary: config file + env overlay, encrypted file secret store seeded like production,
+//! a sign-in through the oidc-provider peer; then its log and its sqlite database are searched for the token
+//! values, the client secret and the session id, and none may appear.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use hero_secrets::{FileSecretStore, SecretStore};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_signs_in_and_never_writes_secrets_to_log_or_db() {
+    let port = free_port();
+    let base = format!("http://localhost:{port}");
+    let peer = Peer::start(&[format!("{base}/oauth/callback")]).await;
+    let echo = Echo::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let secrets_dir = dir.path().join("secrets");
+    let secrets = FileSecretStore::open(&secrets_dir).unwrap();
+    secrets
+        .set("cockpit/FORGE_OAUTH_CLIENT_ID", CLIENT_ID)
+        .await
+        .unwrap();
+    secrets
+        .set("cockpit/FORGE_OAUTH_CLIENT_SECRET", CLIENT_SECRET)
+        .await
+        .unwrap();
+    secrets
+        .set("cockpit/FORGE_OAUTH_ISSUER", &peer.issuer)
+        .await
+        .unwrap();
+    let cfg = dir.path().join("hero_proxy.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "public_scheme = \"http\"\nstate_dir = \"{}\"\nsocket_dir = \"{}\"\n[[routes]]\npath = \"/\"\nupstream = \"http://{}\"\npass_token = true\n",
+            state.display(),
+            dir.path().join("sockets").display(),
+            echo.addr
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("proxy.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hero_proxy"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("HERO_PROXY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HERO_PROXY_SECRETS_DIR", &secrets_dir)
+        .env("HERO_PROXY_LOG", "debug")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let _guard = ProcGuard(child);
+    let log_for_failure = log_path.clone();
+    let waited = tokio::spawn(async move { wait_listening(port).await });
+    if waited.await.is_err() {
+        panic!(
+            "proxy did not start: {}",
+            std::fs::read_to_string(&log_for_failure).unwrap_or_default()
+        );
+    }
+
+    let cookie = login_at(&base, &peer.issuer, "alice").await;
+    let r = Harness::client()
+        .get(format!("{base}/x"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let seen = Seen(serde_json::from_value(v["headers"].clone()).unwrap());
+    assert_eq!(seen.one("x-hero-user"), Some("alice"));
+
+    let slot = |k| hero_proxy::vault::token_slot("forge", "1001", k);
+    let access = secrets.get(&slot("access_token")).await.unwrap().unwrap();
+    let refresh = secrets.get(&slot("refresh_token")).await.unwrap().unwrap();
+    assert_eq!(seen.one("x-hero-forge-token"), Some(access.expose()));
+    let session_id = cookie.trim_start_matches("__Host-hero_session=").to_owned();
+
+    let mut haystack = std::fs::read(&log_path).unwrap();
+    for entry in std::fs::read_dir(&state).unwrap() {
+        haystack.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let text = String::from_utf8_lossy(&haystack);
+    assert!(text.contains("signed in"), "the log is being written");
+    for (what, secret) in [
+        ("access token", access.expose()),
+        ("refresh token", refresh.expose()),
+        ("client secret", CLIENT_SECRET),
+        ("session id", session_id.as_str()),
+    ] {
+        assert!(
+            !text.contains(secret),
+            "{what} found in the proxy's log or database"
+        );
+    }
+}
