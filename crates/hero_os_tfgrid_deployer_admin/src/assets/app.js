@@ -84,7 +84,10 @@
     return d.getUTCFullYear() + "-" + pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate()) + " " +
       pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()) + ":" + pad(d.getUTCSeconds());
   }
+  // Delay from each job event (server clock) to its arrival here, kept across the reload at the
+  // end of a job for the benchmark.
   window.__heroLatencies = [];
+  try { window.__heroLatencies = JSON.parse(sessionStorage.getItem("heroLatencies") || "[]"); } catch (e) { /* private mode */ }
 
   function setupLive(box) {
     if (!window.EventSource) return;
@@ -97,6 +100,7 @@
     es.addEventListener("progress", function (m) {
       var ev = JSON.parse(m.data);
       window.__heroLatencies.push(Date.now() - ev.at_ms);
+      try { sessionStorage.setItem("heroLatencies", JSON.stringify(window.__heroLatencies.slice(-500))); } catch (e) { /* ignore */ }
       if (log) {
         var empty = log.querySelector(".log-empty"); if (empty) empty.remove();
         var li = document.createElement("li");

@@ -299,3 +299,77 @@ pub async fn http(
 
 pub trait IoStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> IoStream for T {}
+
+pub mod edge;
+
+/// chromedriver in its own process group, so dropping the guard kills chromedriver and the
+/// Chromium it started (quit the WebDriver session first: [`Browser::quit`]).
+pub struct Chromedriver {
+    pub guard: ProcessGuard,
+    pub url: String,
+}
+
+impl Chromedriver {
+    pub async fn start() -> Chromedriver {
+        use std::os::unix::process::CommandExt;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian chromium-driver)");
+        let url = format!("http://127.0.0.1:{port}");
+        let guard = ProcessGuard {
+            child,
+            name: "chromedriver".into(),
+        };
+        let u = url.clone();
+        poll("chromedriver", Duration::from_secs(20), || {
+            let u = u.clone();
+            async move {
+                let addr = u.trim_start_matches("http://").to_owned();
+                tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+            }
+        })
+        .await;
+        Chromedriver { guard, url }
+    }
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        // The whole group: chromedriver and any Chromium left behind after a failed test.
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(format!("-{}", self.guard.child.id()))
+            .status();
+    }
+}
+
+/// A headless Chromium session.
+pub async fn browser(driver: &Chromedriver, profile: &Path) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.display()),
+            ]
+        }),
+    );
+    fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("WebDriver session")
+}

@@ -1,0 +1,316 @@
+//! Browser tests in headless Chromium (Debian `chromium` + `chromium-driver`, via fantoccini)
+//! against the real binaries: dev Forge, deployer server (local backend, real sshd), this
+//! dashboard in `--auth-mode signed`, behind a header-signing TEST HARNESS edge (support/edge.rs).
+//!
+//! The walk: create user → read password → deploy → progress reaches Ready → follow the URL →
+//! decommission; a failed job shows its reason and Retry completes it; a non-allowlisted identity
+//! gets 403 and an allowlist edit takes effect while running. Screenshots of every page go to
+//! `artifacts/screenshots/`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, Locator};
+use hero_identity::AssertionSigner;
+use support::edge::{start_edge, EdgeIdentity};
+use support::{poll, Chromedriver, Stack};
+
+fn shots_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../artifacts/screenshots");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(shots_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn exists(c: &Client, css: &str) -> bool {
+    !c.find_all(Locator::Css(css)).await.unwrap().is_empty()
+}
+
+/// Waits until the user page shows a final job state (the page reloads itself at the end).
+async fn wait_final(c: &Client, timeout: Duration) -> String {
+    poll("the job to finish", timeout, || async {
+        let els = c.find_all(Locator::Css("[data-final-state]")).await.ok()?;
+        let el = els.first()?;
+        let s = el.attr("data-final-state").await.ok()??;
+        matches!(s.as_str(), "succeeded" | "failed" | "cancelled").then_some(s)
+    })
+    .await
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn accept_confirm(c: &Client) {
+    poll("the confirm dialog", Duration::from_secs(5), || async {
+        c.accept_alert().await.ok()
+    })
+    .await;
+}
+
+fn bootstrap_script(root: &Path, flag: &Path) -> PathBuf {
+    let stand_in = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../hero_os_tfgrid_deployer_backends/assets/local-setup-binaries.sh"),
+    )
+    .unwrap();
+    // The local stand-in, preceded by a switch the test flips to make a bootstrap fail for real.
+    let body = stand_in.replacen(
+        "set -euo pipefail\n",
+        &format!(
+            "set -euo pipefail\nif [ -e {} ]; then echo 'bootstrap: demo failure requested by the test' >&2; exit 1; fi\n",
+            flag.display()
+        ),
+        1,
+    );
+    let path = root.join("bootstrap.sh");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_walk_in_headless_chromium() {
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let flag = cfg_dir.path().join("fail-bootstrap");
+    let script = bootstrap_script(cfg_dir.path(), &flag);
+    let config = cfg_dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[provision]\nbackend = \"local\"\nmax_attempts = 1\nbackoff_base_ms = 100\npoll_ms = 100\nbootstrap_script = \"{}\"\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let stack = Stack::start_with(&[
+        ("HERO_DEPLOYER_CONFIG", config.to_str().unwrap()),
+        ("HERO_DEPLOYER_LOCAL_GATEWAY_LISTEN", "127.0.0.1:0"),
+    ])
+    .await;
+    stack.set_allowlist("alice").await;
+    let signer = Arc::new(AssertionSigner::from_seed(&[42u8; 32]));
+    let jwks = cfg_dir.path().join("proxy-key.json");
+    std::fs::write(&jwks, signer.public_jwks().to_string()).unwrap();
+    let (_admin, admin_url) = stack.start_admin(&[
+        "--auth-mode",
+        "signed",
+        "--proxy-key",
+        jwks.to_str().unwrap(),
+        "--no-socket",
+    ]);
+    let alice = start_edge(
+        &admin_url,
+        signer.clone(),
+        EdgeIdentity {
+            user: "alice".into(),
+            claims: vec!["users.alice".into()],
+        },
+    )
+    .await;
+    let mallory = start_edge(
+        &admin_url,
+        signer.clone(),
+        EdgeIdentity {
+            user: "mallory".into(),
+            claims: vec!["users.mallory".into()],
+        },
+    )
+    .await;
+
+    let driver = Chromedriver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let c = support::browser(&driver, profile.path()).await;
+    let result = walk(&c, &stack, &alice, &mallory, &flag).await;
+    let _ = c.close().await;
+    drop(driver);
+    if let Err(e) = result {
+        panic!("{e}\n--- server log ---\n{}", stack.server_log());
+    }
+}
+
+async fn walk(
+    c: &Client,
+    stack: &Stack,
+    alice: &str,
+    mallory: &str,
+    flag: &Path,
+) -> Result<(), String> {
+    // Users page, empty.
+    c.goto(&format!("{alice}/users")).await.unwrap();
+    assert!(text(c, "h1").await.contains("Users"));
+    shot(c, "01-users-empty").await;
+
+    // Create user: inline validation (JS mirrors the SDK rules) then success.
+    c.goto(&format!("{alice}/users/new")).await.unwrap();
+    let input = c.find(Locator::Id("username")).await.unwrap();
+    input.send_keys("Ada_Lovelace").await.unwrap();
+    let err = text(c, "#username-error").await;
+    assert_eq!(err, "username must be lowercase", "inline validation");
+    shot(c, "02-create-invalid").await;
+    input.clear().await.unwrap();
+    input.send_keys("ada").await.unwrap();
+    assert_eq!(text(c, "#username-error").await, "");
+    c.find(Locator::Id("display_name"))
+        .await
+        .unwrap()
+        .send_keys("Ada Lovelace")
+        .await
+        .unwrap();
+    click(c, "form.stack button[type=submit]").await;
+    let pw = text(c, "[data-testid=initial-password]").await;
+    assert_eq!(pw.len(), 32, "initial password shown once: {pw:?}");
+    assert!(text(c, "[data-testid=token-state]").await.contains("set"));
+    assert!(
+        exists(c, "button[data-copy-target]:not([hidden])").await,
+        "copy button enabled by JS"
+    );
+    shot(c, "03-create-result").await;
+
+    // Deploy, watch it live, reach Ready.
+    click(c, "form[action$='/deploy'] button").await;
+    poll("the live timeline", Duration::from_secs(20), || async {
+        exists(c, "[data-live-job]").await.then_some(()).or(exists(
+            c,
+            "[data-final-state=succeeded]",
+        )
+        .await
+        .then_some(()))
+    })
+    .await;
+    // A screenshot while steps are still running, when we catch one.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        if exists(c, ".steps li[data-state=running]").await {
+            shot(c, "04-deploy-live").await;
+            break;
+        }
+        if exists(c, "[data-final-state=succeeded]").await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let state = wait_final(c, Duration::from_secs(180)).await;
+    if state != "succeeded" {
+        return Err(format!(
+            "deploy ended {state}: {}",
+            c.source().await.unwrap_or_default()
+        ));
+    }
+    assert!(exists(c, "[data-status=ready]").await);
+    let url = c
+        .find(Locator::Css("[data-testid=gateway-url]"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    shot(c, "05-user-ready").await;
+    let user_page = c.current_url().await.unwrap().to_string();
+
+    // Follow the URL: the sandbox answers through the local gateway.
+    c.goto(&url).await.unwrap();
+    let body = text(c, "body").await;
+    assert!(body.contains("Hero OS demo sandbox"), "{url}: {body}");
+    shot(c, "06-demo-url").await;
+
+    // Users list shows the badge and URL.
+    c.goto(&format!("{alice}/users")).await.unwrap();
+    assert!(exists(c, "tr[data-user=ada] [data-status=ready]").await);
+    shot(c, "07-users-ready").await;
+
+    // Decommission (JS confirm dialog).
+    c.goto(&user_page).await.unwrap();
+    click(c, "form[action$='/decommission'] button").await;
+    accept_confirm(c).await;
+    let state = poll("the decommission job", Duration::from_secs(120), || async {
+        let s = wait_final(c, Duration::from_secs(120)).await;
+        let on_decommission = text(c, "[data-testid=timeline] h2")
+            .await
+            .contains("decommission");
+        on_decommission.then_some(s)
+    })
+    .await;
+    assert_eq!(state, "succeeded");
+    assert!(exists(c, "[data-status=decommissioned]").await);
+    shot(c, "08-decommissioned").await;
+
+    // A failed job shows its reason; Retry completes it.
+    std::fs::write(flag, "1").unwrap();
+    let bea = stack.client.create_user("bea", None, None).await.unwrap();
+    c.goto(&format!("{alice}/users/{}", bea.user_id))
+        .await
+        .unwrap();
+    click(c, "form[action$='/deploy'] button").await;
+    let state = wait_final(c, Duration::from_secs(180)).await;
+    assert_eq!(state, "failed");
+    let reason = text(c, "[data-testid=job-error]").await;
+    assert!(
+        reason.contains("run_bootstrap") || reason.contains("bootstrap"),
+        "{reason}"
+    );
+    shot(c, "09-job-failed").await;
+    std::fs::remove_file(flag).unwrap();
+    click(c, "form[action$='/retry'] button").await;
+    let state = wait_final(c, Duration::from_secs(180)).await;
+    assert_eq!(state, "succeeded", "retry completes");
+    shot(c, "10-retry-succeeded").await;
+
+    // Jobs and audit.
+    c.goto(&format!("{alice}/jobs")).await.unwrap();
+    assert!(exists(c, "[data-testid=recent-jobs]").await);
+    shot(c, "11-jobs").await;
+    c.goto(&format!("{alice}/audit?actor=alice")).await.unwrap();
+    let audit = text(c, "[data-testid=audit-table]").await;
+    assert!(audit.contains("user.create"), "{audit}");
+    shot(c, "12-audit").await;
+
+    // Live-progress delay measured in the browser (event time → arrival), for the benchmark.
+    let lat = c
+        .execute("return window.__heroLatencies || [];", vec![])
+        .await
+        .unwrap();
+    std::fs::write(shots_dir().join("../live-latency.json"), lat.to_string()).unwrap();
+
+    // Phone width.
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&format!("{alice}/users")).await.unwrap();
+    shot(c, "13-users-phone").await;
+    c.goto(&user_page).await.unwrap();
+    shot(c, "14-user-phone").await;
+    c.set_window_size(1280, 900).await.unwrap();
+
+    // Not allowlisted: 403 naming the account; an allowlist edit takes effect at once.
+    c.goto(&format!("{mallory}/users")).await.unwrap();
+    assert_eq!(text(c, "[data-testid=signed-in-as]").await, "mallory");
+    shot(c, "15-forbidden").await;
+    stack.set_allowlist("alice,mallory").await;
+    c.refresh().await.unwrap();
+    assert!(text(c, "h1").await.contains("Users"));
+    stack.set_allowlist("alice").await;
+    c.refresh().await.unwrap();
+    assert!(exists(c, "[data-testid=signed-in-as]").await);
+    Ok(())
+}
