@@ -82,7 +82,7 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let mut caller = authenticate(state, &parts.headers)?;
+        let mut caller = authenticate(state, &parts.headers).await?;
         if let Some(c) = &caller {
             global_checks(state, &c.user)?;
         }
@@ -150,7 +150,10 @@ fn invalid_token() -> ApiError {
 
 /// Resolves the `Authorization` header. No header (or an unknown scheme) is anonymous; bad
 /// credentials are 401.
-pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Option<Caller>, ApiError> {
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Caller>, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -159,25 +162,26 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Option<Call
     let cred = cred.trim();
     // `token` must be lowercase in Forgejo; `bearer` is case-insensitive.
     if scheme == "token" {
-        return token_caller(state, cred).map(Some);
+        return token_caller(state, cred).await.map(Some);
     }
     if scheme.eq_ignore_ascii_case("bearer") {
-        return token_caller(state, cred).map(Some);
+        return token_caller(state, cred).await.map(Some);
     }
     if scheme.eq_ignore_ascii_case("basic") {
-        return basic_caller(state, cred).map(Some);
+        return basic_caller(state, cred).await.map(Some);
     }
     Ok(None)
 }
 
 /// A PAT (40 hex) or an OAuth2 access-token JWT.
-fn token_caller(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+async fn token_caller(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     if token.is_empty() {
         return Err(invalid_token());
     }
     if jwt::looks_like_jwt(token) {
-        let (user, scope) =
-            crate::oauth::store::access_token_user(state, token)?.ok_or_else(invalid_token)?;
+        let (user, scope) = crate::oauth::store::access_token_user(state, token)
+            .await?
+            .ok_or_else(invalid_token)?;
         return Ok(Caller {
             user,
             method: AuthMethod::OAuth(scope),
@@ -197,14 +201,14 @@ fn token_caller(state: &AppState, token: &str) -> Result<Caller, ApiError> {
 
 /// Basic: `user:password`, or a token in the username (empty password / `x-oauth-basic`) or in
 /// the password field, which Forgejo treats as token auth (so it is NOT `IsBasicAuth`).
-fn basic_caller(state: &AppState, cred: &str) -> Result<Caller, ApiError> {
+async fn basic_caller(state: &AppState, cred: &str) -> Result<Caller, ApiError> {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(cred)
         .map_err(|_| invalid_token())?;
     let decoded = String::from_utf8(decoded).map_err(|_| invalid_token())?;
     let (username, password) = decoded.split_once(':').unwrap_or((decoded.as_str(), ""));
     if password.is_empty() || password == "x-oauth-basic" {
-        return token_caller(state, username);
+        return token_caller(state, username).await;
     }
     if let Some(user) = state.db.user_by_name(username)? {
         if secrets::verify_password(password, &user.passwd_hash, &user.salt) {
@@ -214,7 +218,7 @@ fn basic_caller(state: &AppState, cred: &str) -> Result<Caller, ApiError> {
             });
         }
         // A token used as the password authenticates as token auth.
-        if let Ok(c) = token_caller(state, password) {
+        if let Ok(c) = token_caller(state, password).await {
             return Ok(c);
         }
         return Err(ApiError::unauthorized(format!(
@@ -222,7 +226,7 @@ fn basic_caller(state: &AppState, cred: &str) -> Result<Caller, ApiError> {
             user.id, user.name
         )));
     }
-    if let Ok(c) = token_caller(state, password) {
+    if let Ok(c) = token_caller(state, password).await {
         return Ok(c);
     }
     Err(ApiError::unauthorized(format!(

@@ -24,7 +24,7 @@ use axum::Router;
 
 pub use db::Db;
 pub use error::{ApiError, DbError};
-pub use oauth::keys::SigningKey;
+pub use oauth::keys::{KeyCell, SigningKey};
 
 /// The version string reported by `GET /api/v1/version`: the Forgejo version it imitates, marked.
 pub const VERSION: &str = "11.0.1+devforge";
@@ -74,7 +74,7 @@ impl Config {
 pub struct AppState {
     pub db: Db,
     pub config: Arc<Config>,
-    pub keys: Arc<SigningKey>,
+    pub keys: Arc<KeyCell>,
 }
 
 /// Errors while opening the server's state.
@@ -87,20 +87,37 @@ pub enum OpenError {
 }
 
 impl AppState {
-    /// Opens the database and the signing key (generated on first use) in `data_dir`.
+    /// Opens the database in `data_dir`; the signing key there is loaded (or generated) on first
+    /// use, see [`AppState::warm_up_keys`].
     pub fn open(data_dir: &Path, config: Config) -> Result<Self, OpenError> {
         let db = Db::open(data_dir)?;
-        let keys = SigningKey::load_or_generate(data_dir)?;
-        Ok(Self::new(db, config, keys))
+        Ok(Self {
+            db,
+            config: Arc::new(config),
+            keys: Arc::new(KeyCell::lazy(data_dir)),
+        })
     }
 
-    /// Builds state from parts (tests share one key to avoid repeated RSA key generation).
+    /// Builds state from parts with a ready key (tests share one key to avoid repeated RSA key
+    /// generation).
     pub fn new(db: Db, config: Config, keys: SigningKey) -> Self {
         Self {
             db,
             config: Arc::new(config),
-            keys: Arc::new(keys),
+            keys: Arc::new(KeyCell::ready(keys)),
         }
+    }
+
+    /// Starts loading/generating the signing key in the background so the first OAuth request
+    /// does not pay for it. Must be called inside a tokio runtime.
+    pub fn warm_up_keys(&self) {
+        let keys = self.keys.clone();
+        tokio::spawn(async move {
+            match keys.get().await {
+                Ok(k) => tracing::info!(kid = %k.kid, "signing key ready"),
+                Err(e) => tracing::error!(error = %e, "cannot load or generate the signing key"),
+            }
+        });
     }
 }
 

@@ -142,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
             let state = tokio::task::spawn_blocking(move || AppState::open(&dir, config))
                 .await?
                 .with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
+            state.warm_up_keys();
             tracing::info!(db = %state.db.path().display(), external_url = %base, "devforge ready");
             {
                 let mut out = std::io::stdout().lock();

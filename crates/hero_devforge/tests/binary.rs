@@ -175,3 +175,61 @@ fn serve_prints_listen_line_and_stops_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// Starts `serve` on port 0 in `dir` and returns the guard and base URL.
+fn start(dir: &std::path::Path) -> (ChildGuard, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let guard = ChildGuard(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    (
+        guard,
+        line.strip_prefix("listening on ").unwrap().to_string(),
+    )
+}
+
+fn get(url: &str, path: &str) -> String {
+    use std::io::Write;
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp
+}
+
+#[test]
+fn signing_key_is_generated_once_and_persisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let kid = |resp: &str| {
+        let body = resp.split("\r\n\r\n").nth(1).unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v["keys"][0]["kid"].as_str().unwrap().to_string()
+    };
+    let (g1, url1) = start(dir.path());
+    let first = get(&url1, "/login/oauth/keys");
+    assert!(first.starts_with("HTTP/1.0 200"), "{first}");
+    drop(g1);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(dir.path().join("oauth2_jwt_rsa.pem")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+    let (_g2, url2) = start(dir.path());
+    let second = get(&url2, "/login/oauth/keys");
+    assert_eq!(kid(&first), kid(&second));
+}

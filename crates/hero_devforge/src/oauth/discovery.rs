@@ -1,6 +1,8 @@
 //! `GET /.well-known/openid-configuration` (Forgejo's static template) and `GET /login/oauth/keys`.
 
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -31,6 +33,12 @@ pub async fn openid_configuration(State(state): State<AppState>) -> Json<Value> 
 }
 
 /// JWKS with the signing key's `kid`.
-pub async fn keys(State(state): State<AppState>) -> Json<Value> {
-    Json(state.keys.jwks())
+pub async fn keys(State(state): State<AppState>) -> Response {
+    match state.keys.get().await {
+        Ok(k) => Json(k.jwks()).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "signing key unavailable");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //! default `JWT_SIGNING_ALGORITHM`). Persisted as PKCS#8 PEM (0600) in the data dir so tokens stay
 //! valid across restarts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine;
 use jsonwebtoken::{DecodingKey, EncodingKey};
@@ -24,6 +25,51 @@ pub enum KeyError {
     Pkcs8(#[from] rsa::pkcs8::Error),
     #[error("jwt: {0}")]
     Jwt(#[from] jsonwebtoken::errors::Error),
+    #[error("no signing key configured")]
+    Missing,
+    #[error("key generation task failed: {0}")]
+    Join(String),
+}
+
+/// The server key, generated or loaded on first use. Generating a 2048-bit RSA key takes seconds
+/// in unoptimised builds, so `serve` announces readiness at once and starts this in the
+/// background; the OAuth endpoints (and JWT bearer auth) wait for it, the REST API does not.
+#[derive(Debug)]
+pub struct KeyCell {
+    dir: Option<PathBuf>,
+    cell: tokio::sync::OnceCell<Arc<SigningKey>>,
+}
+
+impl KeyCell {
+    /// A cell holding `key` already.
+    pub fn ready(key: SigningKey) -> Self {
+        Self {
+            dir: None,
+            cell: tokio::sync::OnceCell::new_with(Some(Arc::new(key))),
+        }
+    }
+
+    /// A cell that loads or generates `DIR/oauth2_jwt_rsa.pem` on first `get`.
+    pub fn lazy(data_dir: &Path) -> Self {
+        Self {
+            dir: Some(data_dir.to_path_buf()),
+            cell: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The key; the first caller loads or generates it (on a blocking thread), others wait.
+    pub async fn get(&self) -> Result<Arc<SigningKey>, KeyError> {
+        self.cell
+            .get_or_try_init(|| async {
+                let dir = self.dir.clone().ok_or(KeyError::Missing)?;
+                tokio::task::spawn_blocking(move || SigningKey::load_or_generate(&dir))
+                    .await
+                    .map_err(|e| KeyError::Join(e.to_string()))?
+                    .map(Arc::new)
+            })
+            .await
+            .cloned()
+    }
 }
 
 /// Signing and verification halves plus the public JWK parts.
@@ -52,7 +98,10 @@ impl SigningKey {
             return Self::from_pem(&pem);
         }
         let pem = Self::generate_pem()?;
-        crate::secrets::write_secret_file(&path, pem.as_bytes())?;
+        // Write-then-rename so a crash never leaves a truncated key behind.
+        let tmp = data_dir.join(format!("{KEY_FILE}.tmp"));
+        crate::secrets::write_secret_file(&tmp, pem.as_bytes())?;
+        std::fs::rename(&tmp, &path)?;
         Self::from_pem(&pem)
     }
 

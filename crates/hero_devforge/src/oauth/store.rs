@@ -302,11 +302,12 @@ impl Db {
 
 /// Resolves an OAuth2 access token (JWT) to its user and effective API scope. Revoked grants and
 /// deleted users make the token invalid.
-pub fn access_token_user(
+pub async fn access_token_user(
     state: &AppState,
     token: &str,
 ) -> Result<Option<(UserRow, Scope)>, ApiError> {
-    let Some(claims) = jwt::verify_grant_token(&state.keys, token) else {
+    let keys = state.keys.get().await.map_err(ApiError::internal)?;
+    let Some(claims) = jwt::verify_grant_token(&keys, token) else {
         return Ok(None);
     };
     if claims.tt != jwt::TYPE_ACCESS {

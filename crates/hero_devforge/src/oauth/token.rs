@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::idtoken;
 use super::jwt::{self, GrantToken};
+use super::keys::SigningKey;
 use super::pkce;
 use super::redirect::app_allows;
 use super::store::{AppRow, GrantRow};
@@ -163,6 +164,7 @@ fn authenticate_client(state: &AppState, form: &AccessTokenForm) -> Result<AppRo
 /// `NewAccessTokenResponse`, after `IncreaseCounter`).
 fn token_response(
     state: &AppState,
+    keys: &SigningKey,
     app: &AppRow,
     grant: &GrantRow,
     counter: i64,
@@ -195,21 +197,22 @@ fn token_response(
             .user_by_id(grant.uid)?
             .ok_or_else(|| TokenError::new("invalid_grant", "user does not exist"))?;
         let claims = idtoken::claims(state, app, grant, &user, now)?;
-        jwt::sign(&state.keys, &claims).map_err(sign_err)?
+        jwt::sign(keys, &claims).map_err(sign_err)?
     } else {
         String::new()
     };
     Ok(AccessTokenResponse {
-        access_token: jwt::sign(&state.keys, &access).map_err(sign_err)?,
+        access_token: jwt::sign(keys, &access).map_err(sign_err)?,
         token_type: "bearer",
         expires_in: cfg.access_token_ttl,
-        refresh_token: jwt::sign(&state.keys, &refresh).map_err(sign_err)?,
+        refresh_token: jwt::sign(keys, &refresh).map_err(sign_err)?,
         id_token,
     })
 }
 
 fn authorization_code(
     state: &AppState,
+    keys: &SigningKey,
     form: &AccessTokenForm,
 ) -> Result<AccessTokenResponse, TokenError> {
     let app = authenticate_client(state, form)?;
@@ -246,20 +249,18 @@ fn authorization_code(
         ));
     }
     let counter = state.db.increment_grant_counter(grant.id)?;
-    token_response(state, &app, &grant, counter)
+    token_response(state, keys, &app, &grant, counter)
 }
 
 fn refresh_token(
     state: &AppState,
+    keys: &SigningKey,
     form: &AccessTokenForm,
 ) -> Result<AccessTokenResponse, TokenError> {
     let app = authenticate_client(state, form)?;
-    let token = jwt::verify_grant_token(
-        &state.keys,
-        form.refresh_token.as_deref().unwrap_or_default(),
-    )
-    .filter(|t| t.tt == jwt::TYPE_REFRESH)
-    .ok_or_else(|| TokenError::new("unauthorized_client", "unable to parse refresh token"))?;
+    let token = jwt::verify_grant_token(keys, form.refresh_token.as_deref().unwrap_or_default())
+        .filter(|t| t.tt == jwt::TYPE_REFRESH)
+        .ok_or_else(|| TokenError::new("unauthorized_client", "unable to parse refresh token"))?;
     let grant = state
         .db
         .grant_by_id(token.gnt)?
@@ -277,7 +278,7 @@ fn refresh_token(
         .db
         .bump_grant_counter(grant.id, token.cnt)?
         .ok_or_else(|| TokenError::new("unauthorized_client", "token was already used"))?;
-    token_response(state, &app, &grant, counter)
+    token_response(state, keys, &app, &grant, counter)
 }
 
 /// `POST /login/oauth/access_token`.
@@ -293,9 +294,16 @@ pub async fn access_token(
     if let Err(e) = merge_basic(&mut form, &headers) {
         return e.into_response();
     }
+    let keys = match state.keys.get().await {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "signing key unavailable");
+            return TokenError::new("server_error", "signing key unavailable").into_response();
+        }
+    };
     let result = match form.grant_type.as_deref() {
-        Some("authorization_code") => authorization_code(&state, &form),
-        Some("refresh_token") => refresh_token(&state, &form),
+        Some("authorization_code") => authorization_code(&state, &keys, &form),
+        Some("refresh_token") => refresh_token(&state, &keys, &form),
         _ => Err(TokenError::new(
             "unsupported_grant_type",
             "Only refresh_token or authorization_code grant type is supported",

@@ -30,7 +30,7 @@ fn unauthorized(realm: &'static str) -> Response {
 
 /// Userinfo: `{sub,name,preferred_username,email,picture,groups}` whatever the granted scopes.
 pub async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let caller = match auth::authenticate(&state, &headers) {
+    let caller = match auth::authenticate(&state, &headers).await {
         Ok(Some(c)) if c.method != AuthMethod::Basic => c,
         _ => return unauthorized("Bearer realm=\"\""),
     };
@@ -97,7 +97,14 @@ pub async fn introspect(
     }
     let token = form.get("token").map(String::as_str).unwrap_or_default();
     let mut resp = json!({"active": false});
-    if let Some(t) = jwt::verify_grant_token(&state.keys, token) {
+    let keys = match state.keys.get().await {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "signing key unavailable");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    if let Some(t) = jwt::verify_grant_token(&keys, token) {
         if let Ok(Some(grant)) = state.db.grant_by_id(t.gnt) {
             if let Ok(Some(app)) = state.db.oauth_app_by_id(grant.app_id) {
                 resp = json!({
