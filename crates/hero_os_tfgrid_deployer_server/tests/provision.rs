@@ -1,0 +1,283 @@
+//! The provisioning pipeline end to end, against the real server binary, the real dev Forge, the
+//! local backend (real sshd per sandbox, real HTTP gateway), driven through the SDK.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+mod support_jobs;
+
+use hero_os_tfgrid_deployer_backends::compute::discard_output;
+use hero_os_tfgrid_deployer_backends::{
+    ComputeBackend, LocalBackend, LocalConfig, ResourceName, UserKeyPair, VmRequest, VmSpec,
+};
+use hero_os_tfgrid_deployer_sdk::jobs::*;
+use hero_os_tfgrid_deployer_sdk::types::{ListEventsParams, VmStatus};
+use hero_os_tfgrid_deployer_sdk::ErrorKind;
+use support::{all_bytes_under, contains};
+use support_jobs::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_serves_health_through_the_gateway_and_decommission_leaves_nothing() {
+    let (stack, _) = stack(Vec::new()).await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    let user_id = new_user(c, "alice").await;
+
+    let job = c.provision_vm(user_id, None).await.unwrap();
+    assert_eq!(job.kind, JobKind::Provision);
+    assert_eq!(job.steps.len(), 10);
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(
+        job.state,
+        JobState::Succeeded,
+        "{:?}\n{}",
+        job.error,
+        messages(&events)
+    );
+    assert!(job
+        .steps
+        .iter()
+        .all(|s| s.state == StepState::Done && s.duration_ms.is_some()));
+    let text = messages(&events);
+    for (i, name) in [
+        "forge_user",
+        "ssh_key",
+        "select_node",
+        "deploy_vm",
+        "deploy_gateway",
+        "wait_ssh",
+        "push_manifest",
+        "run_bootstrap",
+        "verify_health",
+        "finalize",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(
+            text.contains(&format!("step {}/10 {name}: done in", i + 1)),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("local backend"),
+        "node selection explains the skip: {text}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.level == EventLevel::Output && e.step.as_deref() == Some("run_bootstrap")),
+        "bootstrap output is streamed into events"
+    );
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=events.len() as i64).collect::<Vec<_>>(),
+        "gapless sequence"
+    );
+
+    // Replay after the end gives the same events, and says done at once.
+    let replay = c.job_events(job.job_id, 0, 10_000).await.unwrap();
+    assert!(replay.done);
+    assert_eq!(replay.events.len(), events.len().min(500));
+
+    let result = job.result.clone().unwrap();
+    assert_eq!(
+        result.url,
+        format!("http://alice.localhost:{}/", url_port(&result.url))
+    );
+    assert_eq!(gateway_health(&result.url).await.unwrap(), 200);
+
+    let details = c.get_vm(user_id).await.unwrap();
+    let vm = details.vm.clone().unwrap();
+    assert_eq!(vm.state, "ready");
+    assert_eq!(vm.url.as_deref(), Some(result.url.as_str()));
+    assert!(vm
+        .host_key_fingerprint
+        .as_deref()
+        .unwrap()
+        .starts_with("SHA256:"));
+    assert_eq!(vm.ssh_key_fingerprint, details.ssh_key_fingerprint);
+    assert_eq!(vm.deployer_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(vm.job_id, Some(job.job_id));
+    assert!(vm.ready_at.is_some());
+    assert_eq!(vm.spec["cpu"], 16);
+    assert_eq!(
+        c.get_user(user_id).await.unwrap().vm_status,
+        VmStatus::Ready
+    );
+
+    // A second provision for a ready VM is refused with the reason.
+    let err = c.provision_vm(user_id, None).await.unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::FailedPrecondition), "{err}");
+
+    // The operator can export the key (audited); it is nowhere at rest in plaintext.
+    let key = c.export_ssh_key(user_id).await.unwrap();
+    assert!(key
+        .private_key
+        .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+    assert_eq!(
+        UserKeyPair::from_private_openssh(&key.private_key)
+            .unwrap()
+            .fingerprint(),
+        key.fingerprint
+    );
+    // PEM lines that carry key material: those no other ED25519 key shares (some lines are a
+    // format header common to every key).
+    let other = UserKeyPair::generate(&mut rand::rngs::OsRng, "other").unwrap();
+    let common: Vec<&str> = other.private_openssh().lines().collect();
+    let secret_lines: Vec<&str> = key
+        .private_key
+        .lines()
+        .filter(|l| !l.starts_with("-----") && !common.contains(l))
+        .collect();
+    assert!(secret_lines.len() >= 3);
+    let log = stack.server.log_text();
+    for (path, bytes) in all_bytes_under(&stack.server.data_dir()) {
+        for l in &secret_lines {
+            assert!(
+                !contains(&bytes, l),
+                "private key in plaintext in {}",
+                path.display()
+            );
+        }
+    }
+    for l in &secret_lines {
+        assert!(!log.contains(l), "private key in the server log");
+    }
+    let audit = c
+        .list_events(&ListEventsParams {
+            action: Some("ssh_key.export".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.events.len(), 1);
+
+    let name = vm.name.clone();
+    let dir = sandbox_dir(&stack, &name);
+    let (ssh_port, web_port) = sandbox_ports(&dir);
+    assert!(port_open(ssh_port) && port_open(web_port));
+    assert!(!processes_mentioning(&format!("{}/", dir.display())).is_empty());
+
+    let job = c.decommission_vm(user_id).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(
+        job.state,
+        JobState::Succeeded,
+        "{:?}\n{}",
+        job.error,
+        messages(&events)
+    );
+    assert!(messages(&events).contains("step 3/3 mark_decommissioned: done"));
+
+    // Nothing left: no process, no port, no directory, no route.
+    assert!(processes_mentioning(&format!("{}/", dir.display())).is_empty());
+    assert!(!port_open(ssh_port) && !port_open(web_port));
+    assert!(!dir.exists());
+    assert!(routes(&stack).is_empty());
+    assert_ne!(gateway_health(&result.url).await.ok(), Some(200));
+    let details = c.get_vm(user_id).await.unwrap();
+    assert!(details.vm.is_none());
+    assert_eq!(details.history.len(), 1);
+    assert_eq!(details.history[0].state, "decommissioned");
+    assert!(details.history[0].decommissioned_at.is_some());
+    assert_eq!(
+        c.get_user(user_id).await.unwrap().vm_status,
+        VmStatus::Decommissioned
+    );
+    let report = c.reconcile(false).await.unwrap();
+    assert!(
+        report.orphans.is_empty() && report.missing.is_empty(),
+        "{report:?}"
+    );
+
+    // Decommissioning again: nothing to do, said clearly.
+    let err = c.decommission_vm(user_id).await.unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::FailedPrecondition), "{err}");
+}
+
+fn url_port(url: &str) -> u16 {
+    reqwest::Url::parse(url).unwrap().port().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_provisions_for_one_user_make_one_job() {
+    let (stack, _) = stack(Vec::new()).await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    let user_id = new_user(c, "bob").await;
+    let (a, b) = tokio::join!(c.provision_vm(user_id, None), c.provision_vm(user_id, None));
+    let (ok, err) = match (a, b) {
+        (Ok(j), Err(e)) | (Err(e), Ok(j)) => (j, e),
+        other => panic!("expected exactly one job: {other:?}"),
+    };
+    assert_eq!(err.kind(), Some(ErrorKind::JobConflict));
+    assert!(
+        err.to_string().contains(&format!("job {}", ok.job_id)),
+        "{err}"
+    );
+    let jobs = c
+        .list_jobs(&ListJobsParams {
+            user_id: Some(user_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.jobs.len(), 1);
+    let (job, _) = follow(c, ok.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    assert_eq!(sandboxes(&stack).len(), 1);
+    assert_eq!(routes(&stack).len(), 1);
+    let job = c.decommission_vm(user_id).await.unwrap();
+    assert_eq!(follow(c, job.job_id).await.0.state, JobState::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_reports_and_removes_an_orphan_made_behind_the_deployers_back() {
+    let (stack, _) = stack(Vec::new()).await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    // A sandbox the deployer never recorded, in its own backend root.
+    let mut cfg = LocalConfig::new(local_root(&stack));
+    cfg.gateway_listen = "127.0.0.1:0".parse().unwrap();
+    let rogue = LocalBackend::start(cfg).await.unwrap();
+    let name = ResourceName::new(999, "ghost").unwrap();
+    let key = UserKeyPair::generate(&mut rand::rngs::OsRng, "ghost").unwrap();
+    rogue
+        .deploy_vm(
+            &VmRequest {
+                name: name.clone(),
+                spec: VmSpec::default(),
+                ssh_public_key: key.public_openssh().to_owned(),
+                node_id: None,
+            },
+            discard_output(),
+        )
+        .await
+        .unwrap();
+    let dir = sandbox_dir(&stack, &name.to_string());
+    assert!(dir.exists());
+
+    let report = c.reconcile(false).await.unwrap();
+    assert_eq!(report.orphans.len(), 1, "{report:?}");
+    assert_eq!(report.orphans[0].name, "hero_u999_ghost");
+    assert_eq!(report.orphans[0].user_id, Some(999));
+    assert!(report.removed.is_empty());
+    assert!(dir.exists(), "report only does not touch anything");
+
+    let report = c.reconcile(true).await.unwrap();
+    assert_eq!(report.removed.len(), 1, "{report:?}");
+    assert!(!dir.exists());
+    assert!(processes_mentioning(&format!("{}/", dir.display())).is_empty());
+    let audit = c
+        .list_events(&ListEventsParams {
+            action: Some("reconcile.remove_orphan".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.events.len(), 1);
+    assert_eq!(audit.events[0].subject, "vm:hero_u999_ghost");
+    let report = c.reconcile(false).await.unwrap();
+    assert!(report.orphans.is_empty());
+}

@@ -1,0 +1,229 @@
+//! Helpers for the provisioning tests, on top of `support` (dev Forge + server binaries): a
+//! config with fast retries and short deadlines, job following, gateway health checks through
+//! the real local gateway, and "nothing left behind" checks (processes, ports, directories,
+//! routes).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hero_os_tfgrid_deployer_sdk::jobs::*;
+use hero_os_tfgrid_deployer_sdk::Client;
+
+use crate::support::{Server, ServerOptions, Stack};
+
+/// `[provision]` settings that keep failing paths short: 3 attempts, 50 ms backoff, 4 s for the
+/// polling steps, a 3 s hang detector.
+pub const FAST_CONFIG: &str = r#"
+[provision]
+max_attempts = 3
+backoff_base_ms = 50
+backoff_max_ms = 200
+poll_ms = 100
+heartbeat_ms = 200
+stale_after_ms = 3000
+reaper_interval_ms = 200
+
+[provision.step_deadline_secs]
+wait_ssh = 4
+verify_health = 4
+"#;
+
+/// Starts Forge + server with [`FAST_CONFIG`], a faults file (used only by `test-hooks`
+/// builds) and `extra` environment.
+pub async fn stack(extra: Vec<(String, String)>) -> (Stack, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("deployer.toml");
+    std::fs::write(&config, FAST_CONFIG).unwrap();
+    let faults = dir.path().join("faults.json");
+    std::fs::write(&faults, "{}").unwrap();
+    let mut env = vec![(
+        "HERO_DEPLOYER_CONFIG".to_owned(),
+        config.display().to_string(),
+    )];
+    if cfg!(feature = "test-hooks") {
+        env.push((
+            "HERO_DEPLOYER_TEST_FAULTS_FILE".to_owned(),
+            faults.display().to_string(),
+        ));
+    }
+    env.extend(extra);
+    let forge = crate::support::DevForge::start(dir.path());
+    let server = Server::start(
+        dir.path(),
+        ServerOptions {
+            forge_url: forge.url.clone(),
+            extra_env: env,
+        },
+    );
+    server.set_admin_token(&forge.admin_token()).await;
+    (
+        Stack {
+            _dir: dir,
+            forge,
+            server,
+        },
+        faults,
+    )
+}
+
+pub fn set_faults(path: &Path, json: serde_json::Value) {
+    std::fs::write(path, json.to_string()).unwrap();
+}
+
+pub async fn new_user(c: &Client, name: &str) -> i64 {
+    c.create_user(name, None, None).await.unwrap().user_id
+}
+
+/// Follows a job to its end (long-poll, no sleeps), returning it and every event.
+pub async fn follow(c: &Client, job_id: JobId) -> (Job, Vec<JobEvent>) {
+    let mut events = Vec::new();
+    let job = tokio::time::timeout(
+        Duration::from_secs(120),
+        c.follow_job(job_id, |e| events.push(e.clone())),
+    )
+    .await
+    .expect("job did not end within 120 s")
+    .unwrap();
+    (job, events)
+}
+
+/// Long-polls until an event matching `pred` exists.
+pub async fn wait_event(c: &Client, job_id: JobId, pred: impl Fn(&JobEvent) -> bool) -> JobEvent {
+    let mut after = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = c.job_events(job_id, after, 5_000).await.unwrap();
+        if let Some(e) = page.events.iter().find(|e| pred(e)) {
+            return e.clone();
+        }
+        after = page.last_seq;
+        assert!(!page.done, "job ended before the awaited event");
+        assert!(tokio::time::Instant::now() < deadline, "event never came");
+    }
+}
+
+pub fn messages(events: &[JobEvent]) -> String {
+    events
+        .iter()
+        .map(|e| e.message.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `GET <url>health` through the local gateway (the URL's host name does not resolve: connect
+/// to the gateway's loopback port with the right Host header).
+pub async fn gateway_health(url: &str) -> Result<u16, String> {
+    let parsed = reqwest::Url::parse(url).unwrap();
+    let host = parsed.host_str().unwrap().to_owned();
+    let port = parsed.port().unwrap();
+    let client = reqwest::Client::builder()
+        .resolve(&host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    client
+        .get(format!("{}health", url))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+pub fn local_root(stack: &Stack) -> PathBuf {
+    stack.server.data_dir().join("local")
+}
+
+pub fn sandbox_dir(stack: &Stack, name: &str) -> PathBuf {
+    local_root(stack).join("sandboxes").join(name)
+}
+
+/// Names of every sandbox directory.
+pub fn sandboxes(stack: &Stack) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(local_root(stack).join("sandboxes"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Route names in the local gateway's persisted table.
+pub fn routes(stack: &Stack) -> Vec<String> {
+    let text = std::fs::read_to_string(local_root(stack).join("gateway/routes.json"))
+        .unwrap_or_else(|_| "{}".into());
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut names: Vec<String> = v["routes"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .map(|r| r["name"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// PIDs whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        // A zombie is dead (only not yet reaped by its parent, e.g. this test process).
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        {
+            continue;
+        }
+        if let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if cmd.contains(needle) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Ports of a sandbox, from its record.
+pub fn sandbox_ports(dir: &Path) -> (u16, u16) {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sandbox.json")).unwrap()).unwrap();
+    (
+        v["ssh_port"].as_u64().unwrap() as u16,
+        v["web_port"].as_u64().unwrap() as u16,
+    )
+}
+
+pub fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Deletes every sandbox process left by a test (by PID, from the cmdline scan), so a failing
+/// test leaves nothing running.
+pub struct SandboxReaper(pub PathBuf);
+
+impl Drop for SandboxReaper {
+    fn drop(&mut self) {
+        let needle = format!("{}/", self.0.display());
+        for pid in processes_mentioning(&needle) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
