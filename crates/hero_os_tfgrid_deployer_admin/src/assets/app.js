@@ -86,8 +86,9 @@
   }
   // Delay from each job event (server clock) to its arrival here, kept across the reload at the
   // end of a job for the benchmark.
-  window.__heroLatencies = [];
-  try { window.__heroLatencies = JSON.parse(sessionStorage.getItem("heroLatencies") || "[]"); } catch (e) { /* private mode */ }
+  // Entries: [job_id, seq, at_ms (server), arrival_ms (here)].
+  window.__heroArrivals = [];
+  try { window.__heroArrivals = JSON.parse(sessionStorage.getItem("heroArrivals") || "[]"); } catch (e) { /* private mode */ }
 
   function setupLive(box) {
     if (!window.EventSource) return;
@@ -99,8 +100,8 @@
     if (status) status.textContent = "● live";
     es.addEventListener("progress", function (m) {
       var ev = JSON.parse(m.data);
-      window.__heroLatencies.push(Date.now() - ev.at_ms);
-      try { sessionStorage.setItem("heroLatencies", JSON.stringify(window.__heroLatencies.slice(-500))); } catch (e) { /* ignore */ }
+      window.__heroArrivals.push([ev.job_id, ev.seq, ev.at_ms, Date.now()]);
+      try { sessionStorage.setItem("heroArrivals", JSON.stringify(window.__heroArrivals.slice(-2000))); } catch (e) { /* ignore */ }
       if (log) {
         var empty = log.querySelector(".log-empty"); if (empty) empty.remove();
         var li = document.createElement("li");

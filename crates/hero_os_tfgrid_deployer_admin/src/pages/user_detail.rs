@@ -151,7 +151,8 @@ fn vm_facts(u: &User, vm: Option<&VmDetails>) -> Markup {
     }
 }
 
-/// `16 vCPU · 8192 MB memory · …` from the recorded spec, whatever its keys.
+/// `16 vCPU · 8 GB memory · 16 GB root disk · 200 GB disk · ubuntu-24.04` from the recorded spec;
+/// unknown keys are shown as they are.
 fn spec_text(spec: &serde_json::Value) -> String {
     let Some(obj) = spec.as_object() else {
         return if spec.is_null() {
@@ -160,18 +161,39 @@ fn spec_text(spec: &serde_json::Value) -> String {
             spec.to_string()
         };
     };
-    let parts: Vec<String> = obj
-        .iter()
-        .filter_map(|(k, v)| {
-            let v = match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Number(n) => n.to_string(),
-                serde_json::Value::Bool(b) => b.to_string(),
-                _ => return None,
-            };
-            Some(format!("{} {}", k.replace('_', " "), v))
-        })
-        .collect();
+    let gb = |mb: i64| {
+        if mb % 1024 == 0 {
+            format!("{} GB", mb / 1024)
+        } else {
+            format!("{mb} MB")
+        }
+    };
+    let mut parts = Vec::new();
+    for (k, v) in obj {
+        let n = v.as_i64();
+        let part = match (k.as_str(), n) {
+            ("cpu" | "vcpu" | "cpus", Some(n)) => format!("{n} vCPU"),
+            ("memory_mb", Some(n)) => format!("{} memory", gb(n)),
+            ("rootfs_mb", Some(n)) => format!("{} root disk", gb(n)),
+            ("disk_gb", Some(n)) => format!("{n} GB disk"),
+            ("flist", _) => v
+                .as_str()
+                .and_then(|f| f.rsplit('/').next())
+                .map(|f| f.trim_end_matches(".flist").to_owned())
+                .unwrap_or_default(),
+            ("entrypoint", _) => continue,
+            (_, _) => match v {
+                serde_json::Value::Bool(true) => k.replace('_', " "),
+                serde_json::Value::Bool(false) => continue,
+                serde_json::Value::String(s) => format!("{} {s}", k.replace('_', " ")),
+                serde_json::Value::Number(n) => format!("{} {n}", k.replace('_', " ")),
+                _ => continue,
+            },
+        };
+        if !part.is_empty() {
+            parts.push(part);
+        }
+    }
     if parts.is_empty() {
         "—".into()
     } else {

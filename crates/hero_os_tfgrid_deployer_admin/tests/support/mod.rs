@@ -20,9 +20,13 @@ fn build_peers() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = std::env::current_exe()
+            .map(|p| p.components().any(|c| c.as_os_str() == "release"))
+            .unwrap_or(false);
         let status = Command::new(cargo)
+            .arg("build")
+            .args(release.then_some("--release"))
             .args([
-                "build",
                 "-p",
                 "hero_devforge",
                 "-p",
