@@ -103,6 +103,9 @@ struct VersionBody {
 
 enum Auth<'a> {
     Admin,
+    /// The admin token when one is configured, else anonymous (Forgejo serves `/version` to
+    /// anyone, but its spec declares auth on every operation).
+    AdminIfAvailable,
     Basic(&'a str, &'a SecretValue),
     None,
 }
@@ -152,6 +155,7 @@ impl HttpForge {
         let url = self.api(path);
         let admin = match auth {
             Auth::Admin => Some(self.admin_token.get().await?),
+            Auth::AdminIfAvailable => self.admin_token.get().await.ok(),
             _ => None,
         };
         let mut attempt = 0;
@@ -159,7 +163,7 @@ impl HttpForge {
             attempt += 1;
             let mut request: RequestBuilder = self.http.request(method.clone(), &url);
             request = match (&auth, &admin) {
-                (Auth::Admin, Some(token)) => {
+                (Auth::Admin | Auth::AdminIfAvailable, Some(token)) => {
                     request.header("Authorization", format!("token {}", token.expose()))
                 }
                 (Auth::Basic(user, password), _) => {
@@ -177,6 +181,9 @@ impl HttpForge {
                 Ok(r) => r.status().is_server_error(),
                 Err(e) => e.is_connect() || e.is_timeout(),
             };
+            if let Ok(r) = &outcome {
+                flag_spec_violations(path, r);
+            }
             if !retryable || attempt >= self.retry.attempts {
                 return match outcome {
                     Ok(r) if r.status().is_server_error() => Err(ForgeError::ServerError {
@@ -211,6 +218,27 @@ impl HttpForge {
             .min(self.retry.max_delay);
         let ms = exp.as_millis().max(2) as u32;
         Duration::from_millis(u64::from(ms / 2 + self.random.below(ms / 2 + 1)))
+    }
+}
+
+/// A validating proxy in front of Forge (Prism in our tests, possibly a gateway in production)
+/// reports spec violations in `sl-violations` or answers `application/problem+json`, which Forgejo
+/// itself never does. Say so loudly: it means our client and the Forgejo contract disagree.
+fn flag_spec_violations(path: &str, response: &Response) {
+    if let Some(v) = response.headers().get("sl-violations") {
+        tracing::warn!(path, violations = ?v, "Forge exchange violates the Forgejo API spec");
+    }
+    let problem = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"));
+    if problem {
+        tracing::warn!(
+            path,
+            status = response.status().as_u16(),
+            "Forge exchange violates the Forgejo API spec (a validating proxy answered application/problem+json)"
+        );
     }
 }
 
@@ -278,7 +306,9 @@ fn conflict_reason(message: &str) -> ConflictReason {
 #[async_trait::async_trait]
 impl ForgeApi for HttpForge {
     async fn version(&self) -> Result<String, ForgeError> {
-        let response = self.send(Method::GET, "/version", Auth::None, None).await?;
+        let response = self
+            .send(Method::GET, "/version", Auth::AdminIfAvailable, None)
+            .await?;
         match response.status() {
             StatusCode::OK => Ok(decode::<VersionBody>(response).await?.version),
             status => Err(ForgeError::Protocol {
