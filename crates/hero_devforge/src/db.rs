@@ -210,7 +210,14 @@ pub struct Db {
 impl Db {
     /// Opens (creating if needed) `DIR/devforge.db`, enables WAL and foreign keys, applies the schema.
     pub fn open(data_dir: &Path) -> Result<Self, DbError> {
-        std::fs::create_dir_all(data_dir)?;
+        if !data_dir.exists() {
+            // The data dir holds the signing key and hashed credentials: owner-only when we create it.
+            let mut b = std::fs::DirBuilder::new();
+            b.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+            b.create(data_dir)?;
+        }
         let path = data_dir.join(DB_FILE);
         let conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;

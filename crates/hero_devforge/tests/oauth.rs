@@ -733,3 +733,61 @@ async fn confidential_client_consents_once_and_authenticates() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn concurrent_refresh_with_one_token_has_exactly_one_winner() {
+    let s = server().await;
+    s.forge.create_user("carl", PW, json!({})).await;
+    let (client_id, _) = register_app(&s, false).await;
+    let b = browser();
+    let verifier = "c".repeat(64);
+    let a = Authz {
+        client_id: &client_id,
+        scope: "openid read:user",
+        verifier: &verifier,
+        redirect: REDIRECT,
+        nonce: "",
+    };
+    let location = walk(&s, &b, &a, "carl", PW).await;
+    let code = query_of(&location)["code"].clone();
+    let (st, tok) = exchange(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", &client_id),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let refresh = tok["refresh_token"].as_str().unwrap().to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let base = s.base.clone();
+        let form = vec![
+            ("grant_type".to_string(), "refresh_token".to_string()),
+            ("refresh_token".to_string(), refresh.clone()),
+            ("client_id".to_string(), client_id.clone()),
+        ];
+        tasks.push(tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{base}/login/oauth/access_token"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let st = t.await.unwrap();
+        if st == StatusCode::OK {
+            ok += 1;
+        } else {
+            assert_eq!(st, StatusCode::BAD_REQUEST);
+        }
+    }
+    assert_eq!(ok, 1, "exactly one concurrent refresh may win");
+}
