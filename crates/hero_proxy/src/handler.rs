@@ -320,7 +320,7 @@ impl App {
         let host = host_of(req.headers(), req.uri());
         let route = {
             let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-            routes.find(host.as_deref(), req.uri().path()).cloned()
+            routes.find(host.as_deref(), req.uri().path())
         };
         let Some(route) = route else {
             return respond(
@@ -343,7 +343,8 @@ impl App {
             (_, Some(s)) => Some(s),
         };
         if let Some(s) = &session {
-            if route.policy != Policy::Public || route.pass_token {
+            let check = route.policy != Policy::Public || route.pass_token;
+            if check && !self.vault.is_fresh(&s.token_key, now) {
                 if let Some(p) = self.provider(&s.user.provider) {
                     match self.vault.ensure_fresh(&p, &s.user.external_id, now).await {
                         Ok(()) => {}

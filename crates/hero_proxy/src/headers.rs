@@ -95,14 +95,14 @@ pub fn set_forwarded(
     } else {
         None
     };
-    let names: Vec<HeaderName> = h
-        .keys()
-        .filter(|k| {
-            let n = k.as_str().replace('_', "-");
-            n.starts_with("x-forwarded-") || n == "forwarded" || n == "x-real-ip"
-        })
-        .cloned()
-        .collect();
+    let names: Vec<HeaderName> = if is_trusted {
+        Vec::new()
+    } else {
+        h.keys()
+            .filter(|k| is_forwarding_header(k.as_str()))
+            .cloned()
+            .collect()
+    };
     if !is_trusted {
         for n in names {
             h.remove(n);
@@ -131,6 +131,18 @@ pub fn set_forwarded(
         }
         (None, None) => {}
     }
+}
+
+/// `x-forwarded-*`, `forwarded` or `x-real-ip`, with `_` read as `-` (names arrive lower-cased from hyper).
+fn is_forwarding_header(name: &str) -> bool {
+    let norm = |b: u8| if b == b'_' { b'-' } else { b };
+    let eq = |a: &str, b: &str| {
+        a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| norm(x) == y)
+    };
+    let starts = |a: &str, p: &str| {
+        a.len() >= p.len() && a.bytes().zip(p.bytes()).all(|(x, y)| norm(x) == y)
+    };
+    starts(name, "x-forwarded-") || eq(name, "forwarded") || eq(name, "x-real-ip")
 }
 
 /// Removes the proxy's session cookie from `Cookie` headers, keeping the others.

@@ -1,5 +1,7 @@
 //! Routes: host + path prefix → upstream, each with an auth policy.
 
+use std::sync::Arc;
+
 use hero_identity::ClaimRule;
 
 use crate::config::RouteConfig;
@@ -101,7 +103,7 @@ impl Route {
 
 /// The route table.
 #[derive(Debug, Clone, Default)]
-pub struct Routes(Vec<Route>);
+pub struct Routes(Vec<Arc<Route>>);
 
 impl Routes {
     /// Builds the table; host-specific routes win over any-host routes, then the longest prefix wins.
@@ -112,24 +114,27 @@ impl Routes {
                 .cmp(&a.host.is_some())
                 .then(b.path.len().cmp(&a.path.len()))
         });
-        Routes(routes)
+        Routes(routes.into_iter().map(Arc::new).collect())
     }
 
     /// Finds the route for `host` (port ignored) and `path`.
-    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        let host = host.map(|h| strip_port(h).to_ascii_lowercase());
-        self.0.iter().find(|r| {
-            r.path_matches(path)
-                && match (&r.host, &host) {
-                    (None, _) => true,
-                    (Some(rh), Some(h)) => rh == h,
-                    (Some(_), None) => false,
-                }
-        })
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<Arc<Route>> {
+        let host = host.map(strip_port);
+        self.0
+            .iter()
+            .find(|r| {
+                r.path_matches(path)
+                    && match (&r.host, host) {
+                        (None, _) => true,
+                        (Some(rh), Some(h)) => rh.eq_ignore_ascii_case(h),
+                        (Some(_), None) => false,
+                    }
+            })
+            .cloned()
     }
 
     /// All routes, in match order.
-    pub fn all(&self) -> &[Route] {
+    pub fn all(&self) -> &[Arc<Route>] {
         &self.0
     }
 }

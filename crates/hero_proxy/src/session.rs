@@ -44,7 +44,9 @@ pub type AssertionCache = Arc<Mutex<HashMap<Option<String>, (HeaderValue, u64)>>
 #[derive(Clone)]
 pub struct Session {
     /// SHA-256 of the id.
-    pub id_hash: String,
+    pub id_hash: Arc<str>,
+    /// The token vault's key of this session's identity (precomputed: the hot path does no hashing for it).
+    pub token_key: Arc<str>,
     /// Owner.
     pub user: Arc<User>,
     /// Claims at `generation`.
@@ -156,7 +158,8 @@ impl Sessions {
         let claims_header = HeaderValue::from_str(&hero_identity::format_claims_header(&claims))
             .unwrap_or(HeaderValue::from_static(""));
         Ok(Some(Session {
-            id_hash: row.id_hash,
+            token_key: crate::vault::TokenVault::key(&user.provider, &user.external_id).into(),
+            id_hash: row.id_hash.into(),
             user: Arc::new(user),
             claims: Arc::new(claims),
             claims_header,

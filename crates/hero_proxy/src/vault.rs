@@ -58,7 +58,8 @@ impl TokenVault {
         self.refreshes.load(Ordering::SeqCst)
     }
 
-    fn key(provider: &str, external_id: &str) -> String {
+    /// The identity's key in the vault's maps (`<provider>/<hash16>`).
+    pub fn key(provider: &str, external_id: &str) -> String {
         format!("{provider}/{}", identity_hash(external_id))
     }
 
@@ -113,6 +114,13 @@ impl TokenVault {
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut m = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Cheap check used on every request: is the cached expiry beyond the leeway? (`false` = call
+    /// [`TokenVault::ensure_fresh`], which also loads the expiry from sqlite after a restart.)
+    pub fn is_fresh(&self, key: &str, now: u64) -> bool {
+        self.cached_expiry(key)
+            .is_some_and(|exp| exp > now + REFRESH_LEEWAY_SECS)
     }
 
     /// Makes sure the identity's access token is valid for at least [`REFRESH_LEEWAY_SECS`], refreshing it if not.

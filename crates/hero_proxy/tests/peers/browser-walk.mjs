@@ -22,6 +22,18 @@ const browser = await chromium.launchPersistentContext(profile, {
 try {
   const page = await browser.newPage();
   await page.goto(url, { waitUntil: 'load', timeout: 30000 });
+  // A provider with a real sign-in form (the dev Forge): fill it like a person would, then approve consent.
+  // FORGE_PASSWORD_FILE keeps the password out of argv and the environment.
+  for (let i = 0; i < 3; i++) {
+    if (await page.locator('form#login, #login').count()) {
+      const pw = fs.readFileSync(process.env.FORGE_PASSWORD_FILE, 'utf8').trim();
+      await page.fill('input[name=user_name]', process.env.FORGE_USER || 'alice');
+      await page.fill('input[name=password]', pw);
+      await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.locator('form#login [type=submit], #login [type=submit]').first().click()]);
+    } else if (await page.locator('form#consent, #consent').count()) {
+      await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.locator('#consent [name=granted][value=true], #consent button[type=submit]').first().click()]);
+    } else break;
+  }
   const body = await page.evaluate(() => document.body.innerText);
   const cookies = await browser.cookies();
   process.stdout.write(JSON.stringify({ url: page.url(), body, cookies }) + '\n');
