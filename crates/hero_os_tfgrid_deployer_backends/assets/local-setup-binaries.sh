@@ -16,11 +16,20 @@ set -euo pipefail
 mkdir -p "$HERO_PIDS_DIR" "$HERO_SANDBOX/logs"
 
 pidfile="$HERO_PIDS_DIR/health_server.pid"
+# Alive and not a zombie (a daemon reparented to a PID 1 that does not reap stays a zombie).
+alive() {
+  local st
+  st="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [ -n "$st" ] && [ "$st" != "Z" ] && [ "$st" != "X" ]
+}
 if [ -f "$pidfile" ]; then
   old="$(cat "$pidfile")"
-  if [ -n "$old" ] && kill -0 "$old" 2>/dev/null; then
+  if [ -n "$old" ] && alive "$old"; then
     echo "stopping previous health server (pid $old)"
     kill "$old" 2>/dev/null || true
+    # Wait until it is gone, so it neither holds the port nor answers the readiness probe below.
+    for _ in $(seq 1 100); do alive "$old" || break; sleep 0.05; done
+    alive "$old" && kill -9 "$old" 2>/dev/null || true
   fi
   rm -f "$pidfile"
 fi
@@ -60,7 +69,13 @@ setsid python3 "$HERO_SANDBOX/health_server.py" "$HERO_WEB_PORT" \
 echo $! > "$pidfile"
 echo "started health server (pid $(cat "$pidfile")) on 127.0.0.1:$HERO_WEB_PORT"
 
+pid="$(cat "$pidfile")"
 for _ in $(seq 1 200); do
+  if ! alive "$pid"; then
+    echo "health server exited; log:" >&2
+    cat "$HERO_SANDBOX/logs/health_server.log" >&2 || true
+    exit 1
+  fi
   if (exec 3<>"/dev/tcp/127.0.0.1/$HERO_WEB_PORT") 2>/dev/null; then
     echo "health server is listening"
     exit 0
