@@ -5,6 +5,7 @@ pub mod authorize;
 pub mod discovery;
 pub mod html;
 pub mod idtoken;
+pub mod introspect;
 pub mod jwt;
 pub mod keys;
 pub mod pkce;
@@ -35,6 +36,6 @@ pub fn router() -> Router<AppState> {
             "/login/oauth/userinfo",
             get(userinfo::userinfo).post(userinfo::userinfo),
         )
-        .route("/login/oauth/introspect", post(userinfo::introspect))
+        .route("/login/oauth/introspect", post(introspect::introspect))
         .route("/login/oauth/keys", get(discovery::keys))
 }
