@@ -530,3 +530,239 @@ pub const ADOPTED_NOTE: &str = "the Forge account existed before the deployer sa
 pub fn error_outcome(error: &ServiceError) -> String {
     format!("error:{}", error.kind().as_str())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Core tests with an in-memory database, an in-memory secret store and a scripted Forge.
+    use std::sync::{Arc, Mutex};
+
+    use hero_secrets::{MemorySecretStore, SecretStore};
+
+    use super::*;
+    use crate::clock::{Clock, OsRandom};
+    use crate::db::Db;
+    use crate::forge::{ForgeApi, ForgeToken, ForgeUser};
+    use crate::service::CoreSettings;
+
+    struct FixedClock;
+    impl Clock for FixedClock {
+        fn now(&self) -> i64 {
+            1_800_000_000
+        }
+    }
+
+    /// A scripted Forge: keeps accounts in memory; can fail token minting a number of times.
+    #[derive(Default)]
+    struct ScriptedForge {
+        users: Mutex<Vec<(ForgeUser, String)>>,
+        token_failures_left: Mutex<u32>,
+        creates: Mutex<u32>,
+    }
+
+    #[async_trait::async_trait]
+    impl ForgeApi for ScriptedForge {
+        async fn version(&self) -> Result<String, ForgeError> {
+            Ok("test".into())
+        }
+        async fn user_exists(&self, username: &str) -> Result<Option<ForgeUser>, ForgeError> {
+            Ok(self
+                .users
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(u, _)| u.login == username)
+                .map(|(u, _)| u.clone()))
+        }
+        async fn create_user(&self, user: &NewForgeUser<'_>) -> Result<ForgeUser, ForgeError> {
+            *self.creates.lock().unwrap() += 1;
+            let mut users = self.users.lock().unwrap();
+            let forge_user = ForgeUser {
+                id: users.len() as i64 + 100,
+                login: user.username.into(),
+                email: user.email.into(),
+                full_name: String::new(),
+            };
+            users.push((forge_user.clone(), user.password.expose().to_owned()));
+            Ok(forge_user)
+        }
+        async fn generate_token_for(
+            &self,
+            username: &str,
+            password: &SecretValue,
+            token_name: &str,
+            scopes: &[String],
+        ) -> Result<ForgeToken, ForgeError> {
+            {
+                let mut left = self.token_failures_left.lock().unwrap();
+                if *left > 0 {
+                    *left -= 1;
+                    return Err(ForgeError::Unreachable {
+                        url: "scripted".into(),
+                        reason: "connection reset".into(),
+                    });
+                }
+            }
+            let ok = self
+                .users
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(u, p)| u.login == username && p == password.expose());
+            if !ok {
+                return Err(ForgeError::UserCredentialsRejected {
+                    status: 401,
+                    message: "wrong password".into(),
+                });
+            }
+            Ok(ForgeToken {
+                id: 1,
+                name: token_name.into(),
+                secret: SecretValue::new(format!("token-for-{username}")),
+                scopes: scopes.to_vec(),
+            })
+        }
+        fn url(&self) -> &str {
+            "scripted"
+        }
+    }
+
+    fn deployer(forge: Arc<ScriptedForge>) -> (Deployer, Arc<MemorySecretStore>) {
+        let secrets = Arc::new(MemorySecretStore::new());
+        let d = Deployer {
+            db: Db::open_in_memory().unwrap(),
+            secrets: secrets.clone(),
+            forge,
+            clock: Arc::new(FixedClock),
+            random: Arc::new(OsRandom),
+            settings: Arc::new(CoreSettings {
+                email_domain: "nomail.test".into(),
+                user_token_scopes: vec!["read:user".into()],
+            }),
+        };
+        (d, secrets)
+    }
+
+    fn params(name: &str) -> CreateUserParams {
+        CreateUserParams {
+            username: name.into(),
+            display_name: None,
+            email: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failure_after_the_forge_account_exists_is_resumed_by_a_repeat_call() {
+        let forge = Arc::new(ScriptedForge::default());
+        *forge.token_failures_left.lock().unwrap() = 1;
+        let (d, secrets) = deployer(forge.clone());
+        let actor = Actor::local("test");
+
+        let err = d.create_user(&actor, params("alice")).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            hero_os_tfgrid_deployer_sdk::ErrorKind::ForgeUnavailable
+        );
+        // The account exists on Forge, the password is held, the record is pending, and the
+        // audit log says what happened.
+        assert_eq!(*forge.creates.lock().unwrap(), 1);
+        let pending = d.find_user("alice".into()).await.unwrap();
+        assert!(!pending.setup_complete);
+        assert!(secrets
+            .get(&slots::initial_password(pending.user_id))
+            .await
+            .unwrap()
+            .is_some());
+        let events = d.list_events(ListEventsParams::default()).await.unwrap();
+        assert_eq!(events.events[0].outcome, "error:forge_unavailable");
+        assert!(events.events[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("run create_user again"));
+
+        // The repeat call finishes it without creating a second account.
+        let done = d.create_user(&actor, params("alice")).await.unwrap();
+        assert_eq!(*forge.creates.lock().unwrap(), 1);
+        assert!(done.forge_token_set && !done.adopted);
+        assert_eq!(done.user_id, pending.user_id);
+        let stored_password = forge.users.lock().unwrap()[0].1.clone();
+        assert_eq!(
+            done.initial_password.as_deref(),
+            Some(stored_password.as_str())
+        );
+        assert_eq!(
+            secrets
+                .get(&slots::forge_token(done.user_id))
+                .await
+                .unwrap()
+                .unwrap()
+                .expose(),
+            "token-for-alice"
+        );
+        // And now it is a duplicate.
+        let err = d.create_user(&actor, params("alice")).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            hero_os_tfgrid_deployer_sdk::ErrorKind::AlreadyExists
+        );
+    }
+
+    #[tokio::test]
+    async fn an_account_someone_else_created_in_between_is_adopted_and_our_password_dropped() {
+        let forge = Arc::new(ScriptedForge::default());
+        let (d, secrets) = deployer(forge.clone());
+        // A pending record holding a password, but the Forge account has another password.
+        let first = d
+            .create_user(&Actor::system(), params("bob"))
+            .await
+            .unwrap();
+        let id = first.user_id;
+        d.db.call(move |c| -> Result<(), ServiceError> {
+            c.execute(
+                "UPDATE users SET setup_state = 'pending' WHERE user_id = ?1",
+                [id],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        forge.users.lock().unwrap()[0].1 = "changed-by-someone".into();
+        let again = d
+            .create_user(&Actor::system(), params("bob"))
+            .await
+            .unwrap();
+        assert!(again.adopted && !again.forge_token_set);
+        assert!(secrets
+            .get(&slots::initial_password(id))
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn delete_is_refused_while_a_vm_is_live() {
+        let forge = Arc::new(ScriptedForge::default());
+        let (d, _) = deployer(forge);
+        let u = d
+            .create_user(&Actor::system(), params("carol"))
+            .await
+            .unwrap();
+        let id = u.user_id;
+        d.db.call(move |c| -> Result<(), ServiceError> {
+            c.execute(
+                "INSERT INTO vms(user_id, forge_username, backend, name, state, deployer_version, created_at, updated_at) \
+                 VALUES (?1, 'carol', 'local', 'vm', 'ready', '0', 0, 0)",
+                [id],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let err = d.delete_user(&Actor::system(), id).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            hero_os_tfgrid_deployer_sdk::ErrorKind::FailedPrecondition
+        );
+        assert!(d.get_user(id).await.is_ok());
+    }
+}
