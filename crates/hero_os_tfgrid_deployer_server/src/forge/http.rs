@@ -107,7 +107,6 @@ enum Auth<'a> {
     /// anyone, but its spec declares auth on every operation).
     AdminIfAvailable,
     Basic(&'a str, &'a SecretValue),
-    None,
 }
 
 impl HttpForge {
@@ -171,7 +170,7 @@ impl HttpForge {
                     let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
                     request.header("Authorization", format!("Basic {encoded}"))
                 }
-                _ => request,
+                (Auth::Admin | Auth::AdminIfAvailable, None) => request,
             };
             if let Some(body) = &body {
                 request = request.json(body);
