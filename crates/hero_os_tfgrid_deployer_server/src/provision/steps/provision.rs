@@ -498,6 +498,10 @@ pub async fn finalize(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, Ste
     let d = s.p.deployer();
     let user = d.get_user(s.job.user_id).await?;
     let name = s.resource_name()?;
+    // The gateway as it is now (a local gateway's address can change across restarts).
+    if let Some(gw) = s.backend()?.get_gateway(&name).await? {
+        ctx.gateway = Some(gw);
+    }
     let url = ctx.gateway.as_ref().map(|g| g.url.clone()).ok_or_else(|| {
         StepError::fatal(
             "finalize.no_gateway",

@@ -1,0 +1,298 @@
+//! Failure paths of the provisioning pipeline, with the fault-injection switches that exist only
+//! in `test-hooks` builds (`cargo test -p hero_os_tfgrid_deployer_server --features test-hooks`):
+//! kill -9 at every step, backend faults with retries and a precise reason, cancel with cleanup,
+//! and the reaper. Real server binary, real dev Forge, local backend with real sshd.
+#![cfg(feature = "test-hooks")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+mod support_jobs;
+
+use std::time::Duration;
+
+use hero_os_tfgrid_deployer_sdk::jobs::*;
+use hero_os_tfgrid_deployer_sdk::types::VmStatus;
+use serde_json::json;
+use support::{wait_exit, Server};
+use support_jobs::*;
+
+const STEPS: [&str; 10] = [
+    "forge_user",
+    "ssh_key",
+    "select_node",
+    "deploy_vm",
+    "deploy_gateway",
+    "wait_ssh",
+    "push_manifest",
+    "run_bootstrap",
+    "verify_health",
+    "finalize",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_every_step_then_restart_ends_with_exactly_one_vm_and_gateway() {
+    let (mut stack, _) = stack(Vec::new()).await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let mut expected = Vec::new();
+    for (i, step) in STEPS.iter().enumerate() {
+        for at in [step.to_string(), format!("{step}:end")] {
+            let username = format!(
+                "crash{}{}",
+                i + 1,
+                if at.ends_with(":end") { "e" } else { "s" }
+            );
+            let user_id = new_user(stack.client(), &username).await;
+            // Restart with the crash switch armed.
+            let server = &mut stack.server;
+            server.guard.terminate();
+            server
+                .env
+                .push(("HERO_DEPLOYER_TEST_CRASH_AT".into(), at.clone()));
+            server.guard = Server::spawn(&server.root, &server.env, &server.log);
+            server.wait_ready();
+            // The process may die before it answers: the job is found after the restart.
+            let _ = server.client.provision_vm(user_id, None).await;
+            let status = wait_exit(&mut server.guard.child, Duration::from_secs(60));
+            assert!(!status.success(), "server should have aborted at {at}");
+            server.env.pop();
+            server.guard = Server::spawn(&server.root, &server.env, &server.log);
+            server.wait_ready();
+            let c = &server.client;
+            let jobs = c
+                .list_jobs(&ListJobsParams {
+                    user_id: Some(user_id),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(jobs.jobs.len(), 1, "one job for {username}");
+            let (job, events) = follow(c, jobs.jobs[0].job_id).await;
+            assert_eq!(
+                job.state,
+                JobState::Succeeded,
+                "crash at {at}: {:?}\n{}",
+                job.error,
+                messages(&events)
+            );
+            assert!(messages(&events).contains("server restarted: resuming the job"));
+            expected.push(format!("hero_u{user_id}_{username}"));
+            expected.sort();
+            assert_eq!(
+                sandboxes(&stack),
+                expected,
+                "exactly one VM per user after crash at {at}"
+            );
+            assert_eq!(
+                routes(&stack),
+                expected,
+                "exactly one gateway per user after crash at {at}"
+            );
+            let url = job.result.unwrap().url;
+            assert_eq!(gateway_health(&url).await.unwrap(), 200);
+        }
+    }
+    let report = stack.client().reconcile(false).await.unwrap();
+    assert!(
+        report.orphans.is_empty() && report.missing.is_empty(),
+        "{report:?}"
+    );
+}
+
+/// Provisions `name` with `faults` armed: the job must fail at `step` with `reason` in its error;
+/// with the faults cleared, `retry_job` resumes at that step and completes.
+async fn fails_then_retry_completes(
+    stack: &support::Stack,
+    faults_file: &std::path::Path,
+    name: &str,
+    faults: serde_json::Value,
+    step: &str,
+    reasons: &[&str],
+) {
+    let c = stack.client();
+    let user_id = new_user(c, name).await;
+    set_faults(faults_file, faults);
+    let job = c.provision_vm(user_id, None).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Failed, "{}", messages(&events));
+    let error = job.error.clone().unwrap();
+    let index = STEPS.iter().position(|s| *s == step).unwrap() + 1;
+    assert!(
+        error.starts_with(&format!("step {index}/10 {step} failed after")),
+        "{error}"
+    );
+    for r in reasons {
+        assert!(error.contains(r), "{error} should contain {r}");
+    }
+    assert_eq!(job.current_step.as_deref(), Some(step));
+    assert_eq!(job.steps[index - 1].state, StepState::Failed);
+    assert_eq!(
+        c.get_user(user_id).await.unwrap().vm_status,
+        VmStatus::Failed
+    );
+
+    set_faults(faults_file, json!({}));
+    let retried = c.retry_job(job.job_id).await.unwrap();
+    assert!(retried.state.is_active());
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(
+        job.state,
+        JobState::Succeeded,
+        "{:?}\n{}",
+        job.error,
+        messages(&events)
+    );
+    assert!(messages(&events).contains(&format!("resuming from step {index}/10 {step}")));
+    // Steps before the failed one were not re-run by the retry.
+    let after_retry = events
+        .iter()
+        .skip_while(|e| !e.message.contains("retry requested"))
+        .map(|e| e.message.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        !after_retry.contains("step 1/10 forge_user: started"),
+        "{after_retry}"
+    );
+    assert_eq!(gateway_health(&job.result.unwrap().url).await.unwrap(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_faults_retry_then_fail_with_a_precise_reason_and_retry_job_completes() {
+    let (stack, faults) = stack(Vec::new()).await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    fails_then_retry_completes(
+        &stack,
+        &faults,
+        "timeouts",
+        json!({"deploy_vm_timeouts": 3}),
+        "deploy_vm",
+        &[
+            "after 3 attempt(s)",
+            "backend.timeout",
+            "deploy_vm timed out",
+        ],
+    )
+    .await;
+    fails_then_retry_completes(
+        &stack,
+        &faults,
+        "fivexx",
+        json!({"deploy_gateway_unavailable": 3}),
+        "deploy_gateway",
+        &["backend.unavailable", "HTTP 503"],
+    )
+    .await;
+    fails_then_retry_completes(
+        &stack,
+        &faults,
+        "refused",
+        json!({"ssh_refused": true}),
+        "wait_ssh",
+        &["ssh.not_ready", "refused"],
+    )
+    .await;
+    fails_then_retry_completes(
+        &stack,
+        &faults,
+        "exitone",
+        json!({"bootstrap_exit1": true}),
+        "run_bootstrap",
+        &[
+            "after 3 attempt(s)",
+            "bootstrap.failed",
+            "exited with status 1",
+        ],
+    )
+    .await;
+    fails_then_retry_completes(
+        &stack,
+        &faults,
+        "unhealthy",
+        json!({"health_503": true}),
+        "verify_health",
+        &["health.failed", "HTTP 503"],
+    )
+    .await;
+    // Each user ended with exactly one VM and one gateway.
+    assert_eq!(sandboxes(&stack).len(), 5);
+    assert_eq!(routes(&stack).len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_mid_job_deletes_what_the_job_made() {
+    let (stack, faults) = stack(Vec::new()).await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    let user_id = new_user(c, "carl").await;
+    // SSH refused keeps the job in wait_ssh, after the VM and gateway exist.
+    set_faults(&faults, json!({"ssh_refused": true}));
+    let job = c.provision_vm(user_id, None).await.unwrap();
+    let seen = wait_event(c, job.job_id, |e| {
+        e.step.as_deref() == Some("wait_ssh") && e.level == EventLevel::Warn
+    })
+    .await;
+    assert!(
+        seen.message.starts_with("step 6/10 wait_ssh: attempt "),
+        "{}",
+        seen.message
+    );
+    assert_eq!(sandboxes(&stack).len(), 1);
+    assert_eq!(routes(&stack).len(), 1);
+    let dir = sandbox_dir(&stack, &sandboxes(&stack)[0]);
+
+    let cancelling = c.cancel_job(job.job_id).await.unwrap();
+    assert!(cancelling.state.is_active());
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(
+        job.state,
+        JobState::Cancelled,
+        "{:?}\n{}",
+        job.error,
+        messages(&events)
+    );
+    assert!(job
+        .error
+        .unwrap()
+        .contains("cleanup removed the gateway and VM"));
+    assert!(sandboxes(&stack).is_empty());
+    assert!(routes(&stack).is_empty());
+    assert!(processes_mentioning(&format!("{}/", dir.display())).is_empty());
+    let details = c.get_vm(user_id).await.unwrap();
+    assert!(details.vm.is_none());
+    assert_eq!(details.history.len(), 1);
+    assert_ne!(
+        c.get_user(user_id).await.unwrap().vm_status,
+        VmStatus::Provisioning
+    );
+    // Cancelling a finished job is refused.
+    assert!(c.cancel_job(job.job_id).await.is_err());
+    set_faults(&faults, json!({}));
+    // The user can provision again afterwards.
+    let job = c.provision_vm(user_id, None).await.unwrap();
+    assert_eq!(follow(c, job.job_id).await.0.state, JobState::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reaper_fails_a_job_whose_heartbeat_stopped_and_retry_resumes_it() {
+    let (stack, faults) = stack(Vec::new()).await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    let user_id = new_user(c, "stuck").await;
+    set_faults(&faults, json!({"stall_at": "push_manifest"}));
+    let job = c.provision_vm(user_id, None).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Failed, "{}", messages(&events));
+    let error = job.error.clone().unwrap();
+    assert!(error.contains("no heartbeat for"), "{error}");
+    assert!(error.contains("during step push_manifest"), "{error}");
+    set_faults(&faults, json!({}));
+    c.retry_job(job.job_id).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(
+        job.state,
+        JobState::Succeeded,
+        "{:?}\n{}",
+        job.error,
+        messages(&events)
+    );
+}
