@@ -791,3 +791,79 @@ async fn concurrent_refresh_with_one_token_has_exactly_one_winner() {
     }
     assert_eq!(ok, 1, "exactly one concurrent refresh may win");
 }
+
+#[tokio::test]
+async fn plain_pkce_and_refresh_bound_to_its_client() {
+    let s = server().await;
+    s.forge.create_user("gina", PW, json!({})).await;
+    let (client_a, _) = register_app(&s, false).await;
+    let (client_b, _) = register_app(&s, false).await;
+    let b = browser();
+    // `plain` is accepted like in Forgejo (the verifier equals the challenge).
+    let verifier = "p".repeat(50);
+    let mut u = url::Url::parse(&format!("{}/login/oauth/authorize", s.base)).unwrap();
+    u.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_a)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("state", "s")
+        .append_pair("scope", "openid")
+        .append_pair("code_challenge", &verifier)
+        .append_pair("code_challenge_method", "plain");
+    let r = b.get(u.as_str()).send().await.unwrap();
+    assert!(r.text().await.unwrap().contains("id=\"login\""));
+    let r = b
+        .post(u.as_str())
+        .form(&[("user_name", "gina"), ("password", PW)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let html = b
+        .get(u.as_str())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let location = consent(&s, &b, &html).await;
+    let code = query_of(&location)["code"].clone();
+    // A redirect URI the app does not know is refused at the token endpoint too.
+    let (st, err) = exchange(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", &client_a),
+            ("redirect_uri", "https://elsewhere.example/cb"),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(err["error_description"], "unexpected redirect URI");
+    let (st, tok) = exchange(
+        &s,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", &client_a),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{tok}");
+    // Another client cannot use this grant's refresh token.
+    let (st, err) = exchange(
+        &s,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tok["refresh_token"].as_str().unwrap()),
+            ("client_id", &client_b),
+        ],
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(err["error"], "invalid_grant");
+}
