@@ -809,3 +809,21 @@ impl ComputeBackend for OpenTofuBackend {
         Ok(res)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_helpers() {
+        assert_eq!(
+            strip_ansi("\u{1b}[1m\u{1b}[32mApply complete!\u{1b}[0m"),
+            "Apply complete!"
+        );
+        assert!(looks_transient(
+            &["Error: context deadline exceeded".into()]
+        ));
+        assert!(!looks_transient(&["Error: invalid flist".into()]));
+        assert!(looks_name_taken(&["Error: name already registered".into()]));
+    }
+}

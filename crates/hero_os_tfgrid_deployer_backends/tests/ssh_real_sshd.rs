@@ -28,6 +28,11 @@ async fn first_contact_run_and_upload() {
         public_key_fingerprint(&std::fs::read_to_string(sshd.host_pub()).unwrap()).unwrap();
 
     let client = SshClient::new(target(sshd.port), key.private_openssh(), None).unwrap();
+    let dbg = format!("{client:?}");
+    assert!(
+        dbg.contains("<redacted>") && !dbg.contains("PRIVATE KEY"),
+        "{dbg}"
+    );
     let session = client.connect().await.unwrap();
     assert_eq!(
         session.host_fingerprint(),
