@@ -105,6 +105,7 @@ mod tests {
     #[test]
     fn formats_times() {
         assert_eq!(time(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(time(1_795_392_000), "2026-11-22 00:00:00 UTC");
+        assert_eq!(time(1795305600), "2026-11-22 00:00:00 UTC");
+        assert_eq!(time(1795305600 + 86_399), "2026-11-22 23:59:59 UTC");
     }
 }

@@ -11,8 +11,11 @@ use hero_os_tfgrid_deployer_sdk::{Client, Endpoint};
 
 /// A workspace binary, from the target dir of this test executable.
 pub fn binary(name: &str) -> PathBuf {
-    if name == "hero_os_tfgrid_deployer_server" {
-        return PathBuf::from(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer_server"));
+    // Shared with other crates' tests (via #[path]), where this variable is not set.
+    if let Some(own) = option_env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer_server") {
+        if name == "hero_os_tfgrid_deployer_server" {
+            return PathBuf::from(own);
+        }
     }
     let exe = std::env::current_exe().expect("test exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
