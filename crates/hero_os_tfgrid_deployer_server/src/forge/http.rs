@@ -1,4 +1,5 @@
-//! Forgejo over HTTP. Facts pinned in `docs/forgejo-facts.md` (from Forgejo v11/v12 sources):
+//! Forgejo over HTTP, following Forgejo v11/v12 behaviour (checked against the dev Forge and, via
+//! Prism, the Forgejo swagger):
 //! admin calls use the admin PAT (`Authorization: token …`), token minting uses Basic auth,
 //! redirects are not followed (a 307 means "renamed"), and only connection errors and 5xx are
 //! retried, with exponential backoff and jitter.
