@@ -1,9 +1,12 @@
 //! `hero_os_tfgrid_deployer`: the operator's command line. Built only on the SDK: everything it
 //! does, a script or the dashboard can do through the same RPC methods.
 
+mod cmd_demo;
+mod cmd_job;
 mod cmd_secret;
 mod cmd_server;
 mod cmd_user;
+mod cmd_vm;
 mod output;
 
 use std::path::PathBuf;
@@ -42,6 +45,19 @@ enum Command {
     Secret(cmd_secret::SecretCmd),
     /// Read the audit log, newest first.
     Events(cmd_user::EventsArgs),
+    /// Deploy, delete and inspect users' VMs.
+    #[command(subcommand)]
+    Vm(cmd_vm::VmCmd),
+    /// List, follow, cancel and retry provisioning jobs.
+    #[command(subcommand)]
+    Job(cmd_job::JobCmd),
+    /// Compare the backend's resources with the deployer's records; --fix removes orphans.
+    Reconcile {
+        #[arg(long)]
+        fix: bool,
+    },
+    /// Bring up everything locally (dev Forge, server, local backend) and provision a demo user.
+    Demo(cmd_demo::DemoArgs),
 }
 
 /// The default socket, per the Hero conventions.
@@ -79,6 +95,10 @@ fn main() {
             Command::User(cmd) => cmd_user::run(cmd, &client, &out).await,
             Command::Secret(cmd) => cmd_secret::run(cmd, &client, &out).await,
             Command::Events(args) => cmd_user::events(args, &client, &out).await,
+            Command::Vm(cmd) => cmd_vm::run(cmd, &client, &out).await,
+            Command::Job(cmd) => cmd_job::run(cmd, &client, &out).await,
+            Command::Reconcile { fix } => cmd_vm::reconcile(fix, &client, &out).await,
+            Command::Demo(args) => cmd_demo::run(args, &out).await,
         }
     });
     if let Err(e) = result {

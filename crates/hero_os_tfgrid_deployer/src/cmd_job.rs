@@ -1,0 +1,338 @@
+//! `job list|show|follow|cancel|retry`, and the live progress display shared with `vm` and
+//! `demo`: a one-line progress bar on a terminal, plain timestamped lines otherwise (logs, CI).
+
+use std::io::{IsTerminal, Write};
+
+use clap::Subcommand;
+use hero_os_tfgrid_deployer_sdk::jobs::*;
+use hero_os_tfgrid_deployer_sdk::types::UserId;
+use hero_os_tfgrid_deployer_sdk::Client;
+
+use crate::output::{self, Output};
+
+#[derive(Subcommand)]
+pub enum JobCmd {
+    /// List jobs, newest first.
+    List {
+        /// Only this user's jobs (username or id).
+        #[arg(long)]
+        user: Option<String>,
+        /// Only queued, running or cancelling jobs.
+        #[arg(long)]
+        active: bool,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show one job with its steps and timings.
+    Show { job_id: JobId },
+    /// Replay a job's events and follow it live until it ends.
+    Follow { job_id: JobId },
+    /// Cancel an active job (a provision deletes what it made).
+    Cancel {
+        job_id: JobId,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Resume a failed job from its failed step.
+    Retry {
+        job_id: JobId,
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+/// A username or a numeric user id.
+pub async fn resolve_user(client: &Client, user: &str) -> anyhow::Result<UserId> {
+    if let Ok(id) = user.parse::<UserId>() {
+        return Ok(client.get_user(id).await?.user_id);
+    }
+    Ok(client.find_user(user).await?.user_id)
+}
+
+pub async fn run(cmd: JobCmd, client: &Client, out: &Output) -> anyhow::Result<()> {
+    match cmd {
+        JobCmd::List {
+            user,
+            active,
+            limit,
+        } => {
+            let user_id = match user {
+                Some(u) => Some(resolve_user(client, &u).await?),
+                None => None,
+            };
+            let page = client
+                .list_jobs(&ListJobsParams {
+                    user_id,
+                    active_only: active.then_some(true),
+                    before: None,
+                    limit: Some(limit),
+                })
+                .await?;
+            out.show(&page, |page| {
+                let rows: Vec<Vec<String>> = page
+                    .jobs
+                    .iter()
+                    .map(|j| {
+                        vec![
+                            j.job_id.to_string(),
+                            j.forge_username.clone(),
+                            kind(j.kind).into(),
+                            state(j.state).into(),
+                            progress_of(j),
+                            output::time(j.created_at_ms / 1000),
+                            j.error.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &["job", "user", "kind", "state", "step", "created", "error"],
+                    &rows,
+                );
+            });
+        }
+        JobCmd::Show { job_id } => {
+            let job = client.get_job(job_id).await?;
+            out.show(&job, print_job);
+        }
+        JobCmd::Follow { job_id } => {
+            let job = follow(client, job_id, out).await?;
+            finish(&job, out)?;
+        }
+        JobCmd::Cancel { job_id, follow: f } => {
+            let job = client.cancel_job(job_id).await?;
+            if f {
+                let job = follow(client, job.job_id, out).await?;
+                out.show(&job, print_job);
+            } else {
+                out.show(&job, |j| {
+                    println!("job {} is {}; the worker stops and cleans up (follow with `job follow {}`)", j.job_id, state(j.state), j.job_id)
+                });
+            }
+        }
+        JobCmd::Retry { job_id, follow: f } => {
+            let job = client.retry_job(job_id).await?;
+            if f {
+                let job = follow(client, job.job_id, out).await?;
+                finish(&job, out)?;
+            } else {
+                out.show(&job, |j| {
+                    println!(
+                        "job {} queued again; follow with `job follow {}`",
+                        j.job_id, j.job_id
+                    )
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn kind(k: JobKind) -> &'static str {
+    match k {
+        JobKind::Provision => "provision",
+        JobKind::Decommission => "decommission",
+    }
+}
+
+pub fn state(s: JobState) -> &'static str {
+    match s {
+        JobState::Queued => "queued",
+        JobState::Running => "running",
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+        JobState::Cancelling => "cancelling",
+        JobState::Cancelled => "cancelled",
+    }
+}
+
+fn progress_of(j: &Job) -> String {
+    let done = j
+        .steps
+        .iter()
+        .filter(|s| s.state == StepState::Done)
+        .count();
+    match &j.current_step {
+        Some(step) if j.state != JobState::Succeeded => format!("{done}/{} {step}", j.steps.len()),
+        _ => format!("{done}/{}", j.steps.len()),
+    }
+}
+
+pub fn print_job(j: &Job) {
+    output::fields(&[
+        ("job", j.job_id.to_string()),
+        ("user", format!("{} (id {})", j.forge_username, j.user_id)),
+        ("kind", kind(j.kind).into()),
+        ("state", state(j.state).into()),
+        ("backend", j.backend.clone()),
+        ("started by", j.actor.clone()),
+        ("created", output::time(j.created_at_ms / 1000)),
+        ("error", j.error.clone().unwrap_or_else(|| "-".into())),
+        (
+            "url",
+            j.result
+                .as_ref()
+                .map(|r| r.url.clone())
+                .unwrap_or_else(|| "-".into()),
+        ),
+    ]);
+    println!();
+    let rows: Vec<Vec<String>> = j
+        .steps
+        .iter()
+        .map(|s| {
+            vec![
+                format!("{}/{}", s.index, j.steps.len()),
+                s.name.clone(),
+                format!("{:?}", s.state).to_lowercase(),
+                s.attempts.to_string(),
+                s.duration_ms
+                    .map(|d| format!("{:.1} s", d as f64 / 1000.0))
+                    .unwrap_or_default(),
+                s.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    output::table(
+        &["step", "name", "state", "attempts", "took", "message"],
+        &rows,
+    );
+}
+
+/// Prints the outcome of a followed job; a failed or cancelled job is an error (exit 1).
+pub fn finish(job: &Job, out: &Output) -> anyhow::Result<()> {
+    out.show(job, |j| match (&j.state, &j.result) {
+        (JobState::Succeeded, Some(r)) => {
+            println!("job {} succeeded: {}", j.job_id, r.url);
+        }
+        (JobState::Succeeded, None) => println!("job {} succeeded", j.job_id),
+        _ => {}
+    });
+    match job.state {
+        JobState::Succeeded => Ok(()),
+        s => anyhow::bail!(
+            "job {} {}: {}{}",
+            job.job_id,
+            state(s),
+            job.error.clone().unwrap_or_default(),
+            if s == JobState::Failed {
+                format!(" (resume with `job retry {}`)", job.job_id)
+            } else {
+                String::new()
+            }
+        ),
+    }
+}
+
+/// Live progress of one job on stderr.
+struct Progress {
+    tty: bool,
+    started: std::time::Instant,
+    step: Option<(u32, u32, String)>,
+    attempt: Option<u32>,
+    drawn: bool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            started: std::time::Instant::now(),
+            step: None,
+            attempt: None,
+            drawn: false,
+        }
+    }
+
+    fn event(&mut self, e: &JobEvent) {
+        if let (Some(i), Some(name)) = (e.step_index, e.step.as_ref()) {
+            if self.step.as_ref().map(|s| s.0) != Some(i) {
+                self.attempt = None;
+            }
+            self.step = Some((i, e.step_count, name.clone()));
+        }
+        if e.attempt.is_some() && e.level != EventLevel::Output {
+            self.attempt = e.attempt;
+        }
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            if self.drawn {
+                let _ = write!(err, "\r\x1b[2K");
+            }
+            let prefix = match e.level {
+                EventLevel::Output => "  | ",
+                EventLevel::Warn => "  ! ",
+                EventLevel::Error => "  x ",
+                EventLevel::Info => "  ",
+            };
+            let _ = writeln!(err, "{prefix}{}", e.message);
+            let _ = write!(err, "{}", self.bar());
+            let _ = err.flush();
+            self.drawn = true;
+        } else {
+            let _ = writeln!(
+                err,
+                "[{:>6.1}s] {}{}",
+                self.started.elapsed().as_secs_f64(),
+                if e.level == EventLevel::Output {
+                    "| "
+                } else {
+                    ""
+                },
+                e.message
+            );
+        }
+    }
+
+    fn bar(&self) -> String {
+        let (i, n, name) = self.step.clone().unwrap_or((0, 0, "waiting".into()));
+        let width = 20usize;
+        let filled = if n == 0 {
+            0
+        } else {
+            (i.saturating_sub(1) as usize * width) / n as usize
+        };
+        format!(
+            "[{}{}] step {i}/{n} {name}{} · {:.0} s",
+            "#".repeat(filled),
+            "-".repeat(width - filled),
+            self.attempt
+                .map(|a| format!(" · attempt {a}"))
+                .unwrap_or_default(),
+            self.started.elapsed().as_secs_f64()
+        )
+    }
+
+    fn done(&mut self) {
+        if self.tty && self.drawn {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+        }
+    }
+}
+
+/// Follows a job: replays its events, then long-polls until it ends. With `--json`, events are
+/// not drawn (the final job is printed by the caller).
+pub async fn follow(client: &Client, job_id: JobId, out: &Output) -> anyhow::Result<Job> {
+    let mut progress = Progress::new();
+    let mut after = 0;
+    loop {
+        let page = client.job_events(job_id, after, 1_000).await?;
+        if !out.json {
+            for e in &page.events {
+                progress.event(e);
+            }
+            if page.events.is_empty() && progress.tty {
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r\x1b[2K{}", progress.bar());
+                let _ = err.flush();
+                progress.drawn = true;
+            }
+        }
+        after = page.last_seq;
+        if page.done {
+            progress.done();
+            return Ok(client.get_job(job_id).await?);
+        }
+    }
+}
