@@ -149,6 +149,15 @@ pub async fn serve(
     provision::rpc::register(&mut registry, provisioner.clone());
     let doc = openrpc_document();
 
+    // TCP first: once the unix socket answers, every listener is ready.
+    let tcp = match config.tcp_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| StartError::Listen(format!("cannot bind TCP {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     let socket_path = config.rpc_socket();
     let unix = listen::bind_unix(&socket_path, config.socket_mode)
         .await
@@ -166,10 +175,10 @@ pub async fn serve(
                 .await
         }));
     }
-    if let Some(addr) = config.tcp_listen {
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| StartError::Listen(format!("cannot bind TCP {addr}: {e}")))?;
+    if let Some(tcp) = tcp {
+        let addr = tcp
+            .local_addr()
+            .map_err(|e| StartError::Listen(e.to_string()))?;
         let app = http::router(registry, &doc, false, config.max_body_bytes);
         let mut rx = stop_rx.clone();
         tracing::info!(%addr, "listening on TCP (expected behind the SSO edge)");
