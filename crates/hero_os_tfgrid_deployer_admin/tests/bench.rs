@@ -35,7 +35,10 @@ use tower::ServiceExt;
 const USERS: usize = 10_000;
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -77,7 +80,10 @@ async fn time_get(app: &axum::Router, path: &str, n: usize) -> (f64, f64, usize)
     let mut ms = Vec::with_capacity(n);
     let mut size = 0;
     for i in 0..n + 10 {
-        let req = Request::get(path).header("x-hero-user", "bench").body(Body::empty()).unwrap();
+        let req = Request::get(path)
+            .header("x-hero-user", "bench")
+            .body(Body::empty())
+            .unwrap();
         let t = Instant::now();
         let resp = app.clone().oneshot(req).await.unwrap();
         assert_eq!(resp.status(), 200, "{path}");
@@ -98,7 +104,12 @@ async fn dashboard_benchmark() {
     let stack = Stack::start_with(&[("HERO_DEPLOYER_LOCAL_GATEWAY_LISTEN", "127.0.0.1:0")]).await;
     stack.set_allowlist("bench,dev-admin").await;
     seed(&stack);
-    let total = stack.client.list_users(&ListUsersParams::default()).await.unwrap().total;
+    let total = stack
+        .client
+        .list_users(&ListUsersParams::default())
+        .await
+        .unwrap()
+        .total;
     assert_eq!(total as usize, USERS);
     let mut report = serde_json::Map::new();
 
@@ -108,7 +119,11 @@ async fn dashboard_benchmark() {
     for _ in 0..100 {
         let page = stack
             .client
-            .list_users(&ListUsersParams { cursor: cursor.clone(), limit: Some(50), ..Default::default() })
+            .list_users(&ListUsersParams {
+                cursor: cursor.clone(),
+                limit: Some(50),
+                ..Default::default()
+            })
             .await
             .unwrap();
         cursor = page.next_cursor;
@@ -117,15 +132,35 @@ async fn dashboard_benchmark() {
         "/users?{}",
         serde_urlencoded::to_string([("cursor", cursor.unwrap()), ("page", "101".into())]).unwrap()
     );
-    for (name, path) in [("first_page", "/users".to_owned()), ("prefix_search", "/users?q=user05".to_owned()), ("page_101", deep)] {
+    for (name, path) in [
+        ("first_page", "/users".to_owned()),
+        ("prefix_search", "/users?q=user05".to_owned()),
+        ("page_101", deep),
+    ] {
         let (p50, p95, size) = time_get(&app, &path, 200).await;
         println!("users {name}: p50 {p50:.2} ms, p95 {p95:.2} ms, html {size} B");
-        report.insert(format!("users_{name}"), serde_json::json!({"p50_ms": p50, "p95_ms": p95, "html_bytes": size}));
+        report.insert(
+            format!("users_{name}"),
+            serde_json::json!({"p50_ms": p50, "p95_ms": p95, "html_bytes": size}),
+        );
     }
 
     // 2. Page weight.
-    let req = Request::get("/users").header("x-hero-user", "bench").body(Body::empty()).unwrap();
-    let html = app.clone().oneshot(req).await.unwrap().into_body().collect().await.unwrap().to_bytes().len();
+    let req = Request::get("/users")
+        .header("x-hero-user", "bench")
+        .body(Body::empty())
+        .unwrap();
+    let html = app
+        .clone()
+        .oneshot(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .len();
     let total_bytes = html + assets::CSS.len() + assets::JS.len() + assets::ICON.len();
     println!(
         "page weight: html {html} B + css {} B + js {} B + icon {} B = {total_bytes} B",
@@ -146,11 +181,20 @@ async fn dashboard_benchmark() {
     let follower: Arc<Mutex<HashMap<(i64, i64), i64>>> = Arc::default();
     let mut browser_rows = Vec::new();
     for i in 0..3 {
-        let user = stack.client.create_user(&format!("live{i}"), None, None).await.unwrap();
-        c.goto(&format!("{url}/users/{}", user.user_id)).await.unwrap();
+        let user = stack
+            .client
+            .create_user(&format!("live{i}"), None, None)
+            .await
+            .unwrap();
+        c.goto(&format!("{url}/users/{}", user.user_id))
+            .await
+            .unwrap();
         let job = stack
             .client
-            .call::<methods::ProvisionVm>(&ProvisionVmParams { user_id: user.user_id, options: None })
+            .call::<methods::ProvisionVm>(&ProvisionVmParams {
+                user_id: user.user_id,
+                options: None,
+            })
             .await
             .unwrap();
         // A direct SDK follower, for the reference arrival time of each event.
@@ -160,7 +204,12 @@ async fn dashboard_benchmark() {
             let mut after = 0;
             loop {
                 let p = client
-                    .call::<methods::JobEvents>(&JobEventsParams { job_id: job.job_id, after_seq: after, wait_ms: 10_000, limit: None })
+                    .call::<methods::JobEvents>(&JobEventsParams {
+                        job_id: job.job_id,
+                        after_seq: after,
+                        wait_ms: 10_000,
+                        limit: None,
+                    })
                     .await
                     .unwrap();
                 let t = now_ms();
@@ -175,13 +224,23 @@ async fn dashboard_benchmark() {
         });
         // The user page was loaded before the job existed: reload it to follow the job live.
         c.refresh().await.unwrap();
-        poll("the deploy to finish in the browser", Duration::from_secs(180), || async {
-            let els = c.find_all(Locator::Css("[data-final-state=succeeded]")).await.ok()?;
-            (!els.is_empty()).then_some(())
-        })
+        poll(
+            "the deploy to finish in the browser",
+            Duration::from_secs(180),
+            || async {
+                let els = c
+                    .find_all(Locator::Css("[data-final-state=succeeded]"))
+                    .await
+                    .ok()?;
+                (!els.is_empty()).then_some(())
+            },
+        )
         .await;
         follow.await.unwrap();
-        let rows = c.execute("return window.__heroArrivals || [];", vec![]).await.unwrap();
+        let rows = c
+            .execute("return window.__heroArrivals || [];", vec![])
+            .await
+            .unwrap();
         browser_rows = rows.as_array().cloned().unwrap_or_default();
     }
     let _ = c.close().await;
@@ -190,7 +249,12 @@ async fn dashboard_benchmark() {
     let mut added = Vec::new();
     let mut raw = Vec::new();
     for r in &browser_rows {
-        let a: Vec<i64> = r.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        let a: Vec<i64> = r
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
         let (job, seq, at, arrival) = (a[0], a[1], a[2], a[3]);
         raw.push((arrival - at) as f64);
         if let Some(t) = follower.get(&(job, seq)) {
@@ -217,7 +281,8 @@ async fn dashboard_benchmark() {
             "raw_p50_ms": pct(&raw, 0.5), "raw_max_ms": raw[raw.len() - 1],
         }),
     );
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../artifacts/bench-admin.json");
+    let out =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../artifacts/bench-admin.json");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
 }

@@ -114,8 +114,11 @@
     });
     es.addEventListener("job", function (m) {
       var job = JSON.parse(m.data);
-      var badge = document.querySelector("[data-job-badge]");
-      if (badge) { badge.textContent = job.state; badge.dataset.jobState = job.state; }
+      var badge = document.querySelector("[data-job-badge] .badge");
+      if (badge) {
+        var cls = { succeeded: "ok", failed: "bad", cancelled: "neutral" }[job.state] || "info";
+        badge.textContent = job.state; badge.dataset.jobState = job.state; badge.className = "badge " + cls;
+      }
       var done = 0;
       job.steps.forEach(function (s) {
         var li = document.querySelector(".steps li[data-step='" + s.index + "']");
