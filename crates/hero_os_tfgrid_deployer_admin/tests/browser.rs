@@ -63,6 +63,29 @@ async fn click(c: &Client, css: &str) {
         .unwrap();
 }
 
+/// Clicks something that submits a form and waits until the next document has loaded (so later
+/// checks do not read the old page).
+async fn click_and_load(c: &Client, css: &str, confirm: bool) {
+    c.execute("window.__old_page = true;", vec![])
+        .await
+        .unwrap();
+    click(c, css).await;
+    if confirm {
+        accept_confirm(c).await;
+    }
+    poll("the next page", Duration::from_secs(30), || async {
+        let v = c
+            .execute(
+                "return window.__old_page === true && document.readyState;",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (v == serde_json::Value::Bool(false)).then_some(())
+    })
+    .await;
+}
+
 async fn accept_confirm(c: &Client) {
     poll("the confirm dialog", Duration::from_secs(5), || async {
         c.accept_alert().await.ok()
@@ -243,8 +266,7 @@ async fn walk(
 
     // Decommission (JS confirm dialog).
     c.goto(&user_page).await.unwrap();
-    click(c, "form[action$='/decommission'] button").await;
-    accept_confirm(c).await;
+    click_and_load(c, "form[action$='/decommission'] button", true).await;
     let state = poll("the decommission job", Duration::from_secs(120), || async {
         let s = wait_final(c, Duration::from_secs(120)).await;
         let on_decommission = text(c, "[data-testid=timeline] h2")
@@ -273,7 +295,7 @@ async fn walk(
     );
     shot(c, "09-job-failed").await;
     std::fs::remove_file(flag).unwrap();
-    click(c, "form[action$='/retry'] button").await;
+    click_and_load(c, "form[action$='/retry'] button", false).await;
     let state = wait_final(c, Duration::from_secs(180)).await;
     assert_eq!(state, "succeeded", "retry completes");
     shot(c, "10-retry-succeeded").await;

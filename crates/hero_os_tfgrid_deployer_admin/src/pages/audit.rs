@@ -78,7 +78,9 @@ pub async fn list(
                         td.num { (time::utc(e.at)) }
                         td { a href=(href("/audit", &[("actor", e.actor.clone())])) { (e.actor) } }
                         td { code { (e.action) } }
-                        td { (e.subject) }
+                        td { @if let Some(u) = e.subject.strip_prefix("user:") {
+                            a href=(href("/audit", &[("user", u.to_owned())])) { (e.subject) }
+                        } @else { (e.subject) } }
                         td { @if e.outcome == "ok" { span.badge.ok { "ok" } } @else { span.badge.bad { (e.outcome) } } }
                         td.hide-sm.muted { @if let Some(d) = &e.detail { (d) } }
                     } } }
