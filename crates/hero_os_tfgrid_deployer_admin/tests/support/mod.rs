@@ -349,10 +349,15 @@ impl Chromedriver {
 impl Drop for Chromedriver {
     fn drop(&mut self) {
         // The whole group: chromedriver and any Chromium left behind after a failed test.
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg(format!("-{}", self.guard.child.id()))
-            .status();
+        // `--` is essential: procps-ng `kill -KILL -12345` parses the negative id as options and
+        // may end up calling kill(-1), i.e. every process of the user.
+        let pgid = self.guard.child.id();
+        if pgid > 1 {
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", "--"])
+                .arg(format!("-{pgid}"))
+                .status();
+        }
     }
 }
 
