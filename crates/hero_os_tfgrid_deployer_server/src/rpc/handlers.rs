@@ -29,119 +29,90 @@ fn require_local(caller: &Caller, what: &str) -> Result<(), ServiceError> {
 }
 
 pub fn register_all(registry: &mut Registry, deployer: Deployer, facts: ServerFacts) {
-    let d = deployer.clone();
-    registry.register::<CreateUser, _, _>(move |c, p| {
-        let d = d.clone();
-        async move { d.create_user(&c.actor, p).await }
+    let d = deployer;
+    registry.register_with::<CreateUser, _, _>(d.clone(), |d, c, p| async move {
+        d.create_user(&c.actor, p).await
     });
-    let d = deployer.clone();
-    registry.register::<GetUser, _, _>(move |_, p| {
-        let d = d.clone();
-        async move { d.get_user(p.user_id).await }
+    registry.register_with::<GetUser, _, _>(d.clone(), |d, _, p| async move {
+        d.get_user(p.user_id).await
     });
-    let d = deployer.clone();
-    registry.register::<FindUser, _, _>(move |_, p| {
-        let d = d.clone();
-        async move { d.find_user(p.username).await }
+    registry.register_with::<FindUser, _, _>(d.clone(), |d, _, p| async move {
+        d.find_user(p.username).await
     });
-    let d = deployer.clone();
-    registry.register::<ListUsers, _, _>(move |_, p| {
-        let d = d.clone();
-        async move { d.list_users(p).await }
+    registry.register_with::<ListUsers, _, _>(
+        d.clone(),
+        |d, _, p| async move { d.list_users(p).await },
+    );
+    registry.register_with::<DeleteUser, _, _>(d.clone(), |d, c, p| async move {
+        d.delete_user(&c.actor, p.user_id).await
     });
-    let d = deployer.clone();
-    registry.register::<DeleteUser, _, _>(move |c, p| {
-        let d = d.clone();
-        async move { d.delete_user(&c.actor, p.user_id).await }
+    registry.register_with::<RevealInitialPassword, _, _>(d.clone(), |d, c, p| async move {
+        d.reveal_initial_password(&c.actor, p.user_id).await
     });
-    let d = deployer.clone();
-    registry.register::<RevealInitialPassword, _, _>(move |c, p| {
-        let d = d.clone();
-        async move { d.reveal_initial_password(&c.actor, p.user_id).await }
+    registry.register_with::<ListEvents, _, _>(d.clone(), |d, _, p| async move {
+        d.list_events(p).await
     });
-    let d = deployer.clone();
-    registry.register::<ListEvents, _, _>(move |_, p| {
-        let d = d.clone();
-        async move { d.list_events(p).await }
-    });
-    let d = deployer.clone();
-    registry.register::<SecretSet, _, _>(move |c, p| {
-        let d = d.clone();
-        async move {
-            require_local(&c, "secret_set")?;
-            validate_slot(&p.slot)?;
-            if p.value.is_empty() {
-                return Err(ServiceError::InvalidParams("secret value is empty".into()));
-            }
-            d.secrets.set(&p.slot, &p.value).await?;
-            d.audit(
-                &c.actor,
-                "secret.set",
-                &format!("secret:{}", p.slot),
-                "ok",
-                None,
-            )
-            .await?;
-            Ok(Ack { ok: true })
+    registry.register_with::<SecretSet, _, _>(d.clone(), |d, c, p| async move {
+        require_local(&c, "secret_set")?;
+        validate_slot(&p.slot)?;
+        if p.value.is_empty() {
+            return Err(ServiceError::InvalidParams("secret value is empty".into()));
         }
+        d.secrets.set(&p.slot, &p.value).await?;
+        d.audit(
+            &c.actor,
+            "secret.set",
+            &format!("secret:{}", p.slot),
+            "ok",
+            None,
+        )
+        .await?;
+        Ok(Ack { ok: true })
     });
-    let d = deployer.clone();
-    registry.register::<SecretGet, _, _>(move |c, p| {
-        let d = d.clone();
-        async move {
-            require_local(&c, "secret_get")?;
-            let value = d.secrets.get(&p.slot).await?.ok_or_else(|| {
+    registry.register_with::<SecretGet, _, _>(d.clone(), |d, c, p| async move {
+        require_local(&c, "secret_get")?;
+        let value =
+            d.secrets.get(&p.slot).await?.ok_or_else(|| {
                 ServiceError::NotFound(format!("secret slot {} is empty", p.slot))
             })?;
-            d.audit(
-                &c.actor,
-                "secret.get",
-                &format!("secret:{}", p.slot),
-                "ok",
-                None,
-            )
-            .await?;
-            Ok(SecretValue {
-                slot: p.slot,
-                value: value.expose().to_owned(),
-            })
-        }
+        d.audit(
+            &c.actor,
+            "secret.get",
+            &format!("secret:{}", p.slot),
+            "ok",
+            None,
+        )
+        .await?;
+        Ok(SecretValue {
+            slot: p.slot,
+            value: value.expose().to_owned(),
+        })
     });
-    let d = deployer.clone();
-    registry.register::<SecretList, _, _>(move |c, p| {
-        let d = d.clone();
-        async move {
-            require_local(&c, "secret_list")?;
-            let slots = d.secrets.list(p.prefix.as_deref().unwrap_or("")).await?;
-            Ok(SecretSlots { slots })
-        }
+    registry.register_with::<SecretList, _, _>(d.clone(), |d, c, p| async move {
+        require_local(&c, "secret_list")?;
+        let slots = d.secrets.list(p.prefix.as_deref().unwrap_or("")).await?;
+        Ok(SecretSlots { slots })
     });
-    let d = deployer.clone();
-    registry.register::<SecretDelete, _, _>(move |c, p| {
-        let d = d.clone();
-        async move {
-            require_local(&c, "secret_delete")?;
-            if !d.secrets.delete(&p.slot).await? {
-                return Err(ServiceError::NotFound(format!(
-                    "secret slot {} is empty",
-                    p.slot
-                )));
-            }
-            d.audit(
-                &c.actor,
-                "secret.delete",
-                &format!("secret:{}", p.slot),
-                "ok",
-                None,
-            )
-            .await?;
-            Ok(Ack { ok: true })
+    registry.register_with::<SecretDelete, _, _>(d.clone(), |d, c, p| async move {
+        require_local(&c, "secret_delete")?;
+        if !d.secrets.delete(&p.slot).await? {
+            return Err(ServiceError::NotFound(format!(
+                "secret slot {} is empty",
+                p.slot
+            )));
         }
+        d.audit(
+            &c.actor,
+            "secret.delete",
+            &format!("secret:{}", p.slot),
+            "ok",
+            None,
+        )
+        .await?;
+        Ok(Ack { ok: true })
     });
-    registry.register::<GetServerInfo, _, _>(move |_, _| {
-        let d = deployer.clone();
-        let facts = facts.clone();
-        async move { server_info(&d, &facts).await }
+    registry.register_with::<GetServerInfo, _, _>((d, facts), |(d, facts), _, _| async move {
+        server_info(&d, &facts).await
     });
 }
 

@@ -78,6 +78,20 @@ impl Registry {
         self.handlers.insert(M::NAME, handler);
     }
 
+    /// Serves method `M` with `f`, handing it a clone of `state` on every call (the usual shape:
+    /// a handle to the core, the caller, the params).
+    pub fn register_with<M, S, Fut>(
+        &mut self,
+        state: S,
+        f: impl Fn(S, Caller, M::Params) -> Fut + Send + Sync + 'static,
+    ) where
+        M: Method,
+        S: Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<M::Output, ServiceError>> + Send + 'static,
+    {
+        self.register::<M, _, _>(move |caller, params| f(state.clone(), caller, params));
+    }
+
     /// Every served method name (besides `rpc.discover`).
     pub fn names(&self) -> Vec<&'static str> {
         let mut names: Vec<_> = self.handlers.keys().copied().collect();
