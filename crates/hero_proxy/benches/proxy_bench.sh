@@ -70,26 +70,26 @@ HERO_PROXY_LOG=warn "$BIN" --config "$D/hp/hero_proxy.toml" >"$D/hp/log" 2>&1 & 
 wait_port "$UP"; wait_port "$NG"; wait_port "$HP"
 curl -sf -o /dev/null -H "Cookie: $COOKIE" "http://127.0.0.1:$HP/x" || { echo "session route not answering 200"; cat "$D/hp/log"; exit 1; }
 
-# wrk's p99 in ms; req/s.
-run() { # $1 label, $2 url, $3 extra header
-  local rps=() p99=()
-  for i in $(seq 1 "$RUNS"); do
-    local out
-    if [ -n "${3:-}" ]; then out=$(wrk -t"$THREADS" -c"$CONN" -d"$DUR" --latency -H "$3" "$2"); else out=$(wrk -t"$THREADS" -c"$CONN" -d"$DUR" --latency "$2"); fi
-    if echo "$out" | grep -q "Non-2xx"; then echo "$1: non-2xx responses"; echo "$out"; exit 1; fi
-    rps+=("$(echo "$out" | awk '/Requests\/sec/ {print $2}')")
-    p99+=("$(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}')")
-  done
-  local mr mp
-  mr=$(printf '%s\n' "${rps[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  mp=$(printf '%s\n' "${p99[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  echo "$1|$mr|$mp|${rps[*]}|${p99[*]}"
+# One wrk run → "req/s p99_ms".
+one() { # $1 url, $2 extra header
+  local out
+  if [ -n "${2:-}" ]; then out=$(wrk -t"$THREADS" -c"$CONN" -d"$DUR" --latency -H "$2" "$1"); else out=$(wrk -t"$THREADS" -c"$CONN" -d"$DUR" --latency "$1"); fi
+  if echo "$out" | grep -q "Non-2xx"; then echo "non-2xx responses from $1" >&2; echo "$out" >&2; exit 1; fi
+  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}')"
 }
-echo "# wrk -t$THREADS -c$CONN -d$DUR, $RUNS runs each, median; $(nproc) cores; $(date -u +%FT%TZ)"
-A=$(run "a upstream direct" "http://127.0.0.1:$UP/")
-B=$(run "b nginx proxy_pass" "http://127.0.0.1:$NG/")
-C=$(run "c hero_proxy public" "http://127.0.0.1:$HP/public")
-Dd=$(run "d hero_proxy session" "http://127.0.0.1:$HP/x" "Cookie: $COOKIE")
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo "# wrk -t$THREADS -c$CONN -d$DUR, $RUNS interleaved rounds (a b c d per round), median; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%FT%TZ)"
+declare -A RPS P99
+URLS=("a upstream direct|http://127.0.0.1:$UP/|" "b nginx proxy_pass|http://127.0.0.1:$NG/|" "c hero_proxy public|http://127.0.0.1:$HP/public|" "d hero_proxy session|http://127.0.0.1:$HP/x|Cookie: $COOKIE")
+for round in $(seq 1 "$RUNS"); do
+  for u in "${URLS[@]}"; do
+    IFS='|' read -r label url hdr <<<"$u"
+    read -r r p <<<"$(one "$url" "$hdr")"
+    RPS[$label]+="$r "; P99[$label]+="$p "
+  done
+done
+row() { local l=$1; echo "$l|$(tr ' ' '\n' <<<"${RPS[$l]}" | grep . | median)|$(tr ' ' '\n' <<<"${P99[$l]}" | grep . | median)|${RPS[$l]% }|${P99[$l]% }"; }
+A=$(row "a upstream direct"); B=$(row "b nginx proxy_pass"); C=$(row "c hero_proxy public"); Dd=$(row "d hero_proxy session")
 printf '| config | req/s (median) | p99 ms (median) | runs req/s | runs p99 ms |\n|---|---|---|---|---|\n'
 for r in "$A" "$B" "$C" "$Dd"; do echo "| ${r//|/ | } |"; done
 rb=$(echo "$B" | cut -d'|' -f2); pb=$(echo "$B" | cut -d'|' -f3)

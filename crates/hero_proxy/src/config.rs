@@ -60,6 +60,10 @@ pub struct Config {
     /// Routes, matched by host then longest path prefix.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Accept loops, each a single-threaded runtime on its own thread with its own `SO_REUSEPORT` listener
+    /// (default: number of CPUs). Requests never hop threads, which is what makes a small proxy fast.
+    #[serde(default)]
+    pub workers: Option<usize>,
     /// Forge `groups` claim value (`org` or `org:team`) → proxy groups the user is put in at login.
     #[serde(default)]
     pub group_map: BTreeMap<String, Vec<String>>,
@@ -153,6 +157,7 @@ const SCALAR_FIELDS: &[&str] = &[
     "default_provider",
 ];
 const INT_FIELDS: &[&str] = &[
+    "workers",
     "session_idle_secs",
     "session_absolute_secs",
     "assertion_ttl_secs",

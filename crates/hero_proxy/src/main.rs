@@ -18,7 +18,8 @@ struct Args {
     print_key: bool,
 }
 
-#[tokio::main]
+/// One single-threaded runtime here plus `workers - 1` more (see `Config::workers`).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -48,12 +48,26 @@ pub async fn start(
     clock: Arc<dyn Clock>,
 ) -> Result<Running> {
     let store = Arc::new(Store::open(&cfg.state_dir.join("hero_proxy.db"))?);
-    let listener = TcpListener::bind(cfg.listen).await?;
+    let listener = reuseport_listener(cfg.listen)?;
     let addr = listener.local_addr()?;
+    let workers = cfg
+        .workers
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
     let rpc_socket = cfg.rpc_socket();
     let app = Arc::new(App::new(cfg, store, secrets, clock).await?);
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = vec![tokio::spawn(serve(app.clone(), listener, stop_rx.clone()))];
+    for i in 1..workers {
+        let (app, stop_rx) = (app.clone(), stop_rx.clone());
+        std::thread::Builder::new()
+            .name(format!("hero_proxy-w{i}"))
+            .spawn(move || worker(app, addr, stop_rx))?;
+    }
     tasks.push(tokio::spawn(crate::rpc::serve(
         app.clone(),
         rpc_socket.clone(),
@@ -79,6 +93,40 @@ pub async fn start(
         stop,
         tasks,
     })
+}
+
+/// A listener with `SO_REUSEPORT`, so every worker binds the same address and the kernel spreads connections.
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.set_reuseport(true)?;
+    sock.set_nodelay(true)?;
+    sock.bind(addr)?;
+    sock.listen(1024)
+}
+
+/// An extra accept loop on its own single-threaded runtime.
+fn worker(app: Arc<App>, addr: SocketAddr, stop: watch::Receiver<bool>) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "worker runtime failed");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        match reuseport_listener(addr) {
+            Ok(l) => serve(app, l, stop).await,
+            Err(e) => tracing::error!(error = %e, "worker listener failed"),
+        }
+    });
 }
 
 async fn serve(app: Arc<App>, listener: TcpListener, mut stop: watch::Receiver<bool>) {

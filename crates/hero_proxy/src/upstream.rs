@@ -1,5 +1,7 @@
 //! Upstreams over TCP or unix sockets, with pooled keep-alive HTTP/1.1 connections (hyper-util's client).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -40,29 +42,31 @@ impl tower::Service<Uri> for UnixConnector {
     }
 }
 
-/// Where a route sends its requests.
-#[derive(Clone)]
+/// Where a route sends its requests. Holds no connection pool itself: pools are per thread (see [`CLIENTS`]), so
+/// with one single-threaded runtime per core a request, its pooled upstream connection and the tasks driving both
+/// stay on one thread (no cross-thread wake-ups on the hot path, like nginx's worker model).
+#[derive(Clone, Debug)]
 pub enum Upstream {
     /// `http://host:port`.
     Tcp {
         /// `host:port`.
         authority: String,
-        /// Pooled client.
-        client: Client<HttpConnector, Incoming>,
     },
     /// `unix:/path`.
     Unix {
         /// Socket path.
         path: Arc<PathBuf>,
-        /// Pooled client.
-        client: Client<UnixConnector, Incoming>,
     },
 }
 
-impl std::fmt::Debug for Upstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.describe())
-    }
+/// Per-thread pooled clients: one for all TCP upstreams (pooled by authority), one per unix socket path.
+struct Clients {
+    tcp: Client<HttpConnector, Incoming>,
+    unix: HashMap<PathBuf, Client<UnixConnector, Incoming>>,
+}
+
+thread_local! {
+    static CLIENTS: RefCell<Option<Clients>> = const { RefCell::new(None) };
 }
 
 fn builder() -> hyper_util::client::legacy::Builder {
@@ -70,6 +74,22 @@ fn builder() -> hyper_util::client::legacy::Builder {
     b.pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(512);
     b
+}
+
+fn with_clients<R>(f: impl FnOnce(&mut Clients) -> R) -> R {
+    CLIENTS.with(|c| {
+        let mut c = c.borrow_mut();
+        let clients = c.get_or_insert_with(|| {
+            let mut conn = HttpConnector::new();
+            conn.set_nodelay(true);
+            conn.set_keepalive(Some(Duration::from_secs(60)));
+            Clients {
+                tcp: builder().build(conn),
+                unix: HashMap::new(),
+            }
+        });
+        f(clients)
+    })
 }
 
 impl Upstream {
@@ -81,10 +101,8 @@ impl Upstream {
                     "upstream {s:?}: unix socket path must be absolute"
                 )));
             }
-            let path = Arc::new(PathBuf::from(path));
             return Ok(Upstream::Unix {
-                client: builder().build(UnixConnector(path.clone())),
-                path,
+                path: Arc::new(PathBuf::from(path)),
             });
         }
         let authority = s
@@ -96,20 +114,16 @@ impl Upstream {
                     "upstream {s:?}: expected http://host:port or unix:/path"
                 ))
             })?;
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_keepalive(Some(Duration::from_secs(60)));
         Ok(Upstream::Tcp {
             authority: authority.to_owned(),
-            client: builder().build(conn),
         })
     }
 
     /// For logs and the RPC route listing.
     pub fn describe(&self) -> String {
         match self {
-            Upstream::Tcp { authority, .. } => format!("http://{authority}"),
-            Upstream::Unix { path, .. } => format!("unix:{}", path.display()),
+            Upstream::Tcp { authority } => format!("http://{authority}"),
+            Upstream::Unix { path } => format!("unix:{}", path.display()),
         }
     }
 
@@ -119,18 +133,31 @@ impl Upstream {
             .uri()
             .path_and_query()
             .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_owned();
+            .unwrap_or("/");
         let authority = match self {
-            Upstream::Tcp { authority, .. } => authority.as_str(),
+            Upstream::Tcp { authority } => authority.as_str(),
             Upstream::Unix { .. } => "localhost",
         };
-        *req.uri_mut() = format!("http://{authority}{pq}")
-            .parse()
+        *req.uri_mut() = http::Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(pq)
+            .build()
             .map_err(|_| ProxyError::Invalid("request target".into()))?;
         let res = match self {
-            Upstream::Tcp { client, .. } => client.request(req).await,
-            Upstream::Unix { client, .. } => client.request(req).await,
+            Upstream::Tcp { .. } => {
+                let client = with_clients(|c| c.tcp.clone());
+                client.request(req).await
+            }
+            Upstream::Unix { path } => {
+                let client = with_clients(|c| {
+                    c.unix
+                        .entry(path.as_ref().clone())
+                        .or_insert_with(|| builder().build(UnixConnector(path.clone())))
+                        .clone()
+                });
+                client.request(req).await
+            }
         };
         res.map_err(|e| ProxyError::Provider(format!("upstream {}: {e}", self.describe())))
     }
