@@ -1,2 +1,372 @@
-//! Placeholder, replaced by the provisioning benchmark.
-fn main() {}
+//! Provisioning benchmark: 100 users through the real job orchestrator (sqlite on disk, real
+//! runner, events, heartbeats, retries machinery) against a fast stand-in backend, Forge and VM
+//! agent that each take an injected latency `L` per outside call, for several concurrency
+//! limits `C`.
+//!
+//! Reports the wall time against the target `1.2 × ceil(100 / C) × S` (S = sum of the step
+//! latencies of one job) and the orchestrator's CPU time per user (getrusage of this process,
+//! user + system; SSH keys are generated before the timed part, so key crypto is excluded; there
+//! is no sshd in this setup).
+//!
+//! `cargo bench -p hero_os_tfgrid_deployer_server --bench provision_bench`
+//! Environment: `BENCH_USERS` (100), `BENCH_LATENCY_MS` (20), `BENCH_CONCURRENCY` ("1,4,10,25,100").
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use hero_os_tfgrid_deployer_backends::{
+    BackendError, ComputeBackend, GatewayInfo, GatewayRequest, OutputSink, Resource, ResourceKind,
+    ResourceName, SshTarget, VmInfo, VmRequest,
+};
+use hero_os_tfgrid_deployer_sdk::jobs::JobState;
+use hero_os_tfgrid_deployer_server::clock::{OsRandom, SystemClock};
+use hero_os_tfgrid_deployer_server::db::Db;
+use hero_os_tfgrid_deployer_server::forge::{
+    ForgeApi, ForgeError, ForgeToken, ForgeUser, NewForgeUser,
+};
+use hero_os_tfgrid_deployer_server::provision::agent::{AttemptFn, LineFn, SshAccess, VmAgent};
+use hero_os_tfgrid_deployer_server::provision::config::ProvisionConfig;
+use hero_os_tfgrid_deployer_server::provision::faults::Faults;
+use hero_os_tfgrid_deployer_server::provision::steps::StepError;
+use hero_os_tfgrid_deployer_server::provision::{Parts, Provisioner};
+use hero_os_tfgrid_deployer_server::service::{CoreSettings, Deployer};
+use hero_secrets::{MemorySecretStore, SecretValue};
+
+/// Outside calls per provision job that carry the latency: forge_user (1), deploy_vm (1),
+/// deploy_gateway (1), wait_ssh (1), push_manifest (1 upload), run_bootstrap (upload + run = 2),
+/// verify_health (1). ssh_key, select_node (local: skipped) and finalize are bookkeeping.
+const CALLS_PER_JOB: u32 = 8;
+
+struct StandInForge(Duration);
+
+#[async_trait]
+impl ForgeApi for StandInForge {
+    async fn version(&self) -> Result<String, ForgeError> {
+        Ok("stand-in".into())
+    }
+    async fn user_exists(&self, username: &str) -> Result<Option<ForgeUser>, ForgeError> {
+        tokio::time::sleep(self.0).await;
+        Ok(Some(ForgeUser {
+            id: 1,
+            login: username.into(),
+            email: String::new(),
+            full_name: String::new(),
+        }))
+    }
+    async fn create_user(&self, _: &NewForgeUser<'_>) -> Result<ForgeUser, ForgeError> {
+        unreachable!("users are seeded")
+    }
+    async fn generate_token_for(
+        &self,
+        _: &str,
+        _: &SecretValue,
+        _: &str,
+        _: &[String],
+    ) -> Result<ForgeToken, ForgeError> {
+        unreachable!("users are seeded")
+    }
+    fn url(&self) -> &str {
+        "http://stand-in.forge"
+    }
+}
+
+/// An in-memory backend: every mutating call takes `L`; reads are free.
+struct StandInBackend {
+    latency: Duration,
+    vms: Mutex<BTreeMap<String, VmInfo>>,
+    gateways: Mutex<BTreeMap<String, GatewayInfo>>,
+}
+
+#[async_trait]
+impl ComputeBackend for StandInBackend {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+    async fn deploy_vm(&self, req: &VmRequest, _: OutputSink) -> Result<VmInfo, BackendError> {
+        tokio::time::sleep(self.latency).await;
+        let vm = VmInfo {
+            name: req.name.clone(),
+            backend: "local".into(),
+            ssh: SshTarget {
+                host: "127.0.0.1".into(),
+                port: 22,
+                user: "bench".into(),
+            },
+            private_ip: Some("127.0.0.1".into()),
+            mycelium_ip: None,
+            web_backend_url: "http://127.0.0.1:9988".into(),
+            manifest_path: "/tmp/services.toml".into(),
+            work_dir: "/tmp/work".into(),
+            env_file: None,
+            node_id: None,
+            backend_id: None,
+        };
+        self.vms
+            .lock()
+            .unwrap()
+            .insert(req.name.to_string(), vm.clone());
+        Ok(vm)
+    }
+    async fn get_vm(&self, name: &ResourceName) -> Result<Option<VmInfo>, BackendError> {
+        Ok(self.vms.lock().unwrap().get(&name.to_string()).cloned())
+    }
+    async fn delete_vm(&self, name: &ResourceName, _: OutputSink) -> Result<(), BackendError> {
+        tokio::time::sleep(self.latency).await;
+        self.vms.lock().unwrap().remove(&name.to_string());
+        Ok(())
+    }
+    async fn deploy_gateway(
+        &self,
+        req: &GatewayRequest,
+        _: OutputSink,
+    ) -> Result<GatewayInfo, BackendError> {
+        tokio::time::sleep(self.latency).await;
+        let gw = GatewayInfo {
+            name: req.name.clone(),
+            fqdn: format!("{}.localhost", req.host_label),
+            url: format!("http://{}.localhost:8088/", req.host_label),
+            backend_url: req.backend_url.clone(),
+            connect_addr: None,
+        };
+        self.gateways
+            .lock()
+            .unwrap()
+            .insert(req.name.to_string(), gw.clone());
+        Ok(gw)
+    }
+    async fn get_gateway(&self, name: &ResourceName) -> Result<Option<GatewayInfo>, BackendError> {
+        Ok(self
+            .gateways
+            .lock()
+            .unwrap()
+            .get(&name.to_string())
+            .cloned())
+    }
+    async fn delete_gateway(&self, name: &ResourceName, _: OutputSink) -> Result<(), BackendError> {
+        tokio::time::sleep(self.latency).await;
+        self.gateways.lock().unwrap().remove(&name.to_string());
+        Ok(())
+    }
+    async fn inventory(&self) -> Result<Vec<Resource>, BackendError> {
+        let mut out = Vec::new();
+        for name in self.vms.lock().unwrap().keys() {
+            out.push(Resource {
+                kind: ResourceKind::Vm,
+                raw_name: name.clone(),
+                name: ResourceName::parse(name),
+                detail: String::new(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+struct StandInAgent(Duration);
+
+#[async_trait]
+impl VmAgent for StandInAgent {
+    async fn wait_ssh(
+        &self,
+        _: &SshAccess<'_>,
+        _: tokio::time::Instant,
+        _: Duration,
+        _: AttemptFn<'_>,
+    ) -> Result<String, StepError> {
+        tokio::time::sleep(self.0).await;
+        Ok("SHA256:standin".into())
+    }
+    async fn upload(
+        &self,
+        _: &SshAccess<'_>,
+        _: &str,
+        _: &[u8],
+        _: Option<u32>,
+    ) -> Result<(), StepError> {
+        tokio::time::sleep(self.0).await;
+        Ok(())
+    }
+    async fn run(
+        &self,
+        _: &SshAccess<'_>,
+        _: &str,
+        on_line: LineFn<'_>,
+    ) -> Result<Option<u32>, StepError> {
+        tokio::time::sleep(self.0).await;
+        on_line("bootstrap: started", false);
+        on_line("bootstrap: done", false);
+        Ok(Some(0))
+    }
+    async fn http_status(&self, _: &str, _: Option<&str>) -> Result<u16, StepError> {
+        tokio::time::sleep(self.0).await;
+        Ok(200)
+    }
+}
+
+fn cpu_seconds() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let u = getrusage(UsageWho::RUSAGE_SELF).unwrap();
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    t(u.user_time()) + t(u.system_time())
+}
+
+struct Run {
+    concurrency: usize,
+    wall: Duration,
+    target: Duration,
+    cpu_per_user_ms: f64,
+}
+
+async fn run_once(users: usize, latency: Duration, concurrency: usize) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("state.db")).unwrap();
+    let deployer = Deployer {
+        db: db.clone(),
+        secrets: Arc::new(MemorySecretStore::new()),
+        forge: Arc::new(StandInForge(latency)),
+        clock: Arc::new(SystemClock),
+        random: Arc::new(OsRandom),
+        settings: Arc::new(CoreSettings {
+            email_domain: "bench.test".into(),
+            user_token_scopes: Vec::new(),
+        }),
+    };
+    let config = ProvisionConfig {
+        max_concurrent_jobs: concurrency,
+        ..ProvisionConfig::default()
+    };
+    let mut backends: BTreeMap<String, Arc<dyn ComputeBackend>> = BTreeMap::new();
+    backends.insert(
+        "local".into(),
+        Arc::new(StandInBackend {
+            latency,
+            vms: Mutex::new(BTreeMap::new()),
+            gateways: Mutex::new(BTreeMap::new()),
+        }),
+    );
+    let p = Provisioner::new(Parts {
+        deployer: deployer.clone(),
+        config,
+        backends,
+        agent: Arc::new(StandInAgent(latency)),
+        bootstrap_script: "#!/bin/sh\necho ok\n".into(),
+        faults: Faults::none(),
+    });
+    let reaper = p.start().await.unwrap();
+
+    // Seed complete users and their keys (key generation is crypto, excluded from the figure).
+    let mut ids = Vec::new();
+    for i in 0..users {
+        let name = format!("bench{i}");
+        let id = db
+            .call(move |conn| -> Result<i64, hero_os_tfgrid_deployer_server::error::ServiceError> {
+                conn.execute(
+                    "INSERT INTO users(forge_username, email, forge_user_id, forge_created, setup_state, created_at, updated_at) \
+                     VALUES (?1, ?1 || '@bench.test', 1, 1, 'active', 0, 0)",
+                    [name],
+                )?;
+                Ok(conn.last_insert_rowid())
+            })
+            .await
+            .unwrap();
+        p.ensure_ssh_key(id, "bench").await.unwrap();
+        ids.push(id);
+    }
+
+    let actor = hero_os_tfgrid_deployer_server::audit::Actor::local("bench");
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let mut jobs = Vec::new();
+    for id in &ids {
+        let job = p
+            .provision_vm(
+                &actor,
+                hero_os_tfgrid_deployer_sdk::jobs::ProvisionVmParams {
+                    user_id: *id,
+                    options: None,
+                },
+            )
+            .await
+            .unwrap();
+        jobs.push(job.job_id);
+    }
+    let followers = jobs.iter().map(|job_id| {
+        let p = p.clone();
+        let job_id = *job_id;
+        async move {
+            let mut after = 0;
+            loop {
+                let page = p
+                    .job_events(hero_os_tfgrid_deployer_sdk::jobs::JobEventsParams {
+                        job_id,
+                        after_seq: after,
+                        wait_ms: 30_000,
+                        limit: None,
+                    })
+                    .await
+                    .unwrap();
+                after = page.last_seq;
+                if page.done {
+                    return page.job_state;
+                }
+            }
+        }
+    });
+    let states = futures::future::join_all(followers).await;
+    let wall = t0.elapsed();
+    let cpu = cpu_seconds() - cpu0;
+    assert!(
+        states.iter().all(|s| *s == JobState::Succeeded),
+        "{states:?}"
+    );
+    reaper.abort();
+    p.shutdown();
+    let rounds = users.div_ceil(concurrency) as u32;
+    Run {
+        concurrency,
+        wall,
+        target: latency * CALLS_PER_JOB * rounds * 6 / 5,
+        cpu_per_user_ms: cpu * 1000.0 / users as f64,
+    }
+}
+
+fn main() {
+    let users: usize = std::env::var("BENCH_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let latency_ms: u64 = std::env::var("BENCH_LATENCY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let levels: Vec<usize> = std::env::var("BENCH_CONCURRENCY")
+        .unwrap_or_else(|_| "1,4,10,25,100".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let latency = Duration::from_millis(latency_ms);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "provision benchmark: {users} users, L = {latency_ms} ms per outside call, S = {} × L = {} ms per job",
+        CALLS_PER_JOB,
+        latency_ms * u64::from(CALLS_PER_JOB)
+    );
+    println!("| C | wall time | target 1.2 × ceil({users}/C) × S | within target | orchestrator CPU per user |");
+    println!("|---|---|---|---|---|");
+    for c in levels {
+        let r = runtime.block_on(run_once(users, latency, c));
+        println!(
+            "| {} | {:.2} s | {:.2} s | {} | {:.2} ms |",
+            r.concurrency,
+            r.wall.as_secs_f64(),
+            r.target.as_secs_f64(),
+            if r.wall <= r.target { "yes" } else { "no" },
+            r.cpu_per_user_ms
+        );
+    }
+}

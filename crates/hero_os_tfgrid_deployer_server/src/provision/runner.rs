@@ -202,7 +202,7 @@ impl Provisioner {
         let user_id = job.user_id;
         self.db()
             .call(move |conn| -> Result<(), ServiceError> {
-                let tx = conn.transaction()?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 tx.execute(
                     "UPDATE jobs SET state = 'running', started_at_ms = COALESCE(started_at_ms, ?2), heartbeat_at_ms = ?2 \
                      WHERE job_id = ?1 AND state IN ('queued','running')",
@@ -335,29 +335,43 @@ impl Provisioner {
         let deadline = started + budget;
         let now = self.now_ms();
         let step_name = name.to_owned();
+        let first_attempt = prior_attempts + 1;
+        let started_msg = format!(
+            "step {index}/{count} {name}: started (deadline {})",
+            human(budget)
+        );
+        // One transaction: step running, job's current step and heartbeat, the "started" event.
         self.db()
             .call(move |conn| -> Result<(), ServiceError> {
-                conn.execute(
-                    "UPDATE job_steps SET state = 'running', started_at_ms = ?3, finished_at_ms = NULL, duration_ms = NULL \
-                     WHERE job_id = ?1 AND step_index = ?2",
-                    params![job_id, index, now],
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                tx.execute(
+                    "UPDATE job_steps SET state = 'running', started_at_ms = ?3, finished_at_ms = NULL, duration_ms = NULL, \
+                     attempts = ?4 WHERE job_id = ?1 AND step_index = ?2",
+                    params![job_id, index, now, first_attempt],
                 )?;
-                conn.execute(
+                tx.execute(
                     "UPDATE jobs SET current_step = ?2, heartbeat_at_ms = ?3 WHERE job_id = ?1",
                     params![job_id, step_name, now],
                 )?;
+                store::append_event(
+                    &tx,
+                    job_id,
+                    &store::EventRow {
+                        at_ms: now,
+                        level: EventLevel::Info,
+                        step: Some(step_name.clone()),
+                        step_index: Some(index),
+                        step_count: count,
+                        attempt: Some(first_attempt),
+                        elapsed_ms: None,
+                        message: started_msg,
+                    },
+                )?;
+                tx.commit()?;
                 Ok(())
             })
             .await?;
-        self.event(
-            job_id,
-            Draft::info(format!(
-                "step {index}/{count} {name}: started (deadline {})",
-                human(budget)
-            ))
-            .step(index, name),
-        )
-        .await?;
+        self.bump(job_id);
         if self.inner.faults.stall_at(name) {
             return Ok(StepOutcome::Stalled);
         }
@@ -367,27 +381,39 @@ impl Provisioner {
         loop {
             attempt += 1;
             tries += 1;
-            self.db()
-                .call(move |conn| -> Result<(), ServiceError> {
-                    conn.execute(
-                        "UPDATE job_steps SET attempts = ?3 WHERE job_id = ?1 AND step_index = ?2",
-                        params![job_id, index, attempt],
-                    )?;
-                    Ok(())
-                })
-                .await?;
             if tries > 1 {
-                self.event(
-                    job_id,
-                    Draft::info(format!(
-                        "step {index}/{count} {name}: attempt {attempt}, {}",
-                        human(started.elapsed())
-                    ))
-                    .step(index, name)
-                    .attempt(attempt)
-                    .elapsed(started.elapsed()),
-                )
-                .await?;
+                let msg = format!(
+                    "step {index}/{count} {name}: attempt {attempt}, {}",
+                    human(started.elapsed())
+                );
+                let (at, elapsed) = (self.now_ms(), started.elapsed().as_millis() as i64);
+                self.db()
+                    .call(move |conn| -> Result<(), ServiceError> {
+                        let tx = conn
+                            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                        tx.execute(
+                            "UPDATE job_steps SET attempts = ?3 WHERE job_id = ?1 AND step_index = ?2",
+                            params![job_id, index, attempt],
+                        )?;
+                        store::append_event(
+                            &tx,
+                            job_id,
+                            &store::EventRow {
+                                at_ms: at,
+                                level: EventLevel::Info,
+                                step: Some(name.to_owned()),
+                                step_index: Some(index),
+                                step_count: count,
+                                attempt: Some(attempt),
+                                elapsed_ms: Some(elapsed),
+                                message: msg,
+                            },
+                        )?;
+                        tx.commit()?;
+                        Ok(())
+                    })
+                    .await?;
+                self.bump(job_id);
             }
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<OutLine>();
             let drain = {
@@ -500,7 +526,7 @@ impl Provisioner {
         let (msg, name) = (msg.to_owned(), name.to_owned());
         self.db()
             .call(move |conn| -> Result<(), ServiceError> {
-                let tx = conn.transaction()?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let started: Option<i64> = tx.query_row(
                     "SELECT started_at_ms FROM job_steps WHERE job_id = ?1 AND step_index = ?2",
                     params![job_id, index],
@@ -537,7 +563,7 @@ impl Provisioner {
                 Ok(())
             })
             .await?;
-        self.bump();
+        self.bump(job_id);
         Ok(())
     }
 
@@ -577,7 +603,7 @@ impl Provisioner {
         let result_json = result.and_then(|r| serde_json::to_string(r).ok());
         self.db()
             .call(move |conn| -> Result<(), ServiceError> {
-                let tx = conn.transaction()?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let job = store::require_job(&tx, job_id)?;
                 if !job.state.is_active() {
                     return Ok(());
@@ -620,7 +646,7 @@ impl Provisioner {
                 Ok(())
             })
             .await?;
-        self.bump();
+        self.drop_bus(job_id);
         Ok(())
     }
 

@@ -314,11 +314,14 @@ pub struct EventRow {
     pub message: String,
 }
 
-/// Appends an event with the next sequence number of its job (one statement: atomic).
+/// Appends an event with the next sequence number of its job (one statement: atomic). A
+/// `step_count` of 0 is filled in from the job's steps.
 pub fn append_event(conn: &Connection, job_id: JobId, e: &EventRow) -> rusqlite::Result<i64> {
     conn.prepare_cached(
         "INSERT INTO job_events(job_id, seq, at_ms, level, step, step_index, step_count, attempt, elapsed_ms, message) \
-         SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 FROM job_events WHERE job_id = ?1 \
+         SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5, \
+         CASE WHEN ?6 = 0 THEN (SELECT count(*) FROM job_steps WHERE job_id = ?1) ELSE ?6 END, ?7, ?8, ?9 \
+         FROM job_events WHERE job_id = ?1 \
          RETURNING seq",
     )?
     .query_row(

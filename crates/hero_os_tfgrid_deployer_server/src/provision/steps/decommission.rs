@@ -52,17 +52,18 @@ async fn in_inventory(
 
 pub async fn mark_decommissioned(s: &Scope<'_>) -> Result<String, StepError> {
     let (user_id, now) = (s.job.user_id, s.p.deployer().clock.now());
-    let n =
-        s.p.db()
-            .call(move |conn| -> Result<usize, ServiceError> {
-                let tx = conn.transaction()?;
-                let n = vms::mark_vms_decommissioned(&tx, user_id, now)?;
-                vms::mark_gateways_deleted(&tx, user_id, now)?;
-                store::set_user_vm_status(&tx, user_id, "decommissioned", now)?;
-                tx.commit()?;
-                Ok(n)
-            })
-            .await?;
+    let n = s
+        .p
+        .db()
+        .call(move |conn| -> Result<usize, ServiceError> {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = vms::mark_vms_decommissioned(&tx, user_id, now)?;
+            vms::mark_gateways_deleted(&tx, user_id, now)?;
+            store::set_user_vm_status(&tx, user_id, "decommissioned", now)?;
+            tx.commit()?;
+            Ok(n)
+        })
+        .await?;
     s.p.deployer()
         .audit(
             &Actor(s.job.actor.clone()),
@@ -94,7 +95,7 @@ pub async fn remove_resources(
     let now = p.deployer().clock.now();
     Ok(p.db()
         .call(move |conn| -> Result<bool, ServiceError> {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let n = vms::mark_vms_decommissioned(&tx, user_id, now)?;
             vms::mark_gateways_deleted(&tx, user_id, now)?;
             tx.commit()?;

@@ -522,7 +522,7 @@ pub async fn finalize(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, Ste
     );
     let now = d.clock.now();
     d.db.call(move |conn| -> Result<(), ServiceError> {
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE vms SET state = 'ready', url = ?2, host_key_fingerprint = COALESCE(?3, host_key_fingerprint), \
              ssh_key_fingerprint = COALESCE(?4, ssh_key_fingerprint), spec_json = ?5, node_id = COALESCE(?6, node_id), \
