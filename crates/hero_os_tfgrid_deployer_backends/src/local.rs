@@ -30,7 +30,7 @@ use crate::compute::{
 };
 use crate::local_gateway::{self, GatewayState, GatewayTask, Route};
 use crate::process::{
-    free_loopback_port, kill_pid, pid_alive, pid_cmdline, read_pid_file, shell_quote,
+    free_loopback_port, kill_pid, pid_cmdline, pid_is_ours, read_pid_file, shell_quote,
 };
 use crate::ssh::SshTarget;
 use crate::sshd::{self, SshdFiles, DEFAULT_SSHD};
@@ -395,7 +395,7 @@ impl LocalBackend {
         }
         pids.sort_unstable();
         pids.dedup();
-        pids.retain(|p| pid_alive(*p));
+        pids.retain(|p| pid_is_ours(*p, &needle));
         pids
     }
 

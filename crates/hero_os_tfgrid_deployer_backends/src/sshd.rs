@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::process::{pid_alive, read_pid_file, shell_quote};
+use crate::process::{read_pid_file, shell_quote};
 
 /// Default sshd binary; absolute because sshd re-execs itself.
 pub const DEFAULT_SSHD: &str = "/usr/sbin/sshd";
@@ -74,9 +74,11 @@ impl SshdFiles {
     pub fn log_file(&self) -> PathBuf {
         self.dir.join("sshd.log")
     }
-    /// The live sshd PID, if any.
+    /// The live sshd PID, if any: only a process whose command line names this sandbox's
+    /// config (a stale pid file may name a reused pid).
     pub fn live_pid(&self) -> Option<u32> {
-        read_pid_file(&self.pid_file()).filter(|p| pid_alive(*p))
+        let needle = self.dir.to_string_lossy();
+        read_pid_file(&self.pid_file()).filter(|p| crate::process::pid_is_ours(*p, &needle))
     }
 }
 

@@ -101,7 +101,8 @@ impl Drop for SandboxReaper {
                     if let Some(pid) =
                         hero_os_tfgrid_deployer_backends::process::read_pid_file(&f.path())
                     {
-                        if pid_alive(pid) {
+                        let needle = sb.path().to_string_lossy().into_owned();
+                        if hero_os_tfgrid_deployer_backends::process::pid_is_ours(pid, &needle) {
                             let _ = nix::sys::signal::kill(
                                 nix::unistd::Pid::from_raw(pid as i32),
                                 nix::sys::signal::Signal::SIGKILL,
