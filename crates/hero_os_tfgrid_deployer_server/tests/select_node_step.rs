@@ -1,0 +1,245 @@
+//! The `select_node` step against a stand-in gridproxy over real HTTP, with payloads shaped like
+//! `shared/tfgrid/gridproxy_nodes_example.json`: the chosen node and every rejected node are
+//! recorded in the job's events; all rejected gives a precise, non-retried error.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query};
+use axum::routing::get;
+use axum::Router;
+use hero_os_tfgrid_deployer_sdk::jobs::*;
+use hero_os_tfgrid_deployer_server::clock::{OsRandom, SystemClock};
+use hero_os_tfgrid_deployer_server::db::Db;
+use hero_os_tfgrid_deployer_server::forge::{
+    ForgeApi, ForgeError, ForgeToken, ForgeUser, NewForgeUser,
+};
+use hero_os_tfgrid_deployer_server::provision::agent::SshHttpAgent;
+use hero_os_tfgrid_deployer_server::provision::config::ProvisionConfig;
+use hero_os_tfgrid_deployer_server::provision::faults::Faults;
+use hero_os_tfgrid_deployer_server::provision::steps::{self, JobContext, Scope};
+use hero_os_tfgrid_deployer_server::provision::store;
+use hero_os_tfgrid_deployer_server::provision::{Parts, Provisioner};
+use hero_os_tfgrid_deployer_server::service::{CoreSettings, Deployer};
+use hero_secrets::{MemorySecretStore, SecretValue};
+use serde_json::{json, Value};
+
+struct NoForge;
+
+#[async_trait::async_trait]
+impl ForgeApi for NoForge {
+    async fn version(&self) -> Result<String, ForgeError> {
+        Ok("none".into())
+    }
+    async fn user_exists(&self, _: &str) -> Result<Option<ForgeUser>, ForgeError> {
+        Ok(None)
+    }
+    async fn create_user(&self, _: &NewForgeUser<'_>) -> Result<ForgeUser, ForgeError> {
+        unreachable!()
+    }
+    async fn generate_token_for(
+        &self,
+        _: &str,
+        _: &SecretValue,
+        _: &str,
+        _: &[String],
+    ) -> Result<ForgeToken, ForgeError> {
+        unreachable!()
+    }
+    fn url(&self) -> &str {
+        "http://none"
+    }
+}
+
+/// Nodes shaped like the example capture: node 1 as captured (no health, no domain, SSD full),
+/// 8 and 13 healthy gateways with room (8 has more), 50 down.
+fn nodes() -> Vec<Value> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../hero_os_tfgrid_deployer_backends/tests/fixtures/gridproxy_nodes_example.json"
+    ))
+    .unwrap();
+    let example: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let base = example[0].clone();
+    let fit = |id: u64, used_mru_gib: u64| {
+        let mut n = base.clone();
+        n["nodeId"] = json!(id);
+        n["healthy"] = json!(true);
+        n["publicConfig"]["domain"] = json!(format!("node{id}.grid.tf"));
+        n["used_resources"] = json!({"cru": 0, "sru": 0, "hru": 0, "mru": used_mru_gib << 30});
+        n
+    };
+    let mut down = fit(50, 0);
+    down["status"] = json!("down");
+    let (eight, thirteen) = (fit(8, 10), fit(13, 100));
+    vec![base, eight, thirteen, down]
+}
+
+async fn gridproxy() -> String {
+    let list = nodes();
+    let one = list.clone();
+    let app = Router::new()
+        .route(
+            "/nodes",
+            get(move |Query(q): Query<HashMap<String, String>>| {
+                let list = list.clone();
+                async move {
+                    let ids: Vec<u64> = q["node_ids"]
+                        .split(',')
+                        .map(|x| x.parse().unwrap())
+                        .collect();
+                    let out: Vec<Value> = list
+                        .into_iter()
+                        .filter(|n| ids.contains(&n["nodeId"].as_u64().unwrap()))
+                        .collect();
+                    Value::Array(out).to_string()
+                }
+            }),
+        )
+        .route(
+            "/nodes/{id}",
+            get(move |Path(id): Path<u64>| {
+                let one = one.clone();
+                async move {
+                    let mut n = one
+                        .into_iter()
+                        .find(|n| n["nodeId"].as_u64() == Some(id))
+                        .unwrap();
+                    let obj = n.as_object_mut().unwrap();
+                    let total = obj.remove("total_resources").unwrap();
+                    let used = obj.remove("used_resources").unwrap();
+                    obj.insert(
+                        "capacity".into(),
+                        json!({"total_resources": total, "used_resources": used}),
+                    );
+                    n.to_string()
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+async fn run_select(
+    candidates: Vec<u32>,
+) -> (Result<String, steps::StepError>, JobContext, Vec<JobEvent>) {
+    let url = gridproxy().await;
+    let db = Db::open_in_memory().unwrap();
+    let deployer = Deployer {
+        db: db.clone(),
+        secrets: Arc::new(MemorySecretStore::new()),
+        forge: Arc::new(NoForge),
+        clock: Arc::new(SystemClock),
+        random: Arc::new(OsRandom),
+        settings: Arc::new(CoreSettings {
+            email_domain: "x.test".into(),
+            user_token_scopes: Vec::new(),
+        }),
+    };
+    let mut config = ProvisionConfig::default();
+    config.backend = "opentofu".into();
+    config.grid.gridproxy_url = Some(url);
+    config.grid.candidate_nodes = candidates;
+    let p = Provisioner::new(Parts {
+        deployer,
+        config,
+        backends: BTreeMap::new(),
+        agent: Arc::new(SshHttpAgent),
+        bootstrap_script: String::new(),
+        faults: Faults::none(),
+    });
+    let job_id = db
+        .call(|conn| {
+            store::insert_job(
+                conn,
+                &store::NewJob {
+                    user_id: 1,
+                    forge_username: "alice",
+                    kind: JobKind::Provision,
+                    backend: "opentofu",
+                    actor: "test",
+                    options_json: "{}",
+                    steps: steps::PROVISION_STEPS,
+                    now_ms: 0,
+                },
+            )
+        })
+        .await
+        .unwrap();
+    let job = p.get_job(job_id).await.unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = ProvisionOptions::default();
+    let mut ctx = JobContext::default();
+    let scope = Scope {
+        p: &p,
+        job: &job,
+        options: &options,
+        index: 3,
+        count: 10,
+        name: "select_node",
+        attempt: 1,
+        started: tokio::time::Instant::now(),
+        deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(30),
+        out: tx,
+    };
+    let result = steps::run(&scope, &mut ctx).await;
+    let page = p
+        .job_events(JobEventsParams {
+            job_id,
+            after_seq: 0,
+            wait_ms: 0,
+            limit: None,
+        })
+        .await
+        .unwrap();
+    (result, ctx, page.events)
+}
+
+#[tokio::test]
+async fn chooses_the_node_with_most_headroom_and_records_every_rejection() {
+    let (result, ctx, events) = run_select(vec![1, 8, 13, 50]).await;
+    let reason = result.unwrap();
+    assert!(
+        reason.starts_with("node 8 (node8.grid.tf) chosen"),
+        "{reason}"
+    );
+    assert_eq!(ctx.node_id, Some(8));
+    assert_eq!(ctx.node_domain.as_deref(), Some("node8.grid.tf"));
+    let text: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    let find = |id: u32| {
+        text.iter()
+            .find(|m| m.starts_with(&format!("node {id} not chosen")))
+            .copied()
+            .unwrap_or_else(|| panic!("no event for node {id}: {text:?}"))
+    };
+    assert!(find(1).contains("health"), "{}", find(1));
+    assert!(find(13).contains("less headroom"), "{}", find(13));
+    assert!(find(50).contains("down"), "{}", find(50));
+    assert!(events
+        .iter()
+        .all(|e| e.step.as_deref() == Some("select_node") && e.step_index == Some(3)));
+}
+
+#[tokio::test]
+async fn all_candidates_rejected_is_a_precise_permanent_error() {
+    let (result, ctx, _) = run_select(vec![1, 50, 999]).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.code, "select.no_candidate");
+    assert!(!err.transient);
+    for part in [
+        "node 1:",
+        "node 50:",
+        "down",
+        "node 999: not known to gridproxy",
+    ] {
+        assert!(
+            err.message.contains(part),
+            "{part} missing in {}",
+            err.message
+        );
+    }
+    assert_eq!(ctx.node_id, None);
+}
