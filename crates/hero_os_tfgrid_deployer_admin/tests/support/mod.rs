@@ -151,6 +151,8 @@ impl Stack {
             .env("HERO_SOCKET_DIR", root.join("sock"))
             .env("HERO_DEPLOYER_DATA_DIR", root.join("data"))
             .env("HERO_DEPLOYER_FORGE_URL", &forge_url)
+            // The local backend's gateway on a port the OS picks (tests run in parallel).
+            .env("HERO_DEPLOYER_LOCAL_GATEWAY_LISTEN", "127.0.0.1:0")
             .envs(extra_env.iter().map(|(k, v)| (*k, *v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
