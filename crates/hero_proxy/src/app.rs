@@ -196,7 +196,8 @@ impl App {
     }
 }
 
-async fn load_signer(secrets: &dyn SecretStore) -> Result<AssertionSigner> {
+/// Loads the assertion signer from its slot, generating and storing a fresh seed on first use.
+pub async fn load_signer(secrets: &dyn SecretStore) -> Result<AssertionSigner> {
     let seed = match secrets.get(ASSERTION_SEED_SLOT).await? {
         Some(v) => hex::decode(v.expose().trim())
             .ok()

@@ -33,13 +33,17 @@ async fn main() -> anyhow::Result<()> {
         hero_secrets::FileSecretStore::open(&cfg.secrets_dir())
             .context("opening the secret store")?,
     );
+    if args.print_key {
+        // Only the public half; nothing is bound, so this is safe next to a running proxy.
+        let signer = hero_proxy::app::load_signer(secrets.as_ref())
+            .await
+            .context("loading the signing key")?;
+        println!("{}", signer.public_jwks());
+        return Ok(());
+    }
     let running = hero_proxy::start(cfg, secrets, Arc::new(hero_proxy::SystemClock))
         .await
         .context("starting")?;
-    if args.print_key {
-        println!("{}", running.app.signer.public_jwks());
-        return Ok(());
-    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -84,6 +84,36 @@ async fn binary_signs_in_and_never_writes_secrets_to_log_or_db() {
     assert_eq!(seen.one("x-hero-forge-token"), Some(access.expose()));
     let session_id = cookie.trim_start_matches("__Host-hero_session=").to_owned();
 
+    // `--print-key` prints the key the running proxy publishes, without binding anything.
+    let published: serde_json::Value = reqwest::get(format!("{base}/.well-known/hero-proxy-key"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let printed = tokio::process::Command::new(env!("CARGO_BIN_EXE_hero_proxy"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--print-key")
+        .env("HERO_PROXY_SECRETS_DIR", &secrets_dir)
+        .env("HERO_PROXY_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(printed.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
+    assert_eq!(printed, published);
+    assert_eq!(
+        Harness::client()
+            .get(format!("{base}/x"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
     let mut haystack = std::fs::read(&log_path).unwrap();
     for entry in std::fs::read_dir(&state).unwrap() {
         haystack.extend(std::fs::read(entry.unwrap().path()).unwrap());
