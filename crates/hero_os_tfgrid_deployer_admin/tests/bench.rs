@@ -245,6 +245,7 @@ async fn dashboard_benchmark() {
     }
     let _ = c.close().await;
     drop(driver);
+    support::decommission_all(&stack.client).await;
     let follower = follower.lock().unwrap().clone();
     let mut added = Vec::new();
     let mut raw = Vec::new();

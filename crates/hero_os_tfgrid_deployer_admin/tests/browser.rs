@@ -168,6 +168,7 @@ async fn operator_walk_in_headless_chromium() {
     let result = walk(&c, &stack, &alice, &mallory, &flag).await;
     let _ = c.close().await;
     drop(driver);
+    support::decommission_all(&stack.client).await;
     if let Err(e) = result {
         panic!("{e}\n--- server log ---\n{}", stack.server_log());
     }

@@ -384,3 +384,58 @@ pub async fn browser(driver: &Chromedriver, profile: &Path) -> fantoccini::Clien
         .await
         .expect("WebDriver session")
 }
+
+/// Decommissions every user VM the test left behind and waits for the jobs, so the local
+/// backend's sandboxes (sshd, health server) do not outlive the test.
+pub async fn decommission_all(client: &Client) {
+    use hero_os_tfgrid_deployer_sdk::jobs::{JobIdParams, ListJobsParams};
+    use hero_os_tfgrid_deployer_sdk::methods;
+    use hero_os_tfgrid_deployer_sdk::types::{ListUsersParams, UserIdParams, VmStatus};
+    // Let active jobs end first (a decommission is refused while one runs).
+    poll("active jobs to end", Duration::from_secs(120), || async {
+        let p = client
+            .call::<methods::ListJobs>(&ListJobsParams {
+                active_only: Some(true),
+                ..Default::default()
+            })
+            .await
+            .ok()?;
+        p.jobs.is_empty().then_some(())
+    })
+    .await;
+    let Ok(users) = client
+        .list_users(&ListUsersParams {
+            limit: Some(500),
+            ..Default::default()
+        })
+        .await
+    else {
+        return;
+    };
+    for u in users.users {
+        if !matches!(
+            u.vm_status,
+            VmStatus::Ready | VmStatus::Failed | VmStatus::Provisioning
+        ) {
+            continue;
+        }
+        let Ok(job) = client
+            .call::<methods::DecommissionVm>(&UserIdParams { user_id: u.user_id })
+            .await
+        else {
+            continue;
+        };
+        poll(
+            "the cleanup decommission",
+            Duration::from_secs(120),
+            || async {
+                let j = client
+                    .call::<methods::GetJob>(&JobIdParams { job_id: job.job_id })
+                    .await
+                    .ok()?;
+                (!j.state.is_active()).then_some(())
+            },
+        )
+        .await;
+    }
+}
