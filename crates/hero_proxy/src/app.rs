@@ -72,6 +72,15 @@ impl App {
             .iter()
             .map(Route::from_config)
             .collect::<Result<Vec<_>>>()?;
+        for target in cfg.group_map.values().flatten() {
+            crate::claims::validate_group_name(target)
+                .map_err(|e| ProxyError::Config(format!("group_map target: {e}")))?;
+            if target == crate::claims::ADMIN_GROUP {
+                return Err(ProxyError::Config(
+                    "group_map cannot target the admin group (it follows is_admin)".into(),
+                ));
+            }
+        }
         let signer = load_signer(secrets.as_ref()).await?;
         let jwks_body = Bytes::from(signer.public_jwks().to_string());
         let app = App {
