@@ -6,7 +6,8 @@
 //! Reports the wall time against the target `1.2 × ceil(100 / C) × S` (S = sum of the step
 //! latencies of one job) and the orchestrator's CPU time per user (getrusage of this process,
 //! user + system; SSH keys are generated before the timed part, so key crypto is excluded; there
-//! is no sshd in this setup). Completion is detected with a cheap count query every 5 ms.
+//! is no sshd in this setup). Every job is followed by an in-process `job_events` long-poll (as
+//! the CLI does), whose CPU is included.
 //!
 //! `cargo bench -p hero_os_tfgrid_deployer_server --bench provision_bench`
 //! Environment: `BENCH_USERS` (100), `BENCH_LATENCY_MS` (20), `BENCH_CONCURRENCY` ("1,4,10,25,100").
@@ -292,29 +293,31 @@ async fn run_once(users: usize, latency: Duration, concurrency: usize) -> Run {
             .unwrap();
         jobs.push(job.job_id);
     }
-    // Wait for the end with one cheap count query every 5 ms (a stand-in for clients; followers
-    // long-polling every job would add their own CPU to the figure).
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
-    loop {
-        tick.tick().await;
-        let active = db
-            .call(|conn| -> Result<i64, hero_os_tfgrid_deployer_server::error::ServiceError> {
-                Ok(conn.query_row(
-                    "SELECT count(*) FROM jobs WHERE state IN ('queued','running','cancelling')",
-                    [],
-                    |r| r.get(0),
-                )?)
-            })
-            .await
-            .unwrap();
-        if active == 0 {
-            break;
+    // Every job followed to its end by a long-poll on `job_events`, as `vm deploy --follow`
+    // does (each job has its own wake-up channel, so this costs one read per event).
+    let followers = jobs.iter().map(|job_id| {
+        let p = p.clone();
+        let job_id = *job_id;
+        async move {
+            let mut after = 0;
+            loop {
+                let page = p
+                    .job_events(hero_os_tfgrid_deployer_sdk::jobs::JobEventsParams {
+                        job_id,
+                        after_seq: after,
+                        wait_ms: 30_000,
+                        limit: None,
+                    })
+                    .await
+                    .unwrap();
+                after = page.last_seq;
+                if page.done {
+                    return page.job_state;
+                }
+            }
         }
-    }
-    let mut states = Vec::new();
-    for job_id in &jobs {
-        states.push(p.get_job(*job_id).await.unwrap().state);
-    }
+    });
+    let states = futures::future::join_all(followers).await;
     let wall = t0.elapsed();
     let cpu = cpu_seconds() - cpu0;
     assert!(

@@ -224,7 +224,8 @@ async fn current_vm(s: &Scope<'_>, ctx: &mut JobContext) -> Result<VmInfo, StepE
     let name = s.resource_name()?;
     match s.backend()?.get_vm(&name).await? {
         Some(vm) => {
-            if let Some(vm_id) = ctx.vm_id {
+            // Only a change (new port or IP after a restart) is worth a write.
+            if let (Some(vm_id), true) = (ctx.vm_id, ctx.vm.as_ref() != Some(&vm)) {
                 record_vm_facts(s, vm_id, &vm).await?;
             }
             ctx.vm = Some(vm.clone());
