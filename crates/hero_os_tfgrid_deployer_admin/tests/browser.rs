@@ -93,7 +93,7 @@ async fn accept_confirm(c: &Client) {
     .await;
 }
 
-fn bootstrap_script(root: &Path, flag: &Path) -> PathBuf {
+fn bootstrap_script(root: &Path, flag: &Path, slow: &Path) -> PathBuf {
     let stand_in = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../hero_os_tfgrid_deployer_backends/assets/local-setup-binaries.sh"),
@@ -103,8 +103,10 @@ fn bootstrap_script(root: &Path, flag: &Path) -> PathBuf {
     let body = stand_in.replacen(
         "set -euo pipefail\n",
         &format!(
-            "set -euo pipefail\nif [ -e {} ]; then echo 'bootstrap: demo failure requested by the test' >&2; exit 1; fi\n",
-            flag.display()
+            "set -euo pipefail\nif [ -e {} ]; then echo 'bootstrap: demo failure requested by the test' >&2; exit 1; fi\n\
+             while [ -e {} ]; do sleep 0.1; done\n",
+            flag.display(),
+            slow.display()
         ),
         1,
     );
@@ -117,7 +119,8 @@ fn bootstrap_script(root: &Path, flag: &Path) -> PathBuf {
 async fn operator_walk_in_headless_chromium() {
     let cfg_dir = tempfile::tempdir().unwrap();
     let flag = cfg_dir.path().join("fail-bootstrap");
-    let script = bootstrap_script(cfg_dir.path(), &flag);
+    let slow = cfg_dir.path().join("hold-bootstrap");
+    let script = bootstrap_script(cfg_dir.path(), &flag, &slow);
     let config = cfg_dir.path().join("server.toml");
     std::fs::write(
         &config,
@@ -165,7 +168,8 @@ async fn operator_walk_in_headless_chromium() {
     let driver = Chromedriver::start().await;
     let profile = tempfile::tempdir().unwrap();
     let c = support::browser(&driver, profile.path()).await;
-    let result = walk(&c, &stack, &alice, &mallory, &flag).await;
+    let result = walk(&c, &stack, &alice, &mallory, &flag, &slow).await;
+    let _ = std::fs::remove_file(&slow);
     let _ = c.close().await;
     drop(driver);
     support::decommission_all(&stack.client).await;
@@ -180,6 +184,7 @@ async fn walk(
     alice: &str,
     mallory: &str,
     flag: &Path,
+    slow: &Path,
 ) -> Result<(), String> {
     // Users page, empty.
     c.goto(&format!("{alice}/users")).await.unwrap();
@@ -300,6 +305,33 @@ async fn walk(
     let state = wait_final(c, Duration::from_secs(180)).await;
     assert_eq!(state, "succeeded", "retry completes");
     shot(c, "10-retry-succeeded").await;
+
+    // Cancel a running job: the bootstrap is held until the test lets it go.
+    std::fs::write(slow, "1").unwrap();
+    let cy = stack.client.create_user("cy", None, None).await.unwrap();
+    c.goto(&format!("{alice}/users/{}", cy.user_id))
+        .await
+        .unwrap();
+    click_and_load(c, "form[action$='/deploy'] button", false).await;
+    poll(
+        "run_bootstrap to be running (live)",
+        Duration::from_secs(120),
+        || async {
+            exists(c, ".steps li[data-step='8'][data-state=running]")
+                .await
+                .then_some(())
+        },
+    )
+    .await;
+    shot(c, "10b-job-running").await;
+    click_and_load(c, "form[action*='/cancel'] button", true).await;
+    std::fs::remove_file(slow).unwrap();
+    let state = wait_final(c, Duration::from_secs(120)).await;
+    assert_eq!(state, "cancelled");
+    assert!(text(c, "[data-testid=job-error]")
+        .await
+        .contains("Cancelled"));
+    shot(c, "10c-job-cancelled").await;
 
     // Jobs and audit.
     c.goto(&format!("{alice}/jobs")).await.unwrap();

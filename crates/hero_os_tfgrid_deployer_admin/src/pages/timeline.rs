@@ -38,7 +38,8 @@ pub fn render(job: &Job, events: &[JobEvent], last_seq: i64) -> Markup {
                 @if live { span #live-status .live aria-live="polite" { "live updates need JavaScript; reload to refresh" } }
             }
             @if let Some(err) = &job.error {
-                div.notice.bad role="alert" data-testid="job-error" {
+                div class=(if job.state == JobState::Cancelled { "notice warn" } else { "notice bad" })
+                    role="alert" data-testid="job-error" {
                     strong { @if job.state == JobState::Cancelled { "Cancelled" } @else { "Failed" }
                         @if let Some(s) = &job.current_step { " at step " code { (s) } } }
                     div { (err) }
