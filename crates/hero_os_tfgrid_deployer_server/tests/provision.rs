@@ -202,7 +202,15 @@ fn url_port(url: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_concurrent_provisions_for_one_user_make_one_job() {
-    let (stack, _) = stack(Vec::new()).await;
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (stack, _) = stack(vec![(
+        "HERO_DEPLOYER_TCP_LISTEN".to_owned(),
+        tcp.to_string(),
+    )])
+    .await;
     let _reaper = SandboxReaper(local_root(&stack));
     let c = stack.client();
     let user_id = new_user(c, "bob").await;
@@ -228,6 +236,15 @@ async fn two_concurrent_provisions_for_one_user_make_one_job() {
     assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
     assert_eq!(sandboxes(&stack).len(), 1);
     assert_eq!(routes(&stack).len(), 1);
+    // Over TCP (behind the SSO edge) the VM facts are readable, the private key is not.
+    let remote = hero_os_tfgrid_deployer_sdk::Client::new(
+        hero_os_tfgrid_deployer_sdk::Endpoint::Tcp(tcp.to_string()),
+    )
+    .acting_as("admin")
+    .unwrap();
+    assert!(remote.get_vm(user_id).await.unwrap().vm.is_some());
+    let err = remote.export_ssh_key(user_id).await.unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::Forbidden), "{err}");
     let job = c.decommission_vm(user_id).await.unwrap();
     assert_eq!(follow(c, job.job_id).await.0.state, JobState::Succeeded);
 }

@@ -139,8 +139,10 @@ async fn run_select(
             user_token_scopes: Vec::new(),
         }),
     };
-    let mut config = ProvisionConfig::default();
-    config.backend = "opentofu".into();
+    let mut config = ProvisionConfig {
+        backend: "opentofu".into(),
+        ..Default::default()
+    };
     config.grid.gridproxy_url = Some(url);
     config.grid.candidate_nodes = candidates;
     let p = Provisioner::new(Parts {
