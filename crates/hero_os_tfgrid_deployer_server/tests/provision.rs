@@ -298,3 +298,48 @@ async fn reconcile_reports_and_removes_an_orphan_made_behind_the_deployers_back(
     let report = c.reconcile(false).await.unwrap();
     assert!(report.orphans.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_opentofu_backend_without_a_mnemonic_fails_the_job_with_what_to_do() {
+    let (stack, _) = stack(Vec::new()).await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    let user_id = new_user(c, "gridy").await;
+    // A pinned node skips gridproxy (no internet in tests); the backend is built on first use.
+    let job = c
+        .provision_vm(
+            user_id,
+            Some(ProvisionOptions {
+                backend: Some("opentofu".into()),
+                profile: None,
+                node_id: Some(8),
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.backend, "opentofu");
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Failed, "{}", messages(&events));
+    let error = job.error.unwrap();
+    assert!(
+        error.starts_with("step 4/10 deploy_vm failed after 1 attempt(s)"),
+        "{error}"
+    );
+    assert!(
+        error.contains("secret set deployer/tfgrid_mnemonic"),
+        "{error}"
+    );
+    assert!(messages(&events).contains("node 8 pinned by the request"));
+    let err = c
+        .provision_vm(
+            user_id,
+            Some(ProvisionOptions {
+                backend: Some("nope".into()),
+                profile: None,
+                node_id: None,
+            }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::FailedPrecondition), "{err}");
+}

@@ -21,6 +21,7 @@ pub mod api;
 pub mod config;
 pub mod events;
 pub mod faults;
+pub mod lazy_backend;
 pub mod manifest;
 pub mod reaper;
 pub mod reconcile;

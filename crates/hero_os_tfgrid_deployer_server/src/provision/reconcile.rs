@@ -47,7 +47,12 @@ impl Provisioner {
             missing: Vec::new(),
             removed: Vec::new(),
         };
-        for (kind, backend) in &self.inner.backends {
+        // Backends in use: the default one and any that holds a live VM record (a grid backend
+        // nobody uses is not asked, so reconcile does not need its credentials).
+        let in_use = |kind: &str| {
+            kind == self.inner.cfg.backend || live_vms.iter().any(|(_, b, _)| b == kind)
+        };
+        for (kind, backend) in self.inner.backends.iter().filter(|(k, _)| in_use(k)) {
             let inventory = backend
                 .inventory()
                 .await

@@ -6,45 +6,114 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hero_os_tfgrid_deployer_backends::{
-    ComputeBackend, LocalBackend, LocalConfig, DEFAULT_BOOTSTRAP_SCRIPT,
+    BackendError, ComputeBackend, HeroComputeBackend, HeroComputeConfig, LocalBackend, LocalConfig,
+    OpenTofuBackend, OpenTofuConfig, DEFAULT_BOOTSTRAP_SCRIPT,
 };
 
 use super::agent::SshHttpAgent;
+use super::lazy_backend::LazyBackend;
 use super::{faults, Parts, Provisioner};
 use crate::config::Config;
 use crate::service::Deployer;
 
-/// Builds the [`Provisioner`] for `config`. Only the configured default backend is started (the
-/// local one binds its gateway port; the grid ones need credentials).
+/// Secret slot of the TFGrid mnemonic used by the OpenTofu backend (only ever put in `tofu`'s
+/// environment).
+pub const MNEMONIC_SLOT: &str = "deployer/tfgrid_mnemonic";
+
+/// Builds the [`Provisioner`] for `config`. The local backend is started only when it is the
+/// default (it binds its gateway port); `opentofu` and `hero_compute` are always available and
+/// built on first use (see [`LazyBackend`]).
 pub async fn build(config: &Config, deployer: Deployer) -> Result<Provisioner, String> {
     let cfg = config.provision.clone();
     let mut backends: BTreeMap<String, Arc<dyn ComputeBackend>> = BTreeMap::new();
     #[cfg(feature = "test-hooks")]
-    let local_faults: Option<Arc<hero_os_tfgrid_deployer_backends::local::LocalFaults>>;
-    match cfg.backend.as_str() {
-        "local" => {
-            let root = cfg.local.root.clone().unwrap_or_else(|| config.data_dir.join("local"));
-            let mut lc = LocalConfig::new(root);
-            lc.gateway_listen = cfg.local.gateway_listen;
-            lc.sshd_bin = cfg.local.sshd_bin.clone();
-            lc.sshd_start_timeout = Duration::from_secs(10);
-            let local = LocalBackend::start(lc)
-                .await
-                .map_err(|e| format!("local backend: {e}"))?;
-            tracing::info!(gateway = %local.gateway_addr(), "local backend ready");
-            #[cfg(feature = "test-hooks")]
-            {
-                local_faults = Some(local.faults());
-            }
+    let mut local_faults: Option<Arc<hero_os_tfgrid_deployer_backends::local::LocalFaults>> = None;
+    if cfg.backend == "local" {
+        let root = cfg
+            .local
+            .root
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("local"));
+        let mut lc = LocalConfig::new(root);
+        lc.gateway_listen = cfg.local.gateway_listen;
+        lc.sshd_bin = cfg.local.sshd_bin.clone();
+        lc.sshd_start_timeout = Duration::from_secs(10);
+        let local = LocalBackend::start(lc)
+            .await
+            .map_err(|e| format!("local backend: {e}"))?;
+        tracing::info!(gateway = %local.gateway_addr(), "local backend ready");
+        #[cfg(feature = "test-hooks")]
+        {
+            local_faults = Some(local.faults());
+        }
 
-            backends.insert("local".into(), Arc::new(local));
-        }
-        other => {
-            return Err(format!(
-                "provision.backend = {other:?}: this server build wires only the `local` backend so far; \
-                 the opentofu and hero_compute backends are not connected to the job runner yet"
-            ))
-        }
+        backends.insert("local".into(), Arc::new(local));
+    }
+    {
+        let secrets = deployer.secrets.clone();
+        let workdir = cfg
+            .opentofu
+            .workdir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("opentofu"));
+        let tofu = cfg.opentofu.binary.clone();
+        let network = cfg.grid.network.clone();
+        backends.insert(
+            "opentofu".into(),
+            Arc::new(LazyBackend::new(
+                "opentofu",
+                Box::new(move || {
+                    let (secrets, workdir, tofu, network) =
+                        (secrets.clone(), workdir.clone(), tofu.clone(), network.clone());
+                    Box::pin(async move {
+                        let network: hero_os_tfgrid_deployer_backends::Network =
+                            network.parse().map_err(|e| {
+                                BackendError::Config(format!("provision.grid.network: {e}"))
+                            })?;
+                        let mnemonic = secrets
+                            .get(MNEMONIC_SLOT)
+                            .await
+                            .map_err(|e| BackendError::Config(format!("secret store: {e}")))?
+                            .ok_or_else(|| {
+                                BackendError::Config(format!(
+                                    "no TFGrid mnemonic: store it with `hero_os_tfgrid_deployer secret set {MNEMONIC_SLOT}` (reads stdin), then retry the job"
+                                ))
+                            })?;
+                        let mut oc = OpenTofuConfig::new(
+                            workdir,
+                            network,
+                            zeroize::Zeroizing::new(mnemonic.expose().to_owned()),
+                        );
+                        oc.tofu_bin = tofu;
+                        let backend: Arc<dyn ComputeBackend> =
+                            Arc::new(OpenTofuBackend::new(oc, Box::new(rand::rngs::OsRng)));
+                        Ok(backend)
+                    })
+                }),
+            )),
+        );
+    }
+    {
+        let socket = cfg
+            .hero_compute
+            .socket
+            .clone()
+            .unwrap_or_else(|| config.socket_dir.join("hero_compute").join("rpc.sock"));
+        backends.insert(
+            "hero_compute".into(),
+            Arc::new(LazyBackend::new(
+                "hero_compute",
+                Box::new(move || {
+                    let socket = socket.clone();
+                    Box::pin(async move {
+                        let backend: Arc<dyn ComputeBackend> = Arc::new(
+                            HeroComputeBackend::connect(HeroComputeConfig::new(socket)).await?,
+                        );
+                        Ok(backend)
+                    })
+                }),
+            )),
+        );
     }
     let bootstrap_script = match &cfg.bootstrap_script {
         Some(path) => std::fs::read_to_string(path)

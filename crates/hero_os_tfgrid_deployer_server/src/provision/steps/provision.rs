@@ -305,7 +305,26 @@ async fn access_parts(
 }
 
 pub async fn wait_ssh(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
-    let (vm, key) = access_parts(s, ctx).await?;
+    let (mut vm, key) = access_parts(s, ctx).await?;
+    // A grid VM reports its (mycelium) IP some time after the deployment: poll for it first.
+    let poll = std::time::Duration::from_millis(s.p.inner.cfg.poll_ms);
+    let mut n = 0u32;
+    while vm.ssh.host.is_empty() {
+        n += 1;
+        s.line(
+            EventLevel::Warn,
+            Some(n),
+            format!("{}: the VM has no IP yet", s.progress(n)),
+        );
+        if tokio::time::Instant::now() + poll >= s.deadline {
+            return Err(StepError::fatal(
+                "vm.no_ip",
+                format!("the VM reported no IP within the step deadline ({n} polls)"),
+            ));
+        }
+        tokio::time::sleep(poll).await;
+        vm = current_vm(s, ctx).await?;
+    }
     let mut target = vm.ssh.clone();
     if s.p.inner.faults.flag("ssh_refused") {
         // Test hook: aim at a loopback port nothing listens on, so the refusal is real.
