@@ -12,4 +12,4 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== cargo build (binaries used by integration tests)"
 cargo build --workspace --bins --all-features
 echo "== cargo test"
-cargo test --workspace --all-features -- --test-threads="${TEST_THREADS:-2}"
+cargo test --workspace --all-features --no-fail-fast -- --test-threads="${TEST_THREADS:-2}"
