@@ -142,6 +142,8 @@ impl Provisioner {
             .await?;
         for job_id in active {
             tracing::info!(job_id, "resuming job left by an earlier run");
+            // Alive again: the reaper must not take the downtime for a hang.
+            self.heartbeat(job_id).await?;
             self.event(
                 job_id,
                 events::Draft::info("server restarted: resuming the job"),

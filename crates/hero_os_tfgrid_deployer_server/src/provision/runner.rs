@@ -122,7 +122,10 @@ impl Provisioner {
         cancel: &mut watch::Receiver<bool>,
     ) -> Guarded<F::Output> {
         tokio::pin!(fut);
-        let mut hb = tokio::time::interval(self.inner.cfg.heartbeat());
+        // First beat one period from now: every caller has just written the heartbeat (step start,
+        // attempt) or is about to, so an immediate beat would only cost a write.
+        let period = self.inner.cfg.heartbeat();
+        let mut hb = tokio::time::interval_at(Instant::now() + period, period);
         hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -137,7 +140,7 @@ impl Provisioner {
         }
     }
 
-    async fn heartbeat(&self, job_id: JobId) -> Result<(), ServiceError> {
+    pub(crate) async fn heartbeat(&self, job_id: JobId) -> Result<(), ServiceError> {
         let now = self.now_ms();
         self.db()
             .call(move |conn| -> Result<(), ServiceError> {
