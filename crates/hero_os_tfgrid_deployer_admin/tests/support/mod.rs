@@ -15,17 +15,15 @@ use hero_os_tfgrid_deployer_admin::AppState;
 use hero_os_tfgrid_deployer_sdk::{Client, Endpoint};
 use hero_secrets::{FileSecretStore, SecretStore};
 
-/// Builds the other workspace binaries once per test process (a no-op when up to date).
-fn build_peers() {
+/// Builds the other workspace binaries in release, for the benchmark (`--release`). Debug test
+/// runs use what `scripts/test.sh` built: rebuilding here would drop the `test-hooks` feature the
+/// server's own tests need from the shared binary.
+fn build_release_peers() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = std::env::current_exe()
-            .map(|p| p.components().any(|c| c.as_os_str() == "release"))
-            .unwrap_or(false);
         let status = Command::new(cargo)
-            .arg("build")
-            .args(release.then_some("--release"))
+            .args(["build", "--release"])
             .args([
                 "-p",
                 "hero_devforge",
@@ -48,11 +46,17 @@ pub fn binary(name: &str) -> PathBuf {
     if name == "hero_os_tfgrid_deployer_admin" {
         return PathBuf::from(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer_admin"));
     }
-    build_peers();
     let exe = std::env::current_exe().expect("test exe");
+    if exe.components().any(|c| c.as_os_str() == "release") {
+        build_release_peers();
+    }
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins --all-features` first (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
