@@ -6,6 +6,11 @@ use rand::RngCore;
 pub trait Clock: Send + Sync {
     /// Unix seconds, UTC.
     fn now(&self) -> i64;
+
+    /// Unix milliseconds, UTC. Clocks without sub-second precision may keep the default.
+    fn now_ms(&self) -> i64 {
+        self.now().saturating_mul(1000)
+    }
 }
 
 /// Wall-clock time.
@@ -17,6 +22,14 @@ impl Clock for SystemClock {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+
+    #[allow(clippy::disallowed_methods)]
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
     }
 }

@@ -58,9 +58,11 @@ pub struct Timebase {
 }
 
 impl Timebase {
-    pub fn new(wall_secs: i64) -> Timebase {
+    /// `wall_ms`: the wall clock in milliseconds now (a whole-second start would make every
+    /// `at_ms` of the process lag real time by the same sub-second amount).
+    pub fn new(wall_ms: i64) -> Timebase {
         Timebase {
-            wall_ms_at_start: wall_secs.saturating_mul(1000),
+            wall_ms_at_start: wall_ms,
             started: tokio::time::Instant::now(),
         }
     }
@@ -118,7 +120,7 @@ impl Provisioner {
         ));
         Provisioner {
             inner: Arc::new(Inner {
-                time: Timebase::new(parts.deployer.clock.now()),
+                time: Timebase::new(parts.deployer.clock.now_ms()),
                 d: parts.deployer,
                 cfg: parts.config,
                 backends: parts.backends,
