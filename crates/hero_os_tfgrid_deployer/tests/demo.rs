@@ -82,3 +82,152 @@ fn demo_provisions_prints_the_url_and_cleans_up() {
         "gateway still listening"
     );
 }
+
+/// Kills, by PID, every process whose command line names the directory (a kept sandbox when a
+/// test fails half-way).
+struct DirReaper(std::path::PathBuf);
+
+impl Drop for DirReaper {
+    fn drop(&mut self) {
+        for pid in processes_mentioning(&self.0.display().to_string()) {
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// A server on the demo directory, killed by PID on drop.
+struct ServerGuard(std::process::Child);
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cli(socket: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
+        .arg("--server")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn vm_and_job_commands_on_a_kept_demo_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = DirReaper(dir.path().to_path_buf());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
+        .args([
+            "demo",
+            "bob",
+            "--no-wait",
+            "--keep",
+            "--gateway-port",
+            &port.to_string(),
+            "--dir",
+        ])
+        .arg(dir.path())
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The server again, on the demo's data (the Forge is not needed for VM operations).
+    let server_bin = std::path::Path::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
+        .with_file_name("hero_os_tfgrid_deployer_server");
+    let _server = ServerGuard(
+        Command::new(server_bin)
+            .env("HOME", dir.path())
+            .env("HERO_SOCKET_DIR", dir.path().join("sock"))
+            .env("HERO_DEPLOYER_DATA_DIR", dir.path().join("data"))
+            .env("HERO_DEPLOYER_FORGE_URL", "http://127.0.0.1:9")
+            .env(
+                "HERO_DEPLOYER_LOCAL_GATEWAY_LISTEN",
+                format!("127.0.0.1:{port}"),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let socket = dir.path().join("sock/hero_os_tfgrid_deployer/rpc.sock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not come back"
+        );
+        std::thread::yield_now();
+    }
+
+    let (ok, stdout, stderr) = cli(&socket, &["job", "list"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("bob") && stdout.contains("provision") && stdout.contains("succeeded"),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = cli(&socket, &["job", "show", "1"]);
+    assert!(
+        ok && stdout.contains("10/10") && stdout.contains("verify_health"),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = cli(&socket, &["vm", "show", "bob"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(&format!("http://bob.localhost:{port}/")),
+        "{stdout}"
+    );
+    let key = dir.path().join("bob_key");
+    let (ok, _, stderr) = cli(
+        &socket,
+        &["vm", "ssh-key", "bob", "--out", key.to_str().unwrap()],
+    );
+    assert!(ok, "{stderr}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(std::fs::read_to_string(&key)
+        .unwrap()
+        .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+    let (ok, stdout, _) = cli(&socket, &["reconcile"]);
+    assert!(ok && stdout.contains("no orphans"), "{stdout}");
+    let (ok, _, stderr) = cli(&socket, &["vm", "delete", "bob", "--follow"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("step 3/3 mark_decommissioned: done"),
+        "{stderr}"
+    );
+    // A finished job cannot be cancelled or retried: one clear line, exit 1.
+    let (ok, _, stderr) = cli(&socket, &["job", "cancel", "2"]);
+    assert!(
+        !ok && stderr.starts_with("error: ") && stderr.contains("cannot be cancelled"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = cli(&socket, &["job", "retry", "1"]);
+    assert!(
+        !ok && stderr.contains("only failed jobs can be retried"),
+        "{stderr}"
+    );
+    let sandbox = dir.path().join("data/local/sandboxes");
+    assert_eq!(std::fs::read_dir(&sandbox).unwrap().count(), 0);
+}
