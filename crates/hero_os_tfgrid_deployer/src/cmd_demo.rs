@@ -2,7 +2,7 @@
 //! (`hero_devforge`) and the server with the local backend in a demo directory (both found next to
 //! this executable), seeds the Forge admin token into the server's secret store over the local
 //! socket (never argv or env), creates the user, provisions end to end with live progress, and
-//! prints the URL and credentials. Ctrl-C decommissions the VM (unless `--keep`) and stops both.
+//! prints the URL and credentials, and starts the admin dashboard (dev sign-in, loopback). Ctrl-C decommissions the VM (unless `--keep`) and stops both.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use hero_os_tfgrid_deployer_sdk::methods::SecretSet;
-use hero_os_tfgrid_deployer_sdk::types::SecretSetParams;
+use hero_os_tfgrid_deployer_sdk::methods::{SecretGet, SecretSet};
+use hero_os_tfgrid_deployer_sdk::types::{SecretSetParams, SecretSlotParams};
 use hero_os_tfgrid_deployer_sdk::{Client, Endpoint, ErrorKind};
 
 use crate::cmd_job::{finish, follow};
@@ -30,6 +30,12 @@ pub struct DemoArgs {
     /// Port of the local gateway (the demo URL is http://<username>.localhost:<port>/).
     #[arg(long, default_value_t = 8088)]
     pub gateway_port: u16,
+    /// Port of the admin dashboard (dev sign-in, loopback only): http://127.0.0.1:<port>/.
+    #[arg(long, default_value_t = 8090)]
+    pub admin_port: u16,
+    /// Do not start the admin dashboard.
+    #[arg(long)]
+    pub no_dashboard: bool,
     /// Leave the VM running on exit (default: decommission it on Ctrl-C).
     #[arg(long)]
     pub keep: bool,
@@ -129,6 +135,53 @@ fn start_server(
     ))
 }
 
+/// The admin dashboard in dev mode on loopback TCP, reading the allowlist from the demo server's
+/// secret store. Returns once it answers `/health`.
+async fn start_dashboard(
+    dir: &Path,
+    socket: &Path,
+    port: u16,
+) -> anyhow::Result<(ChildGuard, String)> {
+    let admin = sibling("hero_os_tfgrid_deployer_admin")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("admin.log"))?;
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = ChildGuard(
+        Command::new(&admin)
+            .args(["--auth-mode", "dev", "--no-socket", "--listen", &listen])
+            .arg("--server")
+            .arg(format!("unix:{}", socket.display()))
+            .arg("--secrets-dir")
+            .arg(dir.join("data/secrets"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start hero_os_tfgrid_deployer_admin")?,
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        if let Some(status) = child.0.try_wait()? {
+            anyhow::bail!(
+                "the dashboard exited with {status}; see {}",
+                dir.join("admin.log").display()
+            );
+        }
+        if tokio::net::TcpStream::connect(&listen).await.is_ok() {
+            return Ok((child, format!("http://{listen}/")));
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the dashboard did not answer within 30 s; see {}",
+            dir.join("admin.log").display()
+        );
+    }
+}
+
 /// Waits until the server answers `/health`, or its process exits.
 async fn wait_ready(client: &Client, server: &mut ChildGuard, log: &Path) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -170,6 +223,26 @@ pub async fn run(args: DemoArgs, out: &Output) -> anyhow::Result<()> {
             value: token.trim().to_owned(),
         })
         .await?;
+
+    // The dashboard's dev identity must be on the admin allowlist.
+    let allowlist = SecretSlotParams {
+        slot: "deployer/ADMIN_FORGE_USERS".into(),
+    };
+    if client.call::<SecretGet>(&allowlist).await.is_err() {
+        client
+            .call::<SecretSet>(&SecretSetParams {
+                slot: allowlist.slot.clone(),
+                value: "dev-admin".into(),
+            })
+            .await?;
+    }
+    let dashboard = if args.no_dashboard {
+        None
+    } else {
+        let (guard, url) = start_dashboard(&dir, &socket, args.admin_port).await?;
+        eprintln!("admin dashboard at {url} (dev sign-in as dev-admin)");
+        Some((guard, url))
+    };
 
     let user = match client.create_user(&args.username, None, None).await {
         Ok(r) => r.user,
@@ -213,6 +286,9 @@ pub async fn run(args: DemoArgs, out: &Output) -> anyhow::Result<()> {
         socket.display(),
         user.forge_username
     );
+    if let Some((_, url)) = &dashboard {
+        println!("  Dashboard:      {url}  (dev sign-in as dev-admin)");
+    }
     if !args.no_wait {
         println!(
             "\nPress Ctrl-C to {}stop.",
@@ -232,6 +308,7 @@ pub async fn run(args: DemoArgs, out: &Output) -> anyhow::Result<()> {
         let job = follow(&client, job.job_id, out).await?;
         finish(&job, out)?;
     }
+    drop(dashboard);
     drop(server);
     Ok(())
 }

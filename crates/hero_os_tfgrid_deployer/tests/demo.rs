@@ -39,6 +39,11 @@ fn demo_provisions_prints_the_url_and_cleans_up() {
         .local_addr()
         .unwrap()
         .port();
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let out = Command::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
         .args([
             "demo",
@@ -46,6 +51,8 @@ fn demo_provisions_prints_the_url_and_cleans_up() {
             "--no-wait",
             "--gateway-port",
             &port.to_string(),
+            "--admin-port",
+            &admin_port.to_string(),
             "--dir",
         ])
         .arg(dir.path())
@@ -60,6 +67,10 @@ fn demo_provisions_prints_the_url_and_cleans_up() {
         "{stdout}"
     );
     assert!(stdout.contains("Forge username: alice"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("Dashboard:      http://127.0.0.1:{admin_port}/")),
+        "{stdout}"
+    );
     let password = stdout
         .lines()
         .find_map(|l| l.strip_prefix("  Forge password: "))
@@ -136,6 +147,7 @@ fn vm_and_job_commands_on_a_kept_demo_vm() {
             "bob",
             "--no-wait",
             "--keep",
+            "--no-dashboard",
             "--gateway-port",
             &port.to_string(),
             "--dir",

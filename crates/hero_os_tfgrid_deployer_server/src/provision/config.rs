@@ -7,18 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hero_os_tfgrid_deployer_backends::manifest::Profiles;
 use serde::Deserialize;
-
-/// Services of the default `demo` profile, in manifest order.
-pub const DEMO_PROFILE: &[&str] = &[
-    "proxy",
-    "router",
-    "proc",
-    "cockpit",
-    "embedder-small",
-    "db",
-    "books",
-];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -200,12 +190,18 @@ impl ProvisionConfig {
         Ok(())
     }
 
+    /// Manifest profiles: the built-in `demo`, then configured ones (which may override it).
+    pub fn manifest_profiles(&self) -> Profiles {
+        let mut profiles = Profiles::default();
+        profiles
+            .profiles
+            .extend(self.profiles.iter().map(|(k, v)| (k.clone(), v.clone())));
+        profiles
+    }
+
     /// Services of a profile: configured ones first, then the built-in `demo`.
     pub fn profile(&self, name: &str) -> Option<Vec<String>> {
-        if let Some(p) = self.profiles.get(name) {
-            return Some(p.clone());
-        }
-        (name == "demo").then(|| DEMO_PROFILE.iter().map(|s| (*s).to_owned()).collect())
+        self.manifest_profiles().profiles.remove(name)
     }
 
     pub fn heartbeat(&self) -> Duration {

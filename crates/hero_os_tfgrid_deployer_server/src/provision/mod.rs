@@ -22,7 +22,6 @@ pub mod config;
 pub mod events;
 pub mod faults;
 pub mod lazy_backend;
-pub mod manifest;
 pub mod reaper;
 pub mod reconcile;
 pub mod rpc;

@@ -18,7 +18,8 @@ use crate::audit::Actor;
 use crate::error::ServiceError;
 use crate::provision::agent::SshAccess;
 use crate::provision::faults::BackendFault;
-use crate::provision::{manifest, vms, DEPLOYER_VERSION};
+use crate::provision::{vms, DEPLOYER_VERSION};
+use hero_os_tfgrid_deployer_backends::manifest::ManifestUser;
 
 /// The Forge account must exist and the deployer must hold what it needs for it. A user record
 /// left `pending` by an interrupted `create_user` is finished here.
@@ -379,8 +380,18 @@ pub async fn push_manifest(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String
     let services = cfg.profile(&profile).ok_or_else(|| {
         StepError::fatal("manifest.profile", format!("unknown profile {profile:?}"))
     })?;
-    let text = manifest::render(&s.job.forge_username, &profile, &services)
-        .map_err(|e| StepError::fatal("manifest.render", e))?;
+    let user = ManifestUser {
+        username: s.job.forge_username.clone(),
+        url: ctx
+            .gateway
+            .as_ref()
+            .map(|g| g.url.clone())
+            .unwrap_or_default(),
+    };
+    let text = cfg
+        .manifest_profiles()
+        .render(&profile, &user)
+        .map_err(|e| StepError::fatal(e.code(), e.to_string()))?;
     let (vm, key) = access_parts(s, ctx).await?;
     let access = SshAccess {
         target: &vm.ssh,
