@@ -18,9 +18,15 @@ pub const ENV_PREFIX: &str = "HERO_PROXY_";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Address of the proxy listener (TLS is terminated in front of it).
+    /// Address of the proxy listener (TLS is terminated in front of it unless `tls_cert`/`tls_key` are set).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// PEM certificate chain; with `tls_key`, the public listener terminates TLS itself (ALPN `http/1.1`).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`; set both or neither.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// Directory of the proxy's sqlite database (`hero_proxy.db`).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -155,6 +161,8 @@ const SCALAR_FIELDS: &[&str] = &[
     "public_scheme",
     "public_url",
     "default_provider",
+    "tls_cert",
+    "tls_key",
 ];
 const INT_FIELDS: &[&str] = &[
     "workers",

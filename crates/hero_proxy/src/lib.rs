@@ -2,7 +2,7 @@
 //!
 //! Codemap: [`config`] → [`routes`]/[`upstream`] → [`handler`] (per request) using [`session`], [`vault`],
 //! [`oidc`], [`login`], [`headers`]; [`store`] is the sqlite state, [`claims`] the authorization model, [`rpc`] the
-//! admin API, [`server`] the listeners.
+//! admin API, [`server`] the listeners, [`tls`] optional TLS termination.
 //!
 //! Architecture invariant: every request that reaches an upstream went through `headers::strip_reserved` after
 //! `headers::remove_hop_by_hop` and before identity injection, whatever its route policy.
@@ -22,6 +22,7 @@ pub mod rpc;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod tls;
 pub mod upstream;
 pub mod vault;
 

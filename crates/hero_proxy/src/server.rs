@@ -1,4 +1,4 @@
-//! Listeners and background tasks: the public HTTP/1.1 listener (keep-alive, upgrades), the admin RPC socket,
+//! Listeners and background tasks: the public HTTP/1.1 listener (keep-alive, upgrades, optional TLS), the admin RPC socket,
 //! the state sweep and the admin-session sweep.
 
 use std::convert::Infallible;
@@ -10,9 +10,11 @@ use hero_secrets::SecretStore;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::clock::Clock;
@@ -47,6 +49,7 @@ pub async fn start(
     secrets: Arc<dyn SecretStore>,
     clock: Arc<dyn Clock>,
 ) -> Result<Running> {
+    let tls = crate::tls::acceptor(&cfg)?;
     let store = Arc::new(Store::open(&cfg.state_dir.join("hero_proxy.db"))?);
     let listener = reuseport_listener(cfg.listen)?;
     let addr = listener.local_addr()?;
@@ -61,12 +64,17 @@ pub async fn start(
     let rpc_socket = cfg.rpc_socket();
     let app = Arc::new(App::new(cfg, store, secrets, clock).await?);
     let (stop, stop_rx) = watch::channel(false);
-    let mut tasks = vec![tokio::spawn(serve(app.clone(), listener, stop_rx.clone()))];
+    let mut tasks = vec![tokio::spawn(serve(
+        app.clone(),
+        listener,
+        tls.clone(),
+        stop_rx.clone(),
+    ))];
     for i in 1..workers {
-        let (app, stop_rx) = (app.clone(), stop_rx.clone());
+        let (app, tls, stop_rx) = (app.clone(), tls.clone(), stop_rx.clone());
         std::thread::Builder::new()
             .name(format!("hero_proxy-w{i}"))
-            .spawn(move || worker(app, addr, stop_rx))?;
+            .spawn(move || worker(app, addr, tls, stop_rx))?;
     }
     tasks.push(tokio::spawn(crate::rpc::serve(
         app.clone(),
@@ -85,7 +93,7 @@ pub async fn start(
             }
         }
     }));
-    tracing::info!(%addr, rpc = %rpc_socket.display(), "hero_proxy listening");
+    tracing::info!(%addr, tls = tls.is_some(), rpc = %rpc_socket.display(), "hero_proxy listening");
     Ok(Running {
         addr,
         app,
@@ -110,7 +118,7 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// An extra accept loop on its own single-threaded runtime.
-fn worker(app: Arc<App>, addr: SocketAddr, stop: watch::Receiver<bool>) {
+fn worker(app: Arc<App>, addr: SocketAddr, tls: Option<TlsAcceptor>, stop: watch::Receiver<bool>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -123,13 +131,18 @@ fn worker(app: Arc<App>, addr: SocketAddr, stop: watch::Receiver<bool>) {
     };
     rt.block_on(async move {
         match reuseport_listener(addr) {
-            Ok(l) => serve(app, l, stop).await,
+            Ok(l) => serve(app, l, tls, stop).await,
             Err(e) => tracing::error!(error = %e, "worker listener failed"),
         }
     });
 }
 
-async fn serve(app: Arc<App>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -143,19 +156,34 @@ async fn serve(app: Arc<App>, listener: TcpListener, mut stop: watch::Receiver<b
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
-            });
-            if let Err(e) = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades()
-                .await
-            {
-                tracing::debug!(error = %e, "connection ended with an error");
+            match tls {
+                None => serve_connection(app, stream, peer).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(s) => serve_connection(app, s, peer).await,
+                    Err(e) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                },
             }
         });
+    }
+}
+
+/// One HTTP/1.1 connection (keep-alive, upgrades) over plain TCP or TLS.
+async fn serve_connection<I>(app: Arc<App>, io: I, peer: SocketAddr)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
+    });
+    if let Err(e) = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades()
+        .await
+    {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
