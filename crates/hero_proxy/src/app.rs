@@ -1,14 +1,14 @@
 //! The proxy's shared state and its boot sequence (providers, signing key).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use hero_identity::AssertionSigner;
 use hero_secrets::{SecretStore, SecretValue};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, RouteConfig};
 use crate::error::{ProxyError, Result};
 use crate::login::PendingLogins;
 use crate::oidc::{Provider, FORGE_SCOPE};
@@ -37,8 +37,10 @@ pub fn client_secret_slot(provider: &str) -> String {
 pub struct App {
     /// Configuration.
     pub cfg: Config,
-    /// Route table.
+    /// Route table: the hot path takes a read lock and clones one `Arc<Route>`; edits swap the whole table.
     pub routes: RwLock<Routes>,
+    /// Serialises route edits (write to sqlite + rebuild), so a slower edit never installs a stale table.
+    routes_edit: Mutex<()>,
     /// Database.
     pub store: Arc<Store>,
     /// Secret store.
@@ -67,11 +69,19 @@ impl App {
         secrets: Arc<dyn SecretStore>,
         clock: Arc<dyn Clock>,
     ) -> Result<App> {
-        let routes = cfg
+        let seed = cfg
             .routes
             .iter()
-            .map(Route::from_config)
+            .map(|c| Route::from_config(c).map(|r| r.to_config()))
             .collect::<Result<Vec<_>>>()?;
+        let mut ids = BTreeSet::new();
+        for r in &seed {
+            if let Some(id) = r.id.as_deref().filter(|id| !ids.insert(id.to_owned())) {
+                return Err(ProxyError::Config(format!("two routes have the id {id:?}")));
+            }
+        }
+        store.seed_routes(&seed)?;
+        let routes = load_routes(&store)?;
         for target in cfg.group_map.values().flatten() {
             crate::claims::validate_group_name(target)
                 .map_err(|e| ProxyError::Config(format!("group_map target: {e}")))?;
@@ -92,6 +102,7 @@ impl App {
             vault: TokenVault::new(secrets.clone(), store.clone()),
             pending: PendingLogins::new(cfg.login_state_ttl_secs),
             routes: RwLock::new(Routes::new(routes)),
+            routes_edit: Mutex::new(()),
             providers: RwLock::new(HashMap::new()),
             cfg,
             store,
@@ -155,6 +166,46 @@ impl App {
         Ok(())
     }
 
+    /// Adds or replaces a route by id (validated: bad policy, claim rule, upstream, path or a second route on the
+    /// same host and prefix → `Invalid`), persists it and installs the new table for the next request.
+    pub fn set_route(&self, c: &RouteConfig) -> Result<Route> {
+        let route = Route::from_config(c).map_err(|e| match e {
+            ProxyError::Config(m) => ProxyError::Invalid(m),
+            other => other,
+        })?;
+        let _edit = self.routes_edit.lock().unwrap_or_else(|e| e.into_inner());
+        let clash = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .all()
+            .iter()
+            .find(|r| r.id != route.id && r.host == route.host && r.path == route.path)
+            .map(|r| r.id.clone());
+        if let Some(other) = clash {
+            return Err(ProxyError::Invalid(format!(
+                "route {other:?} already serves this host and path"
+            )));
+        }
+        self.store.set_route(&route.to_config())?;
+        self.install_routes()?;
+        Ok(route)
+    }
+
+    /// Removes a route by id; `false` if there was none. Applies on the next request.
+    pub fn remove_route(&self, id: &str) -> Result<bool> {
+        let _edit = self.routes_edit.lock().unwrap_or_else(|e| e.into_inner());
+        let removed = self.store.remove_route(id)?;
+        self.install_routes()?;
+        Ok(removed)
+    }
+
+    fn install_routes(&self) -> Result<()> {
+        let table = Routes::new(load_routes(&self.store)?);
+        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = table;
+        Ok(())
+    }
+
     /// A provider by id.
     pub fn provider(&self, id: &str) -> Option<Arc<Provider>> {
         self.providers
@@ -203,6 +254,22 @@ impl App {
         }
         Ok(n)
     }
+}
+
+/// The live routes from sqlite, validated again (a row that no longer parses is a startup error naming it).
+fn load_routes(store: &Store) -> Result<Vec<Route>> {
+    store
+        .routes()?
+        .iter()
+        .map(|c| {
+            Route::from_config(c).map_err(|e| {
+                ProxyError::Config(format!(
+                    "stored route {:?}: {e}",
+                    c.id.as_deref().unwrap_or("")
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Loads the assertion signer from its slot, generating and storing a fresh seed on first use.

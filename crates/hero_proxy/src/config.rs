@@ -97,6 +97,9 @@ pub struct ProviderConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// Stable id (`routes.set`/`routes.remove`); default `<host or *><path>`, e.g. `*/cockpit`.
+    #[serde(default)]
+    pub id: Option<String>,
     /// Host to match (without port); absent = any host.
     #[serde(default)]
     pub host: Option<String>,

@@ -54,6 +54,8 @@ impl std::fmt::Display for Policy {
 /// A validated route.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// Stable id: the configured one, or `<host or *><path>`.
+    pub id: String,
     /// Lower-case host without port; `None` = any.
     pub host: Option<String>,
     /// Path prefix, normalised without trailing `/` (except the root).
@@ -82,14 +84,48 @@ impl Route {
         } else {
             c.path.clone()
         };
+        let host = c.host.as_ref().map(|h| h.to_ascii_lowercase());
+        if host.as_deref().is_some_and(|h| {
+            h.is_empty() || h.contains(|ch: char| ch.is_ascii_whitespace() || ch == '/')
+        }) {
+            return Err(ProxyError::Config(format!(
+                "route host {:?} is not a host name",
+                c.host
+            )));
+        }
+        let id =
+            c.id.clone()
+                .unwrap_or_else(|| format!("{}{path}", host.as_deref().unwrap_or("*")));
+        if id.is_empty()
+            || id.len() > 128
+            || id.chars().any(|ch| ch.is_control() || ch.is_whitespace())
+        {
+            return Err(ProxyError::Config(format!(
+                "route id {id:?} must be 1-128 characters without spaces or control characters"
+            )));
+        }
         Ok(Route {
-            host: c.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            id,
+            host,
             path,
             upstream: Upstream::parse(&c.upstream)?,
             policy: Policy::parse(&c.policy)?,
             context: c.context.clone(),
             pass_token: c.pass_token,
         })
+    }
+
+    /// The route as the file (and the database) writes it.
+    pub fn to_config(&self) -> RouteConfig {
+        RouteConfig {
+            id: Some(self.id.clone()),
+            host: self.host.clone(),
+            path: self.path.clone(),
+            upstream: self.upstream.describe(),
+            policy: self.policy.to_string(),
+            context: self.context.clone(),
+            pass_token: self.pass_token,
+        }
     }
 
     fn path_matches(&self, path: &str) -> bool {
@@ -153,6 +189,7 @@ mod tests {
 
     fn route(host: Option<&str>, path: &str, policy: &str) -> Route {
         Route::from_config(&RouteConfig {
+            id: None,
             host: host.map(str::to_owned),
             path: path.into(),
             upstream: "http://127.0.0.1:1".into(),
@@ -188,5 +225,7 @@ mod tests {
         assert!(Policy::parse("claim:*").is_err());
         assert!(Policy::parse("root").is_err());
         assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(route(Some("A.x"), "/api/", "sso").id, "a.x/api");
+        assert_eq!(route(None, "/", "sso").id, "*/");
     }
 }

@@ -82,7 +82,17 @@ const METHODS: &[(&str, &str, &[&str])] = &[
         "Remove a claim from a role",
         &["role", "claim"],
     ),
-    ("routes.list", "Configured routes", &[]),
+    ("routes.list", "Live routes (config seed + RPC edits)", &[]),
+    (
+        "routes.set",
+        "Add or replace a route by id (persisted; wins over the config file; applies on the next request)",
+        &["id", "host", "path", "upstream", "policy", "context", "pass_token"],
+    ),
+    (
+        "routes.remove",
+        "Remove a route by id (persisted; false if none)",
+        &["id"],
+    ),
     (
         "oauth.list_providers",
         "Providers (never their secrets)",
@@ -118,8 +128,8 @@ pub fn openrpc_document() -> Value {
                 "paramStructure": "by-name",
                 "params": params.iter().map(|p| json!({
                     "name": p,
-                    "required": !matches!(*p, "client_secret" | "scope"),
-                    "schema": { "type": match *p { "admin" | "disabled" => "boolean", _ => "string" } }
+                    "required": !matches!(*p, "client_secret" | "scope" | "host" | "context" | "pass_token"),
+                    "schema": { "type": match *p { "admin" | "disabled" | "pass_token" => "boolean", _ => "string" } }
                 })).collect::<Vec<_>>(),
                 "result": { "name": "result", "schema": {} }
             })
@@ -248,11 +258,37 @@ pub async fn call(app: &App, method: &str, p: &Value) -> Result<Value> {
                 .all()
                 .iter()
                 .map(|r| json!({
-                    "host": r.host, "path": r.path, "upstream": r.upstream.describe(),
+                    "id": r.id, "host": r.host, "path": r.path, "upstream": r.upstream.describe(),
                     "policy": r.policy.to_string(), "context": r.context, "pass_token": r.pass_token
                 }))
                 .collect::<Vec<_>>()))
         }
+        "routes.set" => {
+            let opt_str = |k: &str| -> Result<Option<String>> {
+                match p.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(v)) => Ok(Some(v.clone())),
+                    Some(_) => Err(ProxyError::Invalid(format!("param {k} must be a string"))),
+                }
+            };
+            let pass_token = match p.get("pass_token") {
+                None | Some(Value::Null) => false,
+                Some(v) => v.as_bool().ok_or_else(|| {
+                    ProxyError::Invalid("param pass_token must be a boolean".into())
+                })?,
+            };
+            let r = app.set_route(&crate::config::RouteConfig {
+                id: Some(p_str(p, "id")?.to_owned()),
+                host: opt_str("host")?,
+                path: p_str(p, "path")?.to_owned(),
+                upstream: p_str(p, "upstream")?.to_owned(),
+                policy: p_str(p, "policy")?.to_owned(),
+                context: opt_str("context")?,
+                pass_token,
+            })?;
+            Ok(json!({ "id": r.id }))
+        }
+        "routes.remove" => Ok(json!(app.remove_route(p_str(p, "id")?)?)),
         "oauth.list_providers" => Ok(json!(s.providers()?)),
         "oauth.set_provider" => {
             let id = p_str(p, "id")?;
@@ -371,5 +407,7 @@ mod tests {
         assert!(names.contains(&"rpc.discover"));
         assert!(names.contains(&"roles.add_claim"));
         assert!(names.contains(&"oauth.set_provider"));
+        assert!(names.contains(&"routes.set"));
+        assert!(names.contains(&"routes.remove"));
     }
 }

@@ -1,4 +1,4 @@
-//! The proxy's sqlite database: users, sessions, groups, roles, providers and token expiry metadata.
+//! The proxy's sqlite database: users, sessions, groups, roles, providers, routes and token expiry metadata.
 //!
 //! Token *values* never go here (they live in the secret store); sessions are stored by the SHA-256 of their id, so
 //! a copy of the database does not let anyone ride a session.
@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::claims::{self, ADMIN_GROUP};
+use crate::config::RouteConfig;
 use crate::error::{ProxyError, Result};
 
 const SCHEMA: &str = r#"
@@ -51,6 +52,11 @@ CREATE TABLE IF NOT EXISTS providers(
 CREATE TABLE IF NOT EXISTS token_meta(
   provider TEXT NOT NULL, id_hash TEXT NOT NULL, expires_at INTEGER NOT NULL,
   PRIMARY KEY(provider, id_hash));
+CREATE TABLE IF NOT EXISTS routes(
+  id TEXT PRIMARY KEY, host TEXT, path TEXT NOT NULL, upstream TEXT NOT NULL, policy TEXT NOT NULL,
+  context TEXT, pass_token INTEGER NOT NULL,
+  source TEXT NOT NULL CHECK(source IN ('config','rpc')),
+  removed INTEGER NOT NULL DEFAULT 0);
 INSERT OR IGNORE INTO groups(name) VALUES ('admin');
 "#;
 
@@ -719,6 +725,83 @@ impl Store {
                     issuer: r.get(1)?,
                     client_id: r.get(2)?,
                     scope: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    // ---- routes ----
+
+    /// Writes the config file's routes (validated, with ids): each replaces its previous file version, unless the
+    /// id was set or removed over RPC since (RPC wins); file routes no longer in the file are dropped.
+    pub fn seed_routes(&self, routes: &[RouteConfig]) -> Result<()> {
+        let mut c = self.c();
+        let tx = c.transaction()?;
+        let mut keep = BTreeSet::new();
+        for r in routes {
+            let id = r.id.clone().unwrap_or_default();
+            tx.execute(
+                "INSERT INTO routes(id, host, path, upstream, policy, context, pass_token, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'config')
+                 ON CONFLICT(id) DO UPDATE SET host = ?2, path = ?3, upstream = ?4, policy = ?5, context = ?6,
+                   pass_token = ?7 WHERE routes.source = 'config'",
+                params![id, r.host, r.path, r.upstream, r.policy, r.context, r.pass_token],
+            )?;
+            keep.insert(id);
+        }
+        let stale: Vec<String> = {
+            let mut st = tx.prepare("SELECT id FROM routes WHERE source = 'config'")?;
+            let ids = st
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            ids.into_iter().filter(|i| !keep.contains(i)).collect()
+        };
+        for id in stale {
+            tx.execute("DELETE FROM routes WHERE id = ?1", params![id])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Adds or replaces a route by id (`routes.set`); it then wins over the config file.
+    pub fn set_route(&self, r: &RouteConfig) -> Result<()> {
+        self.c().execute(
+            "INSERT INTO routes(id, host, path, upstream, policy, context, pass_token, source, removed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'rpc', 0)
+             ON CONFLICT(id) DO UPDATE SET host = ?2, path = ?3, upstream = ?4, policy = ?5, context = ?6,
+               pass_token = ?7, source = 'rpc', removed = 0",
+            params![r.id, r.host, r.path, r.upstream, r.policy, r.context, r.pass_token],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a route by id (`routes.remove`), leaving a tombstone so a file route stays removed after restarts.
+    pub fn remove_route(&self, id: &str) -> Result<bool> {
+        let n = self.c().execute(
+            "UPDATE routes SET removed = 1, source = 'rpc' WHERE id = ?1 AND removed = 0",
+            params![id],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// The live routes.
+    pub fn routes(&self) -> Result<Vec<RouteConfig>> {
+        let c = self.c();
+        let mut st = c.prepare(
+            "SELECT id, host, path, upstream, policy, context, pass_token FROM routes
+             WHERE removed = 0 ORDER BY id",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(RouteConfig {
+                    id: Some(r.get(0)?),
+                    host: r.get(1)?,
+                    path: r.get(2)?,
+                    upstream: r.get(3)?,
+                    policy: r.get(4)?,
+                    context: r.get(5)?,
+                    pass_token: r.get(6)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
