@@ -532,9 +532,16 @@ impl ComputeBackend for LocalBackend {
         if !dir.exists() {
             return Ok(());
         }
-        // Two rounds: a process may fork between the scan and the kill.
-        for _ in 0..2 {
-            for pid in self.sandbox_pids(&dir) {
+        // Scan and kill until a scan finds nothing: a process may fork between a scan and the
+        // kill (sshd's per-connection children re-exec with the sandbox's config path), and
+        // under load a child can outlive one round. Bounded by a deadline.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let pids = self.sandbox_pids(&dir);
+            if pids.is_empty() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            for pid in pids {
                 let gone = kill_pid(pid, Duration::from_secs(3)).await;
                 out(&format!(
                     "sandbox {name}: pid {pid} {}",

@@ -49,8 +49,6 @@ pub fn pid_cmdline(pid: u32) -> Option<String> {
     )
 }
 
-/// Send SIGTERM to `pid`, wait up to `grace` for it to go, then SIGKILL and wait again.
-/// Returns true if the process is gone (or never existed).
 /// True when `pid` is alive and its command line mentions `needle` (a path of ours). A pid file
 /// outlives its process and the kernel reuses pids, so a bare pid from a file is never enough to
 /// decide to kill: after a crash or a reboot it may name someone else's process.
@@ -58,6 +56,8 @@ pub fn pid_is_ours(pid: u32, needle: &str) -> bool {
     pid_alive(pid) && pid_cmdline(pid).is_some_and(|c| c.contains(needle))
 }
 
+/// Send SIGTERM to `pid`, wait up to `grace` for it to go, then SIGKILL and wait again.
+/// Returns true if the process is gone (or never existed).
 pub async fn kill_pid(pid: u32, grace: Duration) -> bool {
     let Ok(raw) = i32::try_from(pid) else {
         return true;
