@@ -176,7 +176,7 @@ pub struct Harness {
     _dir: tempfile::TempDir,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Opts {
     pub extra_toml: String,
     pub ws_upstream: Option<SocketAddr>,
@@ -187,7 +187,21 @@ impl Harness {
         Self::start_with(Opts::default()).await
     }
 
+    /// The proxy's port is chosen before it binds (it is part of the redirect URI the peer is
+    /// configured with), so another process can take it in between: then start over on a new one.
     pub async fn start_with(opts: Opts) -> Harness {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start_with(opts.clone()).await {
+                Ok(h) => return h,
+                Err(e) if attempt < 5 && e.contains("AddrInUse") => continue,
+                Err(e) => panic!("hero_proxy did not start: {e}"),
+            }
+        }
+    }
+
+    async fn try_start_with(opts: Opts) -> Result<Harness, String> {
         let port = free_port();
         let base = format!("http://localhost:{port}");
         let peer = Peer::start(&[format!("{base}/oauth/callback")]).await;
@@ -251,8 +265,8 @@ pass_token = true
         let clock = Arc::new(ManualClock::new(unix_now()));
         let proxy = hero_proxy::start(cfg, secrets.clone(), clock.clone())
             .await
-            .unwrap();
-        Harness {
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(Harness {
             peer,
             echo,
             proxy,
@@ -261,7 +275,7 @@ pass_token = true
             base,
             port,
             _dir: dir,
-        }
+        })
     }
 
     /// A client that never follows redirects and keeps no cookies (tests set `Cookie` by hand, because the proxy's
