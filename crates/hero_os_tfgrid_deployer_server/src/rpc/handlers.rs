@@ -18,7 +18,7 @@ pub struct ServerFacts {
 
 /// Secrets travel only over the local socket: the TCP listener sits behind the SSO edge, and no
 /// browser-reachable path may read or write them.
-fn require_local(caller: &Caller, what: &str) -> Result<(), ServiceError> {
+pub(crate) fn require_local(caller: &Caller, what: &str) -> Result<(), ServiceError> {
     if caller.local {
         Ok(())
     } else {
