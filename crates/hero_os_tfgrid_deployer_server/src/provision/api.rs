@@ -90,18 +90,13 @@ impl Provisioner {
                 Ok(job_id)
             })
             .await?;
-        self.bump(job_id);
-        self.deployer()
-            .audit(
-                actor,
-                "vm.provision_requested",
-                &format!("user:{}", user.forge_username),
-                "ok",
-                Some(&format!("job {job_id}")),
-            )
-            .await?;
-        self.spawn_worker(job_id);
-        self.get_job(job_id).await
+        self.launch(
+            actor,
+            "vm.provision_requested",
+            &user.forge_username,
+            job_id,
+        )
+        .await
     }
 
     /// `deployer.decommission_vm`: needs a live VM record; the job deletes gateway and VM.
@@ -171,12 +166,29 @@ impl Provisioner {
                 Ok(job_id)
             })
             .await?;
+        self.launch(
+            actor,
+            "vm.decommission_requested",
+            &user.forge_username,
+            job_id,
+        )
+        .await
+    }
+
+    /// After a job row is committed: wake followers, audit the request, start its worker.
+    async fn launch(
+        &self,
+        actor: &Actor,
+        action: &str,
+        username: &str,
+        job_id: JobId,
+    ) -> Result<Job, ServiceError> {
         self.bump(job_id);
         self.deployer()
             .audit(
                 actor,
-                "vm.decommission_requested",
-                &format!("user:{}", user.forge_username),
+                action,
+                &format!("user:{username}"),
                 "ok",
                 Some(&format!("job {job_id}")),
             )
