@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# A one-shot build gains nothing from incremental caches; they only cost disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 scripts/install-test-deps.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
