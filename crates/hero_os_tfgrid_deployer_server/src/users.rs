@@ -5,6 +5,7 @@
 //! password is stored in the secret store *before* Forge is asked to create the account, and only
 //! when the token is held does the row become `active`. Every outcome is audited.
 
+use crate::db::Cached;
 use hero_os_tfgrid_deployer_sdk::types::*;
 use hero_os_tfgrid_deployer_sdk::username;
 use hero_secrets::SecretValue;
@@ -131,24 +132,22 @@ impl Deployer {
         let (user_id, resumed) = {
             let (name, email, display) = (name.clone(), email.clone(), params.display_name.clone());
             self.db
-                .call(move |conn| -> Result<(UserId, bool), ServiceError> {
-                    let tx = conn.transaction()?;
-                    let found = user_by_name(&tx, &name)?;
+                .write(move |conn| -> Result<(UserId, bool), ServiceError> {
+                    let found = user_by_name(conn, &name)?;
                     let result = match found {
                         Some(user) if user.setup_complete => {
                             return Err(ServiceError::AlreadyExists(Box::new(user)))
                         }
                         Some(user) => (user.user_id, true),
                         None => {
-                            tx.execute(
+                            conn.execute_cached(
                                 "INSERT INTO users(forge_username, display_name, email, created_at, updated_at) \
                                  VALUES (?1, ?2, ?3, ?4, ?4)",
                                 params![name, display, email, now],
                             )?;
-                            (tx.last_insert_rowid(), false)
+                            (conn.last_insert_rowid(), false)
                         }
                     };
-                    tx.commit()?;
                     Ok(result)
                 })
                 .await?
@@ -187,8 +186,8 @@ impl Deployer {
             );
             let now = self.clock.now();
             self.db
-                .call(move |conn| -> Result<User, ServiceError> {
-                    conn.execute(
+                .write(move |conn| -> Result<User, ServiceError> {
+                    conn.execute_cached(
                         "UPDATE users SET forge_user_id = ?2, forge_created = ?3, forge_token_set = ?4, \
                          forge_token_note = ?5, initial_password_held = ?6, setup_state = 'active', updated_at = ?7 \
                          WHERE user_id = ?1",
@@ -395,7 +394,7 @@ impl Deployer {
         let live_vms: i64 = self
             .db
             .call(move |conn| -> Result<i64, ServiceError> {
-                Ok(conn.query_row(
+                Ok(conn.query_row_cached(
                     "SELECT count(*) FROM vms WHERE user_id = ?1 AND state != 'decommissioned'",
                     [user_id],
                     |r| r.get(0),
@@ -420,12 +419,11 @@ impl Deployer {
         let actor_owned = actor.clone();
         let subject_owned = subject.clone();
         self.db
-            .call(move |conn| -> Result<(), ServiceError> {
-                let tx = conn.transaction()?;
-                tx.execute("DELETE FROM ssh_keys WHERE user_id = ?1", [user_id])?;
-                tx.execute("DELETE FROM users WHERE user_id = ?1", [user_id])?;
+            .write(move |conn| -> Result<(), ServiceError> {
+                conn.execute_cached("DELETE FROM ssh_keys WHERE user_id = ?1", [user_id])?;
+                conn.execute_cached("DELETE FROM users WHERE user_id = ?1", [user_id])?;
                 audit::append(
-                    &tx,
+                    conn,
                     now,
                     Entry {
                         actor: &actor_owned,
@@ -435,7 +433,6 @@ impl Deployer {
                         detail: Some("deployer record and secrets removed; Forge account kept"),
                     },
                 )?;
-                tx.commit()?;
                 Ok(())
             })
             .await?;
@@ -504,7 +501,7 @@ impl Deployer {
             detail.map(str::to_owned),
         );
         self.db
-            .call(move |conn| -> Result<(), ServiceError> {
+            .write(move |conn| -> Result<(), ServiceError> {
                 audit::append(
                     conn,
                     now,
@@ -717,8 +714,8 @@ mod tests {
             .await
             .unwrap();
         let id = first.user_id;
-        d.db.call(move |c| -> Result<(), ServiceError> {
-            c.execute(
+        d.db.write(move |c| -> Result<(), ServiceError> {
+            c.execute_cached(
                 "UPDATE users SET setup_state = 'pending' WHERE user_id = ?1",
                 [id],
             )?;
@@ -748,8 +745,8 @@ mod tests {
             .await
             .unwrap();
         let id = u.user_id;
-        d.db.call(move |c| -> Result<(), ServiceError> {
-            c.execute(
+        d.db.write(move |c| -> Result<(), ServiceError> {
+            c.execute_cached(
                 "INSERT INTO vms(user_id, forge_username, backend, name, state, deployer_version, created_at, updated_at) \
                  VALUES (?1, 'carol', 'local', 'vm', 'ready', '0', 0, 0)",
                 [id],

@@ -154,7 +154,7 @@ async fn run_select(
         faults: Faults::none(),
     });
     let job_id = db
-        .call(|conn| {
+        .write(|conn| {
             store::insert_job(
                 conn,
                 &store::NewJob {

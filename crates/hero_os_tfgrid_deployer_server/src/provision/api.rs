@@ -1,6 +1,7 @@
 //! The job operations behind the RPC methods. Every operation persists first and only then
 //! starts work, and records who asked in the audit log.
 
+use crate::db::Cached;
 use hero_os_tfgrid_deployer_sdk::jobs::*;
 use hero_os_tfgrid_deployer_sdk::types::UserId;
 use rusqlite::params;
@@ -16,7 +17,6 @@ impl Provisioner {
         actor: &Actor,
         p: ProvisionVmParams,
     ) -> Result<Job, ServiceError> {
-        let user = self.deployer().get_user(p.user_id).await?;
         let options = p.options.unwrap_or_default();
         let backend = options
             .backend
@@ -32,21 +32,20 @@ impl Provisioner {
         }
         let options_json =
             serde_json::to_string(&options).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let (user_id, username, actor_s) = (
-            user.user_id,
-            user.forge_username.clone(),
-            actor.as_str().to_owned(),
-        );
+        let (user_id, actor_s) = (p.user_id, actor.as_str().to_owned());
         let now = self.now_ms();
         let now_s = self.deployer().clock.now();
-        let job_id = self
+        // One write: checks and the new job see the same state, and it is one round trip.
+        let job = self
             .db()
-            .call(move |conn| -> Result<JobId, ServiceError> {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                if let Some(vm) = vms::live_vm(&tx, user_id)? {
+            .write(move |conn| -> Result<Job, ServiceError> {
+                let username = crate::users::user_by_id(conn, user_id)?
+                    .ok_or_else(|| ServiceError::NotFound(format!("no user with user_id {user_id}")))?
+                    .forge_username;
+                if let Some(vm) = vms::live_vm(conn, user_id)? {
                     if vm.state == "ready" {
-                        if store::active_job_of(&tx, user_id)?.is_some() {
-                            return Err(store::conflict(&tx, user_id, &username));
+                        if store::active_job_of(conn, user_id)?.is_some() {
+                            return Err(store::conflict(conn, user_id, &username));
                         }
                         return Err(ServiceError::FailedPrecondition(format!(
                             "user {username} already has a ready VM {} at {}; decommission it first",
@@ -55,8 +54,8 @@ impl Provisioner {
                         )));
                     }
                 }
-                let job_id = store::insert_job(
-                    &tx,
+                create_job(
+                    conn,
                     &store::NewJob {
                         user_id,
                         forge_username: &username,
@@ -67,36 +66,11 @@ impl Provisioner {
                         steps: steps::PROVISION_STEPS,
                         now_ms: now,
                     },
-                )?;
-                store::set_user_vm_status(&tx, user_id, "provisioning", now_s)?;
-                store::append_event(
-                    &tx,
-                    job_id,
-                    &store::EventRow {
-                        at_ms: now,
-                        level: EventLevel::Info,
-                        step: None,
-                        step_index: None,
-                        step_count: steps::PROVISION_STEPS.len() as u32,
-                        attempt: None,
-                        elapsed_ms: None,
-                        message: format!(
-                            "job created by {actor_s}: provision {username} on {backend} ({} steps)",
-                            steps::PROVISION_STEPS.len()
-                        ),
-                    },
-                )?;
-                tx.commit()?;
-                Ok(job_id)
+                    now_s,
+                )
             })
             .await?;
-        self.launch(
-            actor,
-            "vm.provision_requested",
-            &user.forge_username,
-            job_id,
-        )
-        .await
+        Ok(self.launch(job))
     }
 
     /// `deployer.decommission_vm`: needs a live VM record; the job deletes gateway and VM.
@@ -111,16 +85,15 @@ impl Provisioner {
         let now = self.now_ms();
         let now_s = self.deployer().clock.now();
         let default_backend = self.inner.cfg.backend.clone();
-        let job_id = self
+        let job = self
             .db()
-            .call(move |conn| -> Result<JobId, ServiceError> {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                if store::active_job_of(&tx, user_id)?.is_some() {
-                    return Err(store::conflict(&tx, user_id, &username));
+            .write(move |conn| -> Result<Job, ServiceError> {
+                if store::active_job_of(conn, user_id)?.is_some() {
+                    return Err(store::conflict(conn, user_id, &username));
                 }
-                let vm = vms::live_vm(&tx, user_id)?;
+                let vm = vms::live_vm(conn, user_id)?;
                 let status: String =
-                    tx.query_row("SELECT vm_status FROM users WHERE user_id = ?1", [user_id], |r| r.get(0))?;
+                    conn.query_row_cached("SELECT vm_status FROM users WHERE user_id = ?1", [user_id], |r| r.get(0))?;
                 let backend = match &vm {
                     Some(vm) => vm.backend.clone(),
                     None if status == "failed" || status == "decommissioning" => default_backend,
@@ -130,8 +103,12 @@ impl Provisioner {
                         )))
                     }
                 };
-                let job_id = store::insert_job(
-                    &tx,
+                conn.execute_cached(
+                    "UPDATE vms SET state = 'decommissioning', updated_at = ?2 WHERE user_id = ?1 AND state != 'decommissioned'",
+                    params![user_id, now_s],
+                )?;
+                create_job(
+                    conn,
                     &store::NewJob {
                         user_id,
                         forge_username: &username,
@@ -142,59 +119,18 @@ impl Provisioner {
                         steps: steps::DECOMMISSION_STEPS,
                         now_ms: now,
                     },
-                )?;
-                tx.execute(
-                    "UPDATE vms SET state = 'decommissioning', updated_at = ?2 WHERE user_id = ?1 AND state != 'decommissioned'",
-                    params![user_id, now_s],
-                )?;
-                store::set_user_vm_status(&tx, user_id, "decommissioning", now_s)?;
-                store::append_event(
-                    &tx,
-                    job_id,
-                    &store::EventRow {
-                        at_ms: now,
-                        level: EventLevel::Info,
-                        step: None,
-                        step_index: None,
-                        step_count: steps::DECOMMISSION_STEPS.len() as u32,
-                        attempt: None,
-                        elapsed_ms: None,
-                        message: format!("job created by {actor_s}: decommission {username} on {backend}"),
-                    },
-                )?;
-                tx.commit()?;
-                Ok(job_id)
+                    now_s,
+                )
             })
             .await?;
-        self.launch(
-            actor,
-            "vm.decommission_requested",
-            &user.forge_username,
-            job_id,
-        )
-        .await
+        Ok(self.launch(job))
     }
 
-    /// After a job row is committed: wake followers, audit the request, start its worker.
-    async fn launch(
-        &self,
-        actor: &Actor,
-        action: &str,
-        username: &str,
-        job_id: JobId,
-    ) -> Result<Job, ServiceError> {
-        self.bump(job_id);
-        self.deployer()
-            .audit(
-                actor,
-                action,
-                &format!("user:{username}"),
-                "ok",
-                Some(&format!("job {job_id}")),
-            )
-            .await?;
-        self.spawn_worker(job_id);
-        self.get_job(job_id).await
+    /// After a job is committed: wake its followers and start its worker.
+    fn launch(&self, job: Job) -> Job {
+        self.bump(job.job_id);
+        self.spawn_worker(job.job_id);
+        job
     }
 
     pub async fn get_job(&self, job_id: JobId) -> Result<Job, ServiceError> {
@@ -214,22 +150,21 @@ impl Provisioner {
         let actor_s = actor.as_str().to_owned();
         let job = self
             .db()
-            .call(move |conn| -> Result<Job, ServiceError> {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let job = store::require_job(&tx, job_id)?;
+            .write(move |conn| -> Result<Job, ServiceError> {
+                let job = store::require_job(conn, job_id)?;
                 if !job.state.is_active() {
                     return Err(ServiceError::FailedPrecondition(format!(
                         "job {job_id} is {} and cannot be cancelled",
                         store::state_str(job.state)
                     )));
                 }
-                tx.execute(
+                conn.execute_cached(
                     "UPDATE jobs SET cancel_requested = 1, state = CASE WHEN state = 'queued' THEN 'queued' ELSE 'cancelling' END \
                      WHERE job_id = ?1",
                     [job_id],
                 )?;
                 store::append_event(
-                    &tx,
+                    conn,
                     job_id,
                     &store::EventRow {
                         at_ms: now,
@@ -242,7 +177,6 @@ impl Provisioner {
                         message: format!("cancel requested by {actor_s}"),
                     },
                 )?;
-                tx.commit()?;
                 Ok(job)
             })
             .await?;
@@ -268,9 +202,8 @@ impl Provisioner {
         let actor_s = actor.as_str().to_owned();
         let job = self
             .db()
-            .call(move |conn| -> Result<Job, ServiceError> {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let job = store::require_job(&tx, job_id)?;
+            .write(move |conn| -> Result<Job, ServiceError> {
+                let job = store::require_job(conn, job_id)?;
                 if job.state != JobState::Failed {
                     return Err(ServiceError::FailedPrecondition(format!(
                         "job {job_id} is {}; only failed jobs can be retried",
@@ -278,7 +211,7 @@ impl Provisioner {
                     )));
                 }
                 if job.kind == JobKind::Provision {
-                    if let Some(vm) = vms::live_vm(&tx, job.user_id)? {
+                    if let Some(vm) = vms::live_vm(conn, job.user_id)? {
                         if vm.state == "ready" {
                             return Err(ServiceError::FailedPrecondition(format!(
                                 "user {} already has a ready VM; nothing to retry",
@@ -287,7 +220,7 @@ impl Provisioner {
                         }
                     }
                 }
-                let resumed = tx.execute(
+                let resumed = conn.execute_cached(
                     "UPDATE jobs SET state = 'queued', error = NULL, finished_at_ms = NULL, cancel_requested = 0 WHERE job_id = ?1",
                     [job_id],
                 );
@@ -296,25 +229,25 @@ impl Provisioner {
                     Err(rusqlite::Error::SqliteFailure(f, _))
                         if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
                     {
-                        return Err(store::conflict(&tx, job.user_id, &job.forge_username))
+                        return Err(store::conflict(conn, job.user_id, &job.forge_username))
                     }
                     Err(e) => return Err(e.into()),
                 }
-                tx.execute(
+                conn.execute_cached(
                     "UPDATE job_steps SET state = 'pending', finished_at_ms = NULL, duration_ms = NULL \
                      WHERE job_id = ?1 AND state IN ('failed','running')",
                     [job_id],
                 )?;
-                let first = store::steps_of(&tx, job_id)?
+                let first = store::steps_of(conn, job_id)?
                     .into_iter()
                     .find(|s| s.state != StepState::Done && s.state != StepState::Skipped);
                 let busy = match job.kind {
                     JobKind::Provision => "provisioning",
                     JobKind::Decommission => "decommissioning",
                 };
-                store::set_user_vm_status(&tx, job.user_id, busy, now_s)?;
+                store::set_user_vm_status(conn, job.user_id, busy, now_s)?;
                 store::append_event(
-                    &tx,
+                    conn,
                     job_id,
                     &store::EventRow {
                         at_ms: now,
@@ -335,7 +268,6 @@ impl Provisioner {
                         },
                     },
                 )?;
-                tx.commit()?;
                 Ok(job)
             })
             .await?;
@@ -352,4 +284,53 @@ impl Provisioner {
         self.spawn_worker(job_id);
         self.get_job(job_id).await
     }
+}
+
+/// Everything that makes a job exist, inside the caller's write: the job and its steps, the
+/// user's VM status, the "job created" event and the audit record of the request. One write,
+/// so there is never a job without its audit line, nor an audit line without its job.
+fn create_job(
+    conn: &rusqlite::Connection,
+    new: &store::NewJob<'_>,
+    now_s: i64,
+) -> Result<Job, ServiceError> {
+    let job_id = store::insert_job(conn, new)?;
+    let kind = store::kind_str(new.kind);
+    let (vm_status, action) = match new.kind {
+        JobKind::Provision => ("provisioning", "vm.provision_requested"),
+        JobKind::Decommission => ("decommissioning", "vm.decommission_requested"),
+    };
+    store::set_user_vm_status(conn, new.user_id, vm_status, now_s)?;
+    store::append_event(
+        conn,
+        job_id,
+        &store::EventRow {
+            at_ms: new.now_ms,
+            level: EventLevel::Info,
+            step: None,
+            step_index: None,
+            step_count: new.steps.len() as u32,
+            attempt: None,
+            elapsed_ms: None,
+            message: format!(
+                "job created by {}: {kind} {} on {} ({} steps)",
+                new.actor,
+                new.forge_username,
+                new.backend,
+                new.steps.len()
+            ),
+        },
+    )?;
+    crate::audit::append(
+        conn,
+        now_s,
+        crate::audit::Entry {
+            actor: &Actor(new.actor.to_owned()),
+            action,
+            subject: &format!("user:{}", new.forge_username),
+            outcome: "ok",
+            detail: Some(&format!("job {job_id}")),
+        },
+    )?;
+    store::require_job(conn, job_id)
 }

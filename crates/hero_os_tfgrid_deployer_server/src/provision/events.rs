@@ -90,7 +90,7 @@ impl Provisioner {
         }
         let seq = self
             .db()
-            .call(move |conn| -> Result<i64, ServiceError> {
+            .write(move |conn| -> Result<i64, ServiceError> {
                 Ok(store::append_event(conn, job_id, &row)?)
             })
             .await?;

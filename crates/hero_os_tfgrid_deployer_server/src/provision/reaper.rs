@@ -2,12 +2,13 @@
 //! "running" forever (Coder's hang detector, per job). The heartbeat is written by the task that
 //! drives the step, so a wedged step is caught too, not only a dead process.
 
+use crate::db::Cached;
 use std::time::Duration;
 
-use hero_os_tfgrid_deployer_sdk::jobs::{EventLevel, JobState};
 use rusqlite::params;
 
 use super::events::human;
+use super::runner::Ending;
 use super::{store, Provisioner};
 use crate::error::ServiceError;
 
@@ -51,8 +52,8 @@ impl Provisioner {
             let step2 = step.clone();
             let now2 = now;
             self.db()
-                .call(move |conn| -> Result<(), ServiceError> {
-                    conn.execute(
+                .write(move |conn| -> Result<(), ServiceError> {
+                    conn.execute_cached(
                         "UPDATE job_steps SET state = 'failed', finished_at_ms = ?3, message = 'reaped: no heartbeat' \
                          WHERE job_id = ?1 AND name = ?2 AND state = 'running'",
                         params![job_id, step2, now2],
@@ -60,15 +61,7 @@ impl Provisioner {
                     Ok(())
                 })
                 .await?;
-            self.finish(
-                job_id,
-                JobState::Failed,
-                Some(reason),
-                None,
-                Some("failed"),
-                EventLevel::Error,
-            )
-            .await?;
+            self.finish(job_id, Ending::failed(reason)).await?;
             tracing::warn!(job_id, step = %step, "reaped a job whose heartbeat stopped");
             reaped.push(job_id);
         }

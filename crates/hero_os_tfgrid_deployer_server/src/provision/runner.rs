@@ -3,6 +3,7 @@
 //! writes the heartbeat from the same task that drives the step, and handles cancellation (a
 //! cancelled provision deletes what it made).
 
+use crate::db::Cached;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -92,16 +93,7 @@ impl Provisioner {
             if let Err(e) = self.run_job(job_id, &mut cancel).await {
                 tracing::error!(job_id, error = %e, "job worker failed");
                 let reason = format!("internal error in the job runner: {e}");
-                let _ = self
-                    .finish(
-                        job_id,
-                        JobState::Failed,
-                        Some(reason),
-                        None,
-                        Some("failed"),
-                        EventLevel::Error,
-                    )
-                    .await;
+                let _ = self.finish(job_id, Ending::failed(reason)).await;
             }
             let Ok(mut workers) = self.inner.workers.lock() else {
                 return;
@@ -143,7 +135,7 @@ impl Provisioner {
     pub(crate) async fn heartbeat(&self, job_id: JobId) -> Result<(), ServiceError> {
         let now = self.now_ms();
         self.db()
-            .call(move |conn| -> Result<(), ServiceError> {
+            .write(move |conn| -> Result<(), ServiceError> {
                 conn.prepare_cached(
                     "UPDATE jobs SET heartbeat_at_ms = ?2 WHERE job_id = ?1 AND state IN ('running','cancelling')",
                 )?
@@ -196,6 +188,30 @@ impl Provisioner {
             Guarded::Cancelled => return self.cleanup_cancelled(&job, &ctx).await,
         };
 
+        let names = steps::steps_for(job.kind);
+        let resumed_at = job
+            .steps
+            .iter()
+            .find(|s| s.state != StepState::Done && s.state != StepState::Skipped);
+        let running = match resumed_at {
+            Some(s) if s.index > 1 || s.attempts > 0 => format!(
+                "running: {} {} on {}, from step {}/{} {}",
+                store::kind_str(job.kind),
+                job.forge_username,
+                job.backend,
+                s.index,
+                names.len(),
+                s.name
+            ),
+            _ => format!(
+                "running: {} {} on {} ({} steps)",
+                store::kind_str(job.kind),
+                job.forge_username,
+                job.backend,
+                names.len()
+            ),
+        };
+        tracing::info!(job_id, "{running}");
         let now = self.now_ms();
         let busy = match job.kind {
             JobKind::Provision => "provisioning",
@@ -203,46 +219,21 @@ impl Provisioner {
         };
         let now_s = self.deployer().clock.now();
         let user_id = job.user_id;
-        self.db()
-            .call(move |conn| -> Result<(), ServiceError> {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                tx.execute(
-                    "UPDATE jobs SET state = 'running', started_at_ms = COALESCE(started_at_ms, ?2), heartbeat_at_ms = ?2 \
-                     WHERE job_id = ?1 AND state IN ('queued','running')",
-                    params![job_id, now],
-                )?;
-                store::set_user_vm_status(&tx, user_id, busy, now_s)?;
-                tx.commit()?;
-                Ok(())
-            })
-            .await?;
-        let names = steps::steps_for(job.kind);
-        let resumed_at = job
-            .steps
-            .iter()
-            .find(|s| s.state != StepState::Done && s.state != StepState::Skipped);
-        self.event(
-            job_id,
-            Draft::info(match resumed_at {
-                Some(s) if s.index > 1 || s.attempts > 0 => format!(
-                    "running: {} {} on {}, from step {}/{} {}",
-                    store::kind_str(job.kind),
-                    job.forge_username,
-                    job.backend,
-                    s.index,
-                    names.len(),
-                    s.name
-                ),
-                _ => format!(
-                    "running: {} {} on {} ({} steps)",
-                    store::kind_str(job.kind),
-                    job.forge_username,
-                    job.backend,
-                    names.len()
-                ),
+        let count = names.len() as u32;
+        // The job runs, the user's VM status says so, the event tells followers: written with
+        // the first step's start (see `Pending`).
+        let mut pending = Pending {
+            running: Some(Running {
+                job_id,
+                user_id,
+                vm_status: busy,
+                at_ms: now,
+                at_s: now_s,
+                step_count: count,
+                message: running,
             }),
-        )
-        .await?;
+            done: None,
+        };
         let job_started = Instant::now();
 
         for (i, name) in names.iter().enumerate() {
@@ -259,13 +250,14 @@ impl Provisioner {
                     i as u32 + 1,
                     name,
                     rec.attempts,
+                    std::mem::take(&mut pending),
                     cancel,
                 )
                 .await?
             {
                 StepOutcome::Done(msg) => {
                     self.inner.faults.crash_point(name, true);
-                    self.step_done(&job, i as u32 + 1, name, &msg, &ctx).await?;
+                    pending.done = Some(self.step_done(&job, i as u32 + 1, name, &msg, &ctx)?);
                 }
                 StepOutcome::Failed(err, tries) => {
                     let index = i as u32 + 1;
@@ -274,15 +266,7 @@ impl Provisioner {
                         names.len()
                     );
                     self.step_failed(job_id, index, &err).await?;
-                    self.finish(
-                        job_id,
-                        JobState::Failed,
-                        Some(reason.clone()),
-                        None,
-                        Some("failed"),
-                        EventLevel::Error,
-                    )
-                    .await?;
+                    self.finish(job_id, Ending::failed(reason.clone())).await?;
                     self.deployer()
                         .audit(
                             &Actor(job.actor.clone()),
@@ -302,15 +286,8 @@ impl Provisioner {
             }
         }
         let result = ctx.result.clone();
-        self.finish(
-            job_id,
-            JobState::Succeeded,
-            None,
-            result.as_ref(),
-            None,
-            EventLevel::Info,
-        )
-        .await?;
+        self.finish(job_id, Ending::succeeded(result, pending))
+            .await?;
         tracing::info!(job_id, took = %human(job_started.elapsed()), "job succeeded");
         Ok(())
     }
@@ -324,6 +301,7 @@ impl Provisioner {
         index: u32,
         name: &'static str,
         prior_attempts: u32,
+        pending: Pending,
         cancel: &mut watch::Receiver<bool>,
     ) -> Result<StepOutcome, ServiceError> {
         let job_id = job.job_id;
@@ -343,157 +321,164 @@ impl Provisioner {
             "step {index}/{count} {name}: started (deadline {})",
             human(budget)
         );
-        // One transaction: step running, job's current step and heartbeat, the "started" event.
-        self.db()
-            .call(move |conn| -> Result<(), ServiceError> {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                tx.execute(
-                    "UPDATE job_steps SET state = 'running', started_at_ms = ?3, finished_at_ms = NULL, duration_ms = NULL, \
-                     attempts = ?4 WHERE job_id = ?1 AND step_index = ?2",
-                    params![job_id, index, now, first_attempt],
-                )?;
-                tx.execute(
-                    "UPDATE jobs SET current_step = ?2, heartbeat_at_ms = ?3 WHERE job_id = ?1",
-                    params![job_id, step_name, now],
-                )?;
-                store::append_event(
-                    &tx,
-                    job_id,
-                    &store::EventRow {
-                        at_ms: now,
-                        level: EventLevel::Info,
-                        step: Some(step_name.clone()),
-                        step_index: Some(index),
-                        step_count: count,
-                        attempt: Some(first_attempt),
-                        elapsed_ms: None,
-                        message: started_msg,
-                    },
-                )?;
-                tx.commit()?;
-                Ok(())
-            })
-            .await?;
-        self.bump(job_id);
-        if self.inner.faults.stall_at(name) {
-            return Ok(StepOutcome::Stalled);
-        }
-
-        let mut attempt = prior_attempts;
-        let mut tries = 0u32;
-        loop {
-            attempt += 1;
-            tries += 1;
-            if tries > 1 {
-                let msg = format!(
-                    "step {index}/{count} {name}: attempt {attempt}, {}",
-                    human(started.elapsed())
-                );
-                let (at, elapsed) = (self.now_ms(), started.elapsed().as_millis() as i64);
-                self.db()
-                    .call(move |conn| -> Result<(), ServiceError> {
-                        let tx = conn
-                            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                        tx.execute(
-                            "UPDATE job_steps SET attempts = ?3 WHERE job_id = ?1 AND step_index = ?2",
-                            params![job_id, index, attempt],
-                        )?;
-                        store::append_event(
-                            &tx,
-                            job_id,
-                            &store::EventRow {
-                                at_ms: at,
-                                level: EventLevel::Info,
-                                step: Some(name.to_owned()),
-                                step_index: Some(index),
-                                step_count: count,
-                                attempt: Some(attempt),
-                                elapsed_ms: Some(elapsed),
-                                message: msg,
-                            },
-                        )?;
-                        tx.commit()?;
-                        Ok(())
-                    })
-                    .await?;
-                self.bump(job_id);
-            }
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<OutLine>();
-            let drain = {
-                let me = self.clone();
-                tokio::spawn(async move {
-                    while let Some(line) = rx.recv().await {
-                        let mut d = Draft::info(line.message)
-                            .level(line.level)
-                            .step(index, name);
-                        d.attempt = line.attempt;
-                        d.elapsed_ms = line.elapsed.map(|e| e.as_millis() as i64);
-                        let _ = me.event(job_id, d).await;
-                    }
-                })
-            };
-            let scope = Scope {
-                p: self,
-                job,
-                options,
-                index,
-                count,
-                name,
-                attempt,
-                started,
-                deadline,
-                out: tx,
-            };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let outcome = self
-                .guarded(
-                    job_id,
-                    tokio::time::timeout(remaining, steps::run(&scope, ctx)),
-                    cancel,
-                )
-                .await;
-            drop(scope);
-            let _ = drain.await;
-            let result = match outcome {
-                Guarded::Cancelled => return Ok(StepOutcome::Cancelled),
-                Guarded::Finished(Ok(r)) => r,
-                Guarded::Finished(Err(_)) => Err(StepError::fatal(
-                    "step.deadline",
-                    format!("deadline of {} passed (attempt {attempt})", human(budget)),
-                )),
-            };
-            match result {
-                Ok(msg) => return Ok(StepOutcome::Done(msg)),
-                Err(e) => {
-                    let backoff = self.backoff(tries);
-                    let more = e.transient
-                        && tries < cfg.max_attempts
-                        && Instant::now() + backoff < deadline;
-                    if !more {
-                        return Ok(StepOutcome::Failed(e, tries));
-                    }
-                    self.event(
+        // One write: what the job had pending (the previous step's record, or that the job
+        // runs), this step running, the job's current step and heartbeat, the "started" event. The step does not wait for it: nothing in a step reads
+        // that record, and a crash before it commits only means the steps run again (they are
+        // idempotent). That takes a database round trip off every step's critical path.
+        let start = async {
+            self.db()
+                .write(move |conn| -> Result<(), ServiceError> {
+                    pending.record(conn)?;
+                    conn.execute_cached(
+                        "UPDATE job_steps SET state = 'running', started_at_ms = ?3, finished_at_ms = NULL, duration_ms = NULL, \
+                         attempts = ?4 WHERE job_id = ?1 AND step_index = ?2",
+                        params![job_id, index, now, first_attempt],
+                    )?;
+                    conn.execute_cached(
+                        "UPDATE jobs SET current_step = ?2, heartbeat_at_ms = ?3 WHERE job_id = ?1",
+                        params![job_id, step_name, now],
+                    )?;
+                    store::append_event(
+                        conn,
                         job_id,
-                        Draft::info(format!(
-                            "step {index}/{count} {name}: attempt {attempt} failed after {}: {e}; retrying in {}",
-                            human(started.elapsed()),
-                            human(backoff)
-                        ))
-                        .level(EventLevel::Warn)
-                        .step(index, name)
-                        .attempt(attempt)
-                        .elapsed(started.elapsed()),
+                        &store::EventRow {
+                            at_ms: now,
+                            level: EventLevel::Info,
+                            step: Some(step_name.clone()),
+                            step_index: Some(index),
+                            step_count: count,
+                            attempt: Some(first_attempt),
+                            elapsed_ms: None,
+                            message: started_msg,
+                        },
+                    )?;
+                    Ok(())
+                })
+                .await?;
+            self.bump(job_id);
+            Ok::<(), ServiceError>(())
+        };
+        let body = async {
+            if self.inner.faults.stall_at(name) {
+                return Ok::<StepOutcome, ServiceError>(StepOutcome::Stalled);
+            }
+
+            let mut attempt = prior_attempts;
+            let mut tries = 0u32;
+            loop {
+                attempt += 1;
+                tries += 1;
+                if tries > 1 {
+                    let msg = format!(
+                        "step {index}/{count} {name}: attempt {attempt}, {}",
+                        human(started.elapsed())
+                    );
+                    let (at, elapsed) = (self.now_ms(), started.elapsed().as_millis() as i64);
+                    self.db()
+                        .write(move |conn| -> Result<(), ServiceError> {
+                            conn.execute_cached(
+                                "UPDATE job_steps SET attempts = ?3 WHERE job_id = ?1 AND step_index = ?2",
+                                params![job_id, index, attempt],
+                            )?;
+                            store::append_event(
+                                conn,
+                                job_id,
+                                &store::EventRow {
+                                    at_ms: at,
+                                    level: EventLevel::Info,
+                                    step: Some(name.to_owned()),
+                                    step_index: Some(index),
+                                    step_count: count,
+                                    attempt: Some(attempt),
+                                    elapsed_ms: Some(elapsed),
+                                    message: msg,
+                                },
+                            )?;
+                            Ok(())
+                        })
+                        .await?;
+                    self.bump(job_id);
+                }
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<OutLine>();
+                let drain = {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        while let Some(line) = rx.recv().await {
+                            let mut d = Draft::info(line.message)
+                                .level(line.level)
+                                .step(index, name);
+                            d.attempt = line.attempt;
+                            d.elapsed_ms = line.elapsed.map(|e| e.as_millis() as i64);
+                            let _ = me.event(job_id, d).await;
+                        }
+                    })
+                };
+                let scope = Scope {
+                    p: self,
+                    job,
+                    options,
+                    index,
+                    count,
+                    name,
+                    attempt,
+                    started,
+                    deadline,
+                    out: tx,
+                };
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let outcome = self
+                    .guarded(
+                        job_id,
+                        tokio::time::timeout(remaining, steps::run(&scope, ctx)),
+                        cancel,
                     )
-                    .await?;
-                    if let Guarded::Cancelled = self
-                        .guarded(job_id, tokio::time::sleep(backoff), cancel)
-                        .await
-                    {
-                        return Ok(StepOutcome::Cancelled);
+                    .await;
+                drop(scope);
+                let _ = drain.await;
+                let result = match outcome {
+                    Guarded::Cancelled => return Ok(StepOutcome::Cancelled),
+                    Guarded::Finished(Ok(r)) => r,
+                    Guarded::Finished(Err(_)) => Err(StepError::fatal(
+                        "step.deadline",
+                        format!("deadline of {} passed (attempt {attempt})", human(budget)),
+                    )),
+                };
+                match result {
+                    Ok(msg) => return Ok(StepOutcome::Done(msg)),
+                    Err(e) => {
+                        let backoff = self.backoff(tries);
+                        let more = e.transient
+                            && tries < cfg.max_attempts
+                            && Instant::now() + backoff < deadline;
+                        if !more {
+                            return Ok(StepOutcome::Failed(e, tries));
+                        }
+                        self.event(
+                            job_id,
+                            Draft::info(format!(
+                                "step {index}/{count} {name}: attempt {attempt} failed after {}: {e}; retrying in {}",
+                                human(started.elapsed()),
+                                human(backoff)
+                            ))
+                            .level(EventLevel::Warn)
+                            .step(index, name)
+                            .attempt(attempt)
+                            .elapsed(started.elapsed()),
+                        )
+                        .await?;
+                        if let Guarded::Cancelled = self
+                            .guarded(job_id, tokio::time::sleep(backoff), cancel)
+                            .await
+                        {
+                            return Ok(StepOutcome::Cancelled);
+                        }
                     }
                 }
             }
-        }
+        };
+        let (start_written, outcome) = tokio::join!(start, body);
+        start_written?;
+        outcome
     }
 
     /// Exponential backoff with "equal jitter": half fixed, half random, so retries of many
@@ -513,61 +498,25 @@ impl Provisioner {
         Duration::from_millis(half + jitter)
     }
 
-    async fn step_done(
+    /// The record of a finished step, written with the job's next write (see [`Pending`]).
+    fn step_done(
         &self,
         job: &Job,
         index: u32,
         name: &str,
         msg: &str,
         ctx: &JobContext,
-    ) -> Result<(), ServiceError> {
-        let job_id = job.job_id;
-        let count = steps::steps_for(job.kind).len() as u32;
-        let now = self.now_ms();
-        let ctx_json =
-            serde_json::to_string(ctx).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let (msg, name) = (msg.to_owned(), name.to_owned());
-        self.db()
-            .call(move |conn| -> Result<(), ServiceError> {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let started: Option<i64> = tx.query_row(
-                    "SELECT started_at_ms FROM job_steps WHERE job_id = ?1 AND step_index = ?2",
-                    params![job_id, index],
-                    |r| r.get(0),
-                )?;
-                let duration = started.map(|s| now - s);
-                tx.execute(
-                    "UPDATE job_steps SET state = 'done', finished_at_ms = ?3, duration_ms = ?4, message = ?5 \
-                     WHERE job_id = ?1 AND step_index = ?2",
-                    params![job_id, index, now, duration, msg],
-                )?;
-                tx.execute(
-                    "UPDATE jobs SET context_json = ?2, heartbeat_at_ms = ?3 WHERE job_id = ?1",
-                    params![job_id, ctx_json, now],
-                )?;
-                store::append_event(
-                    &tx,
-                    job_id,
-                    &store::EventRow {
-                        at_ms: now,
-                        level: EventLevel::Info,
-                        step: Some(name.clone()),
-                        step_index: Some(index),
-                        step_count: count,
-                        attempt: None,
-                        elapsed_ms: duration,
-                        message: format!(
-                            "step {index}/{count} {name}: done in {}: {msg}",
-                            human(Duration::from_millis(duration.unwrap_or(0).max(0) as u64))
-                        ),
-                    },
-                )?;
-                tx.commit()?;
-                Ok(())
-            })
-            .await?;
-        self.bump(job_id);
-        Ok(())
+    ) -> Result<StepDone, ServiceError> {
+        Ok(StepDone {
+            job_id: job.job_id,
+            index,
+            count: steps::steps_for(job.kind).len() as u32,
+            name: name.to_owned(),
+            msg: msg.to_owned(),
+            ctx_json: serde_json::to_string(ctx)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?,
+            at_ms: self.now_ms(),
+        })
     }
 
     async fn step_failed(
@@ -579,8 +528,8 @@ impl Provisioner {
         let now = self.now_ms();
         let msg = err.to_string();
         self.db()
-            .call(move |conn| -> Result<(), ServiceError> {
-                conn.execute(
+            .write(move |conn| -> Result<(), ServiceError> {
+                conn.execute_cached(
                     "UPDATE job_steps SET state = 'failed', finished_at_ms = ?3, duration_ms = ?3 - started_at_ms, message = ?4 \
                      WHERE job_id = ?1 AND step_index = ?2",
                     params![job_id, index, now, msg],
@@ -592,22 +541,22 @@ impl Provisioner {
 
     /// Ends a job: state, reason, result, the user's VM status and the final event, in one
     /// transaction (a follower that sees the final state has every event).
-    pub(crate) async fn finish(
-        &self,
-        job_id: JobId,
-        state: JobState,
-        error: Option<String>,
-        result: Option<&ProvisionResult>,
-        vm_status: Option<&'static str>,
-        level: EventLevel,
-    ) -> Result<(), ServiceError> {
+    pub(crate) async fn finish(&self, job_id: JobId, ending: Ending) -> Result<(), ServiceError> {
+        let Ending {
+            state,
+            error,
+            result,
+            vm_status,
+            level,
+            pending,
+        } = ending;
         let now = self.now_ms();
         let now_s = self.deployer().clock.now();
-        let result_json = result.and_then(|r| serde_json::to_string(r).ok());
+        let result_json = result.and_then(|r| serde_json::to_string(&r).ok());
         self.db()
-            .call(move |conn| -> Result<(), ServiceError> {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let job = store::require_job(&tx, job_id)?;
+            .write(move |conn| -> Result<(), ServiceError> {
+                pending.record(conn)?;
+                let job = store::require_job(conn, job_id)?;
                 if !job.state.is_active() {
                     return Ok(());
                 }
@@ -616,23 +565,20 @@ impl Provisioner {
                     (now - job.started_at_ms.unwrap_or(job.created_at_ms)).max(0) as u64,
                 ));
                 let message = match (state, &error) {
-                    (JobState::Succeeded, _) => match &result_json {
-                        Some(_) => format!("job succeeded in {took}"),
-                        None => format!("job succeeded in {took}"),
-                    },
+                    (JobState::Succeeded, _) => format!("job succeeded in {took}"),
                     (s, Some(e)) => format!("job {} after {took}: {e}", store::state_str(s)),
                     (s, None) => format!("job {} after {took}", store::state_str(s)),
                 };
-                tx.execute(
+                conn.execute_cached(
                     "UPDATE jobs SET state = ?2, error = ?3, result_json = COALESCE(?4, result_json), finished_at_ms = ?5, \
                      current_step = CASE WHEN ?2 = 'succeeded' THEN NULL ELSE current_step END WHERE job_id = ?1",
                     params![job_id, store::state_str(state), error, result_json, now],
                 )?;
                 if let Some(status) = vm_status {
-                    store::set_user_vm_status(&tx, job.user_id, status, now_s)?;
+                    store::set_user_vm_status(conn, job.user_id, status, now_s)?;
                 }
                 store::append_event(
-                    &tx,
+                    conn,
                     job_id,
                     &store::EventRow {
                         at_ms: now,
@@ -645,7 +591,6 @@ impl Provisioner {
                         message,
                     },
                 )?;
-                tx.commit()?;
                 Ok(())
             })
             .await?;
@@ -659,8 +604,8 @@ impl Provisioner {
         let job_id = job.job_id;
         let now = self.now_ms();
         self.db()
-            .call(move |conn| -> Result<(), ServiceError> {
-                conn.execute(
+            .write(move |conn| -> Result<(), ServiceError> {
+                conn.execute_cached(
                     "UPDATE jobs SET state = 'cancelling', heartbeat_at_ms = ?2 WHERE job_id = ?1 AND state IN ('queued','running','cancelling')",
                     params![job_id, now],
                 )?;
@@ -673,14 +618,7 @@ impl Provisioner {
                 "cancelled during {at}; the VM record stays; run decommission_vm again to finish"
             );
             return self
-                .finish(
-                    job_id,
-                    JobState::Cancelled,
-                    Some(reason),
-                    None,
-                    Some("failed"),
-                    EventLevel::Warn,
-                )
+                .finish(job_id, Ending::cancelled(reason, "failed"))
                 .await;
         }
         self.event(
@@ -714,16 +652,7 @@ impl Provisioner {
                     let reason = format!(
                         "cancelled during {at}; cleanup removed the gateway and VM of {name}"
                     );
-                    return self
-                        .finish(
-                            job_id,
-                            JobState::Cancelled,
-                            Some(reason),
-                            None,
-                            Some(status),
-                            EventLevel::Warn,
-                        )
-                        .await;
+                    return self.finish(job_id, Ending::cancelled(reason, status)).await;
                 }
                 Err(e) => {
                     let retry = e.transient && tries < self.inner.cfg.max_attempts;
@@ -740,14 +669,170 @@ impl Provisioner {
             last.map(|e| e.to_string()).unwrap_or_default(),
             job.forge_username
         );
-        self.finish(
+        self.finish(job_id, Ending::failed(reason)).await
+    }
+}
+
+/// Records a job writes together with its next write instead of on their own: that the job
+/// runs (written with the first step's start) and that a step finished (with the next step's
+/// start, or with the job's end). This saves a commit and a round trip per step. Until written,
+/// a finished step counts as not done, so a crash runs it again — every step is idempotent.
+#[derive(Default)]
+pub(crate) struct Pending {
+    running: Option<Running>,
+    done: Option<StepDone>,
+}
+
+impl Pending {
+    fn record(&self, conn: &rusqlite::Connection) -> Result<(), ServiceError> {
+        if let Some(r) = &self.running {
+            r.record(conn)?;
+        }
+        if let Some(d) = &self.done {
+            d.record(conn)?;
+        }
+        Ok(())
+    }
+}
+
+/// The job started running (again).
+struct Running {
+    job_id: JobId,
+    user_id: hero_os_tfgrid_deployer_sdk::types::UserId,
+    vm_status: &'static str,
+    at_ms: i64,
+    at_s: i64,
+    step_count: u32,
+    message: String,
+}
+
+impl Running {
+    fn record(&self, conn: &rusqlite::Connection) -> Result<(), ServiceError> {
+        conn.execute_cached(
+            "UPDATE jobs SET state = 'running', started_at_ms = COALESCE(started_at_ms, ?2), heartbeat_at_ms = ?2 \
+             WHERE job_id = ?1 AND state IN ('queued','running')",
+            params![self.job_id, self.at_ms],
+        )?;
+        store::set_user_vm_status(conn, self.user_id, self.vm_status, self.at_s)?;
+        store::append_event(
+            conn,
+            self.job_id,
+            &store::EventRow {
+                at_ms: self.at_ms,
+                level: EventLevel::Info,
+                step: None,
+                step_index: None,
+                step_count: self.step_count,
+                attempt: None,
+                elapsed_ms: None,
+                message: self.message.clone(),
+            },
+        )?;
+        Ok(())
+    }
+}
+
+/// A step that finished.
+pub(crate) struct StepDone {
+    job_id: JobId,
+    index: u32,
+    count: u32,
+    name: String,
+    msg: String,
+    ctx_json: String,
+    at_ms: i64,
+}
+
+impl StepDone {
+    /// Step state, duration and message, the job's context, and the "done" event.
+    fn record(&self, conn: &rusqlite::Connection) -> Result<(), ServiceError> {
+        let StepDone {
             job_id,
-            JobState::Failed,
-            Some(reason),
-            None,
-            Some("failed"),
-            EventLevel::Error,
-        )
-        .await
+            index,
+            count,
+            name,
+            msg,
+            ctx_json,
+            at_ms: now,
+        } = self;
+        let started: Option<i64> = conn.query_row_cached(
+            "SELECT started_at_ms FROM job_steps WHERE job_id = ?1 AND step_index = ?2",
+            params![job_id, index],
+            |r| r.get(0),
+        )?;
+        let duration = started.map(|s| now - s);
+        conn.execute_cached(
+            "UPDATE job_steps SET state = 'done', finished_at_ms = ?3, duration_ms = ?4, message = ?5 \
+             WHERE job_id = ?1 AND step_index = ?2",
+            params![job_id, index, now, duration, msg],
+        )?;
+        conn.execute_cached(
+            "UPDATE jobs SET context_json = ?2, heartbeat_at_ms = ?3 WHERE job_id = ?1",
+            params![job_id, ctx_json, now],
+        )?;
+        store::append_event(
+            conn,
+            *job_id,
+            &store::EventRow {
+                at_ms: *now,
+                level: EventLevel::Info,
+                step: Some(name.clone()),
+                step_index: Some(*index),
+                step_count: *count,
+                attempt: None,
+                elapsed_ms: duration,
+                message: format!(
+                    "step {index}/{count} {name}: done in {}: {msg}",
+                    human(Duration::from_millis(duration.unwrap_or(0).max(0) as u64))
+                ),
+            },
+        )?;
+        Ok(())
+    }
+}
+
+/// How a job ends: its final state, why, its result, and what the user's VM status becomes.
+pub(crate) struct Ending {
+    state: JobState,
+    error: Option<String>,
+    result: Option<ProvisionResult>,
+    vm_status: Option<&'static str>,
+    level: EventLevel,
+    /// What the job had not written yet (see `Pending`).
+    pending: Pending,
+}
+
+impl Ending {
+    pub(crate) fn failed(reason: String) -> Ending {
+        Ending {
+            state: JobState::Failed,
+            error: Some(reason),
+            result: None,
+            vm_status: Some("failed"),
+            level: EventLevel::Error,
+            pending: Pending::default(),
+        }
+    }
+
+    fn cancelled(reason: String, vm_status: &'static str) -> Ending {
+        Ending {
+            state: JobState::Cancelled,
+            error: Some(reason),
+            result: None,
+            vm_status: Some(vm_status),
+            level: EventLevel::Warn,
+            pending: Pending::default(),
+        }
+    }
+
+    fn succeeded(result: Option<ProvisionResult>, pending: Pending) -> Ending {
+        Ending {
+            state: JobState::Succeeded,
+            error: None,
+            result,
+            vm_status: None,
+            level: EventLevel::Info,
+            pending,
+        }
     }
 }

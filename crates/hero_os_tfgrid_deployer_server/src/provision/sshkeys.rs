@@ -4,6 +4,7 @@
 //! therefore reveals no private key. Sealed blob: `version (1) ‖ nonce (24) ‖ ciphertext+tag`,
 //! with the user id bound in as associated data so a blob cannot be moved to another user.
 
+use crate::db::Cached;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hero_os_tfgrid_deployer_backends::UserKeyPair;
@@ -170,8 +171,8 @@ impl Provisioner {
         let now = self.deployer().clock.now();
         let inserted = self
             .db()
-            .call(move |conn| -> Result<bool, ServiceError> {
-                Ok(conn.execute(
+            .write(move |conn| -> Result<bool, ServiceError> {
+                Ok(conn.execute_cached(
                     "INSERT OR IGNORE INTO ssh_keys(user_id, public_key, fingerprint, private_key_sealed, created_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![user_id, public, fingerprint, sealed, now],

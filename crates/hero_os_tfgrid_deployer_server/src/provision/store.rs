@@ -393,7 +393,7 @@ mod tests {
     #[tokio::test]
     async fn one_active_job_per_user_and_gapless_event_sequence() {
         let db = Db::open_in_memory().unwrap();
-        db.call(|conn| -> Result<(), ServiceError> {
+        db.write(|conn| -> Result<(), ServiceError> {
             conn.execute(
                 "INSERT INTO users(forge_username, email, created_at, updated_at) VALUES ('alice','a@b.c',1,1)",
                 [],

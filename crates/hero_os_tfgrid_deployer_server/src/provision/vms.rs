@@ -2,6 +2,7 @@
 //! resource the deployer may have made has a row (reconcile relies on it); rows are never deleted,
 //! only marked `decommissioned`, for audit.
 
+use crate::db::Cached;
 use hero_os_tfgrid_deployer_sdk::jobs::{VmDetails, VmRecord};
 use hero_os_tfgrid_deployer_sdk::types::UserId;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -88,13 +89,13 @@ pub fn upsert_gateway(
     node_id: Option<u32>,
     now: i64,
 ) -> rusqlite::Result<()> {
-    let updated = conn.execute(
+    let updated = conn.execute_cached(
         "UPDATE gateway_mappings SET vm_id = ?2, fqdn = ?4, backend_url = ?5, node_id = ?6 \
          WHERE user_id = ?1 AND name = ?3 AND state = 'active'",
         params![user_id, vm_id, name, fqdn, backend_url, node_id],
     )?;
     if updated == 0 {
-        conn.execute(
+        conn.execute_cached(
             "INSERT INTO gateway_mappings(user_id, vm_id, name, fqdn, backend_url, node_id, state, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7)",
             params![user_id, vm_id, name, fqdn, backend_url, node_id, now],
@@ -108,7 +109,7 @@ pub fn mark_gateways_deleted(
     user_id: UserId,
     now: i64,
 ) -> rusqlite::Result<usize> {
-    conn.execute(
+    conn.execute_cached(
         "UPDATE gateway_mappings SET state = 'deleted', deleted_at = ?2 WHERE user_id = ?1 AND state = 'active'",
         params![user_id, now],
     )
@@ -119,7 +120,7 @@ pub fn mark_vms_decommissioned(
     user_id: UserId,
     now: i64,
 ) -> rusqlite::Result<usize> {
-    conn.execute(
+    conn.execute_cached(
         "UPDATE vms SET state = 'decommissioned', decommissioned_at = ?2, updated_at = ?2 \
          WHERE user_id = ?1 AND state != 'decommissioned'",
         params![user_id, now],

@@ -1,5 +1,6 @@
 //! Binds every SDK method to the core. Thin on purpose: parse, check the caller, call the core.
 
+use crate::db::Cached;
 use hero_os_tfgrid_deployer_sdk::methods::*;
 use hero_os_tfgrid_deployer_sdk::types::*;
 use hero_secrets::validate_slot;
@@ -120,7 +121,7 @@ pub fn register_all(registry: &mut Registry, deployer: Deployer, facts: ServerFa
 pub async fn server_info(d: &Deployer, facts: &ServerFacts) -> Result<ServerInfo, ServiceError> {
     let users =
         d.db.call(|conn| -> Result<i64, ServiceError> {
-            Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
+            Ok(conn.query_row_cached("SELECT count(*) FROM users", [], |r| r.get(0))?)
         })
         .await?;
     Ok(ServerInfo {

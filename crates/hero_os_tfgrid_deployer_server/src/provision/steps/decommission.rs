@@ -16,7 +16,7 @@ pub async fn delete_gateway(s: &Scope<'_>) -> Result<String, StepError> {
     backend.delete_gateway(&name, s.sink()).await?;
     let (user_id, now) = (s.job.user_id, s.p.deployer().clock.now());
     s.p.db()
-        .call(move |conn| -> Result<usize, ServiceError> {
+        .write(move |conn| -> Result<usize, ServiceError> {
             Ok(vms::mark_gateways_deleted(conn, user_id, now)?)
         })
         .await?;
@@ -52,18 +52,15 @@ async fn in_inventory(
 
 pub async fn mark_decommissioned(s: &Scope<'_>) -> Result<String, StepError> {
     let (user_id, now) = (s.job.user_id, s.p.deployer().clock.now());
-    let n = s
-        .p
-        .db()
-        .call(move |conn| -> Result<usize, ServiceError> {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let n = vms::mark_vms_decommissioned(&tx, user_id, now)?;
-            vms::mark_gateways_deleted(&tx, user_id, now)?;
-            store::set_user_vm_status(&tx, user_id, "decommissioned", now)?;
-            tx.commit()?;
-            Ok(n)
-        })
-        .await?;
+    let n =
+        s.p.db()
+            .write(move |conn| -> Result<usize, ServiceError> {
+                let n = vms::mark_vms_decommissioned(conn, user_id, now)?;
+                vms::mark_gateways_deleted(conn, user_id, now)?;
+                store::set_user_vm_status(conn, user_id, "decommissioned", now)?;
+                Ok(n)
+            })
+            .await?;
     s.p.deployer()
         .audit(
             &Actor(s.job.actor.clone()),
@@ -94,11 +91,9 @@ pub async fn remove_resources(
     backend.delete_vm(name, out).await?;
     let now = p.deployer().clock.now();
     Ok(p.db()
-        .call(move |conn| -> Result<bool, ServiceError> {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let n = vms::mark_vms_decommissioned(&tx, user_id, now)?;
-            vms::mark_gateways_deleted(&tx, user_id, now)?;
-            tx.commit()?;
+        .write(move |conn| -> Result<bool, ServiceError> {
+            let n = vms::mark_vms_decommissioned(conn, user_id, now)?;
+            vms::mark_gateways_deleted(conn, user_id, now)?;
             Ok(n > 0)
         })
         .await?)

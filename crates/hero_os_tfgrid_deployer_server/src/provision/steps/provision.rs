@@ -1,6 +1,7 @@
 //! Provision steps: `forge_user → ssh_key → select_node → deploy_vm → deploy_gateway → wait_ssh →
 //! push_manifest → run_bootstrap → verify_health → finalize`.
 
+use crate::db::Cached;
 use std::collections::VecDeque;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -152,17 +153,17 @@ pub async fn deploy_vm(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, St
     let vm_id = s
         .p
         .db()
-        .call(move |conn| -> Result<i64, ServiceError> {
+        .write(move |conn| -> Result<i64, ServiceError> {
             if let Some(vm) = vms::live_vm(conn, user_id)? {
                 if vm.name == name_s && vm.backend == backend {
-                    conn.execute(
+                    conn.execute_cached(
                         "UPDATE vms SET job_id = ?2, node_id = COALESCE(?3, node_id), updated_at = ?4 WHERE vm_id = ?1",
                         params![vm.vm_id, job_id, node, now],
                     )?;
                     return Ok(vm.vm_id);
                 }
             }
-            conn.execute(
+            conn.execute_cached(
                 "INSERT INTO vms(user_id, forge_username, backend, name, node_id, state, spec_json, deployer_version, \
                  created_at, updated_at, job_id, ssh_key_fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, 'deploying', ?6, ?7, ?8, ?8, ?9, ?10)",
                 params![user_id, username, backend, name_s, node, spec_json, DEPLOYER_VERSION, now, job_id, fp],
@@ -208,8 +209,8 @@ async fn record_vm_facts(s: &Scope<'_>, vm_id: i64, info: &VmInfo) -> Result<(),
     );
     let now = s.p.deployer().clock.now();
     s.p.db()
-        .call(move |conn| -> Result<(), ServiceError> {
-            conn.execute(
+        .write(move |conn| -> Result<(), ServiceError> {
+            conn.execute_cached(
                 "UPDATE vms SET private_ip = ?2, mycelium_ip = ?3, backend_id = ?4, node_id = COALESCE(?5, node_id), \
                  updated_at = ?6 WHERE vm_id = ?1",
                 params![vm_id, private_ip, mycelium_ip, backend_id, node, now],
@@ -277,10 +278,10 @@ pub async fn deploy_gateway(s: &Scope<'_>, ctx: &mut JobContext) -> Result<Strin
     );
     let now = s.p.deployer().clock.now();
     s.p.db()
-        .call(move |conn| -> Result<(), ServiceError> {
+        .write(move |conn| -> Result<(), ServiceError> {
             vms::upsert_gateway(conn, user_id, vm_id, &name_s, &fqdn, &burl, node, now)?;
             if let Some(vm_id) = vm_id {
-                conn.execute(
+                conn.execute_cached(
                     "UPDATE vms SET url = ?2, updated_at = ?3 WHERE vm_id = ?1",
                     params![vm_id, url, now],
                 )?;
@@ -354,8 +355,8 @@ pub async fn wait_ssh(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, Ste
         let vm_id = ctx.vm_id;
         let fp2 = fp.clone();
         s.p.db()
-            .call(move |conn| -> Result<(), ServiceError> {
-                conn.execute(
+            .write(move |conn| -> Result<(), ServiceError> {
+                conn.execute_cached(
                     "UPDATE vms SET host_key_fingerprint = ?2 WHERE vm_id = ?1",
                     params![vm_id, fp2],
                 )?;
@@ -552,16 +553,28 @@ pub async fn finalize(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, Ste
         url.clone(),
     );
     let now = d.clock.now();
-    d.db.call(move |conn| -> Result<(), ServiceError> {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute(
+    let (actor, username) = (s.job.actor.clone(), user.forge_username.clone());
+    let audit_detail = format!("job {}: VM {name} ready at {url}", s.job.job_id);
+    // One write: the VM is ready, the user's status says so, and the audit log records it.
+    d.db.write(move |conn| -> Result<(), ServiceError> {
+        conn.execute_cached(
             "UPDATE vms SET state = 'ready', url = ?2, host_key_fingerprint = COALESCE(?3, host_key_fingerprint), \
              ssh_key_fingerprint = COALESCE(?4, ssh_key_fingerprint), spec_json = ?5, node_id = COALESCE(?6, node_id), \
              ready_at = COALESCE(ready_at, ?7), updated_at = ?7, deployer_version = ?8 WHERE vm_id = ?1",
             params![vm_id, url2, host_key, key_fp, spec_json, node, now, DEPLOYER_VERSION],
         )?;
-        crate::provision::store::set_user_vm_status(&tx, user_id, "ready", now)?;
-        tx.commit()?;
+        crate::provision::store::set_user_vm_status(conn, user_id, "ready", now)?;
+        crate::audit::append(
+            conn,
+            now,
+            crate::audit::Entry {
+                actor: &Actor(actor),
+                action: "vm.provision",
+                subject: &format!("user:{username}"),
+                outcome: "ok",
+                detail: Some(&audit_detail),
+            },
+        )?;
         Ok(())
     })
     .await?;
@@ -572,13 +585,5 @@ pub async fn finalize(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, Ste
         node_id: ctx.node_id,
         vm_name: name.to_string(),
     });
-    d.audit(
-        &Actor(s.job.actor.clone()),
-        "vm.provision",
-        &format!("user:{}", user.forge_username),
-        "ok",
-        Some(&format!("job {}: VM {name} ready at {url}", s.job.job_id)),
-    )
-    .await?;
     Ok(format!("VM {name} ready at {url}"))
 }
