@@ -176,7 +176,13 @@ impl Db {
     /// queued at the same moment. `f` is atomic (its own savepoint: an `Err` undoes what it
     /// wrote) and serialized with every other write, so read-check-write inside `f` is safe.
     /// Resolves once the transaction committed; a failed commit turns an `Ok` into an error.
-    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    ///
+    /// The write is queued when `write` is called, not when the future is first polled: writes
+    /// commit in the order they were asked for, even when a caller awaits them later.
+    pub fn write<T, E, F>(
+        &self,
+        f: F,
+    ) -> impl std::future::Future<Output = Result<T, E>> + Send + 'static
     where
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
@@ -206,16 +212,18 @@ impl Db {
             Ok(queue) => queue.send(job).is_ok(),
             Err(_) => false,
         };
-        if !sent {
-            return Err(E::from(DbError::Worker(
-                "the sqlite writer thread has stopped".into(),
-            )));
+        async move {
+            if !sent {
+                return Err(E::from(DbError::Worker(
+                    "the sqlite writer thread has stopped".into(),
+                )));
+            }
+            rx.await.unwrap_or_else(|_| {
+                Err(E::from(DbError::Worker(
+                    "the sqlite writer thread stopped before answering".into(),
+                )))
+            })
         }
-        rx.await.unwrap_or_else(|_| {
-            Err(E::from(DbError::Worker(
-                "the sqlite writer thread stopped before answering".into(),
-            )))
-        })
     }
 }
 

@@ -186,6 +186,8 @@ async fn run_select(
         started: tokio::time::Instant::now(),
         deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(30),
         out: tx,
+        key: &steps::KeyCache::new(),
+        later: &steps::LaterWrites::default(),
     };
     let result = steps::run(&scope, &mut ctx).await;
     let page = p

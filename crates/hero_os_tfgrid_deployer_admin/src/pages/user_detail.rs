@@ -56,18 +56,19 @@ pub async fn show(Extension(admin): Extension<Admin>, Path(id): Path<i64>) -> Pa
         limit: Some(10),
         ..Default::default()
     };
-    let (user, vm, jobs) = tokio::join!(
-        c.get_user(id),
-        c.call::<methods::GetVm>(&vm_params),
-        c.call::<methods::ListJobs>(&jobs_params)
-    );
-    let user = user?;
-    let vm = optional(vm)?;
-    let jobs = optional(jobs)?.map(|p| p.jobs).unwrap_or_default();
+    let jobs = optional(c.call::<methods::ListJobs>(&jobs_params).await)?
+        .map(|p| p.jobs)
+        .unwrap_or_default();
     let latest = match jobs.first().cloned() {
         Some(j) => Some(job_with_events(c, j).await?),
         None => None,
     };
+    // The user and VM are read after the job: the server writes a job's end after (or with)
+    // what it changed, so a page that shows a job as ended also shows its outcome, never the
+    // status from before it.
+    let (user, vm) = tokio::join!(c.get_user(id), c.call::<methods::GetVm>(&vm_params));
+    let user = user?;
+    let vm = optional(vm)?;
     let body = html! {
         div.page-head {
             div {

@@ -6,6 +6,7 @@ use hero_os_tfgrid_deployer_sdk::jobs::*;
 use hero_os_tfgrid_deployer_sdk::types::UserId;
 use rusqlite::params;
 
+use super::runner::Loaded;
 use super::{steps, store, vms, Provisioner};
 use crate::audit::Actor;
 use crate::error::ServiceError;
@@ -36,9 +37,9 @@ impl Provisioner {
         let now = self.now_ms();
         let now_s = self.deployer().clock.now();
         // One write: checks and the new job see the same state, and it is one round trip.
-        let job = self
+        let created = self
             .db()
-            .write(move |conn| -> Result<Job, ServiceError> {
+            .write(move |conn| -> Result<Loaded, ServiceError> {
                 let username = crate::users::user_by_id(conn, user_id)?
                     .ok_or_else(|| ServiceError::NotFound(format!("no user with user_id {user_id}")))?
                     .forge_username;
@@ -70,7 +71,7 @@ impl Provisioner {
                 )
             })
             .await?;
-        Ok(self.launch(job))
+        Ok(self.launch(created))
     }
 
     /// `deployer.decommission_vm`: needs a live VM record; the job deletes gateway and VM.
@@ -85,9 +86,9 @@ impl Provisioner {
         let now = self.now_ms();
         let now_s = self.deployer().clock.now();
         let default_backend = self.inner.cfg.backend.clone();
-        let job = self
+        let created = self
             .db()
-            .write(move |conn| -> Result<Job, ServiceError> {
+            .write(move |conn| -> Result<Loaded, ServiceError> {
                 if store::active_job_of(conn, user_id)?.is_some() {
                     return Err(store::conflict(conn, user_id, &username));
                 }
@@ -123,13 +124,14 @@ impl Provisioner {
                 )
             })
             .await?;
-        Ok(self.launch(job))
+        Ok(self.launch(created))
     }
 
     /// After a job is committed: wake its followers and start its worker.
-    fn launch(&self, job: Job) -> Job {
+    fn launch(&self, loaded: Loaded) -> Job {
+        let job = loaded.0.clone();
         self.bump(job.job_id);
-        self.spawn_worker(job.job_id);
+        self.spawn_worker_with(job.job_id, Some(loaded));
         job
     }
 
@@ -293,7 +295,7 @@ fn create_job(
     conn: &rusqlite::Connection,
     new: &store::NewJob<'_>,
     now_s: i64,
-) -> Result<Job, ServiceError> {
+) -> Result<Loaded, ServiceError> {
     let job_id = store::insert_job(conn, new)?;
     let kind = store::kind_str(new.kind);
     let (vm_status, action) = match new.kind {
@@ -332,5 +334,8 @@ fn create_job(
             detail: Some(&format!("job {job_id}")),
         },
     )?;
-    store::require_job(conn, job_id)
+    Ok(Loaded(
+        store::require_job(conn, job_id)?,
+        store::internals(conn, job_id)?,
+    ))
 }

@@ -69,18 +69,27 @@ pub const MAX_WAIT_MS: u32 = 30_000;
 impl Provisioner {
     /// Persists one event of `job_id` and wakes followers.
     pub async fn event(&self, job_id: JobId, draft: Draft) -> Result<i64, ServiceError> {
-        let step_count = 0;
-        let row = EventRow {
-            at_ms: self.now_ms(),
-            level: draft.level,
-            step_index: draft.step.as_ref().map(|(i, _)| *i),
-            step: draft.step.map(|(_, n)| n),
-            step_count,
-            attempt: draft.attempt,
-            elapsed_ms: draft.elapsed_ms,
-            message: draft.message,
-        };
-        if row.level != EventLevel::Output {
+        self.events(job_id, vec![draft]).await
+    }
+
+    /// Persists events of `job_id` in order, in one write, and wakes followers; returns the
+    /// last one's number.
+    pub async fn events(&self, job_id: JobId, drafts: Vec<Draft>) -> Result<i64, ServiceError> {
+        let at_ms = self.now_ms();
+        let rows: Vec<EventRow> = drafts
+            .into_iter()
+            .map(|draft| EventRow {
+                at_ms,
+                level: draft.level,
+                step_index: draft.step.as_ref().map(|(i, _)| *i),
+                step: draft.step.map(|(_, n)| n),
+                step_count: 0,
+                attempt: draft.attempt,
+                elapsed_ms: draft.elapsed_ms,
+                message: draft.message,
+            })
+            .collect();
+        for row in rows.iter().filter(|r| r.level != EventLevel::Output) {
             tracing::info!(
                 job_id,
                 step = row.step.as_deref().unwrap_or("-"),
@@ -91,7 +100,11 @@ impl Provisioner {
         let seq = self
             .db()
             .write(move |conn| -> Result<i64, ServiceError> {
-                Ok(store::append_event(conn, job_id, &row)?)
+                let mut last = 0;
+                for row in &rows {
+                    last = store::append_event(conn, job_id, row)?;
+                }
+                Ok(last)
             })
             .await?;
         self.bump(job_id);

@@ -3,21 +3,22 @@
 //! writes the heartbeat from the same task that drives the step, and handles cancellation (a
 //! cancelled provision deletes what it made).
 
-use crate::db::Cached;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use hero_os_tfgrid_deployer_sdk::jobs::*;
 use rusqlite::params;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::events::{human, Draft};
-use super::steps::{self, JobContext, OutLine, Scope, StepError};
+use super::steps::{self, JobContext, LaterWrite, LaterWrites, OutLine, Scope, StepError};
 use super::{store, Provisioner};
 use crate::audit::Actor;
+use crate::db::Cached;
 use crate::error::ServiceError;
 
 /// This process's handle on a job's worker task.
@@ -35,8 +36,9 @@ impl Worker {
 }
 
 enum StepOutcome {
-    Done(String),
-    Failed(StepError, u32),
+    /// The step's message and the writes it left (see `Scope::write_later`).
+    Done(String, Vec<LaterWrite>),
+    Failed(StepError, u32, Vec<LaterWrite>),
     Cancelled,
     Stalled,
 }
@@ -49,6 +51,12 @@ enum Guarded<T> {
 impl Provisioner {
     /// Starts a worker for the job unless one runs already (then it re-checks the job when done).
     pub(crate) fn spawn_worker(&self, job_id: JobId) {
+        self.spawn_worker_with(job_id, None)
+    }
+
+    /// Like `spawn_worker`, with the job as its creator just wrote it, which spares the
+    /// worker reading it back.
+    pub(crate) fn spawn_worker_with(&self, job_id: JobId, fresh: Option<Loaded>) {
         let Ok(mut workers) = self.inner.workers.lock() else {
             return;
         };
@@ -61,7 +69,7 @@ impl Provisioner {
         let rerun = Arc::new(AtomicBool::new(false));
         let me = self.clone();
         let rerun2 = rerun.clone();
-        let handle = tokio::spawn(async move { me.drive(job_id, rx, rerun2).await });
+        let handle = tokio::spawn(async move { me.drive(job_id, fresh, rx, rerun2).await });
         workers.insert(
             job_id,
             Worker {
@@ -86,11 +94,12 @@ impl Provisioner {
     async fn drive(
         &self,
         job_id: JobId,
+        mut fresh: Option<Loaded>,
         mut cancel: watch::Receiver<bool>,
         rerun: Arc<AtomicBool>,
     ) {
         loop {
-            if let Err(e) = self.run_job(job_id, &mut cancel).await {
+            if let Err(e) = self.run_job(job_id, fresh.take(), &mut cancel).await {
                 tracing::error!(job_id, error = %e, "job worker failed");
                 let reason = format!("internal error in the job runner: {e}");
                 let _ = self.finish(job_id, Ending::failed(reason)).await;
@@ -148,17 +157,22 @@ impl Provisioner {
     async fn run_job(
         &self,
         job_id: JobId,
+        fresh: Option<Loaded>,
         cancel: &mut watch::Receiver<bool>,
     ) -> Result<(), ServiceError> {
-        let (job, internals) = self
-            .db()
-            .call(move |conn| -> Result<_, ServiceError> {
-                Ok((
-                    store::require_job(conn, job_id)?,
-                    store::internals(conn, job_id)?,
-                ))
-            })
-            .await?;
+        let Loaded(job, internals) = match fresh {
+            Some(loaded) => loaded,
+            None => {
+                self.db()
+                    .call(move |conn| -> Result<_, ServiceError> {
+                        Ok(Loaded(
+                            store::require_job(conn, job_id)?,
+                            store::internals(conn, job_id)?,
+                        ))
+                    })
+                    .await?
+            }
+        };
         if !job.state.is_active() {
             return Ok(());
         }
@@ -232,9 +246,11 @@ impl Provisioner {
                 step_count: count,
                 message: running,
             }),
-            done: None,
+            ..Pending::default()
         };
         let job_started = Instant::now();
+        let key = steps::KeyCache::new();
+        let mut acks = Acks::new();
 
         for (i, name) in names.iter().enumerate() {
             let Some(rec) = job.steps.get(i) else { break };
@@ -251,21 +267,24 @@ impl Provisioner {
                     name,
                     rec.attempts,
                     std::mem::take(&mut pending),
+                    &key,
+                    &mut acks,
                     cancel,
                 )
                 .await?
             {
-                StepOutcome::Done(msg) => {
+                StepOutcome::Done(msg, later) => {
                     self.inner.faults.crash_point(name, true);
+                    pending.later = later;
                     pending.done = Some(self.step_done(&job, i as u32 + 1, name, &msg, &ctx)?);
                 }
-                StepOutcome::Failed(err, tries) => {
+                StepOutcome::Failed(err, tries, later) => {
                     let index = i as u32 + 1;
                     let reason = format!(
                         "step {index}/{} {name} failed after {tries} attempt(s): {err}",
                         names.len()
                     );
-                    self.step_failed(job_id, index, &err).await?;
+                    self.step_failed(job_id, index, &err, later).await?;
                     self.finish(job_id, Ending::failed(reason.clone())).await?;
                     self.deployer()
                         .audit(
@@ -288,6 +307,10 @@ impl Provisioner {
         let result = ctx.result.clone();
         self.finish(job_id, Ending::succeeded(result, pending))
             .await?;
+        // Committed before the end was (writes commit in order); this only surfaces an error.
+        while let Some(written) = acks.next().await {
+            written?;
+        }
         tracing::info!(job_id, took = %human(job_started.elapsed()), "job succeeded");
         Ok(())
     }
@@ -302,6 +325,8 @@ impl Provisioner {
         name: &'static str,
         prior_attempts: u32,
         pending: Pending,
+        key: &steps::KeyCache,
+        acks: &mut Acks,
         cancel: &mut watch::Receiver<bool>,
     ) -> Result<StepOutcome, ServiceError> {
         let job_id = job.job_id;
@@ -322,47 +347,48 @@ impl Provisioner {
             human(budget)
         );
         // One write: what the job had pending (the previous step's record, or that the job
-        // runs), this step running, the job's current step and heartbeat, the "started" event. The step does not wait for it: nothing in a step reads
-        // that record, and a crash before it commits only means the steps run again (they are
-        // idempotent). That takes a database round trip off every step's critical path.
-        let start = async {
-            self.db()
-                .write(move |conn| -> Result<(), ServiceError> {
-                    pending.record(conn)?;
-                    conn.execute_cached(
-                        "UPDATE job_steps SET state = 'running', started_at_ms = ?3, finished_at_ms = NULL, duration_ms = NULL, \
-                         attempts = ?4 WHERE job_id = ?1 AND step_index = ?2",
-                        params![job_id, index, now, first_attempt],
-                    )?;
-                    conn.execute_cached(
-                        "UPDATE jobs SET current_step = ?2, heartbeat_at_ms = ?3 WHERE job_id = ?1",
-                        params![job_id, step_name, now],
-                    )?;
-                    store::append_event(
-                        conn,
-                        job_id,
-                        &store::EventRow {
-                            at_ms: now,
-                            level: EventLevel::Info,
-                            step: Some(step_name.clone()),
-                            step_index: Some(index),
-                            step_count: count,
-                            attempt: Some(first_attempt),
-                            elapsed_ms: None,
-                            message: started_msg,
-                        },
-                    )?;
-                    Ok(())
-                })
-                .await?;
-            self.bump(job_id);
-            Ok::<(), ServiceError>(())
-        };
+        // runs), this step running, the job's current step and heartbeat, the "started" event.
+        // The step does not wait for it (see `Acks`).
+        let start = self.db().write(move |conn| -> Result<(), ServiceError> {
+            pending.record(conn)?;
+            conn.execute_cached(
+                "UPDATE job_steps SET state = 'running', started_at_ms = ?3, finished_at_ms = NULL, duration_ms = NULL, \
+                 attempts = ?4 WHERE job_id = ?1 AND step_index = ?2",
+                params![job_id, index, now, first_attempt],
+            )?;
+            conn.execute_cached(
+                "UPDATE jobs SET current_step = ?2, heartbeat_at_ms = ?3 WHERE job_id = ?1",
+                params![job_id, step_name, now],
+            )?;
+            store::append_event(
+                conn,
+                job_id,
+                &store::EventRow {
+                    at_ms: now,
+                    level: EventLevel::Info,
+                    step: Some(step_name.clone()),
+                    step_index: Some(index),
+                    step_count: count,
+                    attempt: Some(first_attempt),
+                    elapsed_ms: None,
+                    message: started_msg,
+                },
+            )?;
+            Ok(())
+        });
+        let me = self.clone();
+        acks.push(Box::pin(async move {
+            start.await?;
+            me.bump(job_id);
+            Ok(())
+        }));
         let body = async {
             if self.inner.faults.stall_at(name) {
                 return Ok::<StepOutcome, ServiceError>(StepOutcome::Stalled);
             }
 
+            // Shared by the attempts: each re-records the same facts, the last one wins.
+            let later = LaterWrites::default();
             let mut attempt = prior_attempts;
             let mut tries = 0u32;
             loop {
@@ -403,17 +429,30 @@ impl Provisioner {
                 let drain = {
                     let me = self.clone();
                     tokio::spawn(async move {
-                        while let Some(line) = rx.recv().await {
-                            let mut d = Draft::info(line.message)
-                                .level(line.level)
-                                .step(index, name);
-                            d.attempt = line.attempt;
-                            d.elapsed_ms = line.elapsed.map(|e| e.as_millis() as i64);
-                            let _ = me.event(job_id, d).await;
+                        // Every line queued while the previous write ran goes in one write:
+                        // a chatty bootstrap costs a few writes, not one per line.
+                        while let Some(first) = rx.recv().await {
+                            let mut lines = vec![first];
+                            while let Ok(more) = rx.try_recv() {
+                                lines.push(more);
+                            }
+                            let drafts = lines
+                                .into_iter()
+                                .map(|line| {
+                                    let mut d = Draft::info(line.message)
+                                        .level(line.level)
+                                        .step(index, name);
+                                    d.attempt = line.attempt;
+                                    d.elapsed_ms = line.elapsed.map(|e| e.as_millis() as i64);
+                                    d
+                                })
+                                .collect();
+                            let _ = me.events(job_id, drafts).await;
                         }
                     })
                 };
                 let scope = Scope {
+                    later: &later,
                     p: self,
                     job,
                     options,
@@ -424,6 +463,7 @@ impl Provisioner {
                     started,
                     deadline,
                     out: tx,
+                    key,
                 };
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 let outcome = self
@@ -444,14 +484,14 @@ impl Provisioner {
                     )),
                 };
                 match result {
-                    Ok(msg) => return Ok(StepOutcome::Done(msg)),
+                    Ok(msg) => return Ok(StepOutcome::Done(msg, take_later(&later))),
                     Err(e) => {
                         let backoff = self.backoff(tries);
                         let more = e.transient
                             && tries < cfg.max_attempts
                             && Instant::now() + backoff < deadline;
                         if !more {
-                            return Ok(StepOutcome::Failed(e, tries));
+                            return Ok(StepOutcome::Failed(e, tries, take_later(&later)));
                         }
                         self.event(
                             job_id,
@@ -476,9 +516,16 @@ impl Provisioner {
                 }
             }
         };
-        let (start_written, outcome) = tokio::join!(start, body);
-        start_written?;
-        outcome
+        // The body runs while this step's and earlier steps' start records commit; it does not
+        // wait for them (see `Acks`).
+        tokio::pin!(body);
+        loop {
+            tokio::select! {
+                biased;
+                outcome = &mut body => return outcome,
+                Some(written) = acks.next(), if !acks.is_empty() => written?,
+            }
+        }
     }
 
     /// Exponential backoff with "equal jitter": half fixed, half random, so retries of many
@@ -524,11 +571,15 @@ impl Provisioner {
         job_id: JobId,
         index: u32,
         err: &StepError,
+        later: Vec<LaterWrite>,
     ) -> Result<(), ServiceError> {
         let now = self.now_ms();
         let msg = err.to_string();
         self.db()
             .write(move |conn| -> Result<(), ServiceError> {
+                for write in later {
+                    write(conn)?;
+                }
                 conn.execute_cached(
                     "UPDATE job_steps SET state = 'failed', finished_at_ms = ?3, duration_ms = ?3 - started_at_ms, message = ?4 \
                      WHERE job_id = ?1 AND step_index = ?2",
@@ -680,18 +731,30 @@ impl Provisioner {
 #[derive(Default)]
 pub(crate) struct Pending {
     running: Option<Running>,
+    /// What the finished step left to write (see `Scope::write_later`), before its record.
+    later: Vec<LaterWrite>,
     done: Option<StepDone>,
 }
 
 impl Pending {
-    fn record(&self, conn: &rusqlite::Connection) -> Result<(), ServiceError> {
+    fn record(self, conn: &rusqlite::Connection) -> Result<(), ServiceError> {
         if let Some(r) = &self.running {
             r.record(conn)?;
+        }
+        for write in self.later {
+            write(conn)?;
         }
         if let Some(d) = &self.done {
             d.record(conn)?;
         }
         Ok(())
+    }
+}
+
+fn take_later(later: &LaterWrites) -> Vec<LaterWrite> {
+    match later.lock() {
+        Ok(mut l) => std::mem::take(&mut *l),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
     }
 }
 
@@ -836,3 +899,15 @@ impl Ending {
         }
     }
 }
+
+/// A job and its internals as read from (or just written to) the database.
+pub(crate) struct Loaded(pub(crate) Job, pub(crate) store::JobInternals);
+
+/// Step start records a job has queued but not yet seen committed. A step does not wait for
+/// its own start record: nothing in a step reads it, and a crash before it commits only means
+/// the step runs again (steps are idempotent). The next steps poll the set while they run, so
+/// a failed write still fails the job, and followers are woken as each one commits. Writes
+/// commit in the order they were queued, so a later record never lands before an earlier one.
+pub(crate) type Acks = futures::stream::FuturesUnordered<
+    futures::future::BoxFuture<'static, Result<(), ServiceError>>,
+>;

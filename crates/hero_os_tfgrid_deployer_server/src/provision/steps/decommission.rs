@@ -5,7 +5,7 @@ use hero_os_tfgrid_deployer_backends::{ComputeBackend, OutputSink, ResourceName}
 use hero_os_tfgrid_deployer_sdk::types::UserId;
 
 use super::{Scope, StepError};
-use crate::audit::Actor;
+use crate::audit::{self, Actor};
 use crate::error::ServiceError;
 use crate::provision::{store, vms};
 
@@ -52,30 +52,33 @@ async fn in_inventory(
 
 pub async fn mark_decommissioned(s: &Scope<'_>) -> Result<String, StepError> {
     let (user_id, now) = (s.job.user_id, s.p.deployer().clock.now());
-    let n =
-        s.p.db()
-            .write(move |conn| -> Result<usize, ServiceError> {
-                let n = vms::mark_vms_decommissioned(conn, user_id, now)?;
-                vms::mark_gateways_deleted(conn, user_id, now)?;
-                store::set_user_vm_status(conn, user_id, "decommissioned", now)?;
-                Ok(n)
-            })
-            .await?;
-    s.p.deployer()
-        .audit(
-            &Actor(s.job.actor.clone()),
-            "vm.decommission",
-            &format!("user:{}", s.job.forge_username),
-            "ok",
-            Some(&format!(
-                "job {}: gateway and VM deleted; {n} VM record(s) kept as decommissioned; Forge account kept",
-                s.job.job_id
-            )),
-        )
-        .await?;
-    Ok(format!(
-        "{n} VM record(s) marked decommissioned (kept for audit); the Forge account stays"
-    ))
+    let (actor, username, job_id) = (
+        s.job.actor.clone(),
+        s.job.forge_username.clone(),
+        s.job.job_id,
+    );
+    // The records, the user's status and the audit line are written with the job's end, so
+    // "succeeded" and "decommissioned" are never seen apart.
+    s.write_later(move |conn| {
+        let n = vms::mark_vms_decommissioned(conn, user_id, now)?;
+        vms::mark_gateways_deleted(conn, user_id, now)?;
+        store::set_user_vm_status(conn, user_id, "decommissioned", now)?;
+        audit::append(
+            conn,
+            now,
+            audit::Entry {
+                actor: &Actor(actor),
+                action: "vm.decommission",
+                subject: &format!("user:{username}"),
+                outcome: "ok",
+                detail: Some(&format!(
+                    "job {job_id}: gateway and VM deleted; {n} VM record(s) kept as decommissioned; Forge account kept"
+                )),
+            },
+        )?;
+        Ok(())
+    });
+    Ok("VM records marked decommissioned (kept for audit); the Forge account stays".into())
 }
 
 /// Deletes the user's gateway and VM on `backend` and marks their rows gone; used by the cleanup

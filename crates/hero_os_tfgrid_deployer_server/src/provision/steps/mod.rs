@@ -171,7 +171,21 @@ pub struct Scope<'a> {
     pub started: Instant,
     pub deadline: Instant,
     pub out: UnboundedSender<OutLine>,
+    /// Lives for one run of the job: the steps that need the private key unseal it once.
+    pub key: &'a KeyCache,
+    /// Bookkeeping this step leaves to the runner (see [`Scope::write_later`]).
+    pub later: &'a LaterWrites,
 }
+
+/// A write a step leaves to the runner.
+pub type LaterWrite =
+    Box<dyn FnOnce(&rusqlite::Connection) -> Result<(), ServiceError> + Send + 'static>;
+
+/// The writes a step left to the runner, in order.
+pub type LaterWrites = std::sync::Mutex<Vec<LaterWrite>>;
+
+/// The user's private key, unsealed at most once per run of a job and zeroed when the run ends.
+pub type KeyCache = tokio::sync::OnceCell<zeroize::Zeroizing<String>>;
 
 impl Scope<'_> {
     /// A progress message of this step.
@@ -186,6 +200,29 @@ impl Scope<'_> {
             )
             .await?;
         Ok(())
+    }
+
+    /// The user's private key for SSH (see [`KeyCache`]).
+    pub async fn private_key(&self) -> Result<&zeroize::Zeroizing<String>, StepError> {
+        Ok(self
+            .key
+            .get_or_try_init(|| self.p.private_key(self.job.user_id))
+            .await?)
+    }
+
+    /// Records facts about what the step made (IPs, URLs, host keys) with the step's outcome,
+    /// in the job's next write, instead of in a write of their own: a round trip less, and the
+    /// facts become visible together with the step's completion. Only for facts a re-run of
+    /// the step finds and records again; rows that must exist *before* the step acts (the VM
+    /// row ahead of `deploy_vm`) are written at once.
+    pub fn write_later(
+        &self,
+        write: impl FnOnce(&rusqlite::Connection) -> Result<(), ServiceError> + Send + 'static,
+    ) {
+        match self.later.lock() {
+            Ok(mut later) => later.push(Box::new(write)),
+            Err(poisoned) => poisoned.into_inner().push(Box::new(write)),
+        }
     }
 
     /// Queue a line (child output, poll attempts) from synchronous callbacks.

@@ -185,7 +185,7 @@ pub async fn deploy_vm(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, St
             s.sink(),
         )
         .await?;
-    record_vm_facts(s, vm_id, &info).await?;
+    record_vm_facts(s, vm_id, &info);
     let msg = format!(
         "VM {name} deployed on {} (ssh {}@{}:{}{})",
         info.backend,
@@ -200,7 +200,7 @@ pub async fn deploy_vm(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, St
     Ok(msg)
 }
 
-async fn record_vm_facts(s: &Scope<'_>, vm_id: i64, info: &VmInfo) -> Result<(), StepError> {
+fn record_vm_facts(s: &Scope<'_>, vm_id: i64, info: &VmInfo) {
     let (private_ip, mycelium_ip, backend_id, node) = (
         info.private_ip.clone(),
         info.mycelium_ip.clone(),
@@ -208,17 +208,14 @@ async fn record_vm_facts(s: &Scope<'_>, vm_id: i64, info: &VmInfo) -> Result<(),
         info.node_id,
     );
     let now = s.p.deployer().clock.now();
-    s.p.db()
-        .write(move |conn| -> Result<(), ServiceError> {
-            conn.execute_cached(
-                "UPDATE vms SET private_ip = ?2, mycelium_ip = ?3, backend_id = ?4, node_id = COALESCE(?5, node_id), \
-                 updated_at = ?6 WHERE vm_id = ?1",
-                params![vm_id, private_ip, mycelium_ip, backend_id, node, now],
-            )?;
-            Ok(())
-        })
-        .await?;
-    Ok(())
+    s.write_later(move |conn| {
+        conn.execute_cached(
+            "UPDATE vms SET private_ip = ?2, mycelium_ip = ?3, backend_id = ?4, node_id = COALESCE(?5, node_id), \
+             updated_at = ?6 WHERE vm_id = ?1",
+            params![vm_id, private_ip, mycelium_ip, backend_id, node, now],
+        )?;
+        Ok(())
+    });
 }
 
 /// The VM as the backend sees it now (ports and IPs may change across restarts).
@@ -228,7 +225,7 @@ async fn current_vm(s: &Scope<'_>, ctx: &mut JobContext) -> Result<VmInfo, StepE
         Some(vm) => {
             // Only a change (new port or IP after a restart) is worth a write.
             if let (Some(vm_id), true) = (ctx.vm_id, ctx.vm.as_ref() != Some(&vm)) {
-                record_vm_facts(s, vm_id, &vm).await?;
+                record_vm_facts(s, vm_id, &vm);
             }
             ctx.vm = Some(vm.clone());
             Ok(vm)
@@ -277,18 +274,16 @@ pub async fn deploy_gateway(s: &Scope<'_>, ctx: &mut JobContext) -> Result<Strin
         gw.url.clone(),
     );
     let now = s.p.deployer().clock.now();
-    s.p.db()
-        .write(move |conn| -> Result<(), ServiceError> {
-            vms::upsert_gateway(conn, user_id, vm_id, &name_s, &fqdn, &burl, node, now)?;
-            if let Some(vm_id) = vm_id {
-                conn.execute_cached(
-                    "UPDATE vms SET url = ?2, updated_at = ?3 WHERE vm_id = ?1",
-                    params![vm_id, url, now],
-                )?;
-            }
-            Ok(())
-        })
-        .await?;
+    s.write_later(move |conn| {
+        vms::upsert_gateway(conn, user_id, vm_id, &name_s, &fqdn, &burl, node, now)?;
+        if let Some(vm_id) = vm_id {
+            conn.execute_cached(
+                "UPDATE vms SET url = ?2, updated_at = ?3 WHERE vm_id = ?1",
+                params![vm_id, url, now],
+            )?;
+        }
+        Ok(())
+    });
     let msg = format!(
         "gateway {} -> {}; public URL {}",
         gw.fqdn, gw.backend_url, gw.url
@@ -302,7 +297,7 @@ async fn access_parts(
     ctx: &mut JobContext,
 ) -> Result<(VmInfo, zeroize::Zeroizing<String>), StepError> {
     let vm = current_vm(s, ctx).await?;
-    let key = s.p.private_key(s.job.user_id).await?;
+    let key = s.private_key().await?.clone();
     Ok((vm, key))
 }
 
@@ -354,15 +349,13 @@ pub async fn wait_ssh(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, Ste
     if ctx.host_key.is_none() {
         let vm_id = ctx.vm_id;
         let fp2 = fp.clone();
-        s.p.db()
-            .write(move |conn| -> Result<(), ServiceError> {
-                conn.execute_cached(
-                    "UPDATE vms SET host_key_fingerprint = ?2 WHERE vm_id = ?1",
-                    params![vm_id, fp2],
-                )?;
-                Ok(())
-            })
-            .await?;
+        s.write_later(move |conn| {
+            conn.execute_cached(
+                "UPDATE vms SET host_key_fingerprint = ?2 WHERE vm_id = ?1",
+                params![vm_id, fp2],
+            )?;
+            Ok(())
+        });
         ctx.host_key = Some(fp.clone());
     }
     Ok(format!(
@@ -555,8 +548,9 @@ pub async fn finalize(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, Ste
     let now = d.clock.now();
     let (actor, username) = (s.job.actor.clone(), user.forge_username.clone());
     let audit_detail = format!("job {}: VM {name} ready at {url}", s.job.job_id);
-    // One write: the VM is ready, the user's status says so, and the audit log records it.
-    d.db.write(move |conn| -> Result<(), ServiceError> {
+    // The VM is ready, the user's status says so, the audit log records it: written with the
+    // job's end, so "succeeded" and "ready" are never seen apart.
+    s.write_later(move |conn| {
         conn.execute_cached(
             "UPDATE vms SET state = 'ready', url = ?2, host_key_fingerprint = COALESCE(?3, host_key_fingerprint), \
              ssh_key_fingerprint = COALESCE(?4, ssh_key_fingerprint), spec_json = ?5, node_id = COALESCE(?6, node_id), \
@@ -576,8 +570,7 @@ pub async fn finalize(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, Ste
             },
         )?;
         Ok(())
-    })
-    .await?;
+    });
     ctx.result = Some(ProvisionResult {
         url: url.clone(),
         forge_username: user.forge_username.clone(),
