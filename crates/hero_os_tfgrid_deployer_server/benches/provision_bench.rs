@@ -446,7 +446,7 @@ fn main() {
     for c in levels {
         let r = runtime.block_on(run_once(users, latency, c));
         println!(
-            "| {} | {:.2} s | {:.0} ms | {:.2} s | {} | {:.2} ms | {:.2} ms |",
+            "| {} | {:.3} s | {:.0} ms | {:.3} s | {} | {:.2} ms | {:.2} ms |",
             r.concurrency,
             r.wall.as_secs_f64(),
             r.submitted.as_secs_f64() * 1000.0,

@@ -25,6 +25,10 @@ use rusqlite::Connection;
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init", include_str!("../migrations/0001_init.sql")),
     ("0002_jobs", include_str!("../migrations/0002_jobs.sql")),
+    (
+        "0003_clustered_job_rows",
+        include_str!("../migrations/0003_clustered_job_rows.sql"),
+    ),
 ];
 
 /// Read connections open at most (the machine this runs on has few cores; more would only
@@ -531,6 +535,72 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("readonly"), "{err}");
+    }
+
+    #[test]
+    fn clustering_job_rows_keeps_every_step_and_event_and_the_append_only_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            // A database as the previous release left it: schema version 2 with a job in it.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0].1).unwrap();
+            conn.execute_batch(MIGRATIONS[1].1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO users(forge_username, email, created_at, updated_at) VALUES ('ada','a@b.c',1,1);
+                 INSERT INTO jobs(user_id, forge_username, kind, state, backend, actor, created_at_ms)
+                   VALUES (1, 'ada', 'provision', 'succeeded', 'local', 'test', 5);
+                 INSERT INTO job_steps(job_id, step_index, name, state, attempts, duration_ms)
+                   VALUES (1, 1, 'forge_user', 'done', 2, 40), (1, 2, 'ssh_key', 'done', 1, 3);
+                 INSERT INTO job_events(job_id, seq, at_ms, level, step_count, message)
+                   VALUES (1, 1, 6, 'info', 2, 'job created'), (1, 2, 7, 'info', 2, 'job succeeded');
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        drop(Db::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let steps: Vec<(String, i64, Option<i64>)> = conn
+            .prepare("SELECT name, attempts, duration_ms FROM job_steps ORDER BY step_index")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            steps,
+            vec![
+                ("forge_user".to_owned(), 2, Some(40)),
+                ("ssh_key".to_owned(), 1, Some(3))
+            ]
+        );
+        let messages: Vec<String> = conn
+            .prepare("SELECT message FROM job_events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(messages, vec!["job created", "job succeeded"]);
+        assert!(conn
+            .execute("UPDATE job_events SET message = 'x'", [])
+            .is_err());
+        assert!(conn.execute("DELETE FROM job_events", []).is_err());
+        let clustered: String = conn
+            .query_row(
+                "SELECT group_concat(name) FROM pragma_table_list WHERE wr = 1 ORDER BY name",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            clustered.contains("job_events") && clustered.contains("job_steps"),
+            "{clustered}"
+        );
     }
 
     #[test]

@@ -75,6 +75,16 @@ impl Provisioner {
     /// Persists events of `job_id` in order, in one write, and wakes followers; returns the
     /// last one's number.
     pub async fn events(&self, job_id: JobId, drafts: Vec<Draft>) -> Result<i64, ServiceError> {
+        self.queue_events(job_id, drafts).await
+    }
+
+    /// Like [`Provisioner::events`], but the write is queued now and the returned future only
+    /// reports its outcome (and wakes followers when it has committed).
+    pub fn queue_events(
+        &self,
+        job_id: JobId,
+        drafts: Vec<Draft>,
+    ) -> impl std::future::Future<Output = Result<i64, ServiceError>> + Send + 'static {
         let at_ms = self.now_ms();
         let rows: Vec<EventRow> = drafts
             .into_iter()
@@ -97,18 +107,19 @@ impl Provisioner {
                 row.message
             );
         }
-        let seq = self
-            .db()
-            .write(move |conn| -> Result<i64, ServiceError> {
-                let mut last = 0;
-                for row in &rows {
-                    last = store::append_event(conn, job_id, row)?;
-                }
-                Ok(last)
-            })
-            .await?;
-        self.bump(job_id);
-        Ok(seq)
+        let written = self.db().write(move |conn| -> Result<i64, ServiceError> {
+            let mut last = 0;
+            for row in &rows {
+                last = store::append_event(conn, job_id, row)?;
+            }
+            Ok(last)
+        });
+        let me = self.clone();
+        async move {
+            let seq = written.await?;
+            me.bump(job_id);
+            Ok(seq)
+        }
     }
 
     /// `deployer.job_events`: events after `after_seq`; waits up to `wait_ms` when there are none

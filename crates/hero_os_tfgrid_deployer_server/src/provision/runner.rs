@@ -382,6 +382,8 @@ impl Provisioner {
             me.bump(job_id);
             Ok(())
         }));
+        // Output writes of this step still uncommitted when it ended (see the drain below).
+        let drained = std::sync::Mutex::new(Vec::new());
         let body = async {
             if self.inner.faults.stall_at(name) {
                 return Ok::<StepOutcome, ServiceError>(StepOutcome::Stalled);
@@ -429,26 +431,38 @@ impl Provisioner {
                 let drain = {
                     let me = self.clone();
                     tokio::spawn(async move {
-                        // Every line queued while the previous write ran goes in one write:
-                        // a chatty bootstrap costs a few writes, not one per line.
-                        while let Some(first) = rx.recv().await {
-                            let mut lines = vec![first];
-                            while let Ok(more) = rx.try_recv() {
-                                lines.push(more);
+                        // Lines queued while earlier ones were being written go in one write.
+                        // Writes are polled here so followers see output live; those still
+                        // uncommitted when the step ends go to the job's `Acks`: the step does
+                        // not wait for its output to commit (later writes commit after it).
+                        let mut written = Acks::new();
+                        loop {
+                            tokio::select! {
+                                line = rx.recv() => {
+                                    let Some(first) = line else { break };
+                                    let mut lines = vec![first];
+                                    while let Ok(more) = rx.try_recv() {
+                                        lines.push(more);
+                                    }
+                                    let drafts = lines
+                                        .into_iter()
+                                        .map(|line| {
+                                            let mut d = Draft::info(line.message)
+                                                .level(line.level)
+                                                .step(index, name);
+                                            d.attempt = line.attempt;
+                                            d.elapsed_ms =
+                                                line.elapsed.map(|e| e.as_millis() as i64);
+                                            d
+                                        })
+                                        .collect();
+                                    let queued = me.queue_events(job_id, drafts);
+                                    written.push(Box::pin(async move { queued.await.map(|_| ()) }));
+                                }
+                                Some(_) = written.next(), if !written.is_empty() => {}
                             }
-                            let drafts = lines
-                                .into_iter()
-                                .map(|line| {
-                                    let mut d = Draft::info(line.message)
-                                        .level(line.level)
-                                        .step(index, name);
-                                    d.attempt = line.attempt;
-                                    d.elapsed_ms = line.elapsed.map(|e| e.as_millis() as i64);
-                                    d
-                                })
-                                .collect();
-                            let _ = me.events(job_id, drafts).await;
                         }
+                        written
                     })
                 };
                 let scope = Scope {
@@ -474,7 +488,12 @@ impl Provisioner {
                     )
                     .await;
                 drop(scope);
-                let _ = drain.await;
+                if let Ok(written) = drain.await {
+                    match drained.lock() {
+                        Ok(mut d) => d.extend(written),
+                        Err(poisoned) => poisoned.into_inner().extend(written),
+                    }
+                }
                 let result = match outcome {
                     Guarded::Cancelled => return Ok(StepOutcome::Cancelled),
                     Guarded::Finished(Ok(r)) => r,
@@ -519,13 +538,16 @@ impl Provisioner {
         // The body runs while this step's and earlier steps' start records commit; it does not
         // wait for them (see `Acks`).
         tokio::pin!(body);
-        loop {
+        let outcome = loop {
             tokio::select! {
                 biased;
-                outcome = &mut body => return outcome,
+                outcome = &mut body => break outcome,
                 Some(written) = acks.next(), if !acks.is_empty() => written?,
             }
-        }
+        };
+        let leftovers = std::mem::take(&mut *drained.lock().unwrap_or_else(|p| p.into_inner()));
+        acks.extend(leftovers);
+        outcome
     }
 
     /// Exponential backoff with "equal jitter": half fixed, half random, so retries of many
@@ -818,16 +840,11 @@ impl StepDone {
             ctx_json,
             at_ms: now,
         } = self;
-        let started: Option<i64> = conn.query_row_cached(
-            "SELECT started_at_ms FROM job_steps WHERE job_id = ?1 AND step_index = ?2",
-            params![job_id, index],
+        let duration: Option<i64> = conn.query_row_cached(
+            "UPDATE job_steps SET state = 'done', finished_at_ms = ?3, duration_ms = ?3 - started_at_ms, message = ?4 \
+             WHERE job_id = ?1 AND step_index = ?2 RETURNING duration_ms",
+            params![job_id, index, now, msg],
             |r| r.get(0),
-        )?;
-        let duration = started.map(|s| now - s);
-        conn.execute_cached(
-            "UPDATE job_steps SET state = 'done', finished_at_ms = ?3, duration_ms = ?4, message = ?5 \
-             WHERE job_id = ?1 AND step_index = ?2",
-            params![job_id, index, now, duration, msg],
         )?;
         conn.execute_cached(
             "UPDATE jobs SET context_json = ?2, heartbeat_at_ms = ?3 WHERE job_id = ?1",

@@ -154,11 +154,13 @@ pub fn insert_job(conn: &Connection, j: &NewJob<'_>) -> Result<JobId, ServiceErr
         Err(e) => return Err(e.into()),
     }
     let job_id = conn.last_insert_rowid();
-    let mut stmt =
-        conn.prepare_cached("INSERT INTO job_steps(job_id, step_index, name) VALUES (?1, ?2, ?3)")?;
-    for (i, name) in j.steps.iter().enumerate() {
-        stmt.execute(params![job_id, i as i64 + 1, name])?;
-    }
+    // All steps in one statement: job creation is on the path of every request.
+    let names =
+        serde_json::to_string(j.steps).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO job_steps(job_id, step_index, name) SELECT ?1, key + 1, value FROM json_each(?2)",
+    )?
+    .execute(params![job_id, names])?;
     Ok(job_id)
 }
 

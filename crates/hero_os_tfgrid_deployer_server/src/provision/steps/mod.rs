@@ -139,6 +139,11 @@ impl From<ServiceError> for StepError {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobContext {
     pub key_fingerprint: Option<String>,
+    /// The user's OpenSSH public key (public; spares `deploy_vm` a read).
+    pub public_key: Option<String>,
+    /// Whether the deployer holds the user's initial password, as `forge_user` found it
+    /// (spares `finalize` a read).
+    pub initial_password_held: Option<bool>,
     pub node_id: Option<u32>,
     pub node_domain: Option<String>,
     pub spec: Option<VmSpec>,
@@ -281,7 +286,7 @@ pub fn resource_name(user_id: i64, username: &str) -> Result<ResourceName, StepE
 /// Runs one attempt of the named step.
 pub async fn run(scope: &Scope<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
     match scope.name {
-        "forge_user" => provision::forge_user(scope).await,
+        "forge_user" => provision::forge_user(scope, ctx).await,
         "ssh_key" => provision::ssh_key(scope, ctx).await,
         "select_node" => provision::select_node(scope, ctx).await,
         "deploy_vm" => provision::deploy_vm(scope, ctx).await,

@@ -19,14 +19,17 @@ use crate::audit::Actor;
 use crate::error::ServiceError;
 use crate::provision::agent::SshAccess;
 use crate::provision::faults::BackendFault;
+use crate::provision::sshkeys::PublicKeyFacts;
 use crate::provision::{vms, DEPLOYER_VERSION};
 use hero_os_tfgrid_deployer_backends::manifest::ManifestUser;
 
 /// The Forge account must exist and the deployer must hold what it needs for it. A user record
 /// left `pending` by an interrupted `create_user` is finished here.
-pub async fn forge_user(s: &Scope<'_>) -> Result<String, StepError> {
+pub async fn forge_user(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
     let d = s.p.deployer();
     let user = d.get_user(s.job.user_id).await?;
+    // Known only when the account was complete already; a finished setup changes it.
+    ctx.initial_password_held = user.setup_complete.then_some(user.initial_password_held);
     if !user.setup_complete {
         s.say("Forge account setup was interrupted earlier: finishing it")
             .await?;
@@ -75,6 +78,7 @@ pub async fn ssh_key(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, Step
     let comment = format!("hero_u{}@hero_os_tfgrid_deployer", s.job.user_id);
     let (facts, created) = s.p.ensure_ssh_key(s.job.user_id, &comment).await?;
     ctx.key_fingerprint = Some(facts.fingerprint.clone());
+    ctx.public_key = Some(facts.public_key.clone());
     Ok(if created {
         format!(
             "ED25519 key {} generated; private key sealed at rest",
@@ -129,12 +133,19 @@ pub async fn select_node(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, 
 pub async fn deploy_vm(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
     let name = s.resource_name()?;
     let spec = ctx.spec.get_or_insert_with(VmSpec::default).clone();
-    let key = s.p.public_key(s.job.user_id).await?.ok_or_else(|| {
-        StepError::fatal(
-            "ssh_key.missing",
-            "the user has no SSH key (ssh_key step not done)",
-        )
-    })?;
+    let key = match (&ctx.public_key, &ctx.key_fingerprint) {
+        (Some(public_key), Some(fingerprint)) => PublicKeyFacts {
+            public_key: public_key.clone(),
+            fingerprint: fingerprint.clone(),
+        },
+        // A job from before the context carried the key.
+        _ => s.p.public_key(s.job.user_id).await?.ok_or_else(|| {
+            StepError::fatal(
+                "ssh_key.missing",
+                "the user has no SSH key (ssh_key step not done)",
+            )
+        })?,
+    };
     // The row first: whatever the backend makes from here on is recorded, so reconcile and
     // decommission can always find it.
     let (user_id, username, backend, job_id) = (
@@ -521,7 +532,10 @@ pub async fn verify_health(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String
 
 pub async fn finalize(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
     let d = s.p.deployer();
-    let user = d.get_user(s.job.user_id).await?;
+    let initial_password_held = match ctx.initial_password_held {
+        Some(held) => held,
+        None => d.get_user(s.job.user_id).await?.initial_password_held,
+    };
     let name = s.resource_name()?;
     // The gateway as it is now (a local gateway's address can change across restarts).
     if let Some(gw) = s.backend()?.get_gateway(&name).await? {
@@ -546,7 +560,7 @@ pub async fn finalize(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, Ste
         url.clone(),
     );
     let now = d.clock.now();
-    let (actor, username) = (s.job.actor.clone(), user.forge_username.clone());
+    let (actor, username) = (s.job.actor.clone(), s.job.forge_username.clone());
     let audit_detail = format!("job {}: VM {name} ready at {url}", s.job.job_id);
     // The VM is ready, the user's status says so, the audit log records it: written with the
     // job's end, so "succeeded" and "ready" are never seen apart.
@@ -573,8 +587,8 @@ pub async fn finalize(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, Ste
     });
     ctx.result = Some(ProvisionResult {
         url: url.clone(),
-        forge_username: user.forge_username.clone(),
-        initial_password_held: user.initial_password_held,
+        forge_username: s.job.forge_username.clone(),
+        initial_password_held,
         node_id: ctx.node_id,
         vm_name: name.to_string(),
     });
