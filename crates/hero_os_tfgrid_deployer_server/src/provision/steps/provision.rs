@@ -27,7 +27,13 @@ use hero_os_tfgrid_deployer_backends::manifest::ManifestUser;
 /// left `pending` by an interrupted `create_user` is finished here.
 pub async fn forge_user(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
     let d = s.p.deployer();
-    let user = d.get_user(s.job.user_id).await?;
+    // Our record and Forge are asked at once: Forge's answer is what this step is about, unless
+    // an interrupted setup must be finished first (then it is asked again afterwards).
+    let (user, on_forge) = tokio::join!(
+        d.get_user(s.job.user_id),
+        d.forge.user_exists(&s.job.forge_username)
+    );
+    let user = user?;
     // Known only when the account was complete already; a finished setup changes it.
     ctx.initial_password_held = user.setup_complete.then_some(user.initial_password_held);
     if !user.setup_complete {
@@ -55,7 +61,13 @@ pub async fn forge_user(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, S
             Err(e) => return Err(e.into()),
         }
     }
-    match d.forge.user_exists(&user.forge_username).await {
+    let on_forge = if user.setup_complete {
+        on_forge
+    } else {
+        // Asked before the setup was finished: ask again.
+        d.forge.user_exists(&user.forge_username).await
+    };
+    match on_forge {
         Ok(Some(u)) => Ok(format!(
             "Forge account {} exists (forge id {}); token {}",
             u.login,
