@@ -168,16 +168,12 @@ impl Provisioner {
                 store::append_event(
                     conn,
                     job_id,
-                    &store::EventRow {
-                        at_ms: now,
-                        level: EventLevel::Warn,
-                        step: None,
-                        step_index: None,
-                        step_count: job.steps.len() as u32,
-                        attempt: None,
-                        elapsed_ms: None,
-                        message: format!("cancel requested by {actor_s}"),
-                    },
+                    &store::EventRow::job(
+                        now,
+                        EventLevel::Warn,
+                        job.steps.len() as u32,
+                        format!("cancel requested by {actor_s}"),
+                    ),
                 )?;
                 Ok(job)
             })
@@ -251,15 +247,11 @@ impl Provisioner {
                 store::append_event(
                     conn,
                     job_id,
-                    &store::EventRow {
-                        at_ms: now,
-                        level: EventLevel::Info,
-                        step: None,
-                        step_index: None,
-                        step_count: job.steps.len() as u32,
-                        attempt: None,
-                        elapsed_ms: None,
-                        message: match first {
+                    &store::EventRow::job(
+                        now,
+                        EventLevel::Info,
+                        job.steps.len() as u32,
+                        match first {
                             Some(s) => format!(
                                 "retry requested by {actor_s}: resuming from step {}/{} {}",
                                 s.index,
@@ -268,7 +260,7 @@ impl Provisioner {
                             ),
                             None => format!("retry requested by {actor_s}"),
                         },
-                    },
+                    ),
                 )?;
                 Ok(job)
             })
@@ -306,22 +298,18 @@ fn create_job(
     store::append_event(
         conn,
         job_id,
-        &store::EventRow {
-            at_ms: new.now_ms,
-            level: EventLevel::Info,
-            step: None,
-            step_index: None,
-            step_count: new.steps.len() as u32,
-            attempt: None,
-            elapsed_ms: None,
-            message: format!(
+        &store::EventRow::job(
+            new.now_ms,
+            EventLevel::Info,
+            new.steps.len() as u32,
+            format!(
                 "job created by {}: {kind} {} on {} ({} steps)",
                 new.actor,
                 new.forge_username,
                 new.backend,
                 new.steps.len()
             ),
-        },
+        ),
     )?;
     crate::audit::append(
         conn,

@@ -363,16 +363,8 @@ impl Provisioner {
             store::append_event(
                 conn,
                 job_id,
-                &store::EventRow {
-                    at_ms: now,
-                    level: EventLevel::Info,
-                    step: Some(step_name.clone()),
-                    step_index: Some(index),
-                    step_count: count,
-                    attempt: Some(first_attempt),
-                    elapsed_ms: None,
-                    message: started_msg,
-                },
+                &store::EventRow::step(now, EventLevel::Info, index, step_name, count, started_msg)
+                    .attempt(Some(first_attempt)),
             )?;
             Ok(())
         });
@@ -411,16 +403,9 @@ impl Provisioner {
                             store::append_event(
                                 conn,
                                 job_id,
-                                &store::EventRow {
-                                    at_ms: at,
-                                    level: EventLevel::Info,
-                                    step: Some(name.to_owned()),
-                                    step_index: Some(index),
-                                    step_count: count,
-                                    attempt: Some(attempt),
-                                    elapsed_ms: Some(elapsed),
-                                    message: msg,
-                                },
+                                &store::EventRow::step(at, EventLevel::Info, index, name, count, msg)
+                                    .attempt(Some(attempt))
+                                    .elapsed_ms(Some(elapsed)),
                             )?;
                             Ok(())
                         })
@@ -653,16 +638,7 @@ impl Provisioner {
                 store::append_event(
                     conn,
                     job_id,
-                    &store::EventRow {
-                        at_ms: now,
-                        level,
-                        step: None,
-                        step_index: None,
-                        step_count: count,
-                        attempt: None,
-                        elapsed_ms: None,
-                        message,
-                    },
+                    &store::EventRow::job(now, level, count, message),
                 )?;
                 Ok(())
             })
@@ -802,16 +778,12 @@ impl Running {
         store::append_event(
             conn,
             self.job_id,
-            &store::EventRow {
-                at_ms: self.at_ms,
-                level: EventLevel::Info,
-                step: None,
-                step_index: None,
-                step_count: self.step_count,
-                attempt: None,
-                elapsed_ms: None,
-                message: self.message.clone(),
-            },
+            &store::EventRow::job(
+                self.at_ms,
+                EventLevel::Info,
+                self.step_count,
+                self.message.clone(),
+            ),
         )?;
         Ok(())
     }
@@ -853,19 +825,18 @@ impl StepDone {
         store::append_event(
             conn,
             *job_id,
-            &store::EventRow {
-                at_ms: *now,
-                level: EventLevel::Info,
-                step: Some(name.clone()),
-                step_index: Some(*index),
-                step_count: *count,
-                attempt: None,
-                elapsed_ms: duration,
-                message: format!(
+            &store::EventRow::step(
+                *now,
+                EventLevel::Info,
+                *index,
+                name.clone(),
+                *count,
+                format!(
                     "step {index}/{count} {name}: done in {}: {msg}",
                     human(Duration::from_millis(duration.unwrap_or(0).max(0) as u64))
                 ),
-            },
+            )
+            .elapsed_ms(duration),
         )?;
         Ok(())
     }

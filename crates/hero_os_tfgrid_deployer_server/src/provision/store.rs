@@ -316,6 +316,48 @@ pub struct EventRow {
     pub message: String,
 }
 
+impl EventRow {
+    /// An event about the whole job.
+    pub fn job(at_ms: i64, level: EventLevel, step_count: u32, message: String) -> EventRow {
+        EventRow {
+            at_ms,
+            level,
+            step: None,
+            step_index: None,
+            step_count,
+            attempt: None,
+            elapsed_ms: None,
+            message,
+        }
+    }
+
+    /// An event of one step.
+    pub fn step(
+        at_ms: i64,
+        level: EventLevel,
+        index: u32,
+        name: impl Into<String>,
+        step_count: u32,
+        message: String,
+    ) -> EventRow {
+        EventRow {
+            step: Some(name.into()),
+            step_index: Some(index),
+            ..EventRow::job(at_ms, level, step_count, message)
+        }
+    }
+
+    pub fn attempt(mut self, attempt: Option<u32>) -> EventRow {
+        self.attempt = attempt;
+        self
+    }
+
+    pub fn elapsed_ms(mut self, elapsed_ms: Option<i64>) -> EventRow {
+        self.elapsed_ms = elapsed_ms;
+        self
+    }
+}
+
 /// Appends an event with the next sequence number of its job (one statement: atomic). A
 /// `step_count` of 0 is filled in from the job's steps.
 pub fn append_event(conn: &Connection, job_id: JobId, e: &EventRow) -> rusqlite::Result<i64> {
@@ -417,16 +459,7 @@ mod tests {
             assert_eq!(job.state, JobState::Queued);
             assert_eq!(job.steps.len(), 2);
             for i in 0..3 {
-                let e = EventRow {
-                    at_ms: i,
-                    level: EventLevel::Info,
-                    step: None,
-                    step_index: None,
-                    step_count: 2,
-                    attempt: None,
-                    elapsed_ms: None,
-                    message: format!("m{i}"),
-                };
+                let e = EventRow::job(i, EventLevel::Info, 2, format!("m{i}"));
                 assert_eq!(append_event(conn, first, &e)?, i + 1);
             }
             assert_eq!(events_after(conn, first, 1, 10)?.len(), 2);
