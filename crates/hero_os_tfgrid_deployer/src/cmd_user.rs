@@ -166,6 +166,7 @@ pub async fn run(cmd: UserCmd, client: &Client, out: &Output) -> anyhow::Result<
                 filter,
                 cursor,
                 limit: Some(limit),
+                before: None,
             };
             let mut users = Vec::new();
             let (next, total) = loop {
@@ -179,6 +180,7 @@ pub async fn run(cmd: UserCmd, client: &Client, out: &Output) -> anyhow::Result<
             let page = UsersPage {
                 users,
                 next_cursor: next,
+                prev_cursor: None,
                 total,
             };
             out.show(&page, |p| {

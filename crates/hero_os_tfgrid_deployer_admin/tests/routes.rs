@@ -416,6 +416,52 @@ async fn forget_user_with_confirmation() {
     assert_eq!(get(&app, &path, Some("alice")).await.status, 404);
 }
 
+/// The `href` of the pager link with `rel`, as the browser would follow it.
+fn pager_link(html: &str, rel: &str) -> Option<String> {
+    let at = html.find(&format!("rel=\"{rel}\" href=\""))?;
+    let rest = &html[at + rel.len() + 13..];
+    Some(rest[..rest.find('"')?].replace("&amp;", "&"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_pages_forward_and_back() {
+    let stack = Stack::start().await;
+    stack.set_allowlist("alice").await;
+    let app = router(stack.state(AuthMode::Headers));
+    let creates = (0..=50).map(|i| {
+        let client = stack.client.clone();
+        async move { client.create_user(&format!("pg{i:02}"), None, None).await }
+    });
+    for created in futures::future::join_all(creates).await {
+        created.unwrap();
+    }
+    let first = get(&app, "/users?q=pg", Some("alice")).await;
+    assert_eq!(first.status, 200);
+    assert!(first.text.contains("data-user=\"pg00\""));
+    assert!(first.text.contains("data-user=\"pg49\""));
+    assert!(
+        pager_link(&first.text, "prev").is_none(),
+        "no Previous on the first page"
+    );
+    let next = pager_link(&first.text, "next").expect("a Next link on a full page");
+    let second = get(&app, &next, Some("alice")).await;
+    assert_eq!(second.status, 200);
+    assert!(second.text.contains("data-user=\"pg50\""));
+    assert!(!second.text.contains("data-user=\"pg49\""));
+    assert!(
+        second.text.contains("Showing 51–51 of 51"),
+        "{}",
+        second.text
+    );
+    assert!(pager_link(&second.text, "next").is_none());
+    let prev = pager_link(&second.text, "prev").expect("a Previous link on page 2");
+    let back = get(&app, &prev, Some("alice")).await;
+    assert_eq!(back.status, 200);
+    assert!(back.text.contains("data-user=\"pg00\""));
+    assert!(back.text.contains("Showing 1–50 of 51"), "{}", back.text);
+    assert!(pager_link(&back.text, "prev").is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowlist_edits_take_effect_on_the_next_request() {
     let stack = Stack::start().await;

@@ -121,9 +121,12 @@ pub struct ListUsersParams {
     /// Only users whose Forge username starts with this prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
-    /// Opaque cursor from a previous page's `next_cursor`.
+    /// Opaque cursor from a previous page's `next_cursor`: the page after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
+    /// Opaque cursor from a page's `prev_cursor`: the page just before it. Not with `cursor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
     /// Page size, 1..=500, default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
@@ -135,6 +138,9 @@ pub struct UsersPage {
     pub users: Vec<User>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
+    /// Pass as `before` to get the previous page; absent on the first page.
+    #[serde(default)]
+    pub prev_cursor: Option<String>,
     /// Number of users matching the filter, over all pages.
     pub total: u64,
 }

@@ -166,7 +166,7 @@ fn main() {
                 .list_users(&ListUsersParams {
                     limit: Some(50),
                     cursor: Some(cursor),
-                    filter: None,
+                    ..Default::default()
                 })
                 .await
                 .unwrap();

@@ -351,7 +351,13 @@ impl Deployer {
                 "limit must be between 1 and {MAX_PAGE}, got {limit}"
             )));
         }
+        if p.cursor.is_some() && p.before.is_some() {
+            return Err(ServiceError::InvalidParams(
+                "give either cursor (next page) or before (previous page), not both".into(),
+            ));
+        }
         let after = p.cursor.as_deref().map(decode_cursor).transpose()?;
+        let before = p.before.as_deref().map(decode_cursor).transpose()?;
         let prefix = p.filter.unwrap_or_default();
         self.db
             .call(move |conn| -> Result<UsersPage, ServiceError> {
@@ -361,23 +367,63 @@ impl Deployer {
                         "SELECT count(*) FROM users WHERE forge_username >= ?1 AND forge_username < ?2",
                     )?
                     .query_row(params![prefix, end], |r| r.get(0))?;
-                let start = after.clone().unwrap_or_default();
-                let mut users = conn
-                    .prepare_cached(&format!(
-                        "SELECT {USER_COLUMNS} FROM users WHERE forge_username >= ?1 AND forge_username < ?2 \
-                         AND forge_username > ?3 ORDER BY forge_username LIMIT ?4"
-                    ))?
-                    .query_map(params![prefix, end, start, i64::from(limit) + 1], user_from_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                let next_cursor = if users.len() > limit as usize {
-                    users.truncate(limit as usize);
-                    users.last().map(|u| encode_cursor(&u.forge_username))
-                } else {
-                    None
+                // One row more than the page says whether there is a page beyond it in the
+                // direction of travel; one index probe answers for the other direction.
+                let take = i64::from(limit) + 1;
+                let beyond = |sql: &str, name: &str| -> rusqlite::Result<bool> {
+                    conn.prepare_cached(sql)?.exists(params![prefix, end, name])
+                };
+                let cursor_of = |u: Option<&User>| u.map(|u| encode_cursor(&u.forge_username));
+                let (users, prev_cursor, next_cursor) = match &before {
+                    Some(before) => {
+                        let mut users = conn
+                            .prepare_cached(&format!(
+                                "SELECT {USER_COLUMNS} FROM users WHERE forge_username >= ?1 AND forge_username < ?2 \
+                                 AND forge_username < ?3 ORDER BY forge_username DESC LIMIT ?4"
+                            ))?
+                            .query_map(params![prefix, end, before, take], user_from_row)?
+                            .collect::<rusqlite::Result<Vec<_>>>()?;
+                        let more_before = users.len() > limit as usize;
+                        users.truncate(limit as usize);
+                        users.reverse();
+                        let more_after = match users.last() {
+                            Some(u) => beyond(
+                                "SELECT 1 FROM users WHERE forge_username >= ?1 AND forge_username < ?2 AND forge_username > ?3",
+                                &u.forge_username,
+                            )?,
+                            None => false,
+                        };
+                        let prev = more_before.then(|| cursor_of(users.first())).flatten();
+                        let next = more_after.then(|| cursor_of(users.last())).flatten();
+                        (users, prev, next)
+                    }
+                    None => {
+                        let start = after.clone().unwrap_or_default();
+                        let mut users = conn
+                            .prepare_cached(&format!(
+                                "SELECT {USER_COLUMNS} FROM users WHERE forge_username >= ?1 AND forge_username < ?2 \
+                                 AND forge_username > ?3 ORDER BY forge_username LIMIT ?4"
+                            ))?
+                            .query_map(params![prefix, end, start, take], user_from_row)?
+                            .collect::<rusqlite::Result<Vec<_>>>()?;
+                        let more_after = users.len() > limit as usize;
+                        users.truncate(limit as usize);
+                        let more_before = match (&after, users.first()) {
+                            (Some(_), Some(u)) => beyond(
+                                "SELECT 1 FROM users WHERE forge_username >= ?1 AND forge_username < ?2 AND forge_username < ?3",
+                                &u.forge_username,
+                            )?,
+                            _ => false,
+                        };
+                        let prev = more_before.then(|| cursor_of(users.first())).flatten();
+                        let next = more_after.then(|| cursor_of(users.last())).flatten();
+                        (users, prev, next)
+                    }
                 };
                 Ok(UsersPage {
                     users,
                     next_cursor,
+                    prev_cursor,
                     total: total as u64,
                 })
             })

@@ -292,7 +292,7 @@ async fn list_users_pages_are_stable_and_filtered() {
         .list_users(&ListUsersParams {
             filter: Some("ann".into()),
             limit: Some(2),
-            cursor: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -309,7 +309,8 @@ async fn list_users_pages_are_stable_and_filtered() {
         .list_users(&ListUsersParams {
             filter: Some("ann".into()),
             limit: Some(2),
-            cursor: page.next_cursor,
+            cursor: page.next_cursor.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -320,6 +321,56 @@ async fn list_users_pages_are_stable_and_filtered() {
         .collect();
     assert_eq!(names, ["anna", "annie"]);
     assert_eq!(next.next_cursor, None);
+    assert_eq!(
+        page.prev_cursor, None,
+        "the first page has nothing before it"
+    );
+    // Backwards from the last page: the insert shows up, and the first page has no previous.
+    let names_of = |p: &UsersPage| -> Vec<String> {
+        p.users.iter().map(|u| u.forge_username.clone()).collect()
+    };
+    let back = c
+        .list_users(&ListUsersParams {
+            filter: Some("ann".into()),
+            limit: Some(2),
+            before: next.prev_cursor.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(names_of(&back), ["ann-a", "ann-b"]);
+    assert!(back.next_cursor.is_some());
+    let first = c
+        .list_users(&ListUsersParams {
+            filter: Some("ann".into()),
+            limit: Some(2),
+            before: back.prev_cursor.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(names_of(&first), ["ann"]);
+    assert_eq!(first.prev_cursor, None);
+    // ...and forward again from there lands where we came from.
+    let again = c
+        .list_users(&ListUsersParams {
+            filter: Some("ann".into()),
+            limit: Some(2),
+            cursor: first.next_cursor.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(names_of(&again), ["ann-a", "ann-b"]);
+    let err = c
+        .list_users(&ListUsersParams {
+            cursor: first.next_cursor.clone(),
+            before: back.prev_cursor.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::InvalidParams));
     let err = c
         .list_users(&ListUsersParams {
             limit: Some(0),

@@ -34,6 +34,8 @@ pub struct UsersQuery {
     #[serde(default)]
     pub cursor: Option<String>,
     #[serde(default)]
+    pub before: Option<String>,
+    #[serde(default)]
     pub page: Option<u32>,
 }
 
@@ -83,6 +85,7 @@ pub async fn list(
     let params = ListUsersParams {
         filter: (!q.is_empty()).then(|| q.clone()),
         cursor: query.cursor.clone().filter(|c| !c.is_empty()),
+        before: query.before.clone().filter(|c| !c.is_empty()),
         limit: Some(PAGE_SIZE),
     };
     let active_params = ListJobsParams {
@@ -166,7 +169,10 @@ pub async fn list(
                     @if !users.users.is_empty() { "Showing " (first) "–" (last) " of " (users.total) }
                 }
                 div.actions {
-                    @if page_no > 1 { a.btn href=(href("/users", &[("q", q.clone())])) { "← First page" } }
+                    @if let Some(prev) = &users.prev_cursor {
+                        @if page_no > 2 { a.btn href=(href("/users", &[("q", q.clone())])) { "⇤ First page" } }
+                        a.btn rel="prev" href=(href("/users", &[("q", q.clone()), ("before", prev.clone()), ("page", (page_no - 1).max(1).to_string())])) { "← Previous page" }
+                    }
                     @if let Some(next) = &users.next_cursor {
                         a.btn rel="next" href=(href("/users", &[("q", q.clone()), ("cursor", next.clone()), ("page", (page_no + 1).to_string())])) { "Next page →" }
                     }
