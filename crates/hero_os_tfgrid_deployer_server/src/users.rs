@@ -5,7 +5,6 @@
 //! password is stored in the secret store *before* Forge is asked to create the account, and only
 //! when the token is held does the row become `active`. Every outcome is audited.
 
-use crate::db::Cached;
 use hero_os_tfgrid_deployer_sdk::types::*;
 use hero_os_tfgrid_deployer_sdk::username;
 use hero_secrets::SecretValue;
@@ -13,6 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::audit::{self, Actor, Entry};
 use crate::clock::alphanumeric_password;
+use crate::db::Cached;
 use crate::error::ServiceError;
 use crate::forge::{ConflictReason, ForgeError, NewForgeUser};
 use crate::service::{slots, Deployer};

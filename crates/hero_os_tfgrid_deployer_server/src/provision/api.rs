@@ -1,7 +1,6 @@
 //! The job operations behind the RPC methods. Every operation persists first and only then
-//! starts work, and records who asked in the audit log.
+//! starts work, and records who asked in the audit log in the same write.
 
-use crate::db::Cached;
 use hero_os_tfgrid_deployer_sdk::jobs::*;
 use hero_os_tfgrid_deployer_sdk::types::UserId;
 use rusqlite::params;
@@ -9,6 +8,7 @@ use rusqlite::params;
 use super::runner::Loaded;
 use super::{steps, store, vms, Provisioner};
 use crate::audit::Actor;
+use crate::db::Cached;
 use crate::error::ServiceError;
 
 impl Provisioner {
@@ -40,9 +40,7 @@ impl Provisioner {
         let created = self
             .db()
             .write(move |conn| -> Result<Loaded, ServiceError> {
-                let username = crate::users::user_by_id(conn, user_id)?
-                    .ok_or_else(|| ServiceError::NotFound(format!("no user with user_id {user_id}")))?
-                    .forge_username;
+                let username = user_name(conn, user_id)?;
                 if let Some(vm) = vms::live_vm(conn, user_id)? {
                     if vm.state == "ready" {
                         if store::active_job_of(conn, user_id)?.is_some() {
@@ -80,15 +78,15 @@ impl Provisioner {
         actor: &Actor,
         user_id: UserId,
     ) -> Result<Job, ServiceError> {
-        let user = self.deployer().get_user(user_id).await?;
-        let username = user.forge_username.clone();
         let actor_s = actor.as_str().to_owned();
         let now = self.now_ms();
         let now_s = self.deployer().clock.now();
         let default_backend = self.inner.cfg.backend.clone();
+        // One write, as for provision_vm.
         let created = self
             .db()
             .write(move |conn| -> Result<Loaded, ServiceError> {
+                let username = user_name(conn, user_id)?;
                 if store::active_job_of(conn, user_id)?.is_some() {
                     return Err(store::conflict(conn, user_id, &username));
                 }
@@ -149,10 +147,11 @@ impl Provisioner {
     /// up) and tells its worker.
     pub async fn cancel_job(&self, actor: &Actor, job_id: JobId) -> Result<Job, ServiceError> {
         let now = self.now_ms();
+        let now_s = self.deployer().clock.now();
+        let actor = actor.clone();
         let actor_s = actor.as_str().to_owned();
-        let job = self
-            .db()
-            .write(move |conn| -> Result<Job, ServiceError> {
+        self.db()
+            .write(move |conn| -> Result<(), ServiceError> {
                 let job = store::require_job(conn, job_id)?;
                 if !job.state.is_active() {
                     return Err(ServiceError::FailedPrecondition(format!(
@@ -175,19 +174,11 @@ impl Provisioner {
                         format!("cancel requested by {actor_s}"),
                     ),
                 )?;
-                Ok(job)
+                audit_job_request(conn, now_s, &actor, "job.cancel", &job)?;
+                Ok(())
             })
             .await?;
         self.bump(job_id);
-        self.deployer()
-            .audit(
-                actor,
-                "job.cancel",
-                &format!("job:{job_id}"),
-                "ok",
-                Some(&format!("user {}", job.forge_username)),
-            )
-            .await?;
         self.signal_cancel(job_id);
         self.get_job(job_id).await
     }
@@ -197,10 +188,10 @@ impl Provisioner {
     pub async fn retry_job(&self, actor: &Actor, job_id: JobId) -> Result<Job, ServiceError> {
         let now = self.now_ms();
         let now_s = self.deployer().clock.now();
+        let actor = actor.clone();
         let actor_s = actor.as_str().to_owned();
-        let job = self
-            .db()
-            .write(move |conn| -> Result<Job, ServiceError> {
+        self.db()
+            .write(move |conn| -> Result<(), ServiceError> {
                 let job = store::require_job(conn, job_id)?;
                 if job.state != JobState::Failed {
                     return Err(ServiceError::FailedPrecondition(format!(
@@ -224,9 +215,7 @@ impl Provisioner {
                 );
                 match resumed {
                     Ok(_) => {}
-                    Err(rusqlite::Error::SqliteFailure(f, _))
-                        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
-                    {
+                    Err(e) if store::is_unique_violation(&e) => {
                         return Err(store::conflict(conn, job.user_id, &job.forge_username))
                     }
                     Err(e) => return Err(e.into()),
@@ -239,11 +228,7 @@ impl Provisioner {
                 let first = store::steps_of(conn, job_id)?
                     .into_iter()
                     .find(|s| s.state != StepState::Done && s.state != StepState::Skipped);
-                let busy = match job.kind {
-                    JobKind::Provision => "provisioning",
-                    JobKind::Decommission => "decommissioning",
-                };
-                store::set_user_vm_status(conn, job.user_id, busy, now_s)?;
+                store::set_user_vm_status(conn, job.user_id, store::busy_status(job.kind), now_s)?;
                 store::append_event(
                     conn,
                     job_id,
@@ -262,22 +247,43 @@ impl Provisioner {
                         },
                     ),
                 )?;
-                Ok(job)
+                audit_job_request(conn, now_s, &actor, "job.retry", &job)?;
+                Ok(())
             })
             .await?;
         self.bump(job_id);
-        self.deployer()
-            .audit(
-                actor,
-                "job.retry",
-                &format!("job:{job_id}"),
-                "ok",
-                Some(&format!("user {}", job.forge_username)),
-            )
-            .await?;
         self.spawn_worker(job_id);
         self.get_job(job_id).await
     }
+}
+
+/// The audit line of a request on an existing job, inside the same write as its effect.
+fn audit_job_request(
+    conn: &rusqlite::Connection,
+    now_s: i64,
+    actor: &Actor,
+    action: &str,
+    job: &Job,
+) -> Result<(), ServiceError> {
+    crate::audit::append(
+        conn,
+        now_s,
+        crate::audit::Entry {
+            actor,
+            action,
+            subject: &format!("job:{}", job.job_id),
+            outcome: "ok",
+            detail: Some(&format!("user {}", job.forge_username)),
+        },
+    )?;
+    Ok(())
+}
+
+/// The Forge username of a user, read inside the caller's write.
+fn user_name(conn: &rusqlite::Connection, user_id: UserId) -> Result<String, ServiceError> {
+    Ok(crate::users::user_by_id(conn, user_id)?
+        .ok_or_else(|| ServiceError::NotFound(format!("no user with user_id {user_id}")))?
+        .forge_username)
 }
 
 /// Everything that makes a job exist, inside the caller's write: the job and its steps, the
@@ -290,11 +296,11 @@ fn create_job(
 ) -> Result<Loaded, ServiceError> {
     let job_id = store::insert_job(conn, new)?;
     let kind = store::kind_str(new.kind);
-    let (vm_status, action) = match new.kind {
-        JobKind::Provision => ("provisioning", "vm.provision_requested"),
-        JobKind::Decommission => ("decommissioning", "vm.decommission_requested"),
+    let action = match new.kind {
+        JobKind::Provision => "vm.provision_requested",
+        JobKind::Decommission => "vm.decommission_requested",
     };
-    store::set_user_vm_status(conn, new.user_id, vm_status, now_s)?;
+    store::set_user_vm_status(conn, new.user_id, store::busy_status(new.kind), now_s)?;
     store::append_event(
         conn,
         job_id,

@@ -69,17 +69,11 @@ pub const MAX_WAIT_MS: u32 = 30_000;
 impl Provisioner {
     /// Persists one event of `job_id` and wakes followers.
     pub async fn event(&self, job_id: JobId, draft: Draft) -> Result<i64, ServiceError> {
-        self.events(job_id, vec![draft]).await
+        self.queue_events(job_id, vec![draft]).await
     }
 
-    /// Persists events of `job_id` in order, in one write, and wakes followers; returns the
-    /// last one's number.
-    pub async fn events(&self, job_id: JobId, drafts: Vec<Draft>) -> Result<i64, ServiceError> {
-        self.queue_events(job_id, drafts).await
-    }
-
-    /// Like [`Provisioner::events`], but the write is queued now and the returned future only
-    /// reports its outcome (and wakes followers when it has committed).
+    /// Persists events of `job_id` in order, in one write queued now; the returned future
+    /// reports the last one's number once committed, and wakes followers then.
     pub fn queue_events(
         &self,
         job_id: JobId,

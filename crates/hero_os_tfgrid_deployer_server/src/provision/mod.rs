@@ -175,11 +175,7 @@ impl Provisioner {
 
     /// The notification channel of one job.
     pub(crate) fn bus(&self, job_id: JobId) -> Arc<tokio::sync::watch::Sender<u64>> {
-        let mut buses = match self.inner.buses.lock() {
-            Ok(b) => b,
-            Err(p) => p.into_inner(),
-        };
-        buses
+        lock(&self.inner.buses)
             .entry(job_id)
             .or_insert_with(|| Arc::new(tokio::sync::watch::channel(0u64).0))
             .clone()
@@ -198,9 +194,7 @@ impl Provisioner {
     }
 
     pub(crate) fn forget_bus(&self, job_id: JobId) {
-        if let Ok(mut buses) = self.inner.buses.lock() {
-            buses.remove(&job_id);
-        }
+        lock(&self.inner.buses).remove(&job_id);
     }
 
     pub(crate) fn backend(&self, kind: &str) -> Result<Arc<dyn ComputeBackend>, ServiceError> {
@@ -222,4 +216,10 @@ impl Provisioner {
     pub fn default_backend(&self) -> &str {
         &self.inner.cfg.backend
     }
+}
+
+/// Locks a mutex of the orchestrator's in-memory state even if a panic poisoned it: the data
+/// (channels, pending writes) stays valid, and a wedged lock would stall every job.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -2,7 +2,6 @@
 //! "running" forever (Coder's hang detector, per job). The heartbeat is written by the task that
 //! drives the step, so a wedged step is caught too, not only a dead process.
 
-use crate::db::Cached;
 use std::time::Duration;
 
 use rusqlite::params;
@@ -10,6 +9,7 @@ use rusqlite::params;
 use super::events::human;
 use super::runner::Ending;
 use super::{store, Provisioner};
+use crate::db::Cached;
 use crate::error::ServiceError;
 
 pub fn spawn(p: Provisioner) -> tokio::task::JoinHandle<()> {

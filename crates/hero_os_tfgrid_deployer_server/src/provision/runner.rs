@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::events::{human, Draft};
 use super::steps::{self, JobContext, LaterWrite, LaterWrites, OutLine, Scope, StepError};
-use super::{store, Provisioner};
+use super::{lock, store, Provisioner};
 use crate::audit::Actor;
 use crate::db::Cached;
 use crate::error::ServiceError;
@@ -227,10 +227,6 @@ impl Provisioner {
         };
         tracing::info!(job_id, "{running}");
         let now = self.now_ms();
-        let busy = match job.kind {
-            JobKind::Provision => "provisioning",
-            JobKind::Decommission => "decommissioning",
-        };
         let now_s = self.deployer().clock.now();
         let user_id = job.user_id;
         let count = names.len() as u32;
@@ -240,7 +236,7 @@ impl Provisioner {
             running: Some(Running {
                 job_id,
                 user_id,
-                vm_status: busy,
+                vm_status: store::busy_status(job.kind),
                 at_ms: now,
                 at_s: now_s,
                 step_count: count,
@@ -474,10 +470,7 @@ impl Provisioner {
                     .await;
                 drop(scope);
                 if let Ok(written) = drain.await {
-                    match drained.lock() {
-                        Ok(mut d) => d.extend(written),
-                        Err(poisoned) => poisoned.into_inner().extend(written),
-                    }
+                    lock(&drained).extend(written);
                 }
                 let result = match outcome {
                     Guarded::Cancelled => return Ok(StepOutcome::Cancelled),
@@ -530,8 +523,7 @@ impl Provisioner {
                 Some(written) = acks.next(), if !acks.is_empty() => written?,
             }
         };
-        let leftovers = std::mem::take(&mut *drained.lock().unwrap_or_else(|p| p.into_inner()));
-        acks.extend(leftovers);
+        acks.extend(std::mem::take(&mut *lock(&drained)));
         outcome
     }
 
@@ -750,10 +742,7 @@ impl Pending {
 }
 
 fn take_later(later: &LaterWrites) -> Vec<LaterWrite> {
-    match later.lock() {
-        Ok(mut l) => std::mem::take(&mut *l),
-        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-    }
+    std::mem::take(&mut *lock(later))
 }
 
 /// The job started running (again).

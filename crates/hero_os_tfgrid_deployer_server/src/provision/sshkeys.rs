@@ -4,7 +4,6 @@
 //! therefore reveals no private key. Sealed blob: `version (1) ‖ nonce (24) ‖ ciphertext+tag`,
 //! with the user id bound in as associated data so a blob cannot be moved to another user.
 
-use crate::db::Cached;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hero_os_tfgrid_deployer_backends::UserKeyPair;
@@ -16,6 +15,7 @@ use zeroize::Zeroizing;
 use super::Provisioner;
 use crate::audit::Actor;
 use crate::clock::Random;
+use crate::db::Cached;
 use crate::error::ServiceError;
 
 /// Secret slot of the sealing key (hex of 32 bytes).

@@ -93,7 +93,16 @@ pub struct NewJob<'a> {
     pub now_ms: i64,
 }
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
+/// The user's VM status while a job of `kind` is queued or running.
+pub fn busy_status(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Provision => "provisioning",
+        JobKind::Decommission => "decommissioning",
+    }
+}
+
+/// A write broke a UNIQUE constraint (e.g. a second active job for one user).
+pub fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(
         e,
         rusqlite::Error::SqliteFailure(f, _)

@@ -2,12 +2,12 @@
 //! resource the deployer may have made has a row (reconcile relies on it); rows are never deleted,
 //! only marked `decommissioned`, for audit.
 
-use crate::db::Cached;
 use hero_os_tfgrid_deployer_sdk::jobs::{VmDetails, VmRecord};
 use hero_os_tfgrid_deployer_sdk::types::UserId;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::Provisioner;
+use crate::db::Cached;
 use crate::error::ServiceError;
 
 const VM_COLUMNS: &str = "vm_id, user_id, forge_username, backend, name, node_id, state, spec_json, private_ip, \

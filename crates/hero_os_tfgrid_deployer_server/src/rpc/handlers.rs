@@ -1,11 +1,11 @@
 //! Binds every SDK method to the core. Thin on purpose: parse, check the caller, call the core.
 
-use crate::db::Cached;
 use hero_os_tfgrid_deployer_sdk::methods::*;
 use hero_os_tfgrid_deployer_sdk::types::*;
 use hero_secrets::validate_slot;
 
 use super::{Caller, Registry};
+use crate::db::Cached;
 use crate::error::ServiceError;
 use crate::service::Deployer;
 

@@ -224,10 +224,7 @@ impl Scope<'_> {
         &self,
         write: impl FnOnce(&rusqlite::Connection) -> Result<(), ServiceError> + Send + 'static,
     ) {
-        match self.later.lock() {
-            Ok(mut later) => later.push(Box::new(write)),
-            Err(poisoned) => poisoned.into_inner().push(Box::new(write)),
-        }
+        super::lock(self.later).push(Box::new(write));
     }
 
     /// Queue a line (child output, poll attempts) from synchronous callbacks.

@@ -1,7 +1,6 @@
 //! Provision steps: `forge_user → ssh_key → select_node → deploy_vm → deploy_gateway → wait_ssh →
 //! push_manifest → run_bootstrap → verify_health → finalize`.
 
-use crate::db::Cached;
 use std::collections::VecDeque;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -16,6 +15,7 @@ use rusqlite::params;
 
 use super::{JobContext, Scope, StepError};
 use crate::audit::Actor;
+use crate::db::Cached;
 use crate::error::ServiceError;
 use crate::provision::agent::SshAccess;
 use crate::provision::faults::BackendFault;
