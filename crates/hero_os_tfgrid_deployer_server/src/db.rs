@@ -76,7 +76,7 @@ struct Inner {
     idle: Mutex<Vec<Connection>>,
     readers: Arc<tokio::sync::Semaphore>,
     /// The writer thread's queue; the thread ends when the last `Db` is dropped.
-    writer: Mutex<mpsc::Sender<WriteJob>>,
+    writer: mpsc::Sender<WriteJob>,
 }
 
 /// One queued write: runs inside the batch's transaction (or gets the error that prevented
@@ -126,7 +126,7 @@ impl Db {
                 path,
                 idle: Mutex::new(Vec::new()),
                 readers: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
-                writer: Mutex::new(tx),
+                writer: tx,
             }),
         })
     }
@@ -212,10 +212,7 @@ impl Db {
                 }),
             }
         });
-        let sent = match self.inner.writer.lock() {
-            Ok(queue) => queue.send(job).is_ok(),
-            Err(_) => false,
-        };
+        let sent = self.inner.writer.send(job).is_ok();
         async move {
             if !sent {
                 return Err(E::from(DbError::Worker(
