@@ -43,8 +43,11 @@ async fn client(url: &str, timeout: Duration) -> HttpForge {
     .unwrap()
 }
 
-#[tokio::test]
-async fn server_errors_are_retried_then_reported() {
+/// A Forge whose user lookup always answers `status` with `message`; counts the calls.
+async fn user_lookup_answering(
+    status: StatusCode,
+    message: &'static str,
+) -> (String, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
     let h = hits.clone();
     let url = serve(Router::new().route(
@@ -53,14 +56,17 @@ async fn server_errors_are_retried_then_reported() {
             let h = h.clone();
             async move {
                 h.fetch_add(1, Ordering::SeqCst);
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    Json(json!({"message":"boom","url":""})),
-                )
+                (status, Json(json!({"message": message, "url": ""})))
             }
         }),
     ))
     .await;
+    (url, hits)
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_reported() {
+    let (url, hits) = user_lookup_answering(StatusCode::INTERNAL_SERVER_ERROR, "boom").await;
     let forge = client(&url, Duration::from_secs(5)).await;
     let err = forge.user_exists("alice").await.unwrap_err();
     assert!(
@@ -80,22 +86,7 @@ async fn server_errors_are_retried_then_reported() {
 
 #[tokio::test]
 async fn client_errors_are_not_retried() {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
-    let url = serve(Router::new().route(
-        "/api/v1/users/{name}",
-        get(move || {
-            let h = h.clone();
-            async move {
-                h.fetch_add(1, Ordering::SeqCst);
-                (
-                    StatusCode::UNAUTHORIZED,
-                    Json(json!({"message":"token is required","url":""})),
-                )
-            }
-        }),
-    ))
-    .await;
+    let (url, hits) = user_lookup_answering(StatusCode::UNAUTHORIZED, "token is required").await;
     let forge = client(&url, Duration::from_secs(5)).await;
     let err = forge.user_exists("alice").await.unwrap_err();
     assert!(

@@ -315,13 +315,13 @@ pub async fn deploy_gateway(s: &Scope<'_>, ctx: &mut JobContext) -> Result<Strin
     Ok(msg)
 }
 
-async fn access_parts(
-    s: &Scope<'_>,
+/// The VM as it is now and the user's private key (unsealed once per job run, borrowed).
+async fn access_parts<'s>(
+    s: &'s Scope<'_>,
     ctx: &mut JobContext,
-) -> Result<(VmInfo, zeroize::Zeroizing<String>), StepError> {
+) -> Result<(VmInfo, &'s zeroize::Zeroizing<String>), StepError> {
     let vm = current_vm(s, ctx).await?;
-    let key = s.private_key().await?.clone();
-    Ok((vm, key))
+    Ok((vm, s.private_key().await?))
 }
 
 pub async fn wait_ssh(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
@@ -353,7 +353,7 @@ pub async fn wait_ssh(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, Ste
     }
     let access = SshAccess {
         target: &target,
-        private_key: &key,
+        private_key: key,
         pinned: ctx.host_key.clone(),
     };
     let on_attempt = |n: u32, why: &str| {
@@ -412,7 +412,7 @@ pub async fn push_manifest(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String
     let (vm, key) = access_parts(s, ctx).await?;
     let access = SshAccess {
         target: &vm.ssh,
-        private_key: &key,
+        private_key: key,
         pinned: ctx.host_key.clone(),
     };
     s.p.inner
@@ -430,7 +430,7 @@ pub async fn run_bootstrap(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String
     let (vm, key) = access_parts(s, ctx).await?;
     let access = SshAccess {
         target: &vm.ssh,
-        private_key: &key,
+        private_key: key,
         pinned: ctx.host_key.clone(),
     };
     let script = &s.p.inner.bootstrap_script;
