@@ -11,7 +11,8 @@
 //! key crypto is excluded; there is no sshd here), and the latency the calls really saw.
 //!
 //! `cargo bench -p hero_os_tfgrid_deployer_server --bench provision_bench`
-//! Environment: `BENCH_USERS` (100), `BENCH_LATENCY_MS` (20), `BENCH_CONCURRENCY` ("1,4,10,25,100").
+//! Environment: `BENCH_USERS` (100), `BENCH_LATENCY_MS` (20), `BENCH_CONCURRENCY` ("1,4,10,25,100"),
+//! `BENCH_TRACE` (set: print each round of outside calls, see `trace_report`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -57,53 +58,133 @@ fn thread_cpu_ns() -> u64 {
 /// Waits `d` as an outside call would. tokio's timer wheel rounds every sleep up to the next
 /// millisecond and wakes a little late (a 20 ms sleep took 21.2 ms with nothing else running),
 /// which would bill the stand-in's timer error to the orchestrator; so one thread sleeps
-/// precisely until the earliest deadline and wakes the waiting calls.
+/// precisely until the earliest deadline and wakes the waiting calls. A call wakes that thread
+/// only when its deadline is earlier than the one the thread sleeps towards (the first call of
+/// a round): waking it for every call cost a context switch each, taken from the orchestrator
+/// in the middle of its bursts — a cost a real outside call does not have.
 async fn lat(d: Duration) {
     let started = Instant::now();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    delayer().send((started + d, tx)).unwrap();
+    injector().wait_until(started + d, tx);
     rx.await.unwrap();
     WAITED_US.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     CALLS.fetch_add(1, Ordering::Relaxed);
+    if tracing_rounds() {
+        TRACE.lock().unwrap().push((started, Instant::now()));
+    }
 }
 
-type Wake = (Instant, tokio::sync::oneshot::Sender<()>);
+/// `BENCH_TRACE=1`: when each round of outside calls (the k-th call of every job) started and
+/// ended, and how long the last job took from the end of one call to the start of its next —
+/// where the orchestrator's time goes on the critical path.
+fn tracing_rounds() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("BENCH_TRACE").is_some())
+}
 
-fn delayer() -> &'static std::sync::mpsc::Sender<Wake> {
-    static DELAYER: std::sync::OnceLock<std::sync::mpsc::Sender<Wake>> = std::sync::OnceLock::new();
-    DELAYER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Wake>();
-        std::thread::spawn(move || {
-            let mut due: BTreeMap<(Instant, u64), tokio::sync::oneshot::Sender<()>> =
-                BTreeMap::new();
-            let mut seq = 0u64;
-            loop {
-                let next = due.keys().next().map(|(at, _)| *at);
-                let received = match next {
-                    Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
-                    None => rx
-                        .recv()
-                        .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
-                };
-                match received {
-                    Ok((at, wake)) => {
-                        seq += 1;
-                        due.insert((at, seq), wake);
-                    }
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+static TRACE: Mutex<Vec<(Instant, Instant)>> = Mutex::new(Vec::new());
+
+fn trace_report(t0: Instant, end: Instant, users: usize) {
+    let mut calls = std::mem::take(&mut *TRACE.lock().unwrap());
+    calls.sort_by_key(|c| c.0);
+    let ms = |at: Instant| at.duration_since(t0).as_secs_f64() * 1000.0;
+    let mut last_end: Option<Instant> = None;
+    for (k, round) in calls.chunks(users).enumerate() {
+        let first_start = round.iter().map(|c| c.0).min().unwrap();
+        let last_start = round.iter().map(|c| c.0).max().unwrap();
+        let first_end = round.iter().map(|c| c.1).min().unwrap();
+        let end_of_round = round.iter().map(|c| c.1).max().unwrap();
+        let gap = last_end
+            .map(|e| {
+                format!(
+                    "{:.1} ms",
+                    last_start.duration_since(e).as_secs_f64() * 1000.0
+                )
+            })
+            .unwrap_or_else(|| "-".into());
+        eprintln!(
+            "call {}: started {:.1}..{:.1} ms, ended {:.1}..{:.1} ms; last start after previous last end: {gap}",
+            k + 1,
+            ms(first_start),
+            ms(last_start),
+            ms(first_end),
+            ms(end_of_round)
+        );
+        last_end = Some(end_of_round);
+    }
+    eprintln!("last follower saw its job end at {:.1} ms", ms(end));
+}
+
+/// The latency injector: calls waiting for their deadline, and when its thread wakes next.
+struct Injector {
+    state: Mutex<Due>,
+    wake: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Due {
+    calls: BTreeMap<(Instant, u64), tokio::sync::oneshot::Sender<()>>,
+    seq: u64,
+    /// When the thread wakes next; `None` while it waits for a call.
+    next_wake: Option<Instant>,
+}
+
+impl Injector {
+    fn wait_until(&self, at: Instant, done: tokio::sync::oneshot::Sender<()>) {
+        let mut due = self.state.lock().unwrap();
+        due.seq += 1;
+        let seq = due.seq;
+        due.calls.insert((at, seq), done);
+        if due.next_wake.is_none_or(|next| at < next) {
+            due.next_wake = Some(at);
+            self.wake.notify_one();
+        }
+    }
+
+    fn run(&self) {
+        let mut due = self.state.lock().unwrap();
+        loop {
+            let now = Instant::now();
+            let mut fired = Vec::new();
+            while let Some(entry) = due.calls.first_entry() {
+                if entry.key().0 > now {
+                    break;
                 }
-                let now = Instant::now();
-                while let Some(entry) = due.first_entry() {
-                    if entry.key().0 > now {
-                        break;
-                    }
-                    let _ = entry.remove().send(());
+                fired.push(entry.remove());
+            }
+            due.next_wake = due.calls.keys().next().map(|(at, _)| *at);
+            if !fired.is_empty() {
+                drop(due);
+                for done in fired {
+                    let _ = done.send(());
                 }
                 INJECTOR_CPU_NS.store(thread_cpu_ns(), Ordering::Relaxed);
+                due = self.state.lock().unwrap();
+                continue;
             }
-        });
-        tx
+            INJECTOR_CPU_NS.store(thread_cpu_ns(), Ordering::Relaxed);
+            due = match due.next_wake {
+                Some(at) => {
+                    self.wake
+                        .wait_timeout(due, at.saturating_duration_since(now))
+                        .unwrap()
+                        .0
+                }
+                None => self.wake.wait(due).unwrap(),
+            };
+        }
+    }
+}
+
+fn injector() -> &'static Injector {
+    static INJECTOR: std::sync::OnceLock<&'static Injector> = std::sync::OnceLock::new();
+    INJECTOR.get_or_init(|| {
+        let injector: &'static Injector = Box::leak(Box::new(Injector {
+            state: Mutex::new(Due::default()),
+            wake: std::sync::Condvar::new(),
+        }));
+        std::thread::spawn(move || injector.run());
+        injector
     })
 }
 
@@ -397,6 +478,9 @@ async fn run_once(users: usize, latency: Duration, concurrency: usize) -> Run {
     });
     let states = futures::future::join_all(followers).await;
     let wall = t0.elapsed();
+    if tracing_rounds() {
+        trace_report(t0, Instant::now(), users);
+    }
     let cpu = cpu_seconds() - injector_cpu_seconds() - cpu0;
     assert!(
         states.iter().all(|s| *s == JobState::Succeeded),

@@ -247,6 +247,11 @@ fn connect(path: &Path, role: Role) -> Result<Connection, DbError> {
     if role == Role::Reader {
         conn.execute_batch("PRAGMA query_only = ON;")
             .map_err(open)?;
+    } else {
+        // Every write runs in its own savepoint, whose journal sqlite otherwise spills to a
+        // temporary file once it grows: keep it in memory.
+        conn.execute_batch("PRAGMA temp_store = MEMORY;")
+            .map_err(open)?;
     }
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)

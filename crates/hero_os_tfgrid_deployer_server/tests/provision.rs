@@ -12,6 +12,7 @@ use hero_os_tfgrid_deployer_backends::{
 use hero_os_tfgrid_deployer_sdk::jobs::*;
 use hero_os_tfgrid_deployer_sdk::types::{ListEventsParams, VmStatus};
 use hero_os_tfgrid_deployer_sdk::ErrorKind;
+use hero_os_tfgrid_deployer_server::provision::steps::{DECOMMISSION_STEPS, PROVISION_STEPS};
 use support::{all_bytes_under, contains};
 use support_jobs::*;
 
@@ -73,6 +74,11 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
         seqs,
         (1..=events.len() as i64).collect::<Vec<_>>(),
         "gapless sequence"
+    );
+    assert_steps_in_order(&events, PROVISION_STEPS);
+    assert!(
+        text.contains("ED25519 key") && text.contains("generated"),
+        "a first VM makes the user's key: {text}"
     );
 
     // Replay after the end gives the same events, and says done at once.
@@ -194,6 +200,27 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
     // Decommissioning again: nothing to do, said clearly.
     let err = c.decommission_vm(user_id).await.unwrap_err();
     assert_eq!(err.kind(), Some(ErrorKind::FailedPrecondition), "{err}");
+
+    // A second VM for the same user: the job starts knowing the user's key, so its ssh_key
+    // step adopts it at once (start and end written together, still in order).
+    let job = c.provision_vm(user_id, None).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{}", messages(&events));
+    assert_steps_in_order(&events, PROVISION_STEPS);
+    let text = messages(&events);
+    assert!(
+        text.contains(&format!(
+            "existing ED25519 key {} adopted (found when the job was created)",
+            details.ssh_key_fingerprint.clone().unwrap()
+        )),
+        "{text}"
+    );
+    assert_eq!(gateway_health(&job.result.unwrap().url).await.unwrap(), 200);
+    let job = c.decommission_vm(user_id).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{}", messages(&events));
+    assert_steps_in_order(&events, DECOMMISSION_STEPS);
+    assert!(sandboxes(&stack).is_empty() && routes(&stack).is_empty());
 }
 
 fn url_port(url: &str) -> u16 {

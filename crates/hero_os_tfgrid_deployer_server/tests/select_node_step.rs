@@ -164,6 +164,7 @@ async fn run_select(
                     backend: "opentofu",
                     actor: "test",
                     options_json: "{}",
+                    context_json: "{}",
                     steps: steps::PROVISION_STEPS,
                     now_ms: 0,
                 },
@@ -188,6 +189,7 @@ async fn run_select(
         out: tx,
         key: &steps::KeyCache::new(),
         later: &steps::LaterWrites::default(),
+        held: &steps::Held::default(),
     };
     let result = steps::run(&scope, &mut ctx).await;
     let page = p

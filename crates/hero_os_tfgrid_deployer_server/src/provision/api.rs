@@ -53,6 +53,16 @@ impl Provisioner {
                         )));
                     }
                 }
+                // The key the user already has (the usual case after a first VM): the job
+                // starts knowing it, and its ssh_key step adopts it without another read.
+                let key = super::sshkeys::public_key_of(conn, user_id)?;
+                let context = steps::JobContext {
+                    key_fingerprint: key.as_ref().map(|k| k.fingerprint.clone()),
+                    public_key: key.map(|k| k.public_key),
+                    ..Default::default()
+                };
+                let context_json = serde_json::to_string(&context)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
                 create_job(
                     conn,
                     &store::NewJob {
@@ -62,6 +72,7 @@ impl Provisioner {
                         backend: &backend,
                         actor: &actor_s,
                         options_json: &options_json,
+                        context_json: &context_json,
                         steps: steps::PROVISION_STEPS,
                         now_ms: now,
                     },
@@ -115,6 +126,7 @@ impl Provisioner {
                         backend: &backend,
                         actor: &actor_s,
                         options_json: "{}",
+                        context_json: "{}",
                         steps: steps::DECOMMISSION_STEPS,
                         now_ms: now,
                     },
@@ -328,8 +340,6 @@ fn create_job(
             detail: Some(&format!("job {job_id}")),
         },
     )?;
-    Ok(Loaded(
-        store::require_job(conn, job_id)?,
-        store::internals(conn, job_id)?,
-    ))
+    let (job, internals) = store::as_inserted(new, job_id);
+    Ok(Loaded(job, internals))
 }

@@ -179,6 +179,8 @@ impl Provisioner {
         let options: ProvisionOptions =
             serde_json::from_str(&internals.options_json).unwrap_or_default();
         let mut ctx: JobContext = serde_json::from_str(&internals.context_json).unwrap_or_default();
+        // The context as stored, so a step that did not change it does not rewrite it.
+        let mut ctx_written = internals.context_json.clone();
         if internals.cancel_requested || job.state == JobState::Cancelling || *cancel.borrow() {
             return self.cleanup_cancelled(&job, &ctx).await;
         }
@@ -232,18 +234,17 @@ impl Provisioner {
         let count = names.len() as u32;
         // The job runs, the user's VM status says so, the event tells followers: written with
         // the first step's start (see `Pending`).
-        let mut pending = Pending {
-            running: Some(Running {
-                job_id,
-                user_id,
-                vm_status: store::busy_status(job.kind),
-                at_ms: now,
-                at_s: now_s,
-                step_count: count,
-                message: running,
-            }),
-            ..Pending::default()
+        let running = Running {
+            job_id,
+            user_id,
+            vm_status: store::busy_status(job.kind),
+            at_ms: now,
+            at_s: now_s,
+            step_count: count,
+            message: running,
         };
+        let mut pending = Pending::default();
+        pending.push(move |conn| running.record(conn));
         let job_started = Instant::now();
         let key = steps::KeyCache::new();
         let mut acks = Acks::new();
@@ -262,7 +263,7 @@ impl Provisioner {
                     i as u32 + 1,
                     name,
                     rec.attempts,
-                    std::mem::take(&mut pending),
+                    &mut pending,
                     &key,
                     &mut acks,
                     cancel,
@@ -271,8 +272,10 @@ impl Provisioner {
             {
                 StepOutcome::Done(msg, later) => {
                     self.inner.faults.crash_point(name, true);
-                    pending.later = later;
-                    pending.done = Some(self.step_done(&job, i as u32 + 1, name, &msg, &ctx)?);
+                    pending.extend(later);
+                    let done =
+                        self.step_done(&job, i as u32 + 1, name, &msg, &ctx, &mut ctx_written)?;
+                    pending.done(done);
                 }
                 StepOutcome::Failed(err, tries, later) => {
                     let index = i as u32 + 1;
@@ -280,7 +283,8 @@ impl Provisioner {
                         "step {index}/{} {name} failed after {tries} attempt(s): {err}",
                         names.len()
                     );
-                    self.step_failed(job_id, index, &err, later).await?;
+                    pending.extend(later);
+                    self.step_failed(job_id, index, &err, pending).await?;
                     self.finish(job_id, Ending::failed(reason.clone())).await?;
                     self.deployer()
                         .audit(
@@ -293,9 +297,16 @@ impl Provisioner {
                         .await?;
                     return Ok(());
                 }
-                StepOutcome::Cancelled => return self.cleanup_cancelled(&job, &ctx).await,
+                StepOutcome::Cancelled => {
+                    // What the job held back is true: keep it before cleaning up.
+                    self.db().write(move |conn| pending.record(conn)).await?;
+                    return self.cleanup_cancelled(&job, &ctx).await;
+                }
                 StepOutcome::Stalled => {
-                    // Test hook: hang without heartbeats until the reaper aborts this task.
+                    // Test hook: hang without heartbeats until the reaper aborts this task,
+                    // with the job recorded as running this step.
+                    let held = std::mem::take(&mut pending);
+                    self.db().write(move |conn| held.record(conn)).await?;
                     std::future::pending::<()>().await;
                 }
             }
@@ -320,7 +331,7 @@ impl Provisioner {
         index: u32,
         name: &'static str,
         prior_attempts: u32,
-        pending: Pending,
+        pending: &mut Pending,
         key: &steps::KeyCache,
         acks: &mut Acks,
         cancel: &mut watch::Receiver<bool>,
@@ -335,63 +346,47 @@ impl Provisioner {
             .unwrap_or_else(|| steps::default_deadline(name));
         let started = Instant::now();
         let deadline = started + budget;
-        let now = self.now_ms();
-        let step_name = name.to_owned();
         let first_attempt = prior_attempts + 1;
-        let started_msg = format!(
-            "step {index}/{count} {name}: started (deadline {})",
-            human(budget)
-        );
-        // One write: what the job had pending (the previous step's record, or that the job
-        // runs), this step running, the job's current step and heartbeat, the "started" event.
-        // The step does not wait for it (see `Acks`).
-        let start = self.db().write(move |conn| -> Result<(), ServiceError> {
-            pending.record(conn)?;
-            conn.execute_cached(
-                "UPDATE job_steps SET state = 'running', started_at_ms = ?3, finished_at_ms = NULL, duration_ms = NULL, \
-                 attempts = ?4 WHERE job_id = ?1 AND step_index = ?2",
-                params![job_id, index, now, first_attempt],
-            )?;
-            conn.execute_cached(
-                "UPDATE jobs SET current_step = ?2, heartbeat_at_ms = ?3 WHERE job_id = ?1",
-                params![job_id, step_name, now],
-            )?;
-            store::append_event(
-                conn,
-                job_id,
-                &store::EventRow::step(now, EventLevel::Info, index, step_name, count, started_msg)
-                    .attempt(Some(first_attempt)),
-            )?;
-            Ok(())
-        });
-        let me = self.clone();
-        acks.push(Box::pin(async move {
-            start.await?;
-            me.bump(job_id);
-            Ok(())
-        }));
-        // Output writes of this step still uncommitted when it ended (see the drain below).
-        let drained = std::sync::Mutex::new(Vec::new());
+        // What the job had pending plus this step's start, held until the step writes or waits
+        // (see `Held`).
+        let mut first = std::mem::take(pending);
+        let start = StepStart {
+            job_id,
+            index,
+            count,
+            name,
+            attempt: first_attempt,
+            at_ms: self.now_ms(),
+            message: format!(
+                "step {index}/{count} {name}: started (deadline {})",
+                human(budget)
+            ),
+        };
+        first.start(start);
+        let held = Held::new(first);
         let body = async {
-            if self.inner.faults.stall_at(name) {
-                return Ok::<StepOutcome, ServiceError>(StepOutcome::Stalled);
-            }
-
-            // Shared by the attempts: each re-records the same facts, the last one wins.
-            let later = LaterWrites::default();
-            let mut attempt = prior_attempts;
-            let mut tries = 0u32;
-            loop {
-                attempt += 1;
-                tries += 1;
-                if tries > 1 {
-                    let msg = format!(
-                        "step {index}/{count} {name}: attempt {attempt}, {}",
-                        human(started.elapsed())
-                    );
-                    let (at, elapsed) = (self.now_ms(), started.elapsed().as_millis() as i64);
-                    self.db()
-                        .write(move |conn| -> Result<(), ServiceError> {
+            // Output writes still uncommitted when an attempt ended (see `drain_output`).
+            let mut drained = Acks::new();
+            let outcome = async {
+                if self.inner.faults.stall_at(name) {
+                    return Ok::<StepOutcome, ServiceError>(StepOutcome::Stalled);
+                }
+                // Shared by the attempts: each re-records the same facts, the last one wins.
+                let later = LaterWrites::default();
+                let mut attempt = prior_attempts;
+                let mut tries = 0u32;
+                loop {
+                    attempt += 1;
+                    tries += 1;
+                    if tries > 1 {
+                        let msg = format!(
+                            "step {index}/{count} {name}: attempt {attempt}, {}",
+                            human(started.elapsed())
+                        );
+                        let (at, elapsed) =
+                            (self.now_ms(), started.elapsed().as_millis() as i64);
+                        let flushed = held.flush(self, job_id);
+                        let written = self.db().write(move |conn| -> Result<(), ServiceError> {
                             conn.execute_cached(
                                 "UPDATE job_steps SET attempts = ?3 WHERE job_id = ?1 AND step_index = ?2",
                                 params![job_id, index, attempt],
@@ -404,127 +399,165 @@ impl Provisioner {
                                     .elapsed_ms(Some(elapsed)),
                             )?;
                             Ok(())
-                        })
-                        .await?;
-                    self.bump(job_id);
-                }
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<OutLine>();
-                let drain = {
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        // Lines queued while earlier ones were being written go in one write.
-                        // Writes are polled here so followers see output live; those still
-                        // uncommitted when the step ends go to the job's `Acks`: the step does
-                        // not wait for its output to commit (later writes commit after it).
-                        let mut written = Acks::new();
-                        loop {
-                            tokio::select! {
-                                line = rx.recv() => {
-                                    let Some(first) = line else { break };
-                                    let mut lines = vec![first];
-                                    while let Ok(more) = rx.try_recv() {
-                                        lines.push(more);
-                                    }
-                                    let drafts = lines
-                                        .into_iter()
-                                        .map(|line| {
-                                            let mut d = Draft::info(line.message)
-                                                .level(line.level)
-                                                .step(index, name);
-                                            d.attempt = line.attempt;
-                                            d.elapsed_ms =
-                                                line.elapsed.map(|e| e.as_millis() as i64);
-                                            d
-                                        })
-                                        .collect();
-                                    let queued = me.queue_events(job_id, drafts);
-                                    written.push(Box::pin(async move { queued.await.map(|_| ()) }));
-                                }
-                                Some(_) = written.next(), if !written.is_empty() => {}
+                        });
+                        flushed.await?;
+                        written.await?;
+                        self.bump(job_id);
+                    }
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<OutLine>();
+                    let scope = Scope {
+                        later: &later,
+                        held: &held,
+                        p: self,
+                        job,
+                        options,
+                        index,
+                        count,
+                        name,
+                        attempt,
+                        started,
+                        deadline,
+                        out: tx,
+                        key,
+                    };
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let ctx = &mut *ctx;
+                    let watch = &mut *cancel;
+                    let step = async move {
+                        let outcome = self
+                            .guarded(
+                                job_id,
+                                tokio::time::timeout(remaining, steps::run(&scope, ctx)),
+                                watch,
+                            )
+                            .await;
+                        // Ends the output channel (with any sink a backend let go of).
+                        drop(scope);
+                        outcome
+                    };
+                    let (outcome, written) =
+                        run_beside(step, self.drain_output(job_id, index, name, rx, &held)).await;
+                    drained.extend(written);
+                    let result = match outcome {
+                        Guarded::Cancelled => return Ok(StepOutcome::Cancelled),
+                        Guarded::Finished(Ok(r)) => r,
+                        Guarded::Finished(Err(_)) => Err(StepError::fatal(
+                            "step.deadline",
+                            format!("deadline of {} passed (attempt {attempt})", human(budget)),
+                        )),
+                    };
+                    match result {
+                        Ok(msg) => return Ok(StepOutcome::Done(msg, take_later(&later))),
+                        Err(e) => {
+                            let backoff = self.backoff(tries);
+                            let more = e.transient
+                                && tries < cfg.max_attempts
+                                && Instant::now() + backoff < deadline;
+                            if !more {
+                                return Ok(StepOutcome::Failed(e, tries, take_later(&later)));
                             }
-                        }
-                        written
-                    })
-                };
-                let scope = Scope {
-                    later: &later,
-                    p: self,
-                    job,
-                    options,
-                    index,
-                    count,
-                    name,
-                    attempt,
-                    started,
-                    deadline,
-                    out: tx,
-                    key,
-                };
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                let outcome = self
-                    .guarded(
-                        job_id,
-                        tokio::time::timeout(remaining, steps::run(&scope, ctx)),
-                        cancel,
-                    )
-                    .await;
-                drop(scope);
-                if let Ok(written) = drain.await {
-                    lock(&drained).extend(written);
-                }
-                let result = match outcome {
-                    Guarded::Cancelled => return Ok(StepOutcome::Cancelled),
-                    Guarded::Finished(Ok(r)) => r,
-                    Guarded::Finished(Err(_)) => Err(StepError::fatal(
-                        "step.deadline",
-                        format!("deadline of {} passed (attempt {attempt})", human(budget)),
-                    )),
-                };
-                match result {
-                    Ok(msg) => return Ok(StepOutcome::Done(msg, take_later(&later))),
-                    Err(e) => {
-                        let backoff = self.backoff(tries);
-                        let more = e.transient
-                            && tries < cfg.max_attempts
-                            && Instant::now() + backoff < deadline;
-                        if !more {
-                            return Ok(StepOutcome::Failed(e, tries, take_later(&later)));
-                        }
-                        self.event(
-                            job_id,
-                            Draft::info(format!(
-                                "step {index}/{count} {name}: attempt {attempt} failed after {}: {e}; retrying in {}",
-                                human(started.elapsed()),
-                                human(backoff)
-                            ))
-                            .level(EventLevel::Warn)
-                            .step(index, name)
-                            .attempt(attempt)
-                            .elapsed(started.elapsed()),
-                        )
-                        .await?;
-                        if let Guarded::Cancelled = self
-                            .guarded(job_id, tokio::time::sleep(backoff), cancel)
-                            .await
-                        {
-                            return Ok(StepOutcome::Cancelled);
+                            let flushed = held.flush(self, job_id);
+                            let warned = self.queue_events(
+                                job_id,
+                                vec![Draft::info(format!(
+                                    "step {index}/{count} {name}: attempt {attempt} failed after {}: {e}; retrying in {}",
+                                    human(started.elapsed()),
+                                    human(backoff)
+                                ))
+                                .level(EventLevel::Warn)
+                                .step(index, name)
+                                .attempt(attempt)
+                                .elapsed(started.elapsed())],
+                            );
+                            flushed.await?;
+                            warned.await?;
+                            if let Guarded::Cancelled = self
+                                .guarded(job_id, tokio::time::sleep(backoff), cancel)
+                                .await
+                            {
+                                return Ok(StepOutcome::Cancelled);
+                            }
                         }
                     }
                 }
             }
+            .await;
+            (outcome, drained)
         };
-        // The body runs while this step's and earlier steps' start records commit; it does not
-        // wait for them (see `Acks`).
         tokio::pin!(body);
-        let outcome = loop {
-            tokio::select! {
-                biased;
-                outcome = &mut body => break outcome,
-                Some(written) = acks.next(), if !acks.is_empty() => written?,
+        // A step that finishes at once (no outside call, nothing written: a key already known,
+        // no node to select, the final bookkeeping) leaves its start to the job's next write.
+        // Otherwise the start is queued now, and the body runs while it and earlier records
+        // commit; it does not wait for them (see `Acks`).
+        let (outcome, drained) = match futures::poll!(&mut body) {
+            std::task::Poll::Ready(done) => {
+                *pending = held.take();
+                done
+            }
+            std::task::Poll::Pending => {
+                acks.push(Box::pin(held.flush(self, job_id)));
+                loop {
+                    tokio::select! {
+                        biased;
+                        done = &mut body => break done,
+                        Some(written) = acks.next(), if !acks.is_empty() => written?,
+                    }
+                }
             }
         };
-        acks.extend(std::mem::take(&mut *lock(&drained)));
+        acks.extend(drained);
         outcome
+    }
+
+    /// Writes a step's output lines as events while it runs. Lines queued while earlier ones
+    /// were being written go in one write; writes are polled here so followers see output live,
+    /// and those still uncommitted when the step's output ends are returned: the step does not
+    /// wait for its output to commit (later writes commit after it).
+    async fn drain_output(
+        &self,
+        job_id: JobId,
+        index: u32,
+        name: &'static str,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<OutLine>,
+        held: &Held,
+    ) -> Acks {
+        let mut written = Acks::new();
+        let mut failed = None;
+        loop {
+            tokio::select! {
+                line = rx.recv() => {
+                    let Some(first) = line else { break };
+                    let mut lines = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        lines.push(more);
+                    }
+                    let drafts = lines
+                        .into_iter()
+                        .map(|line| {
+                            let mut d = Draft::info(line.message).level(line.level).step(index, name);
+                            d.attempt = line.attempt;
+                            d.elapsed_ms = line.elapsed.map(|e| e.as_millis() as i64);
+                            d
+                        })
+                        .collect();
+                    let flushed = held.flush(self, job_id);
+                    let queued = self.queue_events(job_id, drafts);
+                    written.push(Box::pin(async move {
+                        flushed.await?;
+                        queued.await.map(|_| ())
+                    }));
+                }
+                Some(result) = written.next(), if !written.is_empty() => {
+                    if let Err(e) = result {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        if let Some(e) = failed {
+            written.push(Box::pin(std::future::ready(Err(e))));
+        }
+        written
     }
 
     /// Exponential backoff with "equal jitter": half fixed, half random, so retries of many
@@ -552,15 +585,23 @@ impl Provisioner {
         name: &str,
         msg: &str,
         ctx: &JobContext,
+        ctx_written: &mut String,
     ) -> Result<StepDone, ServiceError> {
+        let ctx_json =
+            serde_json::to_string(ctx).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        // Most steps that learn nothing new (a key already known, no node to pick, uploads)
+        // leave the context as it was: no need to rewrite it.
+        let changed = ctx_json != *ctx_written;
+        if changed {
+            ctx_written.clone_from(&ctx_json);
+        }
         Ok(StepDone {
             job_id: job.job_id,
             index,
             count: steps::steps_for(job.kind).len() as u32,
             name: name.to_owned(),
             msg: msg.to_owned(),
-            ctx_json: serde_json::to_string(ctx)
-                .map_err(|e| ServiceError::Internal(e.to_string()))?,
+            ctx_json: changed.then_some(ctx_json),
             at_ms: self.now_ms(),
         })
     }
@@ -570,15 +611,13 @@ impl Provisioner {
         job_id: JobId,
         index: u32,
         err: &StepError,
-        later: Vec<LaterWrite>,
+        pending: Pending,
     ) -> Result<(), ServiceError> {
         let now = self.now_ms();
         let msg = err.to_string();
         self.db()
             .write(move |conn| -> Result<(), ServiceError> {
-                for write in later {
-                    write(conn)?;
-                }
+                pending.record(conn)?;
                 conn.execute_cached(
                     "UPDATE job_steps SET state = 'failed', finished_at_ms = ?3, duration_ms = ?3 - started_at_ms, message = ?4 \
                      WHERE job_id = ?1 AND step_index = ?2",
@@ -606,11 +645,13 @@ impl Provisioner {
         self.db()
             .write(move |conn| -> Result<(), ServiceError> {
                 pending.record(conn)?;
-                let job = store::require_job(conn, job_id)?;
+                let Some(job) = store::job_timing(conn, job_id)? else {
+                    return Err(ServiceError::NotFound(format!("no job with job_id {job_id}")));
+                };
                 if !job.state.is_active() {
                     return Ok(());
                 }
-                let count = job.steps.len() as u32;
+                let count = steps::steps_for(job.kind).len() as u32;
                 let took = human(Duration::from_millis(
                     (now - job.started_at_ms.unwrap_or(job.created_at_ms)).max(0) as u64,
                 ));
@@ -714,35 +755,188 @@ impl Provisioner {
     }
 }
 
-/// Records a job writes together with its next write instead of on their own: that the job
-/// runs (written with the first step's start) and that a step finished (with the next step's
-/// start, or with the job's end). This saves a commit and a round trip per step. Until written,
-/// a finished step counts as not done, so a crash runs it again — every step is idempotent.
+/// Writes a job holds back to ride on its next write instead of paying a commit and a round
+/// trip of their own, applied in order: that the job runs, a step's start when the step
+/// finished at once, the facts a step recorded (see `Scope::write_later`), a step's completion.
+/// Until written, a finished step counts as not done, so a crash runs it again — every step is
+/// idempotent.
 #[derive(Default)]
-pub(crate) struct Pending {
-    running: Option<Running>,
-    /// What the finished step left to write (see `Scope::write_later`), before its record.
-    later: Vec<LaterWrite>,
-    done: Option<StepDone>,
+pub struct Pending {
+    writes: Vec<LaterWrite>,
+    /// What the records change in the job's own row, applied once after them: a few steps'
+    /// records in one write would otherwise rewrite the row once each.
+    job_row: Option<JobRow>,
+}
+
+/// The job row's columns that step records change; `None` leaves a column as it is.
+struct JobRow {
+    job_id: JobId,
+    current_step: Option<&'static str>,
+    heartbeat_at_ms: Option<i64>,
+    context_json: Option<String>,
 }
 
 impl Pending {
-    fn record(self, conn: &rusqlite::Connection) -> Result<(), ServiceError> {
-        if let Some(r) = &self.running {
-            r.record(conn)?;
+    fn push(
+        &mut self,
+        write: impl FnOnce(&rusqlite::Connection) -> Result<(), ServiceError> + Send + 'static,
+    ) {
+        self.writes.push(Box::new(write));
+    }
+
+    fn extend(&mut self, writes: Vec<LaterWrite>) {
+        self.writes.extend(writes);
+    }
+
+    /// A step's start: its row and event, and the job's current step and heartbeat.
+    fn start(&mut self, start: StepStart) {
+        let row = self.job_row(start.job_id);
+        row.current_step = Some(start.name);
+        row.heartbeat_at_ms = Some(start.at_ms);
+        self.push(move |conn| start.record(conn));
+    }
+
+    /// A step's completion: its row and event, and the job's context when it changed.
+    fn done(&mut self, mut done: StepDone) {
+        let row = self.job_row(done.job_id);
+        row.heartbeat_at_ms = Some(done.at_ms);
+        if let Some(ctx) = done.ctx_json.take() {
+            row.context_json = Some(ctx);
         }
-        for write in self.later {
+        self.push(move |conn| done.record(conn));
+    }
+
+    fn job_row(&mut self, job_id: JobId) -> &mut JobRow {
+        self.job_row.get_or_insert(JobRow {
+            job_id,
+            current_step: None,
+            heartbeat_at_ms: None,
+            context_json: None,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.job_row.is_none()
+    }
+
+    fn record(self, conn: &rusqlite::Connection) -> Result<(), ServiceError> {
+        for write in self.writes {
             write(conn)?;
         }
-        if let Some(d) = &self.done {
-            d.record(conn)?;
+        if let Some(row) = self.job_row {
+            conn.execute_cached(
+                "UPDATE jobs SET current_step = COALESCE(?2, current_step), heartbeat_at_ms = COALESCE(?3, heartbeat_at_ms), \
+                 context_json = COALESCE(?4, context_json) WHERE job_id = ?1",
+                params![row.job_id, row.current_step, row.heartbeat_at_ms, row.context_json],
+            )?;
         }
         Ok(())
     }
 }
 
+/// What a running step holds back: the job's pending records and the step's own start. The
+/// first write the step makes — an event, an output line, a row — queues them ahead of itself
+/// (writes commit in the order they were queued), so nothing of a step lands before its start.
+/// If the step finishes without writing or waiting, they stay pending for the job's next write.
+#[derive(Default)]
+pub struct Held(std::sync::Mutex<Pending>);
+
+impl Held {
+    fn new(pending: Pending) -> Held {
+        Held(std::sync::Mutex::new(pending))
+    }
+
+    fn take(&self) -> Pending {
+        std::mem::take(&mut *lock(&self.0))
+    }
+
+    /// Queues what is held, now; the future reports the write (and wakes followers) once it
+    /// committed, or does nothing when nothing was held.
+    pub(crate) fn flush(
+        &self,
+        p: &Provisioner,
+        job_id: JobId,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send + 'static {
+        let held = self.take();
+        let written = (!held.is_empty()).then(|| p.db().write(move |conn| held.record(conn)));
+        let p = p.clone();
+        async move {
+            if let Some(written) = written {
+                written.await?;
+                p.bump(job_id);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs `main` and `side` in this task until both end, polling `main` first. When `main` ends
+/// in its first poll and so closes `side`'s input, both end in that one poll — which lets a step
+/// that needs nothing from outside finish at once (`tokio::join!` may poll `side` first).
+async fn run_beside<A: Future, B: Future>(main: A, side: B) -> (A::Output, B::Output) {
+    let (mut main, mut side) = (std::pin::pin!(main), std::pin::pin!(side));
+    let (mut a, mut b) = (None, None);
+    std::future::poll_fn(|cx| {
+        if a.is_none() {
+            if let std::task::Poll::Ready(v) = main.as_mut().poll(cx) {
+                a = Some(v);
+            }
+        }
+        if b.is_none() {
+            if let std::task::Poll::Ready(v) = side.as_mut().poll(cx) {
+                b = Some(v);
+            }
+        }
+        match (a.take(), b.take()) {
+            (Some(a), Some(b)) => std::task::Poll::Ready((a, b)),
+            (x, y) => {
+                (a, b) = (x, y);
+                std::task::Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
 fn take_later(later: &LaterWrites) -> Vec<LaterWrite> {
     std::mem::take(&mut *lock(later))
+}
+
+/// A step started (again): its state, the job's current step and heartbeat, the event.
+struct StepStart {
+    job_id: JobId,
+    index: u32,
+    count: u32,
+    name: &'static str,
+    attempt: u32,
+    at_ms: i64,
+    message: String,
+}
+
+impl StepStart {
+    fn record(self, conn: &rusqlite::Connection) -> Result<(), ServiceError> {
+        let StepStart {
+            job_id,
+            index,
+            count,
+            name,
+            attempt,
+            at_ms,
+            message,
+        } = self;
+        conn.execute_cached(
+            "UPDATE job_steps SET state = 'running', started_at_ms = ?3, finished_at_ms = NULL, duration_ms = NULL, \
+             attempts = ?4 WHERE job_id = ?1 AND step_index = ?2",
+            params![job_id, index, at_ms, attempt],
+        )?;
+        store::append_event(
+            conn,
+            job_id,
+            &store::EventRow::step(at_ms, EventLevel::Info, index, name, count, message)
+                .attempt(Some(attempt)),
+        )?;
+        Ok(())
+    }
 }
 
 /// The job started running (again).
@@ -785,7 +979,8 @@ pub(crate) struct StepDone {
     count: u32,
     name: String,
     msg: String,
-    ctx_json: String,
+    /// The job's context when the step changed it.
+    ctx_json: Option<String>,
     at_ms: i64,
 }
 
@@ -798,7 +993,7 @@ impl StepDone {
             count,
             name,
             msg,
-            ctx_json,
+            ctx_json: _,
             at_ms: now,
         } = self;
         let duration: Option<i64> = conn.query_row_cached(
@@ -806,10 +1001,6 @@ impl StepDone {
              WHERE job_id = ?1 AND step_index = ?2 RETURNING duration_ms",
             params![job_id, index, now, msg],
             |r| r.get(0),
-        )?;
-        conn.execute_cached(
-            "UPDATE jobs SET context_json = ?2, heartbeat_at_ms = ?3 WHERE job_id = ?1",
-            params![job_id, ctx_json, now],
         )?;
         store::append_event(
             conn,
@@ -888,3 +1079,211 @@ pub(crate) struct Loaded(pub(crate) Job, pub(crate) store::JobInternals);
 pub(crate) type Acks = futures::stream::FuturesUnordered<
     futures::future::BoxFuture<'static, Result<(), ServiceError>>,
 >;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::clock::{OsRandom, SystemClock};
+    use crate::db::Db;
+    use crate::forge::http::{AdminTokenSource, HttpForge, RetryPolicy};
+    use crate::provision::agent::SshHttpAgent;
+    use crate::provision::config::ProvisionConfig;
+    use crate::provision::faults::Faults;
+    use crate::provision::Parts;
+    use crate::service::{CoreSettings, Deployer};
+    use hero_secrets::MemorySecretStore;
+
+    /// A provisioner over an in-memory database with one queued job; nothing here reaches
+    /// Forge (its URL is never called) or a backend.
+    async fn provisioner_with_job() -> (Provisioner, Job) {
+        let db = Db::open_in_memory().unwrap();
+        let secrets = Arc::new(MemorySecretStore::new());
+        let forge = HttpForge::new(
+            "http://127.0.0.1:9",
+            Duration::from_secs(1),
+            AdminTokenSource::Slot(secrets.clone()),
+            RetryPolicy::default(),
+            Arc::new(OsRandom),
+        )
+        .unwrap();
+        let p = Provisioner::new(Parts {
+            deployer: Deployer {
+                db: db.clone(),
+                secrets,
+                forge: Arc::new(forge),
+                clock: Arc::new(SystemClock),
+                random: Arc::new(OsRandom),
+                settings: Arc::new(CoreSettings {
+                    email_domain: "x.test".into(),
+                    user_token_scopes: Vec::new(),
+                }),
+            },
+            config: ProvisionConfig::default(),
+            backends: BTreeMap::new(),
+            agent: Arc::new(SshHttpAgent),
+            bootstrap_script: String::new(),
+            faults: Faults::none(),
+        });
+        let job_id = db
+            .write(|conn| {
+                conn.execute(
+                    "INSERT INTO users(forge_username, email, created_at, updated_at) VALUES ('alice','a@x.test',1,1)",
+                    [],
+                )?;
+                store::insert_job(
+                    conn,
+                    &store::NewJob {
+                        user_id: 1,
+                        forge_username: "alice",
+                        kind: JobKind::Provision,
+                        backend: "local",
+                        actor: "test",
+                        options_json: "{}",
+                        context_json: "{}",
+                        steps: steps::PROVISION_STEPS,
+                        now_ms: 0,
+                    },
+                )
+            })
+            .await
+            .unwrap();
+        let job = p.get_job(job_id).await.unwrap();
+        (p, job)
+    }
+
+    fn held_start(job: &Job, index: u32) -> Held {
+        let name = steps::PROVISION_STEPS[index as usize - 1];
+        let start = StepStart {
+            job_id: job.job_id,
+            index,
+            count: 10,
+            name,
+            attempt: 1,
+            at_ms: 1,
+            message: format!("step {index}/10 {name}: started"),
+        };
+        let mut pending = Pending::default();
+        pending.start(start);
+        Held::new(pending)
+    }
+
+    async fn messages(p: &Provisioner, job_id: JobId) -> Vec<String> {
+        let page = p
+            .job_events(JobEventsParams {
+                job_id,
+                after_seq: 0,
+                wait_ms: 0,
+                limit: None,
+            })
+            .await
+            .unwrap();
+        page.events.into_iter().map(|e| e.message).collect()
+    }
+
+    #[tokio::test]
+    async fn what_a_step_writes_lands_after_its_held_start() {
+        let (p, job) = provisioner_with_job().await;
+        let held = held_start(&job, 4);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (options, key, later) = (
+            ProvisionOptions::default(),
+            steps::KeyCache::new(),
+            LaterWrites::default(),
+        );
+        let scope = Scope {
+            p: &p,
+            job: &job,
+            options: &options,
+            index: 4,
+            count: 10,
+            name: "deploy_vm",
+            attempt: 1,
+            started: Instant::now(),
+            deadline: Instant::now() + Duration::from_secs(30),
+            out: tx,
+            key: &key,
+            later: &later,
+            held: &held,
+        };
+        // An output line first: the drain queues the held start ahead of it.
+        scope.line(EventLevel::Output, Some(1), "first line".into());
+        drop(scope);
+        let mut written = p.drain_output(job.job_id, 4, "deploy_vm", rx, &held).await;
+        while let Some(w) = written.next().await {
+            w.unwrap();
+        }
+        assert_eq!(
+            messages(&p, job.job_id).await,
+            ["step 4/10 deploy_vm: started", "first line"]
+        );
+
+        // A progress message and a row: each after the start held for its step.
+        let held = held_start(&job, 5);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let scope = Scope {
+            index: 5,
+            name: "deploy_gateway",
+            out: tx,
+            held: &held,
+            p: &p,
+            job: &job,
+            options: &options,
+            count: 10,
+            attempt: 1,
+            started: Instant::now(),
+            deadline: Instant::now() + Duration::from_secs(30),
+            key: &key,
+            later: &later,
+        };
+        scope.say("said").await.unwrap();
+        let (job_id, held2) = (job.job_id, held_start(&job, 6));
+        let scope = Scope {
+            index: 6,
+            name: "wait_ssh",
+            held: &held2,
+            ..scope
+        };
+        let state: String = scope
+            .write(move |conn| {
+                Ok(conn.query_row(
+                    "SELECT state FROM job_steps WHERE job_id = ?1 AND step_index = 6",
+                    [job_id],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(state, "running", "the step's own write sees its start");
+        assert_eq!(
+            messages(&p, job.job_id).await[2..],
+            [
+                "step 5/10 deploy_gateway: started",
+                "said",
+                "step 6/10 wait_ssh: started"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn run_beside_ends_in_one_poll_when_main_closes_the_side() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let main = async move {
+            tx.send(7).unwrap();
+            "main"
+        };
+        let side = async move {
+            let mut got = Vec::new();
+            while let Some(v) = rx.recv().await {
+                got.push(v);
+            }
+            got
+        };
+        let both = std::pin::pin!(run_beside(main, side));
+        match futures::poll!(both) {
+            std::task::Poll::Ready(out) => assert_eq!(out, ("main", vec![7])),
+            std::task::Poll::Pending => panic!("should end in its first poll"),
+        }
+    }
+}

@@ -191,21 +191,7 @@ impl Provisioner {
         user_id: UserId,
     ) -> Result<Option<PublicKeyFacts>, ServiceError> {
         self.db()
-            .call(
-                move |conn| -> Result<Option<PublicKeyFacts>, ServiceError> {
-                    Ok(conn
-                        .prepare_cached(
-                            "SELECT public_key, fingerprint FROM ssh_keys WHERE user_id = ?1",
-                        )?
-                        .query_row([user_id], |r| {
-                            Ok(PublicKeyFacts {
-                                public_key: r.get(0)?,
-                                fingerprint: r.get(1)?,
-                            })
-                        })
-                        .optional()?)
-                },
-            )
+            .call(move |conn| -> Result<_, ServiceError> { Ok(public_key_of(conn, user_id)?) })
             .await
     }
 
@@ -270,4 +256,19 @@ impl Provisioner {
             fingerprint: facts.fingerprint,
         })
     }
+}
+
+/// The user's public key and fingerprint, if a key was made.
+pub(crate) fn public_key_of(
+    conn: &rusqlite::Connection,
+    user_id: UserId,
+) -> rusqlite::Result<Option<PublicKeyFacts>> {
+    conn.prepare_cached("SELECT public_key, fingerprint FROM ssh_keys WHERE user_id = ?1")?
+        .query_row([user_id], |r| {
+            Ok(PublicKeyFacts {
+                public_key: r.get(0)?,
+                fingerprint: r.get(1)?,
+            })
+        })
+        .optional()
 }

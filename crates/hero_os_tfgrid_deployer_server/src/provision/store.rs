@@ -89,6 +89,8 @@ pub struct NewJob<'a> {
     pub backend: &'a str,
     pub actor: &'a str,
     pub options_json: &'a str,
+    /// What the job knows before its first step (`{}` when nothing).
+    pub context_json: &'a str,
     pub steps: &'a [&'a str],
     pub now_ms: i64,
 }
@@ -143,8 +145,8 @@ pub fn conflict(conn: &Connection, user_id: UserId, username: &str) -> ServiceEr
 pub fn insert_job(conn: &Connection, j: &NewJob<'_>) -> Result<JobId, ServiceError> {
     let inserted = conn
         .prepare_cached(
-            "INSERT INTO jobs(user_id, forge_username, kind, state, backend, actor, options_json, created_at_ms) \
-             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7)",
+            "INSERT INTO jobs(user_id, forge_username, kind, state, backend, actor, options_json, context_json, created_at_ms) \
+             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8)",
         )?
         .execute(params![
             j.user_id,
@@ -153,6 +155,7 @@ pub fn insert_job(conn: &Connection, j: &NewJob<'_>) -> Result<JobId, ServiceErr
             j.backend,
             j.actor,
             j.options_json,
+            j.context_json,
             j.now_ms
         ]);
     match inserted {
@@ -171,6 +174,49 @@ pub fn insert_job(conn: &Connection, j: &NewJob<'_>) -> Result<JobId, ServiceErr
     )?
     .execute(params![job_id, names])?;
     Ok(job_id)
+}
+
+/// The job exactly as [`insert_job`] stored it, without reading it back: job creation is on the
+/// path of every request, and its write is the one every new job waits for.
+pub fn as_inserted(j: &NewJob<'_>, job_id: JobId) -> (Job, JobInternals) {
+    let steps = j
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, name)| StepRecord {
+            index: i as u32 + 1,
+            name: (*name).to_owned(),
+            state: StepState::Pending,
+            attempts: 0,
+            started_at_ms: None,
+            finished_at_ms: None,
+            duration_ms: None,
+            message: None,
+        })
+        .collect();
+    let job = Job {
+        job_id,
+        user_id: j.user_id,
+        forge_username: j.forge_username.to_owned(),
+        kind: j.kind,
+        state: JobState::Queued,
+        backend: j.backend.to_owned(),
+        actor: j.actor.to_owned(),
+        steps,
+        current_step: None,
+        error: None,
+        created_at_ms: j.now_ms,
+        started_at_ms: None,
+        finished_at_ms: None,
+        heartbeat_at_ms: None,
+        result: None,
+    };
+    let internals = JobInternals {
+        options_json: j.options_json.to_owned(),
+        context_json: j.context_json.to_owned(),
+        cancel_requested: false,
+    };
+    (job, internals)
 }
 
 const JOB_COLUMNS: &str =
@@ -427,6 +473,31 @@ pub fn job_state(conn: &Connection, job_id: JobId) -> rusqlite::Result<Option<Jo
         .map(|s| s.map(|s| parse_state(&s)))
 }
 
+/// What ending a job needs to know of it, without its steps.
+pub struct JobTiming {
+    pub user_id: UserId,
+    pub kind: JobKind,
+    pub state: JobState,
+    pub created_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+}
+
+pub fn job_timing(conn: &Connection, job_id: JobId) -> rusqlite::Result<Option<JobTiming>> {
+    conn.prepare_cached(
+        "SELECT user_id, kind, state, created_at_ms, started_at_ms FROM jobs WHERE job_id = ?1",
+    )?
+    .query_row([job_id], |r| {
+        Ok(JobTiming {
+            user_id: r.get(0)?,
+            kind: parse_kind(&r.get::<_, String>(1)?),
+            state: parse_state(&r.get::<_, String>(2)?),
+            created_at_ms: r.get(3)?,
+            started_at_ms: r.get(4)?,
+        })
+    })
+    .optional()
+}
+
 pub fn set_user_vm_status(
     conn: &Connection,
     user_id: UserId,
@@ -458,10 +529,18 @@ mod tests {
                 backend: "local",
                 actor: "test",
                 options_json: "{}",
+                context_json: "{}",
                 steps: &["a", "b"],
                 now_ms: 5,
             };
             let first = insert_job(conn, &new(JobKind::Provision))?;
+            let (job, internals) = as_inserted(&new(JobKind::Provision), first);
+            assert_eq!(job, require_job(conn, first)?, "as inserted = as stored");
+            let stored = super::internals(conn, first)?;
+            assert_eq!(
+                (internals.options_json, internals.context_json, internals.cancel_requested),
+                (stored.options_json, stored.context_json, stored.cancel_requested)
+            );
             let err = insert_job(conn, &new(JobKind::Decommission)).unwrap_err();
             assert!(err.to_string().contains(&format!("job {first}")), "{err}");
             let job = require_job(conn, first)?;

@@ -103,6 +103,31 @@ pub async fn wait_event(c: &Client, job_id: JobId, pred: impl Fn(&JobEvent) -> b
     }
 }
 
+/// Every step's events in order: its "started" first, its "done" last, nothing of a step
+/// before it started (a step's start may be held back and written with later records, but
+/// never after them).
+pub fn assert_steps_in_order(events: &[JobEvent], steps: &[&str]) {
+    for (i, name) in steps.iter().enumerate() {
+        let of_step: Vec<&JobEvent> = events
+            .iter()
+            .filter(|e| e.step.as_deref() == Some(*name))
+            .collect();
+        let first = of_step.first().map(|e| e.message.as_str()).unwrap_or("");
+        let last = of_step.last().map(|e| e.message.as_str()).unwrap_or("");
+        let n = steps.len();
+        assert!(
+            first.starts_with(&format!("step {}/{n} {name}: started", i + 1)),
+            "first event of {name} is {first:?}\n{}",
+            messages(events)
+        );
+        assert!(
+            last.starts_with(&format!("step {}/{n} {name}: done in", i + 1)),
+            "last event of {name} is {last:?}\n{}",
+            messages(events)
+        );
+    }
+}
+
 pub fn messages(events: &[JobEvent]) -> String {
     events
         .iter()

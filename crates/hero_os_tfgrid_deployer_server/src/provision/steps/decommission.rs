@@ -15,11 +15,10 @@ pub async fn delete_gateway(s: &Scope<'_>) -> Result<String, StepError> {
     let existed = backend.get_gateway(&name).await?.is_some();
     backend.delete_gateway(&name, s.sink()).await?;
     let (user_id, now) = (s.job.user_id, s.p.deployer().clock.now());
-    s.p.db()
-        .write(move |conn| -> Result<usize, ServiceError> {
-            Ok(vms::mark_gateways_deleted(conn, user_id, now)?)
-        })
-        .await?;
+    s.write(move |conn| -> Result<usize, ServiceError> {
+        Ok(vms::mark_gateways_deleted(conn, user_id, now)?)
+    })
+    .await?;
     Ok(if existed {
         format!("gateway of {name} deleted")
     } else {

@@ -20,6 +20,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use super::events::{human, Draft};
+pub use super::runner::Held;
 use super::Provisioner;
 use crate::error::ServiceError;
 use crate::forge::ForgeError;
@@ -180,6 +181,8 @@ pub struct Scope<'a> {
     pub key: &'a KeyCache,
     /// Bookkeeping this step leaves to the runner (see [`Scope::write_later`]).
     pub later: &'a LaterWrites,
+    /// The job's records held back until this step writes (see [`Held`]).
+    pub held: &'a Held,
 }
 
 /// A write a step leaves to the runner.
@@ -195,16 +198,31 @@ pub type KeyCache = tokio::sync::OnceCell<zeroize::Zeroizing<String>>;
 impl Scope<'_> {
     /// A progress message of this step.
     pub async fn say(&self, message: impl Into<String>) -> Result<(), StepError> {
-        self.p
-            .event(
-                self.job.job_id,
-                Draft::info(message)
-                    .step(self.index, self.name)
-                    .attempt(self.attempt)
-                    .elapsed(self.started.elapsed()),
-            )
-            .await?;
+        let held = self.held.flush(self.p, self.job.job_id);
+        let said = self.p.queue_events(
+            self.job.job_id,
+            vec![Draft::info(message)
+                .step(self.index, self.name)
+                .attempt(self.attempt)
+                .elapsed(self.started.elapsed())],
+        );
+        held.await?;
+        said.await?;
         Ok(())
+    }
+
+    /// A write the step needs committed before it goes on (the VM row ahead of `deploy_vm`),
+    /// queued after the job's held records (see [`Held`]). Steps write through their scope,
+    /// never around it, so their rows and events never land before their start.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StepError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T, ServiceError> + Send + 'static,
+    {
+        let held = self.held.flush(self.p, self.job.job_id);
+        let written = self.p.db().write(f);
+        held.await?;
+        Ok(written.await?)
     }
 
     /// The user's private key for SSH (see [`KeyCache`]).

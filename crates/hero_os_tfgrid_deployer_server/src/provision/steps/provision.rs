@@ -87,6 +87,11 @@ pub async fn forge_user(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, S
 }
 
 pub async fn ssh_key(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
+    if let (Some(_), Some(fingerprint)) = (&ctx.public_key, &ctx.key_fingerprint) {
+        return Ok(format!(
+            "existing ED25519 key {fingerprint} adopted (found when the job was created)"
+        ));
+    }
     let comment = format!("hero_u{}@hero_os_tfgrid_deployer", s.job.user_id);
     let (facts, created) = s.p.ensure_ssh_key(s.job.user_id, &comment).await?;
     ctx.key_fingerprint = Some(facts.fingerprint.clone());
@@ -174,8 +179,6 @@ pub async fn deploy_vm(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, St
     );
     let now = s.p.deployer().clock.now();
     let vm_id = s
-        .p
-        .db()
         .write(move |conn| -> Result<i64, ServiceError> {
             if let Some(vm) = vms::live_vm(conn, user_id)? {
                 if vm.name == name_s && vm.backend == backend {
