@@ -192,6 +192,23 @@ impl Db {
         E: From<DbError> + Send + 'static,
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
+        self.write_then(f, || {})
+    }
+
+    /// [`Db::write`], and `committed` runs on the writer thread as soon as the write committed
+    /// (not when it failed), before the caller is answered: for notices that must follow the
+    /// commit (waking a job's followers) without waking the caller's task to send them.
+    pub fn write_then<T, E, F, C>(
+        &self,
+        f: F,
+        committed: C,
+    ) -> impl std::future::Future<Output = Result<T, E>> + Send + 'static
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        C: FnOnce() + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, E>>();
         let job: WriteJob = Box::new(move |conn| {
             let result = match conn {
@@ -208,6 +225,9 @@ impl Db {
                         (Ok(_), Some(why)) => Err(E::from(DbError::Commit(why.to_owned()))),
                         (r, _) => r,
                     };
+                    if result.is_ok() {
+                        committed();
+                    }
                     let _ = tx.send(result);
                 }),
             }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use hero_os_tfgrid_deployer_sdk::jobs::*;
 use rusqlite::params;
 use tokio::sync::watch;
@@ -496,16 +496,15 @@ impl Provisioner {
             }
             std::task::Poll::Pending => {
                 acks.push(Box::pin(held.flush(self, job_id)));
-                loop {
-                    tokio::select! {
-                        biased;
-                        done = &mut body => break done,
-                        Some(written) = acks.next(), if !acks.is_empty() => written?,
-                    }
-                }
+                body.await
             }
         };
         acks.extend(drained);
+        // Writes that committed meanwhile: a failed one fails the job now. The others are
+        // looked at after later steps (never waited for, so never waking this task).
+        while let Some(Some(written)) = acks.next().now_or_never() {
+            written?;
+        }
         outcome
     }
 
@@ -850,20 +849,22 @@ impl Held {
         std::mem::take(&mut *lock(&self.0))
     }
 
-    /// Queues what is held, now; the future reports the write (and wakes followers) once it
-    /// committed, or does nothing when nothing was held.
+    /// Queues what is held, now; the writer wakes the job's followers once it committed, and
+    /// the future reports the write (or does nothing when nothing was held).
     pub(crate) fn flush(
         &self,
         p: &Provisioner,
         job_id: JobId,
     ) -> impl Future<Output = Result<(), ServiceError>> + Send + 'static {
         let held = self.take();
-        let written = (!held.is_empty()).then(|| p.db().write(move |conn| held.record(conn)));
-        let p = p.clone();
+        let written = (!held.is_empty()).then(|| {
+            let wake = p.clone();
+            p.db()
+                .write_then(move |conn| held.record(conn), move || wake.bump(job_id))
+        });
         async move {
             if let Some(written) = written {
                 written.await?;
-                p.bump(job_id);
             }
             Ok(())
         }
@@ -1071,11 +1072,13 @@ impl Ending {
 /// A job and its internals as read from (or just written to) the database.
 pub(crate) struct Loaded(pub(crate) Job, pub(crate) store::JobInternals);
 
-/// Step start records a job has queued but not yet seen committed. A step does not wait for
-/// its own start record: nothing in a step reads it, and a crash before it commits only means
-/// the step runs again (steps are idempotent). The next steps poll the set while they run, so
-/// a failed write still fails the job, and followers are woken as each one commits. Writes
-/// commit in the order they were queued, so a later record never lands before an earlier one.
+/// Records a job has queued but not yet seen committed (step starts, output lines). A step
+/// does not wait for its own start record: nothing in a step reads it, and a crash before it
+/// commits only means the step runs again (steps are idempotent). Followers are woken by the
+/// writer as each one commits (`Db::write_then`), so the job's task is not; it looks at the set
+/// after each step (a failed write fails the job) and waits for the rest at the job's end.
+/// Writes commit in the order they were queued, so a later record never lands before an
+/// earlier one.
 pub(crate) type Acks = futures::stream::FuturesUnordered<
     futures::future::BoxFuture<'static, Result<(), ServiceError>>,
 >;
