@@ -545,6 +545,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn write_then_runs_its_hook_after_a_commit_and_never_for_a_failed_write() {
+        let db = Db::open_in_memory().unwrap();
+        scratch_table(&db).await.unwrap();
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel::<&str>();
+        let (tx_ok, tx_bad) = (seen_tx.clone(), seen_tx);
+        let reader = db.clone();
+        let ok = db.write_then(
+            |c| -> Result<(), DbError> {
+                c.execute("INSERT INTO scratch(k, v) VALUES ('a', 1)", [])?;
+                Ok(())
+            },
+            move || {
+                // Committed before the hook runs: a reader connection sees the row already.
+                let visible: i64 = connect(reader.path(), Role::Reader)
+                    .unwrap()
+                    .query_row("SELECT count(*) FROM scratch WHERE k = 'a'", [], |r| {
+                        r.get(0)
+                    })
+                    .unwrap();
+                tx_ok
+                    .send(if visible == 1 { "committed" } else { "early" })
+                    .unwrap();
+            },
+        );
+        let bad = db.write_then(
+            |c| -> Result<(), DbError> {
+                c.execute("INSERT INTO scratch(k, v) VALUES ('a', 2)", [])?;
+                Ok(())
+            },
+            move || tx_bad.send("failed write").unwrap(),
+        );
+        let (ok, bad) = tokio::join!(ok, bad);
+        ok.unwrap();
+        assert!(bad.is_err());
+        assert_eq!(seen_rx.iter().collect::<Vec<_>>(), ["committed"]);
+    }
+
+    #[tokio::test]
     async fn reader_connections_refuse_writes() {
         let db = Db::open_in_memory().unwrap();
         let err = db
