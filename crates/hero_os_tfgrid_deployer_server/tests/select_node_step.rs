@@ -1,6 +1,7 @@
 //! The `select_node` step against a stand-in gridproxy over real HTTP, with payloads shaped like
-//! `shared/tfgrid/gridproxy_nodes_example.json`: the chosen node and every rejected node are
-//! recorded in the job's events; all rejected gives a precise, non-retried error.
+//! `shared/tfgrid/gridproxy_nodes_example.json`: the chosen node is the step's result, every
+//! rejected node is said as progress (which the runner writes as the job's events); all rejected
+//! gives a precise, non-retried error.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +19,7 @@ use hero_os_tfgrid_deployer_server::forge::{
 use hero_os_tfgrid_deployer_server::provision::agent::SshHttpAgent;
 use hero_os_tfgrid_deployer_server::provision::config::ProvisionConfig;
 use hero_os_tfgrid_deployer_server::provision::faults::Faults;
-use hero_os_tfgrid_deployer_server::provision::steps::{self, JobContext, Scope};
+use hero_os_tfgrid_deployer_server::provision::steps::{self, JobContext, OutLine, Scope};
 use hero_os_tfgrid_deployer_server::provision::store;
 use hero_os_tfgrid_deployer_server::provision::{Parts, Provisioner};
 use hero_os_tfgrid_deployer_server::service::{CoreSettings, Deployer};
@@ -123,9 +124,11 @@ async fn gridproxy() -> String {
     format!("http://{addr}")
 }
 
+/// Runs the step; returns its result, the context it left and the progress lines it said (the
+/// runner writes those as the step's events: `runner::tests` covers that part).
 async fn run_select(
     candidates: Vec<u32>,
-) -> (Result<String, steps::StepError>, JobContext, Vec<JobEvent>) {
+) -> (Result<String, steps::StepError>, JobContext, Vec<OutLine>) {
     let url = gridproxy().await;
     let db = Db::open_in_memory().unwrap();
     let deployer = Deployer {
@@ -173,7 +176,7 @@ async fn run_select(
         .await
         .unwrap();
     let job = p.get_job(job_id).await.unwrap();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let options = ProvisionOptions::default();
     let mut ctx = JobContext::default();
     let scope = Scope {
@@ -192,16 +195,12 @@ async fn run_select(
         held: &steps::Held::default(),
     };
     let result = steps::run(&scope, &mut ctx).await;
-    let page = p
-        .job_events(JobEventsParams {
-            job_id,
-            after_seq: 0,
-            wait_ms: 0,
-            limit: None,
-        })
-        .await
-        .unwrap();
-    (result, ctx, page.events)
+    drop(scope);
+    let mut said = Vec::new();
+    while let Some(line) = rx.recv().await {
+        said.push(line);
+    }
+    (result, ctx, said)
 }
 
 #[tokio::test]
@@ -226,7 +225,7 @@ async fn chooses_the_node_with_most_headroom_and_records_every_rejection() {
     assert!(find(50).contains("down"), "{}", find(50));
     assert!(events
         .iter()
-        .all(|e| e.step.as_deref() == Some("select_node") && e.step_index == Some(3)));
+        .all(|e| e.level == EventLevel::Info && e.attempt == Some(1)));
 }
 
 #[tokio::test]

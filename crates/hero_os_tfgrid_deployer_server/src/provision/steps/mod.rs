@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
-use super::events::{human, Draft};
+use super::events::human;
 pub use super::runner::Held;
 use super::Provisioner;
 use crate::error::ServiceError;
@@ -196,19 +196,10 @@ pub type LaterWrites = std::sync::Mutex<Vec<LaterWrite>>;
 pub type KeyCache = tokio::sync::OnceCell<zeroize::Zeroizing<String>>;
 
 impl Scope<'_> {
-    /// A progress message of this step.
-    pub async fn say(&self, message: impl Into<String>) -> Result<(), StepError> {
-        let held = self.held.flush(self.p, self.job.job_id);
-        let said = self.p.queue_events(
-            self.job.job_id,
-            vec![Draft::info(message)
-                .step(self.index, self.name)
-                .attempt(self.attempt)
-                .elapsed(self.started.elapsed())],
-        );
-        held.await?;
-        said.await?;
-        Ok(())
+    /// A progress message of this step, written in order with its output lines. The step does
+    /// not wait for it (an event is news for followers, not a fact later steps rely on).
+    pub fn say(&self, message: impl Into<String>) {
+        self.line(EventLevel::Info, Some(self.attempt), message.into());
     }
 
     /// A write the step needs committed before it goes on (the VM row ahead of `deploy_vm`),

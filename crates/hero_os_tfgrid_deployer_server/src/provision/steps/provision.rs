@@ -37,8 +37,7 @@ pub async fn forge_user(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, S
     // Known only when the account was complete already; a finished setup changes it.
     ctx.initial_password_held = user.setup_complete.then_some(user.initial_password_held);
     if !user.setup_complete {
-        s.say("Forge account setup was interrupted earlier: finishing it")
-            .await?;
+        s.say("Forge account setup was interrupted earlier: finishing it");
         match d
             .create_user(
                 &Actor(s.job.actor.clone()),
@@ -140,7 +139,7 @@ pub async fn select_node(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, 
         .required_capacity();
     let selection = select_from_gridproxy(&client, &grid.candidate_nodes, &need).await?;
     for (node, why) in &selection.rejected {
-        s.say(format!("node {node} not chosen: {why}")).await?;
+        s.say(format!("node {node} not chosen: {why}"));
     }
     ctx.node_id = Some(selection.node.node_id);
     ctx.node_domain = Some(selection.domain.clone());
@@ -278,18 +277,17 @@ pub async fn deploy_gateway(s: &Scope<'_>, ctx: &mut JobContext) -> Result<Strin
         name.grid_name().to_owned()
     };
     s.p.inner.faults.arm_backend(BackendFault::DeployGateway);
-    let gw = s
-        .backend()?
-        .deploy_gateway(
-            &GatewayRequest {
-                name: name.clone(),
-                host_label: label,
-                backend_url: vm.web_backend_url.clone(),
-                node_id: ctx.node_id,
-            },
-            s.sink(),
-        )
-        .await?;
+    let backend = s.backend()?;
+    let request = GatewayRequest {
+        name: name.clone(),
+        host_label: label,
+        backend_url: vm.web_backend_url.clone(),
+        node_id: ctx.node_id,
+    };
+    // The SSH steps next need the user's private key: unseal it while the gateway is made
+    // (a failure here is left to `wait_ssh`, which asks again and reports it).
+    let (gw, _) = tokio::join!(backend.deploy_gateway(&request, s.sink()), s.private_key());
+    let gw = gw?;
     let (user_id, vm_id, name_s, fqdn, burl, node, url) = (
         s.job.user_id,
         ctx.vm_id,
@@ -450,8 +448,7 @@ pub async fn run_bootstrap(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String
     if s.p.inner.faults.flag("bootstrap_exit1") {
         command = format!("{command}; exit 1");
     }
-    s.say(format!("running {} over SSH", vm.bootstrap_path()))
-        .await?;
+    s.say(format!("running {} over SSH", vm.bootstrap_path()));
     let tail: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
     let lines = std::sync::atomic::AtomicUsize::new(0);
     let on_line = |line: &str, stderr: bool| {
