@@ -11,7 +11,7 @@ mod support_jobs;
 use std::time::Duration;
 
 use hero_os_tfgrid_deployer_sdk::jobs::*;
-use hero_os_tfgrid_deployer_sdk::types::VmStatus;
+use hero_os_tfgrid_deployer_sdk::types::{ListEventsParams, VmStatus};
 use serde_json::json;
 use support::{wait_exit, Server};
 use support_jobs::*;
@@ -128,6 +128,29 @@ async fn fails_then_retry_completes(
     assert_eq!(
         c.get_user(user_id).await.unwrap().vm_status,
         VmStatus::Failed
+    );
+    // The failure is audited with its reason (written with the job's end).
+    let audit = c
+        .list_events(&ListEventsParams {
+            action: Some("vm.provision".into()),
+            subject: Some(format!("user:{name}")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let failures: Vec<_> = audit
+        .events
+        .iter()
+        .filter(|e| {
+            e.action == "vm.provision"
+                && e.subject == format!("user:{name}")
+                && e.outcome.starts_with("error:")
+        })
+        .collect();
+    assert_eq!(failures.len(), 1, "{:?}", audit.events);
+    assert_eq!(
+        failures[0].detail.as_deref(),
+        Some(format!("job {}: {error}", job.job_id).as_str())
     );
 
     set_faults(faults_file, json!({}));

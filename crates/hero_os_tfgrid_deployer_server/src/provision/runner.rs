@@ -283,19 +283,12 @@ impl Provisioner {
                         "step {index}/{} {name} failed after {tries} attempt(s): {err}",
                         names.len()
                     );
+                    // What the step learned, that it failed and the audit line: with the end.
                     pending.extend(later);
-                    self.step_failed(job_id, index, &err, pending).await?;
-                    self.finish(job_id, Ending::failed(reason.clone())).await?;
-                    self.deployer()
-                        .audit(
-                            &Actor(job.actor.clone()),
-                            &format!("vm.{}", store::kind_str(job.kind)),
-                            &format!("user:{}", job.forge_username),
-                            &format!("error:{}", err.code),
-                            Some(&format!("job {job_id}: {reason}")),
-                        )
-                        .await?;
-                    return Ok(());
+                    self.step_failed(&job, index, &err, &reason, &mut pending);
+                    return self
+                        .finish(job_id, Ending::failed(reason).after(pending))
+                        .await;
                 }
                 StepOutcome::Cancelled => {
                     // What the job held back is true: keep it before cleaning up.
@@ -312,7 +305,7 @@ impl Provisioner {
             }
         }
         let result = ctx.result.clone();
-        self.finish(job_id, Ending::succeeded(result, pending))
+        self.finish(job_id, Ending::succeeded(result).after(pending))
             .await?;
         // Committed before the end was (writes commit in order); this only surfaces an error.
         while let Some(written) = acks.next().await {
@@ -605,26 +598,46 @@ impl Provisioner {
         })
     }
 
-    async fn step_failed(
+    /// That a step failed, and the audit line of the failed job: written with the job's end.
+    fn step_failed(
         &self,
-        job_id: JobId,
+        job: &Job,
         index: u32,
         err: &StepError,
-        pending: Pending,
-    ) -> Result<(), ServiceError> {
-        let now = self.now_ms();
+        reason: &str,
+        pending: &mut Pending,
+    ) {
+        let (job_id, now, now_s) = (job.job_id, self.now_ms(), self.deployer().clock.now());
         let msg = err.to_string();
-        self.db()
-            .write(move |conn| -> Result<(), ServiceError> {
-                pending.record(conn)?;
-                conn.execute_cached(
-                    "UPDATE job_steps SET state = 'failed', finished_at_ms = ?3, duration_ms = ?3 - started_at_ms, message = ?4 \
-                     WHERE job_id = ?1 AND step_index = ?2",
-                    params![job_id, index, now, msg],
-                )?;
-                Ok(())
-            })
-            .await
+        pending.push(move |conn| {
+            conn.execute_cached(
+                "UPDATE job_steps SET state = 'failed', finished_at_ms = ?3, duration_ms = ?3 - started_at_ms, message = ?4 \
+                 WHERE job_id = ?1 AND step_index = ?2",
+                params![job_id, index, now, msg],
+            )?;
+            Ok(())
+        });
+        let (actor, action, subject, outcome, detail) = (
+            Actor(job.actor.clone()),
+            format!("vm.{}", store::kind_str(job.kind)),
+            format!("user:{}", job.forge_username),
+            format!("error:{}", err.code),
+            format!("job {job_id}: {reason}"),
+        );
+        pending.push(move |conn| {
+            crate::audit::append(
+                conn,
+                now_s,
+                crate::audit::Entry {
+                    actor: &actor,
+                    action: &action,
+                    subject: &subject,
+                    outcome: &outcome,
+                    detail: Some(&detail),
+                },
+            )?;
+            Ok(())
+        });
     }
 
     /// Ends a job: state, reason, result, the user's VM status and the final event, in one
@@ -1057,14 +1070,20 @@ impl Ending {
         }
     }
 
-    fn succeeded(result: Option<ProvisionResult>, pending: Pending) -> Ending {
+    /// The same ending, written after what the job still held back.
+    fn after(mut self, pending: Pending) -> Ending {
+        self.pending = pending;
+        self
+    }
+
+    fn succeeded(result: Option<ProvisionResult>) -> Ending {
         Ending {
             state: JobState::Succeeded,
             error: None,
             result,
             vm_status: None,
             level: EventLevel::Info,
-            pending,
+            pending: Pending::default(),
         }
     }
 }
