@@ -12,7 +12,8 @@ use hero_secrets::{FileSecretStore, SecretStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_signs_in_and_never_writes_secrets_to_log_or_db() {
-    let port = free_port();
+    // Held until the proxy listens on it too (see `reserve_port`).
+    let (port, reserved) = reserve_port();
     let base = format!("http://localhost:{port}");
     let peer = Peer::start(&[format!("{base}/oauth/callback")]).await;
     let echo = Echo::start().await;
@@ -65,6 +66,7 @@ async fn binary_signs_in_and_never_writes_secrets_to_log_or_db() {
             std::fs::read_to_string(&log_for_failure).unwrap_or_default()
         );
     }
+    drop(reserved);
 
     let cookie = login_at(&base, &peer.issuer, "alice").await;
     let r = Harness::client()

@@ -157,7 +157,8 @@ async fn walk_forge(forge: &DevForge, authorize: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_through_the_dev_forge_with_refresh_rotation() {
-    let port = free_port();
+    // Held until the proxy has bound it too (see `reserve_port`).
+    let (port, _reserved) = reserve_port();
     let base = format!("http://localhost:{port}");
     let (forge, client_id, secret) = dev_forge(&format!("{base}/oauth/callback")).await;
     let echo = Echo::start().await;
@@ -238,7 +239,8 @@ async fn sign_in_through_the_dev_forge_with_refresh_rotation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_forge_sign_in_in_headless_chromium() {
-    let port = free_port();
+    // Held until the proxy has bound it too (see `reserve_port`).
+    let (port, _reserved) = reserve_port();
     let base = format!("http://localhost:{port}");
     let (forge, client_id, secret) = dev_forge(&format!("{base}/oauth/callback")).await;
     let echo = Echo::start().await;

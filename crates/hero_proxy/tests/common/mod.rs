@@ -27,12 +27,19 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A free loopback port for a proxy whose address must be known before it starts (it is part
+/// of the redirect URI the OIDC peer is configured with). The port stays held until the returned
+/// socket is dropped: bound but not listening, with `SO_REUSEPORT` as hero_proxy binds its own, so
+/// the proxy can bind it too, while the OS gives it to nobody else asking for a free port (picking
+/// a port and releasing it before the proxy bound it left a window for exactly that). Connections
+/// only ever reach listening sockets.
+pub fn reserve_port() -> (u16, tokio::net::TcpSocket) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_reuseaddr(true).unwrap();
+    sock.set_reuseport(true).unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = sock.local_addr().unwrap().port();
+    (port, sock)
 }
 
 pub fn unix_now() -> u64 {
@@ -187,22 +194,9 @@ impl Harness {
         Self::start_with(Opts::default()).await
     }
 
-    /// The proxy's port is chosen before it binds (it is part of the redirect URI the peer is
-    /// configured with), so another process can take it in between: then start over on a new one.
     pub async fn start_with(opts: Opts) -> Harness {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match Self::try_start_with(opts.clone()).await {
-                Ok(h) => return h,
-                Err(e) if attempt < 5 && e.contains("AddrInUse") => continue,
-                Err(e) => panic!("hero_proxy did not start: {e}"),
-            }
-        }
-    }
-
-    async fn try_start_with(opts: Opts) -> Result<Harness, String> {
-        let port = free_port();
+        // Held until the proxy has bound it too (see `reserve_port`).
+        let (port, _reserved) = reserve_port();
         let base = format!("http://localhost:{port}");
         let peer = Peer::start(&[format!("{base}/oauth/callback")]).await;
         let echo = Echo::start().await;
@@ -265,8 +259,8 @@ pass_token = true
         let clock = Arc::new(ManualClock::new(unix_now()));
         let proxy = hero_proxy::start(cfg, secrets.clone(), clock.clone())
             .await
-            .map_err(|e| format!("{e:?}"))?;
-        Ok(Harness {
+            .unwrap_or_else(|e| panic!("hero_proxy did not start: {e:?}"));
+        Harness {
             peer,
             echo,
             proxy,
@@ -275,7 +269,7 @@ pass_token = true
             base,
             port,
             _dir: dir,
-        })
+        }
     }
 
     /// A client that never follows redirects and keeps no cookies (tests set `Cookie` by hand, because the proxy's
