@@ -292,14 +292,13 @@ impl Provisioner {
                 }
                 StepOutcome::Cancelled => {
                     // What the job held back is true: keep it before cleaning up.
-                    self.db().write(move |conn| pending.record(conn)).await?;
+                    pending.write(self, job_id).await?;
                     return self.cleanup_cancelled(&job, &ctx).await;
                 }
                 StepOutcome::Stalled => {
                     // Test hook: hang without heartbeats until the reaper aborts this task,
                     // with the job recorded as running this step.
-                    let held = std::mem::take(&mut pending);
-                    self.db().write(move |conn| held.record(conn)).await?;
+                    std::mem::take(&mut pending).write(self, job_id).await?;
                     std::future::pending::<()>().await;
                 }
             }
@@ -378,8 +377,8 @@ impl Provisioner {
                         );
                         let (at, elapsed) =
                             (self.now_ms(), started.elapsed().as_millis() as i64);
-                        let flushed = held.flush(self, job_id);
-                        let written = self.db().write(move |conn| -> Result<(), ServiceError> {
+                        // The new attempt joins what is held, and all of it is written now.
+                        held.push(move |conn| {
                             conn.execute_cached(
                                 "UPDATE job_steps SET attempts = ?3 WHERE job_id = ?1 AND step_index = ?2",
                                 params![job_id, index, attempt],
@@ -393,9 +392,7 @@ impl Provisioner {
                             )?;
                             Ok(())
                         });
-                        flushed.await?;
-                        written.await?;
-                        self.bump(job_id);
+                        held.flush(self, job_id).await?;
                     }
                     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<OutLine>();
                     let scope = Scope {
@@ -449,21 +446,17 @@ impl Provisioner {
                             if !more {
                                 return Ok(StepOutcome::Failed(e, tries, take_later(&later)));
                             }
-                            let flushed = held.flush(self, job_id);
-                            let warned = self.queue_events(
-                                job_id,
-                                vec![Draft::info(format!(
-                                    "step {index}/{count} {name}: attempt {attempt} failed after {}: {e}; retrying in {}",
-                                    human(started.elapsed()),
-                                    human(backoff)
-                                ))
-                                .level(EventLevel::Warn)
-                                .step(index, name)
-                                .attempt(attempt)
-                                .elapsed(started.elapsed())],
-                            );
-                            flushed.await?;
-                            warned.await?;
+                            let warning = Draft::info(format!(
+                                "step {index}/{count} {name}: attempt {attempt} failed after {}: {e}; retrying in {}",
+                                human(started.elapsed()),
+                                human(backoff)
+                            ))
+                            .level(EventLevel::Warn)
+                            .step(index, name)
+                            .attempt(attempt)
+                            .elapsed(started.elapsed());
+                            held.then(self, job_id, || self.queue_events(job_id, vec![warning]))
+                                .await?;
                             if let Guarded::Cancelled = self
                                 .guarded(job_id, tokio::time::sleep(backoff), cancel)
                                 .await
@@ -532,12 +525,8 @@ impl Provisioner {
                             d
                         })
                         .collect();
-                    let flushed = held.flush(self, job_id);
-                    let queued = self.queue_events(job_id, drafts);
-                    written.push(Box::pin(async move {
-                        flushed.await?;
-                        queued.await.map(|_| ())
-                    }));
+                    let queued = held.then(self, job_id, || self.queue_events(job_id, drafts));
+                    written.push(Box::pin(async move { queued.await.map(|_| ()) }));
                 }
                 Some(result) = written.next(), if !written.is_empty() => {
                     if let Err(e) = result {
@@ -831,6 +820,26 @@ impl Pending {
         self.writes.is_empty() && self.job_row.is_none()
     }
 
+    /// Queues these records as one write, now (nothing when there are none); the writer wakes
+    /// the job's followers once it committed, and the future reports the write.
+    fn write(
+        self,
+        p: &Provisioner,
+        job_id: JobId,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send + 'static {
+        let written = (!self.is_empty()).then(|| {
+            let wake = p.clone();
+            p.db()
+                .write_then(move |conn| self.record(conn), move || wake.bump(job_id))
+        });
+        async move {
+            if let Some(written) = written {
+                written.await?;
+            }
+            Ok(())
+        }
+    }
+
     fn record(self, conn: &rusqlite::Connection) -> Result<(), ServiceError> {
         for write in self.writes {
             write(conn)?;
@@ -862,24 +871,38 @@ impl Held {
         std::mem::take(&mut *lock(&self.0))
     }
 
-    /// Queues what is held, now; the writer wakes the job's followers once it committed, and
-    /// the future reports the write (or does nothing when nothing was held).
-    pub(crate) fn flush(
+    fn push(
+        &self,
+        write: impl FnOnce(&rusqlite::Connection) -> Result<(), ServiceError> + Send + 'static,
+    ) {
+        lock(&self.0).push(write);
+    }
+
+    /// Queues what is held, now (see [`Pending::write`]).
+    fn flush(
         &self,
         p: &Provisioner,
         job_id: JobId,
     ) -> impl Future<Output = Result<(), ServiceError>> + Send + 'static {
-        let held = self.take();
-        let written = (!held.is_empty()).then(|| {
-            let wake = p.clone();
-            p.db()
-                .write_then(move |conn| held.record(conn), move || wake.bump(job_id))
-        });
+        self.take().write(p, job_id)
+    }
+
+    /// Queues what is held, then what `queue` queues — in that order, which is the point — and
+    /// reports the latter once both committed.
+    pub(crate) fn then<T, F>(
+        &self,
+        p: &Provisioner,
+        job_id: JobId,
+        queue: impl FnOnce() -> F,
+    ) -> impl Future<Output = Result<T, ServiceError>> + Send + 'static
+    where
+        F: Future<Output = Result<T, ServiceError>> + Send + 'static,
+    {
+        let flushed = self.flush(p, job_id);
+        let queued = queue();
         async move {
-            if let Some(written) = written {
-                written.await?;
-            }
-            Ok(())
+            flushed.await?;
+            queued.await
         }
     }
 }
@@ -916,7 +939,7 @@ fn take_later(later: &LaterWrites) -> Vec<LaterWrite> {
     std::mem::take(&mut *lock(later))
 }
 
-/// A step started (again): its state, the job's current step and heartbeat, the event.
+/// A step started (again): its row and event (the job row's part is in [`Pending::start`]).
 struct StepStart {
     job_id: JobId,
     index: u32,
@@ -999,7 +1022,8 @@ pub(crate) struct StepDone {
 }
 
 impl StepDone {
-    /// Step state, duration and message, the job's context, and the "done" event.
+    /// Step state, duration and message, and the "done" event (the job row's part is in
+    /// [`Pending::done`]).
     fn record(&self, conn: &rusqlite::Connection) -> Result<(), ServiceError> {
         let StepDone {
             job_id,

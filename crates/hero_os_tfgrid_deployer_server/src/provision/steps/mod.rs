@@ -210,10 +210,10 @@ impl Scope<'_> {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> Result<T, ServiceError> + Send + 'static,
     {
-        let held = self.held.flush(self.p, self.job.job_id);
-        let written = self.p.db().write(f);
-        held.await?;
-        Ok(written.await?)
+        Ok(self
+            .held
+            .then(self.p, self.job.job_id, || self.p.db().write(f))
+            .await?)
     }
 
     /// The user's private key for SSH (see [`KeyCache`]).
