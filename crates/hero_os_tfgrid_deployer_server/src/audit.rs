@@ -31,6 +31,32 @@ pub struct Entry<'a> {
     pub detail: Option<&'a str>,
 }
 
+/// An [`Entry`] that owns its text: for a line that waits to be written inside a later write
+/// (with a job's end, or on the writer thread).
+pub struct OwnedEntry {
+    pub actor: Actor,
+    pub action: String,
+    pub subject: String,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+impl OwnedEntry {
+    pub fn append(&self, conn: &Connection, at: i64) -> rusqlite::Result<i64> {
+        append(
+            conn,
+            at,
+            Entry {
+                actor: &self.actor,
+                action: &self.action,
+                subject: &self.subject,
+                outcome: &self.outcome,
+                detail: self.detail.as_deref(),
+            },
+        )
+    }
+}
+
 pub fn append(conn: &Connection, at: i64, e: Entry<'_>) -> rusqlite::Result<i64> {
     conn.prepare_cached(
         "INSERT INTO events(at, actor, action, subject, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -539,26 +539,16 @@ impl Deployer {
         detail: Option<&str>,
     ) -> Result<(), ServiceError> {
         let now = self.clock.now();
-        let (actor, action, subject, outcome, detail) = (
-            actor.clone(),
-            action.to_owned(),
-            subject.to_owned(),
-            outcome.to_owned(),
-            detail.map(str::to_owned),
-        );
+        let line = audit::OwnedEntry {
+            actor: actor.clone(),
+            action: action.to_owned(),
+            subject: subject.to_owned(),
+            outcome: outcome.to_owned(),
+            detail: detail.map(str::to_owned),
+        };
         self.db
             .write(move |conn| -> Result<(), ServiceError> {
-                audit::append(
-                    conn,
-                    now,
-                    Entry {
-                        actor: &actor,
-                        action: &action,
-                        subject: &subject,
-                        outcome: &outcome,
-                        detail: detail.as_deref(),
-                    },
-                )?;
+                line.append(conn, now)?;
                 Ok(())
             })
             .await

@@ -606,25 +606,15 @@ impl Provisioner {
             )?;
             Ok(())
         });
-        let (actor, action, subject, outcome, detail) = (
-            Actor(job.actor.clone()),
-            format!("vm.{}", store::kind_str(job.kind)),
-            format!("user:{}", job.forge_username),
-            format!("error:{}", err.code),
-            format!("job {job_id}: {reason}"),
-        );
+        let line = crate::audit::OwnedEntry {
+            actor: Actor(job.actor.clone()),
+            action: format!("vm.{}", store::kind_str(job.kind)),
+            subject: format!("user:{}", job.forge_username),
+            outcome: format!("error:{}", err.code),
+            detail: Some(format!("job {job_id}: {reason}")),
+        };
         pending.push(move |conn| {
-            crate::audit::append(
-                conn,
-                now_s,
-                crate::audit::Entry {
-                    actor: &actor,
-                    action: &action,
-                    subject: &subject,
-                    outcome: &outcome,
-                    detail: Some(&detail),
-                },
-            )?;
+            line.append(conn, now_s)?;
             Ok(())
         });
     }

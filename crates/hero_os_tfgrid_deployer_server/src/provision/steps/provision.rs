@@ -572,8 +572,13 @@ pub async fn finalize(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, Ste
         url.clone(),
     );
     let now = d.clock.now();
-    let (actor, username) = (s.job.actor.clone(), s.job.forge_username.clone());
-    let audit_detail = format!("job {}: VM {name} ready at {url}", s.job.job_id);
+    let line = crate::audit::OwnedEntry {
+        actor: Actor(s.job.actor.clone()),
+        action: "vm.provision".into(),
+        subject: format!("user:{}", s.job.forge_username),
+        outcome: "ok".into(),
+        detail: Some(format!("job {}: VM {name} ready at {url}", s.job.job_id)),
+    };
     // The VM is ready, the user's status says so, the audit log records it: written with the
     // job's end, so "succeeded" and "ready" are never seen apart.
     s.write_later(move |conn| {
@@ -584,17 +589,7 @@ pub async fn finalize(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, Ste
             params![vm_id, url2, host_key, key_fp, spec_json, node, now, DEPLOYER_VERSION],
         )?;
         crate::provision::store::set_user_vm_status(conn, user_id, "ready", now)?;
-        crate::audit::append(
-            conn,
-            now,
-            crate::audit::Entry {
-                actor: &Actor(actor),
-                action: "vm.provision",
-                subject: &format!("user:{username}"),
-                outcome: "ok",
-                detail: Some(&audit_detail),
-            },
-        )?;
+        line.append(conn, now)?;
         Ok(())
     });
     ctx.result = Some(ProvisionResult {
