@@ -367,59 +367,50 @@ impl Deployer {
                         "SELECT count(*) FROM users WHERE forge_username >= ?1 AND forge_username < ?2",
                     )?
                     .query_row(params![prefix, end], |r| r.get(0))?;
-                // One row more than the page says whether there is a page beyond it in the
-                // direction of travel; one index probe answers for the other direction.
-                let take = i64::from(limit) + 1;
-                let beyond = |sql: &str, name: &str| -> rusqlite::Result<bool> {
-                    conn.prepare_cached(sql)?.exists(params![prefix, end, name])
+                // Walk from the cursor in the direction asked (backwards for `before`); the page
+                // is in name order either way. One row more than the page says whether there is
+                // more in the direction of travel; one index probe from the edge we came from
+                // answers for the other (none for the first page: nothing is before it).
+                let backwards = before.is_some();
+                let from = before.clone().or_else(|| after.clone()).unwrap_or_default();
+                let (toward, order, away) = if backwards {
+                    ("<", "DESC", ">")
+                } else {
+                    (">", "ASC", "<")
+                };
+                let mut users = conn
+                    .prepare_cached(&format!(
+                        "SELECT {USER_COLUMNS} FROM users WHERE forge_username >= ?1 AND forge_username < ?2 \
+                         AND forge_username {toward} ?3 ORDER BY forge_username {order} LIMIT ?4"
+                    ))?
+                    .query_map(
+                        params![prefix, end, from, i64::from(limit) + 1],
+                        user_from_row,
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let more_ahead = users.len() > limit as usize;
+                users.truncate(limit as usize);
+                if backwards {
+                    users.reverse();
+                }
+                let came_from = if backwards { users.last() } else { users.first() };
+                let more_behind = match came_from {
+                    Some(u) if backwards || after.is_some() => conn
+                        .prepare_cached(&format!(
+                            "SELECT 1 FROM users WHERE forge_username >= ?1 AND forge_username < ?2 \
+                             AND forge_username {away} ?3"
+                        ))?
+                        .exists(params![prefix, end, u.forge_username])?,
+                    _ => false,
+                };
+                let (more_before, more_after) = if backwards {
+                    (more_ahead, more_behind)
+                } else {
+                    (more_behind, more_ahead)
                 };
                 let cursor_of = |u: Option<&User>| u.map(|u| encode_cursor(&u.forge_username));
-                let (users, prev_cursor, next_cursor) = match &before {
-                    Some(before) => {
-                        let mut users = conn
-                            .prepare_cached(&format!(
-                                "SELECT {USER_COLUMNS} FROM users WHERE forge_username >= ?1 AND forge_username < ?2 \
-                                 AND forge_username < ?3 ORDER BY forge_username DESC LIMIT ?4"
-                            ))?
-                            .query_map(params![prefix, end, before, take], user_from_row)?
-                            .collect::<rusqlite::Result<Vec<_>>>()?;
-                        let more_before = users.len() > limit as usize;
-                        users.truncate(limit as usize);
-                        users.reverse();
-                        let more_after = match users.last() {
-                            Some(u) => beyond(
-                                "SELECT 1 FROM users WHERE forge_username >= ?1 AND forge_username < ?2 AND forge_username > ?3",
-                                &u.forge_username,
-                            )?,
-                            None => false,
-                        };
-                        let prev = more_before.then(|| cursor_of(users.first())).flatten();
-                        let next = more_after.then(|| cursor_of(users.last())).flatten();
-                        (users, prev, next)
-                    }
-                    None => {
-                        let start = after.clone().unwrap_or_default();
-                        let mut users = conn
-                            .prepare_cached(&format!(
-                                "SELECT {USER_COLUMNS} FROM users WHERE forge_username >= ?1 AND forge_username < ?2 \
-                                 AND forge_username > ?3 ORDER BY forge_username LIMIT ?4"
-                            ))?
-                            .query_map(params![prefix, end, start, take], user_from_row)?
-                            .collect::<rusqlite::Result<Vec<_>>>()?;
-                        let more_after = users.len() > limit as usize;
-                        users.truncate(limit as usize);
-                        let more_before = match (&after, users.first()) {
-                            (Some(_), Some(u)) => beyond(
-                                "SELECT 1 FROM users WHERE forge_username >= ?1 AND forge_username < ?2 AND forge_username < ?3",
-                                &u.forge_username,
-                            )?,
-                            _ => false,
-                        };
-                        let prev = more_before.then(|| cursor_of(users.first())).flatten();
-                        let next = more_after.then(|| cursor_of(users.last())).flatten();
-                        (users, prev, next)
-                    }
-                };
+                let prev_cursor = more_before.then(|| cursor_of(users.first())).flatten();
+                let next_cursor = more_after.then(|| cursor_of(users.last())).flatten();
                 Ok(UsersPage {
                     users,
                     next_cursor,

@@ -288,79 +288,40 @@ async fn list_users_pages_are_stable_and_filtered() {
     for name in ["ann", "anna", "annie", "bert", "ann-b"] {
         c.create_user(name, None, None).await.unwrap();
     }
-    let page = c
-        .list_users(&ListUsersParams {
+    // Pages of two users whose names start with "ann", after `cursor` or before `before`.
+    let ann = |cursor: Option<String>, before: Option<String>| {
+        let params = ListUsersParams {
             filter: Some("ann".into()),
             limit: Some(2),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+            cursor,
+            before,
+        };
+        async move { c.list_users(&params).await.unwrap() }
+    };
+    let names_of = |p: &UsersPage| -> Vec<String> {
+        p.users.iter().map(|u| u.forge_username.clone()).collect()
+    };
+    let page = ann(None, None).await;
     assert_eq!(page.total, 4);
-    let names: Vec<_> = page
-        .users
-        .iter()
-        .map(|u| u.forge_username.as_str())
-        .collect();
-    assert_eq!(names, ["ann", "ann-b"]);
+    assert_eq!(names_of(&page), ["ann", "ann-b"]);
     // An insert before the cursor does not shift the next page.
     c.create_user("ann-a", None, None).await.unwrap();
-    let next = c
-        .list_users(&ListUsersParams {
-            filter: Some("ann".into()),
-            limit: Some(2),
-            cursor: page.next_cursor.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let names: Vec<_> = next
-        .users
-        .iter()
-        .map(|u| u.forge_username.as_str())
-        .collect();
-    assert_eq!(names, ["anna", "annie"]);
+    let next = ann(page.next_cursor.clone(), None).await;
+    assert_eq!(names_of(&next), ["anna", "annie"]);
     assert_eq!(next.next_cursor, None);
     assert_eq!(
         page.prev_cursor, None,
         "the first page has nothing before it"
     );
     // Backwards from the last page: the insert shows up, and the first page has no previous.
-    let names_of = |p: &UsersPage| -> Vec<String> {
-        p.users.iter().map(|u| u.forge_username.clone()).collect()
-    };
-    let back = c
-        .list_users(&ListUsersParams {
-            filter: Some("ann".into()),
-            limit: Some(2),
-            before: next.prev_cursor.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let back = ann(None, next.prev_cursor.clone()).await;
     assert_eq!(names_of(&back), ["ann-a", "ann-b"]);
     assert!(back.next_cursor.is_some());
-    let first = c
-        .list_users(&ListUsersParams {
-            filter: Some("ann".into()),
-            limit: Some(2),
-            before: back.prev_cursor.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let first = ann(None, back.prev_cursor.clone()).await;
     assert_eq!(names_of(&first), ["ann"]);
     assert_eq!(first.prev_cursor, None);
     // ...and forward again from there lands where we came from.
-    let again = c
-        .list_users(&ListUsersParams {
-            filter: Some("ann".into()),
-            limit: Some(2),
-            cursor: first.next_cursor.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let again = ann(first.next_cursor.clone(), None).await;
     assert_eq!(names_of(&again), ["ann-a", "ann-b"]);
     let err = c
         .list_users(&ListUsersParams {
