@@ -13,6 +13,9 @@
 //! beside the writer. The pool is bounded: at most [`MAX_READERS`] connections exist, so a burst
 //! of reads queues instead of opening (and then closing) a connection per call.
 //!
+//! **Checkpoints** run on their own thread when the writer is quiet, never inside a commit (see
+//! `checkpointer`).
+//!
 //! [`DataDirLock`] makes sure there is a single server, hence a single writer, per data dir.
 
 use std::panic::AssertUnwindSafe;
@@ -20,6 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 use rusqlite::Connection;
+
+mod checkpointer;
+use checkpointer::Checkpointer;
 
 /// Embedded migrations, applied in order; the index + 1 is the schema version.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -77,6 +83,8 @@ struct Inner {
     readers: Arc<tokio::sync::Semaphore>,
     /// The writer thread's queue; the thread ends when the last `Db` is dropped.
     writer: mpsc::Sender<WriteJob>,
+    /// Counts the background WAL checkpoints (see `checkpointer`).
+    checkpoints: tokio::sync::watch::Receiver<u64>,
 }
 
 /// One queued write: runs inside the batch's transaction (or gets the error that prevented
@@ -96,6 +104,7 @@ type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
 enum Role {
     Writer,
     Reader,
+    Checkpointer,
 }
 
 impl Db {
@@ -116,10 +125,15 @@ impl Db {
     fn start(path: PathBuf) -> Result<Db, DbError> {
         let mut writer = connect(&path, Role::Writer)?;
         migrate(&mut writer)?;
+        let checkpointer =
+            Checkpointer::start(connect(&path, Role::Checkpointer)?).map_err(|e| {
+                DbError::Worker(format!("cannot start the sqlite checkpoint thread: {e}"))
+            })?;
+        let checkpoints = checkpointer.done();
         let (tx, rx) = mpsc::channel::<WriteJob>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(writer, rx))
+            .spawn(move || write_loop(writer, rx, checkpointer))
             .map_err(|e| DbError::Worker(format!("cannot start the sqlite writer thread: {e}")))?;
         Ok(Db {
             inner: Arc::new(Inner {
@@ -127,12 +141,18 @@ impl Db {
                 idle: Mutex::new(Vec::new()),
                 readers: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
                 writer: tx,
+                checkpoints,
             }),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Counts the WAL checkpoints done in the background; changes after each one.
+    pub fn checkpoints(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.checkpoints.clone()
     }
 
     fn take(&self) -> Result<Connection, DbError> {
@@ -264,21 +284,23 @@ fn connect(path: &Path, role: Role) -> Result<Connection, DbError> {
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
     )
     .map_err(open)?;
-    if role == Role::Reader {
-        conn.execute_batch("PRAGMA query_only = ON;")
-            .map_err(open)?;
-    } else {
+    match role {
+        Role::Reader => conn.execute_batch("PRAGMA query_only = ON;"),
         // Every write runs in its own savepoint, whose journal sqlite otherwise spills to a
-        // temporary file once it grows: keep it in memory.
-        conn.execute_batch("PRAGMA temp_store = MEMORY;")
-            .map_err(open)?;
+        // temporary file once it grows: keep it in memory. Checkpoints are not the writer's
+        // business (see `checkpointer`).
+        Role::Writer => {
+            conn.execute_batch("PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;")
+        }
+        Role::Checkpointer => Ok(()),
     }
+    .map_err(open)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
 /// The writer thread: group commit of everything queued, until every `Db` handle is gone.
-fn write_loop(conn: Connection, queue: mpsc::Receiver<WriteJob>) {
+fn write_loop(conn: Connection, queue: mpsc::Receiver<WriteJob>, checkpointer: Checkpointer) {
     let (mut commits, mut writes) = (0u64, 0u64);
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -329,7 +351,10 @@ fn write_loop(conn: Connection, queue: mpsc::Receiver<WriteJob>) {
             None => run_sql(&conn, "COMMIT").map_err(|e| e.to_string()),
         };
         let failure = match committed {
-            Ok(()) => None,
+            Ok(()) => {
+                checkpointer.committed();
+                None
+            }
             Err(e) => {
                 tracing::error!(error = %e, "sqlite group commit failed; every write of the batch is reported failed");
                 if !conn.is_autocommit() {
@@ -438,6 +463,7 @@ impl DataDirLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn migrations_apply_once_and_events_are_append_only() {
@@ -462,6 +488,48 @@ mod tests {
         .unwrap();
         assert!(conn.execute("UPDATE events SET actor='x'", []).is_err());
         assert!(conn.execute("DELETE FROM events", []).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_checkpointed_beside_the_writer_not_in_its_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let db = Db::open(&path).unwrap();
+        let mut checkpoints = db.checkpoints();
+        let before = *checkpoints.borrow_and_update();
+        let autocheckpoint = db
+            .write(|c| -> Result<i64, DbError> {
+                c.execute_batch("CREATE TABLE scratch(k INTEGER PRIMARY KEY, v BLOB NOT NULL)")?;
+                Ok(c.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            autocheckpoint, 0,
+            "the writer's commits must not checkpoint"
+        );
+        // Well past sqlite's own 1000-page threshold, in several commits.
+        for chunk in 0..20 {
+            db.write(move |c| -> Result<(), DbError> {
+                for k in 0..50 {
+                    c.execute(
+                        "INSERT INTO scratch(k, v) VALUES (?1, zeroblob(16000))",
+                        [chunk * 50 + k],
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(30), checkpoints.changed())
+            .await
+            .expect("a checkpoint once the writer went quiet")
+            .unwrap();
+        assert!(*checkpoints.borrow() > before);
+        // The pages reached the database file itself, not only the WAL.
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size > 1000 * 16000, "database file is {size} bytes");
     }
 
     fn scratch_table(db: &Db) -> impl std::future::Future<Output = Result<(), DbError>> + '_ {
