@@ -36,8 +36,9 @@ impl Worker {
 }
 
 enum StepOutcome {
-    /// The step's message and the writes it left (see `Scope::write_later`).
-    Done(String, Vec<LaterWrite>),
+    /// The step's message, the writes it left (see `Scope::write_later`) and when it started
+    /// (as recorded in its row).
+    Done(String, Vec<LaterWrite>, i64),
     Failed(StepError, u32, Vec<LaterWrite>),
     Cancelled,
     Stalled,
@@ -270,11 +271,16 @@ impl Provisioner {
                 )
                 .await?
             {
-                StepOutcome::Done(msg, later) => {
+                StepOutcome::Done(msg, later, started_at_ms) => {
                     self.inner.faults.crash_point(name, true);
                     pending.extend(later);
-                    let done =
-                        self.step_done(&job, i as u32 + 1, name, &msg, &ctx, &mut ctx_written)?;
+                    let done = self.step_done(
+                        &job,
+                        (i as u32 + 1, name, started_at_ms),
+                        &msg,
+                        &ctx,
+                        &mut ctx_written,
+                    )?;
                     pending.done(done);
                 }
                 StepOutcome::Failed(err, tries, later) => {
@@ -342,13 +348,14 @@ impl Provisioner {
         // What the job had pending plus this step's start, held until the step writes or waits
         // (see `Held`).
         let mut first = std::mem::take(pending);
+        let started_at_ms = self.now_ms();
         let start = StepStart {
             job_id,
             index,
             count,
             name,
             attempt: first_attempt,
-            at_ms: self.now_ms(),
+            at_ms: started_at_ms,
             message: format!(
                 "step {index}/{count} {name}: started (deadline {})",
                 human(budget)
@@ -437,7 +444,9 @@ impl Provisioner {
                         )),
                     };
                     match result {
-                        Ok(msg) => return Ok(StepOutcome::Done(msg, take_later(&later))),
+                        Ok(msg) => {
+                            return Ok(StepOutcome::Done(msg, take_later(&later), started_at_ms))
+                        }
                         Err(e) => {
                             let backoff = self.backoff(tries);
                             let more = e.transient
@@ -559,11 +568,11 @@ impl Provisioner {
     }
 
     /// The record of a finished step, written with the job's next write (see [`Pending`]).
+    /// Everything but the SQL is done here, not on the writer thread every job shares.
     fn step_done(
         &self,
         job: &Job,
-        index: u32,
-        name: &str,
+        (index, name, started_at_ms): (u32, &str, i64),
         msg: &str,
         ctx: &JobContext,
         ctx_written: &mut String,
@@ -576,14 +585,28 @@ impl Provisioner {
         if changed {
             ctx_written.clone_from(&ctx_json);
         }
+        let (count, at_ms) = (steps::steps_for(job.kind).len() as u32, self.now_ms());
+        let duration_ms = (at_ms - started_at_ms).max(0);
+        let event = store::EventRow::step(
+            at_ms,
+            EventLevel::Info,
+            index,
+            name,
+            count,
+            format!(
+                "step {index}/{count} {name}: done in {}: {msg}",
+                human(Duration::from_millis(duration_ms as u64))
+            ),
+        )
+        .elapsed_ms(Some(duration_ms));
         Ok(StepDone {
             job_id: job.job_id,
             index,
-            count: steps::steps_for(job.kind).len() as u32,
-            name: name.to_owned(),
             msg: msg.to_owned(),
             ctx_json: changed.then_some(ctx_json),
-            at_ms: self.now_ms(),
+            at_ms,
+            duration_ms,
+            event,
         })
     }
 
@@ -1003,49 +1026,24 @@ impl Running {
 pub(crate) struct StepDone {
     job_id: JobId,
     index: u32,
-    count: u32,
-    name: String,
     msg: String,
     /// The job's context when the step changed it.
     ctx_json: Option<String>,
     at_ms: i64,
+    duration_ms: i64,
+    event: store::EventRow,
 }
 
 impl StepDone {
     /// Step state, duration and message, and the "done" event (the job row's part is in
     /// [`Pending::done`]).
     fn record(&self, conn: &rusqlite::Connection) -> Result<(), ServiceError> {
-        let StepDone {
-            job_id,
-            index,
-            count,
-            name,
-            msg,
-            ctx_json: _,
-            at_ms: now,
-        } = self;
-        let duration: Option<i64> = conn.query_row_cached(
-            "UPDATE job_steps SET state = 'done', finished_at_ms = ?3, duration_ms = ?3 - started_at_ms, message = ?4 \
-             WHERE job_id = ?1 AND step_index = ?2 RETURNING duration_ms",
-            params![job_id, index, now, msg],
-            |r| r.get(0),
+        conn.execute_cached(
+            "UPDATE job_steps SET state = 'done', finished_at_ms = ?3, duration_ms = ?4, message = ?5 \
+             WHERE job_id = ?1 AND step_index = ?2",
+            params![self.job_id, self.index, self.at_ms, self.duration_ms, self.msg],
         )?;
-        store::append_event(
-            conn,
-            *job_id,
-            &store::EventRow::step(
-                *now,
-                EventLevel::Info,
-                *index,
-                name.clone(),
-                *count,
-                format!(
-                    "step {index}/{count} {name}: done in {}: {msg}",
-                    human(Duration::from_millis(duration.unwrap_or(0).max(0) as u64))
-                ),
-            )
-            .elapsed_ms(duration),
-        )?;
+        store::append_event(conn, self.job_id, &self.event)?;
         Ok(())
     }
 }
