@@ -35,6 +35,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_clustered_job_rows",
         include_str!("../migrations/0003_clustered_job_rows.sql"),
     ),
+    (
+        "0004_job_events_in_time_order",
+        include_str!("../migrations/0004_job_events_in_time_order.sql"),
+    ),
 ];
 
 /// Read connections open at most (the machine this runs on has few cores; more would only
@@ -666,7 +670,7 @@ mod tests {
     }
 
     #[test]
-    fn clustering_job_rows_keeps_every_step_and_event_and_the_append_only_rule() {
+    fn reshaping_job_rows_keeps_every_step_and_event_and_the_append_only_rule() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         {
@@ -725,9 +729,15 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
+        // Steps stay clustered by job; events are appended in time order (0004).
+        assert_eq!(clustered, "job_steps");
         assert!(
-            clustered.contains("job_events") && clustered.contains("job_steps"),
-            "{clustered}"
+            conn.execute(
+                "INSERT INTO job_events(job_id, seq, at_ms, level, step_count, message) VALUES (1, 2, 8, 'info', 2, 'again')",
+                [],
+            )
+            .is_err(),
+            "a job's event numbers stay unique"
         );
     }
 
