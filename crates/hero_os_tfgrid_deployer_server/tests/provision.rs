@@ -202,7 +202,7 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
     assert_eq!(err.kind(), Some(ErrorKind::FailedPrecondition), "{err}");
 
     // A second VM for the same user: the job starts knowing the user's key, so its ssh_key
-    // step adopts it at once (start and end written together, still in order).
+    // step adopts it at once: one record and one "done" event for its start and end.
     let job = c.provision_vm(user_id, None).await.unwrap();
     let (job, events) = follow(c, job.job_id).await;
     assert_eq!(job.state, JobState::Succeeded, "{}", messages(&events));

@@ -607,6 +607,7 @@ impl Provisioner {
             at_ms,
             duration_ms,
             event,
+            start: None,
         })
     }
 
@@ -780,6 +781,10 @@ pub struct Pending {
     /// What the records change in the job's own row, applied once after them: a few steps'
     /// records in one write would otherwise rewrite the row once each.
     job_row: Option<JobRow>,
+    /// The last step's start while it is still only here, and where it goes among `writes`.
+    /// When that step ends before anything took it to the writer, it started and ended at
+    /// once, and its completion records both (see [`Pending::done`]).
+    open_start: Option<(usize, StepStart)>,
 }
 
 /// The job row's columns that step records change; `None` leaves a column as it is.
@@ -807,15 +812,34 @@ impl Pending {
         let row = self.job_row(start.job_id);
         row.current_step = Some(start.name);
         row.heartbeat_at_ms = Some(start.at_ms);
-        self.push(move |conn| start.record(conn));
+        self.close_start();
+        self.open_start = Some((self.writes.len(), start));
     }
 
-    /// A step's completion: its row and event, and the job's context when it changed.
+    /// Puts an open start in its place among the writes, as an ordinary record.
+    fn close_start(&mut self) {
+        if let Some((at, start)) = self.open_start.take() {
+            self.writes
+                .insert(at, Box::new(move |conn| start.record(conn)));
+        }
+    }
+
+    /// A step's completion: its row and event, and the job's context when it changed. A step
+    /// whose start is still open started and ended at once (a key the job already knew, no node
+    /// to pick, the final bookkeeping): one row update and one "done" event record both, where
+    /// a "started" event would only be followed by its "done in 0 ms".
     fn done(&mut self, mut done: StepDone) {
         let row = self.job_row(done.job_id);
         row.heartbeat_at_ms = Some(done.at_ms);
         if let Some(ctx) = done.ctx_json.take() {
             row.context_json = Some(ctx);
+        }
+        match self.open_start.take() {
+            Some((_, start)) if start.index == done.index => done.also_started(start),
+            other => {
+                self.open_start = other;
+                self.close_start();
+            }
         }
         self.push(move |conn| done.record(conn));
     }
@@ -830,7 +854,7 @@ impl Pending {
     }
 
     fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.job_row.is_none()
+        self.writes.is_empty() && self.job_row.is_none() && self.open_start.is_none()
     }
 
     /// Queues these records as one write, now (nothing when there are none); the writer wakes
@@ -853,7 +877,8 @@ impl Pending {
         }
     }
 
-    fn record(self, conn: &rusqlite::Connection) -> Result<(), ServiceError> {
+    fn record(mut self, conn: &rusqlite::Connection) -> Result<(), ServiceError> {
+        self.close_start();
         for write in self.writes {
             write(conn)?;
         }
@@ -1032,17 +1057,39 @@ pub(crate) struct StepDone {
     at_ms: i64,
     duration_ms: i64,
     event: store::EventRow,
+    /// The step's start, when it is recorded together with its end (see [`Pending::done`]).
+    start: Option<StepStart>,
 }
 
 impl StepDone {
+    fn also_started(&mut self, start: StepStart) {
+        self.event.attempt = Some(start.attempt);
+        self.start = Some(start);
+    }
+
     /// Step state, duration and message, and the "done" event (the job row's part is in
     /// [`Pending::done`]).
     fn record(&self, conn: &rusqlite::Connection) -> Result<(), ServiceError> {
-        conn.execute_cached(
-            "UPDATE job_steps SET state = 'done', finished_at_ms = ?3, duration_ms = ?4, message = ?5 \
-             WHERE job_id = ?1 AND step_index = ?2",
-            params![self.job_id, self.index, self.at_ms, self.duration_ms, self.msg],
-        )?;
+        match &self.start {
+            None => conn.execute_cached(
+                "UPDATE job_steps SET state = 'done', finished_at_ms = ?3, duration_ms = ?4, message = ?5 \
+                 WHERE job_id = ?1 AND step_index = ?2",
+                params![self.job_id, self.index, self.at_ms, self.duration_ms, self.msg],
+            )?,
+            Some(start) => conn.execute_cached(
+                "UPDATE job_steps SET state = 'done', finished_at_ms = ?3, duration_ms = ?4, message = ?5, \
+                 started_at_ms = ?6, attempts = ?7 WHERE job_id = ?1 AND step_index = ?2",
+                params![
+                    self.job_id,
+                    self.index,
+                    self.at_ms,
+                    self.duration_ms,
+                    self.msg,
+                    start.at_ms,
+                    start.attempt
+                ],
+            )?,
+        };
         store::append_event(conn, self.job_id, &self.event)?;
         Ok(())
     }
@@ -1287,6 +1334,95 @@ mod tests {
         assert_eq!(
             messages(&p, job.job_id).await[3..],
             ["step 5/10 deploy_gateway: started"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_step_that_ends_before_its_start_was_written_is_one_record() {
+        let (p, job) = provisioner_with_job().await;
+        let step = |index: u32| {
+            let job_id = job.job_id;
+            p.db().call(move |conn| -> Result<(String, i64, Option<i64>, Option<i64>), ServiceError> {
+                Ok(conn.query_row(
+                    "SELECT state, attempts, started_at_ms, duration_ms FROM job_steps WHERE job_id = ?1 AND step_index = ?2",
+                    params![job_id, index],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )?)
+            })
+        };
+        // Step 2 starts (attempt 3: earlier runs tried it) and ends while its start is still
+        // pending; step 3 starts, and its start is written before it ends.
+        let start = |index: u32, attempt: u32, at_ms: i64| {
+            let name = steps::PROVISION_STEPS[index as usize - 1];
+            StepStart {
+                job_id: job.job_id,
+                index,
+                count: 10,
+                name,
+                attempt,
+                at_ms,
+                message: format!("step {index}/10 {name}: started"),
+            }
+        };
+        let done = |index: u32, started_at_ms: i64| {
+            let name = steps::PROVISION_STEPS[index as usize - 1];
+            StepDone {
+                job_id: job.job_id,
+                index,
+                msg: "ok".into(),
+                ctx_json: None,
+                at_ms: started_at_ms + 5,
+                duration_ms: 5,
+                event: store::EventRow::step(
+                    started_at_ms + 5,
+                    EventLevel::Info,
+                    index,
+                    name,
+                    10,
+                    format!("step {index}/10 {name}: done in 5 ms: ok"),
+                ),
+                start: None,
+            }
+        };
+        let mut pending = Pending::default();
+        pending.start(start(2, 3, 100));
+        pending.done(done(2, 100));
+        pending.start(start(3, 1, 200));
+        pending.write(&p, job.job_id).await.unwrap();
+        let mut pending = Pending::default();
+        pending.done(done(3, 200));
+        pending.write(&p, job.job_id).await.unwrap();
+
+        assert_eq!(
+            step(2).await.unwrap(),
+            ("done".into(), 3, Some(100), Some(5)),
+            "start and end in one row update"
+        );
+        assert_eq!(
+            step(3).await.unwrap(),
+            ("done".into(), 1, Some(200), Some(5))
+        );
+        let page = p
+            .job_events(JobEventsParams {
+                job_id: job.job_id,
+                after_seq: 0,
+                wait_ms: 0,
+                limit: None,
+            })
+            .await
+            .unwrap();
+        let events: Vec<(String, Option<u32>)> = page
+            .events
+            .into_iter()
+            .map(|e| (e.message, e.attempt))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                ("step 2/10 ssh_key: done in 5 ms: ok".to_owned(), Some(3)),
+                ("step 3/10 select_node: started".to_owned(), Some(1)),
+                ("step 3/10 select_node: done in 5 ms: ok".to_owned(), None),
+            ]
         );
     }
 
