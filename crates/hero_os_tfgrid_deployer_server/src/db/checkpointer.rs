@@ -5,10 +5,11 @@
 //! database file and syncs it), and every write queued behind it waited: a hundred jobs each
 //! waiting for their VM row, or a job's final state its follower is waiting for. So the writer's
 //! connection turns that off (`wal_autocheckpoint = 0`) and this thread checkpoints instead, with
-//! its own connection, once the writer has been quiet for [`QUIET`] — or at the latest
-//! [`MAX_DEFER`] after the first commit it has not checkpointed, so a steady load cannot grow the
-//! WAL without bound. Checkpoints are PASSIVE: they never wait for or block the writer or a
-//! reader; pages a reader still needs are copied by a later round.
+//! its own connection: once [`ENOUGH_COMMITS`] commits wait and the writer has been quiet for
+//! [`QUIET`], or at the latest [`MAX_DEFER`] after the first commit it has not checkpointed (so
+//! neither a steady load nor a trickle of writes leaves the WAL growing, and a trickle does not
+//! pay a checkpoint per commit). Checkpoints are PASSIVE: they never wait for or block the
+//! writer or a reader; pages a reader still needs are copied by a later round.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -17,6 +18,10 @@ use rusqlite::Connection;
 
 /// How long the writer must have committed nothing before a checkpoint starts.
 pub const QUIET: Duration = Duration::from_millis(10);
+
+/// Commits worth a checkpoint in the next quiet moment (sqlite's own threshold is 1000 WAL
+/// pages; a commit writes a few pages to a few dozen).
+pub const ENOUGH_COMMITS: u64 = 100;
 
 /// Longest a commit waits to be checkpointed while writes keep coming.
 pub const MAX_DEFER: Duration = Duration::from_secs(1);
@@ -63,11 +68,13 @@ impl Checkpointer {
     }
 
     /// A transaction committed. Wakes the thread only for the first commit since a checkpoint
-    /// (a lock and a counter otherwise: this runs on the writer thread after every commit).
+    /// and when enough are waiting (a lock and a counter otherwise: this runs on the writer
+    /// thread after every commit).
     pub fn committed(&self) {
         let mut state = self.shared.lock();
         state.commits += 1;
-        if state.commits == state.checkpointed + 1 {
+        let waiting = state.commits - state.checkpointed;
+        if waiting == 1 || waiting == ENOUGH_COMMITS {
             self.shared.wake.notify_one();
         }
     }
@@ -105,19 +112,25 @@ impl Shared {
             if state.stop {
                 return;
             }
-            // Wait for a quiet moment, but not for ever.
-            let first = Instant::now();
+            // Enough commits and a quiet moment, but not for ever.
+            let latest = Instant::now() + MAX_DEFER;
             loop {
+                let now = Instant::now();
+                if now >= latest {
+                    break;
+                }
                 let seen = state.commits;
+                let enough = seen - state.checkpointed >= ENOUGH_COMMITS;
+                let wait = if enough { QUIET } else { latest - now };
                 state = self
                     .wake
-                    .wait_timeout(state, QUIET)
+                    .wait_timeout(state, wait)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
                 if state.stop {
                     return;
                 }
-                if state.commits == seen || first.elapsed() >= MAX_DEFER {
+                if enough && state.commits == seen {
                     break;
                 }
             }
