@@ -207,7 +207,9 @@ async fn walk(
         .send_keys("Ada Lovelace")
         .await
         .unwrap();
-    click(c, "form.stack button[type=submit]").await;
+    // The result is the next page: read it, not the form (a find right after the click could
+    // still see the old document).
+    click_and_load(c, "form.stack button[type=submit]", false).await;
     let pw = text(c, "[data-testid=initial-password]").await;
     assert_eq!(pw.len(), 32, "initial password shown once: {pw:?}");
     assert!(text(c, "[data-testid=token-state]").await.contains("set"));

@@ -242,6 +242,58 @@ async fn backend_faults_retry_then_fail_with_a_precise_reason_and_retry_job_comp
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vm_row_comes_with_the_job_and_a_retry_after_decommission_records_a_new_one() {
+    let (stack, faults) = stack(Vec::new()).await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    let user_id = new_user(c, "rowfirst").await;
+    set_faults(&faults, json!({"deploy_vm_timeouts": 3}));
+    let job = c.provision_vm(user_id, None).await.unwrap();
+    // Committed with the job, before any step ran: persist, then act.
+    let planned = c
+        .get_vm(user_id)
+        .await
+        .unwrap()
+        .vm
+        .expect("a VM row with the job");
+    assert_eq!(
+        (
+            planned.state.as_str(),
+            planned.job_id,
+            planned.name.as_str()
+        ),
+        (
+            "deploying",
+            Some(job.job_id),
+            format!("hero_u{user_id}_rowfirst").as_str()
+        )
+    );
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Failed, "{}", messages(&events));
+
+    // The row of the failed attempt is decommissioned; a retry must not deploy against it.
+    let decommission = c.decommission_vm(user_id).await.unwrap();
+    assert_eq!(
+        follow(c, decommission.job_id).await.0.state,
+        JobState::Succeeded
+    );
+    set_faults(&faults, json!({}));
+    c.retry_job(job.job_id).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{}", messages(&events));
+    let details = c.get_vm(user_id).await.unwrap();
+    let vm = details.vm.expect("a live VM after the retry");
+    assert_ne!(
+        vm.vm_id, planned.vm_id,
+        "a new row, not the decommissioned one"
+    );
+    assert_eq!((vm.state.as_str(), vm.job_id), ("ready", Some(job.job_id)));
+    assert_eq!(details.history.len(), 1);
+    assert_eq!(details.history[0].vm_id, planned.vm_id);
+    assert_eq!(sandboxes(&stack).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_mid_job_deletes_what_the_job_made() {
     let (stack, faults) = stack(Vec::new()).await;
     let _reaper = SandboxReaper(local_root(&stack));

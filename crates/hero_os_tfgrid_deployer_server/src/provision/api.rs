@@ -41,7 +41,8 @@ impl Provisioner {
             .db()
             .write(move |conn| -> Result<Loaded, ServiceError> {
                 let username = user_name(conn, user_id)?;
-                if let Some(vm) = vms::live_vm(conn, user_id)? {
+                let live = vms::live_vm(conn, user_id)?;
+                if let Some(vm) = &live {
                     if vm.state == "ready" {
                         if store::active_job_of(conn, user_id)?.is_some() {
                             return Err(store::conflict(conn, user_id, &username));
@@ -49,21 +50,53 @@ impl Provisioner {
                         return Err(ServiceError::FailedPrecondition(format!(
                             "user {username} already has a ready VM {} at {}; decommission it first",
                             vm.name,
-                            vm.url.unwrap_or_default()
+                            vm.url.as_deref().unwrap_or_default()
                         )));
                     }
                 }
                 // The key the user already has (the usual case after a first VM): the job
                 // starts knowing it, and its ssh_key step adopts it without another read.
                 let key = super::sshkeys::public_key_of(conn, user_id)?;
+                // The VM row comes with the job (persist, then act): it exists before any
+                // step runs, so `deploy_vm` asks the backend without a write to wait for.
+                let name = steps::resource_name(user_id, &username)
+                    .map_err(|e| {
+                        ServiceError::FailedPrecondition(format!(
+                            "cannot name a VM for user {username}: {}",
+                            e.message
+                        ))
+                    })?
+                    .to_string();
+                let spec = hero_os_tfgrid_deployer_backends::VmSpec::default();
+                let spec_json = serde_json::to_string(&spec)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                let vm_id = match &live {
+                    Some(vm) if vm.name == name && vm.backend == backend => vm.vm_id,
+                    _ => vms::record_planned(
+                        conn,
+                        &vms::PlannedVm {
+                            user_id,
+                            forge_username: &username,
+                            backend: &backend,
+                            name: &name,
+                            node_id: None,
+                            spec_json: &spec_json,
+                            job_id: None,
+                            ssh_key_fingerprint: key.as_ref().map(|k| k.fingerprint.as_str()),
+                            now: now_s,
+                        },
+                    )?,
+                };
                 let context = steps::JobContext {
                     key_fingerprint: key.as_ref().map(|k| k.fingerprint.clone()),
                     public_key: key.map(|k| k.public_key),
+                    spec: Some(spec),
+                    vm_id: Some(vm_id),
                     ..Default::default()
                 };
                 let context_json = serde_json::to_string(&context)
                     .map_err(|e| ServiceError::Internal(e.to_string()))?;
-                create_job(
+                let created = create_job(
                     conn,
                     &store::NewJob {
                         user_id,
@@ -77,7 +110,12 @@ impl Provisioner {
                         now_ms: now,
                     },
                     now_s,
-                )
+                )?;
+                conn.execute_cached(
+                    "UPDATE vms SET job_id = ?2 WHERE vm_id = ?1",
+                    params![vm_id, created.0.job_id],
+                )?;
+                Ok(created)
             })
             .await?;
         Ok(self.launch(created))
@@ -220,6 +258,7 @@ impl Provisioner {
                             )));
                         }
                     }
+                    forget_decommissioned_vm(conn, job_id)?;
                 }
                 let resumed = conn.execute_cached(
                     "UPDATE jobs SET state = 'queued', error = NULL, finished_at_ms = NULL, cancel_requested = 0 WHERE job_id = ?1",
@@ -301,6 +340,32 @@ fn user_name(conn: &rusqlite::Connection, user_id: UserId) -> Result<String, Ser
 /// Everything that makes a job exist, inside the caller's write: the job and its steps, the
 /// user's VM status, the "job created" event and the audit record of the request. One write,
 /// so there is never a job without its audit line, nor an audit line without its job.
+/// A provision job knows its VM row from its creation on (`provision_vm`). If that row was
+/// decommissioned since the job failed, the retried job must not deploy against it: it
+/// forgets it, and `deploy_vm` records a new one before it acts.
+fn forget_decommissioned_vm(
+    conn: &rusqlite::Connection,
+    job_id: JobId,
+) -> Result<(), ServiceError> {
+    let internals = store::internals(conn, job_id)?;
+    let mut ctx: steps::JobContext =
+        serde_json::from_str(&internals.context_json).unwrap_or_default();
+    let Some(vm_id) = ctx.vm_id else {
+        return Ok(());
+    };
+    let gone = vms::vm_by_id(conn, vm_id)?.is_none_or(|vm| vm.state == "decommissioned");
+    if gone {
+        ctx.vm_id = None;
+        let context_json =
+            serde_json::to_string(&ctx).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        conn.execute_cached(
+            "UPDATE jobs SET context_json = ?2 WHERE job_id = ?1",
+            params![job_id, context_json],
+        )?;
+    }
+    Ok(())
+}
+
 fn create_job(
     conn: &rusqlite::Connection,
     new: &store::NewJob<'_>,

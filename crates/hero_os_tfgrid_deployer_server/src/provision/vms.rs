@@ -1,6 +1,6 @@
-//! VM and gateway records. A VM row is written *before* the backend is asked to deploy, so every
-//! resource the deployer may have made has a row (reconcile relies on it); rows are never deleted,
-//! only marked `decommissioned`, for audit.
+//! VM and gateway records. A provision job's VM row is written with the job itself, so before
+//! the backend is ever asked to deploy: every resource the deployer may have made has a row
+//! (reconcile relies on it); rows are never deleted, only marked `decommissioned`, for audit.
 
 use hero_os_tfgrid_deployer_sdk::jobs::{VmDetails, VmRecord};
 use hero_os_tfgrid_deployer_sdk::types::UserId;
@@ -68,6 +68,51 @@ pub fn live_vm_names(conn: &Connection) -> rusqlite::Result<Vec<(String, String,
     conn.prepare_cached("SELECT name, backend, user_id FROM vms WHERE state != 'decommissioned'")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect()
+}
+
+/// The VM a provision job is about to make, as recorded before anything acts.
+pub struct PlannedVm<'a> {
+    pub user_id: UserId,
+    pub forge_username: &'a str,
+    pub backend: &'a str,
+    pub name: &'a str,
+    pub node_id: Option<u32>,
+    pub spec_json: &'a str,
+    pub job_id: Option<i64>,
+    pub ssh_key_fingerprint: Option<&'a str>,
+    pub now: i64,
+}
+
+/// Records the VM `v` names as being deployed: adopts the user's live row of that name and
+/// backend (an earlier attempt's), else inserts one. Returns its id.
+pub fn record_planned(conn: &Connection, v: &PlannedVm<'_>) -> rusqlite::Result<i64> {
+    if let Some(vm) = live_vm(conn, v.user_id)? {
+        if vm.name == v.name && vm.backend == v.backend {
+            conn.execute_cached(
+                "UPDATE vms SET job_id = COALESCE(?2, job_id), node_id = COALESCE(?3, node_id), updated_at = ?4 \
+                 WHERE vm_id = ?1",
+                params![vm.vm_id, v.job_id, v.node_id, v.now],
+            )?;
+            return Ok(vm.vm_id);
+        }
+    }
+    conn.execute_cached(
+        "INSERT INTO vms(user_id, forge_username, backend, name, node_id, state, spec_json, deployer_version, \
+         created_at, updated_at, job_id, ssh_key_fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, 'deploying', ?6, ?7, ?8, ?8, ?9, ?10)",
+        params![
+            v.user_id,
+            v.forge_username,
+            v.backend,
+            v.name,
+            v.node_id,
+            v.spec_json,
+            super::DEPLOYER_VERSION,
+            v.now,
+            v.job_id,
+            v.ssh_key_fingerprint
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
 }
 
 /// Active gateway rows: `(name, user_id)`.

@@ -162,40 +162,56 @@ pub async fn deploy_vm(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, St
             )
         })?,
     };
-    // The row first: whatever the backend makes from here on is recorded, so reconcile and
-    // decommission can always find it.
-    let (user_id, username, backend, job_id) = (
+    let (user_id, job_id, node, fp, now) = (
         s.job.user_id,
-        s.job.forge_username.clone(),
-        s.job.backend.clone(),
         s.job.job_id,
-    );
-    let (name_s, spec_json, node, fp) = (
-        name.to_string(),
-        serde_json::to_string(&spec).unwrap_or_else(|_| "{}".into()),
         ctx.node_id,
         key.fingerprint.clone(),
+        s.p.deployer().clock.now(),
     );
-    let now = s.p.deployer().clock.now();
-    let vm_id = s
-        .write(move |conn| -> Result<i64, ServiceError> {
-            if let Some(vm) = vms::live_vm(conn, user_id)? {
-                if vm.name == name_s && vm.backend == backend {
-                    conn.execute_cached(
-                        "UPDATE vms SET job_id = ?2, node_id = COALESCE(?3, node_id), updated_at = ?4 WHERE vm_id = ?1",
-                        params![vm.vm_id, job_id, node, now],
-                    )?;
-                    return Ok(vm.vm_id);
-                }
-            }
-            conn.execute_cached(
-                "INSERT INTO vms(user_id, forge_username, backend, name, node_id, state, spec_json, deployer_version, \
-                 created_at, updated_at, job_id, ssh_key_fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, 'deploying', ?6, ?7, ?8, ?8, ?9, ?10)",
-                params![user_id, username, backend, name_s, node, spec_json, DEPLOYER_VERSION, now, job_id, fp],
-            )?;
-            Ok(conn.last_insert_rowid())
-        })
-        .await?;
+    let vm_id = match ctx.vm_id {
+        // The row was written with the job (`provision_vm`), so it exists before anything here
+        // acts; this job, its node and the key the VM trusts are facts of the step's outcome.
+        Some(vm_id) => {
+            s.write_later(move |conn| {
+                conn.execute_cached(
+                    "UPDATE vms SET job_id = ?2, node_id = COALESCE(?3, node_id), ssh_key_fingerprint = ?4, \
+                     updated_at = ?5 WHERE vm_id = ?1",
+                    params![vm_id, job_id, node, fp, now],
+                )?;
+                Ok(())
+            });
+            vm_id
+        }
+        // A job created before its VM row came with it (or retried after its row was
+        // decommissioned): the row first, so whatever the backend makes from here on is
+        // recorded and reconcile and decommission can always find it.
+        None => {
+            let (username, backend, name_s) = (
+                s.job.forge_username.clone(),
+                s.job.backend.clone(),
+                name.to_string(),
+            );
+            let spec_json = serde_json::to_string(&spec).unwrap_or_else(|_| "{}".into());
+            s.write(move |conn| -> Result<i64, ServiceError> {
+                Ok(vms::record_planned(
+                    conn,
+                    &vms::PlannedVm {
+                        user_id,
+                        forge_username: &username,
+                        backend: &backend,
+                        name: &name_s,
+                        node_id: node,
+                        spec_json: &spec_json,
+                        job_id: Some(job_id),
+                        ssh_key_fingerprint: Some(&fp),
+                        now,
+                    },
+                )?)
+            })
+            .await?
+        }
+    };
     ctx.vm_id = Some(vm_id);
     s.p.inner.faults.arm_backend(BackendFault::DeployVm);
     let backend = s.backend()?;
