@@ -72,7 +72,7 @@ impl Provisioner {
                     .map_err(|e| ServiceError::Internal(e.to_string()))?;
                 let vm_id = match &live {
                     Some(vm) if vm.name == name && vm.backend == backend => vm.vm_id,
-                    _ => vms::record_planned(
+                    _ => vms::insert_planned(
                         conn,
                         &vms::PlannedVm {
                             user_id,

@@ -96,6 +96,11 @@ pub fn record_planned(conn: &Connection, v: &PlannedVm<'_>) -> rusqlite::Result<
             return Ok(vm.vm_id);
         }
     }
+    insert_planned(conn, v)
+}
+
+/// A new row for the VM `v` names, as being deployed (the caller knows there is none to adopt).
+pub fn insert_planned(conn: &Connection, v: &PlannedVm<'_>) -> rusqlite::Result<i64> {
     conn.execute_cached(
         "INSERT INTO vms(user_id, forge_username, backend, name, node_id, state, spec_json, deployer_version, \
          created_at, updated_at, job_id, ssh_key_fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, 'deploying', ?6, ?7, ?8, ?8, ?9, ?10)",
