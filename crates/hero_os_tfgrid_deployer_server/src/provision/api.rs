@@ -36,6 +36,9 @@ impl Provisioner {
         let (user_id, actor_s) = (p.user_id, actor.as_str().to_owned());
         let now = self.now_ms();
         let now_s = self.deployer().clock.now();
+        let spec = hero_os_tfgrid_deployer_backends::VmSpec::default();
+        let spec_json =
+            serde_json::to_string(&spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
         // One write: checks and the new job see the same state, and it is one round trip.
         let created = self
             .db()
@@ -67,26 +70,21 @@ impl Provisioner {
                         ))
                     })?
                     .to_string();
-                let spec = hero_os_tfgrid_deployer_backends::VmSpec::default();
-                let spec_json = serde_json::to_string(&spec)
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
-                let vm_id = match &live {
-                    Some(vm) if vm.name == name && vm.backend == backend => vm.vm_id,
-                    _ => vms::insert_planned(
-                        conn,
-                        &vms::PlannedVm {
-                            user_id,
-                            forge_username: &username,
-                            backend: &backend,
-                            name: &name,
-                            node_id: None,
-                            spec_json: &spec_json,
-                            job_id: None,
-                            ssh_key_fingerprint: key.as_ref().map(|k| k.fingerprint.as_str()),
-                            now: now_s,
-                        },
-                    )?,
-                };
+                let vm_id = vms::record_planned(
+                    conn,
+                    live.as_ref(),
+                    &vms::PlannedVm {
+                        user_id,
+                        forge_username: &username,
+                        backend: &backend,
+                        name: &name,
+                        node_id: None,
+                        spec_json: &spec_json,
+                        job_id: None,
+                        ssh_key_fingerprint: key.as_ref().map(|k| k.fingerprint.as_str()),
+                        now: now_s,
+                    },
+                )?;
                 let context = steps::JobContext {
                     key_fingerprint: key.as_ref().map(|k| k.fingerprint.clone()),
                     public_key: key.map(|k| k.public_key),
@@ -337,9 +335,6 @@ fn user_name(conn: &rusqlite::Connection, user_id: UserId) -> Result<String, Ser
         .forge_username)
 }
 
-/// Everything that makes a job exist, inside the caller's write: the job and its steps, the
-/// user's VM status, the "job created" event and the audit record of the request. One write,
-/// so there is never a job without its audit line, nor an audit line without its job.
 /// A provision job knows its VM row from its creation on (`provision_vm`). If that row was
 /// decommissioned since the job failed, the retried job must not deploy against it: it
 /// forgets it, and `deploy_vm` records a new one before it acts.
@@ -366,6 +361,9 @@ fn forget_decommissioned_vm(
     Ok(())
 }
 
+/// Everything that makes a job exist, inside the caller's write: the job and its steps, the
+/// user's VM status, the "job created" event and the audit record of the request. One write,
+/// so there is never a job without its audit line, nor an audit line without its job.
 fn create_job(
     conn: &rusqlite::Connection,
     new: &store::NewJob<'_>,

@@ -83,10 +83,15 @@ pub struct PlannedVm<'a> {
     pub now: i64,
 }
 
-/// Records the VM `v` names as being deployed: adopts the user's live row of that name and
-/// backend (an earlier attempt's), else inserts one. Returns its id.
-pub fn record_planned(conn: &Connection, v: &PlannedVm<'_>) -> rusqlite::Result<i64> {
-    if let Some(vm) = live_vm(conn, v.user_id)? {
+/// Records the VM `v` names as being deployed: adopts `live`, the user's live row as the caller
+/// read it ([`live_vm`]), when it has that name and backend (an earlier attempt's), else inserts
+/// one. Returns its id.
+pub fn record_planned(
+    conn: &Connection,
+    live: Option<&VmRecord>,
+    v: &PlannedVm<'_>,
+) -> rusqlite::Result<i64> {
+    if let Some(vm) = live {
         if vm.name == v.name && vm.backend == v.backend {
             conn.execute_cached(
                 "UPDATE vms SET job_id = COALESCE(?2, job_id), node_id = COALESCE(?3, node_id), updated_at = ?4 \
@@ -96,11 +101,6 @@ pub fn record_planned(conn: &Connection, v: &PlannedVm<'_>) -> rusqlite::Result<
             return Ok(vm.vm_id);
         }
     }
-    insert_planned(conn, v)
-}
-
-/// A new row for the VM `v` names, as being deployed (the caller knows there is none to adopt).
-pub fn insert_planned(conn: &Connection, v: &PlannedVm<'_>) -> rusqlite::Result<i64> {
     conn.execute_cached(
         "INSERT INTO vms(user_id, forge_username, backend, name, node_id, state, spec_json, deployer_version, \
          created_at, updated_at, job_id, ssh_key_fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, 'deploying', ?6, ?7, ?8, ?8, ?9, ?10)",

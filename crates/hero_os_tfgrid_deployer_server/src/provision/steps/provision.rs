@@ -194,8 +194,10 @@ pub async fn deploy_vm(s: &Scope<'_>, ctx: &mut JobContext) -> Result<String, St
             );
             let spec_json = serde_json::to_string(&spec).unwrap_or_else(|_| "{}".into());
             s.write(move |conn| -> Result<i64, ServiceError> {
+                let live = vms::live_vm(conn, user_id)?;
                 Ok(vms::record_planned(
                     conn,
+                    live.as_ref(),
                     &vms::PlannedVm {
                         user_id,
                         forge_username: &username,
