@@ -834,12 +834,8 @@ impl Pending {
         if let Some(ctx) = done.ctx_json.take() {
             row.context_json = Some(ctx);
         }
-        match self.open_start.take() {
-            Some((_, start)) if start.index == done.index => done.also_started(start),
-            other => {
-                self.open_start = other;
-                self.close_start();
-            }
+        if let Some((_, start)) = self.open_start.take_if(|(_, s)| s.index == done.index) {
+            done.also_started(start);
         }
         self.push(move |conn| done.record(conn));
     }
@@ -1067,29 +1063,23 @@ impl StepDone {
         self.start = Some(start);
     }
 
-    /// Step state, duration and message, and the "done" event (the job row's part is in
-    /// [`Pending::done`]).
+    /// Step state, duration and message (and its start, when recorded together), and the "done"
+    /// event (the job row's part is in [`Pending::done`]).
     fn record(&self, conn: &rusqlite::Connection) -> Result<(), ServiceError> {
-        match &self.start {
-            None => conn.execute_cached(
-                "UPDATE job_steps SET state = 'done', finished_at_ms = ?3, duration_ms = ?4, message = ?5 \
-                 WHERE job_id = ?1 AND step_index = ?2",
-                params![self.job_id, self.index, self.at_ms, self.duration_ms, self.msg],
-            )?,
-            Some(start) => conn.execute_cached(
-                "UPDATE job_steps SET state = 'done', finished_at_ms = ?3, duration_ms = ?4, message = ?5, \
-                 started_at_ms = ?6, attempts = ?7 WHERE job_id = ?1 AND step_index = ?2",
-                params![
-                    self.job_id,
-                    self.index,
-                    self.at_ms,
-                    self.duration_ms,
-                    self.msg,
-                    start.at_ms,
-                    start.attempt
-                ],
-            )?,
-        };
+        conn.execute_cached(
+            "UPDATE job_steps SET state = 'done', finished_at_ms = ?3, duration_ms = ?4, message = ?5, \
+             started_at_ms = COALESCE(?6, started_at_ms), attempts = COALESCE(?7, attempts) \
+             WHERE job_id = ?1 AND step_index = ?2",
+            params![
+                self.job_id,
+                self.index,
+                self.at_ms,
+                self.duration_ms,
+                self.msg,
+                self.start.as_ref().map(|s| s.at_ms),
+                self.start.as_ref().map(|s| s.attempt)
+            ],
+        )?;
         store::append_event(conn, self.job_id, &self.event)?;
         Ok(())
     }
@@ -1234,19 +1224,23 @@ mod tests {
         (p, job)
     }
 
-    fn held_start(job: &Job, index: u32) -> Held {
+    /// The start of provision step `index` of `job`.
+    fn step_start(job: &Job, index: u32, attempt: u32, at_ms: i64) -> StepStart {
         let name = steps::PROVISION_STEPS[index as usize - 1];
-        let start = StepStart {
+        StepStart {
             job_id: job.job_id,
             index,
             count: 10,
             name,
-            attempt: 1,
-            at_ms: 1,
+            attempt,
+            at_ms,
             message: format!("step {index}/10 {name}: started"),
-        };
+        }
+    }
+
+    fn held_start(job: &Job, index: u32) -> Held {
         let mut pending = Pending::default();
-        pending.start(start);
+        pending.start(step_start(job, index, 1, 1));
         Held::new(pending)
     }
 
@@ -1352,18 +1346,7 @@ mod tests {
         };
         // Step 2 starts (attempt 3: earlier runs tried it) and ends while its start is still
         // pending; step 3 starts, and its start is written before it ends.
-        let start = |index: u32, attempt: u32, at_ms: i64| {
-            let name = steps::PROVISION_STEPS[index as usize - 1];
-            StepStart {
-                job_id: job.job_id,
-                index,
-                count: 10,
-                name,
-                attempt,
-                at_ms,
-                message: format!("step {index}/10 {name}: started"),
-            }
-        };
+        let start = |index: u32, attempt: u32, at_ms: i64| step_start(&job, index, attempt, at_ms);
         let done = |index: u32, started_at_ms: i64| {
             let name = steps::PROVISION_STEPS[index as usize - 1];
             StepDone {
