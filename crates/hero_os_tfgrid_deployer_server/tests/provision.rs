@@ -25,7 +25,7 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
 
     let job = c.provision_vm(user_id, None).await.unwrap();
     assert_eq!(job.kind, JobKind::Provision);
-    assert_eq!(job.steps.len(), 10);
+    assert_eq!(job.steps.len(), PROVISION_STEPS.len());
     let (job, events) = follow(c, job.job_id).await;
     assert_eq!(
         job.state,
@@ -39,23 +39,10 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
         .iter()
         .all(|s| s.state == StepState::Done && s.duration_ms.is_some()));
     let text = messages(&events);
-    for (i, name) in [
-        "forge_user",
-        "ssh_key",
-        "select_node",
-        "deploy_vm",
-        "deploy_gateway",
-        "wait_ssh",
-        "push_manifest",
-        "run_bootstrap",
-        "verify_health",
-        "finalize",
-    ]
-    .iter()
-    .enumerate()
-    {
+    let n = PROVISION_STEPS.len();
+    for (i, name) in PROVISION_STEPS.iter().enumerate() {
         assert!(
-            text.contains(&format!("step {}/10 {name}: done in", i + 1)),
+            text.contains(&format!("step {}/{n} {name}: done in", i + 1)),
             "{text}"
         );
     }
@@ -349,7 +336,10 @@ async fn the_opentofu_backend_without_a_mnemonic_fails_the_job_with_what_to_do()
     assert_eq!(job.state, JobState::Failed, "{}", messages(&events));
     let error = job.error.unwrap();
     assert!(
-        error.starts_with("step 4/10 deploy_vm failed after 1 attempt(s)"),
+        error.starts_with(&format!(
+            "step 4/{} deploy_vm failed after 1 attempt(s)",
+            PROVISION_STEPS.len()
+        )),
         "{error}"
     );
     assert!(

@@ -12,22 +12,17 @@ use std::time::Duration;
 
 use hero_os_tfgrid_deployer_sdk::jobs::*;
 use hero_os_tfgrid_deployer_sdk::types::{ListEventsParams, VmStatus};
+use hero_os_tfgrid_deployer_server::provision::steps::PROVISION_STEPS;
 use serde_json::json;
 use support::{wait_exit, Server};
 use support_jobs::*;
 
-const STEPS: [&str; 10] = [
-    "forge_user",
-    "ssh_key",
-    "select_node",
-    "deploy_vm",
-    "deploy_gateway",
-    "wait_ssh",
-    "push_manifest",
-    "run_bootstrap",
-    "verify_health",
-    "finalize",
-];
+/// The provision steps, from the step table: a new step is crash-tested without editing here.
+const STEPS: &[&str] = PROVISION_STEPS;
+/// `N` of "step n/N".
+fn n() -> usize {
+    STEPS.len()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_every_step_then_restart_ends_with_exactly_one_vm_and_gateway() {
@@ -117,7 +112,7 @@ async fn fails_then_retry_completes(
     let error = job.error.clone().unwrap();
     let index = STEPS.iter().position(|s| *s == step).unwrap() + 1;
     assert!(
-        error.starts_with(&format!("step {index}/10 {step} failed after")),
+        error.starts_with(&format!("step {index}/{} {step} failed after", n())),
         "{error}"
     );
     for r in reasons {
@@ -164,7 +159,7 @@ async fn fails_then_retry_completes(
         job.error,
         messages(&events)
     );
-    assert!(messages(&events).contains(&format!("resuming from step {index}/10 {step}")));
+    assert!(messages(&events).contains(&format!("resuming from step {index}/{} {step}", n())));
     // Steps before the failed one were not re-run by the retry.
     let after_retry = events
         .iter()
@@ -173,7 +168,7 @@ async fn fails_then_retry_completes(
         .collect::<Vec<_>>()
         .join("\n");
     assert!(
-        !after_retry.contains("step 1/10 forge_user: started"),
+        !after_retry.contains(&format!("step 1/{} forge_user: started", n())),
         "{after_retry}"
     );
     assert_eq!(gateway_health(&job.result.unwrap().url).await.unwrap(), 200);
@@ -307,7 +302,8 @@ async fn cancel_mid_job_deletes_what_the_job_made() {
     })
     .await;
     assert!(
-        seen.message.starts_with("step 6/10 wait_ssh: attempt "),
+        seen.message
+            .starts_with(&format!("step 6/{} wait_ssh: attempt ", n())),
         "{}",
         seen.message
     );

@@ -6,6 +6,7 @@ use hero_os_tfgrid_deployer_sdk::jobs::{VmDetails, VmRecord};
 use hero_os_tfgrid_deployer_sdk::types::UserId;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::states::VmState;
 use super::Provisioner;
 use crate::db::Cached;
 use crate::error::ServiceError;
@@ -23,7 +24,7 @@ fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<VmRecord> {
         backend: r.get(3)?,
         name: r.get(4)?,
         node_id: r.get(5)?,
-        state: r.get(6)?,
+        state: r.get::<_, VmState>(6)?.as_str().to_owned(),
         spec: serde_json::from_str(&spec).unwrap_or(serde_json::Value::Null),
         private_ip: r.get(8)?,
         mycelium_ip: r.get(9)?,
@@ -55,9 +56,14 @@ pub fn vm_by_id(conn: &Connection, vm_id: i64) -> rusqlite::Result<Option<VmReco
         .optional()
 }
 
+/// Every VM row of the user but the live one ([`live_vm`]), newest first: decommissioned VMs,
+/// and rows of failed attempts a later attempt did not adopt (another backend), so none is
+/// hidden.
 pub fn history(conn: &Connection, user_id: UserId) -> rusqlite::Result<Vec<VmRecord>> {
     conn.prepare_cached(&format!(
-        "SELECT {VM_COLUMNS} FROM vms WHERE user_id = ?1 AND state = 'decommissioned' ORDER BY vm_id DESC"
+        "SELECT {VM_COLUMNS} FROM vms WHERE user_id = ?1 AND vm_id != COALESCE(\
+         (SELECT vm_id FROM vms WHERE user_id = ?1 AND state != 'decommissioned' ORDER BY vm_id DESC LIMIT 1), -1) \
+         ORDER BY vm_id DESC"
     ))?
     .query_map([user_id], vm_from_row)?
     .collect()
