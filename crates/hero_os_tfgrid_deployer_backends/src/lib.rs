@@ -8,6 +8,7 @@
 //! them. Secrets (private keys, the mnemonic) are never logged nor put on a command line.
 
 pub mod compute;
+pub mod grid_names;
 pub mod gridproxy;
 pub mod hero_compute;
 pub mod local;
@@ -15,6 +16,8 @@ pub mod local_gateway;
 pub mod manifest;
 pub mod node_selection;
 pub mod opentofu;
+pub mod provider_pin;
+pub mod provider_schema;
 pub mod spec;
 
 pub use gridproxy::{GridProxyClient, GridProxyError, Network, Node};
