@@ -21,7 +21,10 @@ pub mod provider_schema;
 pub mod spec;
 
 pub use gridproxy::{GridProxyClient, GridProxyError, Network, Node};
-pub use node_selection::{select_node, NoCandidate, Selection, DEFAULT_CANDIDATE_NODES};
+pub use node_selection::{
+    select_node, select_node_for, FeatureNeeds, NoCandidate, Requirements, Selection,
+    DEFAULT_CANDIDATE_NODES,
+};
 pub use spec::{Capacity, VmSpec};
 pub mod process;
 pub mod ssh;
