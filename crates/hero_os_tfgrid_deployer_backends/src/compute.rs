@@ -179,8 +179,9 @@ impl VmInfo {
 pub struct GatewayRequest {
     /// Resource name (same as the VM's: one gateway per user).
     pub name: ResourceName,
-    /// The public host label. On the grid this is the name contract (unique grid-wide), the
-    /// user's grid name; locally `<label>.localhost`.
+    /// The public host label, locally `<label>.localhost`. The `opentofu` backend decides its
+    /// label itself from `name` (`grid_names::gateway_labels`: a name contract, unique
+    /// network-wide, with a fallback) and uses this one only if it is one of those.
     pub host_label: String,
     /// Where to forward (from [`VmInfo::web_backend_url`]).
     pub backend_url: String,
@@ -378,6 +379,12 @@ pub trait ComputeBackend: Send + Sync {
     /// with a name, so a new backend (or a stand-in) says what it is in one place.
     fn placement(&self) -> Placement {
         Placement::GridNode
+    }
+
+    /// A missing prerequisite (mnemonic, binary, socket…) as a precise error, checked without
+    /// the network, so a job can be refused when it is created rather than fail steps later.
+    fn check_prerequisites(&self) -> Result<(), BackendError> {
+        Ok(())
     }
 
     /// Deploy a VM, or adopt the existing one of that name. Child-process output goes to `out`.

@@ -132,12 +132,24 @@ pub struct Node {
     pub healthy: Option<bool>,
     /// Total capacity.
     pub total: Resources,
-    /// Capacity used by contracts (ignores the grid's reserves).
+    /// Used capacity as gridproxy reports it: contracts **plus the node's reserve** for MRU and
+    /// SRU (`setup.sql`), so free capacity is simply `total − used`.
     pub used: Resources,
     /// Public network config, if any.
     pub public_config: PublicConfig,
-    /// Advertised features (`zmachine`, `mycelium`, …); empty on old servers.
-    pub features: Vec<String>,
+    /// Advertised features (`zmachine`, `mycelium`, …); `None` when gridproxy sent none (an old
+    /// server, or `null` for a node that never reported them): node selection cannot tell.
+    pub features: Option<Vec<String>>,
+    /// `rented`: a twin holds a rent contract on the node.
+    pub rented: bool,
+    /// `rentedByTwinId`: that twin (0 when not rented).
+    pub rented_by_twin_id: u64,
+    /// `dedicated`.
+    pub dedicated: bool,
+    /// `inDedicatedFarm`: its farm rents whole nodes only.
+    pub in_dedicated_farm: bool,
+    /// `extraFee`: a farmer's fee for a dedicated node (non-zero = must be rented).
+    pub extra_fee: u64,
     /// Unix seconds of the last report.
     pub updated_at: i64,
 }
@@ -163,6 +175,16 @@ struct RawNode {
     public_config: Option<PublicConfig>,
     #[serde(default)]
     features: Option<Vec<String>>,
+    #[serde(default)]
+    rented: bool,
+    #[serde(rename = "rentedByTwinId", default)]
+    rented_by_twin_id: u64,
+    #[serde(default)]
+    dedicated: bool,
+    #[serde(rename = "inDedicatedFarm", default)]
+    in_dedicated_farm: bool,
+    #[serde(rename = "extraFee", default)]
+    extra_fee: u64,
     #[serde(rename = "updatedAt", default)]
     updated_at: i64,
 }
@@ -194,6 +216,16 @@ struct RawNestedNode {
     public_config: Option<PublicConfig>,
     #[serde(default)]
     features: Option<Vec<String>>,
+    #[serde(default)]
+    rented: bool,
+    #[serde(rename = "rentedByTwinId", default)]
+    rented_by_twin_id: u64,
+    #[serde(default)]
+    dedicated: bool,
+    #[serde(rename = "inDedicatedFarm", default)]
+    in_dedicated_farm: bool,
+    #[serde(rename = "extraFee", default)]
+    extra_fee: u64,
     #[serde(rename = "updatedAt", default)]
     updated_at: i64,
 }
@@ -209,7 +241,12 @@ impl From<RawNode> for Node {
             total: r.total_resources,
             used: r.used_resources,
             public_config: r.public_config.unwrap_or_default(),
-            features: r.features.unwrap_or_default(),
+            features: r.features,
+            rented: r.rented,
+            rented_by_twin_id: r.rented_by_twin_id,
+            dedicated: r.dedicated,
+            in_dedicated_farm: r.in_dedicated_farm,
+            extra_fee: r.extra_fee,
             updated_at: r.updated_at,
         }
     }
@@ -226,7 +263,12 @@ impl From<RawNestedNode> for Node {
             total: r.capacity.total_resources,
             used: r.capacity.used_resources,
             public_config: r.public_config.unwrap_or_default(),
-            features: r.features.unwrap_or_default(),
+            features: r.features,
+            rented: r.rented,
+            rented_by_twin_id: r.rented_by_twin_id,
+            dedicated: r.dedicated,
+            in_dedicated_farm: r.in_dedicated_farm,
+            extra_fee: r.extra_fee,
             updated_at: r.updated_at,
         }
     }

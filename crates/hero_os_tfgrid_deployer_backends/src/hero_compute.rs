@@ -58,6 +58,23 @@ impl HeroComputeConfig {
             web_port: 9988,
         }
     }
+
+    /// The socket exists and is a unix socket: checked without connecting, so the server can
+    /// refuse a job at creation with the path that is missing.
+    pub fn check_prerequisites(&self) -> Result<(), BackendError> {
+        use std::os::unix::fs::FileTypeExt;
+        match std::fs::metadata(&self.socket_path) {
+            Ok(m) if m.file_type().is_socket() => Ok(()),
+            Ok(_) => Err(BackendError::Config(format!(
+                "hero_compute backend: {} exists but is not a unix socket",
+                self.socket_path.display()
+            ))),
+            Err(e) => Err(BackendError::Config(format!(
+                "hero_compute backend: no socket at {} ({e}); is hero_compute running?",
+                self.socket_path.display()
+            ))),
+        }
+    }
 }
 
 /// `$HERO_SOCKET_DIR/hero_compute/rpc.sock`, `HERO_SOCKET_DIR` defaulting to `~/hero/var/sockets`
@@ -264,6 +281,10 @@ impl HeroComputeBackend {
 impl ComputeBackend for HeroComputeBackend {
     fn kind(&self) -> &'static str {
         "hero_compute"
+    }
+
+    fn check_prerequisites(&self) -> Result<(), BackendError> {
+        self.cfg.check_prerequisites()
     }
 
     async fn deploy_vm(&self, req: &VmRequest, out: OutputSink) -> Result<VmInfo, BackendError> {

@@ -8,6 +8,7 @@
 //! them. Secrets (private keys, the mnemonic) are never logged nor put on a command line.
 
 pub mod compute;
+pub mod grid_names;
 pub mod gridproxy;
 pub mod hero_compute;
 pub mod local;
@@ -16,10 +17,15 @@ pub mod manifest;
 pub mod node_selection;
 pub mod node_selector;
 pub mod opentofu;
+pub mod provider_pin;
+pub mod provider_schema;
 pub mod spec;
 
 pub use gridproxy::{GridProxyClient, GridProxyError, Network, Node};
-pub use node_selection::{select_node, NoCandidate, Selection, DEFAULT_CANDIDATE_NODES};
+pub use node_selection::{
+    select_node, select_node_for, FeatureNeeds, NoCandidate, Requirements, Selection,
+    DEFAULT_CANDIDATE_NODES,
+};
 pub use node_selector::NodeSelector;
 pub use spec::{Capacity, VmSpec};
 pub mod process;

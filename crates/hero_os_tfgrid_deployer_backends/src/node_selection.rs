@@ -2,7 +2,12 @@
 //! VM needs, pick one and say why, or say why every candidate was rejected.
 //!
 //! Kept free of I/O so it is trivially testable and the orchestrator can record the `reason` and
-//! the `rejected` list in the job's events. [`select_from_gridproxy`] is the thin I/O wrapper.
+//! the `rejected` list in the job's events. [`select_from_gridproxy_for`] is the thin I/O wrapper.
+//!
+//! What a node must offer ([`Requirements`]): up, healthy, a gateway domain, available to the
+//! deployer's twin (not rented by another twin, not in a dedicated farm or carrying an extra fee
+//! unless rented by us — gridproxy's own `available_for` rule), the node features the VM and its
+//! gateway use, not excluded by an earlier failed deploy of the same job, and the capacity.
 
 use std::fmt;
 
@@ -12,23 +17,103 @@ use crate::spec::{Capacity, GIB};
 /// The freefarm gateway nodes the demo uses by default.
 pub const DEFAULT_CANDIDATE_NODES: [u32; 4] = [1, 8, 13, 50];
 
-/// The SRU the grid keeps for the node itself (`setup.sql`).
-pub const SRU_RESERVE: u64 = 20 * GIB;
-/// The minimum MRU the grid keeps for the node itself (`setup.sql`): max(total/10, 2 GiB).
-pub const MRU_RESERVE_MIN: u64 = 2 * GIB;
-
-/// Free capacity of a node after the grid's reserves, as gridproxy computes it server-side:
-/// MRU `total − used − max(total/10, 2 GiB)`, SRU `total − used − 20 GiB`, HRU `total − used`.
-/// Never negative (saturates at 0).
+/// Free capacity of a node exactly as gridproxy computes its `free_*` columns
+/// (`grid-proxy/internal/explorer/db/setup.sql`, `resources_cache`): `total − used`. The server's
+/// `used_mru` already holds Σcontracts + max(total/10, 2 GiB) and `used_sru` Σcontracts + 20 GiB,
+/// so subtracting a reserve here again would under-count every node. Saturates at 0 (the server's
+/// column may go negative on an over-committed node).
 pub fn free_capacity(node: &Node) -> Capacity {
     let t = node.total;
     let u = node.used;
-    let mru_reserve = (t.mru / 10).max(MRU_RESERVE_MIN);
     Capacity {
-        mru: t.mru.saturating_sub(u.mru).saturating_sub(mru_reserve),
-        sru: t.sru.saturating_sub(u.sru).saturating_sub(SRU_RESERVE),
+        mru: t.mru.saturating_sub(u.mru),
+        sru: t.sru.saturating_sub(u.sru),
         hru: t.hru.saturating_sub(u.hru),
     }
+}
+
+/// Node features (zos `gridtypes` names, gridproxy `features`) a demo VM with a name gateway on
+/// the same node uses: one VM kind, one network kind, the data disk, mycelium, the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeatureNeeds {
+    /// Accept zos-light nodes (`zmachine-light` / `network-light`). Only providers from
+    /// `5812981` (2024-10-16) on deploy to them; the pinned 1.11.2 line is older, so off by default.
+    pub light_ok: bool,
+}
+
+impl FeatureNeeds {
+    /// What is missing from `features`, in words; empty when the node offers everything.
+    pub fn missing(&self, features: &[String]) -> Vec<String> {
+        let has = |f: &str| features.iter().any(|x| x == f);
+        let mut missing = Vec::new();
+        let alt = |full: &str, light: &str| -> Option<String> {
+            if has(full) || (self.light_ok && has(light)) {
+                None
+            } else if has(light) {
+                Some(format!("{full} (only {light}: a zos-light node, which the pinned provider cannot deploy to)"))
+            } else {
+                Some(full.to_string())
+            }
+        };
+        missing.extend(alt("zmachine", "zmachine-light"));
+        missing.extend(alt("network", "network-light"));
+        for f in ["zmount", "mycelium", "gateway-name-proxy"] {
+            if !has(f) {
+                missing.push(f.to_string());
+            }
+        }
+        missing
+    }
+}
+
+/// Everything a node must satisfy to take the VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirements {
+    /// Capacity the VM consumes (bytes).
+    pub need: Capacity,
+    /// The deployer's twin: a node rented by it is available to it (gridproxy `available_for`).
+    /// `None` = only nodes nobody rents.
+    pub twin_id: Option<u64>,
+    /// Nodes a deploy of this job already failed on: never retried blindly on the same node.
+    pub excluded: Vec<u32>,
+    /// Node features needed.
+    pub features: FeatureNeeds,
+}
+
+impl Requirements {
+    /// Requirements for `need` with the defaults: no twin (only unrented nodes), nothing
+    /// excluded, zos-light nodes refused.
+    pub fn new(need: Capacity) -> Self {
+        Self {
+            need,
+            twin_id: None,
+            excluded: Vec::new(),
+            features: FeatureNeeds { light_ok: false },
+        }
+    }
+}
+
+/// gridproxy's `available_for=<twin>` rule (`postgres.go`): rented by that twin, or not rented,
+/// not in a dedicated farm and without an extra fee. `dedicated` is honoured as well, should a
+/// server set it on nodes. `None` when available, else why not.
+pub fn availability_problem(node: &Node, twin_id: Option<u64>) -> Option<String> {
+    if node.rented || node.rented_by_twin_id != 0 {
+        if twin_id.is_some_and(|t| t == node.rented_by_twin_id) {
+            return None;
+        }
+        return Some(format!(
+            "rented by twin {} (not the deployer's{})",
+            node.rented_by_twin_id,
+            twin_id.map(|t| format!(" twin {t}")).unwrap_or_default()
+        ));
+    }
+    if node.in_dedicated_farm {
+        return Some("in a dedicated farm: it must be rented first".into());
+    }
+    if node.dedicated || node.extra_fee > 0 {
+        return Some("a dedicated node (extra fee): it must be rented first".into());
+    }
+    None
 }
 
 /// Headroom of a node for a VM: the smallest, over the resources the VM needs (MRU, SRU, and HRU
@@ -97,8 +182,18 @@ pub fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / GIB as f64)
 }
 
-/// Why a node cannot take the VM, or `None` if it can.
+/// Why a node cannot take the VM, or `None` if it can (capacity and state only; see
+/// [`rejection_reason_for`] for every requirement).
 pub fn rejection_reason(node: &Node, need: &Capacity) -> Option<String> {
+    rejection_reason_for(node, &Requirements::new(*need))
+}
+
+/// Why a node fails `req`, or `None` if it satisfies every requirement.
+pub fn rejection_reason_for(node: &Node, req: &Requirements) -> Option<String> {
+    let need = &req.need;
+    if req.excluded.contains(&node.node_id) {
+        return Some("excluded: a deploy on it failed earlier in this job".into());
+    }
     if node.status != "up" {
         return Some(format!("status is {:?}, not \"up\"", node.status));
     }
@@ -110,6 +205,18 @@ pub fn rejection_reason(node: &Node, need: &Capacity) -> Option<String> {
     if node.public_config.domain.trim().is_empty() {
         return Some("no gateway domain (publicConfig.domain is empty)".to_string());
     }
+    if let Some(why) = availability_problem(node, req.twin_id) {
+        return Some(why);
+    }
+    match &node.features {
+        None => return Some("gridproxy did not report the node's features".into()),
+        Some(f) => {
+            let missing = req.features.missing(f);
+            if !missing.is_empty() {
+                return Some(format!("lacks node feature(s): {}", missing.join(", ")));
+            }
+        }
+    }
     let free = free_capacity(node);
     let mut short = Vec::new();
     for (label, f, n) in [
@@ -118,7 +225,14 @@ pub fn rejection_reason(node: &Node, need: &Capacity) -> Option<String> {
         ("HDD (HRU)", free.hru, need.hru),
     ] {
         if f < n {
-            short.push(format!("{label} free {} < needed {}", gib(f), gib(n)));
+            let (gf, gn) = (gib(f), gib(n));
+            // When rounding hides the difference, say it in bytes.
+            let bytes = if gf == gn {
+                format!(" ({f} < {n} bytes)")
+            } else {
+                String::new()
+            };
+            short.push(format!("{label} free {gf} < needed {gn}{bytes}"));
         }
     }
     if !short.is_empty() {
@@ -137,6 +251,16 @@ pub fn select_node(
     nodes: &[Node],
     need: &Capacity,
 ) -> Result<Selection, NoCandidate> {
+    select_node_for(candidates, nodes, &Requirements::new(*need))
+}
+
+/// [`select_node`] with every requirement of `req` (twin, exclusions, features).
+pub fn select_node_for(
+    candidates: &[u32],
+    nodes: &[Node],
+    req: &Requirements,
+) -> Result<Selection, NoCandidate> {
+    let need = &req.need;
     let mut rejected: Vec<(u32, String)> = Vec::new();
     let mut fitting: Vec<(&Node, f64)> = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -151,7 +275,7 @@ pub fn select_node(
             ));
             continue;
         };
-        if let Some(why) = rejection_reason(node, need) {
+        if let Some(why) = rejection_reason_for(node, req) {
             rejected.push((id, why));
             continue;
         }
@@ -235,8 +359,17 @@ pub async fn select_from_gridproxy(
     candidates: &[u32],
     need: &Capacity,
 ) -> Result<Selection, SelectError> {
+    select_from_gridproxy_for(client, candidates, &Requirements::new(*need)).await
+}
+
+/// [`select_from_gridproxy`] with every requirement of `req`.
+pub async fn select_from_gridproxy_for(
+    client: &GridProxyClient,
+    candidates: &[u32],
+    req: &Requirements,
+) -> Result<Selection, SelectError> {
     let nodes = client.nodes_by_ids(candidates).await?;
-    let first = select_node(candidates, &nodes, need)?;
+    let first = select_node_for(candidates, &nodes, req)?;
     let fresh = client.node(first.node.node_id).await?;
     if fresh == first.node {
         return Ok(first);
@@ -245,5 +378,5 @@ pub async fn select_from_gridproxy(
     if let Some(slot) = nodes.iter_mut().find(|n| n.node_id == fresh.node_id) {
         *slot = fresh;
     }
-    Ok(select_node(candidates, &nodes, need)?)
+    Ok(select_node_for(candidates, &nodes, req)?)
 }

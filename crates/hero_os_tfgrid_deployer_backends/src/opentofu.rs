@@ -1,12 +1,21 @@
 //! The `opentofu` backend: one working directory per user with a generated `main.tf.json` for the
 //! `threefoldtech/grid` provider, driven by the `tofu` CLI as a child process.
 //!
-//! * Config generation is a pure function ([`render_main_tf_json`]) checked by golden files and by
-//!   a test against the provider schema facts (`^[a-zA-Z0-9_]+$` names, MB/GB units, required
-//!   attributes).
-//! * The mnemonic is given to the child only, as env `MNEMONIC` (the provider's variable): it is
-//!   never written to `main.tf.json`, never on a command line, and redacted from streamed output.
+//! * Config generation is a pure function ([`render_main_tf_json`]) checked by golden files and,
+//!   in tests, by a walk against the provider's vendored schema ([`crate::provider_schema`]) over
+//!   the whole username space. Names come from [`crate::grid_names`] only.
+//! * The provider is pinned exactly ([`crate::provider_pin`]); after every `tofu init` the schema
+//!   of the provider actually installed (`tofu providers schema -json`) is read and a config it
+//!   does not accept is refused before `apply`, naming the attribute.
+//! * The child gets a clean environment ([`child_env`]): a stray `SUBSTRATE_URL`, `RELAY_URL`,
+//!   `PROXY_URL`, `KEY_TYPE`, `NETWORK` or `TF_LOG` in the server's environment would silently
+//!   change what the provider does. The mnemonic is given to the child only, as env `MNEMONIC`
+//!   (the provider's variable): never in `main.tf.json`, never on a command line, redacted from
+//!   streamed output.
 //! * The provider's `network` is always set: it silently falls back to `dev` otherwise.
+//! * A gateway name taken on the network is recognised by TFChain's own error (`NameExists`, as
+//!   the grid client and provider report it) and the next label of
+//!   [`crate::grid_names::gateway_labels`] is tried.
 //! * Random values (mycelium key, mycelium IP seed) come from the injected RNG once per user and are
 //!   persisted in the working dir (`desired.json`), so re-applies are stable and a resumed job
 //!   converges on the same VM. The working dir (tofu state and the provider's `state.json`) lives
@@ -32,7 +41,10 @@ use crate::compute::{
     BackendError, ComputeBackend, GatewayInfo, GatewayRequest, OutputSink, Resource, ResourceKind,
     ResourceName, VmInfo, VmRequest,
 };
+use crate::grid_names::{gateway_label_problem, gateway_labels, GridNames};
 use crate::gridproxy::Network;
+use crate::provider_pin::{default_version, ProviderVersion};
+use crate::provider_schema::{check_config, grid_client_rules, ProviderSchema, Violation};
 use crate::spec::VmSpec;
 use crate::ssh::SshTarget;
 
@@ -46,7 +58,7 @@ pub const TF_GATEWAY: &str = "gw";
 /// Everything that goes into one user's `main.tf.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TfInputs {
-    /// Resource name: deployment and VM name; the network is `<name>_net`.
+    /// Resource name; the grid names derive from it ([`GridNames::for_resource`]).
     pub name: ResourceName,
     /// Grid network for the provider block.
     pub network: Network,
@@ -64,28 +76,46 @@ pub struct TfInputs {
     pub ip_range: String,
     /// The VM's web port the gateway forwards to (9988, hero_router).
     pub web_port: u16,
-    /// Name-proxy label (the user's grid name), if a gateway is wanted.
+    /// Name-proxy label (one of [`gateway_labels`]), if a gateway is wanted.
     pub gateway_label: Option<String>,
-    /// Provider version constraint, if pinned.
+    /// Exact provider version (`1.11.2`); `None` (working dirs from before the pin) renders the
+    /// network's [`default_version`].
     pub provider_version: Option<String>,
 }
 
 impl TfInputs {
+    /// The grid names of this user's resources.
+    pub fn grid_names(&self) -> GridNames {
+        GridNames::for_resource(&self.name)
+    }
+
     /// The `grid_network` name.
     pub fn network_name(&self) -> String {
-        format!("{}_net", self.name)
+        self.grid_names().network
+    }
+
+    /// The exact `required_providers` constraint (`= 1.11.2`).
+    pub fn provider_constraint(&self) -> String {
+        match self.provider_version.as_deref().map(ProviderVersion::parse) {
+            Some(Ok(v)) => v.constraint(),
+            // An unparsable stored value is written as is, so the schema walk reports it.
+            Some(Err(_)) => self.provider_version.clone().unwrap_or_default(),
+            None => default_version(self.network).constraint(),
+        }
     }
 }
 
 /// Render `main.tf.json` (Terraform JSON syntax). Pure: same inputs, same bytes.
 pub fn render_main_tf_json(i: &TfInputs) -> Value {
-    let name = i.name.to_string();
-    let net = i.network_name();
+    let names = i.grid_names();
+    let name = names.deployment.clone();
+    let net = names.network.clone();
+    let disk = names.disk;
     let node_key = i.node_id.to_string();
-    let mut provider_req = json!({ "source": "threefoldtech/grid" });
-    if let Some(v) = &i.provider_version {
-        provider_req["version"] = json!(v);
-    }
+    let provider_req = json!({
+        "source": crate::provider_schema::PROVIDER_SOURCE,
+        "version": i.provider_constraint(),
+    });
     let mut resource = json!({
         "grid_network": {
             TF_NETWORK: {
@@ -100,7 +130,7 @@ pub fn render_main_tf_json(i: &TfInputs) -> Value {
                 "node": i.node_id,
                 "name": name,
                 "network_name": format!("${{grid_network.{TF_NETWORK}.name}}"),
-                "disks": [{ "name": "data", "size": i.spec.disk_gb }],
+                "disks": [{ "name": disk, "size": i.spec.disk_gb }],
                 "vms": [{
                     "name": name,
                     "flist": i.spec.flist,
@@ -108,7 +138,7 @@ pub fn render_main_tf_json(i: &TfInputs) -> Value {
                     "cpu": i.spec.cpu,
                     "memory": i.spec.memory_mb,
                     "rootfs_size": i.spec.rootfs_mb,
-                    "mounts": [{ "name": "data", "mount_point": "/data" }],
+                    "mounts": [{ "name": disk, "mount_point": "/data" }],
                     "env_vars": { "SSH_KEY": i.ssh_public_key.trim() },
                     "mycelium_ip_seed": i.mycelium_ip_seed_hex,
                     "publicip": i.spec.public_ip,
@@ -154,8 +184,11 @@ pub struct OpenTofuConfig {
     /// The TFChain mnemonic (from the secret store `deployer/tfgrid_mnemonic`); child env only.
     pub mnemonic: Zeroizing<String>,
     /// Extra environment for the child (e.g. `TF_PLUGIN_CACHE_DIR`). Never put secrets here.
+    /// Variables the provider or OpenTofu read to change behaviour ([`FORBIDDEN_EXTRA_ENV`]) are
+    /// refused.
     pub extra_env: Vec<(String, String)>,
-    /// Provider version constraint (e.g. `1.11.1`); `None` = whatever `init` resolves.
+    /// Exact provider version (`1.11.2`, `1.11.2-qa`…); `None` = [`default_version`] of the
+    /// network. Its channel must match the network ([`ProviderVersion::check_network`]).
     pub provider_version: Option<String>,
     /// The network's private range.
     pub ip_range: String,
@@ -207,6 +240,180 @@ impl OpenTofuConfig {
     }
 }
 
+/// Parent-environment variables the `tofu` child keeps, and why: `PATH` (tofu finds nothing else
+/// through it, but a provider may exec helpers), `HOME` (the CLI config `~/.tofurc` and plugin
+/// dirs), `TMPDIR`, the TLS trust overrides and the standard HTTP proxy variables (to reach the
+/// registry and TFChain from behind a proxy). Everything else is dropped: the provider reads
+/// `NETWORK`, `SUBSTRATE_URL`, `RELAY_URL`, `PROXY_URL`, `KEY_TYPE`, `RMB_TIMEOUT`, `MNEMONIC(S)`
+/// from the environment, and OpenTofu reads `TF_*`.
+pub const INHERITED_ENV: [&str; 11] = [
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "NO_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "no_proxy",
+];
+
+/// Variables the child sets itself or must never get from configuration: the provider's env
+/// defaults and OpenTofu's behaviour switches. `TF_PLUGIN_CACHE_DIR`, `TF_CLI_CONFIG_FILE` and
+/// `TF_DATA_DIR` stay allowed in [`OpenTofuConfig::extra_env`].
+pub const FORBIDDEN_EXTRA_ENV: [&str; 11] = [
+    "MNEMONIC",
+    "MNEMONICS",
+    "NETWORK",
+    "SUBSTRATE_URL",
+    "RELAY_URL",
+    "PROXY_URL",
+    "GRAPHQL_URL",
+    "KEY_TYPE",
+    "RMB_TIMEOUT",
+    "TF_INPUT",
+    "TF_IN_AUTOMATION",
+];
+
+fn forbidden_extra(key: &str) -> bool {
+    FORBIDDEN_EXTRA_ENV.contains(&key)
+        || key.starts_with("TF_LOG")
+        || key.starts_with("TF_VAR_")
+        || key.starts_with("TF_CLI_ARGS")
+}
+
+/// The whole environment of a `tofu` child: [`INHERITED_ENV`] from `parent`, then `extra`
+/// (minus anything [`forbidden_extra`]), then `TF_IN_AUTOMATION`, `TF_INPUT` and `MNEMONIC`.
+/// Pure, so the allow-list is tested on hostile parent environments.
+pub fn child_env(
+    parent: impl IntoIterator<Item = (String, String)>,
+    extra: &[(String, String)],
+    mnemonic: &str,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = parent
+        .into_iter()
+        .filter(|(k, _)| INHERITED_ENV.contains(&k.as_str()))
+        .collect();
+    for (k, v) in extra {
+        if !forbidden_extra(k) {
+            out.retain(|(x, _)| x != k);
+            out.push((k.clone(), v.clone()));
+        }
+    }
+    out.push(("TF_IN_AUTOMATION".into(), "1".into()));
+    out.push(("TF_INPUT".into(), "0".into()));
+    out.push(("MNEMONIC".into(), mnemonic.to_string()));
+    out
+}
+
+impl OpenTofuConfig {
+    /// The exact provider version in use, checked against the network's release channel.
+    pub fn resolved_provider_version(&self) -> Result<ProviderVersion, BackendError> {
+        let v = match &self.provider_version {
+            Some(s) => ProviderVersion::parse(s)
+                .map_err(|e| BackendError::Config(format!("opentofu.provider_version: {e}")))?,
+            None => default_version(self.network),
+        };
+        v.check_network(self.network)
+            .map_err(|e| BackendError::Config(format!("opentofu.provider_version: {e}")))?;
+        Ok(v)
+    }
+
+    /// Every prerequisite that can be checked without the network, each reported precisely:
+    /// the mnemonic is present, the `tofu` binary exists and is executable, the provider version
+    /// fits the network, `extra_env` sets nothing the provider reads. For the server to refuse a
+    /// job at creation instead of failing it at `select_node` after gridproxy retries.
+    pub fn check_prerequisites(&self) -> Result<(), BackendError> {
+        if self.mnemonic.trim().is_empty() {
+            return Err(BackendError::Config(
+                "opentofu backend: no TFGrid mnemonic is configured (the provider needs it to sign contracts)".into(),
+            ));
+        }
+        find_executable(&self.tofu_bin)?;
+        self.resolved_provider_version()?;
+        if let Some((k, _)) = self.extra_env.iter().find(|(k, _)| forbidden_extra(k)) {
+            return Err(BackendError::Config(format!(
+                "opentofu.extra_env sets {k}, which the provider or OpenTofu reads to change what it does; remove it"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Resolve `bin` like `execvp` would (a path with `/` as is, else each `PATH` entry) and check it
+/// is an executable file.
+pub fn find_executable(bin: &Path) -> Result<PathBuf, BackendError> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if bin.components().count() > 1 || bin.is_absolute() {
+        if is_exec(bin) {
+            return Ok(bin.to_path_buf());
+        }
+        return Err(BackendError::Config(format!(
+            "opentofu backend: the tofu binary {} does not exist or is not executable",
+            bin.display()
+        )));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(bin);
+        if is_exec(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(BackendError::Config(format!(
+        "opentofu backend: {} is not found in PATH (install OpenTofu or set opentofu.binary)",
+        bin.display()
+    )))
+}
+
+/// The chain error TFChain returns when a name contract's name is registered already, as the
+/// tfchain Go client reports it (`clients/tfchain-client-go/utils.go` `checkForError` prints the
+/// `SmartContractModule` error name), wrapped by the provider as
+/// `couldn't deploy name gateway with error: NameExists`
+/// (`internal/provider/resource_gateway_name.go`).
+pub const CHAIN_NAME_EXISTS: &str = "NameExists";
+
+/// Whether `tail` carries the provider's name-gateway error with TFChain's `NameExists` as the
+/// whole cause. Matches the diagnostic line only (OpenTofu frames it with `│`), so a VM or disk
+/// error that merely mentions a name does not count.
+pub fn chain_name_exists(tail: &[String]) -> bool {
+    tail.iter().any(|l| {
+        let l = l.trim_start_matches(|c: char| c == '│' || c == '|' || c.is_whitespace());
+        [
+            "couldn't deploy name gateway with error: ",
+            "couldn't update name gateway with error: ",
+        ]
+        .iter()
+        .any(|p| {
+            l.strip_prefix("Error: ")
+                .and_then(|r| r.strip_prefix(p))
+                .is_some_and(|cause| cause.trim() == CHAIN_NAME_EXISTS)
+        })
+    })
+}
+
+/// What this backend hands the provider outside `main.tf.json`: the mnemonic as env `MNEMONIC`,
+/// which only an attribute named `mnemonic` reads (v1.11.1 has `mnemonics`, env `MNEMONICS`, and
+/// would never see it), and `network`, which the config sets.
+pub fn env_contract_violations(schema: &ProviderSchema) -> Vec<Violation> {
+    ["mnemonic", "network"]
+        .iter()
+        .filter(|k| !schema.provider.attributes.contains_key(**k))
+        .map(|k| Violation {
+            path: format!("provider.grid.{k}"),
+            problem: format!(
+                "the provider has no `{k}` attribute (it has: {}); this backend passes the mnemonic as env MNEMONIC for `mnemonic`",
+                schema.provider.attributes.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })
+        .collect()
+}
+
 /// What the working dir wants deployed (persisted as `desired.json` before every apply).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Desired {
@@ -247,14 +454,6 @@ fn looks_transient(lines: &[String]) -> bool {
     })
 }
 
-/// Lines that say the gateway name contract is taken.
-fn looks_name_taken(lines: &[String]) -> bool {
-    lines.iter().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.contains("name") && (l.contains("already") || l.contains("taken") || l.contains("exists"))
-    })
-}
-
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
@@ -273,6 +472,17 @@ fn strip_ansi(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// The `init` invocation. `-upgrade` with an exact pin can only move a working dir to the pinned
+/// version: without it a dir locked to an earlier version fails `init` after the pin changes.
+const INIT_ARGS: &[&str] = &["init", "-input=false", "-upgrade"];
+
+fn join_violations(v: &[Violation]) -> String {
+    v.iter()
+        .map(Violation::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// One `tofu output -json` value.
@@ -327,8 +537,16 @@ impl OpenTofuBackend {
         }
     }
 
-    /// Persist `desired.json` and `main.tf.json` (atomically, desired first).
+    /// Persist `desired.json` and `main.tf.json` (atomically, desired first). Refuses a config
+    /// that breaks the grid client's apply-time rules ([`grid_client_rules`]) before writing.
     fn write_config(&self, dir: &Path, d: &Desired) -> Result<(), BackendError> {
+        let violations = grid_client_rules(&render_main_tf_json(&d.inputs));
+        if !violations.is_empty() {
+            return Err(BackendError::InvalidName(format!(
+                "the grid would refuse this config: {}",
+                join_violations(&violations)
+            )));
+        }
         std::fs::create_dir_all(dir).map_err(BackendError::io(dir))?;
         let write = |file: &str, v: String| -> Result<(), BackendError> {
             let p = dir.join(file);
@@ -361,17 +579,15 @@ impl OpenTofuBackend {
     ) -> Result<Vec<String>, BackendError> {
         let shown = format!("tofu {}", args.join(" "));
         let mut cmd = tokio::process::Command::new(&self.cfg.tofu_bin);
+        let env = child_env(
+            std::env::vars(),
+            &self.cfg.extra_env,
+            self.cfg.mnemonic.as_str(),
+        );
         cmd.args(args)
             .current_dir(dir)
-            .envs(
-                self.cfg
-                    .extra_env
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-            )
-            .env("MNEMONIC", self.cfg.mnemonic.as_str())
-            .env("TF_IN_AUTOMATION", "1")
-            .env("TF_INPUT", "0")
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -439,10 +655,10 @@ impl OpenTofuBackend {
         };
         if !status.success() {
             let transient = looks_transient(&tail);
-            if args.first() == Some(&"apply") && looks_name_taken(&tail) && !transient {
+            if args.first() == Some(&"apply") && chain_name_exists(&tail) {
                 return Err(BackendError::NameTaken {
                     label: String::new(),
-                    by: format!(" (tofu: {})", tail.last().cloned().unwrap_or_default()),
+                    by: format!(" on the grid network (TFChain: {CHAIN_NAME_EXISTS})"),
                 });
             }
             return Err(BackendError::ToolFailed {
@@ -455,9 +671,11 @@ impl OpenTofuBackend {
         Ok(stdout_lines)
     }
 
+    /// `tofu init`, then the installed provider's schema check, then `tofu apply`.
     async fn init_and_apply(&self, dir: &Path, out: &OutputSink) -> Result<(), BackendError> {
-        self.tofu(dir, &["init", "-input=false"], self.cfg.short_timeout, out)
+        self.tofu(dir, INIT_ARGS, self.cfg.short_timeout, out)
             .await?;
+        self.check_installed_schema(dir).await?;
         self.tofu(
             dir,
             &["apply", "-auto-approve", "-input=false"],
@@ -466,6 +684,52 @@ impl OpenTofuBackend {
         )
         .await?;
         Ok(())
+    }
+
+    /// Read `tofu providers schema -json` (the provider `init` installed) and refuse the working
+    /// dir's `main.tf.json` if that provider does not accept it, naming every attribute at fault.
+    async fn check_installed_schema(&self, dir: &Path) -> Result<(), BackendError> {
+        let lines = self
+            .tofu(
+                dir,
+                &["providers", "schema", "-json"],
+                self.cfg.short_timeout,
+                &crate::compute::discard_output(),
+            )
+            .await?;
+        let doc: Value =
+            serde_json::from_str(&lines.join("\n")).map_err(|e| BackendError::Protocol {
+                op: "tofu providers schema -json".into(),
+                detail: e.to_string(),
+            })?;
+        let schema = ProviderSchema::from_tofu_json(&doc).map_err(|e| BackendError::Protocol {
+            op: "tofu providers schema -json".into(),
+            detail: e.to_string(),
+        })?;
+        let p = dir.join("main.tf.json");
+        let cfg: Value = std::fs::read_to_string(&p)
+            .map_err(BackendError::io(&p))
+            .and_then(|t| {
+                serde_json::from_str(&t).map_err(|e| BackendError::Protocol {
+                    op: "read main.tf.json".into(),
+                    detail: e.to_string(),
+                })
+            })?;
+        let env = child_env(std::env::vars(), &self.cfg.extra_env, "");
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        let mut violations = check_config(&schema, &cfg, &names);
+        violations.extend(env_contract_violations(&schema));
+        if violations.is_empty() {
+            return Ok(());
+        }
+        Err(BackendError::Config(format!(
+            "the installed provider ({}) does not accept the generated config, nothing was applied: {}",
+            self.cfg
+                .resolved_provider_version()
+                .map(|v| format!("pinned {v}"))
+                .unwrap_or_else(|e| e.to_string()),
+            join_violations(&violations)
+        )))
     }
 
     /// `tofu output -json` as a map name → value. Empty when nothing is deployed.
@@ -571,6 +835,10 @@ impl ComputeBackend for OpenTofuBackend {
         "opentofu"
     }
 
+    fn check_prerequisites(&self) -> Result<(), BackendError> {
+        self.cfg.check_prerequisites()
+    }
+
     async fn deploy_vm(&self, req: &VmRequest, out: OutputSink) -> Result<VmInfo, BackendError> {
         let name = &req.name;
         let lock = self.lock_for(&name.to_string());
@@ -592,6 +860,8 @@ impl ComputeBackend for OpenTofuBackend {
         let node_id = req.node_id.ok_or_else(|| {
             BackendError::Config("the opentofu backend needs a node id (run node selection)".into())
         })?;
+        self.cfg.check_prerequisites()?;
+        let version = self.cfg.resolved_provider_version()?;
         // Keep random values across attempts; keep a gateway that is already configured.
         let (key, seed, gateway_label) = match &existing {
             Some(d) => (
@@ -613,7 +883,7 @@ impl ComputeBackend for OpenTofuBackend {
                 ip_range: self.cfg.ip_range.clone(),
                 web_port: self.cfg.web_port,
                 gateway_label,
-                provider_version: self.cfg.provider_version.clone(),
+                provider_version: Some(version.to_string()),
             },
         };
         self.write_config(&dir, &desired)?;
@@ -646,13 +916,8 @@ impl ComputeBackend for OpenTofuBackend {
             return Ok(());
         }
         if dir.join("main.tf.json").exists() {
-            self.tofu(
-                &dir,
-                &["init", "-input=false"],
-                self.cfg.short_timeout,
-                &out,
-            )
-            .await?;
+            self.tofu(&dir, INIT_ARGS, self.cfg.short_timeout, &out)
+                .await?;
             self.tofu(
                 &dir,
                 &["destroy", "-auto-approve", "-input=false"],
@@ -684,17 +949,6 @@ impl ComputeBackend for OpenTofuBackend {
                 detail: format!("{name} has no VM working dir: deploy the VM first"),
             });
         };
-        if !req
-            .host_label
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            || req.host_label.is_empty()
-        {
-            return Err(BackendError::InvalidName(format!(
-                "gateway name {:?} must match ^[a-zA-Z0-9_]+$",
-                req.host_label
-            )));
-        }
         if let Some(node) = req.node_id {
             if node != d.inputs.node_id {
                 return Err(BackendError::Rejected {
@@ -706,7 +960,25 @@ impl ComputeBackend for OpenTofuBackend {
                 });
             }
         }
-        if d.inputs.gateway_label.as_deref() == Some(req.host_label.as_str()) {
+        // The labels come from `grid_names` (one place); a label an earlier attempt chose is
+        // tried first (it may be registered to us already), then the rest in order.
+        let candidates = gateway_labels(name);
+        if req.host_label != name.grid_name() && !candidates.contains(&req.host_label) {
+            let why = gateway_label_problem(&req.host_label)
+                .unwrap_or_else(|| "it is not one of this user's labels".into());
+            out(&format!(
+                "{name}: requested host label {:?} not used ({why}); the grid labels are {}",
+                req.host_label,
+                candidates.join(", ")
+            ));
+        }
+        let mut order: Vec<String> = Vec::new();
+        if let Some(l) = d
+            .inputs
+            .gateway_label
+            .clone()
+            .filter(|l| candidates.contains(l))
+        {
             let outs = self.outputs(&dir).await?;
             if let Some(info) = self.gateway_info_from(&d, &outs) {
                 out(&format!(
@@ -715,22 +987,51 @@ impl ComputeBackend for OpenTofuBackend {
                 ));
                 return Ok(info);
             }
+            order.push(l);
         }
-        d.inputs.gateway_label = Some(req.host_label.clone());
-        self.write_config(&dir, &d)?;
-        self.init_and_apply(&dir, &out).await.map_err(|e| match e {
-            BackendError::NameTaken { by, .. } => BackendError::NameTaken {
-                label: req.host_label.clone(),
-                by,
-            },
-            e => e,
-        })?;
-        let outs = self.outputs(&dir).await?;
-        self.gateway_info_from(&d, &outs)
-            .ok_or_else(|| BackendError::Protocol {
-                op: "deploy_gateway".into(),
-                detail: "apply succeeded but `tofu output -json` has no fqdn".into(),
-            })
+        for c in &candidates {
+            if !order.contains(c) {
+                order.push(c.clone());
+            }
+        }
+        if order.is_empty() {
+            return Err(BackendError::InvalidName(format!(
+                "{name}: no gateway label passes the grid's rules"
+            )));
+        }
+        d.inputs.provider_version = Some(self.cfg.resolved_provider_version()?.to_string());
+        let mut taken = Vec::new();
+        for label in order {
+            d.inputs.gateway_label = Some(label.clone());
+            self.write_config(&dir, &d)?;
+            match self.init_and_apply(&dir, &out).await {
+                Ok(()) => {}
+                Err(BackendError::NameTaken { .. }) => {
+                    out(&format!(
+                        "{name}: gateway name {label:?} is taken on the {} network (TFChain {CHAIN_NAME_EXISTS}); trying the next label",
+                        self.cfg.network
+                    ));
+                    taken.push(label);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            let outs = self.outputs(&dir).await?;
+            return self
+                .gateway_info_from(&d, &outs)
+                .ok_or_else(|| BackendError::Protocol {
+                    op: "deploy_gateway".into(),
+                    detail: "apply succeeded but `tofu output -json` has no fqdn".into(),
+                });
+        }
+        Err(BackendError::NameTaken {
+            label: taken.join(", "),
+            by: format!(
+                " on the {} network: TFChain answered {CHAIN_NAME_EXISTS} for every label this user can have; \
+                 free one of them (a leftover name contract of this twin?) or rename the user",
+                self.cfg.network
+            ),
+        })
     }
 
     async fn get_gateway(&self, name: &ResourceName) -> Result<Option<GatewayInfo>, BackendError> {
@@ -824,6 +1125,22 @@ mod tests {
             &["Error: context deadline exceeded".into()]
         ));
         assert!(!looks_transient(&["Error: invalid flist".into()]));
-        assert!(looks_name_taken(&["Error: name already registered".into()]));
+        // TFChain's own error as the provider frames it; nothing else counts.
+        let framed = |l: &str| vec![l.to_string()];
+        assert!(chain_name_exists(&framed(
+            "│ Error: couldn't deploy name gateway with error: NameExists"
+        )));
+        assert!(chain_name_exists(&framed(
+            "Error: couldn't update name gateway with error: NameExists "
+        )));
+        for other in [
+            "Error: name already registered",
+            "│ Error: couldn't deploy name gateway with error: NameNotValid",
+            "│ Error: couldn't deploy deployment with error: NameExists",
+            "│ Error: couldn't deploy name gateway with error: NameExists because x",
+            "NameExists",
+        ] {
+            assert!(!chain_name_exists(&framed(other)), "{other}");
+        }
     }
 }

@@ -1,6 +1,8 @@
-//! Node selection against payloads shaped like gridproxy's `GET nodes` answer
-//! (`tests/fixtures/gridproxy_nodes_example.json`, an item from tfgrid-sdk-go's client tests),
-//! with variations built here, plus one run through a real local HTTP server.
+//! Node selection against payloads shaped like gridproxy's `GET nodes` answer: the old captured
+//! item (`tests/fixtures/gridproxy_nodes_example.json`, from tfgrid-sdk-go's client tests) with
+//! variations built here, and `tests/fixtures/gridproxy_nodes_current.json` with every field of
+//! the current `types.Node` (rented, dedicated, light and feature-less nodes; provenance in
+//! `tests/fixtures/tfgrid/PROVENANCE.md`), plus runs through a real local HTTP server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
 
@@ -12,12 +14,31 @@ use axum::routing::get;
 use axum::Router;
 use hero_os_tfgrid_deployer_backends::gridproxy::{parse_nodes, GridProxyClient};
 use hero_os_tfgrid_deployer_backends::node_selection::{
-    free_capacity, select_from_gridproxy, select_node, SelectError,
+    free_capacity, select_from_gridproxy, select_from_gridproxy_for, select_node, select_node_for,
+    FeatureNeeds, Requirements, SelectError,
 };
 use hero_os_tfgrid_deployer_backends::spec::{VmSpec, GIB};
 use serde_json::{json, Value};
 
 const EXAMPLE: &str = include_str!("fixtures/gridproxy_nodes_example.json");
+const CURRENT: &str = include_str!("fixtures/gridproxy_nodes_current.json");
+/// A zos 3 node's features (`grid-proxy/pkg/types/validators.go` `Zos3NodesFeatures`).
+const ZOS3: [&str; 14] = [
+    "zmount",
+    "zdb",
+    "volume",
+    "ipv4",
+    "ip",
+    "gateway-name-proxy",
+    "gateway-fqdn-proxy",
+    "qsfs",
+    "zlogs",
+    "network",
+    "zmachine",
+    "wireguard",
+    "yggdrasil",
+    "mycelium",
+];
 
 /// The example item, turned into a healthy gateway node with plenty of room, then `edit`ed.
 fn node(id: u32, edit: impl FnOnce(&mut Value)) -> Value {
@@ -27,6 +48,7 @@ fn node(id: u32, edit: impl FnOnce(&mut Value)) -> Value {
     n["healthy"] = json!(true);
     n["status"] = json!("up");
     n["publicConfig"]["domain"] = json!(format!("node{id}.grid.tf"));
+    n["features"] = json!(ZOS3);
     // The captured item is over-committed on SSD (used > total); give it a sane state.
     n["total_resources"]["sru"] = json!(2048u64 * GIB);
     n["used_resources"]["sru"] = json!(100u64 * GIB);
@@ -52,10 +74,11 @@ fn example_fixture_parses_with_core_fields() {
     assert_eq!(n.total.mru, 202_802_933_760);
     assert_eq!(n.used.mru, 119_957_094_400);
     assert_eq!(n.healthy, None, "the old capture lacks `healthy`");
-    // Reserves: MRU total/10 (> 2 GiB here), SRU over-committed → 0.
+    // used_* already hold the reserves: free = total − used; SRU over-committed → 0.
     let free = free_capacity(n);
-    assert_eq!(free.mru, 202_802_933_760 - 119_957_094_400 - 20_280_293_376);
+    assert_eq!(free.mru, 202_802_933_760 - 119_957_094_400);
     assert_eq!(free.sru, 0);
+    assert_eq!(n.features, None, "the old capture lacks `features`");
     // As captured it is rejected (no health, no domain): the reason says so.
     let err = select_node(&[1], &nodes, &need()).unwrap_err();
     assert!(
@@ -95,10 +118,10 @@ fn rejects_down_unhealthy_no_domain_and_small_nodes() {
         node(1, |n| n["status"] = json!("down")),
         node(8, |n| n["healthy"] = json!(false)),
         node(13, |n| n["publicConfig"]["domain"] = json!("")),
-        // 16 GiB total: reserve 2 GiB, used 8 GiB → 6 GiB free < 8 GiB.
+        // 16 GiB total, used (contracts + reserve) 10 GiB → 6 GiB free < 8 GiB.
         node(50, |n| {
             n["total_resources"]["mru"] = json!(16u64 * GIB);
-            n["used_resources"]["mru"] = json!(8u64 * GIB);
+            n["used_resources"]["mru"] = json!(10u64 * GIB);
         }),
         node(77, |_| {}),
     ]);
@@ -116,17 +139,17 @@ fn rejects_down_unhealthy_no_domain_and_small_nodes() {
 }
 
 #[test]
-fn exactly_enough_after_reserves_fits() {
-    // SRU: total − used − 20 GiB == 216 GiB exactly.
+fn exactly_enough_fits() {
+    // SRU: total − used == 216 GiB exactly (used already holds the 20 GiB reserve).
     let nodes = parse(vec![node(8, |n| {
-        n["total_resources"]["sru"] = json!(336u64 * GIB);
+        n["total_resources"]["sru"] = json!(316u64 * GIB);
         n["used_resources"]["sru"] = json!(100u64 * GIB);
     })]);
     let sel = select_node(&[8], &nodes, &need()).unwrap();
     assert_eq!(sel.node.node_id, 8);
     assert_eq!(sel.headroom, 0.0);
     let nodes = parse(vec![node(8, |n| {
-        n["total_resources"]["sru"] = json!(336u64 * GIB - 1);
+        n["total_resources"]["sru"] = json!(316u64 * GIB - 1);
         n["used_resources"]["sru"] = json!(100u64 * GIB);
     })]);
     let err = select_node(&[8], &nodes, &need()).unwrap_err();
@@ -250,4 +273,157 @@ async fn unreachable_gridproxy_is_transient() {
     let client = GridProxyClient::with_base_url(format!("http://{addr}/")).unwrap();
     let err = client.nodes_by_ids(&[1]).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
+}
+
+/// The server's `free_*` columns (`setup.sql` `resources_cache`): total − Σcontracts − reserve,
+/// with the reserve max(total/10, 2 GiB) for MRU, 20 GiB for SRU, none for HRU.
+fn server_free(total: u64, contracts: u64, kind: &str) -> i128 {
+    let reserve = match kind {
+        "mru" => (total / 10).max(2 * GIB),
+        "sru" => 20 * GIB,
+        _ => 0,
+    };
+    total as i128 - contracts as i128 - reserve as i128
+}
+
+#[test]
+fn free_capacity_equals_what_the_server_computes() {
+    // The fixture: its used_* are the server's (Σcontracts + reserve), _contracts the Σ.
+    let raw: Vec<Value> = serde_json::from_str(CURRENT).unwrap();
+    let nodes = parse_nodes(CURRENT).unwrap();
+    assert_eq!(raw.len(), nodes.len());
+    for (r, n) in raw.iter().zip(&nodes) {
+        let free = free_capacity(n);
+        for (kind, got) in [("mru", free.mru), ("sru", free.sru), ("hru", free.hru)] {
+            let total = r["total_resources"][kind].as_u64().unwrap();
+            let contracts = r["_contracts"][kind].as_u64().unwrap();
+            let want = server_free(total, contracts, kind).max(0) as u64;
+            assert_eq!(got, want, "node {} {kind}", n.node_id);
+        }
+    }
+    // And over a grid of totals and loads, including over-commitment (server column < 0 → 0).
+    for total in [
+        4 * GIB,
+        16 * GIB,
+        20 * GIB + 1,
+        64 * GIB,
+        1024 * GIB,
+        5000 * GIB,
+    ] {
+        for contracts in [0, GIB, 8 * GIB, total / 2, total, total + GIB] {
+            let used_mru = contracts + (total / 10).max(2 * GIB);
+            let used_sru = contracts + 20 * GIB;
+            let n = &parse(vec![node(8, |n| {
+                n["total_resources"] = json!({"cru": 8, "mru": total, "sru": total, "hru": total});
+                n["used_resources"] =
+                    json!({"cru": 1, "mru": used_mru, "sru": used_sru, "hru": contracts});
+            })])[0];
+            let free = free_capacity(n);
+            assert_eq!(
+                free.mru as i128,
+                server_free(total, contracts, "mru").max(0),
+                "{total} {contracts}"
+            );
+            assert_eq!(
+                free.sru as i128,
+                server_free(total, contracts, "sru").max(0),
+                "{total} {contracts}"
+            );
+            assert_eq!(
+                free.hru as i128,
+                server_free(total, contracts, "hru").max(0),
+                "{total} {contracts}"
+            );
+        }
+    }
+}
+
+fn why_each(req: &Requirements) -> HashMap<u32, Option<String>> {
+    let nodes = parse_nodes(CURRENT).unwrap();
+    let ids: Vec<u32> = nodes.iter().map(|n| n.node_id).collect();
+    let mut out = HashMap::new();
+    for id in ids {
+        let r = select_node_for(&[id], &nodes, req);
+        out.insert(id, r.err().map(|e| e.to_string()));
+    }
+    out
+}
+
+#[test]
+fn rented_dedicated_light_and_featureless_nodes_are_told_apart() {
+    let why = why_each(&Requirements::new(need()));
+    let expect: &[(u32, Option<&str>)] = &[
+        (8, None),
+        (
+            13,
+            Some("lacks node feature(s): zmachine (only zmachine-light: a zos-light node"),
+        ),
+        (50, Some("rented by twin 777")),
+        (51, Some("in a dedicated farm")),
+        (52, Some("a dedicated node (extra fee)")),
+        (53, Some("lacks node feature(s): gateway-name-proxy")),
+        (54, Some("gridproxy did not report the node's features")),
+        (55, None),
+        (
+            56,
+            Some("memory (MRU) free 8.0 GiB < needed 8.0 GiB (8589934591 < 8589934592 bytes)"),
+        ),
+        (57, Some("not healthy")),
+        (58, Some("status is \"standby\"")),
+    ];
+    assert_eq!(why.len(), expect.len());
+    for (id, want) in expect {
+        match (want, &why[id]) {
+            (None, None) => {}
+            (Some(w), Some(got)) => assert!(got.contains(w), "node {id}: {got}"),
+            (w, got) => panic!("node {id}: wanted {w:?}, got {got:?}"),
+        }
+    }
+
+    // Our own rented node is available to us; a provider with zos-light support takes node 13.
+    let mut req = Requirements::new(need());
+    req.twin_id = Some(777);
+    req.features = FeatureNeeds { light_ok: true };
+    let why = why_each(&req);
+    assert_eq!(why[&50], None);
+    assert_eq!(why[&13], None);
+    req.twin_id = Some(778);
+    assert!(why_each(&req)[&50]
+        .as_deref()
+        .unwrap()
+        .contains("not the deployer's twin 778"));
+
+    // A failed deploy excludes its node on the retry; selection moves on.
+    let nodes = parse_nodes(CURRENT).unwrap();
+    let mut req = Requirements::new(need());
+    let first = select_node_for(&[8, 55], &nodes, &req).unwrap();
+    assert_eq!(first.node.node_id, 8);
+    req.excluded.push(8);
+    let retry = select_node_for(&[8, 55], &nodes, &req).unwrap();
+    assert_eq!(retry.node.node_id, 55);
+    assert!(retry
+        .rejected
+        .iter()
+        .any(|(id, why)| *id == 8 && why.contains("a deploy on it failed earlier")));
+    req.excluded.push(55);
+    let err = select_node_for(&[8, 55], &nodes, &req).unwrap_err();
+    assert_eq!(err.rejected.len(), 2);
+}
+
+#[tokio::test]
+async fn selects_from_the_current_fixture_through_a_real_http_server() {
+    let items: Vec<Value> = serde_json::from_str(CURRENT).unwrap();
+    let ids: Vec<u32> = items
+        .iter()
+        .map(|n| n["nodeId"].as_u64().unwrap() as u32)
+        .collect();
+    let client = GridProxyClient::with_base_url(serve(items).await).unwrap();
+    let mut req = Requirements::new(need());
+    req.excluded = vec![8];
+    let sel = select_from_gridproxy_for(&client, &ids, &req)
+        .await
+        .unwrap();
+    assert_eq!(sel.node.node_id, 55);
+    assert_eq!(sel.domain, "gent55.grid.tf");
+    assert_eq!(sel.rejected.len(), ids.len() - 1);
 }

@@ -1,6 +1,8 @@
-//! OpenTofu backend: golden files of the generated `main.tf.json`, a check against the provider
-//! schema facts (shared/reference/tfgrid-apis.md §1), and process handling with the STAND-IN
-//! `tests/fixtures/fake-tofu` (not OpenTofu; it records argv/env and can be told to fail).
+//! OpenTofu backend: golden files of the generated `main.tf.json` (stability only: correctness is
+//! the vendored-schema walk of `tests/provider_schema.rs`, also applied here to every config the
+//! backend writes), and process handling with the STAND-IN `tests/fixtures/fake-tofu` (not
+//! OpenTofu; it records argv/env, answers `providers schema -json` with the vendored schema in
+//! OpenTofu's format, and can be told to fail, hang or refuse a gateway name as TFChain does).
 //!
 //! Update the golden files with `UPDATE_GOLDEN=1 cargo test -p hero_os_tfgrid_deployer_backends --test opentofu`.
 
@@ -11,7 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hero_os_tfgrid_deployer_backends::compute::discard_output;
-use hero_os_tfgrid_deployer_backends::opentofu::{render_main_tf_json, TfInputs};
+use hero_os_tfgrid_deployer_backends::opentofu::{
+    child_env, render_main_tf_json, TfInputs, INHERITED_ENV,
+};
+use hero_os_tfgrid_deployer_backends::provider_schema::{
+    check_config, grid_client_rules, ProviderSchema,
+};
 use hero_os_tfgrid_deployer_backends::{
     BackendError, ComputeBackend, GatewayRequest, Network, OpenTofuBackend, OpenTofuConfig,
     OutputSink, ResourceKind, ResourceName, VmRequest, VmSpec,
@@ -35,7 +42,7 @@ fn inputs(gateway: bool) -> TfInputs {
         mycelium_ip_seed_hex: "a1b2c3d4e5f6".into(),
         ip_range: "10.20.0.0/16".into(),
         web_port: 9988,
-        gateway_label: gateway.then(|| "jan_de_vries".to_string()),
+        gateway_label: gateway.then(|| "jandevries".to_string()),
         provider_version: None,
     }
 }
@@ -63,113 +70,22 @@ fn golden_main_tf_json() {
     golden("main_vm_only.tf.json", &render_main_tf_json(&inputs(false)));
 }
 
-fn is_grid_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+const SCHEMA: &str = include_str!("fixtures/tfgrid/terraform-provider-grid.schema.json");
+const SCHEMA_V1_11_1: &str =
+    include_str!("fixtures/tfgrid/terraform-provider-grid.v1.11.1.schema.json");
+
+fn vendored(text: &str) -> ProviderSchema {
+    ProviderSchema::from_extraction(&serde_json::from_str(text).unwrap(), "vendored").unwrap()
 }
 
-fn is_hex(s: &str, bytes: usize) -> bool {
-    s.len() == bytes * 2 && s.chars().all(|c| c.is_ascii_hexdigit())
-}
-
-/// The provider schema facts of shared/reference/tfgrid-apis.md §1, checked on the generated JSON.
+/// The vendored schema walk (see tests/provider_schema.rs) on a config the backend wrote.
 fn check_schema(cfg: &Value) {
-    // Provider: network always set, to a known network; the mnemonic never in the file.
-    let net = cfg["provider"]["grid"]["network"].as_str().unwrap();
-    assert!(["dev", "qa", "test", "main"].contains(&net));
-    assert!(cfg["provider"]["grid"].get("mnemonic").is_none());
-    assert_eq!(
-        cfg["terraform"]["required_providers"]["grid"]["source"],
-        "threefoldtech/grid"
-    );
-    let res = &cfg["resource"];
-    // grid_network: name, nodes, ip_range (a /16) required; mycelium_keys node → 32-byte hex.
-    let n = &res["grid_network"]["net"];
-    assert!(is_grid_name(n["name"].as_str().unwrap()));
-    let nodes: Vec<u64> = n["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
+    let v: Vec<String> = check_config(&vendored(SCHEMA), cfg, &["MNEMONIC"])
+        .into_iter()
+        .chain(grid_client_rules(cfg))
+        .map(|v| v.to_string())
         .collect();
-    assert!(!nodes.is_empty());
-    assert!(n["ip_range"].as_str().unwrap().ends_with("/16"));
-    for (node, key) in n["mycelium_keys"].as_object().unwrap() {
-        assert!(
-            nodes.contains(&node.parse::<u64>().unwrap()),
-            "mycelium key for a node not in the network"
-        );
-        assert!(is_hex(key.as_str().unwrap(), 32));
-    }
-    // grid_deployment.
-    let d = &res["grid_deployment"]["vm"];
-    let dep_node = d["node"].as_u64().unwrap();
-    assert!(nodes.contains(&dep_node), "VM node must be in the network");
-    assert!(is_grid_name(d["name"].as_str().unwrap()));
-    for disk in d["disks"].as_array().unwrap() {
-        assert!(is_grid_name(disk["name"].as_str().unwrap()));
-        let gb = disk["size"].as_u64().unwrap();
-        assert!((1..=10240).contains(&gb), "disk size in GB 1..10240");
-    }
-    let vms = d["vms"].as_array().unwrap();
-    assert_eq!(vms.len(), 1);
-    let vm = &vms[0];
-    assert!(is_grid_name(vm["name"].as_str().unwrap()));
-    assert!(vm["flist"].as_str().unwrap().ends_with(".flist"));
-    assert!((1..=32).contains(&vm["cpu"].as_u64().unwrap()));
-    assert!(
-        (256..=262_144).contains(&vm["memory"].as_u64().unwrap()),
-        "memory in MB"
-    );
-    assert!(
-        (1024..=10_485_760).contains(&vm["rootfs_size"].as_u64().unwrap()),
-        "rootfs in MB"
-    );
-    assert!(is_hex(vm["mycelium_ip_seed"].as_str().unwrap(), 6));
-    assert_eq!(vm["publicip"], false);
-    assert_eq!(vm["planetary"], false);
-    assert!(vm["env_vars"]["SSH_KEY"]
-        .as_str()
-        .unwrap()
-        .starts_with("ssh-ed25519 "));
-    for m in vm["mounts"].as_array().unwrap() {
-        let disk = m["name"].as_str().unwrap();
-        assert!(
-            d["disks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|x| x["name"] == disk),
-            "mount of an unknown disk"
-        );
-        assert!(m["mount_point"].as_str().unwrap().starts_with('/'));
-    }
-    // No attributes the provider does not have.
-    for bad in ["ygg_ip", "wireguard_config"] {
-        assert!(vm.get(bad).is_none());
-    }
-    // grid_name_proxy, if present: name, node (in the network), backends http://…, network.
-    if let Some(gw) = res.get("grid_name_proxy") {
-        let gw = &gw["gw"];
-        assert!(is_grid_name(gw["name"].as_str().unwrap()));
-        assert!(
-            nodes.contains(&gw["node"].as_u64().unwrap()),
-            "gateway node must be in the network"
-        );
-        assert_eq!(gw["tls_passthrough"], false);
-        for b in gw["backends"].as_array().unwrap() {
-            let b = b.as_str().unwrap();
-            assert!(
-                b.starts_with("http://"),
-                "backends are http://ip:port when tls_passthrough=false"
-            );
-            assert!(!b.contains("127.0.0.1") && !b.contains("localhost"));
-        }
-        assert!(gw["network"]
-            .as_str()
-            .unwrap()
-            .contains("grid_network.net.name"));
-        assert!(cfg["output"].get("fqdn").is_some());
-    }
+    assert!(v.is_empty(), "{v:#?}");
 }
 
 #[test]
@@ -197,15 +113,25 @@ struct Fake {
     root: PathBuf,
     log: PathBuf,
     control: PathBuf,
+    schema: PathBuf,
+}
+
+/// Write `text` (an extraction) as `tofu providers schema -json` would print that provider.
+fn write_tofu_schema(path: &Path, text: &str) {
+    let doc = vendored(text).to_tofu_json("registry.opentofu.org/threefoldtech/grid");
+    std::fs::write(path, doc.to_string()).unwrap();
 }
 
 impl Fake {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("tofu");
+        let schema = dir.path().join("schema.json");
+        write_tofu_schema(&schema, SCHEMA);
         Self {
             log: dir.path().join("calls.log"),
             control: dir.path().join("control"),
+            schema,
             root,
             _dir: dir,
         }
@@ -220,6 +146,7 @@ impl Fake {
                 "FAKE_TOFU_CONTROL".into(),
                 self.control.display().to_string(),
             ),
+            ("FAKE_TOFU_SCHEMA".into(), self.schema.display().to_string()),
         ];
         cfg.short_timeout = Duration::from_secs(20);
         cfg.apply_timeout = Duration::from_secs(20);
@@ -286,7 +213,8 @@ async fn deploy_get_gateway_delete_with_the_stand_in() {
     assert_eq!(
         fake.calls(),
         vec![
-            "init -input=false",
+            "init -input=false -upgrade",
+            "providers schema -json",
             "apply -auto-approve -input=false",
             "output -json"
         ]
@@ -310,10 +238,11 @@ async fn deploy_get_gateway_delete_with_the_stand_in() {
     // Idempotent: the second deploy adopts (only `output -json` runs).
     let again = be.deploy_vm(&req(), discard_output()).await.unwrap();
     assert_eq!(again, vm);
-    assert_eq!(fake.calls().len(), 4);
+    assert_eq!(fake.calls().len(), 5);
     assert_eq!(be.get_vm(&name).await.unwrap(), Some(vm.clone()));
 
-    // Gateway: rewrites main.tf.json with grid_name_proxy, same seeds; adopt on re-run.
+    // Gateway: rewrites main.tf.json with grid_name_proxy, same seeds; adopt on re-run. The
+    // label comes from grid_names (the server still passes the grid name; it is not a DNS label).
     let gw_req = GatewayRequest {
         name: name.clone(),
         host_label: "jan_de_vries".into(),
@@ -321,8 +250,8 @@ async fn deploy_get_gateway_delete_with_the_stand_in() {
         node_id: Some(8),
     };
     let gw = be.deploy_gateway(&gw_req, discard_output()).await.unwrap();
-    assert_eq!(gw.fqdn, "jan_de_vries.node8.grid.tf");
-    assert_eq!(gw.url, "https://jan_de_vries.node8.grid.tf/");
+    assert_eq!(gw.fqdn, "jandevries.node8.grid.tf");
+    assert_eq!(gw.url, "https://jandevries.node8.grid.tf/");
     let cfg: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("main.tf.json")).unwrap()).unwrap();
     check_schema(&cfg);
@@ -402,24 +331,46 @@ async fn failures_are_typed_and_the_mnemonic_is_redacted() {
     let after = std::fs::read_to_string(dir.join("desired.json")).unwrap();
     assert_eq!(before, after);
 
-    // Gateway name taken.
-    fake.control("fail=apply\nmessage=Error: name already registered by another twin\n");
-    let err = be
-        .deploy_gateway(
-            &GatewayRequest {
-                name: req().name,
-                host_label: "jan_de_vries".into(),
-                backend_url: String::new(),
-                node_id: None,
-            },
-            discard_output(),
-        )
+    // An error that merely mentions a name existing is not TFChain's NameExists.
+    let gw = GatewayRequest {
+        name: req().name,
+        host_label: "jan_de_vries".into(),
+        backend_url: String::new(),
+        node_id: None,
+    };
+    for msg in [
+        "Error: name already registered by another twin",
+        "Error: couldn't deploy deployment: disk name exists",
+        "│ Error: couldn't deploy name gateway with error: NameExistsNot",
+        "NameExists",
+    ] {
+        fake.control(&format!("fail=apply\nmessage={msg}\n"));
+        let err = be.deploy_gateway(&gw, discard_output()).await.unwrap_err();
+        assert_eq!(err.code(), "backend.tool_failed", "{msg}: {err}");
+    }
+
+    // TFChain's NameExists for the readable label: the deterministic fallback is used.
+    fake.control("taken=jandevries\n");
+    let (out, lines) = collect();
+    let info = be.deploy_gateway(&gw, out).await.unwrap();
+    assert_eq!(info.fqdn, "jandevriesu42.node8.grid.tf");
+    assert!(lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("\"jandevries\" is taken on the test network")));
+    be.delete_gateway(&req().name, discard_output())
         .await
-        .unwrap_err();
+        .unwrap();
+
+    // Both taken: a clear error naming both labels.
+    fake.control("taken=jandevries,jandevriesu42\n");
+    let err = be.deploy_gateway(&gw, discard_output()).await.unwrap_err();
     assert!(
-        matches!(&err, BackendError::NameTaken { label, .. } if label == "jan_de_vries"),
+        matches!(&err, BackendError::NameTaken { label, .. } if label == "jandevries, jandevriesu42"),
         "{err}"
     );
+    assert!(err.to_string().contains("NameExists"), "{err}");
 
     // Destroy failure keeps the working dir (the state is still needed).
     fake.control("fail=destroy\n");
@@ -462,4 +413,211 @@ async fn missing_node_or_binary_is_a_config_error() {
     let err = be.deploy_vm(&req(), discard_output()).await.unwrap_err();
     assert_eq!(err.code(), "backend.config");
     assert!(!format!("{be:?}").contains(MNEMONIC));
+}
+
+/// The runtime check: the stand-in answers `providers schema -json` with the v1.11.1 provider
+/// (mount key `disk_name`, provider key `mnemonics`). The backend must refuse before `apply`,
+/// naming the attributes.
+#[tokio::test]
+async fn an_installed_provider_with_renamed_attributes_is_refused_before_apply() {
+    let fake = Fake::new();
+    write_tofu_schema(&fake.schema, SCHEMA_V1_11_1);
+    let be = fake.backend(6);
+    let err = be.deploy_vm(&req(), discard_output()).await.unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.code(), "backend.config", "{msg}");
+    assert!(!err.is_transient());
+    assert!(
+        msg.contains("resource.grid_deployment.vm.vms[0].mounts[0].name: unknown attribute"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("provider.grid.mnemonic: the provider has no `mnemonic` attribute"),
+        "{msg}"
+    );
+    assert!(msg.contains("nothing was applied"), "{msg}");
+    assert!(
+        !fake.calls().iter().any(|c| c.starts_with("apply")),
+        "apply must not run: {:?}",
+        fake.calls()
+    );
+
+    // One renamed attribute, synthetic: `vms[].flist` → `image` in an otherwise current schema.
+    let mut doc: Value = serde_json::from_str(SCHEMA).unwrap();
+    let vms = &mut doc["resources"]["grid_deployment"]["attributes"]["vms"]["block"];
+    let flist = vms.as_object_mut().unwrap().remove("flist").unwrap();
+    vms["image"] = flist;
+    write_tofu_schema(&fake.schema, &doc.to_string());
+    let err = be.deploy_vm(&req(), discard_output()).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("vms[0].flist: unknown attribute"), "{msg}");
+    assert!(
+        msg.contains("vms[0].image: required attribute missing"),
+        "{msg}"
+    );
+
+    // Back to the matching schema: the same working dir deploys.
+    write_tofu_schema(&fake.schema, SCHEMA);
+    be.deploy_vm(&req(), discard_output()).await.unwrap();
+}
+
+/// The child sees only the allow-listed parent variables, the configured extras and its own;
+/// the stand-in records the names of its whole environment.
+#[tokio::test]
+async fn the_tofu_child_gets_a_clean_environment() {
+    let fake = Fake::new();
+    let be = fake.backend(7);
+    be.deploy_vm(&req(), discard_output()).await.unwrap();
+    let log = std::fs::read_to_string(&fake.log).unwrap();
+    let mut allowed: Vec<&str> = INHERITED_ENV.to_vec();
+    allowed.extend([
+        "FAKE_TOFU_LOG",
+        "FAKE_TOFU_CONTROL",
+        "FAKE_TOFU_SCHEMA",
+        "TF_IN_AUTOMATION",
+        "TF_INPUT",
+        "MNEMONIC",
+        // Set by bash itself for the stand-in script.
+        "PWD",
+        "SHLVL",
+        "OLDPWD",
+        "_",
+    ]);
+    let mut seen = 0;
+    for line in log.lines().filter_map(|l| l.strip_prefix("ENV ")) {
+        seen += 1;
+        for name in line.split_whitespace() {
+            assert!(allowed.contains(&name), "the child got {name}: {line}");
+        }
+        assert!(line.split_whitespace().any(|n| n == "MNEMONIC"));
+    }
+    assert!(seen >= 4, "{log}");
+    // The test process has CARGO_* variables; none reached the child.
+    assert!(std::env::vars().any(|(k, _)| k.starts_with("CARGO")));
+}
+
+#[test]
+fn child_env_drops_every_variable_that_changes_the_provider() {
+    let hostile: Vec<(String, String)> = [
+        ("SUBSTRATE_URL", "wss://evil"),
+        ("RELAY_URL", "wss://evil"),
+        ("PROXY_URL", "https://evil"),
+        ("GRAPHQL_URL", "https://evil"),
+        ("KEY_TYPE", "ed25519"),
+        ("NETWORK", "dev"),
+        ("MNEMONICS", "other words"),
+        ("MNEMONIC", "parent words"),
+        ("RMB_TIMEOUT", "1"),
+        ("TF_LOG", "TRACE"),
+        ("TF_LOG_PATH", "/tmp/x"),
+        ("TF_VAR_x", "1"),
+        ("TF_CLI_ARGS_apply", "-destroy"),
+        ("TF_CLI_CONFIG_FILE", "/tmp/evil"),
+        ("HERO_SECRET", "s"),
+        ("PATH", "/usr/bin"),
+        ("HOME", "/home/x"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let extra: Vec<(String, String)> = [
+        ("TF_PLUGIN_CACHE_DIR", "/cache"),
+        ("NETWORK", "main"),
+        ("MNEMONIC", "extra words"),
+        ("TF_LOG", "DEBUG"),
+        ("SUBSTRATE_URL", "wss://x"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let env = child_env(hostile, &extra, "the words");
+    let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "PATH",
+            "HOME",
+            "TF_PLUGIN_CACHE_DIR",
+            "TF_IN_AUTOMATION",
+            "TF_INPUT",
+            "MNEMONIC"
+        ]
+    );
+    assert_eq!(env.last().unwrap().1, "the words");
+}
+
+#[tokio::test]
+async fn prerequisites_are_reported_precisely_without_the_network() {
+    let fake = Fake::new();
+    let tofu = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-tofu");
+    let base = || {
+        let mut c = OpenTofuConfig::new(&fake.root, Network::Test, Zeroizing::new(MNEMONIC.into()));
+        c.tofu_bin = tofu.clone();
+        c
+    };
+    base().check_prerequisites().unwrap();
+    let not_exec = fake.root.parent().unwrap().join("tofu-not-exec");
+    std::fs::write(&not_exec, "#!/bin/sh\n").unwrap();
+    type Edit = Box<dyn Fn(&mut OpenTofuConfig)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(|c| c.mnemonic = Zeroizing::new(String::new())),
+            "no TFGrid mnemonic",
+        ),
+        (
+            Box::new(|c| c.mnemonic = Zeroizing::new("  \n".into())),
+            "no TFGrid mnemonic",
+        ),
+        (
+            Box::new(|c| c.tofu_bin = PathBuf::from("/nonexistent/tofu")),
+            "/nonexistent/tofu does not exist",
+        ),
+        (
+            Box::new(move |c| c.tofu_bin = not_exec.clone()),
+            "not executable",
+        ),
+        (
+            Box::new(|c| c.tofu_bin = PathBuf::from("tofu-surely-not-in-path")),
+            "not found in PATH",
+        ),
+        (
+            Box::new(|c| c.provider_version = Some("1.11.2-dev".into())),
+            "needs an X.Y.Z-rcN or stable",
+        ),
+        (
+            Box::new(|c| c.provider_version = Some("~> 1.11".into())),
+            "not an exact",
+        ),
+        (
+            Box::new(|c| {
+                c.network = Network::Main;
+                c.provider_version = Some("1.11.2-qa".into());
+            }),
+            "main network needs a stable",
+        ),
+        (
+            Box::new(|c| c.extra_env.push(("SUBSTRATE_URL".into(), "wss://x".into()))),
+            "extra_env sets SUBSTRATE_URL",
+        ),
+        (
+            Box::new(|c| c.extra_env.push(("TF_LOG".into(), "TRACE".into()))),
+            "extra_env sets TF_LOG",
+        ),
+    ];
+    for (edit, expect) in cases {
+        let mut c = base();
+        edit(&mut c);
+        let err = c.check_prerequisites().unwrap_err();
+        assert_eq!(err.code(), "backend.config");
+        assert!(err.to_string().contains(expect), "{expect:?} not in {err}");
+        assert!(!err.to_string().contains(MNEMONIC));
+        // The trait method says the same on a built backend.
+        let be = OpenTofuBackend::new(c, Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(8)));
+        assert_eq!(
+            ComputeBackend::check_prerequisites(&be)
+                .unwrap_err()
+                .to_string(),
+            err.to_string()
+        );
+    }
 }

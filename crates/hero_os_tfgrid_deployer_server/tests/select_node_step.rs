@@ -45,6 +45,14 @@ fn nodes() -> Vec<Value> {
         n["nodeId"] = json!(id);
         n["healthy"] = json!(true);
         n["publicConfig"]["domain"] = json!(format!("node{id}.grid.tf"));
+        // Node selection checks features (zos 3 set, gridproxy validators.go); the old capture has none.
+        n["features"] = json!([
+            "zmount",
+            "network",
+            "zmachine",
+            "mycelium",
+            "gateway-name-proxy"
+        ]);
         n["used_resources"] = json!({"cru": 0, "sru": 0, "hru": 0, "mru": used_mru_gib << 30});
         n
     };
