@@ -540,7 +540,22 @@ impl OpenTofuBackend {
     /// Persist `desired.json` and `main.tf.json` (atomically, desired first). Refuses a config
     /// that breaks the grid client's apply-time rules ([`grid_client_rules`]) before writing.
     fn write_config(&self, dir: &Path, d: &Desired) -> Result<(), BackendError> {
-        let violations = grid_client_rules(&render_main_tf_json(&d.inputs));
+        self.write_config_checked(dir, d, true)
+    }
+
+    /// [`Self::write_config`]; `check_rules = false` only to destroy: a working dir written by an
+    /// older version (e.g. a `_` gateway label) must still be destroyable.
+    fn write_config_checked(
+        &self,
+        dir: &Path,
+        d: &Desired,
+        check_rules: bool,
+    ) -> Result<(), BackendError> {
+        let violations = if check_rules {
+            grid_client_rules(&render_main_tf_json(&d.inputs))
+        } else {
+            Vec::new()
+        };
         if !violations.is_empty() {
             return Err(BackendError::InvalidName(format!(
                 "the grid would refuse this config: {}",
@@ -867,7 +882,12 @@ impl ComputeBackend for OpenTofuBackend {
             Some(d) => (
                 d.inputs.mycelium_key_hex.clone(),
                 d.inputs.mycelium_ip_seed_hex.clone(),
-                d.inputs.gateway_label.clone(),
+                // A label from an older naming scheme (`jan_de_vries`) is dropped here;
+                // deploy_gateway puts a valid one back.
+                d.inputs
+                    .gateway_label
+                    .clone()
+                    .filter(|l| gateway_labels(name).contains(l)),
             ),
             None => (self.random_hex(32), self.random_hex(6), None),
         };
@@ -916,6 +936,12 @@ impl ComputeBackend for OpenTofuBackend {
             return Ok(());
         }
         if dir.join("main.tf.json").exists() {
+            // Re-render with the pinned provider: a dir written before the pin would otherwise
+            // destroy with whatever provider `init` resolves today.
+            if let Some(mut d) = self.read_desired(&dir)? {
+                d.inputs.provider_version = Some(self.cfg.resolved_provider_version()?.to_string());
+                self.write_config_checked(&dir, &d, false)?;
+            }
             self.tofu(&dir, INIT_ARGS, self.cfg.short_timeout, &out)
                 .await?;
             self.tofu(

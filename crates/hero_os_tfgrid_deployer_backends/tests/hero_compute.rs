@@ -247,7 +247,10 @@ async fn prerequisites_name_the_socket_path() {
         .check_prerequisites()
         .unwrap_err();
     assert_eq!(err.code(), "backend.config");
-    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
     assert!(err.to_string().contains("no socket at"), "{err}");
     std::fs::write(&path, "not a socket").unwrap();
     let err = HeroComputeConfig::new(&path)
