@@ -132,6 +132,24 @@ cleanup_run() {
   echo "cleaning up $USERNAME ($run)…"
   local tf="$run/data/opentofu"
   if start_server "$run"; then
+    # A provision still running (the CLI was interrupted, the job was not) is cancelled first:
+    # a cancelled provision deletes what it made, and one user has one active job at a time.
+    local jobs
+    jobs="$("$cli" --json job list --user "$USERNAME" --active 2>/dev/null | python3 -c '
+import json, sys
+def ids(v):
+    if isinstance(v, dict):
+        if "job_id" in v: yield v["job_id"]
+        else:
+            for x in v.values(): yield from ids(x)
+    elif isinstance(v, list):
+        for x in v: yield from ids(x)
+try: print(" ".join(str(i) for i in ids(json.load(sys.stdin))))
+except Exception: pass' || true)"
+    for j in $jobs; do
+      echo "cancelling active job $j of $USERNAME"
+      timeout 3600 "$cli" job cancel "$j" --follow || echo "job cancel $j failed" >&2
+    done
     if [ -n "$(ls -A "$tf" 2>/dev/null)" ]; then
       timeout 3600 "$cli" vm delete "$USERNAME" --follow || echo "vm delete failed" >&2
     fi
