@@ -371,16 +371,19 @@ pub fn find_executable(bin: &Path) -> Result<PathBuf, BackendError> {
     )))
 }
 
-/// The chain error TFChain returns when a name contract's name is registered already, as the
-/// tfchain Go client reports it (`clients/tfchain-client-go/utils.go` `checkForError` prints the
-/// `SmartContractModule` error name), wrapped by the provider as
-/// `couldn't deploy name gateway with error: NameExists`
+/// The chain error TFChain returns when a name contract's name is registered already
+/// (`pallet-smart-contract` `Error::NameExists`). How it reaches `tofu`'s output: the tfchain Go
+/// client's `checkForError` returns the `SmartContractModule` error's name
+/// (`clients/tfchain-client-go/utils.go`), its `CreateNameContract` wraps it as
+/// `failed to create contract: NameExists` (`contract.go`), the grid client returns that from
+/// `GatewayNameDeployer.Deploy`, and the provider reports
+/// `couldn't deploy name gateway with error: failed to create contract: NameExists`
 /// (`internal/provider/resource_gateway_name.go`).
 pub const CHAIN_NAME_EXISTS: &str = "NameExists";
 
-/// Whether `tail` carries the provider's name-gateway error with TFChain's `NameExists` as the
-/// whole cause. Matches the diagnostic line only (OpenTofu frames it with `│`), so a VM or disk
-/// error that merely mentions a name does not count.
+/// Whether `tail` carries the provider's name-gateway diagnostic whose innermost cause (the last
+/// `: `-separated part) is exactly TFChain's `NameExists`. Matches that diagnostic line only
+/// (OpenTofu frames it with `│`), so a VM or disk error that merely mentions a name does not count.
 pub fn chain_name_exists(tail: &[String]) -> bool {
     tail.iter().any(|l| {
         let l = l.trim_start_matches(|c: char| c == '│' || c == '|' || c.is_whitespace());
@@ -392,7 +395,8 @@ pub fn chain_name_exists(tail: &[String]) -> bool {
         .any(|p| {
             l.strip_prefix("Error: ")
                 .and_then(|r| r.strip_prefix(p))
-                .is_some_and(|cause| cause.trim() == CHAIN_NAME_EXISTS)
+                .and_then(|cause| cause.trim_end().rsplit(": ").next())
+                .is_some_and(|innermost| innermost == CHAIN_NAME_EXISTS)
         })
     })
 }
@@ -1154,6 +1158,9 @@ mod tests {
         // TFChain's own error as the provider frames it; nothing else counts.
         let framed = |l: &str| vec![l.to_string()];
         assert!(chain_name_exists(&framed(
+            "│ Error: couldn't deploy name gateway with error: failed to create contract: NameExists"
+        )));
+        assert!(chain_name_exists(&framed(
             "│ Error: couldn't deploy name gateway with error: NameExists"
         )));
         assert!(chain_name_exists(&framed(
@@ -1164,6 +1171,8 @@ mod tests {
             "│ Error: couldn't deploy name gateway with error: NameNotValid",
             "│ Error: couldn't deploy deployment with error: NameExists",
             "│ Error: couldn't deploy name gateway with error: NameExists because x",
+            "│ Error: couldn't deploy name gateway with error: failed to create contract: NameNotValid",
+            "│ Error: couldn't deploy name gateway with error: failed: NameExistsX",
             "NameExists",
         ] {
             assert!(!chain_name_exists(&framed(other)), "{other}");
