@@ -118,7 +118,8 @@ struct Fake {
 
 /// Write `text` (an extraction) as `tofu providers schema -json` would print that provider.
 fn write_tofu_schema(path: &Path, text: &str) {
-    let doc = vendored(text).to_tofu_json("registry.opentofu.org/threefoldtech/grid");
+    let doc =
+        vendored(text).to_tofu_json("registry.opentofu.org/threefoldtech/grid", &["MNEMONIC"]);
     std::fs::write(path, doc.to_string()).unwrap();
 }
 
@@ -433,6 +434,11 @@ async fn an_installed_provider_with_renamed_attributes_is_refused_before_apply()
     );
     assert!(
         msg.contains("provider.grid.mnemonic: the provider has no `mnemonic` attribute"),
+        "{msg}"
+    );
+    // As the real SDKv2 reports it: MNEMONICS is not in the child's env, so `mnemonics` is required.
+    assert!(
+        msg.contains("provider.grid.mnemonics: required attribute missing"),
         "{msg}"
     );
     assert!(msg.contains("nothing was applied"), "{msg}");

@@ -111,9 +111,10 @@ fn assert_clean(what: &str, v: Vec<Violation>) {
 fn every_generated_config_passes_the_vendored_schema_for_the_whole_username_space() {
     let s = current();
     // The same schema as `tofu providers schema -json` would print it (what the runtime check reads).
-    let runtime =
-        ProviderSchema::from_tofu_json(&s.to_tofu_json("registry.opentofu.org/threefoldtech/grid"))
-            .unwrap();
+    let runtime = ProviderSchema::from_tofu_json(
+        &s.to_tofu_json("registry.opentofu.org/threefoldtech/grid", ENV),
+    )
+    .unwrap();
     let users = username_space();
     assert!(users.len() > 150, "only {} usernames", users.len());
     assert!(users.iter().any(|u| u.len() == 40) && users.iter().any(|u| u.len() == 1));
@@ -202,7 +203,7 @@ fn the_v1_11_1_schema_rejects_the_config_naming_the_renamed_attributes() {
         "{text}"
     );
     let runtime = ProviderSchema::from_tofu_json(
-        &old.to_tofu_json("registry.opentofu.org/threefoldtech/grid"),
+        &old.to_tofu_json("registry.opentofu.org/threefoldtech/grid", ENV),
     )
     .unwrap();
     let contract: Vec<String> = env_contract_violations(&runtime)
