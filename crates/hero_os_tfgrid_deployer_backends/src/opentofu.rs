@@ -308,6 +308,12 @@ pub fn child_env(
     out
 }
 
+/// This process's environment as UTF-8 pairs. `std::env::vars` panics on a non-UTF-8 entry;
+/// such entries are skipped (none of [`INHERITED_ENV`] is useful when not UTF-8).
+fn parent_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+}
+
 impl OpenTofuConfig {
     /// The exact provider version in use, checked against the network's release channel.
     pub fn resolved_provider_version(&self) -> Result<ProviderVersion, BackendError> {
@@ -599,7 +605,7 @@ impl OpenTofuBackend {
         let shown = format!("tofu {}", args.join(" "));
         let mut cmd = tokio::process::Command::new(&self.cfg.tofu_bin);
         let env = child_env(
-            std::env::vars(),
+            parent_env(),
             &self.cfg.extra_env,
             self.cfg.mnemonic.as_str(),
         );
@@ -734,7 +740,7 @@ impl OpenTofuBackend {
                     detail: e.to_string(),
                 })
             })?;
-        let env = child_env(std::env::vars(), &self.cfg.extra_env, "");
+        let env = child_env(parent_env(), &self.cfg.extra_env, "");
         let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
         let mut violations = check_config(&schema, &cfg, &names);
         violations.extend(env_contract_violations(&schema));
