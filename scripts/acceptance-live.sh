@@ -21,7 +21,7 @@
 set -euo pipefail
 umask 077
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
 forge_url="${HERO_ACCEPT_FORGE_URL:-}"
 token_file="${HERO_ACCEPT_ADMIN_TOKEN_FILE:-}"
