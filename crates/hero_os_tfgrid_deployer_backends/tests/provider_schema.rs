@@ -472,3 +472,26 @@ fn the_former_unshortened_names_are_rejected() {
         "{v:#?}"
     );
 }
+
+/// terraform-plugin-sdk v2 shows a Required attribute with an env default as optional only when
+/// the variable is set for the provider: the runtime check therefore sees `mnemonic` required
+/// unless the backend gives the child `MNEMONIC` (it always does).
+#[test]
+fn the_tofu_format_reflects_the_childs_environment() {
+    let s = current();
+    let addr = "registry.opentofu.org/threefoldtech/grid";
+    let with = ProviderSchema::from_tofu_json(&s.to_tofu_json(addr, &["MNEMONIC"])).unwrap();
+    let without = ProviderSchema::from_tofu_json(&s.to_tofu_json(addr, &[])).unwrap();
+    assert!(with.provider.attributes["mnemonic"].optional);
+    assert!(!with.provider.attributes["mnemonic"].required);
+    assert!(without.provider.attributes["mnemonic"].required);
+    // `network` has a fallback (`dev`): optional either way, which is why the config always sets it.
+    assert!(without.provider.attributes["network"].optional);
+    let cfg = demo_cfg();
+    let v: Vec<String> = check_config(&without, &cfg, &[])
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    assert_eq!(v, ["provider.grid.mnemonic: required attribute missing"]);
+    assert_clean("with MNEMONIC", check_config(&with, &cfg, ENV));
+}
