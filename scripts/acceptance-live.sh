@@ -15,12 +15,13 @@
 # Options: --network test|qa|dev|main (default test), --state-dir DIR
 #   (default ${XDG_STATE_HOME:-~/.local/state}/hero_deployer_acceptance), --tofu PATH (default tofu),
 #   --purge-test-users (also delete deployer_test_* Forge users that no record here names),
-#   --deploy-timeout SECS (default 3600).
+#   --deploy-timeout SECS (default 3600), --nodes ID,ID,… (candidate gateway nodes of that network;
+#   the deployer's default candidates 1,8,13,50 are mainnet's freefarm gateways).
 # Without the three credentials it prints "skipped: …" and exits 0 (that is what CI sees).
 set -euo pipefail
 umask 077
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
 forge_url="${HERO_ACCEPT_FORGE_URL:-}"
 token_file="${HERO_ACCEPT_ADMIN_TOKEN_FILE:-}"
@@ -30,6 +31,7 @@ state_dir="${XDG_STATE_HOME:-$HOME/.local/state}/hero_deployer_acceptance"
 tofu_bin="tofu"
 purge_test_users=0
 deploy_timeout=3600
+nodes=""
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -41,6 +43,7 @@ while [ $# -gt 0 ]; do
     --tofu) tofu_bin="${2:?}"; shift 2 ;;
     --purge-test-users) purge_test_users=1; shift ;;
     --deploy-timeout) deploy_timeout="${2:?}"; shift 2 ;;
+    --nodes) nodes="${2:?}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --admin-token|--token|--mnemonic|--password)
       echo "refused: $1 would put a secret on the command line; use ${1}-file PATH or ${1}-file - (stdin)" >&2
@@ -58,6 +61,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   exit 0
 fi
 case "$network" in test|qa|dev|main) ;; *) echo "--network must be test, qa, dev or main" >&2; exit 2 ;; esac
+if [ -n "$nodes" ] && ! [[ "$nodes" =~ ^[0-9]+(,[0-9]+)*$ ]]; then
+  echo "--nodes must be node ids separated by commas" >&2; exit 2
+fi
 if [ "$token_file" = "-" ] && [ "$mnemonic_file" = "-" ]; then
   echo "only one of --admin-token-file and --mnemonic-file can be stdin" >&2; exit 2
 fi
@@ -132,6 +138,24 @@ cleanup_run() {
   echo "cleaning up $USERNAME ($run)…"
   local tf="$run/data/opentofu"
   if start_server "$run"; then
+    # A provision still running (the CLI was interrupted, the job was not) is cancelled first:
+    # a cancelled provision deletes what it made, and one user has one active job at a time.
+    local jobs
+    jobs="$("$cli" --json job list --user "$USERNAME" --active 2>/dev/null | python3 -c '
+import json, sys
+def ids(v):
+    if isinstance(v, dict):
+        if "job_id" in v: yield v["job_id"]
+        else:
+            for x in v.values(): yield from ids(x)
+    elif isinstance(v, list):
+        for x in v: yield from ids(x)
+try: print(" ".join(str(i) for i in ids(json.load(sys.stdin))))
+except Exception: pass' || true)"
+    for j in $jobs; do
+      echo "cancelling active job $j of $USERNAME"
+      timeout 3600 "$cli" job cancel "$j" --follow || echo "job cancel $j failed" >&2
+    done
     if [ -n "$(ls -A "$tf" 2>/dev/null)" ]; then
       timeout 3600 "$cli" vm delete "$USERNAME" --follow || echo "vm delete failed" >&2
     fi
@@ -195,6 +219,7 @@ backend = "opentofu"
 
 [provision.grid]
 network = "$network"
+$( [ -n "$nodes" ] && echo "candidate_nodes = [$nodes]" )
 
 [provision.opentofu]
 binary = "$(command -v "$tofu_bin")"

@@ -93,6 +93,27 @@ impl Requirements {
     }
 }
 
+/// Whether a failed `deploy_vm` on a node should exclude that node when the job selects again:
+/// yes when the node or the grid answered badly (tool failures, timeouts, unavailability,
+/// rejections, odd answers), no when the cause is ours and would follow the VM anywhere
+/// (misconfiguration, names, local I/O) or is not about the node (a taken gateway name).
+pub fn exclude_node_after(err: &crate::compute::BackendError) -> bool {
+    use crate::compute::BackendError as E;
+    match err {
+        E::ToolFailed { .. }
+        | E::Timeout { .. }
+        | E::Unavailable { .. }
+        | E::Rejected { .. }
+        | E::Protocol { .. } => true,
+        E::InvalidName(_)
+        | E::Config(_)
+        | E::NameTaken { .. }
+        | E::MissingMethods { .. }
+        | E::Io { .. }
+        | E::Injected(_) => false,
+    }
+}
+
 /// gridproxy's `available_for=<twin>` rule (`postgres.go`): rented by that twin, or not rented,
 /// not in a dedicated farm and without an extra fee. `dedicated` is honoured as well, should a
 /// server set it on nodes. `None` when available, else why not.

@@ -308,6 +308,12 @@ pub fn child_env(
     out
 }
 
+/// This process's environment as UTF-8 pairs. `std::env::vars` panics on a non-UTF-8 entry;
+/// such entries are skipped (none of [`INHERITED_ENV`] is useful when not UTF-8).
+fn parent_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+}
+
 impl OpenTofuConfig {
     /// The exact provider version in use, checked against the network's release channel.
     pub fn resolved_provider_version(&self) -> Result<ProviderVersion, BackendError> {
@@ -371,16 +377,19 @@ pub fn find_executable(bin: &Path) -> Result<PathBuf, BackendError> {
     )))
 }
 
-/// The chain error TFChain returns when a name contract's name is registered already, as the
-/// tfchain Go client reports it (`clients/tfchain-client-go/utils.go` `checkForError` prints the
-/// `SmartContractModule` error name), wrapped by the provider as
-/// `couldn't deploy name gateway with error: NameExists`
+/// The chain error TFChain returns when a name contract's name is registered already
+/// (`pallet-smart-contract` `Error::NameExists`). How it reaches `tofu`'s output: the tfchain Go
+/// client's `checkForError` returns the `SmartContractModule` error's name
+/// (`clients/tfchain-client-go/utils.go`), its `CreateNameContract` wraps it as
+/// `failed to create contract: NameExists` (`contract.go`), the grid client returns that from
+/// `GatewayNameDeployer.Deploy`, and the provider reports
+/// `couldn't deploy name gateway with error: failed to create contract: NameExists`
 /// (`internal/provider/resource_gateway_name.go`).
 pub const CHAIN_NAME_EXISTS: &str = "NameExists";
 
-/// Whether `tail` carries the provider's name-gateway error with TFChain's `NameExists` as the
-/// whole cause. Matches the diagnostic line only (OpenTofu frames it with `│`), so a VM or disk
-/// error that merely mentions a name does not count.
+/// Whether `tail` carries the provider's name-gateway diagnostic whose innermost cause (the last
+/// `: `-separated part) is exactly TFChain's `NameExists`. Matches that diagnostic line only
+/// (OpenTofu frames it with `│`), so a VM or disk error that merely mentions a name does not count.
 pub fn chain_name_exists(tail: &[String]) -> bool {
     tail.iter().any(|l| {
         let l = l.trim_start_matches(|c: char| c == '│' || c == '|' || c.is_whitespace());
@@ -392,7 +401,8 @@ pub fn chain_name_exists(tail: &[String]) -> bool {
         .any(|p| {
             l.strip_prefix("Error: ")
                 .and_then(|r| r.strip_prefix(p))
-                .is_some_and(|cause| cause.trim() == CHAIN_NAME_EXISTS)
+                .and_then(|cause| cause.trim_end().rsplit(": ").next())
+                .is_some_and(|innermost| innermost == CHAIN_NAME_EXISTS)
         })
     })
 }
@@ -540,7 +550,22 @@ impl OpenTofuBackend {
     /// Persist `desired.json` and `main.tf.json` (atomically, desired first). Refuses a config
     /// that breaks the grid client's apply-time rules ([`grid_client_rules`]) before writing.
     fn write_config(&self, dir: &Path, d: &Desired) -> Result<(), BackendError> {
-        let violations = grid_client_rules(&render_main_tf_json(&d.inputs));
+        self.write_config_checked(dir, d, true)
+    }
+
+    /// [`Self::write_config`]; `check_rules = false` only to destroy: a working dir written by an
+    /// older version (e.g. a `_` gateway label) must still be destroyable.
+    fn write_config_checked(
+        &self,
+        dir: &Path,
+        d: &Desired,
+        check_rules: bool,
+    ) -> Result<(), BackendError> {
+        let violations = if check_rules {
+            grid_client_rules(&render_main_tf_json(&d.inputs))
+        } else {
+            Vec::new()
+        };
         if !violations.is_empty() {
             return Err(BackendError::InvalidName(format!(
                 "the grid would refuse this config: {}",
@@ -580,7 +605,7 @@ impl OpenTofuBackend {
         let shown = format!("tofu {}", args.join(" "));
         let mut cmd = tokio::process::Command::new(&self.cfg.tofu_bin);
         let env = child_env(
-            std::env::vars(),
+            parent_env(),
             &self.cfg.extra_env,
             self.cfg.mnemonic.as_str(),
         );
@@ -715,7 +740,7 @@ impl OpenTofuBackend {
                     detail: e.to_string(),
                 })
             })?;
-        let env = child_env(std::env::vars(), &self.cfg.extra_env, "");
+        let env = child_env(parent_env(), &self.cfg.extra_env, "");
         let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
         let mut violations = check_config(&schema, &cfg, &names);
         violations.extend(env_contract_violations(&schema));
@@ -867,7 +892,12 @@ impl ComputeBackend for OpenTofuBackend {
             Some(d) => (
                 d.inputs.mycelium_key_hex.clone(),
                 d.inputs.mycelium_ip_seed_hex.clone(),
-                d.inputs.gateway_label.clone(),
+                // A label from an older naming scheme (`jan_de_vries`) is dropped here;
+                // deploy_gateway puts a valid one back.
+                d.inputs
+                    .gateway_label
+                    .clone()
+                    .filter(|l| gateway_labels(name).contains(l)),
             ),
             None => (self.random_hex(32), self.random_hex(6), None),
         };
@@ -916,6 +946,12 @@ impl ComputeBackend for OpenTofuBackend {
             return Ok(());
         }
         if dir.join("main.tf.json").exists() {
+            // Re-render with the pinned provider: a dir written before the pin would otherwise
+            // destroy with whatever provider `init` resolves today.
+            if let Some(mut d) = self.read_desired(&dir)? {
+                d.inputs.provider_version = Some(self.cfg.resolved_provider_version()?.to_string());
+                self.write_config_checked(&dir, &d, false)?;
+            }
             self.tofu(&dir, INIT_ARGS, self.cfg.short_timeout, &out)
                 .await?;
             self.tofu(
@@ -1128,6 +1164,9 @@ mod tests {
         // TFChain's own error as the provider frames it; nothing else counts.
         let framed = |l: &str| vec![l.to_string()];
         assert!(chain_name_exists(&framed(
+            "│ Error: couldn't deploy name gateway with error: failed to create contract: NameExists"
+        )));
+        assert!(chain_name_exists(&framed(
             "│ Error: couldn't deploy name gateway with error: NameExists"
         )));
         assert!(chain_name_exists(&framed(
@@ -1138,6 +1177,8 @@ mod tests {
             "│ Error: couldn't deploy name gateway with error: NameNotValid",
             "│ Error: couldn't deploy deployment with error: NameExists",
             "│ Error: couldn't deploy name gateway with error: NameExists because x",
+            "│ Error: couldn't deploy name gateway with error: failed to create contract: NameNotValid",
+            "│ Error: couldn't deploy name gateway with error: failed: NameExistsX",
             "NameExists",
         ] {
             assert!(!chain_name_exists(&framed(other)), "{other}");

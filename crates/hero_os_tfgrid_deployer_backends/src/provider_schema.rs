@@ -282,29 +282,31 @@ impl ProviderSchema {
         })
     }
 
-    /// The schema as `tofu providers schema -json` prints it (for the stand-in `tofu` in tests).
-    /// Follows terraform-plugin-sdk v2's `CoreConfigSchema`: a Required attribute with an env-var
-    /// default is optional to OpenTofu; only `true` flags are written; validators are dropped.
-    pub fn to_tofu_json(&self, address: &str) -> Value {
+    /// The schema as `tofu providers schema -json` prints it (for the stand-in `tofu` in tests),
+    /// when the provider runs with the variables `env` set. Follows terraform-plugin-sdk v2's
+    /// `coreConfigSchemaAttribute`: a Required attribute with a `DefaultFunc` is optional to
+    /// OpenTofu only when that function yields a value at schema time (its env var is set, or it
+    /// has a fallback); only `true` flags are written; validators are dropped.
+    pub fn to_tofu_json(&self, address: &str, env: EnvNames<'_>) -> Value {
         let mut resources = serde_json::Map::new();
         for (k, b) in &self.resources {
             resources.insert(
                 k.clone(),
-                serde_json::json!({"version": 0, "block": block_json(b)}),
+                serde_json::json!({"version": 0, "block": block_json(b, env)}),
             );
         }
         let mut data = serde_json::Map::new();
         for (k, b) in &self.data_sources {
             data.insert(
                 k.clone(),
-                serde_json::json!({"version": 0, "block": block_json(b)}),
+                serde_json::json!({"version": 0, "block": block_json(b, env)}),
             );
         }
         serde_json::json!({
             "format_version": "1.0",
             "provider_schemas": {
                 address: {
-                    "provider": {"version": 0, "block": block_json(&self.provider)},
+                    "provider": {"version": 0, "block": block_json(&self.provider, env)},
                     "resource_schemas": resources,
                     "data_source_schemas": data,
                 }
@@ -364,13 +366,17 @@ fn type_json(t: &AttrType) -> Value {
     }
 }
 
-fn block_json(b: &Block) -> Value {
+fn block_json(b: &Block, env: EnvNames<'_>) -> Value {
     let mut attrs = serde_json::Map::new();
     for (k, a) in &b.attributes {
         let mut o = serde_json::Map::new();
         o.insert("type".into(), type_json(&a.ty));
-        let core_optional = a.optional || (a.required && a.env_default.is_some());
-        let core_required = a.required && a.env_default.is_none();
+        let defaulted = a
+            .env_default
+            .as_ref()
+            .is_some_and(|(var, fallback)| fallback.is_some() || env.contains(&var.as_str()));
+        let core_optional = a.optional || (a.required && defaulted);
+        let core_required = a.required && !defaulted;
         if core_required {
             o.insert("required".into(), true.into());
         }
@@ -394,7 +400,7 @@ fn block_json(b: &Block) -> Value {
             }
             .into(),
         );
-        o.insert("block".into(), block_json(&nb.block));
+        o.insert("block".into(), block_json(&nb.block, env));
         if nb.min_items > 0 {
             o.insert("min_items".into(), nb.min_items.into());
         }

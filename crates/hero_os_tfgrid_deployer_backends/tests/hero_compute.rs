@@ -238,3 +238,26 @@ async fn lifecycle_with_assumed_shapes() {
     be.delete_vm(&name, discard_output()).await.unwrap(); // already gone: Ok
     assert!(be.get_vm(&name).await.unwrap().is_none());
 }
+
+/// The prerequisite check names the path and what is wrong with it, without connecting.
+#[tokio::test]
+async fn prerequisites_name_the_socket_path() {
+    let (_dir, path) = sock();
+    let err = HeroComputeConfig::new(&path)
+        .check_prerequisites()
+        .unwrap_err();
+    assert_eq!(err.code(), "backend.config");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no socket at"), "{err}");
+    std::fs::write(&path, "not a socket").unwrap();
+    let err = HeroComputeConfig::new(&path)
+        .check_prerequisites()
+        .unwrap_err();
+    assert!(err.to_string().contains("is not a unix socket"), "{err}");
+    std::fs::remove_file(&path).unwrap();
+    let _listener = tokio::net::UnixListener::bind(&path).unwrap();
+    HeroComputeConfig::new(&path).check_prerequisites().unwrap();
+}

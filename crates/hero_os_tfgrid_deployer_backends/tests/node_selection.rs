@@ -14,10 +14,11 @@ use axum::routing::get;
 use axum::Router;
 use hero_os_tfgrid_deployer_backends::gridproxy::{parse_nodes, GridProxyClient};
 use hero_os_tfgrid_deployer_backends::node_selection::{
-    free_capacity, select_from_gridproxy, select_from_gridproxy_for, select_node, select_node_for,
-    FeatureNeeds, Requirements, SelectError,
+    exclude_node_after, free_capacity, select_from_gridproxy, select_from_gridproxy_for,
+    select_node, select_node_for, FeatureNeeds, Requirements, SelectError,
 };
 use hero_os_tfgrid_deployer_backends::spec::{VmSpec, GIB};
+use hero_os_tfgrid_deployer_backends::BackendError;
 use serde_json::{json, Value};
 
 const EXAMPLE: &str = include_str!("fixtures/gridproxy_nodes_example.json");
@@ -426,4 +427,30 @@ async fn selects_from_the_current_fixture_through_a_real_http_server() {
     assert_eq!(sel.node.node_id, 55);
     assert_eq!(sel.domain, "gent55.grid.tf");
     assert_eq!(sel.rejected.len(), ids.len() - 1);
+}
+
+#[test]
+fn which_deploy_failures_exclude_the_node() {
+    let tool = BackendError::ToolFailed {
+        tool: "tofu apply".into(),
+        status: "exit status: 1".into(),
+        tail: vec!["Error: node 8 is not reachable".into()],
+        transient: false,
+    };
+    let timeout = BackendError::Timeout {
+        op: "apply".into(),
+        detail: "x".into(),
+    };
+    assert!(exclude_node_after(&tool));
+    assert!(exclude_node_after(&timeout));
+    for ours in [
+        BackendError::Config("no mnemonic".into()),
+        BackendError::InvalidName("x".into()),
+        BackendError::NameTaken {
+            label: "a".into(),
+            by: String::new(),
+        },
+    ] {
+        assert!(!exclude_node_after(&ours), "{ours}");
+    }
 }

@@ -118,7 +118,8 @@ struct Fake {
 
 /// Write `text` (an extraction) as `tofu providers schema -json` would print that provider.
 fn write_tofu_schema(path: &Path, text: &str) {
-    let doc = vendored(text).to_tofu_json("registry.opentofu.org/threefoldtech/grid");
+    let doc =
+        vendored(text).to_tofu_json("registry.opentofu.org/threefoldtech/grid", &["MNEMONIC"]);
     std::fs::write(path, doc.to_string()).unwrap();
 }
 
@@ -435,6 +436,11 @@ async fn an_installed_provider_with_renamed_attributes_is_refused_before_apply()
         msg.contains("provider.grid.mnemonic: the provider has no `mnemonic` attribute"),
         "{msg}"
     );
+    // As the real SDKv2 reports it: MNEMONICS is not in the child's env, so `mnemonics` is required.
+    assert!(
+        msg.contains("provider.grid.mnemonics: required attribute missing"),
+        "{msg}"
+    );
     assert!(msg.contains("nothing was applied"), "{msg}");
     assert!(
         !fake.calls().iter().any(|c| c.starts_with("apply")),
@@ -620,4 +626,56 @@ async fn prerequisites_are_reported_precisely_without_the_network() {
             err.to_string()
         );
     }
+}
+
+/// A working dir written before the pin and the new names (no `version`, label `jan_de_vries`)
+/// is still destroyed, with the pinned provider; a re-deploy drops the old label.
+#[tokio::test]
+async fn working_dirs_from_before_the_pin_are_destroyed_with_it() {
+    let fake = Fake::new();
+    let be = fake.backend(9);
+    be.deploy_vm(&req(), discard_output()).await.unwrap();
+    let dir = be.work_dir(&req().name);
+    // Make it look old: desired.json without a version and with the former label.
+    let mut desired: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("desired.json")).unwrap()).unwrap();
+    desired["inputs"]["provider_version"] = Value::Null;
+    desired["inputs"]["gateway_label"] = Value::String("jan_de_vries".into());
+    std::fs::write(dir.join("desired.json"), desired.to_string()).unwrap();
+    let mut main: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("main.tf.json")).unwrap()).unwrap();
+    main["terraform"]["required_providers"]["grid"]
+        .as_object_mut()
+        .unwrap()
+        .remove("version");
+    std::fs::write(dir.join("main.tf.json"), main.to_string()).unwrap();
+    std::fs::remove_file(dir.join("terraform.tfstate")).unwrap();
+
+    // Re-deploy: the old label is not kept (it would break the grid's rules).
+    be.deploy_vm(&req(), discard_output()).await.unwrap();
+    let d: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("desired.json")).unwrap()).unwrap();
+    assert_eq!(d["inputs"]["gateway_label"], Value::Null);
+    assert_eq!(d["inputs"]["provider_version"], "1.11.2");
+
+    // Old label again, then destroy: refused by no rule, and destroyed with the pin.
+    let mut d2 = d.clone();
+    d2["inputs"]["gateway_label"] = Value::String("jan_de_vries".into());
+    d2["inputs"]["provider_version"] = Value::Null;
+    std::fs::write(dir.join("desired.json"), d2.to_string()).unwrap();
+    std::fs::write(dir.join("main.tf.json"), main.to_string()).unwrap();
+    let calls_before = fake.calls().len();
+    let log_before = std::fs::read_to_string(&fake.log).unwrap().len();
+    be.delete_vm(&req().name, discard_output()).await.unwrap();
+    assert!(!dir.exists());
+    assert!(fake.calls()[calls_before..]
+        .iter()
+        .any(|c| c == "destroy -auto-approve -input=false"));
+    let log = std::fs::read_to_string(&fake.log).unwrap();
+    assert!(log[log_before..].contains("CALL init -input=false -upgrade"));
+    assert!(
+        log[log_before..].contains("PIN = 1.11.2"),
+        "{}",
+        &log[log_before..]
+    );
 }

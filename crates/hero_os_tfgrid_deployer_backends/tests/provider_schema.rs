@@ -111,9 +111,10 @@ fn assert_clean(what: &str, v: Vec<Violation>) {
 fn every_generated_config_passes_the_vendored_schema_for_the_whole_username_space() {
     let s = current();
     // The same schema as `tofu providers schema -json` would print it (what the runtime check reads).
-    let runtime =
-        ProviderSchema::from_tofu_json(&s.to_tofu_json("registry.opentofu.org/threefoldtech/grid"))
-            .unwrap();
+    let runtime = ProviderSchema::from_tofu_json(
+        &s.to_tofu_json("registry.opentofu.org/threefoldtech/grid", ENV),
+    )
+    .unwrap();
     let users = username_space();
     assert!(users.len() > 150, "only {} usernames", users.len());
     assert!(users.iter().any(|u| u.len() == 40) && users.iter().any(|u| u.len() == 1));
@@ -202,7 +203,7 @@ fn the_v1_11_1_schema_rejects_the_config_naming_the_renamed_attributes() {
         "{text}"
     );
     let runtime = ProviderSchema::from_tofu_json(
-        &old.to_tofu_json("registry.opentofu.org/threefoldtech/grid"),
+        &old.to_tofu_json("registry.opentofu.org/threefoldtech/grid", ENV),
     )
     .unwrap();
     let contract: Vec<String> = env_contract_violations(&runtime)
@@ -470,4 +471,27 @@ fn the_former_unshortened_names_are_rejected() {
         3,
         "{v:#?}"
     );
+}
+
+/// terraform-plugin-sdk v2 shows a Required attribute with an env default as optional only when
+/// the variable is set for the provider: the runtime check therefore sees `mnemonic` required
+/// unless the backend gives the child `MNEMONIC` (it always does).
+#[test]
+fn the_tofu_format_reflects_the_childs_environment() {
+    let s = current();
+    let addr = "registry.opentofu.org/threefoldtech/grid";
+    let with = ProviderSchema::from_tofu_json(&s.to_tofu_json(addr, &["MNEMONIC"])).unwrap();
+    let without = ProviderSchema::from_tofu_json(&s.to_tofu_json(addr, &[])).unwrap();
+    assert!(with.provider.attributes["mnemonic"].optional);
+    assert!(!with.provider.attributes["mnemonic"].required);
+    assert!(without.provider.attributes["mnemonic"].required);
+    // `network` has a fallback (`dev`): optional either way, which is why the config always sets it.
+    assert!(without.provider.attributes["network"].optional);
+    let cfg = demo_cfg();
+    let v: Vec<String> = check_config(&without, &cfg, &[])
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    assert_eq!(v, ["provider.grid.mnemonic: required attribute missing"]);
+    assert_clean("with MNEMONIC", check_config(&with, &cfg, ENV));
 }

@@ -1,6 +1,8 @@
-//! Username rules. A username is a Forge login *and* the DNS label of the person's demo URL
-//! (`<username>.<node domain>`), so it must satisfy both, and we want exactly one spelling per
-//! person, hence lowercase only. Checked before any network call, by server, CLI and dashboard.
+//! Username rules. A username is a Forge login *and* the source of the DNS label of the person's
+//! demo URL (`<label>.<node domain>`; on the grid the label is the username without `-`, decided
+//! with every other grid name in the backends crate's `grid_names`, whose tests walk every valid
+//! username), so it must satisfy both, and we want exactly one spelling per person, hence
+//! lowercase only. Checked before any network call, by server, CLI and dashboard.
 //!
 //! Rules, in the order they are checked (the first broken one is reported):
 //! 1. not empty, at most [`MAX_LEN`] characters (Forgejo's limit);
