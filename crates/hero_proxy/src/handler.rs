@@ -85,6 +85,18 @@ fn host_of(h: &HeaderMap, uri: &http::Uri) -> Option<String> {
         .or_else(|| uri.authority().map(|a| a.to_string()))
 }
 
+/// 400 for a request the proxy refuses to interpret (see `target`): says what is wrong, nothing internal.
+fn bad_request(e: &dyn std::fmt::Display) -> Response<ProxyBody> {
+    tracing::debug!(error = %e, "bad request refused");
+    html(
+        StatusCode::BAD_REQUEST,
+        pages::plain(
+            "Bad request",
+            &format!("This address cannot be served: {e}."),
+        ),
+    )
+}
+
 fn internal(e: &ProxyError) -> Response<ProxyBody> {
     tracing::error!(code = e.code(), error = %e, "request failed");
     html(
@@ -103,14 +115,19 @@ impl App {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
-        match req.uri().path() {
+        // One canonical target for everything below: dispatch, route matching and what the upstream receives.
+        let (path, pq) = match crate::target::canonical_path_and_query(req.uri()) {
+            Ok(t) => t,
+            Err(e) => return bad_request(&e),
+        };
+        match path.as_str() {
             "/oauth/login" => self.login(&req).await,
             "/oauth/callback" => self.callback(&req).await,
             "/oauth/logout" => self.logout(&req),
             p if p == PROXY_KEY_PATH => {
                 respond(StatusCode::OK, "application/json", self.jwks_body.clone())
             }
-            _ => self.proxy(req, peer).await,
+            _ => self.proxy(req, peer, &path, pq).await,
         }
     }
 
@@ -290,13 +307,13 @@ impl App {
         r
     }
 
-    fn unauthenticated(&self, req: &Request<Incoming>, clear: bool) -> Response<ProxyBody> {
+    fn unauthenticated(
+        &self,
+        req: &Request<Incoming>,
+        pq: &str,
+        clear: bool,
+    ) -> Response<ProxyBody> {
         let mut r = if req.method() == Method::GET || req.method() == Method::HEAD {
-            let pq = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
             let rd: String = url::form_urlencoded::byte_serialize(pq.as_bytes()).collect();
             redirect(StatusCode::FOUND, &format!("/oauth/login?rd={rd}"))
         } else {
@@ -314,14 +331,23 @@ impl App {
 
     async fn proxy(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: SocketAddr,
+        path: &str,
+        pq: String,
     ) -> Response<ProxyBody> {
         let host = host_of(req.headers(), req.uri());
         let route = {
             let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-            routes.find(host.as_deref(), req.uri().path())
+            routes.find(host.as_deref(), path)
         };
+        // The upstream gets exactly the target the route was chosen for.
+        if req.uri().path_and_query().map(|p| p.as_str()) != Some(pq.as_str()) {
+            match http::Uri::try_from(pq.as_str()) {
+                Ok(u) => *req.uri_mut() = u,
+                Err(_) => return bad_request(&"the request target is not a valid URI"),
+            }
+        }
         let Some(route) = route else {
             return respond(
                 StatusCode::NOT_FOUND,
@@ -339,7 +365,7 @@ impl App {
         let had_cookie = get_cookie(req.headers(), SESSION_COOKIE).is_some();
         let session = match (&route.policy, session) {
             (Policy::Public, s) => s,
-            (_, None) => return self.unauthenticated(&req, had_cookie),
+            (_, None) => return self.unauthenticated(&req, &pq, had_cookie),
             (_, Some(s)) => Some(s),
         };
         if let Some(s) = &session {
@@ -352,7 +378,7 @@ impl App {
                             if let Err(e) = self.sessions.revoke_user(s.user.id, false) {
                                 return internal(&e);
                             }
-                            return self.unauthenticated(&req, true);
+                            return self.unauthenticated(&req, &pq, true);
                         }
                         Err(e) => {
                             tracing::warn!(code = e.code(), error = %e, "token refresh failed; continuing")

@@ -49,6 +49,11 @@ pub fn error(title: &str, message: &str) -> String {
     )
 }
 
+/// A page that only explains (bad requests, unreachable services): no sign-in link, nothing internal.
+pub fn plain(title: &str, message: &str) -> String {
+    page(title, &format!("<p>{}</p>", escape(message)))
+}
+
 /// Page after logout.
 pub fn signed_out() -> String {
     page(

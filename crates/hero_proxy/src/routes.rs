@@ -128,7 +128,12 @@ impl Route {
         }
     }
 
+    /// Segment-boundary prefix match on a canonical path (`target::canonical_path`); the root route matches
+    /// every path, and only paths: a target that is not one never reaches here, and `/` is not a wildcard for it.
     fn path_matches(&self, path: &str) -> bool {
+        if !path.starts_with('/') {
+            return false;
+        }
         self.path == "/"
             || path == self.path
             || path
@@ -214,6 +219,9 @@ mod tests {
             Policy::Admin
         );
         assert_eq!(t.find(None, "/api").unwrap().policy, Policy::Sso);
+        for not_a_path in ["*", "", "api", "localhost:80"] {
+            assert!(t.find(Some("a.x"), not_a_path).is_none(), "{not_a_path:?}");
+        }
     }
 
     #[test]

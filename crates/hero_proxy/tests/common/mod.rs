@@ -430,3 +430,171 @@ pub async fn wait_listening(port: u16) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Debian nginx (installed by scripts/install-test-deps.sh) on an OS-chosen port, in the foreground, killed by PID
+/// on drop. `server_body` is the inside of its one `server { }` block (the `listen` line is added).
+pub struct Nginx {
+    pub port: u16,
+    _proc: ProcGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub async fn start(server_body: &str) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        // nginx cannot be told to pick a port and report it; hold one with SO_REUSEPORT until it listens.
+        let (port, reserved) = reserve_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log stderr;\nevents {{ worker_connections 256; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/client; proxy_temp_path {d}/proxy;\n \
+             fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n \
+             server {{ listen 127.0.0.1:{port} reuseport; {server_body} }}\n}}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new("/usr/sbin/nginx")
+            .args(["-e", "stderr", "-p"])
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nginx (scripts/install-test-deps.sh)");
+        let guard = ProcGuard(child);
+        wait_listening(port).await;
+        drop(reserved);
+        Nginx {
+            port,
+            _proc: guard,
+            _dir: dir,
+        }
+    }
+}
+
+/// The real `hero_proxy` binary with an encrypted file secret store seeded like production (the oidc-provider
+/// peer as its `forge` provider), `routes_toml` appended to its config file. Killed by PID on drop.
+pub struct ProxyBin {
+    pub port: u16,
+    pub base: String,
+    pub peer: Peer,
+    pub secrets: hero_secrets::FileSecretStore,
+    pub log: PathBuf,
+    pub rpc_socket: PathBuf,
+    _proc: ProcGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl ProxyBin {
+    pub async fn start(routes_toml: &str) -> ProxyBin {
+        let (port, reserved) = reserve_port();
+        let base = format!("http://localhost:{port}");
+        let peer = Peer::start(&[format!("{base}/oauth/callback")]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let secrets_dir = dir.path().join("secrets");
+        let secrets = hero_secrets::FileSecretStore::open(&secrets_dir).unwrap();
+        for (k, v) in [
+            ("cockpit/FORGE_OAUTH_CLIENT_ID", CLIENT_ID),
+            ("cockpit/FORGE_OAUTH_CLIENT_SECRET", CLIENT_SECRET),
+            ("cockpit/FORGE_OAUTH_ISSUER", peer.issuer.as_str()),
+        ] {
+            secrets.set(k, v).await.unwrap();
+        }
+        let cfg = dir.path().join("hero_proxy.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "public_scheme = \"http\"\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\nsocket_dir = \"{}\"\nworkers = 1\n{routes_toml}\n",
+                dir.path().join("state").display(),
+                dir.path().join("sockets").display(),
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("proxy.log");
+        let f = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hero_proxy"))
+            .arg("--config")
+            .arg(&cfg)
+            .env("HERO_PROXY_SECRETS_DIR", &secrets_dir)
+            .env("HERO_PROXY_LOG", "info")
+            .stdout(Stdio::from(f.try_clone().unwrap()))
+            .stderr(Stdio::from(f))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let guard = ProcGuard(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "proxy did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(reserved);
+        ProxyBin {
+            port,
+            base,
+            peer,
+            secrets,
+            log,
+            rpc_socket: dir.path().join("sockets/hero_proxy/rpc.sock"),
+            _proc: guard,
+            _dir: dir,
+        }
+    }
+
+    pub async fn login(&self, user: &str) -> String {
+        login_at(&self.base, &self.peer.issuer, user).await
+    }
+}
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+/// Sends `request` as bytes on a fresh connection (so nothing normalises the target on the way) and reads the
+/// response until the peer closes (send `Connection: close`) or 10 s pass.
+pub async fn raw_request(port: u16, request: &[u8]) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    RawResponse {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// `GET <target>` with Host `localhost`, the given extra header lines, `Connection: close`.
+pub async fn raw_get(port: u16, target: &str, extra: &str) -> RawResponse {
+    raw_request(
+        port,
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: localhost:{port}\r\n{extra}Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+}

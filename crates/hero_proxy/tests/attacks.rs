@@ -1,0 +1,153 @@
+//! hero_proxy as an attacker meets it: the real binary in front of real peers (Debian nginx as a normalising
+//! backend, Debian hypercorn as an h2c-capable one), every request written as raw bytes so nothing on the way
+//! normalises it. Each class is one table of equivalent or hostile forms.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+
+/// nginx locations that say which area a request reached and the target nginx received.
+const AREAS: &str = r#"
+    location ~ ^/admin(/|$) { return 200 "ADMIN-AREA $request_uri\n"; }
+    location ~ ^/dns(/|$) { return 200 "DNS-AREA $request_uri\n"; }
+    location / { return 200 "open $request_uri\n"; }
+"#;
+
+fn routes(up: u16) -> String {
+    format!(
+        r#"
+[[routes]]
+path = "/"
+upstream = "http://127.0.0.1:{up}"
+policy = "public"
+[[routes]]
+path = "/admin"
+upstream = "http://127.0.0.1:{up}"
+policy = "admin"
+[[routes]]
+path = "/dns"
+upstream = "http://127.0.0.1:{up}"
+policy = "claim:dns.zone.write"
+"#
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Want {
+    /// Same spelling as the protected area: the protected route's policy applies.
+    Protected,
+    /// Ambiguous: refused with 400 before any route is chosen.
+    Refused,
+}
+
+/// Spellings of `/{p}/secret` (`{p}` = a protected prefix) and hostile neighbours.
+const PATH_FAMILY: &[(&str, Want)] = &[
+    ("/{p}/secret", Want::Protected),
+    ("/public/../{p}/secret", Want::Protected),
+    ("/public/%2e%2e/{p}/secret", Want::Protected),
+    ("/public/%2E%2E/{p}/secret", Want::Protected),
+    ("/public/.%2e/{p}/secret", Want::Protected),
+    ("/public/x/../../{p}/secret", Want::Protected),
+    ("/./{p}/secret", Want::Protected),
+    ("/%2e/{p}/secret", Want::Protected),
+    ("//{p}/secret", Want::Protected),
+    ("///{p}//secret", Want::Protected),
+    ("/{p}/./secret", Want::Protected),
+    ("/{p}/x/../secret", Want::Protected),
+    ("/%{hex1}{rest}/secret", Want::Protected),
+    ("/{p}", Want::Protected),
+    ("/{p}/", Want::Protected),
+    ("/{p}%2Fsecret", Want::Refused),
+    ("/{p}%2fsecret", Want::Refused),
+    ("/public%2F..%2F{p}/secret", Want::Refused),
+    ("/public/..%2F{p}/secret", Want::Refused),
+    ("/public/..%5C{p}/secret", Want::Refused),
+    ("/public\\..\\{p}\\secret", Want::Refused),
+    ("/public/..;/{p}/secret", Want::Refused),
+    ("/../{p}/secret", Want::Refused),
+    ("/public/../../{p}/secret", Want::Refused),
+    ("/{p}%00/secret", Want::Refused),
+    ("/{p}%zz/secret", Want::Refused),
+];
+
+fn spell(template: &str, p: &str) -> String {
+    // `%{hex1}{rest}`: the first letter of the prefix percent-encoded (`/%61dmin`).
+    let first = p.as_bytes()[0];
+    template
+        .replace("{hex1}", &format!("{first:02x}"))
+        .replace("{rest}", &p[1..])
+        .replace("{p}", p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_confusion_cannot_reach_a_protected_area_under_a_weaker_policy() {
+    let nginx = Nginx::start(AREAS).await;
+    let proxy = ProxyBin::start(&routes(nginx.port)).await;
+    // alice is signed in but neither admin nor holder of dns.zone.write.
+    let alice = proxy.login("alice").await;
+    let alice_hdr = format!("Cookie: {alice}\r\n");
+    for p in ["admin", "dns"] {
+        let area = format!("{}-AREA", p.to_ascii_uppercase());
+        for (template, want) in PATH_FAMILY {
+            let target = spell(template, p);
+            // The variant is a real equivalent: nginx on its own serves the protected area for it.
+            if *want == Want::Protected {
+                let direct = raw_get(nginx.port, &target, "").await;
+                assert!(
+                    direct.body.starts_with(&area),
+                    "{target}: nginx itself should map this to {area}: {direct:?}"
+                );
+            }
+            for (who, hdr, protected_status) in
+                [("anonymous", "", 302), ("alice", &*alice_hdr, 403)]
+            {
+                let r = raw_get(proxy.port, &target, hdr).await;
+                assert!(
+                    !r.body.contains(&area),
+                    "{who} {target}: reached {area} through the proxy: {r:?}"
+                );
+                let expected = match want {
+                    Want::Protected => protected_status,
+                    Want::Refused => 400,
+                };
+                assert_eq!(r.status, expected, "{who} {target}: {r:?}");
+            }
+        }
+    }
+    // The upstream receives the canonical target the route was chosen for (query kept verbatim).
+    for (target, forwarded) in [
+        (
+            "/public/./a//b/%7e?x=%2e%2e/..",
+            "/public/a/b/~?x=%2e%2e/..",
+        ),
+        ("/public/a/../b/", "/public/b/"),
+        ("/%70ublic/%3f", "/public/%3F"),
+        ("/public/..", "/"),
+    ] {
+        let r = raw_get(proxy.port, target, "").await;
+        assert_eq!(r.status, 200, "{target}: {r:?}");
+        assert_eq!(r.body, format!("open {forwarded}\n"), "{target}");
+    }
+    // Targets that are not paths: the `/` route is not a wildcard for them.
+    for req in [
+        "OPTIONS * HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_owned(),
+        "CONNECT localhost:80 HTTP/1.1\r\nHost: localhost:80\r\nConnection: close\r\n\r\n"
+            .to_owned(),
+    ] {
+        let r = raw_request(proxy.port, req.as_bytes()).await;
+        assert_eq!(r.status, 400, "{req:?}: {r:?}");
+        assert!(!r.body.contains("open "), "{req:?} reached the upstream");
+    }
+    // Absolute-form: the same canonicalisation applies to its path.
+    let r = raw_request(
+        proxy.port,
+        format!(
+            "GET http://localhost:{0}/public/../admin/secret HTTP/1.1\r\nHost: localhost:{0}\r\nConnection: close\r\n\r\n",
+            proxy.port
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 302, "{r:?}");
+}
