@@ -492,7 +492,8 @@ impl App {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, body) = req.into_parts();
         let h = &mut parts.headers;
-        let upgrade = remove_hop_by_hop(h);
+        // WebSocket is opened with GET only (RFC 6455 §4.1); any other method is a plain request.
+        let upgrade = remove_hop_by_hop(h).filter(|_| parts.method == Method::GET);
         strip_reserved(h);
         set_forwarded(
             h,
@@ -525,7 +526,23 @@ impl App {
                 );
             }
         };
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some() {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // A switch nobody asked for, or to another protocol than the one allowed, is never piped.
+            let agreed = upgrade.is_some()
+                && resp
+                    .headers()
+                    .get(UPGRADE)
+                    .is_some_and(crate::headers::is_allowed_upgrade);
+            if !agreed {
+                tracing::warn!(upstream = %route.upstream.describe(), "upstream switched protocols unasked; refused");
+                return html(
+                    StatusCode::BAD_GATEWAY,
+                    pages::plain(
+                        "Bad gateway",
+                        "The service behind this address answered in a way the proxy does not pass on.",
+                    ),
+                );
+            }
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {

@@ -13,7 +13,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, UPGRA
 use crate::session::SESSION_COOKIE;
 
 /// Hop-by-hop headers that never cross the proxy (besides those named in `Connection`).
-const HOP_BY_HOP: [&str; 8] = [
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -22,10 +22,28 @@ const HOP_BY_HOP: [&str; 8] = [
     "transfer-encoding",
     "upgrade",
     "proxy-authorization",
+    "http2-settings",
 ];
 
-/// Removes hop-by-hop headers. Returns the `Upgrade` value if this is an upgrade request (WebSocket), which the
-/// caller re-adds to the upstream request together with `Connection: upgrade`.
+/// The one protocol a client may switch to through the proxy.
+///
+/// Why an allow-list: after a `101` the proxy only pipes bytes, so whatever protocol runs inside the tunnel is
+/// beyond routing, policy and header stripping. WebSocket frames carry no requests, so a WebSocket tunnel stays
+/// bound to the one request that was checked. An `h2c` tunnel (or any other protocol) would carry new requests,
+/// with client-chosen paths and `x-hero-*` headers, straight to the backend. So only a single `websocket` token
+/// (case-insensitive, as RFC 6455 says) is let through; anything else is forwarded as a plain request without
+/// `Upgrade`, which is what nginx does by default.
+pub const ALLOWED_UPGRADE: &str = "websocket";
+
+/// True if `v` is exactly one `Upgrade` token equal to [`ALLOWED_UPGRADE`] (no list, no version suffix).
+pub fn is_allowed_upgrade(v: &HeaderValue) -> bool {
+    v.to_str()
+        .is_ok_and(|s| s.trim().eq_ignore_ascii_case(ALLOWED_UPGRADE))
+}
+
+/// Removes hop-by-hop headers. Returns the `Upgrade` value if this is an upgrade to an allowed protocol (see
+/// [`ALLOWED_UPGRADE`]: one `Upgrade` header, `websocket`), which the caller re-adds to the upstream request
+/// together with `Connection: upgrade`; any other upgrade is dropped with the other hop-by-hop headers.
 pub fn remove_hop_by_hop(h: &mut HeaderMap) -> Option<HeaderValue> {
     let mut listed: Vec<String> = Vec::new();
     let mut wants_upgrade = false;
@@ -40,10 +58,10 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) -> Option<HeaderValue> {
             }
         }
     }
-    let upgrade = if wants_upgrade {
-        h.get(UPGRADE).cloned()
-    } else {
-        None
+    let mut offered = h.get_all(UPGRADE).iter();
+    let upgrade = match (wants_upgrade, offered.next(), offered.next()) {
+        (true, Some(v), None) if is_allowed_upgrade(v) => Some(v.clone()),
+        _ => None,
     };
     for name in listed {
         if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
@@ -211,6 +229,26 @@ mod tests {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert_eq!(remove_hop_by_hop(&mut h).unwrap(), "websocket");
         assert!(h.is_empty());
+        for refused in [
+            &[
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", "h2c"),
+                ("http2-settings", "AA"),
+            ][..],
+            &[("connection", "upgrade"), ("upgrade", "websocket, h2c")],
+            &[("connection", "upgrade"), ("upgrade", "h2c, websocket")],
+            &[
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("upgrade", "h2c"),
+            ],
+            &[("connection", "upgrade"), ("upgrade", "TLS/1.0")],
+            &[("upgrade", "websocket")],
+        ] {
+            let mut h = map(refused);
+            assert!(remove_hop_by_hop(&mut h).is_none(), "{refused:?}");
+            assert!(h.is_empty(), "{refused:?}");
+        }
     }
 
     #[test]

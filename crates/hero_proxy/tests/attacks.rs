@@ -151,3 +151,102 @@ async fn path_confusion_cannot_reach_a_protected_area_under_a_weaker_policy() {
     .await;
     assert_eq!(r.status, 302, "{r:?}");
 }
+
+/// `Upgrade` offers that are not a single `websocket` token, each with a spoofed identity header.
+const UPGRADE_FAMILY: &[(&str, &str)] = &[
+    ("h2c", "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"),
+    ("H2C", "Connection: upgrade, http2-settings\r\nUpgrade: H2C\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"),
+    ("padded h2c", "Connection: keep-alive, Upgrade\r\nUpgrade:   h2c  \r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"),
+    ("h2c listed first", "Connection: Upgrade\r\nUpgrade: h2c, websocket\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"),
+    ("websocket listed first", "Connection: Upgrade\r\nUpgrade: websocket, h2c\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),
+    ("two Upgrade headers", "Connection: Upgrade\r\nUpgrade: websocket\r\nUpgrade: h2c\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),
+    ("h2", "Connection: Upgrade\r\nUpgrade: h2\r\n"),
+    ("TLS", "Connection: Upgrade\r\nUpgrade: TLS/1.0\r\n"),
+    ("versioned websocket", "Connection: Upgrade\r\nUpgrade: websocket/13\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_websocket_upgrades_are_tunnelled() {
+    let hc = Hypercorn::start().await;
+    let proxy = ProxyBin::start(&format!(
+        "[[routes]]\npath = \"/\"\nupstream = \"http://127.0.0.1:{}\"\npolicy = \"public\"\n",
+        hc.port
+    ))
+    .await;
+    // The peer is h2c-capable: asked directly, it switches.
+    let direct = raw_one(
+        hc.port,
+        format!("GET /x HTTP/1.1\r\nHost: a\r\n{}\r\n", UPGRADE_FAMILY[0].1).as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        direct.status, 101,
+        "hypercorn should switch to h2c: {direct:?}"
+    );
+
+    for method in ["GET", "POST"] {
+        for (name, hdrs) in UPGRADE_FAMILY {
+            let req = format!(
+                "{method} /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nX-Hero-User: mallory\r\n{hdrs}\r\n"
+            );
+            let r = raw_one(proxy.port, req.as_bytes()).await;
+            assert_eq!(
+                r.status, 200,
+                "{method} {name}: no tunnel, a plain request: {r:?}"
+            );
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(v["http_version"], "1.1", "{method} {name}");
+            let seen = Seen(serde_json::from_value(v["headers"].clone()).unwrap());
+            for h in ["upgrade", "http2-settings", "x-hero-user"] {
+                assert!(seen.all(h).is_empty(), "{method} {name}: upstream saw {h}");
+            }
+            assert!(
+                !seen
+                    .all("connection")
+                    .iter()
+                    .any(|c| c.to_ascii_lowercase().contains("upgrade")),
+                "{method} {name}"
+            );
+        }
+    }
+    // A WebSocket by POST is not a WebSocket.
+    let r = raw_one(
+        proxy.port,
+        b"POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // WebSocket, in any letter case, is tunnelled, and the backend sees the stripped, not the spoofed, identity.
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    for spelling in ["websocket", "WebSocket"] {
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                format!("ws://localhost:{}/ws", proxy.port),
+            )
+            .unwrap();
+        req.headers_mut()
+            .insert("upgrade", spelling.parse().unwrap());
+        req.headers_mut()
+            .insert("x-hero-user", "mallory".parse().unwrap());
+        let (mut ws, resp) = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio_tungstenite::connect_async(req),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(resp.status(), 101);
+        let first: serde_json::Value =
+            serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+        let seen = Seen(serde_json::from_value(first["headers"].clone()).unwrap());
+        assert!(seen.all("x-hero-user").is_empty());
+        assert_eq!(
+            seen.one("upgrade").map(str::to_ascii_lowercase).as_deref(),
+            Some("websocket")
+        );
+        ws.send(Message::text("ping")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap().to_text().unwrap(), "ping");
+    }
+}

@@ -598,3 +598,82 @@ pub async fn raw_get(port: u16, target: &str, extra: &str) -> RawResponse {
     )
     .await
 }
+
+/// Sends `request` and reads one response: its head, then `Content-Length` bytes of body (none after a 101), with
+/// a 10 s deadline; the connection may stay open.
+pub async fn raw_one(port: u16, request: &[u8]) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if head.starts_with("http/1.1 101") || buf.len() >= end + 4 + len {
+                    return;
+                }
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    RawResponse {
+        status: head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// Debian's hypercorn (`python3-hypercorn`: HTTP/1.1, h2c upgrade, HTTP/2, WebSocket) serving
+/// tests/peers/asgi_echo.py on an OS-chosen port (read from its log), killed by PID on drop.
+pub struct Hypercorn {
+    pub port: u16,
+    _proc: ProcGuard,
+}
+
+impl Hypercorn {
+    pub async fn start() -> Hypercorn {
+        let mut child = Command::new("/usr/bin/hypercorn")
+            .args(["--bind", "127.0.0.1:0", "asgi_echo:app"])
+            .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("hypercorn (scripts/install-test-deps.sh: python3-hypercorn)");
+        let stderr = child.stderr.take().unwrap();
+        let guard = ProcGuard(child);
+        let mut lines = BufReader::new(stderr).lines();
+        let port = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(l) = lines.next_line().await.unwrap() {
+                if let Some(rest) = l.split("Running on http://127.0.0.1:").nth(1) {
+                    return rest.split(' ').next().unwrap().parse::<u16>().unwrap();
+                }
+            }
+            panic!("hypercorn exited before listening");
+        })
+        .await
+        .expect("hypercorn did not start within 20 s");
+        // Keep draining its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Hypercorn { port, _proc: guard }
+    }
+}
