@@ -215,9 +215,10 @@ impl App {
             .cloned()
     }
 
-    /// The admin allowlist, re-read from the secret store on every call (so a change applies on the next request).
+    /// The admin allowlist, re-read from the secret store on every call (so a change applies on the next request);
+    /// bindings of names no longer on it are forgotten here, so re-adding a name re-binds it.
     pub async fn admin_allowlist(&self) -> Result<BTreeSet<String>> {
-        Ok(self
+        let list: BTreeSet<String> = self
             .secrets
             .get(ADMIN_ALLOWLIST_SLOT)
             .await?
@@ -228,17 +229,40 @@ impl App {
                     .filter(|s| !s.is_empty())
                     .collect()
             })
-            .unwrap_or_default())
+            .unwrap_or_default();
+        self.store.prune_admin_bindings(&list)?;
+        Ok(list)
     }
 
-    /// Is this session's user allowed on admin routes?
+    /// Is this user allowed on admin routes? The one rule, used by requests and the sweep.
+    ///
+    /// Why not the name alone: a login name is only meaningful on the provider that issued it (another
+    /// provider's `alice` is someone else), and even there a name can change hands (an account deleted and
+    /// recreated). So a name on the allowlist admits only a user of `admin_provider` whose login, as that provider
+    /// last confirmed it at sign-in, is the name (`Store::provision` takes a name away from a row when another
+    /// account proves it), and only the account first admitted under that name (`Store::bind_admin`). The local
+    /// claim `groups.admin` (set over the admin RPC on one user row) admits whatever the provider.
     pub fn admin_allowed(
+        &self,
         list: &BTreeSet<String>,
-        forge_username: &str,
+        user: &crate::store::User,
         claims: &[hero_identity::Claim],
-    ) -> bool {
-        list.contains(&forge_username.to_ascii_lowercase())
-            || claims.iter().any(|c| c.as_str() == "groups.admin")
+    ) -> Result<bool> {
+        if claims.iter().any(|c| c.as_str() == "groups.admin") {
+            return Ok(true);
+        }
+        let name = user.forge_username.to_ascii_lowercase();
+        if user.provider != self.cfg.admin_provider || name.is_empty() || !list.contains(&name) {
+            return Ok(false);
+        }
+        let bound =
+            self.store
+                .bind_admin(&name, &user.provider, &user.external_id, self.clock.now())?;
+        if !bound {
+            tracing::warn!(user = %user.username, login = %name,
+                "allowlisted name is bound to another account of the provider; refused");
+        }
+        Ok(bound)
     }
 
     /// Revokes the admin sessions of users no longer allowed (periodic; requests also check on their own).
@@ -247,7 +271,7 @@ impl App {
         let mut n = 0;
         for u in self.store.users_with_admin_sessions()? {
             let (_, claims) = self.store.claims_for(&u)?;
-            if !Self::admin_allowed(&list, &u.forge_username, &claims) {
+            if !self.admin_allowed(&list, &u, &claims)? {
                 n += self.sessions.revoke_user(u.id, true)?;
                 tracing::info!(user = %u.username, "admin access removed: admin sessions revoked");
             }

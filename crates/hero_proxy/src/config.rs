@@ -60,6 +60,10 @@ pub struct Config {
     /// Provider used by `/oauth/login` when none is named.
     #[serde(default = "default_provider")]
     pub default_provider: String,
+    /// The provider whose login names `deployer/ADMIN_FORGE_USERS` lists (another provider's `alice` is not the
+    /// Forge's `alice`, so only users of this provider can be admitted by name).
+    #[serde(default = "default_provider")]
+    pub admin_provider: String,
     /// Providers declared in the file (in addition to the one seeded from the secret store).
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -164,6 +168,7 @@ const SCALAR_FIELDS: &[&str] = &[
     "public_scheme",
     "public_url",
     "default_provider",
+    "admin_provider",
     "tls_cert",
     "tls_key",
 ];

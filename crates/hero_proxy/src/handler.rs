@@ -394,7 +394,11 @@ impl App {
                         Ok(l) => l,
                         Err(e) => return internal(&e),
                     };
-                    if App::admin_allowed(&list, &s.user.forge_username, &s.claims) {
+                    let allowed = match self.admin_allowed(&list, &s.user, &s.claims) {
+                        Ok(a) => a,
+                        Err(e) => return internal(&e),
+                    };
+                    if allowed {
                         if !s.admin_granted {
                             if let Err(e) = self.sessions.mark_admin_granted(&s.id_hash) {
                                 return internal(&e);
@@ -408,14 +412,14 @@ impl App {
                         }
                         return html(
                             StatusCode::FORBIDDEN,
-                            pages::forbidden(&s.user.forge_username, "the administration pages"),
+                            pages::forbidden(s.user.display_name(), "the administration pages"),
                         );
                     }
                 }
                 Policy::Claim(rule) if !rule.matches_any(s.claims.iter()) => {
                     return html(
                         StatusCode::FORBIDDEN,
-                        pages::forbidden(&s.user.forge_username, "this page"),
+                        pages::forbidden(s.user.display_name(), "this page"),
                     );
                 }
                 _ => {}

@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS routes(
   context TEXT, pass_token INTEGER NOT NULL,
   source TEXT NOT NULL CHECK(source IN ('config','rpc')),
   removed INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS admin_bindings(
+  forge_username TEXT PRIMARY KEY, provider TEXT NOT NULL, external_id TEXT NOT NULL, bound_at INTEGER NOT NULL);
 INSERT OR IGNORE INTO groups(name) VALUES ('admin');
 "#;
 
@@ -77,6 +79,18 @@ pub struct User {
     pub is_admin: bool,
     /// Disabled users cannot log in and lose their sessions.
     pub disabled: bool,
+}
+
+impl User {
+    /// The name to show the person: their provider login, or the local name once that login moved to another
+    /// account.
+    pub fn display_name(&self) -> &str {
+        if self.forge_username.is_empty() {
+            &self.username
+        } else {
+            &self.forge_username
+        }
+    }
 }
 
 /// A session row (keyed by the hash of the cookie value).
@@ -253,6 +267,7 @@ impl Store {
         preferred: &str,
         now: u64,
     ) -> Result<User> {
+        self.release_forge_username(provider, external_id, preferred)?;
         if let Some(u) = self.user_by_external(provider, external_id)? {
             if u.forge_username != preferred {
                 self.c().execute(
@@ -296,6 +311,75 @@ impl Store {
         drop(c);
         self.user(id)?
             .ok_or_else(|| ProxyError::NotFound(format!("user {id}")))
+    }
+
+    /// A provider's login names are unique at any moment, so the account that just proved `login` owns it: any
+    /// other row of the same provider still carrying it (an account renamed, or deleted and recreated under the
+    /// same name) loses it, and with it whatever the admin allowlist granted by name. Returns how many rows.
+    fn release_forge_username(
+        &self,
+        provider: &str,
+        external_id: &str,
+        login: &str,
+    ) -> Result<usize> {
+        Ok(self.c().execute(
+            "UPDATE users SET forge_username = '' WHERE provider = ?1 AND external_id <> ?2
+             AND forge_username = ?3 COLLATE NOCASE",
+            params![provider, external_id, login],
+        )?)
+    }
+
+    /// Binds an allowlisted login name to the account first admitted under it; `true` if `(provider,
+    /// external_id)` is that account. A later account with the same name (deleted and recreated on the Forge)
+    /// is refused until the name leaves the allowlist and comes back ([`Store::prune_admin_bindings`]).
+    pub fn bind_admin(
+        &self,
+        login: &str,
+        provider: &str,
+        external_id: &str,
+        now: u64,
+    ) -> Result<bool> {
+        let c = self.c();
+        c.execute(
+            "INSERT OR IGNORE INTO admin_bindings(forge_username, provider, external_id, bound_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![login, provider, external_id, now as i64],
+        )?;
+        let (p, x): (String, String) = c.query_row(
+            "SELECT provider, external_id FROM admin_bindings WHERE forge_username = ?1",
+            [login],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(p == provider && x == external_id)
+    }
+
+    /// Forgets the bindings of names no longer on the allowlist (so removing and re-adding a name re-binds it).
+    pub fn prune_admin_bindings(&self, keep: &BTreeSet<String>) -> Result<usize> {
+        let c = self.c();
+        let names: Vec<String> = c
+            .prepare("SELECT forge_username FROM admin_bindings")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut n = 0;
+        for name in names.iter().filter(|n| !keep.contains(*n)) {
+            n += c.execute(
+                "DELETE FROM admin_bindings WHERE forge_username = ?1",
+                [name],
+            )?;
+        }
+        Ok(n)
+    }
+
+    /// The current bindings `(login, provider, external_id)`, for the admin RPC.
+    pub fn admin_bindings(&self) -> Result<Vec<(String, String, String)>> {
+        let c = self.c();
+        let mut st = c.prepare(
+            "SELECT forge_username, provider, external_id FROM admin_bindings ORDER BY forge_username",
+        )?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     /// Sets `is_admin` and the `admin` group membership together.

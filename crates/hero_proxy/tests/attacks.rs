@@ -250,3 +250,81 @@ async fn only_websocket_upgrades_are_tunnelled() {
         assert_eq!(ws.next().await.unwrap().unwrap().to_text().unwrap(), "ping");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_allowlist_admits_one_forge_account_not_a_name() {
+    use hero_secrets::SecretStore;
+    let nginx = Nginx::start(AREAS).await;
+    let proxy = ProxyBin::start_opts(&routes(nginx.port), true).await;
+    let other = proxy.peer2.as_ref().unwrap().issuer.clone();
+    let forge = proxy.peer.issuer.clone();
+    let allow = |list: &'static str| {
+        let s = &proxy.secrets;
+        async move { s.set("deployer/ADMIN_FORGE_USERS", list).await.unwrap() }
+    };
+    let admin = |cookie: String| {
+        let port = proxy.port;
+        async move {
+            let r = raw_get(port, "/admin/x", &format!("Cookie: {cookie}\r\n")).await;
+            (r.status, r.body.contains("ADMIN-AREA"))
+        }
+    };
+    allow("alice").await;
+    // Another provider's alice signs in first, so she even gets the local name `alice`: still not the Forge's.
+    let c = login_at(&proxy.base, &other, "alice&provider=other").await;
+    assert_eq!(admin(c).await, (403, false), "another provider's alice");
+    let first = login_at(&proxy.base, &forge, "alice").await;
+    assert_eq!(
+        admin(first.clone()).await,
+        (200, true),
+        "forge alice (1001)"
+    );
+    let c = login_at(&proxy.base, &forge, "bob").await;
+    assert_eq!(admin(c).await, (403, false), "forge bob, not listed");
+    assert_eq!(
+        admin(first.clone()).await,
+        (200, true),
+        "forge alice still admin"
+    );
+
+    // alice's Forge account deleted and recreated: same name, new id. Refused; and the old account no longer
+    // owns the name, so its session loses admin at once (403, then its admin session is revoked).
+    let recreated = login_at(&proxy.base, &forge, "2001").await;
+    assert_eq!(
+        admin(recreated.clone()).await,
+        (403, false),
+        "recreated alice"
+    );
+    assert_eq!(
+        admin(first.clone()).await,
+        (403, false),
+        "old alice after the name moved"
+    );
+    assert_eq!(
+        admin(first.clone()).await.0,
+        302,
+        "old alice's admin session revoked"
+    );
+
+    // The operator re-approves the name: remove it, add it back; the account that holds it now is admitted.
+    allow("bob").await;
+    assert_eq!(admin(recreated.clone()).await, (403, false));
+    allow("alice").await;
+    assert_eq!(
+        admin(recreated.clone()).await,
+        (200, true),
+        "recreated alice after re-approval"
+    );
+    // And the binding holds the other way round too.
+    let old_again = login_at(&proxy.base, &forge, "alice").await;
+    assert_eq!(
+        admin(old_again).await,
+        (403, false),
+        "1001 again, bound to 2001 now"
+    );
+    assert_eq!(
+        admin(recreated).await,
+        (403, false),
+        "2001 lost the name to 1001"
+    );
+}

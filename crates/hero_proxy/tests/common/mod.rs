@@ -480,6 +480,7 @@ pub struct ProxyBin {
     pub port: u16,
     pub base: String,
     pub peer: Peer,
+    pub peer2: Option<Peer>,
     pub secrets: hero_secrets::FileSecretStore,
     pub log: PathBuf,
     pub rpc_socket: PathBuf,
@@ -489,10 +490,30 @@ pub struct ProxyBin {
 
 impl ProxyBin {
     pub async fn start(routes_toml: &str) -> ProxyBin {
+        Self::start_opts(routes_toml, false).await
+    }
+
+    /// With `second_provider`, a second oidc-provider peer is configured as provider `other` (same accounts:
+    /// its `alice` is a different person from the first peer's).
+    pub async fn start_opts(routes_toml: &str, second_provider: bool) -> ProxyBin {
         let (port, reserved) = reserve_port();
         let base = format!("http://localhost:{port}");
         let peer = Peer::start(&[format!("{base}/oauth/callback")]).await;
         let dir = tempfile::tempdir().unwrap();
+        let mut routes_toml = routes_toml.to_owned();
+        let peer2 = if second_provider {
+            let p2 = Peer::start(&[format!("{base}/oauth/callback")]).await;
+            let f = dir.path().join("other_secret");
+            std::fs::write(&f, CLIENT_SECRET).unwrap();
+            routes_toml.push_str(&format!(
+                "[[providers]]\nid = \"other\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"{}\"\n",
+                p2.issuer,
+                f.display()
+            ));
+            Some(p2)
+        } else {
+            None
+        };
         let secrets_dir = dir.path().join("secrets");
         let secrets = hero_secrets::FileSecretStore::open(&secrets_dir).unwrap();
         for (k, v) in [
@@ -542,6 +563,7 @@ impl ProxyBin {
             port,
             base,
             peer,
+            peer2,
             secrets,
             log,
             rpc_socket: dir.path().join("sockets/hero_proxy/rpc.sock"),
