@@ -450,11 +450,13 @@ impl App {
         let ttl = self.cfg.assertion_ttl_secs;
         let assertion = {
             let mut cache = s.assertions.lock().unwrap_or_else(|e| e.into_inner());
-            match cache.get(&route.context) {
+            match cache.get(&route.id) {
                 Some((val, exp)) if *exp > now + ttl / 5 => val.clone(),
                 _ => {
                     let payload = AssertionPayload {
                         iss: ASSERTION_ISSUER.into(),
+                        // Bound to this route: no other backend can replay it (hero_identity checks `aud`).
+                        aud: route.id.clone(),
                         sub: s.user.username.clone(),
                         ctx: route.context.clone(),
                         claims: s.claims.as_ref().clone(),
@@ -464,7 +466,7 @@ impl App {
                         exp: now + ttl,
                     };
                     let val = v(&self.signer.sign(&payload))?;
-                    cache.insert(route.context.clone(), (val.clone(), now + ttl));
+                    cache.insert(route.id.clone(), (val.clone(), now + ttl));
                     val
                 }
             }

@@ -37,7 +37,13 @@ async fn sign_in_injects_a_verifiable_identity() {
         .text()
         .await
         .unwrap();
-    let v = IdentityVerifier::Signed(AssertionVerifier::from_jwks_json(&jwks).unwrap());
+    // Made for the route `*/` (the default id of the `/` route), and for no other.
+    let elsewhere = AssertionVerifier::from_jwks_json(&jwks, "*/tok").unwrap();
+    assert_eq!(
+        elsewhere.verify(seen.one("x-hero-assertion").unwrap(), h.clock_now()),
+        Err(hero_identity::IdentityError::WrongAudience)
+    );
+    let v = IdentityVerifier::Signed(AssertionVerifier::from_jwks_json(&jwks, "*/").unwrap());
     let mut hm = http::HeaderMap::new();
     for (k, val) in &seen.0 {
         hm.append(
