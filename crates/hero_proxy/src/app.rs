@@ -100,7 +100,11 @@ impl App {
                 cfg.session_absolute_secs,
             ),
             vault: TokenVault::new(secrets.clone(), store.clone()),
-            pending: PendingLogins::new(cfg.login_state_ttl_secs),
+            pending: PendingLogins::new(
+                cfg.login_state_ttl_secs,
+                cfg.login_pending_max,
+                cfg.login_pending_per_client,
+            ),
             routes: RwLock::new(Routes::new(routes)),
             routes_edit: Mutex::new(()),
             providers: RwLock::new(HashMap::new()),
@@ -204,6 +208,21 @@ impl App {
         let table = Routes::new(load_routes(&self.store)?);
         *self.routes.write().unwrap_or_else(|e| e.into_inner()) = table;
         Ok(())
+    }
+
+    /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the address that proxy appended
+    /// last to `X-Forwarded-For` (the one it saw).
+    pub fn client_ip(&self, h: &http::HeaderMap, peer: std::net::IpAddr) -> std::net::IpAddr {
+        if !self.cfg.trusted_proxies.contains(&peer) {
+            return peer;
+        }
+        h.get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse().ok())
+            .next_back()
+            .unwrap_or(peer)
     }
 
     /// A provider by id.

@@ -57,6 +57,23 @@ pub struct Config {
     /// How long a started login (state, nonce, PKCE verifier) may wait for its callback.
     #[serde(default = "default_state_ttl")]
     pub login_state_ttl_secs: u64,
+    /// Most logins in flight at once (see `login::PendingLogins`).
+    #[serde(default = "default_pending_max")]
+    pub login_pending_max: usize,
+    /// Most logins in flight per client address; a client's oldest is dropped for its newest.
+    #[serde(default = "default_pending_per_client")]
+    pub login_pending_per_client: usize,
+    /// A client must send a request's whole head within this long (slowloris); also the longest a kept-alive
+    /// connection may sit between two requests (hyper arms one timer for both).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// A client connection on which nothing was read or written for this long (checked once a period, so closed
+    /// within 1-2 periods) is closed: a stalled body upload, a reader that stopped reading.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Longest wait for an upstream's response head (connect included); then 504.
+    #[serde(default = "default_upstream_timeout")]
+    pub upstream_timeout_secs: u64,
     /// Provider used by `/oauth/login` when none is named.
     #[serde(default = "default_provider")]
     pub default_provider: String,
@@ -149,6 +166,21 @@ fn default_assertion_ttl() -> u64 {
 fn default_state_ttl() -> u64 {
     600
 }
+fn default_pending_max() -> usize {
+    10_000
+}
+fn default_pending_per_client() -> usize {
+    16
+}
+fn default_header_read_timeout() -> u64 {
+    20
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_upstream_timeout() -> u64 {
+    60
+}
 fn default_provider() -> String {
     "forge".into()
 }
@@ -178,6 +210,11 @@ const INT_FIELDS: &[&str] = &[
     "session_absolute_secs",
     "assertion_ttl_secs",
     "login_state_ttl_secs",
+    "login_pending_max",
+    "login_pending_per_client",
+    "header_read_timeout_secs",
+    "idle_timeout_secs",
+    "upstream_timeout_secs",
 ];
 const LIST_FIELDS: &[&str] = &["trusted_proxies"];
 /// Variables with the prefix that are not config fields (read by `main.rs`).
@@ -230,10 +267,21 @@ impl Config {
         let cfg: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ProxyError::Config(e.to_string()))?;
-        if cfg.session_idle_secs == 0 || cfg.session_absolute_secs == 0 {
-            return Err(ProxyError::Config(
-                "session timeouts must be positive".into(),
-            ));
+        for (name, v) in [
+            ("session_idle_secs", cfg.session_idle_secs),
+            ("session_absolute_secs", cfg.session_absolute_secs),
+            ("header_read_timeout_secs", cfg.header_read_timeout_secs),
+            ("idle_timeout_secs", cfg.idle_timeout_secs),
+            ("upstream_timeout_secs", cfg.upstream_timeout_secs),
+            ("login_pending_max", cfg.login_pending_max as u64),
+            (
+                "login_pending_per_client",
+                cfg.login_pending_per_client as u64,
+            ),
+        ] {
+            if v == 0 {
+                return Err(ProxyError::Config(format!("{name} must be positive")));
+            }
         }
         Ok(cfg)
     }

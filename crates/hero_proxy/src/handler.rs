@@ -97,6 +97,33 @@ fn bad_request(e: &dyn std::fmt::Display) -> Response<ProxyBody> {
     )
 }
 
+/// The page for a failed upstream request. The person learns what happened in plain words; the address of the
+/// backend and the error chain go to the log only.
+fn upstream_failed(e: &ProxyError, route: &Route) -> Response<ProxyBody> {
+    tracing::warn!(route = %route.id, upstream = %route.upstream.describe(), code = e.code(), error = %e,
+        "upstream request failed");
+    match e {
+        ProxyError::ClientBody => html(
+            StatusCode::BAD_REQUEST,
+            pages::plain("Bad request", "The request's body was malformed or incomplete."),
+        ),
+        ProxyError::UpstreamTimeout(_) => html(
+            StatusCode::GATEWAY_TIMEOUT,
+            pages::plain(
+                "Not responding",
+                "The machine behind this address did not answer in time. It may be starting or busy; try again in a minute.",
+            ),
+        ),
+        _ => html(
+            StatusCode::BAD_GATEWAY,
+            pages::plain(
+                "Not reachable",
+                "The machine behind this address is not reachable right now. It may be starting or stopped; try again in a minute.",
+            ),
+        ),
+    }
+}
+
 fn internal(e: &ProxyError) -> Response<ProxyBody> {
     tracing::error!(code = e.code(), error = %e, "request failed");
     html(
@@ -121,7 +148,7 @@ impl App {
             Err(e) => return bad_request(&e),
         };
         match path.as_str() {
-            "/oauth/login" => self.login(&req).await,
+            "/oauth/login" => self.login(&req, peer).await,
             "/oauth/callback" => self.callback(&req).await,
             "/oauth/logout" => self.logout(&req),
             p if p == PROXY_KEY_PATH => {
@@ -142,7 +169,7 @@ impl App {
         }
     }
 
-    async fn login(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+    async fn login(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let q = query_map(req.uri().query());
         let provider_id = q
             .get("provider")
@@ -188,13 +215,9 @@ impl App {
             return_to: safe_return_to(q.get("rd").map(String::as_str)),
             redirect_uri,
             created_at: now,
+            client: self.client_ip(req.headers(), peer.ip()),
         };
-        if !self.pending.insert(state.clone(), pending, now) {
-            return html(
-                StatusCode::SERVICE_UNAVAILABLE,
-                pages::error("Busy", "Too many sign-ins in progress; try again."),
-            );
-        }
+        self.pending.insert(state.clone(), pending, now);
         let mut r = redirect(StatusCode::FOUND, &url);
         add_cookie(
             &mut r,
@@ -519,18 +542,14 @@ impl App {
             h.insert(UPGRADE, u.clone());
         }
         parts.version = http::Version::HTTP_11;
-        let mut resp = match route.upstream.send(Request::from_parts(parts, body)).await {
+        let timeout = std::time::Duration::from_secs(self.cfg.upstream_timeout_secs);
+        let mut resp = match route
+            .upstream
+            .send(Request::from_parts(parts, body), timeout)
+            .await
+        {
             Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(upstream = %route.upstream.describe(), error = %e, "upstream unreachable");
-                return html(
-                    StatusCode::BAD_GATEWAY,
-                    pages::error(
-                        "Bad gateway",
-                        "The service behind this address is not responding.",
-                    ),
-                );
-            }
+            Err(e) => return upstream_failed(&e, route),
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             // A switch nobody asked for, or to another protocol than the one allowed, is never piped.

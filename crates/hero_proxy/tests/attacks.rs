@@ -328,3 +328,230 @@ async fn the_admin_allowlist_admits_one_forge_account_not_a_name() {
         "2001 lost the name to 1001"
     );
 }
+
+/// An upstream that accepts connections and then does `what`: never answer, or answer a head and part of a body.
+async fn bad_upstream(half_body: bool) -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = l.accept().await {
+            if half_body {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+                    .await;
+            }
+            held.push(s);
+        }
+    });
+    (port, task)
+}
+
+/// Reads until the peer closes; true if it did before `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_wait_on_a_client_or_upstream_is_bounded() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let nginx = Nginx::start(AREAS).await;
+    let hc = Hypercorn::start().await;
+    let (stall, _t1) = bad_upstream(false).await;
+    let (half, _t2) = bad_upstream(true).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let proxy = ProxyBin::start(&format!(
+        r#"header_read_timeout_secs = 1
+idle_timeout_secs = 2
+upstream_timeout_secs = 2
+[[routes]]
+path = "/"
+upstream = "http://127.0.0.1:{}"
+policy = "public"
+[[routes]]
+path = "/echo"
+upstream = "http://127.0.0.1:{}"
+policy = "public"
+[[routes]]
+path = "/stall"
+upstream = "http://127.0.0.1:{stall}"
+policy = "public"
+[[routes]]
+path = "/half"
+upstream = "http://127.0.0.1:{half}"
+policy = "public"
+[[routes]]
+path = "/dead"
+upstream = "http://127.0.0.1:{dead}"
+policy = "public"
+"#,
+        nginx.port, hc.port
+    ))
+    .await;
+    // Far above every configured bound (1-2 s, checked once a period), far below "forever".
+    let bound = Duration::from_secs(15);
+    let connect = || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+            .await
+            .unwrap()
+    };
+
+    // The client side: each of these would hold a connection (and a task) forever without a bound.
+    let cases: &[(&str, &[u8])] = &[
+        (
+            "a head that never ends",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nX-A: b\r\n",
+        ),
+        ("nothing at all", b""),
+        (
+            "a body that stops",
+            b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n0123456789",
+        ),
+        (
+            "kept alive after a response",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        ),
+    ];
+    for (name, bytes) in cases {
+        let mut s = connect().await;
+        s.write_all(bytes).await.unwrap();
+        assert!(
+            closed_within(&mut s, bound).await,
+            "{name}: connection still open"
+        );
+    }
+    // A head trickled a line at a time, faster than any idle rule would notice.
+    let mut s = connect().await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            if wr.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut buf = [0u8; 1024];
+    let ended = tokio::time::timeout(bound, async {
+        use tokio::io::AsyncReadExt;
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a trickled head was never cut off");
+    trickle.abort();
+
+    // The upstream side: the person gets a plain page in bounded time, never an address or an error chain.
+    for (path, status) in [("/stall", 504), ("/dead", 502)] {
+        let r = tokio::time::timeout(bound, raw_get(proxy.port, path, ""))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: no answer"));
+        assert_eq!(r.status, status, "{path}: {r:?}");
+        for internal in [
+            "127.0.0.1",
+            &stall.to_string(),
+            &dead.to_string(),
+            "error",
+            "hyper",
+            "tcp",
+        ] {
+            assert!(
+                !r.body.to_ascii_lowercase().contains(internal),
+                "{path}: page shows {internal:?}: {}",
+                r.body
+            );
+        }
+    }
+    let mut s = connect().await;
+    s.write_all(b"GET /half HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut s, bound).await,
+        "a body the upstream stopped sending holds the client"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_from_one_address_cannot_lock_out_another() {
+    let proxy = ProxyBin::start(
+        "login_pending_max = 30\nlogin_pending_per_client = 4\n[[routes]]\npath = \"/\"\nupstream = \"http://127.0.0.1:1\"\npolicy = \"sso\"\n",
+    )
+    .await;
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let victim = from([127, 0, 0, 2]);
+    let r = victim
+        .get(format!("{}/oauth/login?login_hint=bob", proxy.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let authorize = r.headers()["location"].to_str().unwrap().to_owned();
+    let login_cookie = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-hero_login="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    // The flood: ten times the whole table, from one address and then from a handful; nobody is refused.
+    for (who, ips) in [
+        ("one address", vec![[127, 0, 0, 1]]),
+        ("ten addresses", (10..20).map(|i| [127, 0, 1, i]).collect()),
+    ] {
+        let clients: Vec<_> = ips.iter().map(|ip| from(*ip)).collect();
+        for i in 0..300 {
+            let r = clients[i % clients.len()]
+                .get(format!("{}/oauth/login", proxy.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 302, "{who}: login {i} refused");
+        }
+    }
+    let callback = walk_peer(&proxy.base, &proxy.peer.issuer, &authorize).await;
+    let r = victim
+        .get(&callback)
+        .header("cookie", &login_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        303,
+        "the victim's sign-in survived the flood: {}",
+        r.text().await.unwrap_or_default()
+    );
+}
