@@ -78,13 +78,6 @@ fn query_map(q: Option<&str>) -> HashMap<String, String> {
     .unwrap_or_default()
 }
 
-fn host_of(h: &HeaderMap, uri: &http::Uri) -> Option<String> {
-    h.get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| uri.authority().map(|a| a.to_string()))
-}
-
 /// 400 for a request the proxy refuses to interpret (see `target`): says what is wrong, nothing internal.
 fn bad_request(e: &dyn std::fmt::Display) -> Response<ProxyBody> {
     tracing::debug!(error = %e, "bad request refused");
@@ -147,14 +140,18 @@ impl App {
             Ok(t) => t,
             Err(e) => return bad_request(&e),
         };
+        let host = match crate::target::canonical_host(req.headers(), req.uri(), req.version()) {
+            Ok(h) => h,
+            Err(e) => return bad_request(&e),
+        };
         match path.as_str() {
-            "/oauth/login" => self.login(&req, peer).await,
+            "/oauth/login" => self.login(&req, peer, host.as_deref()).await,
             "/oauth/callback" => self.callback(&req).await,
             "/oauth/logout" => self.logout(&req),
             p if p == PROXY_KEY_PATH => {
                 respond(StatusCode::OK, "application/json", self.jwks_body.clone())
             }
-            _ => self.proxy(req, peer, &path, pq).await,
+            _ => self.proxy(req, peer, host, &path, pq).await,
         }
     }
 
@@ -169,7 +166,12 @@ impl App {
         }
     }
 
-    async fn login(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    async fn login(
+        &self,
+        req: &Request<Incoming>,
+        peer: SocketAddr,
+        host: Option<&str>,
+    ) -> Response<ProxyBody> {
         let q = query_map(req.uri().query());
         let provider_id = q
             .get("provider")
@@ -185,7 +187,7 @@ impl App {
         let state = random_token(32);
         let nonce = random_token(32);
         let pk = pkce();
-        let redirect_uri = self.redirect_uri(host_of(req.headers(), req.uri()).as_deref());
+        let redirect_uri = self.redirect_uri(host);
         let url = match provider
             .authorize_url(
                 &redirect_uri,
@@ -356,10 +358,10 @@ impl App {
         self: Arc<Self>,
         mut req: Request<Incoming>,
         peer: SocketAddr,
+        host: Option<String>,
         path: &str,
         pq: String,
     ) -> Response<ProxyBody> {
-        let host = host_of(req.headers(), req.uri());
         let route = {
             let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
             routes.find(host.as_deref(), path)
@@ -532,6 +534,10 @@ impl App {
             host,
         );
         remove_session_cookie(h);
+        // The backend sees the host the route was chosen for, spelled one way.
+        if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            h.insert(HOST, v);
+        }
         if let Some(s) = session {
             if let Err(e) = self.inject(h, route, s, now).await {
                 return internal(&e);

@@ -30,6 +30,14 @@ pub enum TargetError {
     AboveRoot,
     /// `.;x` or `..;x`.
     DotSegmentParameters,
+    /// HTTP/1.1 without `Host` (RFC 9112 §3.2).
+    MissingHost,
+    /// More than one `Host` header.
+    DuplicateHost,
+    /// `Host` is not `name[:port]`: trailing dot, empty label, userinfo, escapes, bad port, ...
+    BadHost,
+    /// Absolute-form target whose authority is not the `Host` header.
+    HostMismatch,
 }
 
 impl TargetError {
@@ -43,6 +51,10 @@ impl TargetError {
             TargetError::ControlCharacter => "target.control_character",
             TargetError::AboveRoot => "target.above_root",
             TargetError::DotSegmentParameters => "target.dot_segment_parameters",
+            TargetError::MissingHost => "target.missing_host",
+            TargetError::DuplicateHost => "target.duplicate_host",
+            TargetError::BadHost => "target.bad_host",
+            TargetError::HostMismatch => "target.host_mismatch",
         }
     }
 }
@@ -58,6 +70,12 @@ impl fmt::Display for TargetError {
             TargetError::AboveRoot => "the path climbs above '/' with '..'",
             TargetError::DotSegmentParameters => {
                 "the path has a '.' or '..' segment with ';' parameters"
+            }
+            TargetError::MissingHost => "the request has no Host header",
+            TargetError::DuplicateHost => "the request has more than one Host header",
+            TargetError::BadHost => "the Host header is not a host name with an optional port",
+            TargetError::HostMismatch => {
+                "the Host header differs from the host in the request target"
             }
         })
     }
@@ -201,6 +219,87 @@ pub fn canonical_path_and_query(uri: &http::Uri) -> Result<(String, String), Tar
     Ok((path, pq))
 }
 
+/// The request's host, canonical (lower-case, port kept), or `None` for an HTTP/1.0 request without one.
+///
+/// Why strict: routes are chosen by host, and a backend that dispatches on `Host` must see the host the route was
+/// chosen for. `admin.local.` is `admin.local` to DNS and to nginx's `server_name`, but not to a string compare,
+/// so it would pass under the any-host route and reach the admin virtual host; two `Host` headers or none leave
+/// the proxy and the backend free to pick differently. So: exactly one `Host` on HTTP/1.1 (RFC 9112 §3.2), a
+/// plain `name[:port]` or IP literal (no trailing dot, no empty label, no userinfo or escapes), and an
+/// absolute-form target must name the same authority. Anything else is 400.
+pub fn canonical_host(
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+    version: http::Version,
+) -> Result<Option<String>, TargetError> {
+    let mut all = headers.get_all(http::header::HOST).iter();
+    let header = match (all.next(), all.next()) {
+        (Some(_), Some(_)) => return Err(TargetError::DuplicateHost),
+        (Some(v), None) => Some(
+            v.to_str()
+                .map_err(|_| TargetError::BadHost)
+                .and_then(canonical_authority)?,
+        ),
+        (None, _) => None,
+    };
+    let target = uri
+        .authority()
+        .map(|a| canonical_authority(a.as_str()))
+        .transpose()?;
+    match (header, target) {
+        (Some(h), Some(t)) if h != t => Err(TargetError::HostMismatch),
+        (Some(h), _) => Ok(Some(h)),
+        (None, Some(t)) => Ok(Some(t)),
+        (None, None) if version >= http::Version::HTTP_11 => Err(TargetError::MissingHost),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `name[:port]`, `a.b.c.d[:port]` or `[v6][:port]`, lower-cased; see [`canonical_host`].
+fn canonical_authority(s: &str) -> Result<String, TargetError> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']').ok_or(TargetError::BadHost)?;
+        v6.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| TargetError::BadHost)?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or(TargetError::BadHost)?),
+        };
+        (format!("[{}]", v6.to_ascii_lowercase()), port)
+    } else {
+        let (h, p) = match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        };
+        if h.is_empty() || h.len() > 253 {
+            return Err(TargetError::BadHost);
+        }
+        for label in h.split('.') {
+            if label.is_empty()
+                || label.len() > 63
+                || !label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(TargetError::BadHost);
+            }
+        }
+        (h.to_ascii_lowercase(), p)
+    };
+    match port {
+        None => Ok(host),
+        Some(p)
+            if !p.is_empty()
+                && p.len() <= 5
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && p.parse::<u16>().is_ok() =>
+        {
+            Ok(format!("{host}:{p}"))
+        }
+        Some(_) => Err(TargetError::BadHost),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +356,71 @@ mod tests {
         ] {
             assert_eq!(canonical_path(raw), Err(want), "{raw}");
         }
+    }
+
+    #[test]
+    fn hosts() {
+        for (raw, want) in [
+            ("admin.local", Some("admin.local")),
+            ("ADMIN.Local:8080", Some("admin.local:8080")),
+            ("127.0.0.1:80", Some("127.0.0.1:80")),
+            ("[::1]:80", Some("[::1]:80")),
+            ("[::1]", Some("[::1]")),
+            ("admin.local.", None),
+            ("admin.local.:80", None),
+            (".admin.local", None),
+            ("admin..local", None),
+            ("", None),
+            ("user@admin.local", None),
+            ("admin%2elocal", None),
+            ("admin.local:", None),
+            ("admin.local:99999", None),
+            ("admin.local:8o", None),
+            ("admin.local:80:80", None),
+            ("[::1", None),
+            ("[zz::1]", None),
+            ("a b", None),
+        ] {
+            match want {
+                Some(w) => assert_eq!(canonical_authority(raw).as_deref(), Ok(w), "{raw:?}"),
+                None => assert_eq!(
+                    canonical_authority(raw),
+                    Err(TargetError::BadHost),
+                    "{raw:?}"
+                ),
+            }
+        }
+        let h = |pairs: &[&str]| {
+            let mut m = http::HeaderMap::new();
+            for v in pairs {
+                m.append(http::header::HOST, v.parse().unwrap());
+            }
+            m
+        };
+        let origin: http::Uri = "/x".parse().unwrap();
+        let v11 = http::Version::HTTP_11;
+        assert_eq!(
+            canonical_host(&h(&[]), &origin, v11),
+            Err(TargetError::MissingHost)
+        );
+        assert_eq!(
+            canonical_host(&h(&[]), &origin, http::Version::HTTP_10),
+            Ok(None)
+        );
+        assert_eq!(
+            canonical_host(&h(&["a", "a"]), &origin, v11),
+            Err(TargetError::DuplicateHost)
+        );
+        let abs: http::Uri = "http://a.x/y".parse().unwrap();
+        assert_eq!(
+            canonical_host(&h(&["A.x"]), &abs, v11),
+            Ok(Some("a.x".into()))
+        );
+        assert_eq!(
+            canonical_host(&h(&["b.x"]), &abs, v11),
+            Err(TargetError::HostMismatch)
+        );
+        assert_eq!(canonical_host(&h(&[]), &abs, v11), Ok(Some("a.x".into())));
     }
 
     #[test]

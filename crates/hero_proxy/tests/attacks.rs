@@ -555,3 +555,77 @@ async fn a_login_flood_from_one_address_cannot_lock_out_another() {
         r.text().await.unwrap_or_default()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_spellings_cannot_reach_a_host_route_under_another_policy() {
+    // nginx dispatches on Host as backends do: `server_name admin.local` also answers `admin.local.`, `ADMIN.LOCAL`.
+    let nginx = Nginx::start(
+        r#"server_name _; return 200 "other-host $host\n"; }
+           server { listen 127.0.0.1:$PORT$; server_name admin.local; return 200 "ADMIN-HOST $host\n";"#,
+    )
+    .await;
+    let proxy = ProxyBin::start(&format!(
+        "[[routes]]\nhost = \"admin.local\"\npath = \"/\"\nupstream = \"http://127.0.0.1:{0}\"\npolicy = \"admin\"\n\
+         [[routes]]\npath = \"/\"\nupstream = \"http://127.0.0.1:{0}\"\npolicy = \"public\"\n",
+        nginx.port
+    ))
+    .await;
+    let p = proxy.port;
+    // (request head up to the headers' end, expected status); 302 = the admin route's policy applied.
+    let cases: Vec<(String, u16)> = vec![
+        ("GET / HTTP/1.1\r\nHost: admin.local\r\n".into(), 302),
+        ("GET / HTTP/1.1\r\nHost: ADMIN.Local\r\n".into(), 302),
+        (format!("GET / HTTP/1.1\r\nHost: admin.local:{p}\r\n"), 302),
+        (
+            "GET http://admin.local/x HTTP/1.1\r\nHost: admin.local\r\n".into(),
+            302,
+        ),
+        ("GET http://admin.local/x HTTP/1.1\r\n".into(), 302),
+        ("GET / HTTP/1.1\r\nHost: admin.local.\r\n".into(), 400),
+        (format!("GET / HTTP/1.1\r\nHost: admin.local.:{p}\r\n"), 400),
+        ("GET / HTTP/1.1\r\nHost: ADMIN.LOCAL.\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: admin..local\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: .admin.local\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: x@admin.local\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: admin%2elocal\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: \r\n".into(), 400),
+        (
+            "GET / HTTP/1.1\r\nHost: other.local\r\nHost: admin.local\r\n".into(),
+            400,
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: admin.local\r\nHost: admin.local\r\n".into(),
+            400,
+        ),
+        ("GET / HTTP/1.1\r\n".into(), 400),
+        (
+            "GET http://admin.local/x HTTP/1.1\r\nHost: other.local\r\n".into(),
+            400,
+        ),
+        (
+            "GET http://other.local/x HTTP/1.1\r\nHost: admin.local\r\n".into(),
+            400,
+        ),
+        ("GET / HTTP/1.1\r\nHost: other.local\r\n".into(), 200),
+        (format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n"), 200),
+        ("GET / HTTP/1.1\r\nHost: [::1]\r\n".into(), 200),
+        ("GET / HTTP/1.0\r\n".into(), 200),
+    ];
+    for (head, status) in cases {
+        let r = raw_request(p, format!("{head}Connection: close\r\n\r\n").as_bytes()).await;
+        assert!(
+            !r.body.contains("ADMIN-HOST"),
+            "{head:?} reached the admin host: {r:?}"
+        );
+        assert_eq!(r.status, status, "{head:?}: {r:?}");
+    }
+    // The backend receives the canonical host the route was chosen for.
+    let r = raw_get(p, "/", "").await;
+    assert_eq!(r.body, format!("other-host localhost\n"));
+    let r = raw_request(
+        p,
+        b"GET / HTTP/1.1\r\nHost: Other.Local\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.body, "other-host other.local\n");
+}

@@ -432,7 +432,8 @@ pub async fn wait_listening(port: u16) {
 }
 
 /// Debian nginx (installed by scripts/install-test-deps.sh) on an OS-chosen port, in the foreground, killed by PID
-/// on drop. `server_body` is the inside of its one `server { }` block (the `listen` line is added).
+/// on drop. `server_body` is the inside of its first `server { }` block (the `listen` line is added; `$PORT$`
+/// stands for the port, for further blocks).
 pub struct Nginx {
     pub port: u16,
     _proc: ProcGuard,
@@ -449,7 +450,8 @@ impl Nginx {
             "worker_processes 1;\npid {d}/nginx.pid;\nerror_log stderr;\nevents {{ worker_connections 256; }}\n\
              http {{\n access_log off;\n client_body_temp_path {d}/client; proxy_temp_path {d}/proxy;\n \
              fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n \
-             server {{ listen 127.0.0.1:{port} reuseport; {server_body} }}\n}}\n"
+             server {{ listen 127.0.0.1:{port} reuseport; {server_body} }}\n}}\n",
+            server_body = server_body.replace("$PORT$", &port.to_string())
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
         let child = Command::new("/usr/sbin/nginx")
