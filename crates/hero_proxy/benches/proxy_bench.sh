@@ -56,6 +56,7 @@ cat > "$D/hp/hero_proxy.toml" <<TOML
 listen = "127.0.0.1:$HP"
 state_dir = "$D/hp"
 socket_dir = "$D/hp/sockets"
+public_url = "http://127.0.0.1:$HP"
 [[routes]]
 path = "/public"
 upstream = "http://127.0.0.1:$UP"

@@ -39,9 +39,15 @@ pub struct Config {
     /// Scheme browsers use to reach the proxy; the OAuth redirect URI is `<scheme>://<Host>/oauth/callback`.
     #[serde(default = "default_scheme")]
     pub public_scheme: String,
-    /// Fixed public origin (`https://admin.example.org`) for the redirect URI instead of the request's Host.
+    /// Public origin (`https://admin.example.org`) of the OAuth redirect URI. Required unless
+    /// `redirect_uri_from_host` is set: a redirect URI built from whatever `Host` a request carries is the unsafe
+    /// choice, so it is not the default.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Build the redirect URI from the request's (strictly validated) `Host` instead of `public_url`: for one
+    /// proxy serving several hosts, each registered with the provider.
+    #[serde(default)]
+    pub redirect_uri_from_host: bool,
     /// Peers whose `X-Forwarded-*` headers are believed. Default: none (oauth2-proxy's default of "everyone" was a CVE).
     #[serde(default)]
     pub trusted_proxies: Vec<IpAddr>,
@@ -217,6 +223,7 @@ const INT_FIELDS: &[&str] = &[
     "upstream_timeout_secs",
 ];
 const LIST_FIELDS: &[&str] = &["trusted_proxies"];
+const BOOL_FIELDS: &[&str] = &["redirect_uri_from_host"];
 /// Variables with the prefix that are not config fields (read by `main.rs`).
 const NOT_FIELDS: &[&str] = &["HERO_PROXY_LOG", "HERO_PROXY_CONFIG"];
 
@@ -250,6 +257,11 @@ impl Config {
                     .parse()
                     .map_err(|_| ProxyError::Config(format!("{k}: not an integer")))?;
                 table.insert(field, toml::Value::Integer(n));
+            } else if BOOL_FIELDS.contains(&field.as_str()) {
+                let b: bool = value
+                    .parse()
+                    .map_err(|_| ProxyError::Config(format!("{k}: not true or false")))?;
+                table.insert(field, toml::Value::Boolean(b));
             } else if LIST_FIELDS.contains(&field.as_str()) {
                 let items = value
                     .split(',')
@@ -267,6 +279,11 @@ impl Config {
         let cfg: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ProxyError::Config(e.to_string()))?;
+        if cfg.public_url.is_none() && !cfg.redirect_uri_from_host {
+            return Err(ProxyError::Config(
+                "set public_url (the origin of the OAuth redirect URI), or redirect_uri_from_host = true".into(),
+            ));
+        }
         for (name, v) in [
             ("session_idle_secs", cfg.session_idle_secs),
             ("session_absolute_secs", cfg.session_absolute_secs),
@@ -357,10 +374,13 @@ mod tests {
     #[test]
     fn unknown_fields_are_rejected() {
         assert!(Config::from_toml_with_env("lisen = \"x\"", Vec::new()).is_err());
+        // No public_url and no explicit opt-in to Host-derived redirect URIs.
+        assert!(Config::from_toml_with_env("", Vec::new()).is_err());
+        assert!(Config::from_toml_with_env("redirect_uri_from_host = true", Vec::new()).is_ok());
         assert!(
             Config::from_toml_with_env("[[routes]]\nupstream=\"x\"\nfoo=1", Vec::new()).is_err()
         );
         let env = vec![("HERO_PROXY_NOPE".to_string(), "1".to_string())];
-        assert!(Config::from_toml_with_env("", env).is_err());
+        assert!(Config::from_toml_with_env("redirect_uri_from_host = true", env).is_err());
     }
 }

@@ -28,8 +28,7 @@ use crate::routes::{Policy, Route};
 use crate::session::{clear_cookie, set_cookie, Session, SESSION_COOKIE};
 use crate::upstream::ProxyBody;
 
-/// Cookie binding a login attempt to the browser that started it (login-CSRF defence).
-pub const LOGIN_COOKIE: &str = "__Host-hero_login";
+pub use crate::headers::LOGIN_COOKIE;
 
 fn full(body: impl Into<Bytes>) -> ProxyBody {
     Full::new(body.into())
@@ -147,7 +146,8 @@ impl App {
         match path.as_str() {
             "/oauth/login" => self.login(&req, peer, host.as_deref()).await,
             "/oauth/callback" => self.callback(&req).await,
-            "/oauth/logout" => self.logout(&req),
+            "/oauth/logout" if req.method() == Method::POST => self.logout(&req, host.as_deref()),
+            "/oauth/logout" => html(StatusCode::OK, pages::confirm_logout()),
             p if p == PROXY_KEY_PATH => {
                 respond(StatusCode::OK, "application/json", self.jwks_body.clone())
             }
@@ -155,6 +155,8 @@ impl App {
         }
     }
 
+    /// `public_url` unless the operator opted in to Host-derived URIs (`redirect_uri_from_host`; the Host is
+    /// strictly validated by then).
     fn redirect_uri(&self, host: Option<&str>) -> String {
         match &self.cfg.public_url {
             Some(u) => format!("{}/oauth/callback", u.trim_end_matches('/')),
@@ -238,6 +240,11 @@ impl App {
         let Some(state) = q.get("state") else {
             return bad("The sign-in response has no state.");
         };
+        // The browser binding is checked before the state is consumed: whoever opens a leaked callback URL
+        // without the login cookie must not burn the sign-in of the browser that started it.
+        if get_cookie(req.headers(), LOGIN_COOKIE) != Some(state.as_str()) {
+            return bad("This sign-in was started in another browser.");
+        }
         let pending = match self.pending.take(state, now) {
             Ok(p) => p,
             Err(StateError::Unknown) => {
@@ -245,9 +252,6 @@ impl App {
             }
             Err(StateError::Expired) => return bad("This sign-in attempt expired."),
         };
-        if get_cookie(req.headers(), LOGIN_COOKIE) != Some(state.as_str()) {
-            return bad("This sign-in was started in another browser.");
-        }
         if let Some(err) = q.get("error") {
             tracing::info!(error = %err, "provider returned an error to the callback");
             return bad("The identity provider refused the sign-in.");
@@ -303,6 +307,17 @@ impl App {
                 tracing::warn!(reason = why, "sign-in rejected");
                 bad("The sign-in could not be verified.")
             }
+            // The identity provider failing mid-login is its outage, not ours: 502 and a plain word.
+            Err(e @ ProxyError::Provider(_)) => {
+                tracing::warn!(code = e.code(), error = %e, "identity provider failed during sign-in");
+                html(
+                    StatusCode::BAD_GATEWAY,
+                    pages::error(
+                        "Sign-in unavailable",
+                        "The identity provider did not answer; try signing in again in a minute.",
+                    ),
+                )
+            }
             Err(e) => internal(&e),
         }
     }
@@ -321,7 +336,32 @@ impl App {
         self.store.sync_mapped_groups(user_id, &targets, &wanted)
     }
 
-    fn logout(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+    /// Signs out, by POST only and never from another site: a GET (a link, an image) any page can make the
+    /// browser send, so a plain GET logout lets any site sign the person out. A browser says where a POST comes
+    /// from (`Sec-Fetch-Site`, else `Origin`); one from another site is refused.
+    fn logout(&self, req: &Request<Incoming>, host: Option<&str>) -> Response<ProxyBody> {
+        let h = req.headers();
+        let site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        let same_origin = match (
+            site,
+            h.get(http::header::ORIGIN).and_then(|v| v.to_str().ok()),
+        ) {
+            (Some(s), _) => s == "same-origin" || s == "none",
+            (None, Some(origin)) => {
+                let ours = match &self.cfg.public_url {
+                    Some(u) => u.trim_end_matches('/').to_owned(),
+                    None => format!("{}://{}", self.cfg.public_scheme, host.unwrap_or("")),
+                };
+                origin.eq_ignore_ascii_case(&ours)
+            }
+            (None, None) => true,
+        };
+        if !same_origin {
+            return html(
+                StatusCode::FORBIDDEN,
+                pages::plain("Not signed out", "A sign-out must come from this site."),
+            );
+        }
         if let Some(c) = get_cookie(req.headers(), SESSION_COOKIE) {
             if let Err(e) = self.sessions.revoke(&crate::session::hash_id(c)) {
                 return internal(&e);
@@ -591,6 +631,7 @@ impl App {
             return Response::from_parts(parts, full(Bytes::new()));
         }
         remove_hop_by_hop(resp.headers_mut());
+        crate::headers::remove_proxy_set_cookies(resp.headers_mut());
         resp.map(|b| b.boxed())
     }
 }

@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, UPGRADE};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, SET_COOKIE, UPGRADE};
 
 use crate::session::SESSION_COOKIE;
 
@@ -163,21 +163,54 @@ fn is_forwarding_header(name: &str) -> bool {
     starts(name, "x-forwarded-") || eq(name, "forwarded") || eq(name, "x-real-ip")
 }
 
-/// Removes the proxy's session cookie from `Cookie` headers, keeping the others.
+/// The proxy's own cookies: backends never see them and can never set them.
+pub const PROXY_COOKIES: [&str; 2] = [SESSION_COOKIE, LOGIN_COOKIE];
+
+/// Cookie binding a login attempt to the browser that started it (login-CSRF defence).
+pub const LOGIN_COOKIE: &str = "__Host-hero_login";
+
+fn is_proxy_cookie(name: &str) -> bool {
+    let name = name.trim();
+    PROXY_COOKIES.iter().any(|c| c.eq_ignore_ascii_case(name))
+}
+
+/// Removes `Set-Cookie` lines naming one of [`PROXY_COOKIES`] from an upstream's response: a backend (or whoever
+/// controls one) must not be able to plant or clear a session or a login binding in the person's browser.
+pub fn remove_proxy_set_cookies(h: &mut HeaderMap) {
+    if !h.contains_key(SET_COOKIE) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = h
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            let s = String::from_utf8_lossy(v.as_bytes());
+            !is_proxy_cookie(s.split(['=', ';']).next().unwrap_or(""))
+        })
+        .cloned()
+        .collect();
+    h.remove(SET_COOKIE);
+    for v in kept {
+        h.append(SET_COOKIE, v);
+    }
+}
+
+/// Removes the proxy's cookies ([`PROXY_COOKIES`]) from `Cookie` headers, keeping the others.
 pub fn remove_session_cookie(h: &mut HeaderMap) {
     let values: Vec<HeaderValue> = h.get_all(COOKIE).iter().cloned().collect();
     if values.is_empty() {
         return;
     }
     h.remove(COOKIE);
-    let prefix = format!("{SESSION_COOKIE}=");
     let mut kept: Vec<String> = Vec::new();
     for v in values {
         if let Ok(s) = v.to_str() {
             kept.extend(
                 s.split(';')
                     .map(str::trim)
-                    .filter(|c| !c.is_empty() && !c.starts_with(&prefix))
+                    .filter(|c| {
+                        !c.is_empty() && !is_proxy_cookie(c.split('=').next().unwrap_or(""))
+                    })
                     .map(str::to_owned),
             );
         }
@@ -286,6 +319,22 @@ mod tests {
         set_forwarded(&mut h, peer, &[peer], "https", Some("edge"));
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn proxy_cookies_cross_in_neither_direction() {
+        let mut h = map(&[
+            ("set-cookie", "__Host-hero_session=planted; Path=/; Secure"),
+            ("set-cookie", "__host-hero_login=x"),
+            ("set-cookie", " __Host-hero_session =y"),
+            ("set-cookie", "app=1; Path=/"),
+        ]);
+        remove_proxy_set_cookies(&mut h);
+        assert_eq!(h.get_all(SET_COOKIE).iter().count(), 1);
+        assert_eq!(h[SET_COOKIE], "app=1; Path=/");
+        let mut h = map(&[("cookie", "__Host-hero_login=STATE; a=1")]);
+        remove_session_cookie(&mut h);
+        assert_eq!(h[COOKIE], "a=1");
     }
 
     #[test]

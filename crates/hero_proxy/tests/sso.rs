@@ -226,9 +226,16 @@ async fn state_is_single_use_bound_to_the_browser_and_expires() {
     let h = Harness::start().await;
     let (auth, lc) = h.begin_login("/", "alice").await;
     let cb = h.walk_peer(&auth).await;
-    // Wrong browser (no login cookie): refused, and the state is consumed.
-    let r = h.callback(&cb, "__Host-hero_login=other").await;
-    assert_eq!(r.status(), 400);
+    // Wrong browser (another or no login cookie): refused, without burning the sign-in of the right browser.
+    for wrong in ["__Host-hero_login=other", "", "a=b"] {
+        let r = h.callback(&cb, wrong).await;
+        assert_eq!(r.status(), 400, "{wrong:?}");
+    }
+    assert_eq!(
+        h.callback(&cb, &lc).await.status(),
+        303,
+        "the starting browser still signs in"
+    );
     let r = h.callback(&cb, &lc).await;
     assert_eq!(r.status(), 400, "replayed state must fail");
 
@@ -451,4 +458,50 @@ async fn claims_from_mapped_forge_groups_and_roles() {
         seen.one("x-hero-claims"),
         Some("dns.zone.write,groups.org1-members,groups.owners,users.alice")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_is_a_same_site_post() {
+    let h = Harness::start().await;
+    let cookie = h.login("alice").await;
+    let url = format!("{}/oauth/logout", h.base);
+    let r = Harness::client()
+        .get(&url)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("method=\"post\""));
+    assert_eq!(
+        h.get("/x", &cookie).await.status(),
+        200,
+        "a GET signs nobody out"
+    );
+    for (name, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+        ("origin", "https://evil.example"),
+        ("origin", "null"),
+    ] {
+        let r = Harness::client()
+            .post(&url)
+            .header("cookie", &cookie)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}: {value}");
+        assert_eq!(h.get("/x", &cookie).await.status(), 200, "{name}: {value}");
+    }
+    let r = Harness::client()
+        .post(&url)
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", &h.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(h.get("/x", &cookie).await.status(), 302, "signed out");
 }

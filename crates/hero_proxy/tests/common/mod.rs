@@ -227,6 +227,7 @@ listen = "127.0.0.1:{port}"
 state_dir = "{state}"
 socket_dir = "{state}/sockets"
 public_scheme = "http"
+public_url = "{base}"
 [[routes]]
 path = "/"
 upstream = "{up}"
@@ -529,7 +530,7 @@ impl ProxyBin {
         std::fs::write(
             &cfg,
             format!(
-                "public_scheme = \"http\"\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\nsocket_dir = \"{}\"\nworkers = 1\n{routes_toml}\n",
+                "public_scheme = \"http\"\npublic_url = \"{base}\"\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\nsocket_dir = \"{}\"\nworkers = 1\n{routes_toml}\n",
                 dir.path().join("state").display(),
                 dir.path().join("sockets").display(),
             ),
