@@ -303,9 +303,11 @@ impl App {
 fn load_routes(store: &Store) -> Result<Vec<Route>> {
     store
         .routes()?
-        .iter()
+        .into_iter()
+        // A context stored by an older version means nothing now (see `RouteConfig::context`).
+        .map(|c| RouteConfig { context: None, ..c })
         .map(|c| {
-            Route::from_config(c).map_err(|e| {
+            Route::from_config(&c).map_err(|e| {
                 ProxyError::Config(format!(
                     "stored route {:?}: {e}",
                     c.id.as_deref().unwrap_or("")

@@ -138,7 +138,8 @@ pub struct RouteConfig {
     /// `public`, `sso`, `admin`, or `claim:<rule>`.
     #[serde(default = "default_policy")]
     pub policy: String,
-    /// Sent as `X-Hero-Context`.
+    /// Refused if set: `X-Hero-Context` is the user's context id (`users.set_context`), not the route's. Kept as
+    /// a field so an old config gets that explanation instead of "unknown field".
     #[serde(default)]
     pub context: Option<String>,
     /// Send the user's Forge access token as `X-Hero-Forge-Token` (off by default).

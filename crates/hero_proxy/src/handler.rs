@@ -509,7 +509,9 @@ impl App {
         h.insert(X_HERO_PROVIDER, v(&s.user.provider)?);
         h.insert(X_HERO_EXTERNAL_ID, v(&s.user.external_id)?);
         h.insert(X_HERO_CLAIMS, s.claims_header.clone());
-        if let Some(c) = &route.context {
+        // The stack's convention: the context is the signed-in user's integer id from their record.
+        let ctx = s.user.context.map(|c| c.to_string());
+        if let Some(c) = &ctx {
             h.insert(X_HERO_CONTEXT, v(c)?);
         }
         let ttl = self.cfg.assertion_ttl_secs;
@@ -523,7 +525,7 @@ impl App {
                         // Bound to this route: no other backend can replay it (hero_identity checks `aud`).
                         aud: route.id.clone(),
                         sub: s.user.username.clone(),
-                        ctx: route.context.clone(),
+                        ctx: ctx.clone(),
                         claims: s.claims.as_ref().clone(),
                         prv: s.user.provider.clone(),
                         xid: s.user.external_id.clone(),

@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS users(
   is_admin INTEGER NOT NULL DEFAULT 0,
   disabled INTEGER NOT NULL DEFAULT 0,
   created_at INTEGER NOT NULL,
+  context INTEGER,
   UNIQUE(provider, external_id));
 CREATE TABLE IF NOT EXISTS sessions(
   id_hash TEXT PRIMARY KEY,
@@ -79,6 +80,8 @@ pub struct User {
     pub is_admin: bool,
     /// Disabled users cannot log in and lose their sessions.
     pub disabled: bool,
+    /// The stack's context id for this user (`X-Hero-Context`), set over the admin RPC; none until set.
+    pub context: Option<i64>,
 }
 
 impl User {
@@ -135,10 +138,12 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         forge_username: r.get(4)?,
         is_admin: r.get(5)?,
         disabled: r.get(6)?,
+        context: r.get(7)?,
     })
 }
 
-const USER_COLS: &str = "id, username, provider, external_id, forge_username, is_admin, disabled";
+const USER_COLS: &str =
+    "id, username, provider, external_id, forge_username, is_admin, disabled, context";
 
 /// Local username candidate from `preferred_username`: lower-case, `[a-z0-9_-]`, starts alphanumeric, ≤ 32 chars.
 pub fn sanitize_username(preferred: &str) -> String {
@@ -183,6 +188,15 @@ impl Store {
 
     fn init(conn: Connection) -> Result<Store> {
         conn.execute_batch(SCHEMA)?;
+        // Databases made before `users.context` existed get the column (NULL: no context until set).
+        let has_context: bool = conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM pragma_table_info('users') WHERE name = 'context')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_context {
+            conn.execute_batch("ALTER TABLE users ADD COLUMN context INTEGER")?;
+        }
         let s = Store {
             conn: Mutex::new(conn),
         };
@@ -405,6 +419,18 @@ impl Store {
             )?;
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Sets (or clears) the user's context id.
+    pub fn set_context(&self, user_id: i64, context: Option<i64>) -> Result<()> {
+        let n = self.c().execute(
+            "UPDATE users SET context = ?1 WHERE id = ?2",
+            params![context, user_id],
+        )?;
+        if n == 0 {
+            return Err(ProxyError::NotFound(format!("user {user_id}")));
+        }
         Ok(())
     }
 

@@ -14,11 +14,19 @@ use hero_secrets::SecretStore;
 async fn sign_in_injects_a_verifiable_identity() {
     let h = Harness::start().await;
     let cookie = h.login("alice").await;
+    // No context until one is set on the user's record; then it applies on the next request.
+    assert_eq!(
+        h.get_seen("/anything", &cookie).await.one("x-hero-context"),
+        None
+    );
+    let alice = h.proxy.app.store.user_by_name("alice").unwrap().unwrap();
+    h.proxy.app.store.set_context(alice.id, Some(42)).unwrap();
+    h.proxy.app.sessions.bump_generation();
     let seen = h.get_seen("/anything?x=1", &cookie).await;
     assert_eq!(seen.one("x-hero-user"), Some("alice"));
     assert_eq!(seen.one("x-hero-provider"), Some("forge"));
     assert_eq!(seen.one("x-hero-external-id"), Some("1001"));
-    assert_eq!(seen.one("x-hero-context"), Some("cockpit"));
+    assert_eq!(seen.one("x-hero-context"), Some("42"));
     assert_eq!(seen.one("x-hero-claims"), Some("users.alice"));
     assert!(
         seen.one("x-hero-forge-token").is_none(),
@@ -126,7 +134,7 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
             assert_eq!(seen.one("x-hero-user"), Some("bob"));
             assert_eq!(seen.one("x-hero-claims"), Some("users.bob"));
             assert_eq!(seen.one("x-hero-external-id"), Some("1002"));
-            assert_eq!(seen.one("x-hero-context"), Some("cockpit"));
+            assert_eq!(seen.one("x-hero-context"), None, "bob has no context set");
             assert!(seen.one("x-hero-forge-token").is_none());
         }
         assert_eq!(seen.one("x-forwarded-for"), Some("127.0.0.1"));

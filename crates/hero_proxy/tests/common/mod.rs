@@ -232,7 +232,6 @@ public_url = "{base}"
 path = "/"
 upstream = "{up}"
 policy = "sso"
-context = "cockpit"
 [[routes]]
 path = "/public"
 upstream = "{up}"
