@@ -414,10 +414,13 @@ impl App {
             }
         }
         let Some(route) = route else {
-            return respond(
+            // An address nothing is served at (a machine never made, or decommissioned): say so plainly.
+            return html(
                 StatusCode::NOT_FOUND,
-                "text/plain; charset=utf-8",
-                "no route\n",
+                pages::plain(
+                    "No such machine",
+                    "Nothing is served at this address. If you were given this link, the machine behind it may have been removed; ask whoever sent it.",
+                ),
             );
         };
         let now = self.clock.now();

@@ -629,3 +629,47 @@ async fn host_spellings_cannot_reach_a_host_route_under_another_policy() {
     .await;
     assert_eq!(r.body, "other-host other.local\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_gets_plain_pages_for_unknown_and_down_machines() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let proxy = ProxyBin::start(&format!(
+        "[[routes]]\nhost = \"carol.demo.example\"\npath = \"/\"\nupstream = \"http://127.0.0.1:{dead}\"\npolicy = \"public\"\n\
+         [[routes]]\nhost = \"sock.demo.example\"\npath = \"/\"\nupstream = \"unix:/nonexistent/hero/web.sock\"\npolicy = \"public\"\n"
+    ))
+    .await;
+    for (host, status, says) in [
+        ("bob.demo.example", 404, "No such machine"),
+        ("carol.demo.example", 502, "not reachable"),
+        ("sock.demo.example", 502, "not reachable"),
+    ] {
+        let r = raw_request(
+            proxy.port,
+            format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, status, "{host}: {r:?}");
+        assert!(
+            r.head
+                .to_ascii_lowercase()
+                .contains("content-type: text/html"),
+            "{host}"
+        );
+        assert!(r.body.contains(says), "{host}: {}", r.body);
+        let body = r.body.to_ascii_lowercase();
+        for internal in [
+            "127.0.0.1",
+            &dead.to_string(),
+            "/nonexistent",
+            "sock",
+            "error",
+            "refused",
+            "route",
+        ] {
+            assert!(!body.contains(internal), "{host}: page shows {internal:?}");
+        }
+    }
+}
