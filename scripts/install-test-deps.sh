@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine of this project's kind:
-# Debian packages (real peers: OpenSSH server, nginx, wrk, hyperfine, Chromium + ChromeDriver, sqlite3)
+# Debian packages (real peers: OpenSSH server, nginx, hypercorn (h2c/WebSocket), wrk, hyperfine, Chromium +
+# ChromeDriver, sqlite3)
 # and the npm peers in tools/peers (OpenRPC meta-schema, Prism, oidc-provider, playwright-core).
 # Idempotent: skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for bin in /usr/sbin/sshd:openssh-server /usr/sbin/nginx:nginx /usr/bin/wrk:wrk /usr/bin/hyperfine:hyperfine \
+for bin in /usr/sbin/sshd:openssh-server /usr/sbin/nginx:nginx /usr/bin/hypercorn:python3-hypercorn /usr/bin/wrk:wrk /usr/bin/hyperfine:hyperfine \
            /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver /usr/bin/sqlite3:sqlite3 /usr/bin/jq:jq; do
   [ -x "${bin%%:*}" ] || need_apt+=("${bin##*:}")
 done

@@ -3,6 +3,9 @@
 //! Why signed: header stripping plus network isolation is the first line; a signature makes a forged or replayed
 //! identity detectable even if a backend port is reachable by something other than the proxy (Pomerium's lesson).
 //! Why Ed25519: small keys, deterministic signatures, fast enough to sign per session and verify per request.
+//! Why an audience: every backend behind the proxy receives assertions, so without `aud` any of them could replay
+//! a user's assertion to another backend until it expires. Each assertion names the one route it was made for
+//! (`aud` = the route's id) and a verifier is built for one audience and refuses every other.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
@@ -32,6 +35,9 @@ struct JwsHeader {
 pub struct AssertionPayload {
     /// Always [`ASSERTION_ISSUER`].
     pub iss: String,
+    /// Audience: the id of the proxy route the assertion was made for (checked by [`AssertionVerifier`]).
+    #[serde(default)]
+    pub aud: String,
     /// Local username.
     pub sub: String,
     /// Route context, if the route has one.
@@ -81,10 +87,11 @@ impl AssertionSigner {
         } ] })
     }
 
-    /// A verifier for this signer's key (tests, and a proxy verifying its own output).
-    pub fn verifier(&self) -> AssertionVerifier {
+    /// A verifier for this signer's key and `audience` (tests, and a proxy verifying its own output).
+    pub fn verifier(&self, audience: &str) -> AssertionVerifier {
         AssertionVerifier {
             keys: vec![(self.kid.clone(), self.key.verifying_key())],
+            audience: audience.to_owned(),
         }
     }
 
@@ -106,10 +113,21 @@ impl AssertionSigner {
     }
 }
 
-/// Held by backends: the proxy's public key(s).
+/// Held by backends: the proxy's public key(s) and the one audience (route id) this backend accepts.
 #[derive(Clone, Debug)]
 pub struct AssertionVerifier {
     keys: Vec<(String, VerifyingKey)>,
+    audience: String,
+}
+
+fn check_audience(audience: &str) -> Result<String, IdentityError> {
+    let a = audience.trim();
+    if a.is_empty() {
+        return Err(IdentityError::InvalidKey(
+            "the audience (the proxy route's id) is empty",
+        ));
+    }
+    Ok(a.to_owned())
 }
 
 #[derive(Deserialize)]
@@ -120,8 +138,10 @@ struct Jwk {
 }
 
 impl AssertionVerifier {
-    /// Parses either a JWKS (`{"keys":[...]}`, what the proxy publishes) or a single JWK.
-    pub fn from_jwks_json(text: &str) -> Result<AssertionVerifier, IdentityError> {
+    /// Parses either a JWKS (`{"keys":[...]}`, what the proxy publishes) or a single JWK; only assertions made for
+    /// `audience` (the id of the proxy route in front of this backend) will verify.
+    pub fn from_jwks_json(text: &str, audience: &str) -> Result<AssertionVerifier, IdentityError> {
+        let audience = check_audience(audience)?;
         let v: serde_json::Value =
             serde_json::from_str(text).map_err(|_| IdentityError::InvalidKey("not JSON"))?;
         let list = match v.get("keys") {
@@ -140,14 +160,23 @@ impl AssertionVerifier {
         if keys.is_empty() {
             return Err(IdentityError::InvalidKey("no Ed25519 key"));
         }
-        Ok(AssertionVerifier { keys })
+        Ok(AssertionVerifier { keys, audience })
     }
 
-    /// From the base64url-encoded 32-byte public key (the JWK `x` value).
-    pub fn from_public_key_base64url(x: &str) -> Result<AssertionVerifier, IdentityError> {
+    /// From the base64url-encoded 32-byte public key (the JWK `x` value), for `audience`.
+    pub fn from_public_key_base64url(
+        x: &str,
+        audience: &str,
+    ) -> Result<AssertionVerifier, IdentityError> {
         Ok(AssertionVerifier {
             keys: vec![Self::decode_key(x)?],
+            audience: check_audience(audience)?,
         })
+    }
+
+    /// The audience this verifier accepts.
+    pub fn audience(&self) -> &str {
+        &self.audience
     }
 
     fn decode_key(x: &str) -> Result<(String, VerifyingKey), IdentityError> {
@@ -162,7 +191,7 @@ impl AssertionVerifier {
         Ok((kid_for(&key), key))
     }
 
-    /// Verifies signature, issuer and expiry (`now` = unix seconds, a parameter so tests control time).
+    /// Verifies signature, issuer, expiry and audience (`now` = unix seconds, a parameter so tests control time).
     pub fn verify(&self, token: &str, now: u64) -> Result<AssertionPayload, IdentityError> {
         if token.len() > MAX_ASSERTION_LEN {
             return Err(IdentityError::Malformed("too long"));
@@ -209,6 +238,9 @@ impl AssertionVerifier {
         if payload.exp <= now {
             return Err(IdentityError::Expired);
         }
+        if payload.aud != self.audience {
+            return Err(IdentityError::WrongAudience);
+        }
         Ok(payload)
     }
 
@@ -234,6 +266,7 @@ mod tests {
     fn payload(exp: u64) -> AssertionPayload {
         AssertionPayload {
             iss: ASSERTION_ISSUER.into(),
+            aud: "cockpit".into(),
             sub: "alice".into(),
             ctx: Some("cockpit".into()),
             claims: vec![Claim::parse("users.alice").unwrap()],
@@ -247,7 +280,7 @@ mod tests {
     #[test]
     fn sign_verify_round_trip_and_tamper() {
         let s = AssertionSigner::from_seed(&[7u8; 32]);
-        let v = AssertionVerifier::from_jwks_json(&s.public_jwks().to_string()).unwrap();
+        let v = AssertionVerifier::from_jwks_json(&s.public_jwks().to_string(), "cockpit").unwrap();
         let tok = s.sign(&payload(200));
         assert_eq!(v.verify(&tok, 150).unwrap(), payload(200));
         assert_eq!(v.verify(&tok, 200), Err(IdentityError::Expired));
@@ -270,5 +303,37 @@ mod tests {
             v.verify("a.b", 0),
             Err(IdentityError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn an_assertion_verifies_only_for_its_audience() {
+        let s = AssertionSigner::from_seed(&[7u8; 32]);
+        let jwks = s.public_jwks().to_string();
+        let tok = s.sign(&payload(200));
+        for (aud, ok) in [
+            ("cockpit", true),
+            (" cockpit ", true),
+            ("admin", false),
+            ("Cockpit", false),
+            ("cockpit/", false),
+            ("*/cockpit", false),
+        ] {
+            let v = AssertionVerifier::from_jwks_json(&jwks, aud).unwrap();
+            assert_eq!(v.verify(&tok, 150).is_ok(), ok, "{aud:?}");
+            if !ok {
+                assert_eq!(v.verify(&tok, 150), Err(IdentityError::WrongAudience));
+            }
+        }
+        // An assertion without `aud` (an older proxy) verifies nowhere.
+        let mut old = payload(200);
+        old.aud = String::new();
+        let v = AssertionVerifier::from_jwks_json(&jwks, "cockpit").unwrap();
+        assert_eq!(
+            v.verify(&s.sign(&old), 150),
+            Err(IdentityError::WrongAudience)
+        );
+        for empty in ["", "  "] {
+            assert!(AssertionVerifier::from_jwks_json(&jwks, empty).is_err());
+        }
     }
 }

@@ -29,6 +29,9 @@ pub enum IdentityError {
     /// The assertion's `exp` is in the past.
     #[error("identity assertion expired")]
     Expired,
+    /// The assertion was made for another route (its `aud` is not this verifier's audience): a replay.
+    #[error("identity assertion was made for another audience")]
+    WrongAudience,
     /// Plain `X-Hero-*` headers disagree with the signed assertion.
     #[error("identity header {0} disagrees with the signed assertion")]
     HeaderMismatch(&'static str),
@@ -58,6 +61,7 @@ impl IdentityError {
             IdentityError::UnknownKey => "identity.unknown_key",
             IdentityError::BadSignature => "identity.bad_signature",
             IdentityError::Expired => "identity.expired",
+            IdentityError::WrongAudience => "identity.wrong_audience",
             IdentityError::HeaderMismatch(_) => "identity.header_mismatch",
             IdentityError::DevModeNotLoopback => "identity.dev_mode_not_loopback",
             IdentityError::Forbidden { .. } => "identity.forbidden",

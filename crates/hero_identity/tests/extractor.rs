@@ -36,6 +36,7 @@ fn signed(signer: &AssertionSigner, claims: &[&str]) -> (String, String) {
     let claims: Vec<Claim> = claims.iter().map(|c| Claim::parse(c).unwrap()).collect();
     let p = AssertionPayload {
         iss: ASSERTION_ISSUER.into(),
+        aud: "cockpit".into(),
         sub: "alice".into(),
         ctx: None,
         claims: claims.clone(),
@@ -55,7 +56,7 @@ async fn status(app: Router, req: Request<Body>) -> StatusCode {
 async fn signed_mode() {
     let signer = AssertionSigner::from_seed(&[1; 32]);
     let v = IdentityVerifier::Signed(
-        AssertionVerifier::from_jwks_json(&signer.public_jwks().to_string()).unwrap(),
+        AssertionVerifier::from_jwks_json(&signer.public_jwks().to_string(), "cockpit").unwrap(),
     );
     let (tok, claims) = signed(&signer, &["dns.zone.write", "users.alice"]);
 

@@ -54,6 +54,9 @@ struct Args {
     /// hero_proxy's assertion key: a JWKS file (`hero_proxy key` or GET /.well-known/hero-proxy-key).
     #[arg(long, env = "HERO_DEPLOYER_ADMIN_PROXY_KEY")]
     proxy_key: Option<PathBuf>,
+    /// The id of the hero_proxy route in front of the dashboard: assertions made for any other route are refused.
+    #[arg(long, default_value = "admin", env = "HERO_DEPLOYER_ADMIN_AUDIENCE")]
+    audience: String,
     /// In dev mode, the identity used when a request carries no `X-Hero-User`.
     #[arg(long, default_value = "dev-admin")]
     dev_user: String,
@@ -98,7 +101,10 @@ fn main() -> anyhow::Result<()> {
             };
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the proxy key {}", path.display()))?;
-            AuthMode::Signed(AssertionVerifier::from_jwks_json(&text).context("invalid proxy key")?)
+            AuthMode::Signed(
+                AssertionVerifier::from_jwks_json(&text, &args.audience)
+                    .context("invalid proxy key or audience")?,
+            )
         }
         Mode::Headers => AuthMode::Headers,
         Mode::Dev => AuthMode::Dev {

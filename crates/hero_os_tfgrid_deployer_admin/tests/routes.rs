@@ -480,6 +480,7 @@ fn assertion(signer: &AssertionSigner, user: &str, claims: &[&str], exp_in: i64)
         .as_secs();
     signer.sign(&AssertionPayload {
         iss: hero_identity::ASSERTION_ISSUER.into(),
+        aud: "admin".into(),
         sub: user.into(),
         ctx: None,
         claims: claims.iter().map(|c| Claim::parse(c).unwrap()).collect(),
@@ -495,7 +496,7 @@ async fn signed_assertions_from_the_proxy() {
     let stack = Stack::start().await;
     stack.set_allowlist("alice").await;
     let signer = AssertionSigner::from_seed(&[7u8; 32]);
-    let app = router(stack.state(AuthMode::Signed(signer.verifier())));
+    let app = router(stack.state(AuthMode::Signed(signer.verifier("admin"))));
     let with = |token: String, user: Option<&str>| {
         let mut r = Request::get("/users").header("x-hero-assertion", token);
         if let Some(u) = user {

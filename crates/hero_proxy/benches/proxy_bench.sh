@@ -56,6 +56,7 @@ cat > "$D/hp/hero_proxy.toml" <<TOML
 listen = "127.0.0.1:$HP"
 state_dir = "$D/hp"
 socket_dir = "$D/hp/sockets"
+public_url = "http://127.0.0.1:$HP"
 [[routes]]
 path = "/public"
 upstream = "http://127.0.0.1:$UP"
@@ -64,7 +65,6 @@ policy = "public"
 path = "/"
 upstream = "http://127.0.0.1:$UP"
 policy = "sso"
-context = "bench"
 TOML
 HERO_PROXY_LOG=warn "$BIN" --config "$D/hp/hero_proxy.toml" >"$D/hp/log" 2>&1 & PIDS+=($!)
 wait_port "$UP"; wait_port "$NG"; wait_port "$HP"

@@ -100,7 +100,11 @@ impl App {
                 cfg.session_absolute_secs,
             ),
             vault: TokenVault::new(secrets.clone(), store.clone()),
-            pending: PendingLogins::new(cfg.login_state_ttl_secs),
+            pending: PendingLogins::new(
+                cfg.login_state_ttl_secs,
+                cfg.login_pending_max,
+                cfg.login_pending_per_client,
+            ),
             routes: RwLock::new(Routes::new(routes)),
             routes_edit: Mutex::new(()),
             providers: RwLock::new(HashMap::new()),
@@ -206,6 +210,21 @@ impl App {
         Ok(())
     }
 
+    /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the address that proxy appended
+    /// last to `X-Forwarded-For` (the one it saw).
+    pub fn client_ip(&self, h: &http::HeaderMap, peer: std::net::IpAddr) -> std::net::IpAddr {
+        if !self.cfg.trusted_proxies.contains(&peer) {
+            return peer;
+        }
+        h.get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse().ok())
+            .next_back()
+            .unwrap_or(peer)
+    }
+
     /// A provider by id.
     pub fn provider(&self, id: &str) -> Option<Arc<Provider>> {
         self.providers
@@ -215,9 +234,10 @@ impl App {
             .cloned()
     }
 
-    /// The admin allowlist, re-read from the secret store on every call (so a change applies on the next request).
+    /// The admin allowlist, re-read from the secret store on every call (so a change applies on the next request);
+    /// bindings of names no longer on it are forgotten here, so re-adding a name re-binds it.
     pub async fn admin_allowlist(&self) -> Result<BTreeSet<String>> {
-        Ok(self
+        let list: BTreeSet<String> = self
             .secrets
             .get(ADMIN_ALLOWLIST_SLOT)
             .await?
@@ -228,17 +248,40 @@ impl App {
                     .filter(|s| !s.is_empty())
                     .collect()
             })
-            .unwrap_or_default())
+            .unwrap_or_default();
+        self.store.prune_admin_bindings(&list)?;
+        Ok(list)
     }
 
-    /// Is this session's user allowed on admin routes?
+    /// Is this user allowed on admin routes? The one rule, used by requests and the sweep.
+    ///
+    /// Why not the name alone: a login name is only meaningful on the provider that issued it (another
+    /// provider's `alice` is someone else), and even there a name can change hands (an account deleted and
+    /// recreated). So a name on the allowlist admits only a user of `admin_provider` whose login, as that provider
+    /// last confirmed it at sign-in, is the name (`Store::provision` takes a name away from a row when another
+    /// account proves it), and only the account first admitted under that name (`Store::bind_admin`). The local
+    /// claim `groups.admin` (set over the admin RPC on one user row) admits whatever the provider.
     pub fn admin_allowed(
+        &self,
         list: &BTreeSet<String>,
-        forge_username: &str,
+        user: &crate::store::User,
         claims: &[hero_identity::Claim],
-    ) -> bool {
-        list.contains(&forge_username.to_ascii_lowercase())
-            || claims.iter().any(|c| c.as_str() == "groups.admin")
+    ) -> Result<bool> {
+        if claims.iter().any(|c| c.as_str() == "groups.admin") {
+            return Ok(true);
+        }
+        let name = user.forge_username.to_ascii_lowercase();
+        if user.provider != self.cfg.admin_provider || name.is_empty() || !list.contains(&name) {
+            return Ok(false);
+        }
+        let bound =
+            self.store
+                .bind_admin(&name, &user.provider, &user.external_id, self.clock.now())?;
+        if !bound {
+            tracing::warn!(user = %user.username, login = %name,
+                "allowlisted name is bound to another account of the provider; refused");
+        }
+        Ok(bound)
     }
 
     /// Revokes the admin sessions of users no longer allowed (periodic; requests also check on their own).
@@ -247,7 +290,7 @@ impl App {
         let mut n = 0;
         for u in self.store.users_with_admin_sessions()? {
             let (_, claims) = self.store.claims_for(&u)?;
-            if !Self::admin_allowed(&list, &u.forge_username, &claims) {
+            if !self.admin_allowed(&list, &u, &claims)? {
                 n += self.sessions.revoke_user(u.id, true)?;
                 tracing::info!(user = %u.username, "admin access removed: admin sessions revoked");
             }
@@ -260,9 +303,11 @@ impl App {
 fn load_routes(store: &Store) -> Result<Vec<Route>> {
     store
         .routes()?
-        .iter()
+        .into_iter()
+        // A context stored by an older version means nothing now (see `RouteConfig::context`).
+        .map(|c| RouteConfig { context: None, ..c })
         .map(|c| {
-            Route::from_config(c).map_err(|e| {
+            Route::from_config(&c).map_err(|e| {
                 ProxyError::Config(format!(
                     "stored route {:?}: {e}",
                     c.id.as_deref().unwrap_or("")

@@ -39,9 +39,15 @@ pub struct Config {
     /// Scheme browsers use to reach the proxy; the OAuth redirect URI is `<scheme>://<Host>/oauth/callback`.
     #[serde(default = "default_scheme")]
     pub public_scheme: String,
-    /// Fixed public origin (`https://admin.example.org`) for the redirect URI instead of the request's Host.
+    /// Public origin (`https://admin.example.org`) of the OAuth redirect URI. Required unless
+    /// `redirect_uri_from_host` is set: a redirect URI built from whatever `Host` a request carries is the unsafe
+    /// choice, so it is not the default.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Build the redirect URI from the request's (strictly validated) `Host` instead of `public_url`: for one
+    /// proxy serving several hosts, each registered with the provider.
+    #[serde(default)]
+    pub redirect_uri_from_host: bool,
     /// Peers whose `X-Forwarded-*` headers are believed. Default: none (oauth2-proxy's default of "everyone" was a CVE).
     #[serde(default)]
     pub trusted_proxies: Vec<IpAddr>,
@@ -57,9 +63,30 @@ pub struct Config {
     /// How long a started login (state, nonce, PKCE verifier) may wait for its callback.
     #[serde(default = "default_state_ttl")]
     pub login_state_ttl_secs: u64,
+    /// Most logins in flight at once (see `login::PendingLogins`).
+    #[serde(default = "default_pending_max")]
+    pub login_pending_max: usize,
+    /// Most logins in flight per client address; a client's oldest is dropped for its newest.
+    #[serde(default = "default_pending_per_client")]
+    pub login_pending_per_client: usize,
+    /// A client must send a request's whole head within this long (slowloris); also the longest a kept-alive
+    /// connection may sit between two requests (hyper arms one timer for both).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// A client connection on which nothing was read or written for this long (checked once a period, so closed
+    /// within 1-2 periods) is closed: a stalled body upload, a reader that stopped reading.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Longest wait for an upstream's response head (connect included); then 504.
+    #[serde(default = "default_upstream_timeout")]
+    pub upstream_timeout_secs: u64,
     /// Provider used by `/oauth/login` when none is named.
     #[serde(default = "default_provider")]
     pub default_provider: String,
+    /// The provider whose login names `deployer/ADMIN_FORGE_USERS` lists (another provider's `alice` is not the
+    /// Forge's `alice`, so only users of this provider can be admitted by name).
+    #[serde(default = "default_provider")]
+    pub admin_provider: String,
     /// Providers declared in the file (in addition to the one seeded from the secret store).
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -111,7 +138,8 @@ pub struct RouteConfig {
     /// `public`, `sso`, `admin`, or `claim:<rule>`.
     #[serde(default = "default_policy")]
     pub policy: String,
-    /// Sent as `X-Hero-Context`.
+    /// Refused if set: `X-Hero-Context` is the user's context id (`users.set_context`), not the route's. Kept as
+    /// a field so an old config gets that explanation instead of "unknown field".
     #[serde(default)]
     pub context: Option<String>,
     /// Send the user's Forge access token as `X-Hero-Forge-Token` (off by default).
@@ -145,6 +173,21 @@ fn default_assertion_ttl() -> u64 {
 fn default_state_ttl() -> u64 {
     600
 }
+fn default_pending_max() -> usize {
+    10_000
+}
+fn default_pending_per_client() -> usize {
+    16
+}
+fn default_header_read_timeout() -> u64 {
+    20
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_upstream_timeout() -> u64 {
+    60
+}
 fn default_provider() -> String {
     "forge".into()
 }
@@ -164,6 +207,7 @@ const SCALAR_FIELDS: &[&str] = &[
     "public_scheme",
     "public_url",
     "default_provider",
+    "admin_provider",
     "tls_cert",
     "tls_key",
 ];
@@ -173,8 +217,14 @@ const INT_FIELDS: &[&str] = &[
     "session_absolute_secs",
     "assertion_ttl_secs",
     "login_state_ttl_secs",
+    "login_pending_max",
+    "login_pending_per_client",
+    "header_read_timeout_secs",
+    "idle_timeout_secs",
+    "upstream_timeout_secs",
 ];
 const LIST_FIELDS: &[&str] = &["trusted_proxies"];
+const BOOL_FIELDS: &[&str] = &["redirect_uri_from_host"];
 /// Variables with the prefix that are not config fields (read by `main.rs`).
 const NOT_FIELDS: &[&str] = &["HERO_PROXY_LOG", "HERO_PROXY_CONFIG"];
 
@@ -208,6 +258,11 @@ impl Config {
                     .parse()
                     .map_err(|_| ProxyError::Config(format!("{k}: not an integer")))?;
                 table.insert(field, toml::Value::Integer(n));
+            } else if BOOL_FIELDS.contains(&field.as_str()) {
+                let b: bool = value
+                    .parse()
+                    .map_err(|_| ProxyError::Config(format!("{k}: not true or false")))?;
+                table.insert(field, toml::Value::Boolean(b));
             } else if LIST_FIELDS.contains(&field.as_str()) {
                 let items = value
                     .split(',')
@@ -225,10 +280,26 @@ impl Config {
         let cfg: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ProxyError::Config(e.to_string()))?;
-        if cfg.session_idle_secs == 0 || cfg.session_absolute_secs == 0 {
+        if cfg.public_url.is_none() && !cfg.redirect_uri_from_host {
             return Err(ProxyError::Config(
-                "session timeouts must be positive".into(),
+                "set public_url (the origin of the OAuth redirect URI), or redirect_uri_from_host = true".into(),
             ));
+        }
+        for (name, v) in [
+            ("session_idle_secs", cfg.session_idle_secs),
+            ("session_absolute_secs", cfg.session_absolute_secs),
+            ("header_read_timeout_secs", cfg.header_read_timeout_secs),
+            ("idle_timeout_secs", cfg.idle_timeout_secs),
+            ("upstream_timeout_secs", cfg.upstream_timeout_secs),
+            ("login_pending_max", cfg.login_pending_max as u64),
+            (
+                "login_pending_per_client",
+                cfg.login_pending_per_client as u64,
+            ),
+        ] {
+            if v == 0 {
+                return Err(ProxyError::Config(format!("{name} must be positive")));
+            }
         }
         Ok(cfg)
     }
@@ -304,10 +375,13 @@ mod tests {
     #[test]
     fn unknown_fields_are_rejected() {
         assert!(Config::from_toml_with_env("lisen = \"x\"", Vec::new()).is_err());
+        // No public_url and no explicit opt-in to Host-derived redirect URIs.
+        assert!(Config::from_toml_with_env("", Vec::new()).is_err());
+        assert!(Config::from_toml_with_env("redirect_uri_from_host = true", Vec::new()).is_ok());
         assert!(
             Config::from_toml_with_env("[[routes]]\nupstream=\"x\"\nfoo=1", Vec::new()).is_err()
         );
         let env = vec![("HERO_PROXY_NOPE".to_string(), "1".to_string())];
-        assert!(Config::from_toml_with_env("", env).is_err());
+        assert!(Config::from_toml_with_env("redirect_uri_from_host = true", env).is_err());
     }
 }

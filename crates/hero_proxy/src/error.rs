@@ -15,6 +15,15 @@ pub enum ProxyError {
     /// Talking to the OIDC provider failed (network, unexpected status, bad JSON).
     #[error("identity provider: {0}")]
     Provider(String),
+    /// An upstream could not be reached or answered something unusable (never shown to the visitor).
+    #[error("upstream: {0}")]
+    Upstream(String),
+    /// An upstream sent no response head within `upstream_timeout_secs`.
+    #[error("upstream {0} did not answer in time")]
+    UpstreamTimeout(String),
+    /// The client's request body broke off or was malformed while being forwarded (the client's fault: 400).
+    #[error("the client's request body is malformed or incomplete")]
+    ClientBody,
     /// The id_token or callback did not validate.
     #[error("login rejected: {0}")]
     LoginRejected(&'static str),
@@ -40,6 +49,9 @@ impl ProxyError {
             ProxyError::Db(_) => "proxy.db",
             ProxyError::Secret(_) => "proxy.secret",
             ProxyError::Provider(_) => "proxy.provider",
+            ProxyError::Upstream(_) => "proxy.upstream",
+            ProxyError::UpstreamTimeout(_) => "proxy.upstream_timeout",
+            ProxyError::ClientBody => "proxy.client_body",
             ProxyError::LoginRejected(_) => "proxy.login_rejected",
             ProxyError::ReloginRequired => "proxy.relogin_required",
             ProxyError::NotFound(_) => "proxy.not_found",

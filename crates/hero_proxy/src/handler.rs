@@ -28,8 +28,7 @@ use crate::routes::{Policy, Route};
 use crate::session::{clear_cookie, set_cookie, Session, SESSION_COOKIE};
 use crate::upstream::ProxyBody;
 
-/// Cookie binding a login attempt to the browser that started it (login-CSRF defence).
-pub const LOGIN_COOKIE: &str = "__Host-hero_login";
+pub use crate::headers::LOGIN_COOKIE;
 
 fn full(body: impl Into<Bytes>) -> ProxyBody {
     Full::new(body.into())
@@ -78,11 +77,43 @@ fn query_map(q: Option<&str>) -> HashMap<String, String> {
     .unwrap_or_default()
 }
 
-fn host_of(h: &HeaderMap, uri: &http::Uri) -> Option<String> {
-    h.get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| uri.authority().map(|a| a.to_string()))
+/// 400 for a request the proxy refuses to interpret (see `target`): says what is wrong, nothing internal.
+fn bad_request(e: &dyn std::fmt::Display) -> Response<ProxyBody> {
+    tracing::debug!(error = %e, "bad request refused");
+    html(
+        StatusCode::BAD_REQUEST,
+        pages::plain(
+            "Bad request",
+            &format!("This address cannot be served: {e}."),
+        ),
+    )
+}
+
+/// The page for a failed upstream request. The person learns what happened in plain words; the address of the
+/// backend and the error chain go to the log only.
+fn upstream_failed(e: &ProxyError, route: &Route) -> Response<ProxyBody> {
+    tracing::warn!(route = %route.id, upstream = %route.upstream.describe(), code = e.code(), error = %e,
+        "upstream request failed");
+    match e {
+        ProxyError::ClientBody => html(
+            StatusCode::BAD_REQUEST,
+            pages::plain("Bad request", "The request's body was malformed or incomplete."),
+        ),
+        ProxyError::UpstreamTimeout(_) => html(
+            StatusCode::GATEWAY_TIMEOUT,
+            pages::plain(
+                "Not responding",
+                "The machine behind this address did not answer in time. It may be starting or busy; try again in a minute.",
+            ),
+        ),
+        _ => html(
+            StatusCode::BAD_GATEWAY,
+            pages::plain(
+                "Not reachable",
+                "The machine behind this address is not reachable right now. It may be starting or stopped; try again in a minute.",
+            ),
+        ),
+    }
 }
 
 fn internal(e: &ProxyError) -> Response<ProxyBody> {
@@ -103,17 +134,29 @@ impl App {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
-        match req.uri().path() {
-            "/oauth/login" => self.login(&req).await,
+        // One canonical target for everything below: dispatch, route matching and what the upstream receives.
+        let (path, pq) = match crate::target::canonical_path_and_query(req.uri()) {
+            Ok(t) => t,
+            Err(e) => return bad_request(&e),
+        };
+        let host = match crate::target::canonical_host(req.headers(), req.uri(), req.version()) {
+            Ok(h) => h,
+            Err(e) => return bad_request(&e),
+        };
+        match path.as_str() {
+            "/oauth/login" => self.login(&req, peer, host.as_deref()).await,
             "/oauth/callback" => self.callback(&req).await,
-            "/oauth/logout" => self.logout(&req),
+            "/oauth/logout" if req.method() == Method::POST => self.logout(&req, host.as_deref()),
+            "/oauth/logout" => html(StatusCode::OK, pages::confirm_logout()),
             p if p == PROXY_KEY_PATH => {
                 respond(StatusCode::OK, "application/json", self.jwks_body.clone())
             }
-            _ => self.proxy(req, peer).await,
+            _ => self.proxy(req, peer, host, &path, pq).await,
         }
     }
 
+    /// `public_url` unless the operator opted in to Host-derived URIs (`redirect_uri_from_host`; the Host is
+    /// strictly validated by then).
     fn redirect_uri(&self, host: Option<&str>) -> String {
         match &self.cfg.public_url {
             Some(u) => format!("{}/oauth/callback", u.trim_end_matches('/')),
@@ -125,7 +168,12 @@ impl App {
         }
     }
 
-    async fn login(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+    async fn login(
+        &self,
+        req: &Request<Incoming>,
+        peer: SocketAddr,
+        host: Option<&str>,
+    ) -> Response<ProxyBody> {
         let q = query_map(req.uri().query());
         let provider_id = q
             .get("provider")
@@ -141,7 +189,7 @@ impl App {
         let state = random_token(32);
         let nonce = random_token(32);
         let pk = pkce();
-        let redirect_uri = self.redirect_uri(host_of(req.headers(), req.uri()).as_deref());
+        let redirect_uri = self.redirect_uri(host);
         let url = match provider
             .authorize_url(
                 &redirect_uri,
@@ -171,13 +219,9 @@ impl App {
             return_to: safe_return_to(q.get("rd").map(String::as_str)),
             redirect_uri,
             created_at: now,
+            client: self.client_ip(req.headers(), peer.ip()),
         };
-        if !self.pending.insert(state.clone(), pending, now) {
-            return html(
-                StatusCode::SERVICE_UNAVAILABLE,
-                pages::error("Busy", "Too many sign-ins in progress; try again."),
-            );
-        }
+        self.pending.insert(state.clone(), pending, now);
         let mut r = redirect(StatusCode::FOUND, &url);
         add_cookie(
             &mut r,
@@ -196,6 +240,11 @@ impl App {
         let Some(state) = q.get("state") else {
             return bad("The sign-in response has no state.");
         };
+        // The browser binding is checked before the state is consumed: whoever opens a leaked callback URL
+        // without the login cookie must not burn the sign-in of the browser that started it.
+        if get_cookie(req.headers(), LOGIN_COOKIE) != Some(state.as_str()) {
+            return bad("This sign-in was started in another browser.");
+        }
         let pending = match self.pending.take(state, now) {
             Ok(p) => p,
             Err(StateError::Unknown) => {
@@ -203,9 +252,6 @@ impl App {
             }
             Err(StateError::Expired) => return bad("This sign-in attempt expired."),
         };
-        if get_cookie(req.headers(), LOGIN_COOKIE) != Some(state.as_str()) {
-            return bad("This sign-in was started in another browser.");
-        }
         if let Some(err) = q.get("error") {
             tracing::info!(error = %err, "provider returned an error to the callback");
             return bad("The identity provider refused the sign-in.");
@@ -261,6 +307,17 @@ impl App {
                 tracing::warn!(reason = why, "sign-in rejected");
                 bad("The sign-in could not be verified.")
             }
+            // The identity provider failing mid-login is its outage, not ours: 502 and a plain word.
+            Err(e @ ProxyError::Provider(_)) => {
+                tracing::warn!(code = e.code(), error = %e, "identity provider failed during sign-in");
+                html(
+                    StatusCode::BAD_GATEWAY,
+                    pages::error(
+                        "Sign-in unavailable",
+                        "The identity provider did not answer; try signing in again in a minute.",
+                    ),
+                )
+            }
             Err(e) => internal(&e),
         }
     }
@@ -279,7 +336,32 @@ impl App {
         self.store.sync_mapped_groups(user_id, &targets, &wanted)
     }
 
-    fn logout(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+    /// Signs out, by POST only and never from another site: a GET (a link, an image) any page can make the
+    /// browser send, so a plain GET logout lets any site sign the person out. A browser says where a POST comes
+    /// from (`Sec-Fetch-Site`, else `Origin`); one from another site is refused.
+    fn logout(&self, req: &Request<Incoming>, host: Option<&str>) -> Response<ProxyBody> {
+        let h = req.headers();
+        let site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        let same_origin = match (
+            site,
+            h.get(http::header::ORIGIN).and_then(|v| v.to_str().ok()),
+        ) {
+            (Some(s), _) => s == "same-origin" || s == "none",
+            (None, Some(origin)) => {
+                let ours = match &self.cfg.public_url {
+                    Some(u) => u.trim_end_matches('/').to_owned(),
+                    None => format!("{}://{}", self.cfg.public_scheme, host.unwrap_or("")),
+                };
+                origin.eq_ignore_ascii_case(&ours)
+            }
+            (None, None) => true,
+        };
+        if !same_origin {
+            return html(
+                StatusCode::FORBIDDEN,
+                pages::plain("Not signed out", "A sign-out must come from this site."),
+            );
+        }
         if let Some(c) = get_cookie(req.headers(), SESSION_COOKIE) {
             if let Err(e) = self.sessions.revoke(&crate::session::hash_id(c)) {
                 return internal(&e);
@@ -290,13 +372,13 @@ impl App {
         r
     }
 
-    fn unauthenticated(&self, req: &Request<Incoming>, clear: bool) -> Response<ProxyBody> {
+    fn unauthenticated(
+        &self,
+        req: &Request<Incoming>,
+        pq: &str,
+        clear: bool,
+    ) -> Response<ProxyBody> {
         let mut r = if req.method() == Method::GET || req.method() == Method::HEAD {
-            let pq = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
             let rd: String = url::form_urlencoded::byte_serialize(pq.as_bytes()).collect();
             redirect(StatusCode::FOUND, &format!("/oauth/login?rd={rd}"))
         } else {
@@ -314,19 +396,31 @@ impl App {
 
     async fn proxy(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: SocketAddr,
+        host: Option<String>,
+        path: &str,
+        pq: String,
     ) -> Response<ProxyBody> {
-        let host = host_of(req.headers(), req.uri());
         let route = {
             let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-            routes.find(host.as_deref(), req.uri().path())
+            routes.find(host.as_deref(), path)
         };
+        // The upstream gets exactly the target the route was chosen for.
+        if req.uri().path_and_query().map(|p| p.as_str()) != Some(pq.as_str()) {
+            match http::Uri::try_from(pq.as_str()) {
+                Ok(u) => *req.uri_mut() = u,
+                Err(_) => return bad_request(&"the request target is not a valid URI"),
+            }
+        }
         let Some(route) = route else {
-            return respond(
+            // An address nothing is served at (a machine never made, or decommissioned): say so plainly.
+            return html(
                 StatusCode::NOT_FOUND,
-                "text/plain; charset=utf-8",
-                "no route\n",
+                pages::plain(
+                    "No such machine",
+                    "Nothing is served at this address. If you were given this link, the machine behind it may have been removed; ask whoever sent it.",
+                ),
             );
         };
         let now = self.clock.now();
@@ -339,7 +433,7 @@ impl App {
         let had_cookie = get_cookie(req.headers(), SESSION_COOKIE).is_some();
         let session = match (&route.policy, session) {
             (Policy::Public, s) => s,
-            (_, None) => return self.unauthenticated(&req, had_cookie),
+            (_, None) => return self.unauthenticated(&req, &pq, had_cookie),
             (_, Some(s)) => Some(s),
         };
         if let Some(s) = &session {
@@ -352,7 +446,7 @@ impl App {
                             if let Err(e) = self.sessions.revoke_user(s.user.id, false) {
                                 return internal(&e);
                             }
-                            return self.unauthenticated(&req, true);
+                            return self.unauthenticated(&req, &pq, true);
                         }
                         Err(e) => {
                             tracing::warn!(code = e.code(), error = %e, "token refresh failed; continuing")
@@ -368,7 +462,11 @@ impl App {
                         Ok(l) => l,
                         Err(e) => return internal(&e),
                     };
-                    if App::admin_allowed(&list, &s.user.forge_username, &s.claims) {
+                    let allowed = match self.admin_allowed(&list, &s.user, &s.claims) {
+                        Ok(a) => a,
+                        Err(e) => return internal(&e),
+                    };
+                    if allowed {
                         if !s.admin_granted {
                             if let Err(e) = self.sessions.mark_admin_granted(&s.id_hash) {
                                 return internal(&e);
@@ -382,14 +480,14 @@ impl App {
                         }
                         return html(
                             StatusCode::FORBIDDEN,
-                            pages::forbidden(&s.user.forge_username, "the administration pages"),
+                            pages::forbidden(s.user.display_name(), "the administration pages"),
                         );
                     }
                 }
                 Policy::Claim(rule) if !rule.matches_any(s.claims.iter()) => {
                     return html(
                         StatusCode::FORBIDDEN,
-                        pages::forbidden(&s.user.forge_username, "this page"),
+                        pages::forbidden(s.user.display_name(), "this page"),
                     );
                 }
                 _ => {}
@@ -414,19 +512,23 @@ impl App {
         h.insert(X_HERO_PROVIDER, v(&s.user.provider)?);
         h.insert(X_HERO_EXTERNAL_ID, v(&s.user.external_id)?);
         h.insert(X_HERO_CLAIMS, s.claims_header.clone());
-        if let Some(c) = &route.context {
+        // The stack's convention: the context is the signed-in user's integer id from their record.
+        let ctx = s.user.context.map(|c| c.to_string());
+        if let Some(c) = &ctx {
             h.insert(X_HERO_CONTEXT, v(c)?);
         }
         let ttl = self.cfg.assertion_ttl_secs;
         let assertion = {
             let mut cache = s.assertions.lock().unwrap_or_else(|e| e.into_inner());
-            match cache.get(&route.context) {
+            match cache.get(&route.id) {
                 Some((val, exp)) if *exp > now + ttl / 5 => val.clone(),
                 _ => {
                     let payload = AssertionPayload {
                         iss: ASSERTION_ISSUER.into(),
+                        // Bound to this route: no other backend can replay it (hero_identity checks `aud`).
+                        aud: route.id.clone(),
                         sub: s.user.username.clone(),
-                        ctx: route.context.clone(),
+                        ctx: ctx.clone(),
                         claims: s.claims.as_ref().clone(),
                         prv: s.user.provider.clone(),
                         xid: s.user.external_id.clone(),
@@ -434,7 +536,7 @@ impl App {
                         exp: now + ttl,
                     };
                     let val = v(&self.signer.sign(&payload))?;
-                    cache.insert(route.context.clone(), (val.clone(), now + ttl));
+                    cache.insert(route.id.clone(), (val.clone(), now + ttl));
                     val
                 }
             }
@@ -466,7 +568,8 @@ impl App {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, body) = req.into_parts();
         let h = &mut parts.headers;
-        let upgrade = remove_hop_by_hop(h);
+        // WebSocket is opened with GET only (RFC 6455 §4.1); any other method is a plain request.
+        let upgrade = remove_hop_by_hop(h).filter(|_| parts.method == Method::GET);
         strip_reserved(h);
         set_forwarded(
             h,
@@ -476,6 +579,10 @@ impl App {
             host,
         );
         remove_session_cookie(h);
+        // The backend sees the host the route was chosen for, spelled one way.
+        if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            h.insert(HOST, v);
+        }
         if let Some(s) = session {
             if let Err(e) = self.inject(h, route, s, now).await {
                 return internal(&e);
@@ -486,20 +593,32 @@ impl App {
             h.insert(UPGRADE, u.clone());
         }
         parts.version = http::Version::HTTP_11;
-        let mut resp = match route.upstream.send(Request::from_parts(parts, body)).await {
+        let timeout = std::time::Duration::from_secs(self.cfg.upstream_timeout_secs);
+        let mut resp = match route
+            .upstream
+            .send(Request::from_parts(parts, body), timeout)
+            .await
+        {
             Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(upstream = %route.upstream.describe(), error = %e, "upstream unreachable");
+            Err(e) => return upstream_failed(&e, route),
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // A switch nobody asked for, or to another protocol than the one allowed, is never piped.
+            let agreed = upgrade.is_some()
+                && resp
+                    .headers()
+                    .get(UPGRADE)
+                    .is_some_and(crate::headers::is_allowed_upgrade);
+            if !agreed {
+                tracing::warn!(upstream = %route.upstream.describe(), "upstream switched protocols unasked; refused");
                 return html(
                     StatusCode::BAD_GATEWAY,
-                    pages::error(
+                    pages::plain(
                         "Bad gateway",
-                        "The service behind this address is not responding.",
+                        "The service behind this address answered in a way the proxy does not pass on.",
                     ),
                 );
             }
-        };
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some() {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
@@ -517,6 +636,7 @@ impl App {
             return Response::from_parts(parts, full(Bytes::new()));
         }
         remove_hop_by_hop(resp.headers_mut());
+        crate::headers::remove_proxy_set_cookies(resp.headers_mut());
         resp.map(|b| b.boxed())
     }
 }

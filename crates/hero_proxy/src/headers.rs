@@ -8,12 +8,12 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, UPGRADE};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, SET_COOKIE, UPGRADE};
 
 use crate::session::SESSION_COOKIE;
 
 /// Hop-by-hop headers that never cross the proxy (besides those named in `Connection`).
-const HOP_BY_HOP: [&str; 8] = [
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -22,10 +22,28 @@ const HOP_BY_HOP: [&str; 8] = [
     "transfer-encoding",
     "upgrade",
     "proxy-authorization",
+    "http2-settings",
 ];
 
-/// Removes hop-by-hop headers. Returns the `Upgrade` value if this is an upgrade request (WebSocket), which the
-/// caller re-adds to the upstream request together with `Connection: upgrade`.
+/// The one protocol a client may switch to through the proxy.
+///
+/// Why an allow-list: after a `101` the proxy only pipes bytes, so whatever protocol runs inside the tunnel is
+/// beyond routing, policy and header stripping. WebSocket frames carry no requests, so a WebSocket tunnel stays
+/// bound to the one request that was checked. An `h2c` tunnel (or any other protocol) would carry new requests,
+/// with client-chosen paths and `x-hero-*` headers, straight to the backend. So only a single `websocket` token
+/// (case-insensitive, as RFC 6455 says) is let through; anything else is forwarded as a plain request without
+/// `Upgrade`, which is what nginx does by default.
+pub const ALLOWED_UPGRADE: &str = "websocket";
+
+/// True if `v` is exactly one `Upgrade` token equal to [`ALLOWED_UPGRADE`] (no list, no version suffix).
+pub fn is_allowed_upgrade(v: &HeaderValue) -> bool {
+    v.to_str()
+        .is_ok_and(|s| s.trim().eq_ignore_ascii_case(ALLOWED_UPGRADE))
+}
+
+/// Removes hop-by-hop headers. Returns the `Upgrade` value if this is an upgrade to an allowed protocol (see
+/// [`ALLOWED_UPGRADE`]: one `Upgrade` header, `websocket`), which the caller re-adds to the upstream request
+/// together with `Connection: upgrade`; any other upgrade is dropped with the other hop-by-hop headers.
 pub fn remove_hop_by_hop(h: &mut HeaderMap) -> Option<HeaderValue> {
     let mut listed: Vec<String> = Vec::new();
     let mut wants_upgrade = false;
@@ -40,10 +58,10 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) -> Option<HeaderValue> {
             }
         }
     }
-    let upgrade = if wants_upgrade {
-        h.get(UPGRADE).cloned()
-    } else {
-        None
+    let mut offered = h.get_all(UPGRADE).iter();
+    let upgrade = match (wants_upgrade, offered.next(), offered.next()) {
+        (true, Some(v), None) if is_allowed_upgrade(v) => Some(v.clone()),
+        _ => None,
     };
     for name in listed {
         if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
@@ -145,21 +163,54 @@ fn is_forwarding_header(name: &str) -> bool {
     starts(name, "x-forwarded-") || eq(name, "forwarded") || eq(name, "x-real-ip")
 }
 
-/// Removes the proxy's session cookie from `Cookie` headers, keeping the others.
+/// The proxy's own cookies: backends never see them and can never set them.
+pub const PROXY_COOKIES: [&str; 2] = [SESSION_COOKIE, LOGIN_COOKIE];
+
+/// Cookie binding a login attempt to the browser that started it (login-CSRF defence).
+pub const LOGIN_COOKIE: &str = "__Host-hero_login";
+
+fn is_proxy_cookie(name: &str) -> bool {
+    let name = name.trim();
+    PROXY_COOKIES.iter().any(|c| c.eq_ignore_ascii_case(name))
+}
+
+/// Removes `Set-Cookie` lines naming one of [`PROXY_COOKIES`] from an upstream's response: a backend (or whoever
+/// controls one) must not be able to plant or clear a session or a login binding in the person's browser.
+pub fn remove_proxy_set_cookies(h: &mut HeaderMap) {
+    if !h.contains_key(SET_COOKIE) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = h
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            let s = String::from_utf8_lossy(v.as_bytes());
+            !is_proxy_cookie(s.split(['=', ';']).next().unwrap_or(""))
+        })
+        .cloned()
+        .collect();
+    h.remove(SET_COOKIE);
+    for v in kept {
+        h.append(SET_COOKIE, v);
+    }
+}
+
+/// Removes the proxy's cookies ([`PROXY_COOKIES`]) from `Cookie` headers, keeping the others.
 pub fn remove_session_cookie(h: &mut HeaderMap) {
     let values: Vec<HeaderValue> = h.get_all(COOKIE).iter().cloned().collect();
     if values.is_empty() {
         return;
     }
     h.remove(COOKIE);
-    let prefix = format!("{SESSION_COOKIE}=");
     let mut kept: Vec<String> = Vec::new();
     for v in values {
         if let Ok(s) = v.to_str() {
             kept.extend(
                 s.split(';')
                     .map(str::trim)
-                    .filter(|c| !c.is_empty() && !c.starts_with(&prefix))
+                    .filter(|c| {
+                        !c.is_empty() && !is_proxy_cookie(c.split('=').next().unwrap_or(""))
+                    })
                     .map(str::to_owned),
             );
         }
@@ -211,6 +262,26 @@ mod tests {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert_eq!(remove_hop_by_hop(&mut h).unwrap(), "websocket");
         assert!(h.is_empty());
+        for refused in [
+            &[
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", "h2c"),
+                ("http2-settings", "AA"),
+            ][..],
+            &[("connection", "upgrade"), ("upgrade", "websocket, h2c")],
+            &[("connection", "upgrade"), ("upgrade", "h2c, websocket")],
+            &[
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("upgrade", "h2c"),
+            ],
+            &[("connection", "upgrade"), ("upgrade", "TLS/1.0")],
+            &[("upgrade", "websocket")],
+        ] {
+            let mut h = map(refused);
+            assert!(remove_hop_by_hop(&mut h).is_none(), "{refused:?}");
+            assert!(h.is_empty(), "{refused:?}");
+        }
     }
 
     #[test]
@@ -248,6 +319,22 @@ mod tests {
         set_forwarded(&mut h, peer, &[peer], "https", Some("edge"));
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn proxy_cookies_cross_in_neither_direction() {
+        let mut h = map(&[
+            ("set-cookie", "__Host-hero_session=planted; Path=/; Secure"),
+            ("set-cookie", "__host-hero_login=x"),
+            ("set-cookie", " __Host-hero_session =y"),
+            ("set-cookie", "app=1; Path=/"),
+        ]);
+        remove_proxy_set_cookies(&mut h);
+        assert_eq!(h.get_all(SET_COOKIE).iter().count(), 1);
+        assert_eq!(h[SET_COOKIE], "app=1; Path=/");
+        let mut h = map(&[("cookie", "__Host-hero_login=STATE; a=1")]);
+        remove_session_cookie(&mut h);
+        assert_eq!(h[COOKIE], "a=1");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod rpc;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod target;
 pub mod tls;
 pub mod upstream;
 pub mod vault;

@@ -1,13 +1,11 @@
 //! Login attempts in flight: `state` → (provider, nonce, PKCE verifier, return-to), single-use, with a TTL sweep.
 //! And the return-to rule: only same-origin relative paths, so the login flow can't be used as an open redirect.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use zeroize::Zeroizing;
-
-/// Cap on logins in flight, so unauthenticated `/oauth/login` floods can't grow memory without bound.
-const MAX_PENDING: usize = 10_000;
 
 /// One login in flight.
 pub struct PendingLogin {
@@ -23,6 +21,8 @@ pub struct PendingLogin {
     pub redirect_uri: String,
     /// Creation time.
     pub created_at: u64,
+    /// The client that started it (see `App::client_ip`).
+    pub client: IpAddr,
 }
 
 /// Why a callback's state was refused.
@@ -34,37 +34,101 @@ pub enum StateError {
     Expired,
 }
 
+#[derive(Default)]
+struct Table {
+    map: HashMap<String, PendingLogin>,
+    /// States per client, oldest first.
+    by_client: HashMap<IpAddr, VecDeque<String>>,
+}
+
+impl Table {
+    fn remove(&mut self, state: &str) -> Option<PendingLogin> {
+        let p = self.map.remove(state)?;
+        if let Some(q) = self.by_client.get_mut(&p.client) {
+            q.retain(|s| s != state);
+            if q.is_empty() {
+                self.by_client.remove(&p.client);
+            }
+        }
+        Some(p)
+    }
+
+    fn sweep(&mut self, ttl: u64, now: u64) -> usize {
+        let before = self.map.len();
+        self.map.retain(|_, v| v.created_at + ttl > now);
+        let map = &self.map;
+        self.by_client.retain(|_, q| {
+            q.retain(|s| map.contains_key(s));
+            !q.is_empty()
+        });
+        before - self.map.len()
+    }
+}
+
 /// The in-flight table (in memory: a restart only costs logins that were mid-flight).
+///
+/// Why bounded per client, by eviction rather than refusal: `/oauth/login` is unauthenticated, so a flood must
+/// not grow memory, and refusing when full (as a global cap alone does) hands the flood a lock-out of every real
+/// sign-in for the state TTL. Here a client holds at most `per_client` logins (its oldest is dropped for a new
+/// one), and when the whole table is full the oldest login of the client holding the most is dropped. A flood from
+/// one address therefore only ever churns its own entries; to push out someone else's login an attacker needs
+/// more addresses than the table has room for per address. Behind a gateway set `trusted_proxies`, or every
+/// visitor is one client.
 pub struct PendingLogins {
     ttl: u64,
-    map: Mutex<HashMap<String, PendingLogin>>,
+    max: usize,
+    per_client: usize,
+    table: Mutex<Table>,
 }
 
 impl PendingLogins {
-    /// With a TTL in seconds.
-    pub fn new(ttl: u64) -> PendingLogins {
+    /// With a TTL in seconds, a cap on the table and a cap per client (both at least 1).
+    pub fn new(ttl: u64, max: usize, per_client: usize) -> PendingLogins {
         PendingLogins {
             ttl,
-            map: Mutex::new(HashMap::new()),
+            max: max.max(1),
+            per_client: per_client.max(1),
+            table: Mutex::new(Table::default()),
         }
     }
 
-    /// Stores a login under `state`, sweeping expired entries first. `false` if the table is full.
-    pub fn insert(&self, state: String, p: PendingLogin, now: u64) -> bool {
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let ttl = self.ttl;
-        m.retain(|_, v| v.created_at + ttl > now);
-        if m.len() >= MAX_PENDING {
-            return false;
+    /// Stores a login under `state`, evicting as described on the type (never refuses).
+    pub fn insert(&self, state: String, p: PendingLogin, now: u64) {
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let client = p.client;
+        while t.by_client.get(&client).map_or(0, VecDeque::len) >= self.per_client {
+            let Some(old) = t.by_client.get_mut(&client).and_then(VecDeque::pop_front) else {
+                break;
+            };
+            t.map.remove(&old);
         }
-        m.insert(state, p);
-        true
+        if t.map.len() >= self.max {
+            t.sweep(self.ttl, now);
+        }
+        while t.map.len() >= self.max {
+            let heaviest = t
+                .by_client
+                .iter()
+                .max_by_key(|(_, q)| q.len())
+                .and_then(|(_, q)| q.front().cloned());
+            match heaviest {
+                Some(old) => {
+                    t.remove(&old);
+                }
+                None => break,
+            }
+        }
+        t.by_client
+            .entry(client)
+            .or_default()
+            .push_back(state.clone());
+        t.map.insert(state, p);
     }
 
     /// Removes and returns the login for `state` (single use: a replay finds nothing).
     pub fn take(&self, state: &str, now: u64) -> Result<PendingLogin, StateError> {
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let p = m.remove(state).ok_or(StateError::Unknown)?;
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let p = t.remove(state).ok_or(StateError::Unknown)?;
         if p.created_at + self.ttl <= now {
             return Err(StateError::Expired);
         }
@@ -73,16 +137,17 @@ impl PendingLogins {
 
     /// Drops expired entries (also run periodically).
     pub fn sweep(&self, now: u64) -> usize {
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let before = m.len();
-        let ttl = self.ttl;
-        m.retain(|_, v| v.created_at + ttl > now);
-        before - m.len()
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        t.sweep(self.ttl, now)
     }
 
     /// Number in flight.
     pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map
+            .len()
     }
 
     /// True if none in flight.
@@ -115,6 +180,10 @@ mod tests {
     use super::*;
 
     fn p(now: u64) -> PendingLogin {
+        from(now, [127, 0, 0, 1])
+    }
+
+    fn from(now: u64, ip: [u8; 4]) -> PendingLogin {
         PendingLogin {
             provider: "forge".into(),
             nonce: "n".into(),
@@ -122,20 +191,43 @@ mod tests {
             return_to: "/".into(),
             redirect_uri: "r".into(),
             created_at: now,
+            client: IpAddr::from(ip),
         }
     }
 
     #[test]
     fn single_use_and_ttl() {
-        let t = PendingLogins::new(600);
-        assert!(t.insert("s".into(), p(1000), 1000));
+        let t = PendingLogins::new(600, 100, 10);
+        t.insert("s".into(), p(1000), 1000);
         assert!(t.take("s", 1001).is_ok());
         assert_eq!(t.take("s", 1001).err(), Some(StateError::Unknown));
-        assert!(t.insert("old".into(), p(1000), 1000));
+        t.insert("old".into(), p(1000), 1000);
         assert_eq!(t.take("old", 1600).err(), Some(StateError::Expired));
-        assert!(t.insert("x".into(), p(1000), 1000));
+        t.insert("x".into(), p(1000), 1000);
         assert_eq!(t.sweep(1700), 1);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_flood_from_one_client_never_evicts_another_clients_login() {
+        let t = PendingLogins::new(600, 20, 4);
+        t.insert("victim".into(), from(1000, [10, 0, 0, 1]), 1000);
+        for (name, ip) in [("one address", [6u8, 6, 6, 6]), ("five", [6, 6, 6, 0])] {
+            for i in 0..1000u32 {
+                let mut ip = ip;
+                if name == "five" {
+                    ip[3] = (i % 5) as u8;
+                }
+                t.insert(format!("{name}{i}"), from(1000, ip), 1000);
+            }
+            assert!(t.len() <= 20, "{name}");
+        }
+        assert!(
+            t.take("victim", 1001).is_ok(),
+            "the victim's login survived"
+        );
+        // The flood's newest logins still work: nobody is refused.
+        assert!(t.take("five999", 1001).is_ok());
     }
 
     #[test]

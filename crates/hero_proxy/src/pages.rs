@@ -31,9 +31,10 @@ pub fn forbidden(account: &str, what: &str) -> String {
         "Access denied",
         &format!(
             "<p>You are signed in as <strong>{}</strong>, which is not allowed to open {}.</p>\
-             <p>Ask an administrator for access, or <a href=\"/oauth/logout\">sign out</a> and use another account.</p>",
+             <p>Ask an administrator for access, or sign out and use another account.</p>{}",
             escape(account),
-            escape(what)
+            escape(what),
+            LOGOUT_FORM
         ),
     )
 }
@@ -46,6 +47,23 @@ pub fn error(title: &str, message: &str) -> String {
             "<p>{}</p><p><a href=\"/oauth/login\">Sign in again</a></p>",
             escape(message)
         ),
+    )
+}
+
+/// A page that only explains (bad requests, unreachable services): no sign-in link, nothing internal.
+pub fn plain(title: &str, message: &str) -> String {
+    page(title, &format!("<p>{}</p>", escape(message)))
+}
+
+/// Signing out is a POST (see `App::logout`).
+const LOGOUT_FORM: &str =
+    "<form method=\"post\" action=\"/oauth/logout\"><button type=\"submit\">Sign out</button></form>";
+
+/// What `GET /oauth/logout` shows: a button, because a GET must not change anything.
+pub fn confirm_logout() -> String {
+    page(
+        "Sign out",
+        &format!("<p>Sign out of this site?</p>{LOGOUT_FORM}"),
     )
 }
 

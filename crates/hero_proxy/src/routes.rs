@@ -64,8 +64,6 @@ pub struct Route {
     pub upstream: Upstream,
     /// Who may pass.
     pub policy: Policy,
-    /// `X-Hero-Context`.
-    pub context: Option<String>,
     /// `X-Hero-Forge-Token` pass-through.
     pub pass_token: bool,
 }
@@ -104,13 +102,18 @@ impl Route {
                 "route id {id:?} must be 1-128 characters without spaces or control characters"
             )));
         }
+        if c.context.is_some() {
+            return Err(ProxyError::Config(format!(
+                "route {id:?}: a route has no context any more; X-Hero-Context is the signed-in user's \
+                 context id (set with users.set_context)"
+            )));
+        }
         Ok(Route {
             id,
             host,
             path,
             upstream: Upstream::parse(&c.upstream)?,
             policy: Policy::parse(&c.policy)?,
-            context: c.context.clone(),
             pass_token: c.pass_token,
         })
     }
@@ -123,12 +126,17 @@ impl Route {
             path: self.path.clone(),
             upstream: self.upstream.describe(),
             policy: self.policy.to_string(),
-            context: self.context.clone(),
+            context: None,
             pass_token: self.pass_token,
         }
     }
 
+    /// Segment-boundary prefix match on a canonical path (`target::canonical_path`); the root route matches
+    /// every path, and only paths: a target that is not one never reaches here, and `/` is not a wildcard for it.
     fn path_matches(&self, path: &str) -> bool {
+        if !path.starts_with('/') {
+            return false;
+        }
         self.path == "/"
             || path == self.path
             || path
@@ -214,6 +222,9 @@ mod tests {
             Policy::Admin
         );
         assert_eq!(t.find(None, "/api").unwrap().policy, Policy::Sso);
+        for not_a_path in ["*", "", "api", "localhost:80"] {
+            assert!(t.find(Some("a.x"), not_a_path).is_none(), "{not_a_path:?}");
+        }
     }
 
     #[test]

@@ -31,6 +31,11 @@ const METHODS: &[(&str, &str, &[&str])] = &[
         &["username", "admin"],
     ),
     (
+        "users.set_context",
+        "Set the user's context id (X-Hero-Context; integer, or null to clear); applies on the next request",
+        &["username", "context"],
+    ),
+    (
         "users.set_disabled",
         "Disable (revokes sessions) or enable a user",
         &["username", "disabled"],
@@ -86,7 +91,7 @@ const METHODS: &[(&str, &str, &[&str])] = &[
     (
         "routes.set",
         "Add or replace a route by id (persisted; wins over the config file; applies on the next request)",
-        &["id", "host", "path", "upstream", "policy", "context", "pass_token"],
+        &["id", "host", "path", "upstream", "policy", "pass_token"],
     ),
     (
         "routes.remove",
@@ -128,8 +133,12 @@ pub fn openrpc_document() -> Value {
                 "paramStructure": "by-name",
                 "params": params.iter().map(|p| json!({
                     "name": p,
-                    "required": !matches!(*p, "client_secret" | "scope" | "host" | "context" | "pass_token"),
-                    "schema": { "type": match *p { "admin" | "disabled" | "pass_token" => "boolean", _ => "string" } }
+                    "required": !matches!(*p, "client_secret" | "scope" | "host" | "pass_token"),
+                    "schema": { "type": match *p {
+                        "admin" | "disabled" | "pass_token" => json!("boolean"),
+                        "context" => json!(["integer", "null"]),
+                        _ => json!("string"),
+                    } }
                 })).collect::<Vec<_>>(),
                 "result": { "name": "result", "schema": {} }
             })
@@ -180,6 +189,18 @@ pub async fn call(app: &App, method: &str, p: &Value) -> Result<Value> {
             let u = user(app, p)?;
             let admin = p_bool(p, "admin")?;
             s.set_admin(u.id, admin)?;
+            changed(json!(true))
+        }
+        "users.set_context" => {
+            let u = user(app, p)?;
+            let context = match p.get("context") {
+                Some(Value::Null) => None,
+                Some(v) => Some(v.as_i64().ok_or_else(|| {
+                    ProxyError::Invalid("param context must be an integer or null".into())
+                })?),
+                None => return Err(ProxyError::Invalid("missing param context".into())),
+            };
+            s.set_context(u.id, context)?;
             changed(json!(true))
         }
         "users.set_disabled" => {
@@ -259,7 +280,7 @@ pub async fn call(app: &App, method: &str, p: &Value) -> Result<Value> {
                 .iter()
                 .map(|r| json!({
                     "id": r.id, "host": r.host, "path": r.path, "upstream": r.upstream.describe(),
-                    "policy": r.policy.to_string(), "context": r.context, "pass_token": r.pass_token
+                    "policy": r.policy.to_string(), "pass_token": r.pass_token
                 }))
                 .collect::<Vec<_>>()))
         }
@@ -283,7 +304,7 @@ pub async fn call(app: &App, method: &str, p: &Value) -> Result<Value> {
                 path: p_str(p, "path")?.to_owned(),
                 upstream: p_str(p, "upstream")?.to_owned(),
                 policy: p_str(p, "policy")?.to_owned(),
-                context: opt_str("context")?,
+                context: opt_str("context")?, // refused by Route::from_config with the reason
                 pass_token,
             })?;
             Ok(json!({ "id": r.id }))

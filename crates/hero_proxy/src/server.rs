@@ -3,7 +3,10 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hero_secrets::SecretStore;
@@ -169,21 +172,115 @@ async fn serve(
     }
 }
 
-/// One HTTP/1.1 connection (keep-alive, upgrades) over plain TCP or TLS.
+/// One HTTP/1.1 connection (keep-alive, upgrades) over plain TCP or TLS, with every wait bounded:
+/// * the request head must arrive within `header_read_timeout_secs` (hyper only enforces this with a timer set:
+///   without one its default silently does nothing), which also bounds a kept-alive connection between requests;
+/// * a connection on which nothing moves for `idle_timeout_secs` is closed (a body trickled in and stopped, a
+///   client that stopped reading its response): [`ActivityIo`] counts reads and writes, and a watchdog closes the
+///   connection when the count has not changed over one whole period;
+/// * waits on upstreams are bounded in `Upstream::send`.
+///
+/// A WebSocket tunnel leaves this function at its 101 and is not subject to the idle rule (its idle periods are
+/// the application's, kept alive by its own pings).
 async fn serve_connection<I>(app: Arc<App>, io: I, peer: SocketAddr)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let header_timeout = Duration::from_secs(app.cfg.header_read_timeout_secs);
+    let idle = Duration::from_secs(app.cfg.idle_timeout_secs);
     let svc = service_fn(move |req| {
         let app = app.clone();
         async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
     });
-    if let Err(e) = http1::Builder::new()
+    let activity = Arc::new(AtomicU64::new(0));
+    let io = ActivityIo {
+        inner: io,
+        activity: activity.clone(),
+    };
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades()
-        .await
-    {
-        tracing::debug!(error = %e, "connection ended with an error");
+        .with_upgrades();
+    tokio::pin!(conn);
+    let mut seen = activity.load(Ordering::Relaxed);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
+    loop {
+        tokio::select! {
+            r = &mut conn => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = tick.tick() => {
+                let now = activity.load(Ordering::Relaxed);
+                if now == seen {
+                    tracing::debug!(%peer, "idle connection closed");
+                    return;
+                }
+                seen = now;
+            }
+        }
+    }
+}
+
+/// Counts reads and writes that moved bytes, for the idle watchdog of [`serve_connection`].
+struct ActivityIo<I> {
+    inner: I,
+    activity: Arc<AtomicU64>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for ActivityIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() != before {
+            self.activity.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for ActivityIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

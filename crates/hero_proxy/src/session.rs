@@ -37,8 +37,8 @@ pub fn clear_cookie() -> String {
     format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax")
 }
 
-/// Signed assertions of one session per route context, with their expiry (re-signed when close to it).
-pub type AssertionCache = Arc<Mutex<HashMap<Option<String>, (HeaderValue, u64)>>>;
+/// Signed assertions of one session per audience (route id), with their expiry (re-signed when close to it).
+pub type AssertionCache = Arc<Mutex<HashMap<String, (HeaderValue, u64)>>>;
 
 /// A live session as the request path sees it.
 #[derive(Clone)]
@@ -60,7 +60,7 @@ pub struct Session {
     /// Passed an admin check.
     pub admin_granted: bool,
     generation: u64,
-    /// Signed assertions per route context, with their expiry.
+    /// Signed assertions per audience, with their expiry.
     pub assertions: AssertionCache,
 }
 

@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS users(
   is_admin INTEGER NOT NULL DEFAULT 0,
   disabled INTEGER NOT NULL DEFAULT 0,
   created_at INTEGER NOT NULL,
+  context INTEGER,
   UNIQUE(provider, external_id));
 CREATE TABLE IF NOT EXISTS sessions(
   id_hash TEXT PRIMARY KEY,
@@ -57,6 +58,8 @@ CREATE TABLE IF NOT EXISTS routes(
   context TEXT, pass_token INTEGER NOT NULL,
   source TEXT NOT NULL CHECK(source IN ('config','rpc')),
   removed INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS admin_bindings(
+  forge_username TEXT PRIMARY KEY, provider TEXT NOT NULL, external_id TEXT NOT NULL, bound_at INTEGER NOT NULL);
 INSERT OR IGNORE INTO groups(name) VALUES ('admin');
 "#;
 
@@ -77,6 +80,20 @@ pub struct User {
     pub is_admin: bool,
     /// Disabled users cannot log in and lose their sessions.
     pub disabled: bool,
+    /// The stack's context id for this user (`X-Hero-Context`), set over the admin RPC; none until set.
+    pub context: Option<i64>,
+}
+
+impl User {
+    /// The name to show the person: their provider login, or the local name once that login moved to another
+    /// account.
+    pub fn display_name(&self) -> &str {
+        if self.forge_username.is_empty() {
+            &self.username
+        } else {
+            &self.forge_username
+        }
+    }
 }
 
 /// A session row (keyed by the hash of the cookie value).
@@ -121,10 +138,12 @@ fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         forge_username: r.get(4)?,
         is_admin: r.get(5)?,
         disabled: r.get(6)?,
+        context: r.get(7)?,
     })
 }
 
-const USER_COLS: &str = "id, username, provider, external_id, forge_username, is_admin, disabled";
+const USER_COLS: &str =
+    "id, username, provider, external_id, forge_username, is_admin, disabled, context";
 
 /// Local username candidate from `preferred_username`: lower-case, `[a-z0-9_-]`, starts alphanumeric, ≤ 32 chars.
 pub fn sanitize_username(preferred: &str) -> String {
@@ -169,6 +188,15 @@ impl Store {
 
     fn init(conn: Connection) -> Result<Store> {
         conn.execute_batch(SCHEMA)?;
+        // Databases made before `users.context` existed get the column (NULL: no context until set).
+        let has_context: bool = conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM pragma_table_info('users') WHERE name = 'context')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_context {
+            conn.execute_batch("ALTER TABLE users ADD COLUMN context INTEGER")?;
+        }
         let s = Store {
             conn: Mutex::new(conn),
         };
@@ -253,6 +281,7 @@ impl Store {
         preferred: &str,
         now: u64,
     ) -> Result<User> {
+        self.release_forge_username(provider, external_id, preferred)?;
         if let Some(u) = self.user_by_external(provider, external_id)? {
             if u.forge_username != preferred {
                 self.c().execute(
@@ -298,6 +327,75 @@ impl Store {
             .ok_or_else(|| ProxyError::NotFound(format!("user {id}")))
     }
 
+    /// A provider's login names are unique at any moment, so the account that just proved `login` owns it: any
+    /// other row of the same provider still carrying it (an account renamed, or deleted and recreated under the
+    /// same name) loses it, and with it whatever the admin allowlist granted by name. Returns how many rows.
+    fn release_forge_username(
+        &self,
+        provider: &str,
+        external_id: &str,
+        login: &str,
+    ) -> Result<usize> {
+        Ok(self.c().execute(
+            "UPDATE users SET forge_username = '' WHERE provider = ?1 AND external_id <> ?2
+             AND forge_username = ?3 COLLATE NOCASE",
+            params![provider, external_id, login],
+        )?)
+    }
+
+    /// Binds an allowlisted login name to the account first admitted under it; `true` if `(provider,
+    /// external_id)` is that account. A later account with the same name (deleted and recreated on the Forge)
+    /// is refused until the name leaves the allowlist and comes back ([`Store::prune_admin_bindings`]).
+    pub fn bind_admin(
+        &self,
+        login: &str,
+        provider: &str,
+        external_id: &str,
+        now: u64,
+    ) -> Result<bool> {
+        let c = self.c();
+        c.execute(
+            "INSERT OR IGNORE INTO admin_bindings(forge_username, provider, external_id, bound_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![login, provider, external_id, now as i64],
+        )?;
+        let (p, x): (String, String) = c.query_row(
+            "SELECT provider, external_id FROM admin_bindings WHERE forge_username = ?1",
+            [login],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(p == provider && x == external_id)
+    }
+
+    /// Forgets the bindings of names no longer on the allowlist (so removing and re-adding a name re-binds it).
+    pub fn prune_admin_bindings(&self, keep: &BTreeSet<String>) -> Result<usize> {
+        let c = self.c();
+        let names: Vec<String> = c
+            .prepare("SELECT forge_username FROM admin_bindings")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut n = 0;
+        for name in names.iter().filter(|n| !keep.contains(*n)) {
+            n += c.execute(
+                "DELETE FROM admin_bindings WHERE forge_username = ?1",
+                [name],
+            )?;
+        }
+        Ok(n)
+    }
+
+    /// The current bindings `(login, provider, external_id)`, for the admin RPC.
+    pub fn admin_bindings(&self) -> Result<Vec<(String, String, String)>> {
+        let c = self.c();
+        let mut st = c.prepare(
+            "SELECT forge_username, provider, external_id FROM admin_bindings ORDER BY forge_username",
+        )?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     /// Sets `is_admin` and the `admin` group membership together.
     pub fn set_admin(&self, user_id: i64, admin: bool) -> Result<()> {
         let mut c = self.c();
@@ -321,6 +419,18 @@ impl Store {
             )?;
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Sets (or clears) the user's context id.
+    pub fn set_context(&self, user_id: i64, context: Option<i64>) -> Result<()> {
+        let n = self.c().execute(
+            "UPDATE users SET context = ?1 WHERE id = ?2",
+            params![context, user_id],
+        )?;
+        if n == 0 {
+            return Err(ProxyError::NotFound(format!("user {user_id}")));
+        }
         Ok(())
     }
 

@@ -127,8 +127,13 @@ impl Upstream {
         }
     }
 
-    /// Sends `req` (its URI's path and query are kept) to this upstream.
-    pub async fn send(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>> {
+    /// Sends `req` (its URI's path and query are kept) to this upstream, waiting at most `timeout` for the
+    /// response head (connect included): a backend that accepts and never answers must not hold the client forever.
+    pub async fn send(
+        &self,
+        mut req: Request<Incoming>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>> {
         let pq = req
             .uri()
             .path_and_query()
@@ -147,7 +152,7 @@ impl Upstream {
         let res = match self {
             Upstream::Tcp { .. } => {
                 let client = with_clients(|c| c.tcp.clone());
-                client.request(req).await
+                tokio::time::timeout(timeout, client.request(req)).await
             }
             Upstream::Unix { path } => {
                 let client = with_clients(|c| {
@@ -156,9 +161,29 @@ impl Upstream {
                         .or_insert_with(|| builder().build(UnixConnector(path.clone())))
                         .clone()
                 });
-                client.request(req).await
+                tokio::time::timeout(timeout, client.request(req)).await
             }
         };
-        res.map_err(|e| ProxyError::Provider(format!("upstream {}: {e}", self.describe())))
+        match res {
+            Err(_) => Err(ProxyError::UpstreamTimeout(self.describe())),
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) if is_client_body_error(&e) => Err(ProxyError::ClientBody),
+            Ok(Err(e)) => Err(ProxyError::Upstream(format!("{}: {e}", self.describe()))),
+        }
     }
+}
+
+/// The client's own body failed while it was being streamed to the upstream: hyper's client reports that as a
+/// "user body" error (the body stream we handed it errored), not as anything the upstream did.
+fn is_client_body_error(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_user() {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }

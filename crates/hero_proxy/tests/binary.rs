@@ -37,7 +37,7 @@ async fn binary_signs_in_and_never_writes_secrets_to_log_or_db() {
     std::fs::write(
         &cfg,
         format!(
-            "public_scheme = \"http\"\nstate_dir = \"{}\"\nsocket_dir = \"{}\"\n[[routes]]\npath = \"/\"\nupstream = \"http://{}\"\npass_token = true\n",
+            "public_scheme = \"http\"\npublic_url = \"{base}\"\nstate_dir = \"{}\"\nsocket_dir = \"{}\"\n[[routes]]\npath = \"/\"\nupstream = \"http://{}\"\npass_token = true\n",
             state.display(),
             dir.path().join("sockets").display(),
             echo.addr

@@ -90,7 +90,7 @@ async fn proxy_for(
         .await
         .unwrap();
     let toml = format!(
-        "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{d}\"\nsocket_dir = \"{d}/s\"\npublic_scheme = \"http\"\n\
+        "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{d}\"\nsocket_dir = \"{d}/s\"\npublic_scheme = \"http\"\nredirect_uri_from_host = true\n\
          [[routes]]\npath = \"/\"\nupstream = \"http://{up}\"\npass_token = true\n\
          [group_map]\n\"org1:owners\" = [\"owners\"]\n",
         d = dir.display(),

@@ -149,6 +149,41 @@ async fn admin_rpc_socket() {
     assert_eq!(rpc(&sock, "nope", json!({})).await["error"]["code"], -32601);
 
     let cookie = h.login("carol").await;
+    // X-Hero-Context is the user's record, set over RPC, applied on the next request.
+    for (bad, why) in [
+        (json!("7"), "a string"),
+        (json!(1.5), "a float"),
+        (json!(true), "a bool"),
+    ] {
+        let r = rpc(
+            &sock,
+            "users.set_context",
+            json!({"username":"carol","context":bad}),
+        )
+        .await;
+        assert_eq!(r["error"]["code"], -32602, "{why}");
+    }
+    let set = |v: Value| {
+        rpc(
+            &sock,
+            "users.set_context",
+            json!({"username":"carol","context":v}),
+        )
+    };
+    assert_eq!(set(json!(7)).await["result"], true);
+    assert_eq!(
+        h.get_seen("/x", &cookie).await.one("x-hero-context"),
+        Some("7")
+    );
+    assert_eq!(set(Value::Null).await["result"], true);
+    assert_eq!(h.get_seen("/x", &cookie).await.one("x-hero-context"), None);
+    let r = rpc(
+        &sock,
+        "routes.set",
+        json!({"id":"c","path":"/c","upstream":"http://127.0.0.1:1","policy":"sso","context":"x"}),
+    )
+    .await;
+    assert_eq!(r["error"]["code"], -32602, "a route has no context: {r}");
     assert_eq!(h.get("/dns", &cookie).await.status(), 403);
     assert_eq!(
         rpc(

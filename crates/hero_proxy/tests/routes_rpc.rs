@@ -41,6 +41,7 @@ workers = 2
 state_dir = "{state}"
 socket_dir = "{state}/sockets"
 public_scheme = "http"
+redirect_uri_from_host = true
 [[routes]]
 path = "/public"
 upstream = "http://{up}"

@@ -14,11 +14,19 @@ use hero_secrets::SecretStore;
 async fn sign_in_injects_a_verifiable_identity() {
     let h = Harness::start().await;
     let cookie = h.login("alice").await;
+    // No context until one is set on the user's record; then it applies on the next request.
+    assert_eq!(
+        h.get_seen("/anything", &cookie).await.one("x-hero-context"),
+        None
+    );
+    let alice = h.proxy.app.store.user_by_name("alice").unwrap().unwrap();
+    h.proxy.app.store.set_context(alice.id, Some(42)).unwrap();
+    h.proxy.app.sessions.bump_generation();
     let seen = h.get_seen("/anything?x=1", &cookie).await;
     assert_eq!(seen.one("x-hero-user"), Some("alice"));
     assert_eq!(seen.one("x-hero-provider"), Some("forge"));
     assert_eq!(seen.one("x-hero-external-id"), Some("1001"));
-    assert_eq!(seen.one("x-hero-context"), Some("cockpit"));
+    assert_eq!(seen.one("x-hero-context"), Some("42"));
     assert_eq!(seen.one("x-hero-claims"), Some("users.alice"));
     assert!(
         seen.one("x-hero-forge-token").is_none(),
@@ -37,7 +45,13 @@ async fn sign_in_injects_a_verifiable_identity() {
         .text()
         .await
         .unwrap();
-    let v = IdentityVerifier::Signed(AssertionVerifier::from_jwks_json(&jwks).unwrap());
+    // Made for the route `*/` (the default id of the `/` route), and for no other.
+    let elsewhere = AssertionVerifier::from_jwks_json(&jwks, "*/tok").unwrap();
+    assert_eq!(
+        elsewhere.verify(seen.one("x-hero-assertion").unwrap(), h.clock_now()),
+        Err(hero_identity::IdentityError::WrongAudience)
+    );
+    let v = IdentityVerifier::Signed(AssertionVerifier::from_jwks_json(&jwks, "*/").unwrap());
     let mut hm = http::HeaderMap::new();
     for (k, val) in &seen.0 {
         hm.append(
@@ -120,7 +134,7 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
             assert_eq!(seen.one("x-hero-user"), Some("bob"));
             assert_eq!(seen.one("x-hero-claims"), Some("users.bob"));
             assert_eq!(seen.one("x-hero-external-id"), Some("1002"));
-            assert_eq!(seen.one("x-hero-context"), Some("cockpit"));
+            assert_eq!(seen.one("x-hero-context"), None, "bob has no context set");
             assert!(seen.one("x-hero-forge-token").is_none());
         }
         assert_eq!(seen.one("x-forwarded-for"), Some("127.0.0.1"));
@@ -220,9 +234,16 @@ async fn state_is_single_use_bound_to_the_browser_and_expires() {
     let h = Harness::start().await;
     let (auth, lc) = h.begin_login("/", "alice").await;
     let cb = h.walk_peer(&auth).await;
-    // Wrong browser (no login cookie): refused, and the state is consumed.
-    let r = h.callback(&cb, "__Host-hero_login=other").await;
-    assert_eq!(r.status(), 400);
+    // Wrong browser (another or no login cookie): refused, without burning the sign-in of the right browser.
+    for wrong in ["__Host-hero_login=other", "", "a=b"] {
+        let r = h.callback(&cb, wrong).await;
+        assert_eq!(r.status(), 400, "{wrong:?}");
+    }
+    assert_eq!(
+        h.callback(&cb, &lc).await.status(),
+        303,
+        "the starting browser still signs in"
+    );
     let r = h.callback(&cb, &lc).await;
     assert_eq!(r.status(), 400, "replayed state must fail");
 
@@ -445,4 +466,50 @@ async fn claims_from_mapped_forge_groups_and_roles() {
         seen.one("x-hero-claims"),
         Some("dns.zone.write,groups.org1-members,groups.owners,users.alice")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_is_a_same_site_post() {
+    let h = Harness::start().await;
+    let cookie = h.login("alice").await;
+    let url = format!("{}/oauth/logout", h.base);
+    let r = Harness::client()
+        .get(&url)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("method=\"post\""));
+    assert_eq!(
+        h.get("/x", &cookie).await.status(),
+        200,
+        "a GET signs nobody out"
+    );
+    for (name, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-site", "same-site"),
+        ("origin", "https://evil.example"),
+        ("origin", "null"),
+    ] {
+        let r = Harness::client()
+            .post(&url)
+            .header("cookie", &cookie)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}: {value}");
+        assert_eq!(h.get("/x", &cookie).await.status(), 200, "{name}: {value}");
+    }
+    let r = Harness::client()
+        .post(&url)
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", &h.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(h.get("/x", &cookie).await.status(), 302, "signed out");
 }

@@ -44,6 +44,7 @@ listen = "127.0.0.1:0"
 workers = 2
 state_dir = "{state}"
 socket_dir = "{state}/sockets"
+public_url = "https://localhost"
 {tls}
 [[routes]]
 path = "/public"
@@ -158,7 +159,7 @@ async fn bad_tls_settings_are_clear_startup_errors() {
         ),
         ("HERO_PROXY_TLS_KEY".to_string(), key.display().to_string()),
     ];
-    let c = Config::from_toml_with_env("", env).unwrap();
+    let c = Config::from_toml_with_env("public_url = \"https://localhost\"", env).unwrap();
     assert_eq!(c.tls_cert.as_deref(), Some(cert.as_path()));
     assert_eq!(c.tls_key.as_deref(), Some(key.as_path()));
 }

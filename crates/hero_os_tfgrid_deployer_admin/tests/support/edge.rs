@@ -80,6 +80,7 @@ async fn forward(State(s): State<EdgeState>, mut req: Request) -> Response {
     claims.sort();
     let token = s.signer.sign(&AssertionPayload {
         iss: hero_identity::ASSERTION_ISSUER.into(),
+        aud: "admin".into(),
         sub: s.identity.user.clone(),
         ctx: None,
         claims,

@@ -227,11 +227,11 @@ listen = "127.0.0.1:{port}"
 state_dir = "{state}"
 socket_dir = "{state}/sockets"
 public_scheme = "http"
+public_url = "{base}"
 [[routes]]
 path = "/"
 upstream = "{up}"
 policy = "sso"
-context = "cockpit"
 [[routes]]
 path = "/public"
 upstream = "{up}"
@@ -428,5 +428,276 @@ pub async fn wait_listening(port: u16) {
         );
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Debian nginx (installed by scripts/install-test-deps.sh) on an OS-chosen port, in the foreground, killed by PID
+/// on drop. `server_body` is the inside of its first `server { }` block (the `listen` line is added; `$PORT$`
+/// stands for the port, for further blocks).
+pub struct Nginx {
+    pub port: u16,
+    _proc: ProcGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub async fn start(server_body: &str) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        // nginx cannot be told to pick a port and report it; hold one with SO_REUSEPORT until it listens.
+        let (port, reserved) = reserve_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log stderr;\nevents {{ worker_connections 256; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/client; proxy_temp_path {d}/proxy;\n \
+             fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n \
+             server {{ listen 127.0.0.1:{port} reuseport; {server_body} }}\n}}\n",
+            server_body = server_body.replace("$PORT$", &port.to_string())
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new("/usr/sbin/nginx")
+            .args(["-e", "stderr", "-p"])
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nginx (scripts/install-test-deps.sh)");
+        let guard = ProcGuard(child);
+        wait_listening(port).await;
+        drop(reserved);
+        Nginx {
+            port,
+            _proc: guard,
+            _dir: dir,
+        }
+    }
+}
+
+/// The real `hero_proxy` binary with an encrypted file secret store seeded like production (the oidc-provider
+/// peer as its `forge` provider), `routes_toml` appended to its config file. Killed by PID on drop.
+pub struct ProxyBin {
+    pub port: u16,
+    pub base: String,
+    pub peer: Peer,
+    pub peer2: Option<Peer>,
+    pub secrets: hero_secrets::FileSecretStore,
+    pub log: PathBuf,
+    pub rpc_socket: PathBuf,
+    _proc: ProcGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl ProxyBin {
+    pub async fn start(routes_toml: &str) -> ProxyBin {
+        Self::start_opts(routes_toml, false).await
+    }
+
+    /// With `second_provider`, a second oidc-provider peer is configured as provider `other` (same accounts:
+    /// its `alice` is a different person from the first peer's).
+    pub async fn start_opts(routes_toml: &str, second_provider: bool) -> ProxyBin {
+        let (port, reserved) = reserve_port();
+        let base = format!("http://localhost:{port}");
+        let peer = Peer::start(&[format!("{base}/oauth/callback")]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut routes_toml = routes_toml.to_owned();
+        let peer2 = if second_provider {
+            let p2 = Peer::start(&[format!("{base}/oauth/callback")]).await;
+            let f = dir.path().join("other_secret");
+            std::fs::write(&f, CLIENT_SECRET).unwrap();
+            routes_toml.push_str(&format!(
+                "[[providers]]\nid = \"other\"\nissuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"{}\"\n",
+                p2.issuer,
+                f.display()
+            ));
+            Some(p2)
+        } else {
+            None
+        };
+        let secrets_dir = dir.path().join("secrets");
+        let secrets = hero_secrets::FileSecretStore::open(&secrets_dir).unwrap();
+        for (k, v) in [
+            ("cockpit/FORGE_OAUTH_CLIENT_ID", CLIENT_ID),
+            ("cockpit/FORGE_OAUTH_CLIENT_SECRET", CLIENT_SECRET),
+            ("cockpit/FORGE_OAUTH_ISSUER", peer.issuer.as_str()),
+        ] {
+            secrets.set(k, v).await.unwrap();
+        }
+        let cfg = dir.path().join("hero_proxy.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "public_scheme = \"http\"\npublic_url = \"{base}\"\nlisten = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\nsocket_dir = \"{}\"\nworkers = 1\n{routes_toml}\n",
+                dir.path().join("state").display(),
+                dir.path().join("sockets").display(),
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("proxy.log");
+        let f = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hero_proxy"))
+            .arg("--config")
+            .arg(&cfg)
+            .env("HERO_PROXY_SECRETS_DIR", &secrets_dir)
+            .env("HERO_PROXY_LOG", "info")
+            .stdout(Stdio::from(f.try_clone().unwrap()))
+            .stderr(Stdio::from(f))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let guard = ProcGuard(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "proxy did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(reserved);
+        ProxyBin {
+            port,
+            base,
+            peer,
+            peer2,
+            secrets,
+            log,
+            rpc_socket: dir.path().join("sockets/hero_proxy/rpc.sock"),
+            _proc: guard,
+            _dir: dir,
+        }
+    }
+
+    pub async fn login(&self, user: &str) -> String {
+        login_at(&self.base, &self.peer.issuer, user).await
+    }
+}
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+/// Sends `request` as bytes on a fresh connection (so nothing normalises the target on the way) and reads the
+/// response until the peer closes (send `Connection: close`) or 10 s pass.
+pub async fn raw_request(port: u16, request: &[u8]) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    RawResponse {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// `GET <target>` with Host `localhost`, the given extra header lines, `Connection: close`.
+pub async fn raw_get(port: u16, target: &str, extra: &str) -> RawResponse {
+    raw_request(
+        port,
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: localhost:{port}\r\n{extra}Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+}
+
+/// Sends `request` and reads one response: its head, then `Content-Length` bytes of body (none after a 101), with
+/// a 10 s deadline; the connection may stay open.
+pub async fn raw_one(port: u16, request: &[u8]) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if head.starts_with("http/1.1 101") || buf.len() >= end + 4 + len {
+                    return;
+                }
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    RawResponse {
+        status: head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// Debian's hypercorn (`python3-hypercorn`: HTTP/1.1, h2c upgrade, HTTP/2, WebSocket) serving
+/// tests/peers/asgi_echo.py on an OS-chosen port (read from its log), killed by PID on drop.
+pub struct Hypercorn {
+    pub port: u16,
+    _proc: ProcGuard,
+}
+
+impl Hypercorn {
+    pub async fn start() -> Hypercorn {
+        let mut child = Command::new("/usr/bin/hypercorn")
+            .args(["--bind", "127.0.0.1:0", "asgi_echo:app"])
+            .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("hypercorn (scripts/install-test-deps.sh: python3-hypercorn)");
+        let stderr = child.stderr.take().unwrap();
+        let guard = ProcGuard(child);
+        let mut lines = BufReader::new(stderr).lines();
+        let port = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(l) = lines.next_line().await.unwrap() {
+                if let Some(rest) = l.split("Running on http://127.0.0.1:").nth(1) {
+                    return rest.split(' ').next().unwrap().parse::<u16>().unwrap();
+                }
+            }
+            panic!("hypercorn exited before listening");
+        })
+        .await
+        .expect("hypercorn did not start within 20 s");
+        // Keep draining its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Hypercorn { port, _proc: guard }
     }
 }

@@ -3,7 +3,8 @@
 //
 // Usage: node oidc-peer.mjs <redirect_uri>[,<redirect_uri>...]
 // Clients: `hero-proxy` (confidential, client_secret_post, secret "peer-test-secret") and `hero-proxy-public`
-// (public, PKCE only). Accounts: 1001 alice, 1002 bob, 1003 carol (chosen with login_hint, default alice).
+// (public, PKCE only). Accounts: 1001 alice, 1002 bob, 1003 carol (chosen with login_hint, default alice), 2001
+// a recreated alice (login_hint=2001).
 // Counters at GET /__peer/stats: { refresh: <number of refresh_token grants> }.
 import http from 'node:http';
 import path from 'node:path';
@@ -19,8 +20,10 @@ const ACCOUNTS = {
   '1001': { preferred_username: 'alice', name: 'Alice Example', groups: ['org1', 'org1:owners'] },
   '1002': { preferred_username: 'bob', name: 'Bob Example', groups: ['org1'] },
   '1003': { preferred_username: 'carol', name: 'Carol Example', groups: [] },
+  // alice's account deleted and recreated: same login, new id (login_hint=2001; the name still means 1001).
+  '2001': { preferred_username: 'alice', name: 'Alice Recreated', groups: [] },
 };
-const BY_NAME = Object.fromEntries(Object.entries(ACCOUNTS).map(([id, a]) => [a.preferred_username, id]));
+const BY_NAME = Object.fromEntries(Object.entries(ACCOUNTS).filter(([id]) => id !== '2001').map(([id, a]) => [a.preferred_username, id]));
 const stats = { refresh: 0, code: 0 };
 
 const server = http.createServer();

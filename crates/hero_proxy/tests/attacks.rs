@@ -1,0 +1,675 @@
+//! hero_proxy as an attacker meets it: the real binary in front of real peers (Debian nginx as a normalising
+//! backend, Debian hypercorn as an h2c-capable one), every request written as raw bytes so nothing on the way
+//! normalises it. Each class is one table of equivalent or hostile forms.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+
+/// nginx locations that say which area a request reached and the target nginx received.
+const AREAS: &str = r#"
+    location ~ ^/admin(/|$) { return 200 "ADMIN-AREA $request_uri\n"; }
+    location ~ ^/dns(/|$) { return 200 "DNS-AREA $request_uri\n"; }
+    location / { return 200 "open $request_uri\n"; }
+"#;
+
+fn routes(up: u16) -> String {
+    format!(
+        r#"
+[[routes]]
+path = "/"
+upstream = "http://127.0.0.1:{up}"
+policy = "public"
+[[routes]]
+path = "/admin"
+upstream = "http://127.0.0.1:{up}"
+policy = "admin"
+[[routes]]
+path = "/dns"
+upstream = "http://127.0.0.1:{up}"
+policy = "claim:dns.zone.write"
+"#
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Want {
+    /// Same spelling as the protected area: the protected route's policy applies.
+    Protected,
+    /// Ambiguous: refused with 400 before any route is chosen.
+    Refused,
+}
+
+/// Spellings of `/{p}/secret` (`{p}` = a protected prefix) and hostile neighbours.
+const PATH_FAMILY: &[(&str, Want)] = &[
+    ("/{p}/secret", Want::Protected),
+    ("/public/../{p}/secret", Want::Protected),
+    ("/public/%2e%2e/{p}/secret", Want::Protected),
+    ("/public/%2E%2E/{p}/secret", Want::Protected),
+    ("/public/.%2e/{p}/secret", Want::Protected),
+    ("/public/x/../../{p}/secret", Want::Protected),
+    ("/./{p}/secret", Want::Protected),
+    ("/%2e/{p}/secret", Want::Protected),
+    ("//{p}/secret", Want::Protected),
+    ("///{p}//secret", Want::Protected),
+    ("/{p}/./secret", Want::Protected),
+    ("/{p}/x/../secret", Want::Protected),
+    ("/%{hex1}{rest}/secret", Want::Protected),
+    ("/{p}", Want::Protected),
+    ("/{p}/", Want::Protected),
+    ("/{p}%2Fsecret", Want::Refused),
+    ("/{p}%2fsecret", Want::Refused),
+    ("/public%2F..%2F{p}/secret", Want::Refused),
+    ("/public/..%2F{p}/secret", Want::Refused),
+    ("/public/..%5C{p}/secret", Want::Refused),
+    ("/public\\..\\{p}\\secret", Want::Refused),
+    ("/public/..;/{p}/secret", Want::Refused),
+    ("/../{p}/secret", Want::Refused),
+    ("/public/../../{p}/secret", Want::Refused),
+    ("/{p}%00/secret", Want::Refused),
+    ("/{p}%zz/secret", Want::Refused),
+];
+
+fn spell(template: &str, p: &str) -> String {
+    // `%{hex1}{rest}`: the first letter of the prefix percent-encoded (`/%61dmin`).
+    let first = p.as_bytes()[0];
+    template
+        .replace("{hex1}", &format!("{first:02x}"))
+        .replace("{rest}", &p[1..])
+        .replace("{p}", p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_confusion_cannot_reach_a_protected_area_under_a_weaker_policy() {
+    let nginx = Nginx::start(AREAS).await;
+    let proxy = ProxyBin::start(&routes(nginx.port)).await;
+    // alice is signed in but neither admin nor holder of dns.zone.write.
+    let alice = proxy.login("alice").await;
+    let alice_hdr = format!("Cookie: {alice}\r\n");
+    for p in ["admin", "dns"] {
+        let area = format!("{}-AREA", p.to_ascii_uppercase());
+        for (template, want) in PATH_FAMILY {
+            let target = spell(template, p);
+            // The variant is a real equivalent: nginx on its own serves the protected area for it.
+            if *want == Want::Protected {
+                let direct = raw_get(nginx.port, &target, "").await;
+                assert!(
+                    direct.body.starts_with(&area),
+                    "{target}: nginx itself should map this to {area}: {direct:?}"
+                );
+            }
+            for (who, hdr, protected_status) in
+                [("anonymous", "", 302), ("alice", &*alice_hdr, 403)]
+            {
+                let r = raw_get(proxy.port, &target, hdr).await;
+                assert!(
+                    !r.body.contains(&area),
+                    "{who} {target}: reached {area} through the proxy: {r:?}"
+                );
+                let expected = match want {
+                    Want::Protected => protected_status,
+                    Want::Refused => 400,
+                };
+                assert_eq!(r.status, expected, "{who} {target}: {r:?}");
+            }
+        }
+    }
+    // The upstream receives the canonical target the route was chosen for (query kept verbatim).
+    for (target, forwarded) in [
+        (
+            "/public/./a//b/%7e?x=%2e%2e/..",
+            "/public/a/b/~?x=%2e%2e/..",
+        ),
+        ("/public/a/../b/", "/public/b/"),
+        ("/%70ublic/%3f", "/public/%3F"),
+        ("/public/..", "/"),
+    ] {
+        let r = raw_get(proxy.port, target, "").await;
+        assert_eq!(r.status, 200, "{target}: {r:?}");
+        assert_eq!(r.body, format!("open {forwarded}\n"), "{target}");
+    }
+    // Targets that are not paths: the `/` route is not a wildcard for them.
+    for req in [
+        "OPTIONS * HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_owned(),
+        "CONNECT localhost:80 HTTP/1.1\r\nHost: localhost:80\r\nConnection: close\r\n\r\n"
+            .to_owned(),
+    ] {
+        let r = raw_request(proxy.port, req.as_bytes()).await;
+        assert_eq!(r.status, 400, "{req:?}: {r:?}");
+        assert!(!r.body.contains("open "), "{req:?} reached the upstream");
+    }
+    // Absolute-form: the same canonicalisation applies to its path.
+    let r = raw_request(
+        proxy.port,
+        format!(
+            "GET http://localhost:{0}/public/../admin/secret HTTP/1.1\r\nHost: localhost:{0}\r\nConnection: close\r\n\r\n",
+            proxy.port
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 302, "{r:?}");
+}
+
+/// `Upgrade` offers that are not a single `websocket` token, each with a spoofed identity header.
+const UPGRADE_FAMILY: &[(&str, &str)] = &[
+    ("h2c", "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"),
+    ("H2C", "Connection: upgrade, http2-settings\r\nUpgrade: H2C\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"),
+    ("padded h2c", "Connection: keep-alive, Upgrade\r\nUpgrade:   h2c  \r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"),
+    ("h2c listed first", "Connection: Upgrade\r\nUpgrade: h2c, websocket\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"),
+    ("websocket listed first", "Connection: Upgrade\r\nUpgrade: websocket, h2c\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),
+    ("two Upgrade headers", "Connection: Upgrade\r\nUpgrade: websocket\r\nUpgrade: h2c\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),
+    ("h2", "Connection: Upgrade\r\nUpgrade: h2\r\n"),
+    ("TLS", "Connection: Upgrade\r\nUpgrade: TLS/1.0\r\n"),
+    ("versioned websocket", "Connection: Upgrade\r\nUpgrade: websocket/13\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_websocket_upgrades_are_tunnelled() {
+    let hc = Hypercorn::start().await;
+    let proxy = ProxyBin::start(&format!(
+        "[[routes]]\npath = \"/\"\nupstream = \"http://127.0.0.1:{}\"\npolicy = \"public\"\n",
+        hc.port
+    ))
+    .await;
+    // The peer is h2c-capable: asked directly, it switches.
+    let direct = raw_one(
+        hc.port,
+        format!("GET /x HTTP/1.1\r\nHost: a\r\n{}\r\n", UPGRADE_FAMILY[0].1).as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        direct.status, 101,
+        "hypercorn should switch to h2c: {direct:?}"
+    );
+
+    for method in ["GET", "POST"] {
+        for (name, hdrs) in UPGRADE_FAMILY {
+            let req = format!(
+                "{method} /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nX-Hero-User: mallory\r\n{hdrs}\r\n"
+            );
+            let r = raw_one(proxy.port, req.as_bytes()).await;
+            assert_eq!(
+                r.status, 200,
+                "{method} {name}: no tunnel, a plain request: {r:?}"
+            );
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            assert_eq!(v["http_version"], "1.1", "{method} {name}");
+            let seen = Seen(serde_json::from_value(v["headers"].clone()).unwrap());
+            for h in ["upgrade", "http2-settings", "x-hero-user"] {
+                assert!(seen.all(h).is_empty(), "{method} {name}: upstream saw {h}");
+            }
+            assert!(
+                !seen
+                    .all("connection")
+                    .iter()
+                    .any(|c| c.to_ascii_lowercase().contains("upgrade")),
+                "{method} {name}"
+            );
+        }
+    }
+    // A WebSocket by POST is not a WebSocket.
+    let r = raw_one(
+        proxy.port,
+        b"POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // WebSocket, in any letter case, is tunnelled, and the backend sees the stripped, not the spoofed, identity.
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    for spelling in ["websocket", "WebSocket"] {
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                format!("ws://localhost:{}/ws", proxy.port),
+            )
+            .unwrap();
+        req.headers_mut()
+            .insert("upgrade", spelling.parse().unwrap());
+        req.headers_mut()
+            .insert("x-hero-user", "mallory".parse().unwrap());
+        let (mut ws, resp) = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio_tungstenite::connect_async(req),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(resp.status(), 101);
+        let first: serde_json::Value =
+            serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+        let seen = Seen(serde_json::from_value(first["headers"].clone()).unwrap());
+        assert!(seen.all("x-hero-user").is_empty());
+        assert_eq!(
+            seen.one("upgrade").map(str::to_ascii_lowercase).as_deref(),
+            Some("websocket")
+        );
+        ws.send(Message::text("ping")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap().to_text().unwrap(), "ping");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_allowlist_admits_one_forge_account_not_a_name() {
+    use hero_secrets::SecretStore;
+    let nginx = Nginx::start(AREAS).await;
+    let proxy = ProxyBin::start_opts(&routes(nginx.port), true).await;
+    let other = proxy.peer2.as_ref().unwrap().issuer.clone();
+    let forge = proxy.peer.issuer.clone();
+    let allow = |list: &'static str| {
+        let s = &proxy.secrets;
+        async move { s.set("deployer/ADMIN_FORGE_USERS", list).await.unwrap() }
+    };
+    let admin = |cookie: String| {
+        let port = proxy.port;
+        async move {
+            let r = raw_get(port, "/admin/x", &format!("Cookie: {cookie}\r\n")).await;
+            (r.status, r.body.contains("ADMIN-AREA"))
+        }
+    };
+    allow("alice").await;
+    // Another provider's alice signs in first, so she even gets the local name `alice`: still not the Forge's.
+    let c = login_at(&proxy.base, &other, "alice&provider=other").await;
+    assert_eq!(admin(c).await, (403, false), "another provider's alice");
+    let first = login_at(&proxy.base, &forge, "alice").await;
+    assert_eq!(
+        admin(first.clone()).await,
+        (200, true),
+        "forge alice (1001)"
+    );
+    let c = login_at(&proxy.base, &forge, "bob").await;
+    assert_eq!(admin(c).await, (403, false), "forge bob, not listed");
+    assert_eq!(
+        admin(first.clone()).await,
+        (200, true),
+        "forge alice still admin"
+    );
+
+    // alice's Forge account deleted and recreated: same name, new id. Refused; and the old account no longer
+    // owns the name, so its session loses admin at once (403, then its admin session is revoked).
+    let recreated = login_at(&proxy.base, &forge, "2001").await;
+    assert_eq!(
+        admin(recreated.clone()).await,
+        (403, false),
+        "recreated alice"
+    );
+    assert_eq!(
+        admin(first.clone()).await,
+        (403, false),
+        "old alice after the name moved"
+    );
+    assert_eq!(
+        admin(first.clone()).await.0,
+        302,
+        "old alice's admin session revoked"
+    );
+
+    // The operator re-approves the name: remove it, add it back; the account that holds it now is admitted.
+    allow("bob").await;
+    assert_eq!(admin(recreated.clone()).await, (403, false));
+    allow("alice").await;
+    assert_eq!(
+        admin(recreated.clone()).await,
+        (200, true),
+        "recreated alice after re-approval"
+    );
+    // And the binding holds the other way round too.
+    let old_again = login_at(&proxy.base, &forge, "alice").await;
+    assert_eq!(
+        admin(old_again).await,
+        (403, false),
+        "1001 again, bound to 2001 now"
+    );
+    assert_eq!(
+        admin(recreated).await,
+        (403, false),
+        "2001 lost the name to 1001"
+    );
+}
+
+/// An upstream that accepts connections and then does `what`: never answer, or answer a head and part of a body.
+async fn bad_upstream(half_body: bool) -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = l.accept().await {
+            if half_body {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+                    .await;
+            }
+            held.push(s);
+        }
+    });
+    (port, task)
+}
+
+/// Reads until the peer closes; true if it did before `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_wait_on_a_client_or_upstream_is_bounded() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let nginx = Nginx::start(AREAS).await;
+    let hc = Hypercorn::start().await;
+    let (stall, _t1) = bad_upstream(false).await;
+    let (half, _t2) = bad_upstream(true).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let proxy = ProxyBin::start(&format!(
+        r#"header_read_timeout_secs = 1
+idle_timeout_secs = 2
+upstream_timeout_secs = 2
+[[routes]]
+path = "/"
+upstream = "http://127.0.0.1:{}"
+policy = "public"
+[[routes]]
+path = "/echo"
+upstream = "http://127.0.0.1:{}"
+policy = "public"
+[[routes]]
+path = "/stall"
+upstream = "http://127.0.0.1:{stall}"
+policy = "public"
+[[routes]]
+path = "/half"
+upstream = "http://127.0.0.1:{half}"
+policy = "public"
+[[routes]]
+path = "/dead"
+upstream = "http://127.0.0.1:{dead}"
+policy = "public"
+"#,
+        nginx.port, hc.port
+    ))
+    .await;
+    // Far above every configured bound (1-2 s, checked once a period), far below "forever".
+    let bound = Duration::from_secs(15);
+    let connect = || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+            .await
+            .unwrap()
+    };
+
+    // The client side: each of these would hold a connection (and a task) forever without a bound.
+    let cases: &[(&str, &[u8])] = &[
+        (
+            "a head that never ends",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nX-A: b\r\n",
+        ),
+        ("nothing at all", b""),
+        (
+            "a body that stops",
+            b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n0123456789",
+        ),
+        (
+            "kept alive after a response",
+            b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        ),
+    ];
+    for (name, bytes) in cases {
+        let mut s = connect().await;
+        s.write_all(bytes).await.unwrap();
+        assert!(
+            closed_within(&mut s, bound).await,
+            "{name}: connection still open"
+        );
+    }
+    // A head trickled a line at a time, faster than any idle rule would notice.
+    let mut s = connect().await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            if wr.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut buf = [0u8; 1024];
+    let ended = tokio::time::timeout(bound, async {
+        use tokio::io::AsyncReadExt;
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a trickled head was never cut off");
+    trickle.abort();
+
+    // The upstream side: the person gets a plain page in bounded time, never an address or an error chain.
+    for (path, status) in [("/stall", 504), ("/dead", 502)] {
+        let r = tokio::time::timeout(bound, raw_get(proxy.port, path, ""))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: no answer"));
+        assert_eq!(r.status, status, "{path}: {r:?}");
+        for internal in [
+            "127.0.0.1",
+            &stall.to_string(),
+            &dead.to_string(),
+            "error",
+            "hyper",
+            "tcp",
+        ] {
+            assert!(
+                !r.body.to_ascii_lowercase().contains(internal),
+                "{path}: page shows {internal:?}: {}",
+                r.body
+            );
+        }
+    }
+    let mut s = connect().await;
+    s.write_all(b"GET /half HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut s, bound).await,
+        "a body the upstream stopped sending holds the client"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_from_one_address_cannot_lock_out_another() {
+    let proxy = ProxyBin::start(
+        "login_pending_max = 30\nlogin_pending_per_client = 4\n[[routes]]\npath = \"/\"\nupstream = \"http://127.0.0.1:1\"\npolicy = \"sso\"\n",
+    )
+    .await;
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let victim = from([127, 0, 0, 2]);
+    let r = victim
+        .get(format!("{}/oauth/login?login_hint=bob", proxy.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let authorize = r.headers()["location"].to_str().unwrap().to_owned();
+    let login_cookie = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-hero_login="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    // The flood: ten times the whole table, from one address and then from a handful; nobody is refused.
+    for (who, ips) in [
+        ("one address", vec![[127, 0, 0, 1]]),
+        ("ten addresses", (10..20).map(|i| [127, 0, 1, i]).collect()),
+    ] {
+        let clients: Vec<_> = ips.iter().map(|ip| from(*ip)).collect();
+        for i in 0..300 {
+            let r = clients[i % clients.len()]
+                .get(format!("{}/oauth/login", proxy.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 302, "{who}: login {i} refused");
+        }
+    }
+    let callback = walk_peer(&proxy.base, &proxy.peer.issuer, &authorize).await;
+    let r = victim
+        .get(&callback)
+        .header("cookie", &login_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        303,
+        "the victim's sign-in survived the flood: {}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_spellings_cannot_reach_a_host_route_under_another_policy() {
+    // nginx dispatches on Host as backends do: `server_name admin.local` also answers `admin.local.`, `ADMIN.LOCAL`.
+    let nginx = Nginx::start(
+        r#"server_name _; return 200 "other-host $host\n"; }
+           server { listen 127.0.0.1:$PORT$; server_name admin.local; return 200 "ADMIN-HOST $host\n";"#,
+    )
+    .await;
+    let proxy = ProxyBin::start(&format!(
+        "[[routes]]\nhost = \"admin.local\"\npath = \"/\"\nupstream = \"http://127.0.0.1:{0}\"\npolicy = \"admin\"\n\
+         [[routes]]\npath = \"/\"\nupstream = \"http://127.0.0.1:{0}\"\npolicy = \"public\"\n",
+        nginx.port
+    ))
+    .await;
+    let p = proxy.port;
+    // (request head up to the headers' end, expected status); 302 = the admin route's policy applied.
+    let cases: Vec<(String, u16)> = vec![
+        ("GET / HTTP/1.1\r\nHost: admin.local\r\n".into(), 302),
+        ("GET / HTTP/1.1\r\nHost: ADMIN.Local\r\n".into(), 302),
+        (format!("GET / HTTP/1.1\r\nHost: admin.local:{p}\r\n"), 302),
+        (
+            "GET http://admin.local/x HTTP/1.1\r\nHost: admin.local\r\n".into(),
+            302,
+        ),
+        ("GET http://admin.local/x HTTP/1.1\r\n".into(), 302),
+        ("GET / HTTP/1.1\r\nHost: admin.local.\r\n".into(), 400),
+        (format!("GET / HTTP/1.1\r\nHost: admin.local.:{p}\r\n"), 400),
+        ("GET / HTTP/1.1\r\nHost: ADMIN.LOCAL.\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: admin..local\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: .admin.local\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: x@admin.local\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: admin%2elocal\r\n".into(), 400),
+        ("GET / HTTP/1.1\r\nHost: \r\n".into(), 400),
+        (
+            "GET / HTTP/1.1\r\nHost: other.local\r\nHost: admin.local\r\n".into(),
+            400,
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: admin.local\r\nHost: admin.local\r\n".into(),
+            400,
+        ),
+        ("GET / HTTP/1.1\r\n".into(), 400),
+        (
+            "GET http://admin.local/x HTTP/1.1\r\nHost: other.local\r\n".into(),
+            400,
+        ),
+        (
+            "GET http://other.local/x HTTP/1.1\r\nHost: admin.local\r\n".into(),
+            400,
+        ),
+        ("GET / HTTP/1.1\r\nHost: other.local\r\n".into(), 200),
+        (format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n"), 200),
+        ("GET / HTTP/1.1\r\nHost: [::1]\r\n".into(), 200),
+        ("GET / HTTP/1.0\r\n".into(), 200),
+    ];
+    for (head, status) in cases {
+        let r = raw_request(p, format!("{head}Connection: close\r\n\r\n").as_bytes()).await;
+        assert!(
+            !r.body.contains("ADMIN-HOST"),
+            "{head:?} reached the admin host: {r:?}"
+        );
+        assert_eq!(r.status, status, "{head:?}: {r:?}");
+    }
+    // The backend receives the canonical host the route was chosen for.
+    let r = raw_get(p, "/", "").await;
+    assert_eq!(r.body, format!("other-host localhost\n"));
+    let r = raw_request(
+        p,
+        b"GET / HTTP/1.1\r\nHost: Other.Local\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.body, "other-host other.local\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_gets_plain_pages_for_unknown_and_down_machines() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let proxy = ProxyBin::start(&format!(
+        "[[routes]]\nhost = \"carol.demo.example\"\npath = \"/\"\nupstream = \"http://127.0.0.1:{dead}\"\npolicy = \"public\"\n\
+         [[routes]]\nhost = \"sock.demo.example\"\npath = \"/\"\nupstream = \"unix:/nonexistent/hero/web.sock\"\npolicy = \"public\"\n"
+    ))
+    .await;
+    for (host, status, says) in [
+        ("bob.demo.example", 404, "No such machine"),
+        ("carol.demo.example", 502, "not reachable"),
+        ("sock.demo.example", 502, "not reachable"),
+    ] {
+        let r = raw_request(
+            proxy.port,
+            format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, status, "{host}: {r:?}");
+        assert!(
+            r.head
+                .to_ascii_lowercase()
+                .contains("content-type: text/html"),
+            "{host}"
+        );
+        assert!(r.body.contains(says), "{host}: {}", r.body);
+        let body = r.body.to_ascii_lowercase();
+        for internal in [
+            "127.0.0.1",
+            &dead.to_string(),
+            "/nonexistent",
+            "sock",
+            "error",
+            "refused",
+            "route",
+        ] {
+            assert!(!body.contains(internal), "{host}: page shows {internal:?}");
+        }
+    }
+}
