@@ -26,6 +26,8 @@ use rusqlite::Connection;
 
 mod checkpointer;
 use checkpointer::Checkpointer;
+mod claims;
+pub use claims::Claim;
 
 /// Embedded migrations, applied in order; the index + 1 is the schema version.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -89,6 +91,8 @@ struct Inner {
     writer: mpsc::Sender<WriteJob>,
     /// Counts the background WAL checkpoints (see `checkpointer`).
     checkpoints: tokio::sync::watch::Receiver<u64>,
+    /// Keys held by one caller at a time (see `claims`).
+    claims: claims::Claims,
 }
 
 /// One queued write: runs inside the batch's transaction (or gets the error that prevented
@@ -146,6 +150,7 @@ impl Db {
                 readers: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
                 writer: tx,
                 checkpoints,
+                claims: claims::Claims::default(),
             }),
         })
     }
@@ -157,6 +162,13 @@ impl Db {
     /// Counts the WAL checkpoints done in the background; changes after each one.
     pub fn checkpoints(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.checkpoints.clone()
+    }
+
+    /// Claims `key` on this database until the returned [`Claim`] drops, waiting at most
+    /// `bound` while another caller holds it (`None` then). For read–act–write sequences that
+    /// cross an outside call (see `claims`).
+    pub async fn claim(&self, key: &str, bound: std::time::Duration) -> Option<Claim> {
+        self.inner.claims.claim(key, bound).await
     }
 
     fn take(&self) -> Result<Connection, DbError> {
