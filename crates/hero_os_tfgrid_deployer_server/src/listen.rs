@@ -1,7 +1,7 @@
 //! Listeners: the unix socket (always) and a TCP address (only when configured).
 
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// Binds the service socket.
@@ -14,11 +14,12 @@ pub async fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListene
         .parent()
         .ok_or_else(|| format!("socket path {} has no parent", path.display()))?;
     let dir_mode = if mode & 0o060 != 0 { 0o750 } else { 0o700 };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(dir_mode)
-        .create(parent)
-        .map_err(|e| format!("cannot create socket directory {}: {e}", parent.display()))?;
+    crate::private_fs::private_dir(parent, dir_mode, "socket directory")?;
+    // Under the server's umask (077) a new directory is 0700; a group socket needs the group in.
+    if dir_mode & 0o050 != 0 {
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(dir_mode))
+            .map_err(|e| format!("cannot chmod socket directory {}: {e}", parent.display()))?;
+    }
     match tokio::net::UnixStream::connect(path).await {
         Ok(_) => {
             return Err(format!(
