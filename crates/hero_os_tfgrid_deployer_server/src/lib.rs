@@ -35,6 +35,8 @@ use crate::service::{CoreSettings, Deployer};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{0}")]
+    Prerequisite(String),
+    #[error("{0}")]
     DataDir(String),
     #[error("{0}")]
     Lock(String),
@@ -75,6 +77,9 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    config
+        .check_prerequisites()
+        .map_err(|e| StartError::Prerequisite(e.to_string()))?;
     private_fs::restrict_umask();
     private_fs::private_dir(&config.data_dir, 0o700, "data dir").map_err(StartError::DataDir)?;
     let _lock = DataDirLock::acquire(&config.data_dir).map_err(StartError::Lock)?;
@@ -196,7 +201,13 @@ pub async fn serve(
                 .await
         }));
     }
-    tracing::info!(socket = %socket_path.display(), data_dir = %config.data_dir.display(), "deployer server ready");
+    tracing::info!(
+        socket = %socket_path.display(),
+        data_dir = %config.data_dir.display(),
+        forge = %config.forge.url,
+        forge_is_default = config.forge.url == config::DEFAULT_FORGE_URL,
+        "deployer server ready"
+    );
     shutdown.await;
     tracing::info!("shutting down");
     reaper.abort();

@@ -20,6 +20,24 @@ pub async fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListene
         std::fs::set_permissions(parent, std::fs::Permissions::from_mode(dir_mode))
             .map_err(|e| format!("cannot chmod socket directory {}: {e}", parent.display()))?;
     }
+    // Only a socket may be replaced: a regular file (or a link, a directory) at this path is
+    // someone's data or a misconfiguration, and connecting to it fails just like a stale socket.
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
+            return Err(format!(
+                "{} exists and is not a socket ({}); refusing to replace it: move it away or set another socket_dir",
+                path.display(),
+                if meta.is_dir() {
+                    "a directory"
+                } else if meta.file_type().is_symlink() {
+                    "a symbolic link"
+                } else {
+                    "a regular file or device"
+                }
+            ))
+        }
+        _ => {}
+    }
     match tokio::net::UnixStream::connect(path).await {
         Ok(_) => {
             return Err(format!(
