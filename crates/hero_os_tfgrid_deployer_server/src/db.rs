@@ -462,7 +462,7 @@ impl DataDirLock {
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
                 return Err(format!(
-                    "another hero_os_tfgrid_deployer_server is already running on data dir {} ({}); stop it first or use another --data-dir",
+                    "another hero_os_tfgrid_deployer_server is already running on data dir {} ({}); stop it first (`hero_os_tfgrid_deployer server stop`) or set another data_dir (HERO_DEPLOYER_DATA_DIR)",
                     data_dir.display(),
                     if holder.is_empty() { "pid unknown".to_owned() } else { format!("pid {holder}") }
                 ));
