@@ -77,6 +77,24 @@ pub enum DbError {
     Worker(String),
 }
 
+impl DbError {
+    /// The write failed because the disk (or the file system's quota) is full: sqlite's
+    /// `SQLITE_FULL`, as an error code or, once the writer rolled a batch back, in its message.
+    pub fn is_disk_full(&self) -> bool {
+        const SQLITE_FULL_MESSAGE: &str = "database or disk is full";
+        match self {
+            DbError::Sql(e)
+            | DbError::Open { source: e, .. }
+            | DbError::Migration { source: e, .. } => {
+                e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+                    || e.to_string().contains(SQLITE_FULL_MESSAGE)
+            }
+            DbError::Commit(why) | DbError::Worker(why) => why.contains(SQLITE_FULL_MESSAGE),
+            DbError::TooNew { .. } => false,
+        }
+    }
+}
+
 /// Shared handle to the state database.
 #[derive(Clone)]
 pub struct Db {

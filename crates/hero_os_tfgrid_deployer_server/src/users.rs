@@ -85,6 +85,8 @@ fn decode_cursor(cursor: &str) -> Result<String, ServiceError> {
 pub const DEFAULT_PAGE: u32 = 50;
 /// Largest page of `list_users`.
 pub const MAX_PAGE: u32 = 500;
+/// Largest page of `list_events` (its documented range is 1..=500).
+pub const MAX_EVENTS_PAGE: u32 = 500;
 
 /// What `create_user` records about the Forge side once it is done.
 struct ForgeOutcome {
@@ -541,6 +543,12 @@ impl Deployer {
     }
 
     pub async fn list_events(&self, p: ListEventsParams) -> Result<EventsPage, ServiceError> {
+        // Refused like list_users' and list_jobs' limits, not silently clamped.
+        if let Some(limit) = p.limit.filter(|l| !(1..=MAX_EVENTS_PAGE).contains(l)) {
+            return Err(ServiceError::InvalidParams(format!(
+                "limit must be between 1 and {MAX_EVENTS_PAGE}, got {limit}"
+            )));
+        }
         self.db.call(move |conn| Ok(audit::list(conn, &p)?)).await
     }
 
