@@ -1,14 +1,17 @@
-//! `server start|status`.
+//! `server start|stop|status`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use hero_os_tfgrid_deployer_sdk::Client;
+use hero_os_tfgrid_deployer_sdk::{Client, Endpoint};
 
 use crate::output::{self, Output};
+
+/// Name of the server binary; also what `server stop` looks for in a process's command line.
+const SERVER_BIN: &str = "hero_os_tfgrid_deployer_server";
 
 #[derive(Subcommand)]
 pub enum ServerCmd {
@@ -20,10 +23,13 @@ pub enum ServerCmd {
         /// Run in the background, logging to --log-file, and return once it answers /health.
         #[arg(long)]
         detach: bool,
-        /// Log file when detached (default <data dir>/server.log, i.e. ~/hero/var/hero_os_tfgrid_deployer/server.log).
+        /// Log file when detached (default <data dir>/server.log: the data dir of
+        /// HERO_DEPLOYER_DATA_DIR, else of the config file, else ~/hero/var/hero_os_tfgrid_deployer).
         #[arg(long)]
         log_file: Option<PathBuf>,
     },
+    /// Stop the server this CLI talks to (SIGTERM, then wait until it is gone).
+    Stop,
     /// Check that the server answers and show what it runs with.
     Status,
 }
@@ -44,6 +50,55 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The data dir the server will use, as the server decides it: `HERO_DEPLOYER_DATA_DIR` over the
+/// config file's `data_dir` over the default. The log of a detached server goes there.
+fn data_dir(config: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("HERO_DEPLOYER_DATA_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(path) = config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let value: toml::Value = toml::from_str(&text)
+            .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+        if let Some(dir) = value.get("data_dir").and_then(|d| d.as_str()) {
+            return Ok(PathBuf::from(dir));
+        }
+    }
+    Ok(std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+        .join("hero/var/hero_os_tfgrid_deployer"))
+}
+
+/// The line of the log that says why the server stopped (its `Error: …`), else its last line.
+fn exit_reason(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("Error:"))
+        .or_else(|| lines.last())
+        .map(|l| l.trim().to_owned())
+}
+
+/// Refuses to start a second server where one already answers (it would only fail on the data
+/// dir's lock, or worse, be mistaken for the one that answers).
+async fn refuse_if_running(client: &Client) -> anyhow::Result<()> {
+    if client.health().await.is_ok() {
+        let where_ = match client.server_info().await {
+            Ok(info) => format!(" (data dir {})", info.data_dir),
+            Err(_) => String::new(),
+        };
+        anyhow::bail!(
+            "a server already answers on {}{where_}; stop it first with `hero_os_tfgrid_deployer server stop`",
+            client.endpoint()
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(cmd: ServerCmd, client: &Client, out: &Output) -> anyhow::Result<()> {
     match cmd {
         ServerCmd::Start {
@@ -51,7 +106,8 @@ pub async fn run(cmd: ServerCmd, client: &Client, out: &Output) -> anyhow::Resul
             detach,
             log_file,
         } => {
-            let server = sibling("hero_os_tfgrid_deployer_server")?;
+            refuse_if_running(client).await?;
+            let server = sibling(SERVER_BIN)?;
             let mut command = std::process::Command::new(&server);
             if let Some(c) = &config {
                 command.arg("--config").arg(c);
@@ -63,21 +119,27 @@ pub async fn run(cmd: ServerCmd, client: &Client, out: &Output) -> anyhow::Resul
                 }
                 return Ok(());
             }
-            let log = log_file.unwrap_or_else(|| {
-                std::env::var_os("HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_default()
-                    .join("hero/var/hero_os_tfgrid_deployer/server.log")
-            });
+            let log = match log_file {
+                Some(log) => log,
+                None => data_dir(config.as_deref())?.join("server.log"),
+            };
             if let Some(dir) = log.parent() {
-                std::fs::create_dir_all(dir)
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
                     .with_context(|| format!("cannot create {}", dir.display()))?;
             }
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-                .with_context(|| format!("cannot open log file {}", log.display()))?;
+            let file = {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(&log)
+                    .with_context(|| format!("cannot open log file {}", log.display()))?
+            };
             let mut child = command
                 .stdin(Stdio::null())
                 .stdout(file.try_clone()?)
@@ -86,11 +148,16 @@ pub async fn run(cmd: ServerCmd, client: &Client, out: &Output) -> anyhow::Resul
                 .context("cannot start the server")?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
             loop {
+                // The child first: an answer from some other server is not ours starting.
+                if let Some(status) = child.try_wait()? {
+                    let reason = exit_reason(&log).unwrap_or_else(|| "no output".into());
+                    anyhow::bail!(
+                        "the server exited with {status}: {reason} (log {})",
+                        log.display()
+                    );
+                }
                 if client.health().await.is_ok() {
                     break;
-                }
-                if let Some(status) = child.try_wait()? {
-                    anyhow::bail!("server exited with {status}; see {}", log.display());
                 }
                 if tokio::time::Instant::now() > deadline {
                     anyhow::bail!("server did not answer within 20 s; see {}", log.display());
@@ -104,6 +171,7 @@ pub async fn run(cmd: ServerCmd, client: &Client, out: &Output) -> anyhow::Resul
                 log.display()
             );
         }
+        ServerCmd::Stop => stop(client).await?,
         ServerCmd::Status => {
             let health = client.health().await?;
             let info = client.server_info().await?;
@@ -128,4 +196,59 @@ pub async fn run(cmd: ServerCmd, client: &Client, out: &Output) -> anyhow::Resul
         }
     }
     Ok(())
+}
+
+/// `server stop`: finds the server by the pid its data dir's lock file names, checks that this
+/// pid really is a deployer server (pids are reused), sends SIGTERM and waits (bounded) until the
+/// process is gone. Only for a server on this machine (a unix socket endpoint).
+async fn stop(client: &Client) -> anyhow::Result<()> {
+    if !matches!(client.endpoint(), Endpoint::Unix(_)) {
+        anyhow::bail!(
+            "server stop works on a local server only (a unix socket endpoint), not {}",
+            client.endpoint()
+        );
+    }
+    let info = client
+        .server_info()
+        .await
+        .with_context(|| format!("no server answers on {}", client.endpoint()))?;
+    let lock = Path::new(&info.data_dir).join("server.lock");
+    let pid: i32 = std::fs::read_to_string(&lock)
+        .with_context(|| format!("cannot read {}", lock.display()))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{} does not name a pid", lock.display()))?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !String::from_utf8_lossy(&cmdline).contains(SERVER_BIN) {
+        anyhow::bail!(
+            "{} names pid {pid}, which is not a {SERVER_BIN} process; not stopping it",
+            lock.display()
+        );
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .with_context(|| format!("cannot signal pid {pid}"))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while alive(pid) {
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("server pid {pid} did not exit within 30 s of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("server stopped (pid {pid}, data dir {})", info.data_dir);
+    Ok(())
+}
+
+/// A live process: exists and is not a zombie (a detached server is reparented, and its new
+/// parent may reap it late).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].trim_start().chars().next())
+            .is_some_and(|state| !matches!(state, 'Z' | 'X')),
+        Err(_) => false,
+    }
 }

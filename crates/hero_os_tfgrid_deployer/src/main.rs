@@ -34,7 +34,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the server or check that it runs.
+    /// Start or stop the server, or check that it runs.
     #[command(subcommand)]
     Server(cmd_server::ServerCmd),
     /// Create, inspect and remove users (Forge accounts the deployer manages).

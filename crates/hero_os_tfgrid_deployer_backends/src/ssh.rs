@@ -378,11 +378,27 @@ impl SshClient {
                 addr: addr.to_string(),
                 reason: e.to_string(),
             })?;
-        if !auth.success() {
-            return Err(SshError::AuthRejected {
-                addr: addr.to_string(),
-                user: self.target.user.clone(),
-            });
+        match auth {
+            client::AuthResult::Success => {}
+            // Only the live server's answer is a refusal. russh reports a connection that closed
+            // while waiting for the answer (sshd killed or restarted mid-handshake) as a failure
+            // naming no methods, and a real sshd's refusal always names what it still accepts
+            // (publickey at least): that case is a dropped handshake, retried like any other,
+            // not a key to give up on.
+            client::AuthResult::Failure {
+                remaining_methods, ..
+            } if handle.is_closed() || remaining_methods.is_empty() => {
+                return Err(SshError::Handshake {
+                    addr: addr.to_string(),
+                    reason: "the connection closed during authentication (sshd exited?)".into(),
+                });
+            }
+            client::AuthResult::Failure { .. } => {
+                return Err(SshError::AuthRejected {
+                    addr: addr.to_string(),
+                    user: self.target.user.clone(),
+                });
+            }
         }
         Ok(SshSession {
             handle,

@@ -90,7 +90,8 @@ pub struct CreateUserParams {
 pub struct CreateUserResult {
     pub user_id: UserId,
     pub forge_username: String,
-    /// Null when an existing Forge account was adopted (its password is not known to us).
+    /// Null when an existing Forge account was adopted (its password is not known to us), and
+    /// over the TCP listener, which never hands out a secret (reveal it over the local socket).
     pub initial_password: Option<String>,
     pub forge_token_set: bool,
     /// Why no token was minted, when `forge_token_set` is false.

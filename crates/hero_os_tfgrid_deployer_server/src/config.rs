@@ -11,6 +11,15 @@ use serde::Deserialize;
 /// Service name, used for the socket directory and the data directory.
 pub const SERVICE: &str = "hero_os_tfgrid_deployer";
 
+/// The Forge used when none is configured: production. Kept as the default (the deployer exists
+/// for it), and named in the start-up log and in `server status` so nobody talks to it unaware.
+pub const DEFAULT_FORGE_URL: &str = "https://forge.ourworld.tf";
+
+/// Variables with our prefix that are the CLI's, not the server's. Accepted and ignored: the CLI
+/// passes its whole environment to the server it starts (`server start`), and an operator who
+/// exported them may start the server by hand.
+const CLI_ONLY_ENV: &[&str] = &["HERO_DEPLOYER_ENDPOINT"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -106,7 +115,7 @@ impl Default for Config {
 impl Default for ForgeConfig {
     fn default() -> Self {
         ForgeConfig {
-            url: "https://forge.ourworld.tf".into(),
+            url: DEFAULT_FORGE_URL.into(),
             email_domain: "nomail.demo.ourworld.tf".into(),
             user_token_scopes: vec![
                 "write:repository".into(),
@@ -246,7 +255,7 @@ impl Config {
                 config.socket_dir = value.into();
                 continue;
             }
-            if !name.starts_with("HERO_DEPLOYER_") {
+            if !name.starts_with("HERO_DEPLOYER_") || CLI_ONLY_ENV.contains(&name.as_str()) {
                 continue;
             }
             let Some((_, set)) = ENV.iter().find(|(n, _)| *n == name) else {
@@ -289,6 +298,52 @@ impl Config {
             ));
         }
         self.provision.validate().map_err(ConfigError::Invalid)?;
+        // A relative path would mean something else for a server started from another
+        // directory (`server start --detach`, a service manager): refused, not guessed.
+        for (key, path) in [
+            ("data_dir", Some(&self.data_dir)),
+            ("socket_dir (HERO_SOCKET_DIR)", Some(&self.socket_dir)),
+            ("secrets.dir", self.secrets.dir.as_ref()),
+            (
+                "forge.admin_token_file",
+                self.forge.admin_token_file.as_ref(),
+            ),
+        ] {
+            if let Some(path) = path.filter(|p| !p.is_absolute()) {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} must be an absolute path, got {:?}",
+                    path.display().to_string()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Files the configuration names that must exist before anything is created: checked at
+    /// start, so a typo is reported before the data dir is made and not at the first job.
+    pub fn check_prerequisites(&self) -> Result<(), ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(script) = &self.provision.bootstrap_script {
+            if !script.is_file() {
+                return Err(ConfigError::Invalid(format!(
+                    "provision.bootstrap_script {} is not a readable file",
+                    script.display()
+                )));
+            }
+        }
+        if self.provision.backend == "local" {
+            let sshd = &self.provision.local.sshd_bin;
+            let executable = std::fs::metadata(sshd)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false);
+            if !executable {
+                return Err(ConfigError::Invalid(format!(
+                    "provision.local.sshd_bin {} is not an executable file; the local backend runs an \
+                     OpenSSH sshd per sandbox (install openssh-server, or set provision.local.sshd_bin)",
+                    sshd.display()
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -371,5 +426,66 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("socket address"), "{err}");
+    }
+
+    #[test]
+    fn the_clis_variable_is_ignored_not_rejected() {
+        let c = Config::load(
+            None,
+            env(&[("HERO_DEPLOYER_ENDPOINT", "http://127.0.0.1:1")]),
+        )
+        .unwrap();
+        assert_eq!(c.forge.url, DEFAULT_FORGE_URL);
+    }
+
+    #[test]
+    fn relative_paths_are_refused_with_the_key_named() {
+        for (var, key) in [
+            ("HERO_DEPLOYER_DATA_DIR", "data_dir"),
+            ("HERO_SOCKET_DIR", "socket_dir"),
+            ("HERO_DEPLOYER_SECRETS_DIR", "secrets.dir"),
+            (
+                "HERO_DEPLOYER_FORGE_ADMIN_TOKEN_FILE",
+                "forge.admin_token_file",
+            ),
+        ] {
+            for value in ["data", "./data", "../x", "~/x"] {
+                let err = Config::load(None, env(&[(var, value)]))
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    err.contains(key) && err.contains("absolute"),
+                    "{var}={value}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn missing_prerequisites_are_named_before_anything_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.sh");
+        let mut c = Config::load(None, env(&[])).unwrap();
+        c.provision.bootstrap_script = Some(missing.clone());
+        let err = c.check_prerequisites().unwrap_err().to_string();
+        assert!(
+            err.contains("bootstrap_script") && err.contains("nope.sh"),
+            "{err}"
+        );
+        c.provision.bootstrap_script = None;
+        let not_executable = dir.path().join("sshd");
+        std::fs::write(&not_executable, "").unwrap();
+        for sshd in [
+            dir.path().join("no-sshd"),
+            not_executable,
+            dir.path().to_path_buf(),
+        ] {
+            c.provision.local.sshd_bin = sshd.clone();
+            let err = c.check_prerequisites().unwrap_err().to_string();
+            assert!(
+                err.contains("sshd_bin") && err.contains("executable"),
+                "{err}"
+            );
+        }
     }
 }

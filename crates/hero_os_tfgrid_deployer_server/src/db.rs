@@ -26,6 +26,8 @@ use rusqlite::Connection;
 
 mod checkpointer;
 use checkpointer::Checkpointer;
+mod claims;
+pub use claims::Claim;
 
 /// Embedded migrations, applied in order; the index + 1 is the schema version.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -75,6 +77,24 @@ pub enum DbError {
     Worker(String),
 }
 
+impl DbError {
+    /// The write failed because the disk (or the file system's quota) is full: sqlite's
+    /// `SQLITE_FULL`, as an error code or, once the writer rolled a batch back, in its message.
+    pub fn is_disk_full(&self) -> bool {
+        const SQLITE_FULL_MESSAGE: &str = "database or disk is full";
+        match self {
+            DbError::Sql(e)
+            | DbError::Open { source: e, .. }
+            | DbError::Migration { source: e, .. } => {
+                e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+                    || e.to_string().contains(SQLITE_FULL_MESSAGE)
+            }
+            DbError::Commit(why) | DbError::Worker(why) => why.contains(SQLITE_FULL_MESSAGE),
+            DbError::TooNew { .. } => false,
+        }
+    }
+}
+
 /// Shared handle to the state database.
 #[derive(Clone)]
 pub struct Db {
@@ -89,6 +109,8 @@ struct Inner {
     writer: mpsc::Sender<WriteJob>,
     /// Counts the background WAL checkpoints (see `checkpointer`).
     checkpoints: tokio::sync::watch::Receiver<u64>,
+    /// Keys held by one caller at a time (see `claims`).
+    claims: claims::Claims,
 }
 
 /// One queued write: runs inside the batch's transaction (or gets the error that prevented
@@ -146,6 +168,7 @@ impl Db {
                 readers: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
                 writer: tx,
                 checkpoints,
+                claims: claims::Claims::default(),
             }),
         })
     }
@@ -157,6 +180,13 @@ impl Db {
     /// Counts the WAL checkpoints done in the background; changes after each one.
     pub fn checkpoints(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.checkpoints.clone()
+    }
+
+    /// Claims `key` on this database until the returned [`Claim`] drops, waiting at most
+    /// `bound` while another caller holds it (`None` then). For read–act–write sequences that
+    /// cross an outside call (see `claims`).
+    pub async fn claim(&self, key: &str, bound: std::time::Duration) -> Option<Claim> {
+        self.inner.claims.claim(key, bound).await
     }
 
     fn take(&self) -> Result<Connection, DbError> {
@@ -450,7 +480,7 @@ impl DataDirLock {
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
                 return Err(format!(
-                    "another hero_os_tfgrid_deployer_server is already running on data dir {} ({}); stop it first or use another --data-dir",
+                    "another hero_os_tfgrid_deployer_server is already running on data dir {} ({}); stop it first (`hero_os_tfgrid_deployer server stop`) or set another data_dir (HERO_DEPLOYER_DATA_DIR)",
                     data_dir.display(),
                     if holder.is_empty() { "pid unknown".to_owned() } else { format!("pid {holder}") }
                 ));

@@ -41,6 +41,17 @@ pub enum ServiceError {
     Internal(String),
 }
 
+/// The answer for a write that failed because the server's disk is full.
+fn disk_full(what: &str) -> RpcError {
+    RpcError::new(
+        ErrorKind::Internal,
+        format!(
+            "disk full: the server could not write {what}; nothing was changed. Free space on the server's data dir and try again"
+        ),
+    )
+    .with_detail(serde_json::json!({ "cause": "disk_full" }))
+}
+
 impl From<rusqlite::Error> for ServiceError {
     fn from(e: rusqlite::Error) -> Self {
         ServiceError::Db(DbError::Sql(e))
@@ -78,6 +89,8 @@ impl ServiceError {
                     ErrorKind::ForgeProtocol
                 }
             },
+            // A slot name is a parameter of the call: a bad one is the caller's to fix.
+            ServiceError::Secret(SecretError::InvalidSlot { .. }) => ErrorKind::InvalidParams,
             ServiceError::Secret(_) => ErrorKind::SecretStore,
             ServiceError::Db(_) | ServiceError::Internal(_) => ErrorKind::Internal,
             ServiceError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
@@ -92,6 +105,18 @@ impl ServiceError {
     pub fn to_rpc(&self) -> RpcError {
         let kind = self.kind();
         match self {
+            // A full disk is the one storage failure the caller can act on (and must hear of
+            // by name): anything else stays "internal" with the detail in the log.
+            ServiceError::Db(e) if e.is_disk_full() => {
+                tracing::error!(error = %e, "database write failed: disk full");
+                disk_full("the database")
+            }
+            ServiceError::Secret(SecretError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                tracing::error!(error = %self, "secret store write failed: disk full");
+                disk_full("the secret store")
+            }
             ServiceError::Db(e) => {
                 tracing::error!(error = %e, "database error");
                 RpcError::new(kind, "internal database error; see the server log")

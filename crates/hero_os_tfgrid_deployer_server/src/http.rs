@@ -44,6 +44,12 @@ pub fn router(registry: Registry, openrpc: &Value, local: bool, max_body: usize)
         .with_state(state)
 }
 
+/// Who is acting. Over the unix socket the caller is a local process the file permissions let
+/// in (the operator's CLI, the dashboard behind the SSO edge), so its `X-Hero-User` is taken as
+/// said. Over TCP nothing proves the header came from the SSO edge (the deployer does not verify
+/// hero_proxy's signed assertion), so a name given there is recorded as `unverified:<name>` and
+/// never grants anything: every method that hands out a secret is local-socket-only
+/// (`rpc/handlers.rs`, `require_local`).
 fn actor(headers: &HeaderMap, local: bool) -> Actor {
     let named = headers
         .get(ACTING_USER_HEADER)
@@ -51,7 +57,8 @@ fn actor(headers: &HeaderMap, local: bool) -> Actor {
         .map(str::trim)
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()));
     match named {
-        Some(user) => Actor(user.to_owned()),
+        Some(user) if local => Actor(user.to_owned()),
+        Some(user) => Actor(format!("unverified:{user}")),
         None if local => Actor::local("operator"),
         None => Actor("anonymous".into()),
     }

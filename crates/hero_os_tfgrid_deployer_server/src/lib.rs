@@ -10,13 +10,13 @@ pub mod error;
 pub mod forge;
 pub mod http;
 pub mod listen;
+pub mod private_fs;
 pub mod provision;
 pub mod rpc;
 pub mod service;
 pub mod users;
 
 use std::future::Future;
-use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,8 @@ use crate::service::{CoreSettings, Deployer};
 /// Why the server could not start. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("{0}")]
+    Prerequisite(String),
     #[error("{0}")]
     DataDir(String),
     #[error("{0}")]
@@ -75,18 +77,27 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&config.data_dir)
-        .map_err(|e| {
-            StartError::DataDir(format!(
-                "cannot create data dir {}: {e}",
-                config.data_dir.display()
-            ))
-        })?;
+    config
+        .check_prerequisites()
+        .map_err(|e| StartError::Prerequisite(e.to_string()))?;
+    private_fs::restrict_umask();
+    private_fs::private_dir(&config.data_dir, 0o700, "data dir").map_err(StartError::DataDir)?;
     let _lock = DataDirLock::acquire(&config.data_dir).map_err(StartError::Lock)?;
     let db = Db::open(&config.database_path())?;
+    // Files of an earlier run under a looser umask (sqlite gives -wal/-shm the database's mode).
+    let db_path = config.database_path();
+    for file in [
+        db_path.clone(),
+        db_path.with_extension("db-wal"),
+        db_path.with_extension("db-shm"),
+        config.data_dir.join("server.lock"),
+    ] {
+        private_fs::private_file(&file, "database file").map_err(StartError::DataDir)?;
+    }
+    if config.secrets.backend == SecretsBackend::File {
+        private_fs::private_dir(&config.secrets_dir(), 0o700, "secret store")
+            .map_err(StartError::DataDir)?;
+    }
     let secrets = open_secret_store(&config)?;
     let random: Arc<dyn Random> = Arc::new(OsRandom);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -190,7 +201,13 @@ pub async fn serve(
                 .await
         }));
     }
-    tracing::info!(socket = %socket_path.display(), data_dir = %config.data_dir.display(), "deployer server ready");
+    tracing::info!(
+        socket = %socket_path.display(),
+        data_dir = %config.data_dir.display(),
+        forge = %config.forge.url,
+        forge_is_default = config.forge.url == config::DEFAULT_FORGE_URL,
+        "deployer server ready"
+    );
     shutdown.await;
     tracing::info!("shutting down");
     reaper.abort();

@@ -1,7 +1,7 @@
 //! Listeners: the unix socket (always) and a TCP address (only when configured).
 
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// Binds the service socket.
@@ -14,11 +14,30 @@ pub async fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListene
         .parent()
         .ok_or_else(|| format!("socket path {} has no parent", path.display()))?;
     let dir_mode = if mode & 0o060 != 0 { 0o750 } else { 0o700 };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(dir_mode)
-        .create(parent)
-        .map_err(|e| format!("cannot create socket directory {}: {e}", parent.display()))?;
+    crate::private_fs::private_dir(parent, dir_mode, "socket directory")?;
+    // Under the server's umask (077) a new directory is 0700; a group socket needs the group in.
+    if dir_mode & 0o050 != 0 {
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(dir_mode))
+            .map_err(|e| format!("cannot chmod socket directory {}: {e}", parent.display()))?;
+    }
+    // Only a socket may be replaced: a regular file (or a link, a directory) at this path is
+    // someone's data or a misconfiguration, and connecting to it fails just like a stale socket.
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
+            return Err(format!(
+                "{} exists and is not a socket ({}); refusing to replace it: move it away or set another socket_dir",
+                path.display(),
+                if meta.is_dir() {
+                    "a directory"
+                } else if meta.file_type().is_symlink() {
+                    "a symbolic link"
+                } else {
+                    "a regular file or device"
+                }
+            ))
+        }
+        _ => {}
+    }
     match tokio::net::UnixStream::connect(path).await {
         Ok(_) => {
             return Err(format!(

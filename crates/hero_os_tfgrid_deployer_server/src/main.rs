@@ -36,26 +36,24 @@ fn main() -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), env).context("invalid configuration")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        hero_os_tfgrid_deployer_server::serve(config, shutdown_signal())
+        // Installed before anything is bound: a SIGTERM that comes as soon as the socket answers
+        // must stop the server cleanly, not kill it with the default action.
+        let shutdown = shutdown_signal().context("cannot install the signal handlers")?;
+        hero_os_tfgrid_deployer_server::serve(config, shutdown)
             .await
             .map_err(anyhow::Error::from)
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT; the handlers are in place when this returns.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
 }

@@ -17,6 +17,10 @@ use crate::error::ServiceError;
 use crate::forge::{ConflictReason, ForgeError, NewForgeUser};
 use crate::service::{slots, Deployer};
 
+/// How long a `create_user` waits for another one of the same name to finish: above the time
+/// a create takes with every Forge call timing out on each attempt of the default policy.
+pub const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Length of generated initial passwords.
 pub const PASSWORD_LEN: usize = 32;
 
@@ -81,6 +85,8 @@ fn decode_cursor(cursor: &str) -> Result<String, ServiceError> {
 pub const DEFAULT_PAGE: u32 = 50;
 /// Largest page of `list_users`.
 pub const MAX_PAGE: u32 = 500;
+/// Largest page of `list_events` (its documented range is 1..=500).
+pub const MAX_EVENTS_PAGE: u32 = 500;
 
 /// What `create_user` records about the Forge side once it is done.
 struct ForgeOutcome {
@@ -128,6 +134,9 @@ impl Deployer {
             }
         }
 
+        // One caller of a name at a time, from the row lookup to the final update: a second
+        // caller waits and then sees the first one's result (see `db/claims.rs`).
+        let _claim = self.claim_name(&name).await?;
         let now = self.clock.now();
         let (user_id, resumed) = {
             let (name, email, display) = (name.clone(), email.clone(), params.display_name.clone());
@@ -219,6 +228,20 @@ impl Deployer {
             adopted: !outcome.forge_created,
             user,
         })
+    }
+
+    /// Claims `name` for a create or delete (see `db/claims.rs`), waiting at most
+    /// [`CLAIM_WAIT`] for one in flight.
+    async fn claim_name(&self, name: &str) -> Result<crate::db::Claim, ServiceError> {
+        self.db
+            .claim(&format!("user:{name}"), CLAIM_WAIT)
+            .await
+            .ok_or_else(|| {
+                ServiceError::FailedPrecondition(format!(
+                    "another create_user or delete_user of {name} is still running after {} s; try again later",
+                    CLAIM_WAIT.as_secs()
+                ))
+            })
     }
 
     /// The Forge half of `create_user`, resumable.
@@ -428,6 +451,9 @@ impl Deployer {
         user_id: UserId,
     ) -> Result<DeleteUserResult, ServiceError> {
         let user = self.get_user(user_id).await?;
+        // Not beside a create of the same name (which would find its row gone at the end).
+        let _claim = self.claim_name(&user.forge_username).await?;
+        let user = self.get_user(user_id).await?;
         let live_vms: i64 = self
             .db
             .call(move |conn| -> Result<i64, ServiceError> {
@@ -517,6 +543,12 @@ impl Deployer {
     }
 
     pub async fn list_events(&self, p: ListEventsParams) -> Result<EventsPage, ServiceError> {
+        // Refused like list_users' and list_jobs' limits, not silently clamped.
+        if let Some(limit) = p.limit.filter(|l| !(1..=MAX_EVENTS_PAGE).contains(l)) {
+            return Err(ServiceError::InvalidParams(format!(
+                "limit must be between 1 and {MAX_EVENTS_PAGE}, got {limit}"
+            )));
+        }
         self.db.call(move |conn| Ok(audit::list(conn, &p)?)).await
     }
 

@@ -324,7 +324,7 @@ async fn a_corrupt_or_missing_key_file_stops_the_server_with_a_clear_message() {
 }
 
 #[tokio::test]
-async fn tcp_listener_forbids_secrets_and_records_the_sso_actor() {
+async fn tcp_listener_forbids_secrets_and_records_the_claimed_actor_as_unverified() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -360,5 +360,5 @@ async fn tcp_listener_forbids_secrets_and_records_the_sso_actor() {
         .list_events(&Default::default())
         .await
         .unwrap();
-    assert_eq!(events.events[0].actor, "alice-admin");
+    assert_eq!(events.events[0].actor, "unverified:alice-admin");
 }

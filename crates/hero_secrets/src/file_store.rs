@@ -2,10 +2,20 @@
 //!
 //! Layout under the store directory (created 0700):
 //! * `master.key`: 32 random bytes, created 0600 with `O_EXCL` on first open;
-//! * `slots/<context>/<name>….sec`: `MAGIC ‖ key id (4) ‖ nonce (24) ‖ XChaCha20-Poly1305(value)`
-//!   with the slot name as associated data, so a file copied to another slot does not decrypt.
+//! * `slots/<context>/<name>…/<last>@sec`: `MAGIC ‖ key id (4) ‖ nonce (24) ‖
+//!   XChaCha20-Poly1305(value)` with the slot name as associated data, so a file copied to another
+//!   slot does not decrypt.
 //!
-//! Writes are atomic: temp file, fsync, rename, fsync of the directory.
+//! **One slot, one file.** Every segment but the last is a directory named as the segment; the last
+//! is a file named `<segment>@sec`. `@` is outside the slot grammar, so a file name never equals a
+//! directory name (`a/b` and `a/b@sec/c` cannot both exist, `a/b` and `a/b/c` live side by side),
+//! and the suffix is appended, never replacing what follows a dot (`x.old` is not `x`). Stripping
+//! the suffix gives the segments back: the mapping is injective (a property test holds it to that).
+//! Stores written with the earlier `<last>.sec` naming (which aliased `x` and `x.old`) are renamed
+//! in place when opened.
+//!
+//! Writes are atomic: temp file (`@tmp-…`, never a slot's name), fsync, rename, fsync of the
+//! directory.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -24,7 +34,12 @@ const MAGIC: &[u8; 6] = b"HSEC1\0";
 const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 24;
 const HEADER_LEN: usize = MAGIC.len() + 4 + NONCE_LEN;
-const EXTENSION: &str = "sec";
+/// Appended to a slot's last segment to name its file (see the module doc).
+const FILE_SUFFIX: &str = "@sec";
+/// Names of files being written; never a slot file name (no `@sec` suffix).
+const TMP_PREFIX: &str = "@tmp-";
+/// The suffix of the earlier layout, which `set_extension` put in place of a segment's own extension.
+const LEGACY_SUFFIX: &str = ".sec";
 
 /// Encrypted file store. Cheap to clone.
 #[derive(Clone)]
@@ -77,6 +92,7 @@ impl FileSecretStore {
                 reason: "unusable key".into(),
             })?;
         let key_id = key_id(&key[..]);
+        migrate_legacy_names(&slots_dir)?;
         Ok(FileSecretStore {
             inner: Arc::new(Inner {
                 slots_dir,
@@ -86,12 +102,17 @@ impl FileSecretStore {
         })
     }
 
+    /// The file of a (validated) slot: injective, see the module doc.
     fn path_of(&self, slot: &str) -> PathBuf {
         let mut path = self.inner.slots_dir.clone();
-        for segment in slot.split('/') {
-            path.push(segment);
+        let mut segments = slot.split('/').peekable();
+        while let Some(segment) = segments.next() {
+            if segments.peek().is_some() {
+                path.push(segment);
+            } else {
+                path.push(format!("{segment}{FILE_SUFFIX}"));
+            }
         }
-        path.set_extension(EXTENSION);
         path
     }
 
@@ -286,7 +307,7 @@ fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), SecretError> {
         .ok_or_else(|| SecretError::io(path, std::io::Error::other("no parent directory")))?;
     let mut suffix = [0u8; 8];
     rand::rngs::OsRng.fill_bytes(&mut suffix);
-    let tmp = parent.join(format!(".tmp-{}", hex_lite(&suffix)));
+    let tmp = parent.join(format!("{TMP_PREFIX}{}", hex_lite(&suffix)));
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -325,20 +346,67 @@ fn walk(dir: &Path, segments: &mut Vec<String>, out: &mut Vec<String>) -> Result
     for entry in entries {
         let entry = entry.map_err(|e| SecretError::io(dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".tmp-") {
-            continue;
-        }
         let file_type = entry.file_type().map_err(|e| SecretError::io(dir, e))?;
-        if file_type.is_dir() {
+        // Only names the layout can produce: a directory named as a segment, a file named
+        // `<segment>@sec`. Temp files and anything else put there by hand are not slots.
+        if file_type.is_dir() && is_segment(&name) {
             segments.push(name);
             walk(&entry.path(), segments, out)?;
             segments.pop();
-        } else if let Some(stem) = name.strip_suffix(&format!(".{EXTENSION}")) {
-            let mut slot = segments.join("/");
-            slot.push('/');
-            slot.push_str(stem);
-            out.push(slot);
+        } else if let Some(stem) = name.strip_suffix(FILE_SUFFIX).filter(|s| is_segment(s)) {
+            if file_type.is_file() && !segments.is_empty() {
+                let mut slot = segments.join("/");
+                slot.push('/');
+                slot.push_str(stem);
+                out.push(slot);
+            }
         }
+    }
+    Ok(())
+}
+
+/// A segment of the slot grammar (see [`crate::validate_slot`]).
+fn is_segment(name: &str) -> bool {
+    crate::slot::check_segment(name).is_ok()
+}
+
+/// Renames files of the earlier layout (`<segment>.sec`) to `<segment>@sec`. The earlier name
+/// cannot tell `x` from `x.old` (both were `x.sec`); it is given to `x`, the slot it was most
+/// likely written for; a file written for `x.old` then fails to decrypt as `x` (its slot name is
+/// its associated data), exactly as reading `x` failed before. An existing new-layout file wins
+/// and the old one is left where it is.
+fn migrate_legacy_names(dir: &Path) -> Result<(), SecretError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(SecretError::io(dir, e)),
+    };
+    let mut renamed = false;
+    for entry in entries {
+        let entry = entry.map_err(|e| SecretError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let file_type = entry.file_type().map_err(|e| SecretError::io(dir, e))?;
+        if file_type.is_dir() {
+            if is_segment(&name) {
+                migrate_legacy_names(&entry.path())?;
+            }
+            continue;
+        }
+        let Some(stem) = name.strip_suffix(LEGACY_SUFFIX) else {
+            continue;
+        };
+        if !file_type.is_file() || !is_segment(stem) || name.starts_with(".tmp-") {
+            continue;
+        }
+        let target = dir.join(format!("{stem}{FILE_SUFFIX}"));
+        if target.exists() {
+            continue;
+        }
+        fs::rename(entry.path(), &target).map_err(|e| SecretError::io(&target, e))?;
+        renamed = true;
+    }
+    if renamed {
+        sync_dir(dir)?;
     }
     Ok(())
 }
@@ -478,15 +546,15 @@ mod tests {
         let (dir, s) = store();
         s.set("a/one", "v1").await.unwrap();
         let root = dir.path().join("secrets/slots");
-        fs::copy(root.join("a/one.sec"), root.join("a/two.sec")).unwrap();
+        fs::copy(root.join("a/one@sec"), root.join("a/two@sec")).unwrap();
         assert!(matches!(
             s.get("a/two").await,
             Err(SecretError::Corrupt { .. })
         ));
-        let mut bytes = fs::read(root.join("a/one.sec")).unwrap();
+        let mut bytes = fs::read(root.join("a/one@sec")).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        fs::write(root.join("a/one.sec"), bytes).unwrap();
+        fs::write(root.join("a/one@sec"), bytes).unwrap();
         assert!(matches!(
             s.get("a/one").await,
             Err(SecretError::Corrupt { .. })

@@ -21,18 +21,26 @@ pub fn validate_slot(slot: &str) -> Result<(), SecretError> {
         return fail("must be <context>/<name>");
     }
     for segment in segments {
-        if segment.is_empty() {
-            return fail("empty segment");
+        if let Err(reason) = check_segment(segment) {
+            return fail(reason);
         }
-        if segment == "." || segment == ".." {
-            return fail("'.' and '..' segments are not allowed");
-        }
-        if !segment
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        {
-            return fail("segments may only contain A-Z a-z 0-9 _ - .");
-        }
+    }
+    Ok(())
+}
+
+/// One segment of the grammar; also what the file store accepts as a directory or file stem.
+pub(crate) fn check_segment(segment: &str) -> Result<(), &'static str> {
+    if segment.is_empty() {
+        return Err("empty segment");
+    }
+    if segment == "." || segment == ".." {
+        return Err("'.' and '..' segments are not allowed");
+    }
+    if !segment
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err("segments may only contain A-Z a-z 0-9 _ - .");
     }
     Ok(())
 }

@@ -18,7 +18,10 @@ pub struct ServerFacts {
 }
 
 /// Secrets travel only over the local socket: the TCP listener sits behind the SSO edge, and no
-/// browser-reachable path may read or write them.
+/// browser-reachable path may read or write them. Nothing on TCP proves who is calling (the
+/// acting-user header is not verified there, see `http.rs`), so this is the only safe answer for
+/// every method that hands out a secret: secret_get/list/set/delete, export_ssh_key,
+/// reveal_initial_password, and create_user's password (withheld over TCP).
 pub(crate) fn require_local(caller: &Caller, what: &str) -> Result<(), ServiceError> {
     if caller.local {
         Ok(())
@@ -32,7 +35,12 @@ pub(crate) fn require_local(caller: &Caller, what: &str) -> Result<(), ServiceEr
 pub fn register_all(registry: &mut Registry, deployer: Deployer, facts: ServerFacts) {
     let d = deployer;
     registry.register_with::<CreateUser, _, _>(d.clone(), |d, c, p| async move {
-        d.create_user(&c.actor, p).await
+        let mut created = d.create_user(&c.actor, p).await?;
+        // The password is held either way; over TCP it is not handed out (see `require_local`).
+        if !c.local {
+            created.initial_password = None;
+        }
+        Ok(created)
     });
     registry.register_with::<GetUser, _, _>(d.clone(), |d, _, p| async move {
         d.get_user(p.user_id).await
@@ -48,6 +56,7 @@ pub fn register_all(registry: &mut Registry, deployer: Deployer, facts: ServerFa
         d.delete_user(&c.actor, p.user_id).await
     });
     registry.register_with::<RevealInitialPassword, _, _>(d.clone(), |d, c, p| async move {
+        require_local(&c, "reveal_initial_password")?;
         d.reveal_initial_password(&c.actor, p.user_id).await
     });
     registry.register_with::<ListEvents, _, _>(d.clone(), |d, _, p| async move {
