@@ -87,7 +87,9 @@ async fn operator_walk_through_the_cli() {
         !out.contains(&token),
         "secret get printed the value without --show"
     );
-    assert!(out.contains("chars"));
+    // Masked means nothing of the value: no prefix, no length.
+    assert_eq!(out.trim(), "******** (set; --show reveals it)");
+    assert!(!out.contains(&token[..2]) && !out.contains(&token.len().to_string()));
     let o = cli(
         &stack,
         &["secret", "get", "deployer/forge_admin_token", "--show"],
@@ -102,7 +104,30 @@ async fn operator_walk_through_the_cli() {
     );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
-    assert!(out.contains("Initial password"), "{out}");
+    // The account is ready, not the VM, and the line says which command makes the VM.
+    assert!(
+        out.starts_with("Forge account alice is ready (user_id 1). No VM yet: `hero_os_tfgrid_deployer vm deploy alice`."),
+        "{out}"
+    );
+    assert!(!out.contains("User alice is ready"), "{out}");
+    // Labels and values line up in one column.
+    let value_columns: Vec<usize> = ["Forge login", "Initial password", "Forge API token"]
+        .iter()
+        .map(|label| {
+            let line = out
+                .lines()
+                .find(|l| l.trim_start().starts_with(label))
+                .unwrap_or_else(|| panic!("no {label} line: {out}"));
+            line.len()
+                - line[line.find(label).unwrap() + label.len()..]
+                    .trim_start()
+                    .len()
+        })
+        .collect();
+    assert!(
+        value_columns.windows(2).all(|w| w[0] == w[1]),
+        "{value_columns:?}\n{out}"
+    );
 
     let o = cli(&stack, &["--json", "user", "get", "alice"], None);
     let user: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -125,14 +150,51 @@ async fn operator_walk_through_the_cli() {
         "error: username must be lowercase [invalid_username]"
     );
 
+    // Again for a known user: the error, and the record it found.
     let o = cli(&stack, &["user", "create", "alice"], None);
-    assert!(text(&o).1.contains("[already_exists]"));
-
-    // Destructive without a terminal needs --yes.
-    let o = cli(&stack, &["user", "delete", "alice"], None);
+    let (out, err) = text(&o);
     assert!(!o.status.success());
-    assert!(text(&o).1.contains("--yes"));
-    let o = cli(&stack, &["user", "delete", "alice", "--yes"], None);
+    assert!(err.contains("[already_exists]"), "{err}");
+    assert!(
+        out.starts_with("User alice already exists:")
+            && out
+                .lines()
+                .any(|l| l.starts_with("forge account") && l.ends_with("created by the deployer")),
+        "{out}"
+    );
+    let o = cli(&stack, &["--json", "user", "create", "alice"], None);
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["kind"], "already_exists");
+    assert_eq!(e["detail"]["forge_username"], "alice");
+    assert!(e["message"].as_str().unwrap().contains("alice"), "{e}");
+
+    // Destructive commands: one rule. Without a terminal and without --yes/-y they refuse and
+    // change nothing.
+    for args in [
+        &["user", "delete", "alice"][..],
+        &["vm", "delete", "alice"],
+        &["secret", "delete", "deployer/forge_admin_token"],
+        &["reconcile", "--fix"],
+    ] {
+        let o = cli(&stack, args, None);
+        let (out, err) = text(&o);
+        assert!(!o.status.success(), "{args:?} went ahead: {out}");
+        assert!(
+            err.contains("pass --yes (-y) to confirm") && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+        let o = cli(&stack, &[&["--json"][..], args].concat(), None);
+        let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(e["kind"], "confirmation_required", "{args:?}");
+    }
+    let o = cli(&stack, &["secret", "list"], None);
+    assert!(
+        text(&o).0.contains("deployer/forge_admin_token"),
+        "secret deleted without --yes"
+    );
+    let o = cli(&stack, &["user", "get", "alice"], None);
+    assert!(o.status.success(), "user deleted without --yes");
+    let o = cli(&stack, &["user", "delete", "alice", "-y"], None);
     assert!(o.status.success(), "{:?}", text(&o));
 
     let o = cli(&stack, &["events", "--user", "alice"], None);
@@ -142,9 +204,106 @@ async fn operator_walk_through_the_cli() {
         "{out}"
     );
 
+    // Paging hints under every listing that pages, and the hint works as printed.
+    let o = cli(&stack, &["events", "--limit", "1"], None);
+    let (out, _) = text(&o);
+    let hint = out
+        .lines()
+        .find_map(|l| l.strip_prefix("more: "))
+        .unwrap_or_else(|| panic!("no paging hint: {out}"))
+        .to_owned();
+    let mut args = vec!["events", "--limit", "1"];
+    args.extend(hint.split_whitespace());
+    let o = cli(&stack, &args, None);
+    let (next, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert_ne!(next.lines().nth(1), out.lines().nth(1), "{next}");
+
+    // --json means JSON on stdout for failures too, with a stable kind.
+    let o = cli(&stack, &["--json", "user", "get", "nobody"], None);
+    assert!(!o.status.success());
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["kind"], "not_found", "{e}");
+
+    // Another service's address: one line saying so, not its page.
+    let forge_addr = stack
+        .forge
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    for server in [stack.forge.url.clone(), forge_addr.to_owned()] {
+        let o = Command::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
+            .args(["--server", &server, "user", "list"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(
+            err.lines().count() == 1
+                && err.contains("is it the deployer server")
+                && !err.contains('<'),
+            "{server}: {err}"
+        );
+    }
+
     let o = cli(&stack, &["server", "status"], None);
     let (out, _) = text(&o);
     assert!(out.contains("forge version"), "{out}");
+}
+
+#[test]
+fn bad_server_addresses_and_usage_errors() {
+    for (server, want) in [
+        ("ftp://x", "unsupported scheme \"ftp\""),
+        ("http://x:port", "invalid port"),
+        ("http://host", "has no port"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
+            .args(["--server", server, "user", "list"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(
+            err.lines().count() == 1 && err.starts_with("error: --server: ") && err.contains(want),
+            "{server}: {err}"
+        );
+        assert!(!err.contains("http://ftp://"), "{err}");
+        let o = Command::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
+            .args(["--json", "--server", server, "user", "list"])
+            .output()
+            .unwrap();
+        let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(e["kind"], "invalid_endpoint");
+    }
+    // Unreachable, with --json.
+    let o = Command::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
+        .args([
+            "--json",
+            "--server",
+            "unix:/nonexistent/rpc.sock",
+            "user",
+            "list",
+        ])
+        .output()
+        .unwrap();
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["kind"], "unreachable");
+    assert!(e["message"].as_str().unwrap().contains("is it running?"));
+    // A usage error: clap's text and exit 2 for people, a JSON object with --json.
+    let o = Command::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
+        .args(["user", "frobnicate"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let o = Command::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
+        .args(["--json", "user", "frobnicate"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["kind"], "usage");
+    assert!(e["message"].as_str().unwrap().contains("frobnicate"), "{e}");
 }
 
 #[test]

@@ -33,6 +33,25 @@ pub struct User {
     pub updated_at: i64,
 }
 
+impl User {
+    /// How the Forge account came to be, or `None` while setup is incomplete: until `create_user`
+    /// finishes, `forge_created` and `forge_user_id` are defaults (false, 0), not facts, and
+    /// showing them would claim an adoption and an id that never happened.
+    pub fn forge_account(&self) -> Option<(&'static str, i64)> {
+        if !self.setup_complete || self.forge_user_id == 0 {
+            return None;
+        }
+        Some((
+            if self.forge_created {
+                "created by the deployer"
+            } else {
+                "adopted (existed before)"
+            },
+            self.forge_user_id,
+        ))
+    }
+}
+
 /// Coarse VM state shown next to a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
