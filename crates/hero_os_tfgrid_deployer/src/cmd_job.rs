@@ -8,7 +8,7 @@ use hero_os_tfgrid_deployer_sdk::jobs::*;
 use hero_os_tfgrid_deployer_sdk::types::UserId;
 use hero_os_tfgrid_deployer_sdk::Client;
 
-use crate::output::{self, Output};
+use crate::output::{self, CliError, Output};
 
 #[derive(Subcommand)]
 pub enum JobCmd {
@@ -368,6 +368,10 @@ impl Progress {
 /// the job runs on in the server, and the last line says how to come back to it.
 pub async fn follow(client: &Client, job_id: JobId, out: &Output) -> anyhow::Result<Job> {
     let job = client.get_job(job_id).await?;
+    // Registered before the first line is printed: a Ctrl-C right after it must detach with
+    // the message, not kill the process by the default action.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| CliError::new("io", format!("cannot watch for Ctrl-C: {e}")))?;
     if !out.json {
         eprintln!(
             "following job {} ({} of {}); Ctrl-C detaches, the job keeps running",
@@ -402,7 +406,7 @@ pub async fn follow(client: &Client, job_id: JobId, out: &Output) -> anyhow::Res
     };
     tokio::select! {
         r = watch => r,
-        _ = tokio::signal::ctrl_c() => detached(job_id, tty, out),
+        _ = sigint.recv() => detached(job_id, tty, out),
     }
 }
 

@@ -53,6 +53,15 @@ pub enum UserCmd {
         /// Username or numeric user id.
         user: String,
     },
+    /// Give the user's Forge account a new random password (Forge admin API) and show it once.
+    /// For an adopted account or one whose password was lost. Audited.
+    ResetPassword {
+        /// Username or numeric user id.
+        user: String,
+        /// Do not ask for confirmation (needed without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 #[derive(Args)]
@@ -260,6 +269,33 @@ pub async fn run(cmd: UserCmd, client: &Client, out: &Output) -> anyhow::Result<
                     "Deleted user {} from the deployer; the Forge account is kept.",
                     r.forge_username
                 )
+            });
+        }
+        UserCmd::ResetPassword { user, yes } => {
+            let u = resolve(client, &user).await?;
+            output::confirm(
+                &format!(
+                    "Set a new Forge password for {}? The current one stops working.",
+                    u.forge_username
+                ),
+                yes,
+            )?;
+            let r = client.reset_forge_password(u.user_id).await?;
+            out.show(&r, |r| {
+                println!("New Forge password for {} (shown once):", r.forge_username);
+                println!();
+                print!(
+                    "{}",
+                    output::fields_text(
+                        &[
+                            ("Forge login", r.forge_username.clone()),
+                            ("New password", r.new_password.clone()),
+                        ],
+                        "  "
+                    )
+                );
+                println!();
+                println!("Deliver it out of band, never by email; `user reveal-password {}` shows it again (audited).", r.forge_username);
             });
         }
         UserCmd::RevealPassword { user } => {

@@ -1,4 +1,4 @@
-//! `vm deploy|delete|show|list|ssh-key` and `reconcile`.
+//! `vm deploy|delete|show|list|ssh|ssh-key` and `reconcile`.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -52,6 +52,15 @@ pub enum VmCmd {
         /// Only users whose name starts with this.
         #[arg(long)]
         filter: Option<String>,
+    },
+    /// Open a shell (or run COMMAND) on the user's VM with OpenSSH: the held key (export is
+    /// audited; local socket only) and the host key the deployer pinned. Prints host and port.
+    Ssh {
+        /// Username or numeric user id.
+        user: String,
+        /// A command to run instead of a shell (after `--`).
+        #[arg(last = true)]
+        command: Vec<String>,
     },
     /// Export the user's SSH private key (audited; local socket only) to reach the VM.
     SshKey {
@@ -172,6 +181,13 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
                 // as bare text a script could mistake for a JSON document.
                 None => out.show(&key, |k| print!("{}", k.private_key)),
             }
+        }
+        VmCmd::Ssh { user, command } => {
+            let user_id = resolve_user(client, &user).await?;
+            let access = client.vm_ssh_target(user_id).await?;
+            let key = client.export_ssh_key(user_id).await?;
+            let code = crate::ssh::run(&access, &key.private_key, &command)?;
+            std::process::exit(code);
         }
         VmCmd::List { filter } => {
             let vms = live_vms(client, filter).await?;

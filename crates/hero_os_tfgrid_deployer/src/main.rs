@@ -8,6 +8,7 @@ mod cmd_server;
 mod cmd_user;
 mod cmd_vm;
 mod output;
+mod ssh;
 
 use std::path::PathBuf;
 

@@ -466,6 +466,19 @@ impl Client {
             .await
     }
 
+    pub async fn vm_ssh_target(&self, user_id: UserId) -> Result<VmSshAccess, ClientError> {
+        self.call::<methods::VmSshTarget>(&UserIdParams { user_id })
+            .await
+    }
+
+    pub async fn reset_forge_password(
+        &self,
+        user_id: UserId,
+    ) -> Result<ResetPasswordResult, ClientError> {
+        self.call::<methods::ResetForgePassword>(&UserIdParams { user_id })
+            .await
+    }
+
     pub async fn reconcile(&self, fix: bool) -> Result<ReconcileReport, ClientError> {
         self.call::<methods::Reconcile>(&ReconcileParams { fix })
             .await

@@ -10,6 +10,7 @@ pub mod error;
 pub mod forge;
 pub mod http;
 pub mod listen;
+pub mod password_reset;
 pub mod provision;
 pub mod rpc;
 pub mod service;

@@ -26,6 +26,7 @@ pub mod reaper;
 pub mod reconcile;
 pub mod rpc;
 pub mod runner;
+pub mod ssh_target;
 pub mod sshkeys;
 pub mod steps;
 pub mod store;
