@@ -19,6 +19,9 @@ pub enum UserCmd {
         /// Email for the Forge account (default <username>@nomail.demo.ourworld.tf).
         #[arg(long)]
         email: Option<String>,
+        /// Allow a `deployer_test_` name: throw-away users of end-to-end runs against a real Forge.
+        #[arg(long)]
+        test_user: bool,
     },
     /// Show one user (by username or numeric user id).
     Get {
@@ -184,7 +187,20 @@ pub async fn run(cmd: UserCmd, client: &Client, out: &Output) -> anyhow::Result<
             username,
             display_name,
             email,
+            test_user,
         } => {
+            // The test prefix is for end-to-end runs; an operator typing it by accident would
+            // hand a person a throw-away account, so it takes a flag.
+            if hero_os_tfgrid_deployer_sdk::username::is_test_user(&username) && !test_user {
+                return Err(output::CliError::new(
+                    "test_user",
+                    format!(
+                        "{username} starts with {}, the prefix of throw-away end-to-end test users; pass --test-user if that is what you want",
+                        hero_os_tfgrid_deployer_sdk::username::TEST_PREFIX
+                    ),
+                )
+                .into());
+            }
             let r = match client
                 .create_user(&username, display_name.as_deref(), email.as_deref())
                 .await

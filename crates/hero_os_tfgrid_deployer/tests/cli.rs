@@ -271,6 +271,25 @@ async fn operator_walk_through_the_cli() {
     let o = cli(&stack, &["server", "status"], None);
     let (out, _) = text(&o);
     assert!(out.contains("unknown (not answering?)"), "{out}");
+
+    // A user whose creation stopped part-way (Forge down) claims neither an adoption nor an id.
+    let o = cli(&stack, &["user", "create", "bob"], None);
+    assert!(text(&o).1.contains("[forge_unavailable]"), "{:?}", text(&o));
+    let o = cli(&stack, &["user", "get", "bob"], None);
+    let (out, _) = text(&o);
+    let field = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l[name.len()..].trim().to_owned())
+            .unwrap_or_else(|| panic!("no {name}: {out}"))
+    };
+    assert_eq!(field("forge id"), "-", "{out}");
+    assert_eq!(
+        field("forge account"),
+        "not settled yet (setup incomplete)",
+        "{out}"
+    );
+    assert!(!out.contains("adopted"), "{out}");
 }
 
 #[test]
@@ -474,6 +493,34 @@ async fn vm_walk_through_the_cli() {
     assert!(out.contains("user:alice") && out.contains(" ok "), "{out}");
     assert!(!out.contains(&new), "the audit log shows the password");
 
+    // The test prefix takes a flag, and its host name is a valid DNS label.
+    let o = cli(&stack, &["user", "create", "deployer_test_zed"], None);
+    let (_, err) = text(&o);
+    assert!(!o.status.success() && err.contains("--test-user"), "{err}");
+    let o = cli(
+        &stack,
+        &["user", "create", "deployer_test_zed", "--test-user"],
+        None,
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = cli(
+        &stack,
+        &["vm", "deploy", "deployer_test_zed", "--follow"],
+        None,
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("succeeded: http://deployer-test-zed.localhost:"),
+        "{out}"
+    );
+    let o = cli(
+        &stack,
+        &["vm", "delete", "deployer_test_zed", "-y", "--follow"],
+        None,
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+
     let o = cli(&stack, &["vm", "delete", "alice", "-y", "--follow"], None);
     assert!(o.status.success(), "{:?}", text(&o));
     let o = cli(&stack, &["vm", "list"], None);
@@ -493,7 +540,7 @@ async fn vm_walk_through_the_cli() {
     args.extend(hint.iter().map(String::as_str));
     let o = cli(&stack, &args, None);
     let (out, _) = text(&o);
-    assert!(out.lines().nth(1).unwrap().starts_with("1 "), "{out}");
+    assert!(out.lines().nth(1).unwrap().starts_with("3 "), "{out}");
 }
 
 /// Ctrl-C (a real SIGINT) while following: the CLI detaches, says how to re-attach, exits 130,

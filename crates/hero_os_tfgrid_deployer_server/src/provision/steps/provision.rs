@@ -290,7 +290,7 @@ pub async fn deploy_gateway(s: &Scope<'_>, ctx: &mut JobContext) -> Result<Strin
     };
     let name = s.resource_name()?;
     let label = if s.job.backend == "local" {
-        s.job.forge_username.clone()
+        hero_os_tfgrid_deployer_sdk::username::host_label(&s.job.forge_username)
     } else {
         name.grid_name().to_owned()
     };
