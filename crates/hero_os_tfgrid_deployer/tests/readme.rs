@@ -185,3 +185,73 @@ fn every_readme_command_runs_as_written() {
     );
     drop(server);
 }
+
+/// The README's TOML example is a configuration the server accepts (unknown keys are rejected,
+/// so a wrong section or key name fails here). Its paths point into a temp dir, and the
+/// environment overlay aims Forge at a closed port and the gateway at a free one, so nothing
+/// leaves this machine.
+#[test]
+fn the_readme_toml_example_is_accepted() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let block = text
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|t| t.split("```").next())
+        .expect("a toml block in the README");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut toml = String::new();
+    for line in block.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        match key {
+            "data_dir" => {
+                toml.push_str(&format!("data_dir = \"{}\"\n", root.join("data").display()))
+            }
+            "socket_dir" => toml.push_str(&format!(
+                "socket_dir = \"{}\"\n",
+                root.join("sock").display()
+            )),
+            _ => {
+                toml.push_str(line);
+                toml.push('\n');
+            }
+        }
+    }
+    assert!(
+        toml.contains("[provision]") && toml.contains("socket_dir"),
+        "{toml}"
+    );
+    let config = root.join("deployer.toml");
+    std::fs::write(&config, &toml).unwrap();
+    let log = root.join("server.log");
+    let mut server = Server::spawn(
+        root,
+        &[
+            ("HERO_DEPLOYER_CONFIG".into(), config.display().to_string()),
+            (
+                "HERO_DEPLOYER_FORGE_URL".into(),
+                "http://127.0.0.1:9".into(),
+            ),
+            (
+                "HERO_DEPLOYER_LOCAL_GATEWAY_LISTEN".into(),
+                "127.0.0.1:0".into(),
+            ),
+        ],
+        &log,
+    );
+    let socket = root.join("sock/hero_os_tfgrid_deployer/rpc.sock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!(
+                "the server refused the README's TOML ({status}):\n{}\n{toml}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(std::time::Instant::now() < deadline, "server not ready");
+        poll_pause();
+    }
+    let _ = server.terminate();
+}
