@@ -8,7 +8,7 @@ use hero_os_tfgrid_deployer_sdk::jobs::*;
 use hero_os_tfgrid_deployer_sdk::types::UserId;
 use hero_os_tfgrid_deployer_sdk::Client;
 
-use crate::output::{self, Output};
+use crate::output::{self, CliError, Output};
 
 #[derive(Subcommand)]
 pub enum JobCmd {
@@ -20,22 +20,39 @@ pub enum JobCmd {
         /// Only queued, running or cancelling jobs.
         #[arg(long)]
         active: bool,
+        /// Page size (1..200).
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Only jobs older than this job id (printed as `more: --before …` under a page).
+        #[arg(long)]
+        before: Option<JobId>,
     },
     /// Show one job with its steps and timings.
-    Show { job_id: JobId },
-    /// Replay a job's events and follow it live until it ends.
-    Follow { job_id: JobId },
+    Show {
+        /// The job's number (from `job list` or the line `vm deploy` printed).
+        job_id: JobId,
+    },
+    /// Replay a job's events and follow it live until it ends (Ctrl-C detaches; the job runs on).
+    Follow {
+        /// The job's number.
+        job_id: JobId,
+    },
     /// Cancel an active job (a provision deletes what it made).
     Cancel {
+        /// The job's number.
         job_id: JobId,
+        /// Follow the clean-up live until the job ends.
         #[arg(long)]
         follow: bool,
+        /// Do not ask for confirmation (needed without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Resume a failed job from its failed step.
     Retry {
+        /// The job's number.
         job_id: JobId,
+        /// Follow the job live until it ends.
         #[arg(long)]
         follow: bool,
     },
@@ -55,6 +72,7 @@ pub async fn run(cmd: JobCmd, client: &Client, out: &Output) -> anyhow::Result<(
             user,
             active,
             limit,
+            before,
         } => {
             let user_id = match user {
                 Some(u) => Some(resolve_user(client, &u).await?),
@@ -64,7 +82,7 @@ pub async fn run(cmd: JobCmd, client: &Client, out: &Output) -> anyhow::Result<(
                 .list_jobs(&ListJobsParams {
                     user_id,
                     active_only: active.then_some(true),
-                    before: None,
+                    before,
                     limit: Some(limit),
                 })
                 .await?;
@@ -88,6 +106,9 @@ pub async fn run(cmd: JobCmd, client: &Client, out: &Output) -> anyhow::Result<(
                     &["job", "user", "kind", "state", "step", "created", "error"],
                     &rows,
                 );
+                if let Some(b) = page.next_before {
+                    output::more("--before", b);
+                }
             });
         }
         JobCmd::Show { job_id } => {
@@ -98,7 +119,23 @@ pub async fn run(cmd: JobCmd, client: &Client, out: &Output) -> anyhow::Result<(
             let job = follow(client, job_id, out).await?;
             finish(&job, out)?;
         }
-        JobCmd::Cancel { job_id, follow: f } => {
+        JobCmd::Cancel {
+            job_id,
+            follow: f,
+            yes,
+        } => {
+            let job = client.get_job(job_id).await?;
+            if job.state.is_active() {
+                output::confirm(
+                    &format!(
+                        "Cancel job {} ({} of {})? A provision deletes what it made so far.",
+                        job.job_id,
+                        kind(job.kind),
+                        job.forge_username
+                    ),
+                    yes,
+                )?;
+            }
             let job = client.cancel_job(job_id).await?;
             if f {
                 let job = follow(client, job.job_id, out).await?;
@@ -223,24 +260,38 @@ pub fn finish(job: &Job, out: &Output) -> anyhow::Result<()> {
     }
 }
 
+/// Milliseconds since the Unix epoch, on this machine's clock.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Live progress of one job on stderr.
 struct Progress {
     tty: bool,
-    started: std::time::Instant,
+    /// When the job was created (server clock, ms): every line is stamped with its offset from
+    /// here, so replayed events show when they happened, not when this follower read them.
+    base_ms: i64,
     step: Option<(u32, u32, String)>,
     attempt: Option<u32>,
     drawn: bool,
 }
 
 impl Progress {
-    fn new() -> Progress {
+    fn new(base_ms: i64) -> Progress {
         Progress {
             tty: std::io::stderr().is_terminal(),
-            started: std::time::Instant::now(),
+            base_ms,
             step: None,
             attempt: None,
             drawn: false,
         }
+    }
+
+    fn offset_s(&self, at_ms: i64) -> f64 {
+        (at_ms - self.base_ms).max(0) as f64 / 1000.0
     }
 
     fn event(&mut self, e: &JobEvent) {
@@ -272,7 +323,7 @@ impl Progress {
             let _ = writeln!(
                 err,
                 "[{:>6.1}s] {}{}",
-                self.started.elapsed().as_secs_f64(),
+                self.offset_s(e.at_ms),
                 if e.level == EventLevel::Output {
                     "| "
                 } else {
@@ -298,7 +349,7 @@ impl Progress {
             self.attempt
                 .map(|a| format!(" · attempt {a}"))
                 .unwrap_or_default(),
-            self.started.elapsed().as_secs_f64()
+            self.offset_s(now_ms())
         )
     }
 
@@ -307,32 +358,75 @@ impl Progress {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K");
             let _ = err.flush();
+            self.drawn = false;
         }
     }
 }
 
-/// Follows a job: replays its events, then long-polls until it ends. With `--json`, events are
-/// not drawn (the final job is printed by the caller).
+/// Follows a job: names it first, replays its events, then long-polls until it ends. With
+/// `--json`, events are not drawn (the final job is printed by the caller). Ctrl-C detaches:
+/// the job runs on in the server, and the last line says how to come back to it.
 pub async fn follow(client: &Client, job_id: JobId, out: &Output) -> anyhow::Result<Job> {
-    let mut progress = Progress::new();
-    let mut after = 0;
-    loop {
-        let page = client.job_events(job_id, after, 1_000).await?;
-        if !out.json {
-            for e in &page.events {
-                progress.event(e);
-            }
-            if page.events.is_empty() && progress.tty {
-                let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r\x1b[2K{}", progress.bar());
-                let _ = err.flush();
-                progress.drawn = true;
-            }
-        }
-        after = page.last_seq;
-        if page.done {
-            progress.done();
-            return Ok(client.get_job(job_id).await?);
-        }
+    let job = client.get_job(job_id).await?;
+    // Registered before the first line is printed: a Ctrl-C right after it must detach with
+    // the message, not kill the process by the default action.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| CliError::new("io", format!("cannot watch for Ctrl-C: {e}")))?;
+    if !out.json {
+        eprintln!(
+            "following job {} ({} of {}); Ctrl-C detaches, the job keeps running",
+            job.job_id,
+            kind(job.kind),
+            job.forge_username
+        );
     }
+    let mut progress = Progress::new(job.created_at_ms);
+    let tty = progress.tty;
+    let watch = async {
+        let mut after = 0;
+        loop {
+            let page = client.job_events(job_id, after, 1_000).await?;
+            if !out.json {
+                for e in &page.events {
+                    progress.event(e);
+                }
+                if page.events.is_empty() && progress.tty {
+                    let mut err = std::io::stderr().lock();
+                    let _ = write!(err, "\r\x1b[2K{}", progress.bar());
+                    let _ = err.flush();
+                    progress.drawn = true;
+                }
+            }
+            after = page.last_seq;
+            if page.done {
+                progress.done();
+                return Ok::<Job, anyhow::Error>(client.get_job(job_id).await?);
+            }
+        }
+    };
+    tokio::select! {
+        r = watch => r,
+        _ = sigint.recv() => detached(job_id, tty, out),
+    }
+}
+
+/// Ctrl-C while following: leave the job alone and say how to re-attach. Exit 130, the shell's
+/// code for "stopped by SIGINT".
+fn detached(job_id: JobId, tty: bool, out: &Output) -> ! {
+    let message = format!(
+        "detached from job {job_id}; it keeps running in the server. Re-attach with `hero_os_tfgrid_deployer job follow {job_id}`"
+    );
+    if out.json {
+        println!(
+            "{:#}",
+            serde_json::json!({ "kind": "detached", "message": message, "job_id": job_id })
+        );
+    }
+    let mut err = std::io::stderr().lock();
+    if tty {
+        let _ = write!(err, "\r\x1b[2K");
+    }
+    let _ = writeln!(err, "{message}");
+    let _ = err.flush();
+    std::process::exit(130)
 }

@@ -1,4 +1,4 @@
-//! `secret …`: values are read from stdin or a file and printed masked unless `--show`, so they
+//! `secret …`: values are read from stdin or a file and never printed unless `--show`, so they
 //! never appear in argv, shell history or a screen recording by accident.
 
 use std::io::{IsTerminal, Read};
@@ -18,31 +18,36 @@ pub enum SecretCmd {
     Set {
         /// Slot, e.g. deployer/forge_admin_token.
         slot: String,
+        /// Read the value from this file instead of stdin (trailing newlines are dropped).
         #[arg(long)]
         from_file: Option<PathBuf>,
     },
-    /// Read a secret (masked unless --show).
+    /// Read a secret: says whether it is set, and reveals the value only with --show.
     Get {
+        /// Slot, e.g. deployer/forge_admin_token.
         slot: String,
+        /// Print the value itself (audited like every read).
         #[arg(long)]
         show: bool,
     },
     /// List slot names (never values).
-    List { prefix: Option<String> },
+    List {
+        /// Only slots starting with this, e.g. deployer/users/.
+        prefix: Option<String>,
+    },
     /// Delete a secret.
-    Delete { slot: String },
+    Delete {
+        /// Slot, e.g. deployer/tfgrid_mnemonic.
+        slot: String,
+        /// Do not ask for confirmation (needed without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
-/// `abcd…wxyz (32 chars)`, enough to recognise a value without revealing it.
-fn mask(value: &str) -> String {
-    let n = value.chars().count();
-    if n <= 8 {
-        format!("******** ({n} chars)")
-    } else {
-        let head: String = value.chars().take(2).collect();
-        format!("{head}****** ({n} chars)")
-    }
-}
+/// What `secret get` prints without `--show`: that the slot holds a value, nothing about the
+/// value (not a prefix, not the length: both narrow a guess and show up in screen recordings).
+const MASKED: &str = "******** (set; --show reveals it)";
 
 fn read_value(from_file: Option<PathBuf>) -> anyhow::Result<String> {
     let raw = match from_file {
@@ -83,7 +88,7 @@ pub async fn run(cmd: SecretCmd, client: &Client, out: &Output) -> anyhow::Resul
                 .call::<methods::SecretGet>(&SecretSlotParams { slot })
                 .await?;
             if !show {
-                r.value = mask(&r.value);
+                r.value = MASKED.to_owned();
             }
             out.show(&r, |r| println!("{}", r.value));
         }
@@ -97,7 +102,8 @@ pub async fn run(cmd: SecretCmd, client: &Client, out: &Output) -> anyhow::Resul
                 }
             });
         }
-        SecretCmd::Delete { slot } => {
+        SecretCmd::Delete { slot, yes } => {
+            crate::output::confirm(&format!("Delete the secret {slot}?"), yes)?;
             let r = client
                 .call::<methods::SecretDelete>(&SecretSlotParams { slot: slot.clone() })
                 .await?;
@@ -105,17 +111,4 @@ pub async fn run(cmd: SecretCmd, client: &Client, out: &Output) -> anyhow::Resul
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mask;
-
-    #[test]
-    fn masks_never_show_the_value() {
-        let m = mask("4f1e9c0a5b7d3e2f1a0b9c8d7e6f5a4b3c2d1e0f");
-        assert!(!m.contains("9c0a5b"));
-        assert!(m.contains("40 chars"));
-        assert_eq!(mask("abc"), "******** (3 chars)");
-    }
 }

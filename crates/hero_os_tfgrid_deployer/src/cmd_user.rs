@@ -1,6 +1,5 @@
 //! `user …` and `events`.
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use hero_os_tfgrid_deployer_sdk::types::*;
 use hero_os_tfgrid_deployer_sdk::Client;
@@ -20,9 +19,15 @@ pub enum UserCmd {
         /// Email for the Forge account (default <username>@nomail.demo.ourworld.tf).
         #[arg(long)]
         email: Option<String>,
+        /// Allow a `deployer_test_` name: throw-away users of end-to-end runs against a real Forge.
+        #[arg(long)]
+        test_user: bool,
     },
     /// Show one user (by username or numeric user id).
-    Get { user: String },
+    Get {
+        /// Username or numeric user id.
+        user: String,
+    },
     /// List users in username order.
     List {
         /// Only usernames starting with this prefix.
@@ -31,7 +36,7 @@ pub enum UserCmd {
         /// Page size (1..500).
         #[arg(long, default_value_t = 50)]
         limit: u32,
-        /// Continue after this cursor (printed at the end of a page).
+        /// Continue after this cursor (printed as `more: --cursor …` under a page).
         #[arg(long)]
         cursor: Option<String>,
         /// Fetch every page.
@@ -40,13 +45,26 @@ pub enum UserCmd {
     },
     /// Forget a user and their secrets (the Forge account is kept). Refused while they have a VM.
     Delete {
+        /// Username or numeric user id.
         user: String,
-        /// Do not ask for confirmation.
-        #[arg(long)]
+        /// Do not ask for confirmation (needed without a terminal).
+        #[arg(long, short = 'y')]
         yes: bool,
     },
     /// Show the initial Forge password again, to deliver it out of band. Audited.
-    RevealPassword { user: String },
+    RevealPassword {
+        /// Username or numeric user id.
+        user: String,
+    },
+    /// Give the user's Forge account a new random password (Forge admin API) and show it once.
+    /// For an adopted account or one whose password was lost. Audited.
+    ResetPassword {
+        /// Username or numeric user id.
+        user: String,
+        /// Do not ask for confirmation (needed without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 #[derive(Args)]
@@ -60,8 +78,12 @@ pub struct EventsArgs {
     /// Only actions starting with this (e.g. user. or vm.).
     #[arg(long)]
     action: Option<String>,
+    /// Page size (1..500).
     #[arg(long, default_value_t = 50)]
     limit: u32,
+    /// Only events older than this event id (printed as `more: --before …` under a page).
+    #[arg(long)]
+    before: Option<i64>,
 }
 
 /// A user named by id or username.
@@ -73,21 +95,20 @@ pub async fn resolve(client: &Client, user: &str) -> anyhow::Result<User> {
 }
 
 fn user_fields(u: &User) -> Vec<(&'static str, String)> {
+    let (account, forge_id) = match u.forge_account() {
+        Some((how, id)) => (how.to_owned(), id.to_string()),
+        None => (
+            "not settled yet (setup incomplete)".to_owned(),
+            "-".to_owned(),
+        ),
+    };
     vec![
         ("user_id", u.user_id.to_string()),
         ("username", u.forge_username.clone()),
         ("display name", u.display_name.clone().unwrap_or_default()),
         ("email", u.email.clone()),
-        ("forge id", u.forge_user_id.to_string()),
-        (
-            "forge account",
-            if u.forge_created {
-                "created by the deployer"
-            } else {
-                "adopted (existed before)"
-            }
-            .into(),
-        ),
+        ("forge id", forge_id),
+        ("forge account", account),
         (
             "forge token",
             if u.forge_token_set {
@@ -122,35 +143,80 @@ fn user_fields(u: &User) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// `user create`'s report. Says the *account* is ready — the VM is a separate step, and the line
+/// says which command makes it.
+fn print_created(r: &CreateUserResult) {
+    println!(
+        "Forge account {} is ready (user_id {}). No VM yet: `hero_os_tfgrid_deployer vm deploy {}`.",
+        r.forge_username, r.user_id, r.forge_username
+    );
+    println!();
+    let mut pairs = vec![("Forge login", r.forge_username.clone())];
+    match &r.initial_password {
+        Some(p) => pairs.push(("Initial password", p.clone())),
+        None => pairs.push((
+            "Initial password",
+            "not known (the account existed before and was adopted)".into(),
+        )),
+    }
+    pairs.push((
+        "Forge API token",
+        if r.forge_token_set {
+            "stored in the secret store".to_owned()
+        } else {
+            format!(
+                "none: {}",
+                r.forge_token_note.as_deref().unwrap_or("not minted")
+            )
+        },
+    ));
+    print!("{}", output::fields_text(&pairs, "  "));
+    if r.initial_password.is_some() {
+        println!();
+        println!("Deliver the password out of band (e.g. a direct chat message), never by email.");
+        println!(
+            "It can be shown again with `hero_os_tfgrid_deployer user reveal-password {}`.",
+            r.forge_username
+        );
+    }
+}
+
 pub async fn run(cmd: UserCmd, client: &Client, out: &Output) -> anyhow::Result<()> {
     match cmd {
         UserCmd::Create {
             username,
             display_name,
             email,
+            test_user,
         } => {
-            let r = client
+            // The test prefix is for end-to-end runs; an operator typing it by accident would
+            // hand a person a throw-away account, so it takes a flag.
+            if hero_os_tfgrid_deployer_sdk::username::is_test_user(&username) && !test_user {
+                return Err(output::CliError::new(
+                    "test_user",
+                    format!(
+                        "{username} starts with {}, the prefix of throw-away end-to-end test users; pass --test-user if that is what you want",
+                        hero_os_tfgrid_deployer_sdk::username::TEST_PREFIX
+                    ),
+                )
+                .into());
+            }
+            let r = match client
                 .create_user(&username, display_name.as_deref(), email.as_deref())
-                .await?;
-            out.show(&r, |r| {
-                println!("User {} is ready (user_id {}).", r.forge_username, r.user_id);
-                match &r.initial_password {
-                    Some(p) => {
-                        println!();
-                        println!("  Forge login     {}", r.forge_username);
-                        println!("  Initial password {p}");
-                        println!();
-                        println!("Deliver the password out of band (e.g. a direct chat message), never by email.");
-                        println!("It can be shown again with `hero_os_tfgrid_deployer user reveal-password {}`.", r.forge_username);
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    // `already_exists` carries the record: show it (the README promises it),
+                    // then fail with the kind so scripts still see the error.
+                    if let (false, Some(user)) = (out.json, existing_record(&e)) {
+                        println!("User {} already exists:", user.forge_username);
+                        output::fields(&user_fields(&user));
                     }
-                    None => println!("The Forge account already existed: its password is not known to the deployer."),
+                    return Err(e.into());
                 }
-                if r.forge_token_set {
-                    println!("A Forge API token for the user is stored in the secret store.");
-                } else if let Some(note) = &r.forge_token_note {
-                    println!("No Forge token: {note}.");
-                }
-            });
+            };
+            out.show(&r, print_created);
         }
         UserCmd::Get { user } => {
             let u = resolve(client, &user).await?;
@@ -200,24 +266,52 @@ pub async fn run(cmd: UserCmd, client: &Client, out: &Output) -> anyhow::Result<
                 output::table(&["id", "username", "vm", "token", "created"], &rows);
                 println!("{} of {} user(s)", p.users.len(), p.total);
                 if let Some(c) = &p.next_cursor {
-                    println!("more: --cursor {c}");
+                    output::more("--cursor", c);
                 }
             });
         }
         UserCmd::Delete { user, yes } => {
             let u = resolve(client, &user).await?;
-            if !yes {
-                confirm(&format!(
+            output::confirm(
+                &format!(
                     "Forget user {} (id {}) and delete their secrets? The Forge account is kept.",
                     u.forge_username, u.user_id
-                ))?;
-            }
+                ),
+                yes,
+            )?;
             let r = client.delete_user(u.user_id).await?;
             out.show(&r, |r| {
                 println!(
                     "Deleted user {} from the deployer; the Forge account is kept.",
                     r.forge_username
                 )
+            });
+        }
+        UserCmd::ResetPassword { user, yes } => {
+            let u = resolve(client, &user).await?;
+            output::confirm(
+                &format!(
+                    "Set a new Forge password for {}? The current one stops working.",
+                    u.forge_username
+                ),
+                yes,
+            )?;
+            let r = client.reset_forge_password(u.user_id).await?;
+            out.show(&r, |r| {
+                println!("New Forge password for {} (shown once):", r.forge_username);
+                println!();
+                print!(
+                    "{}",
+                    output::fields_text(
+                        &[
+                            ("Forge login", r.forge_username.clone()),
+                            ("New password", r.new_password.clone()),
+                        ],
+                        "  "
+                    )
+                );
+                println!();
+                println!("Deliver it out of band, never by email; `user reveal-password {}` shows it again (audited).", r.forge_username);
             });
         }
         UserCmd::RevealPassword { user } => {
@@ -229,23 +323,16 @@ pub async fn run(cmd: UserCmd, client: &Client, out: &Output) -> anyhow::Result<
     Ok(())
 }
 
-/// Asks on the terminal; refuses when stdin is not one (use --yes in scripts).
-fn confirm(question: &str) -> anyhow::Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        anyhow::bail!("{question} Refusing without a terminal; pass --yes to confirm");
-    }
-    print!("{question} [y/N] ");
-    std::io::stdout().flush().context("stdout")?;
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .context("stdin")?;
-    if matches!(answer.trim(), "y" | "Y" | "yes") {
-        Ok(())
-    } else {
-        anyhow::bail!("cancelled")
+/// The record an `already_exists` error carries, if it is one.
+fn existing_record(e: &hero_os_tfgrid_deployer_sdk::ClientError) -> Option<User> {
+    match e {
+        hero_os_tfgrid_deployer_sdk::ClientError::Rpc(rpc)
+            if rpc.kind() == Some(hero_os_tfgrid_deployer_sdk::ErrorKind::AlreadyExists) =>
+        {
+            let detail = rpc.data.as_ref()?.detail.clone()?;
+            serde_json::from_value(detail).ok()
+        }
+        _ => None,
     }
 }
 
@@ -255,7 +342,7 @@ pub async fn events(args: EventsArgs, client: &Client, out: &Output) -> anyhow::
             actor: args.actor,
             subject: args.user.map(|u| format!("user:{u}")),
             action: args.action,
-            before: None,
+            before: args.before,
             limit: Some(args.limit),
         })
         .await?;
@@ -278,6 +365,9 @@ pub async fn events(args: EventsArgs, client: &Client, out: &Output) -> anyhow::
             &["time", "actor", "action", "subject", "outcome", "detail"],
             &rows,
         );
+        if let Some(b) = p.next_before {
+            output::more("--before", b);
+        }
     });
     Ok(())
 }

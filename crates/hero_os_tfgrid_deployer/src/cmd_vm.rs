@@ -1,4 +1,4 @@
-//! `vm deploy|delete|show|ssh-key` and `reconcile`.
+//! `vm deploy|delete|show|list|ssh|ssh-key` and `reconcile`.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -16,7 +16,7 @@ use crate::output::{self, Output};
 pub enum VmCmd {
     /// Provision the user's VM: Forge account, SSH key, node, VM, gateway, bootstrap, health.
     Deploy {
-        /// Username or user id.
+        /// Username or numeric user id.
         user: String,
         /// Follow the job with a live progress display until it ends.
         #[arg(long)]
@@ -33,14 +33,38 @@ pub enum VmCmd {
     },
     /// Decommission the user's VM: delete gateway and VM; the record and the Forge account stay.
     Delete {
+        /// Username or numeric user id.
         user: String,
+        /// Follow the job with a live progress display until it ends.
         #[arg(long)]
         follow: bool,
+        /// Do not ask for confirmation (needed without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// The user's VM, earlier VMs and SSH key facts.
-    Show { user: String },
+    Show {
+        /// Username or numeric user id.
+        user: String,
+    },
+    /// Every live VM: user, state, URL, backend and node.
+    List {
+        /// Only users whose name starts with this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Open a shell (or run COMMAND) on the user's VM with OpenSSH: the held key (export is
+    /// audited; local socket only) and the host key the deployer pinned. Prints host and port.
+    Ssh {
+        /// Username or numeric user id.
+        user: String,
+        /// A command to run instead of a shell (after `--`).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// Export the user's SSH private key (audited; local socket only) to reach the VM.
     SshKey {
+        /// Username or numeric user id.
         user: String,
         /// Write the private key to this file (mode 0600) instead of stdout.
         #[arg(long)]
@@ -68,8 +92,16 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
             let job = client.provision_vm(user_id, options).await?;
             return started(client, job, f, out).await;
         }
-        VmCmd::Delete { user, follow: f } => {
+        VmCmd::Delete {
+            user,
+            follow: f,
+            yes,
+        } => {
             let user_id = resolve_user(client, &user).await?;
+            output::confirm(
+                &format!("Decommission the VM of {user} (its gateway and VM are deleted)?"),
+                yes,
+            )?;
             let job = client.decommission_vm(user_id).await?;
             return started(client, job, f, out).await;
         }
@@ -145,11 +177,81 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
                         key.public_key
                     );
                 }
-                None => print!("{}", key.private_key),
+                // With --json the key travels inside an object like every other answer, never
+                // as bare text a script could mistake for a JSON document.
+                None => out.show(&key, |k| print!("{}", k.private_key)),
             }
+        }
+        VmCmd::Ssh { user, command } => {
+            let user_id = resolve_user(client, &user).await?;
+            let access = client.vm_ssh_target(user_id).await?;
+            let key = client.export_ssh_key(user_id).await?;
+            let code = crate::ssh::run(&access, &key.private_key, &command)?;
+            std::process::exit(code);
+        }
+        VmCmd::List { filter } => {
+            let vms = live_vms(client, filter).await?;
+            out.show(&VmList { vms: vms.clone() }, |l| {
+                let rows: Vec<Vec<String>> = l
+                    .vms
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.forge_username.clone(),
+                            v.state.clone(),
+                            v.url.clone().unwrap_or_else(|| "-".into()),
+                            v.backend.clone(),
+                            v.node_id
+                                .map(|n| n.to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            v.ready_at.map(output::time).unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &["user", "state", "url", "backend", "node", "ready since"],
+                    &rows,
+                );
+                println!("{} VM(s)", l.vms.len());
+            });
         }
     }
     Ok(())
+}
+
+/// `vm list --json`: an object (not a bare array) so fields such as health can join later
+/// without breaking scripts.
+#[derive(serde::Serialize)]
+struct VmList {
+    vms: Vec<VmRecord>,
+}
+
+/// The live VM of every user that has one, in username order: the users listing says who has a
+/// VM, `get_vm` gives its record.
+async fn live_vms(client: &Client, filter: Option<String>) -> anyhow::Result<Vec<VmRecord>> {
+    use hero_os_tfgrid_deployer_sdk::types::{ListUsersParams, VmStatus};
+    let mut params = ListUsersParams {
+        filter,
+        cursor: None,
+        limit: Some(500),
+        before: None,
+    };
+    let mut vms = Vec::new();
+    loop {
+        let page = client.list_users(&params).await?;
+        for u in &page.users {
+            if matches!(u.vm_status, VmStatus::NoVm | VmStatus::Decommissioned) {
+                continue;
+            }
+            if let Some(vm) = client.get_vm(u.user_id).await?.vm {
+                vms.push(vm);
+            }
+        }
+        match page.next_cursor {
+            Some(c) => params.cursor = Some(c),
+            None => return Ok(vms),
+        }
+    }
 }
 
 async fn started(client: &Client, job: Job, f: bool, out: &Output) -> anyhow::Result<()> {
@@ -171,7 +273,13 @@ async fn started(client: &Client, job: Job, f: bool, out: &Output) -> anyhow::Re
 }
 
 /// `reconcile [--fix]`.
-pub async fn reconcile(fix: bool, client: &Client, out: &Output) -> anyhow::Result<()> {
+pub async fn reconcile(fix: bool, yes: bool, client: &Client, out: &Output) -> anyhow::Result<()> {
+    if fix {
+        output::confirm(
+            "Delete every backend resource the deployer has no record of (orphans)?",
+            yes,
+        )?;
+    }
     let report = client.reconcile(fix).await?;
     out.show(&report, |r| {
         let rows = |v: &[ResourceRef], what: &str| -> Vec<Vec<String>> {
@@ -195,7 +303,9 @@ pub async fn reconcile(fix: bool, client: &Client, out: &Output) -> anyhow::Resu
         } else {
             output::table(&["finding", "kind", "name", "user", "backend"], &all);
             if !fix && !r.orphans.is_empty() {
-                println!("\nremove the orphans with `hero_os_tfgrid_deployer reconcile --fix`");
+                println!(
+                    "\nremove the orphans with `hero_os_tfgrid_deployer reconcile --fix --yes`"
+                );
             }
         }
     });

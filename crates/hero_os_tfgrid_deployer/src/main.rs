@@ -8,6 +8,7 @@ mod cmd_server;
 mod cmd_user;
 mod cmd_vm;
 mod output;
+mod ssh;
 
 use std::path::PathBuf;
 
@@ -21,11 +22,13 @@ use hero_os_tfgrid_deployer_sdk::{Client, Endpoint};
 #[derive(Parser)]
 #[command(name = "hero_os_tfgrid_deployer", version, propagate_version = true)]
 struct Cli {
-    /// Server endpoint: a unix socket path or http://host:port.
+    /// The deployer server: unix:/path/rpc.sock, a socket path, http://host:port or host:port
+    /// (the same syntax as the dashboard's --server).
     /// Default: $HERO_SOCKET_DIR/hero_os_tfgrid_deployer/rpc.sock (HERO_SOCKET_DIR defaults to ~/hero/var/sockets).
     #[arg(long, global = true, env = "HERO_DEPLOYER_ENDPOINT")]
     server: Option<String>,
-    /// Print machine-readable JSON instead of tables.
+    /// Print machine-readable JSON on stdout instead of tables, errors included
+    /// (`{"kind": …, "message": …}`).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -53,8 +56,12 @@ enum Command {
     Job(cmd_job::JobCmd),
     /// Compare the backend's resources with the deployer's records; --fix removes orphans.
     Reconcile {
+        /// Remove the orphans found (destructive: asks first, or pass --yes).
         #[arg(long)]
         fix: bool,
+        /// Do not ask for confirmation (needed without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Bring up everything locally (dev Forge, server, local backend) and provision a demo user.
     Demo(cmd_demo::DemoArgs),
@@ -74,20 +81,42 @@ pub fn default_socket() -> PathBuf {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    let endpoint = cli
-        .server
-        .as_deref()
-        .map(Endpoint::parse)
-        .unwrap_or_else(|| Endpoint::Unix(default_socket()));
+    let wants_json = std::env::args().skip(1).any(|a| a == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version are "errors" to clap; a usage error with --json is still JSON on
+        // stdout (its first line as the message), without it clap's multi-line text, exit 2.
+        Err(e) if wants_json && e.use_stderr() => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("usage error");
+            let message = first.strip_prefix("error: ").unwrap_or(first);
+            println!(
+                "{:#}",
+                serde_json::json!({ "kind": "usage", "message": message })
+            );
+            std::process::exit(2)
+        }
+        Err(e) => e.exit(),
+    };
+    let out = output::Output { json: cli.json };
+    let endpoint = match cli.server.as_deref().map(Endpoint::from_arg) {
+        Some(Ok(e)) => e,
+        Some(Err(reason)) => output::fail(
+            &out,
+            &output::CliError::new("invalid_endpoint", format!("--server: {reason}")).into(),
+        ),
+        None => Endpoint::Unix(default_socket()),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
-        Err(e) => output::fail(&format!("cannot start the async runtime: {e}")),
+        Err(e) => output::fail(
+            &out,
+            &anyhow::anyhow!("cannot start the async runtime: {e}"),
+        ),
     };
-    let out = output::Output { json: cli.json };
     let result = runtime.block_on(async {
         let client = Client::new(endpoint.clone());
         match cli.command {
@@ -97,11 +126,42 @@ fn main() {
             Command::Events(args) => cmd_user::events(args, &client, &out).await,
             Command::Vm(cmd) => cmd_vm::run(cmd, &client, &out).await,
             Command::Job(cmd) => cmd_job::run(cmd, &client, &out).await,
-            Command::Reconcile { fix } => cmd_vm::reconcile(fix, &client, &out).await,
+            Command::Reconcile { fix, yes } => cmd_vm::reconcile(fix, yes, &client, &out).await,
             Command::Demo(args) => cmd_demo::run(args, &out).await,
         }
     });
     if let Err(e) = result {
-        output::fail(&output::describe(&e));
+        output::fail(&out, &e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument and option of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "hero_os_tfgrid_deployer", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

@@ -1,4 +1,10 @@
 //! Output: human tables by default, JSON with `--json`, one-line errors with a non-zero exit.
+//!
+//! With `--json`, stdout carries JSON and nothing else, errors included: a failure prints
+//! `{"kind": …, "message": …}` (plus `detail` when the server sent one) so a script never has to
+//! parse stderr. The same one-line reason also goes to stderr for the person watching.
+
+use std::io::{BufRead, IsTerminal, Write};
 
 use hero_os_tfgrid_deployer_sdk::ClientError;
 use serde::Serialize;
@@ -13,11 +19,60 @@ impl Output {
         if self.json {
             match serde_json::to_string_pretty(value) {
                 Ok(s) => println!("{s}"),
-                Err(e) => fail(&format!("cannot encode output: {e}")),
+                Err(e) => fail(
+                    self,
+                    &CliError::new("internal", format!("cannot encode output: {e}")).into(),
+                ),
             }
         } else {
             human(value);
         }
+    }
+}
+
+/// An error of the CLI itself (not of the server), with a stable kind for `--json`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CliError {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn new(kind: &'static str, message: impl Into<String>) -> CliError {
+        CliError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The one rule for every destructive command: `--yes`/`-y` skips the question; otherwise ask on
+/// the terminal, and refuse when there is none (a script must say `--yes`, never hang or guess).
+/// The question goes to stderr so stdout stays clean for `--json`.
+pub fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::new(
+            "confirmation_required",
+            format!("{question} Refusing without a terminal; pass --yes (-y) to confirm"),
+        )
+        .into());
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{question} [y/N] ");
+    let _ = err.flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::new("io", format!("cannot read the answer: {e}")))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::new("cancelled", "cancelled; nothing was changed").into())
     }
 }
 
@@ -49,12 +104,28 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// Key/value lines.
+/// Key/value lines, values aligned in one column.
 pub fn fields(pairs: &[(&str, String)]) {
-    let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    print!("{}", fields_text(pairs, ""));
+}
+
+/// Key/value lines as text, each line starting with `indent`.
+pub fn fields_text(pairs: &[(&str, String)], indent: &str) -> String {
+    let w = pairs
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut s = String::new();
     for (k, v) in pairs {
-        println!("{k:<w$}  {v}");
+        s.push_str(&format!("{indent}{k:<w$}  {v}\n"));
     }
+    s
+}
+
+/// The paging hint printed under every listing that pages, so the next page is one copy away.
+pub fn more(flag: &str, value: impl std::fmt::Display) {
+    println!("more: {flag} {value}");
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
@@ -79,9 +150,25 @@ pub fn time(unix: i64) -> String {
     )
 }
 
+/// The stable kind of an error: the server's `data.kind`, or the CLI's own.
+pub fn kind_of(e: &anyhow::Error) -> String {
+    if let Some(c) = e.downcast_ref::<CliError>() {
+        return c.kind.to_owned();
+    }
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Rpc(rpc)) => rpc
+            .kind()
+            .map(|k| k.as_str().to_owned())
+            .unwrap_or_else(|| "rpc".into()),
+        Some(ClientError::Transport { .. }) => "unreachable".into(),
+        Some(ClientError::Protocol(_)) => "protocol".into(),
+        None => "error".into(),
+    }
+}
+
 /// One line for an error, with the stable kind when the server gave one.
 pub fn describe(e: &anyhow::Error) -> String {
-    match e.downcast_ref::<ClientError>() {
+    let line = match e.downcast_ref::<ClientError>() {
         Some(ClientError::Rpc(rpc)) => match rpc.kind() {
             Some(kind) => format!("{} [{kind}]", rpc.message),
             None => rpc.message.clone(),
@@ -90,10 +177,28 @@ pub fn describe(e: &anyhow::Error) -> String {
             "cannot reach the deployer server at {endpoint} ({reason}); is it running? Start it with `hero_os_tfgrid_deployer server start`"
         ),
         _ => format!("{e:#}"),
-    }
+    };
+    // One line, always: a multi-line cause (a server's text, an OS message) is folded.
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-pub fn fail(message: &str) -> ! {
+/// Reports `e` (JSON on stdout with `--json`, one line on stderr always) and exits 1.
+pub fn fail(out: &Output, e: &anyhow::Error) -> ! {
+    let message = describe(e);
+    if out.json {
+        let mut v = serde_json::json!({ "kind": kind_of(e), "message": message });
+        if let Some(detail) = e
+            .downcast_ref::<ClientError>()
+            .and_then(|c| match c {
+                ClientError::Rpc(rpc) => rpc.data.as_ref(),
+                _ => None,
+            })
+            .and_then(|d| d.detail.clone())
+        {
+            v["detail"] = detail;
+        }
+        println!("{v:#}");
+    }
     eprintln!("error: {message}");
     std::process::exit(1)
 }
@@ -107,5 +212,18 @@ mod tests {
         assert_eq!(time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(time(1795305600), "2026-11-22 00:00:00 UTC");
         assert_eq!(time(1795305600 + 86_399), "2026-11-22 23:59:59 UTC");
+    }
+
+    #[test]
+    fn errors_are_one_line_with_a_kind() {
+        let e: anyhow::Error = CliError::new("confirmation_required", "no\nterminal").into();
+        assert_eq!(describe(&e), "no terminal");
+        assert_eq!(kind_of(&e), "confirmation_required");
+        let e: anyhow::Error = ClientError::Transport {
+            endpoint: "unix:/x".into(),
+            reason: "gone".into(),
+        }
+        .into();
+        assert_eq!(kind_of(&e), "unreachable");
     }
 }

@@ -223,7 +223,7 @@ fn vm_and_job_commands_on_a_kept_demo_vm() {
         .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
     let (ok, stdout, _) = cli(&socket, &["reconcile"]);
     assert!(ok && stdout.contains("no orphans"), "{stdout}");
-    let (ok, _, stderr) = cli(&socket, &["vm", "delete", "bob", "--follow"]);
+    let (ok, _, stderr) = cli(&socket, &["vm", "delete", "bob", "--follow", "--yes"]);
     assert!(ok, "{stderr}");
     assert!(
         stderr.contains("step 3/3 mark_decommissioned: done"),

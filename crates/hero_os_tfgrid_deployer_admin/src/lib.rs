@@ -42,6 +42,10 @@ pub fn router(state: AppState) -> Router {
             post(pages::actions::reveal_password),
         )
         .route("/users/{id}/delete", post(pages::actions::delete_user))
+        .route(
+            "/users/{id}/reset-password",
+            post(pages::actions::reset_password),
+        )
         .route("/jobs", get(pages::jobs::list))
         .route("/jobs/{id}", get(pages::jobs::show))
         .route("/jobs/{id}/cancel", post(pages::actions::cancel_job))

@@ -35,8 +35,8 @@ enum SecretsBackend {
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// The deployer server: `unix:/path/rpc.sock` or `host:port`.
-    /// Default `$HERO_SOCKET_DIR/hero_os_tfgrid_deployer/rpc.sock`.
+    /// The deployer server, in the CLI's syntax: `unix:/path/rpc.sock`, a socket path,
+    /// `http://host:port` or `host:port`. Default `$HERO_SOCKET_DIR/hero_os_tfgrid_deployer/rpc.sock`.
     #[arg(long, env = "HERO_DEPLOYER_ADMIN_SERVER")]
     server: Option<String>,
     /// Root of Hero sockets (default ~/hero/var/sockets).
@@ -51,7 +51,7 @@ struct Args {
     /// How identity headers are trusted.
     #[arg(long, value_enum, default_value_t = Mode::Signed, env = "HERO_DEPLOYER_ADMIN_AUTH_MODE")]
     auth_mode: Mode,
-    /// hero_proxy's assertion key: a JWKS file (`hero_proxy key` or GET /.well-known/hero-proxy-key).
+    /// hero_proxy's assertion key: a JWKS file (`hero_proxy --print-key` or GET /.well-known/hero-proxy-key).
     #[arg(long, env = "HERO_DEPLOYER_ADMIN_PROXY_KEY")]
     proxy_key: Option<PathBuf>,
     /// The id of the hero_proxy route in front of the dashboard: assertions made for any other route are refused.
@@ -91,7 +91,7 @@ fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| home().join("hero/var/sockets"));
     let server = match &args.server {
-        Some(s) => Endpoint::parse(s),
+        Some(s) => Endpoint::from_arg(s).map_err(|e| anyhow::anyhow!("--server: {e}"))?,
         None => Endpoint::Unix(socket_dir.join(SERVICE).join("rpc.sock")),
     };
     let auth = match args.auth_mode {

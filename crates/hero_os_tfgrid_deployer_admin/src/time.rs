@@ -1,14 +1,16 @@
 //! Timestamps for humans, without a date library: UTC civil time from Unix seconds.
 
-/// `2026-11-22 18:32 UTC` from Unix seconds.
+/// `2026-11-22 18:32:05 UTC` from Unix seconds: to the second, because the audit log orders
+/// events that happen within one minute.
 pub fn utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
         rem / 3600,
-        (rem % 3600) / 60
+        (rem % 3600) / 60,
+        rem % 60
     )
 }
 
@@ -57,8 +59,8 @@ mod tests {
 
     #[test]
     fn formats() {
-        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc(1_795_372_320), "2026-11-22 18:32 UTC");
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_795_372_325), "2026-11-22 18:32:05 UTC");
         assert_eq!(utc_ms(951_782_400_000), "2000-02-29 00:00:00");
         assert_eq!(duration_ms(850), "850 ms");
         assert_eq!(duration_ms(3_250), "3.2 s");

@@ -115,6 +115,21 @@ fn bootstrap_script(root: &Path, flag: &Path, slow: &Path) -> PathBuf {
     path
 }
 
+/// The newest job of a user.
+async fn latest_job(stack: &Stack, user_id: i64) -> i64 {
+    stack
+        .client
+        .list_jobs(&hero_os_tfgrid_deployer_sdk::jobs::ListJobsParams {
+            user_id: Some(user_id),
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .jobs[0]
+        .job_id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operator_walk_in_headless_chromium() {
     let cfg_dir = tempfile::tempdir().unwrap();
@@ -260,6 +275,11 @@ async fn walk(
         .unwrap();
     shot(c, "05-user-ready").await;
     let user_page = c.current_url().await.unwrap().to_string();
+    // A local sandbox is labelled as one, without a grid VM's spec.
+    assert!(text(c, "[data-testid=vm-kind]")
+        .await
+        .contains("local sandbox"));
+    assert!(!exists(c, "[data-testid=vm-spec]").await);
 
     // Follow the URL: the sandbox answers through the local gateway.
     c.goto(&url).await.unwrap();
@@ -287,6 +307,21 @@ async fn walk(
     assert!(exists(c, "[data-status=decommissioned]").await);
     shot(c, "08-decommissioned").await;
 
+    // Reset the Forge password (confirmed, audited): the new one is shown once and is the one
+    // the deployer now holds.
+    click_and_load(c, "form[action$='/reset-password'] button", true).await;
+    let new_password = text(c, "[data-testid=new-password]").await;
+    assert_eq!(new_password.len(), 32, "{new_password:?}");
+    let ada = stack.client.find_user("ada").await.unwrap();
+    let held = stack
+        .client
+        .reveal_initial_password(ada.user_id)
+        .await
+        .unwrap();
+    assert_eq!(held.initial_password, new_password);
+    shot(c, "08b-password-reset").await;
+    c.goto(&user_page).await.unwrap();
+
     // A failed job shows its reason; Retry completes it.
     std::fs::write(flag, "1").unwrap();
     let bea = stack.client.create_user("bea", None, None).await.unwrap();
@@ -303,7 +338,16 @@ async fn walk(
     );
     shot(c, "09-job-failed").await;
     std::fs::remove_file(flag).unwrap();
-    click_and_load(c, "form[action$='/retry'] button", false).await;
+    // The job page has the same Retry (and no Cancel for a failed job).
+    let bea_job = latest_job(stack, bea.user_id).await;
+    c.goto(&format!("{alice}/jobs/{bea_job}")).await.unwrap();
+    assert!(!exists(c, "[data-testid=job-actions] form[action$='/cancel']").await);
+    click_and_load(
+        c,
+        "[data-testid=job-actions] form[action$='/retry'] button",
+        false,
+    )
+    .await;
     let state = wait_final(c, Duration::from_secs(180)).await;
     assert_eq!(state, "succeeded", "retry completes");
     shot(c, "10-retry-succeeded").await;
@@ -326,7 +370,44 @@ async fn walk(
     )
     .await;
     shot(c, "10b-job-running").await;
-    click_and_load(c, "form[action*='/cancel'] button", true).await;
+    // The log counter follows the lines that arrived live, and the running step shows its
+    // elapsed time, ticking.
+    let counted = poll("the event counter", Duration::from_secs(10), || async {
+        let v = c
+            .execute(
+                "return [document.querySelector('[data-log-count]').textContent, \
+                 document.querySelectorAll('#job-log li[data-seq]').length];",
+                vec![],
+            )
+            .await
+            .ok()?;
+        let shown: usize = v[0].as_str()?.parse().ok()?;
+        (shown == v[1].as_u64()? as usize).then_some(shown)
+    })
+    .await;
+    assert!(counted > 5, "{counted} events");
+    let running = ".steps li[data-step='8'] .dur";
+    let first = poll("the elapsed time", Duration::from_secs(10), || async {
+        let t = text(c, running).await;
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    poll(
+        "the elapsed time to tick",
+        Duration::from_secs(10),
+        || async { (text(c, running).await != first).then_some(()) },
+    )
+    .await;
+    // Cancel from the job page.
+    let cy_job = latest_job(stack, cy.user_id).await;
+    c.goto(&format!("{alice}/jobs/{cy_job}")).await.unwrap();
+    assert!(!exists(c, "[data-testid=job-actions] form[action$='/retry']").await);
+    click_and_load(
+        c,
+        "[data-testid=job-actions] form[action$='/cancel'] button",
+        true,
+    )
+    .await;
     std::fs::remove_file(slow).unwrap();
     let state = wait_final(c, Duration::from_secs(120)).await;
     assert_eq!(state, "cancelled");
@@ -335,14 +416,68 @@ async fn walk(
         .contains("Cancelled"));
     shot(c, "10c-job-cancelled").await;
 
-    // Jobs and audit.
+    // A forgotten user's jobs stay listed, without a link to the user page (it would be 404).
+    stack.client.delete_user(cy.user_id).await.unwrap();
     c.goto(&format!("{alice}/jobs")).await.unwrap();
     assert!(exists(c, "[data-testid=recent-jobs]").await);
+    assert!(text(c, "[data-testid=forgotten-user]").await.contains("cy"));
+    assert!(!exists(c, &format!("a[href='/users/{}']", cy.user_id)).await);
     shot(c, "11-jobs").await;
+    c.goto(&format!("{alice}/jobs/{cy_job}")).await.unwrap();
+    assert!(exists(c, "[data-testid=forgotten-user]").await);
+    assert!(!exists(c, &format!("a[href='/users/{}']", cy.user_id)).await);
+
+    // Audit at 1400 px: the Detail column is on screen inside its card, times have seconds,
+    // and one-line rows are all the same height.
+    c.set_window_size(1400, 900).await.unwrap();
     c.goto(&format!("{alice}/audit?actor=alice")).await.unwrap();
     let audit = text(c, "[data-testid=audit-table]").await;
-    assert!(audit.contains("user.create"), "{audit}");
+    assert!(
+        audit.contains("user.create") && audit.contains("user.reset_forge_password"),
+        "{audit}"
+    );
+    let fit = c
+        .execute(
+            "var t = document.querySelector('[data-testid=audit-table]');\
+             var th = t.querySelectorAll('thead th'); var d = th[th.length - 1].getBoundingClientRect();\
+             var w = t.closest('.table-wrap').getBoundingClientRect();\
+             var rows = Array.from(t.querySelectorAll('tbody tr')).filter(function (r) {\
+               return r.lastElementChild.textContent.length < 30 && r.children[3].textContent.length < 20 && r.children[4].textContent.length < 8; })\
+               .map(function (r) { return Math.round(r.getBoundingClientRect().height); });
+             var spill = Array.from(t.querySelectorAll('td')).filter(function (td) {\
+               return td.scrollWidth > td.clientWidth + 1; }).map(function (td) { return td.textContent; });\
+             return [d.right <= w.right + 1 && d.right <= window.innerWidth, d.width, rows, spill];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fit[0], true, "Detail column off-screen: {fit}");
+    assert!(
+        fit[1].as_f64().unwrap() > 150.0,
+        "Detail column too narrow: {fit}"
+    );
+    assert_eq!(
+        fit[3],
+        serde_json::json!([]),
+        "cells spilling into their neighbours"
+    );
+    let heights: Vec<u64> = fit[2]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_u64().unwrap())
+        .collect();
+    assert!(
+        heights.len() > 3 && heights.windows(2).all(|w| w[0] == w[1]),
+        "uneven rows: {heights:?}"
+    );
+    let when = text(c, "[data-testid=audit-table] tbody td.num").await;
+    assert!(
+        when.len() == "2026-11-22 18:32:05 UTC".len() && when.ends_with(" UTC"),
+        "{when}"
+    );
     shot(c, "12-audit").await;
+    c.set_window_size(1280, 900).await.unwrap();
 
     // Live-progress delay measured in the browser (event time → arrival), for the benchmark.
     let lat = c

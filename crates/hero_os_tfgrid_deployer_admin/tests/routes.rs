@@ -594,3 +594,55 @@ async fn binary_serves_the_socket_and_tcp() {
         assert!(!String::from_utf8_lossy(&out.stderr).is_empty());
     }
 }
+
+#[tokio::test]
+async fn test_users_are_flagged_and_incomplete_users_claim_nothing() {
+    let mut stack = Stack::start().await;
+    stack.set_allowlist("alice").await;
+    let app = router(stack.state(AuthMode::Headers));
+    let r = get(&app, "/users", Some("alice")).await;
+    let csrf = csrf_of(&r.text);
+    let r = post(
+        &app,
+        "/users",
+        "alice",
+        &[("csrf", &csrf), ("username", "deployer_test_t1")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.text.contains("data-testid=\"test-user-warning\""),
+        "{}",
+        r.text
+    );
+    let r = post(
+        &app,
+        "/users",
+        "alice",
+        &[("csrf", &csrf), ("username", "tess")],
+    )
+    .await;
+    assert!(!r.text.contains("test-user-warning"), "{}", r.text);
+
+    // Forge goes away mid-way: the record stays incomplete, and its page says so without an
+    // adoption or a Forge id it never had.
+    let _ = stack.forge.child.kill();
+    let _ = stack.forge.child.wait();
+    assert!(stack.client.create_user("eve", None, None).await.is_err());
+    let eve = stack.client.find_user("eve").await.unwrap();
+    assert!(!eve.setup_complete);
+    let r = get(&app, &format!("/users/{}", eve.user_id), Some("alice")).await;
+    assert_eq!(r.status, 200);
+    let account = r
+        .text
+        .split("data-testid=\"forge-account\"")
+        .nth(1)
+        .and_then(|t| t.split("</dd>").next())
+        .unwrap()
+        .to_owned();
+    assert!(account.contains("setup incomplete"), "{account}");
+    assert!(
+        !account.contains("Forge id") && !account.contains("adopted"),
+        "{account}"
+    );
+}

@@ -40,17 +40,70 @@ impl std::fmt::Display for Endpoint {
 }
 
 impl Endpoint {
-    /// Parses `unix:/path`, `/path`, `http://host:port` or `host:port`.
+    /// Parses `unix:/path`, `/path`, `http://host:port` or `host:port`. Lenient (never fails);
+    /// prefer [`Endpoint::from_arg`] for anything a person typed.
     pub fn parse(s: &str) -> Endpoint {
-        if let Some(p) = s.strip_prefix("unix:") {
-            Endpoint::Unix(PathBuf::from(p))
-        } else if let Some(a) = s.strip_prefix("http://") {
-            Endpoint::Tcp(a.trim_end_matches('/').to_owned())
-        } else if s.starts_with('/') || s.starts_with('.') || s.starts_with('~') {
-            Endpoint::Unix(PathBuf::from(s))
-        } else {
-            Endpoint::Tcp(s.to_owned())
+        Endpoint::from_arg(s).unwrap_or_else(|_| Endpoint::Tcp(s.to_owned()))
+    }
+
+    /// The one syntax of `--server` for the CLI and the dashboard alike: `unix:/path/rpc.sock`,
+    /// a socket path (`/…`, `./…`, `~/…`), `http://host:port` or `host:port`. Anything else
+    /// (another scheme, a missing or invalid port, a path after the address) is refused here with
+    /// one line naming the accepted forms, instead of surfacing later as a confusing connect error.
+    pub fn from_arg(s: &str) -> Result<Endpoint, String> {
+        const FORMS: &str =
+            "use unix:/path/to/rpc.sock, a socket path, http://host:port or host:port";
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(format!("empty server address; {FORMS}"));
         }
+        if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err(format!("unix: needs a socket path; {FORMS}"));
+            }
+            return Ok(Endpoint::Unix(expand_home(p)));
+        }
+        if s.starts_with('/') || s.starts_with('.') || s.starts_with('~') {
+            return Ok(Endpoint::Unix(expand_home(s)));
+        }
+        let addr = match s.split_once("://") {
+            Some(("http", rest)) => rest.strip_suffix('/').unwrap_or(rest),
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "unsupported scheme {scheme:?} in server address {s:?}: the deployer speaks plain HTTP or a unix socket; {FORMS}"
+                ))
+            }
+            None => s,
+        };
+        let Some((host, port)) = addr.rsplit_once(':') else {
+            return Err(format!("server address {s:?} has no port; {FORMS}"));
+        };
+        let host_ok = !host.is_empty()
+            && (host.parse::<std::net::IpAddr>().is_ok()
+                || (host.starts_with('[') && host.ends_with(']'))
+                || host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+        if !host_ok {
+            return Err(format!(
+                "invalid host {host:?} in server address {s:?}; {FORMS}"
+            ));
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(Endpoint::Tcp(addr.to_owned())),
+            _ => Err(format!(
+                "invalid port {port:?} in server address {s:?}; {FORMS}"
+            )),
+        }
+    }
+}
+
+/// `~/x` → `$HOME/x`: a shell does this for an unquoted word, but not inside `--server=~/x` or
+/// an environment variable.
+fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
     }
 }
 
@@ -123,10 +176,13 @@ impl Client {
         let (status, bytes) = self
             .request(HttpMethod::POST, "/rpc", Bytes::from(body))
             .await?;
-        let response: Response = serde_json::from_slice(&bytes).map_err(|e| {
+        // Not the body: a socket of another service answers with an HTML page, which is noise
+        // on a terminal; what the operator needs is "this is not the deployer".
+        let response: Response = serde_json::from_slice(&bytes).map_err(|_| {
             ClientError::Protocol(format!(
-                "HTTP {status}: not a JSON-RPC response ({e}): {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                "{} answered HTTP {status} with {} bytes that are not JSON-RPC; is it the deployer server's socket or address?",
+                self.inner.endpoint,
+                bytes.len()
             ))
         })?;
         match (response.result, response.error) {
@@ -410,8 +466,69 @@ impl Client {
             .await
     }
 
+    pub async fn vm_ssh_target(&self, user_id: UserId) -> Result<VmSshAccess, ClientError> {
+        self.call::<methods::VmSshTarget>(&UserIdParams { user_id })
+            .await
+    }
+
+    pub async fn reset_forge_password(
+        &self,
+        user_id: UserId,
+    ) -> Result<ResetPasswordResult, ClientError> {
+        self.call::<methods::ResetForgePassword>(&UserIdParams { user_id })
+            .await
+    }
+
     pub async fn reconcile(&self, fix: bool) -> Result<ReconcileReport, ClientError> {
         self.call::<methods::Reconcile>(&ReconcileParams { fix })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn server_addresses_have_one_syntax() {
+        let ok: &[(&str, Endpoint)] = &[
+            ("unix:/run/rpc.sock", Endpoint::Unix("/run/rpc.sock".into())),
+            ("/run/rpc.sock", Endpoint::Unix("/run/rpc.sock".into())),
+            ("./rpc.sock", Endpoint::Unix("./rpc.sock".into())),
+            (
+                "http://127.0.0.1:7711",
+                Endpoint::Tcp("127.0.0.1:7711".into()),
+            ),
+            (
+                "http://127.0.0.1:7711/",
+                Endpoint::Tcp("127.0.0.1:7711".into()),
+            ),
+            ("127.0.0.1:7711", Endpoint::Tcp("127.0.0.1:7711".into())),
+            ("localhost:7711", Endpoint::Tcp("localhost:7711".into())),
+            ("[::1]:7711", Endpoint::Tcp("[::1]:7711".into())),
+        ];
+        for (arg, want) in ok {
+            assert_eq!(&Endpoint::from_arg(arg).unwrap(), want, "{arg}");
+        }
+        let bad: &[(&str, &str)] = &[
+            ("ftp://x", "unsupported scheme \"ftp\""),
+            ("https://x:443", "unsupported scheme \"https\""),
+            ("http://x", "has no port"),
+            ("x", "has no port"),
+            ("http://x:port", "invalid port"),
+            ("http://x:0", "invalid port"),
+            ("http://x:70000", "invalid port"),
+            ("http://x:80/rpc", "invalid port"),
+            ("http://:80", "invalid host"),
+            ("a b:80", "invalid host"),
+            ("unix:", "needs a socket path"),
+            ("", "empty"),
+        ];
+        for (arg, want) in bad {
+            let e = Endpoint::from_arg(arg).unwrap_err();
+            assert!(e.contains(want), "{arg}: {e}");
+            assert!(!e.contains('\n'), "{arg}: {e}");
+        }
     }
 }

@@ -290,6 +290,22 @@ pub struct VmDetails {
     pub ssh_public_key: Option<String>,
 }
 
+/// Result of `deployer.vm_ssh_target`: where `ssh` reaches the user's live VM right now (ports
+/// and IPs can change across restarts, so this asks the backend, not the record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VmSshAccess {
+    pub user_id: UserId,
+    pub vm_name: String,
+    /// Host name or IP (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    /// Login on the VM.
+    pub login: String,
+    /// `SHA256:…` fingerprint of the VM's host key, pinned on first contact by `wait_ssh`; null
+    /// until then. A client must refuse a host whose key does not match it.
+    pub host_key_fingerprint: Option<String>,
+}
+
 /// Result of `deployer.export_ssh_key` (audited).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SshKeyExport {

@@ -127,4 +127,11 @@ methods! {
     Reconcile = "deployer.reconcile",
         "Compare the backend's inventory with the deployer's records; with fix, remove orphans (audited)",
         (ReconcileParams) -> ReconcileReport, [Backend];
+    VmSshTarget = "deployer.vm_ssh_target",
+        "Where to reach a user's live VM over SSH now: host, port, login and the pinned host key fingerprint",
+        (UserIdParams) -> VmSshAccess, [NotFound, FailedPrecondition, Backend];
+    ResetForgePassword = "deployer.reset_forge_password",
+        "Give a user's Forge account a new random password through the admin API and show it once (audited)",
+        (UserIdParams) -> ResetPasswordResult,
+        [NotFound, FailedPrecondition, ForgeUnavailable, ForgeAuthRejected, ForgeProtocol, SecretStore];
 }

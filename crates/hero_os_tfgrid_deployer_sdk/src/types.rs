@@ -33,6 +33,25 @@ pub struct User {
     pub updated_at: i64,
 }
 
+impl User {
+    /// How the Forge account came to be, or `None` while setup is incomplete: until `create_user`
+    /// finishes, `forge_created` and `forge_user_id` are defaults (false, 0), not facts, and
+    /// showing them would claim an adoption and an id that never happened.
+    pub fn forge_account(&self) -> Option<(&'static str, i64)> {
+        if !self.setup_complete || self.forge_user_id == 0 {
+            return None;
+        }
+        Some((
+            if self.forge_created {
+                "created by the deployer"
+            } else {
+                "adopted (existed before)"
+            },
+            self.forge_user_id,
+        ))
+    }
+}
+
 /// Coarse VM state shown next to a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -219,8 +238,14 @@ pub struct ServerInfo {
     pub version: String,
     /// Forge base URL in use.
     pub forge_url: String,
-    /// Forge version read at start-up, if Forge answered.
+    /// Forge's version as it answered this call; null when it did not answer.
     pub forge_version: Option<String>,
+    /// Whether Forge answered `/version` during this call (null from older servers).
+    #[serde(default)]
+    pub forge_reachable: Option<bool>,
+    /// Why Forge did not answer, when it did not.
+    #[serde(default)]
+    pub forge_error: Option<String>,
     pub data_dir: String,
     /// Which secret store backend is configured (`file` or `hero_proc`).
     pub secret_store: String,
@@ -279,4 +304,13 @@ pub struct EventsPage {
     pub events: Vec<AuditEvent>,
     /// Pass as `before` for older events; absent when there are none.
     pub next_before: Option<i64>,
+}
+
+/// Result of `deployer.reset_forge_password`. The new password is shown here once and stored
+/// as the user's initial password (so `reveal_initial_password` can show it again, audited).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ResetPasswordResult {
+    pub user_id: UserId,
+    pub forge_username: String,
+    pub new_password: String,
 }

@@ -174,9 +174,46 @@ pub fn grid_name(valid_username: &str) -> String {
     valid_username.replace('-', "_")
 }
 
+/// The DNS label (host name part) for a valid username: `_` (only in the test prefix) becomes
+/// `-`, so `deployer_test_run1` is served at `deployer-test-run1.<domain>`, a valid host name.
+///
+/// Injective over valid usernames for the same reason as [`grid_name`]: ordinary names never
+/// start with `deployer-test-` (rule 8), so no two usernames share a label.
+pub fn host_label(valid_username: &str) -> String {
+    valid_username.replace('_', "-")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_labels_are_valid_dns_labels_and_distinct() {
+        let names = [
+            "alice",
+            "jan-de-vries",
+            "7up",
+            "deployer_test_run1",
+            "deployer_test_a-b",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for n in names {
+            assert_eq!(validate(n), Ok(()), "{n}");
+            let l = host_label(n);
+            assert!(
+                l.len() <= 63
+                    && l.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-'),
+                "{l}"
+            );
+            assert!(seen.insert(l), "{n}");
+        }
+        assert_eq!(host_label("deployer_test_run1"), "deployer-test-run1");
+        // The label a test user gets cannot be taken by an ordinary name.
+        assert!(validate("deployer-test-run1").is_err());
+    }
 
     #[test]
     fn accepts_ordinary_and_test_names() {

@@ -11,6 +11,7 @@ pub mod forge;
 pub mod http;
 pub mod listen;
 pub mod private_fs;
+pub mod password_reset;
 pub mod provision;
 pub mod rpc;
 pub mod service;

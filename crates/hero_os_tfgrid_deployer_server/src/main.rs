@@ -32,7 +32,13 @@ fn main() -> anyhow::Result<()> {
     } else {
         subscriber.init();
     }
-    let env = std::env::vars().filter(|(k, _)| k != "HERO_DEPLOYER_CONFIG");
+    // Variables of the other programs share the prefix: the CLI's endpoint and the dashboard's
+    // settings may well be exported in the same shell, and must not stop the server.
+    let env = std::env::vars().filter(|(k, _)| {
+        k != "HERO_DEPLOYER_CONFIG"
+            && k != "HERO_DEPLOYER_ENDPOINT"
+            && !k.starts_with("HERO_DEPLOYER_ADMIN_")
+    });
     let config = Config::load(args.config.as_deref(), env).context("invalid configuration")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

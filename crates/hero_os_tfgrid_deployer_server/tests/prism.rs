@@ -128,6 +128,16 @@ async fn user_lifecycle_through_prism_has_zero_violations() {
         .unwrap();
     assert!(bob.adopted);
     assert!(c.create_user("alice", None, None).await.is_err());
+    // The password reset (PATCH /admin/users/{username}) through the same Prism, on the adopted
+    // account: afterwards the new password opens it.
+    let reset = c.reset_forge_password(bob.user_id).await.unwrap();
+    let me = http
+        .get(format!("{}/api/v1/user", forge.url))
+        .basic_auth("bob", Some(&reset.new_password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
     // Forge's own refusal (email taken) comes back as a conflict, through Prism.
     let err = c
         .create_user("carol", None, Some("bob@example.org"))

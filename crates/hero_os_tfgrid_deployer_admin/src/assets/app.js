@@ -109,6 +109,8 @@
         var t = document.createElement("time"); t.textContent = fmtTime(ev.at_ms);
         li.appendChild(t); li.appendChild(document.createTextNode(ev.message));
         log.appendChild(li); log.scrollTop = log.scrollHeight;
+        var count = document.querySelector("[data-log-count]");
+        if (count) count.textContent = String(log.querySelectorAll("li[data-seq]").length);
       }
       box.dataset.lastEventAt = String(ev.at_ms);
     });
@@ -126,7 +128,11 @@
         li.dataset.state = s.state;
         if (s.state === "done" || s.state === "skipped") done++;
         var st = li.querySelector(".state"); if (st) st.textContent = s.state;
-        var tm = li.querySelector(".dur"); if (tm) tm.textContent = fmtDuration(s.duration_ms);
+        var tm = li.querySelector(".dur");
+        if (tm) {
+          if (s.state === "running" && s.started_at_ms != null) { tm.dataset.startedAtMs = String(s.started_at_ms); }
+          else { delete tm.dataset.startedAtMs; tm.textContent = fmtDuration(s.duration_ms); }
+        }
         var at = li.querySelector(".att"); if (at) at.textContent = s.attempts ? ("attempt " + s.attempts) : "";
         var msg = li.querySelector(".msg"); if (msg && s.message) msg.textContent = s.message;
       });
@@ -135,7 +141,17 @@
       var pct = document.querySelector("[data-progress-text]");
       if (pct) pct.textContent = done + " of " + job.steps.length + " steps";
     });
+    // The running step's elapsed time, ticking. Server time: the offset of this clock from the
+    // server's is estimated from the events as they arrive (their at_ms vs now).
+    var skew = 0;
+    es.addEventListener("progress", function (m) { skew = Date.now() - JSON.parse(m.data).at_ms; });
+    var ticker = setInterval(function () {
+      document.querySelectorAll(".steps .dur[data-started-at-ms]").forEach(function (el) {
+        el.textContent = fmtDuration(Math.max(0, Date.now() - skew - parseInt(el.dataset.startedAtMs, 10)));
+      });
+    }, 500);
     es.addEventListener("done", function () {
+      clearInterval(ticker);
       es.close();
       if (status) status.textContent = "finished";
       setTimeout(function () { window.location.reload(); }, 400);

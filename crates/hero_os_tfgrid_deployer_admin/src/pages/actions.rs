@@ -176,3 +176,42 @@ pub async fn reveal_password(
     };
     Ok(no_store(page(&admin, "Initial password", Nav::Users, body)))
 }
+
+/// Sets a new Forge password through the server (Forge admin API; audited) and shows it once.
+/// Destructive (the current password stops working), so it is confirmed like the others.
+pub async fn reset_password(
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<i64>,
+    Form(f): Form<ActionForm>,
+) -> PageResult<Response> {
+    csrf::check(&admin, &f.csrf)?;
+    if !f.confirmed() {
+        let u = admin.client.get_user(id).await?;
+        return Ok(confirm_page(
+            &admin,
+            &format!("/users/{id}/reset-password"),
+            "Reset Forge password?",
+            &format!("{} gets a new random Forge password; the current one stops working. The new one is shown once.", u.forge_username),
+            "Reset password",
+            &format!("/users/{id}"),
+        ));
+    }
+    let r = admin.client.reset_forge_password(id).await?;
+    let body = html! {
+        section.card.narrow.center data-testid="password-reset" {
+            p.muted { a href=(format!("/users/{id}")) { "← " (r.forge_username) } }
+            h1 { "New Forge password of " (r.forge_username) }
+            p { "Shown once. Deliver it " strong { "out of band" } ", e.g. in a direct chat message; never together with the URL. The reset was recorded in the audit log." }
+            div.secret {
+                output #new-password data-testid="new-password" { (r.new_password) }
+                button type="button" data-copy-target="new-password" hidden { "Copy" }
+            }
+        }
+    };
+    Ok(no_store(page(
+        &admin,
+        "New Forge password",
+        Nav::Users,
+        body,
+    )))
+}

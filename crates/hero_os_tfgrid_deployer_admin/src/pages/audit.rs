@@ -69,7 +69,7 @@ pub async fn list(
         }
         section.card {
             @if events.events.is_empty() { div.empty { "No events match." } } @else {
-                div.table-wrap { table data-testid="audit-table" {
+                div.table-wrap { table.audit data-testid="audit-table" {
                     thead { tr {
                         th scope="col" { "When" } th scope="col" { "Actor" } th scope="col" { "Action" }
                         th scope="col" { "Subject" } th scope="col" { "Outcome" } th scope="col" .hide-sm { "Detail" }

@@ -171,6 +171,13 @@ fn render_result(admin: &Admin, r: &CreateUserResult) -> Response {
             h1 { "User " (r.forge_username) " is ready for a VM" }
             p.muted { @if r.adopted { "An existing Forge account was adopted." } @else { "A new Forge account was created." } }
         } }
+        @if hero_os_tfgrid_deployer_sdk::username::is_test_user(&r.forge_username) {
+            div.notice.warn role="status" data-testid="test-user-warning" {
+                strong { "Test user" }
+                div { "Names starting with " code { (hero_os_tfgrid_deployer_sdk::username::TEST_PREFIX) }
+                    " are throw-away users of end-to-end runs against a real Forge, not accounts for people." }
+            }
+        }
         section.card.narrow data-testid="create-result" {
             @if let Some(pw) = &r.initial_password {
                 h2 { "Initial password" }

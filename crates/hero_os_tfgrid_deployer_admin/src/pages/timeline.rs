@@ -63,7 +63,13 @@ pub fn render(job: &Job, events: &[JobEvent], last_seq: i64) -> Markup {
                             @if let Some(m) = &s.message { div.msg { (m) } } @else { div.msg {} }
                         }
                         div.timing {
-                            span.dur { @if let Some(d) = s.duration_ms { (time::duration_ms(d)) } }
+                            // A running step carries its start, and app.js ticks its elapsed time.
+                            span.dur data-started-at-ms=[(s.state == StepState::Running).then_some(s.started_at_ms).flatten()] {
+                                @if let Some(d) = s.duration_ms { (time::duration_ms(d)) }
+                                @else if let (StepState::Running, Some(t)) = (s.state, s.started_at_ms) {
+                                    (time::duration_ms((now_ms() - t).max(0)))
+                                }
+                            }
                             br;
                             span.att { @if s.attempts > 0 { "attempt " (s.attempts) } }
                         }
@@ -71,7 +77,7 @@ pub fn render(job: &Job, events: &[JobEvent], last_seq: i64) -> Markup {
                 }
             }
             details open[live || job.state == JobState::Failed] {
-                summary { "Event log (" (events.len()) ")" }
+                summary { "Event log (" span data-log-count="" { (events.len()) } ")" }
                 ol #job-log .log aria-live="off" {
                     @if events.is_empty() { li.log-empty { "No events yet." } }
                     @for e in events {
@@ -84,6 +90,13 @@ pub fn render(job: &Job, events: &[JobEvent], last_seq: i64) -> Markup {
             span hidden data-final-state=(job_state_str(job.state)) {}
         }
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn level(e: &JobEvent) -> &'static str {

@@ -5,7 +5,7 @@ use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use hero_os_tfgrid_deployer_sdk::jobs::{
-    Job, JobEventsParams, JobIdParams, JobState, ListJobsParams, VmDetails,
+    Job, JobEventsParams, JobIdParams, JobState, ListJobsParams, VmDetails, VmRecord,
 };
 use hero_os_tfgrid_deployer_sdk::methods;
 use hero_os_tfgrid_deployer_sdk::types::{User, VmStatus};
@@ -109,10 +109,11 @@ fn forge_facts(u: &User) -> Markup {
     html! {
         dl.facts {
             dt { "Login" } dd { code { (u.forge_username) } }
-            dt { "Account" } dd {
-                @if !u.setup_complete { span.badge.warn { "setup incomplete" } " create again to resume" }
-                @else if u.forge_created { "created by the deployer" } @else { "adopted (existed before)" }
-                span.muted { " · Forge id " (u.forge_user_id) }
+            dt { "Account" } dd data-testid="forge-account" {
+                @match u.forge_account() {
+                    Some((how, id)) => { (how) span.muted { " · Forge id " (id) } },
+                    None => { span.badge.warn { "setup incomplete" } " create again to resume" },
+                }
             }
             dt { "API token" } dd data-testid="token-state" {
                 @if u.forge_token_set { span.badge.ok { "set" } }
@@ -137,7 +138,7 @@ fn vm_facts(u: &User, vm: Option<&VmDetails>) -> Markup {
                 } @else { span.muted { "—" } } }
                 dt { "Node" } dd { @if let Some(n) = v.node_id { "node " (n) } @else { span.muted { "—" } } }
                 dt { "Backend" } dd { code { (v.backend) } " · " (v.name) }
-                dt { "Spec" } dd { (spec_text(&v.spec)) }
+                (spec_facts(v))
                 @if let Some(ip) = v.mycelium_ip.as_ref().or(v.private_ip.as_ref()) { dt { "Address" } dd { code { (ip) } } }
                 @if let Some(fp) = &v.host_key_fingerprint { dt { "Host key" } dd { code { (fp) } } }
             }
@@ -148,6 +149,24 @@ fn vm_facts(u: &User, vm: Option<&VmDetails>) -> Markup {
             @if let Some(v) = vm { @if !v.history.is_empty() {
                 dt { "Earlier VMs" } dd { (v.history.len()) " decommissioned" }
             } }
+        }
+    }
+}
+
+/// What the VM is, labelled as what it is: a local sandbox is a process tree on this machine
+/// (the grid spec does not apply to it), a grid VM shows its spec once the backend made it, and
+/// one never created shows the spec only as requested.
+fn spec_facts(v: &VmRecord) -> Markup {
+    let created = v.backend_id.is_some() || v.ready_at.is_some();
+    html! {
+        @if v.backend == "local" {
+            dt { "Kind" } dd data-testid="vm-kind" { "local sandbox on this machine " span.muted { "(no VM: sshd and a web server in a directory)" } }
+        } @else if created {
+            dt { "Kind" } dd data-testid="vm-kind" { "grid VM" }
+            dt { "Spec" } dd data-testid="vm-spec" { (spec_text(&v.spec)) }
+        } @else {
+            dt { "Kind" } dd data-testid="vm-kind" { "grid VM " span.muted { "(not created yet)" } }
+            dt { "Requested" } dd data-testid="vm-spec" { (spec_text(&v.spec)) }
         }
     }
 }
@@ -242,6 +261,10 @@ fn actions(admin: &Admin, u: &User, job: Option<&Job>, vm: Option<&VmDetails>) -
                     Some(&format!("Decommission the VM of {}? Their URL stops working; the Forge account stays.", u.forge_username))))
             }
             @if u.initial_password_held { (action_button(admin, &format!("{base}/reveal-password"), "Reveal password", "", None)) }
+            @if u.setup_complete {
+                (action_button(admin, &format!("{base}/reset-password"), "Reset Forge password", "",
+                    Some(&format!("Give {} a new Forge password? The current one stops working; the new one is shown once.", u.forge_username))))
+            }
             @if !has_vm && !active {
                 (action_button(admin, &format!("{base}/delete"), "Forget user", "danger",
                     Some(&format!("Forget {}? Their deployer record and secrets are deleted; the Forge account stays.", u.forge_username))))

@@ -389,6 +389,30 @@ impl ForgeApi for HttpForge {
         }
     }
 
+    async fn set_password(&self, username: &str, password: &SecretValue) -> Result<(), ForgeError> {
+        let path = format!("/admin/users/{username}");
+        let body = json!({ "password": password.expose(), "must_change_password": false });
+        let response = self
+            .send(Method::PATCH, &path, Auth::Admin, Some(body))
+            .await?;
+        match response.status() {
+            StatusCode::OK => Ok(()),
+            s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                Err(ForgeError::AdminTokenRejected {
+                    status: s.as_u16(),
+                    message: message(response).await,
+                })
+            }
+            StatusCode::BAD_REQUEST => Err(ForgeError::PasswordRejected {
+                message: message(response).await,
+            }),
+            s => Err(ForgeError::Protocol {
+                status: s.as_u16(),
+                message: message(response).await,
+            }),
+        }
+    }
+
     async fn generate_token_for(
         &self,
         username: &str,

@@ -126,6 +126,16 @@ pub trait ForgeApi: Send + Sync {
         token_name: &str,
         scopes: &[String],
     ) -> Result<ForgeToken, ForgeError>;
+    /// `PATCH /api/v1/admin/users/{username}` with only `password` and
+    /// `must_change_password: false`: nothing else of the account (auth source, login name,
+    /// email) is touched. A default so stand-ins that never reset passwords need not say so.
+    async fn set_password(&self, username: &str, password: &SecretValue) -> Result<(), ForgeError> {
+        let _ = (username, password);
+        Err(ForgeError::Protocol {
+            status: 501,
+            message: format!("{} cannot reset passwords", self.url()),
+        })
+    }
     /// Base URL, for messages.
     fn url(&self) -> &str;
 }

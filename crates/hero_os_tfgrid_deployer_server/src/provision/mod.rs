@@ -29,6 +29,7 @@ pub mod recorder;
 pub mod resume;
 pub mod rpc;
 pub mod runner;
+pub mod ssh_target;
 pub mod sshkeys;
 pub mod states;
 pub mod steps;

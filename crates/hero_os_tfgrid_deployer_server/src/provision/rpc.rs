@@ -39,6 +39,9 @@ pub fn register(registry: &mut Registry, provisioner: Provisioner) {
         require_local(&c, "export_ssh_key")?;
         p.export_ssh_key(&c.actor, params.user_id).await
     });
+    registry.register_with::<VmSshTarget, _, _>(p.clone(), |p, _, params| async move {
+        p.vm_ssh_target(params.user_id).await
+    });
     registry.register_with::<Reconcile, _, _>(p, |p, c, params| async move {
         p.reconcile(&c.actor, params).await
     });

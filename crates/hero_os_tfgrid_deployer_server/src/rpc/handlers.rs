@@ -59,6 +59,9 @@ pub fn register_all(registry: &mut Registry, deployer: Deployer, facts: ServerFa
         require_local(&c, "reveal_initial_password")?;
         d.reveal_initial_password(&c.actor, p.user_id).await
     });
+    registry.register_with::<ResetForgePassword, _, _>(d.clone(), |d, c, p| async move {
+        d.reset_forge_password(&c.actor, p.user_id).await
+    });
     registry.register_with::<ListEvents, _, _>(d.clone(), |d, _, p| async move {
         d.list_events(p).await
     });
@@ -126,6 +129,9 @@ pub fn register_all(registry: &mut Registry, deployer: Deployer, facts: ServerFa
     });
 }
 
+/// Longest wait for Forge's `/version` in `server_info`.
+const FORGE_PROBE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// `deployer.server_info`.
 pub async fn server_info(d: &Deployer, facts: &ServerFacts) -> Result<ServerInfo, ServiceError> {
     let users =
@@ -133,11 +139,28 @@ pub async fn server_info(d: &Deployer, facts: &ServerFacts) -> Result<ServerInfo
             Ok(conn.query_row_cached("SELECT count(*) FROM users", [], |r| r.get(0))?)
         })
         .await?;
+    // Measured now, on every call: a version cached at start-up would report a Forge that has
+    // gone down since as fine. Bounded, so a hanging Forge cannot stall `server status`.
+    let (forge_version, forge_error) =
+        match tokio::time::timeout(FORGE_PROBE, d.forge.version()).await {
+            Ok(Ok(v)) => (Some(v), None),
+            Ok(Err(e)) => (None, Some(e.to_string())),
+            Err(_) => (
+                None,
+                Some(format!(
+                    "Forge at {} did not answer within {} s",
+                    d.forge.url(),
+                    FORGE_PROBE.as_secs()
+                )),
+            ),
+        };
     Ok(ServerInfo {
         service: crate::config::SERVICE.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         forge_url: d.forge.url().to_owned(),
-        forge_version: facts.forge_version.clone(),
+        forge_reachable: Some(forge_version.is_some()),
+        forge_error,
+        forge_version,
         data_dir: facts.data_dir.clone(),
         secret_store: d.secrets.kind().into(),
         started_at: facts.started_at,
