@@ -365,8 +365,7 @@ impl Placement {
     pub fn host_label(self, name: &ResourceName, username: &str) -> String {
         match self {
             Placement::GridNode => name.grid_name().to_owned(),
-            // A host name, so a DNS label: `deployer_test_x` becomes `deployer-test-x`.
-            Placement::ThisMachine => hero_os_tfgrid_deployer_sdk::username::host_label(username),
+            Placement::ThisMachine => username.to_owned(),
         }
     }
 }

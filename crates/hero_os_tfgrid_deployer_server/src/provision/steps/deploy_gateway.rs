@@ -34,7 +34,12 @@ impl Step for DeployGateway {
         let backend = s.backend()?;
         let request = GatewayRequest {
             name: name.clone(),
-            host_label: backend.placement().host_label(&name, &s.job.forge_username),
+            // On this machine the label is a host name: the username as a DNS label
+            // (`deployer_test_x` → `deployer-test-x`).
+            host_label: backend.placement().host_label(
+                &name,
+                &hero_os_tfgrid_deployer_sdk::username::host_label(&s.job.forge_username),
+            ),
             backend_url: vm.web_backend_url.clone(),
             node_id: ctx.node_id,
         };
