@@ -124,7 +124,14 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
                         })
                         .collect();
                     output::table(
-                        &["vm", "name", "backend", "state", "created", "decommissioned"],
+                        &[
+                            "vm",
+                            "name",
+                            "backend",
+                            "state",
+                            "created",
+                            "decommissioned",
+                        ],
                         &rows,
                     );
                 }

@@ -36,17 +36,29 @@ fn main() -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), env).context("invalid configuration")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        hero_os_tfgrid_deployer_server::serve(config, shutdown_signal())
+        // Installed before `serve` starts answering, not when its shutdown future is first
+        // polled: a SIGTERM sent as soon as the socket answered (a supervisor, a test) found no
+        // handler yet and killed the process with the signal instead of a clean exit.
+        let shutdown = shutdown_signal();
+        hero_os_tfgrid_deployer_server::serve(config, shutdown)
             .await
             .map_err(anyhow::Error::from)
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called (inside the
+/// runtime), not when the returned future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
+    async move { wait_for(term, int).await }
+}
+
+async fn wait_for(
+    term: std::io::Result<tokio::signal::unix::Signal>,
+    int: std::io::Result<tokio::signal::unix::Signal>,
+) {
     match (term, int) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
