@@ -148,12 +148,24 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
                             vec![
                                 v.vm_id.to_string(),
                                 v.name.clone(),
+                                v.backend.clone(),
+                                v.state.clone(),
                                 output::time(v.created_at),
                                 v.decommissioned_at.map(output::time).unwrap_or_default(),
                             ]
                         })
                         .collect();
-                    output::table(&["vm", "name", "created", "decommissioned"], &rows);
+                    output::table(
+                        &[
+                            "vm",
+                            "name",
+                            "backend",
+                            "state",
+                            "created",
+                            "decommissioned",
+                        ],
+                        &rows,
+                    );
                 }
             });
         }

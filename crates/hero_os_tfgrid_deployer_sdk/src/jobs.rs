@@ -284,7 +284,8 @@ pub struct VmRecord {
 pub struct VmDetails {
     pub user_id: UserId,
     pub vm: Option<VmRecord>,
-    /// Earlier, decommissioned VMs, newest first.
+    /// Every other VM row of the user, newest first: decommissioned VMs, and rows of failed
+    /// attempts a later one did not adopt (another backend), so none is hidden.
     pub history: Vec<VmRecord>,
     pub ssh_key_fingerprint: Option<String>,
     pub ssh_public_key: Option<String>,

@@ -50,6 +50,11 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
         text.contains("local backend"),
         "node selection explains the skip: {text}"
     );
+    // The deadline shown and the retry policy agree: the start says both (FAST_CONFIG: 3).
+    assert!(
+        text.contains("step 1/10 forge_user: started (deadline 120 s, at most 3 attempts)"),
+        "{text}"
+    );
     assert!(
         events
             .iter()
@@ -212,6 +217,37 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
 
 fn url_port(url: &str) -> u16 {
     reqwest::Url::parse(url).unwrap().port().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_node_on_the_local_backend_is_refused_not_shown() {
+    let (stack, _) = stack(Vec::new()).await;
+    let c = stack.client();
+    let user_id = new_user(c, "pinned").await;
+    for node in [7, 0, u32::MAX] {
+        let options = ProvisionOptions {
+            node_id: Some(node),
+            ..Default::default()
+        };
+        let err = c.provision_vm(user_id, Some(options)).await.unwrap_err();
+        assert_eq!(err.kind(), Some(ErrorKind::InvalidParams), "{err}");
+        assert!(
+            err.to_string().contains(&format!(
+                "node {node} cannot be used with the local backend"
+            )),
+            "{err}"
+        );
+    }
+    // Nothing was made: no job, no VM row.
+    let jobs = c
+        .list_jobs(&ListJobsParams {
+            user_id: Some(user_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(jobs.jobs.is_empty());
+    assert!(c.get_vm(user_id).await.unwrap().vm.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,6 +124,9 @@ async fn fails_then_retry_completes(
         c.get_user(user_id).await.unwrap().vm_status,
         VmStatus::Failed
     );
+    // The VM row says so too (it said `deploying` while the user said `failed`).
+    let vm = c.get_vm(user_id).await.unwrap().vm;
+    assert_eq!(vm.map(|v| v.state).as_deref(), Some("failed"));
     // The failure is audited with its reason (written with the job's end).
     let audit = c
         .list_events(&ListEventsParams {
@@ -172,6 +175,8 @@ async fn fails_then_retry_completes(
         "{after_retry}"
     );
     assert_eq!(gateway_health(&job.result.unwrap().url).await.unwrap(), 200);
+    let vm = c.get_vm(user_id).await.unwrap().vm;
+    assert_eq!(vm.map(|v| v.state).as_deref(), Some("ready"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,10 +326,27 @@ async fn cancel_mid_job_deletes_what_the_job_made() {
         job.error,
         messages(&events)
     );
-    assert!(job
-        .error
-        .unwrap()
-        .contains("cleanup removed the gateway and VM"));
+    let error = job.error.clone().unwrap();
+    assert!(
+        error.contains("cleanup removed the gateway and VM"),
+        "{error}"
+    );
+    // The reason names the step the cancel stopped, not the job's start.
+    assert!(
+        error.starts_with(&format!("cancelled during step 6/{} wait_ssh;", n())),
+        "{error}"
+    );
+    // No step stays `running` in a cancelled job.
+    assert!(
+        job.steps.iter().all(|s| s.state != StepState::Running),
+        "{:?}",
+        job.steps
+    );
+    let wait_ssh = &job.steps[5];
+    assert_eq!(
+        (wait_ssh.state, wait_ssh.message.as_deref()),
+        (StepState::Failed, Some("cancelled"))
+    );
     assert!(sandboxes(&stack).is_empty());
     assert!(routes(&stack).is_empty());
     assert!(processes_mentioning(&format!("{}/", dir.display())).is_empty());

@@ -147,7 +147,7 @@ fn vm_facts(u: &User, vm: Option<&VmDetails>) -> Markup {
                 None => span.muted { "not generated yet" },
             } }
             @if let Some(v) = vm { @if !v.history.is_empty() {
-                dt { "Earlier VMs" } dd { (v.history.len()) " decommissioned" }
+                dt { "Earlier VMs" } dd { (v.history.len()) }
             } }
         }
     }

@@ -30,7 +30,7 @@ pub struct ProvisionConfig {
     /// First backoff delay; doubles per attempt, with jitter, up to `backoff_max_ms`.
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
-    /// Per-step deadline overrides in seconds, by step name (defaults in `steps::default_deadline`).
+    /// Per-step deadline overrides in seconds, by step name (defaults: each step type's `deadline`).
     pub step_deadline_secs: BTreeMap<String, u64>,
     /// Poll interval of `wait_ssh` and `verify_health`.
     pub poll_ms: u64,

@@ -7,7 +7,8 @@
 //!   a job the next start resumes ([`runner`]), and a follower can replay everything.
 //! * Every step is idempotent: it first looks for what an earlier attempt made and adopts it
 //!   ([`steps`]); the compute backends have the same contract (deploy adopts, delete accepts
-//!   "already gone").
+//!   "already gone"). Steps are types in one table; a saved job is matched to it by step name
+//!   ([`resume`]). A job's life is [`runner`]; what it records goes through [`recorder`].
 //! * At most one active job per user is enforced by a partial unique index, not by a
 //!   check-then-insert; the global concurrency limit is a semaphore; queued jobs wait in state
 //!   `queued`.

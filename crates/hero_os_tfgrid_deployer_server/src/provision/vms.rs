@@ -201,3 +201,47 @@ impl Provisioner {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+
+    #[tokio::test]
+    async fn history_lists_every_row_but_the_live_one_so_no_failed_attempt_hides() {
+        let db = Db::open_in_memory().unwrap();
+        db.write(|conn| -> Result<(), ServiceError> {
+            conn.execute(
+                "INSERT INTO users(forge_username, email, created_at, updated_at) VALUES ('alice','a@x.test',1,1)",
+                [],
+            )?;
+            let planned = |backend: &'static str, name: &'static str| PlannedVm {
+                user_id: 1,
+                forge_username: "alice",
+                backend,
+                name,
+                node_id: None,
+                spec_json: "{}",
+                job_id: None,
+                ssh_key_fingerprint: None,
+                now: 1,
+            };
+            // A failed attempt on one backend, then a VM on another: a second live row.
+            let grid = record_planned(conn, None, &planned("opentofu", "hero_u1_alice"))?;
+            conn.execute("UPDATE vms SET state = 'failed' WHERE vm_id = ?1", [grid])?;
+            let live = live_vm(conn, 1)?;
+            let local = record_planned(conn, live.as_ref(), &planned("local", "hero_u1_alice"))?;
+            assert_ne!(grid, local);
+            assert_eq!(live_vm(conn, 1)?.map(|v| v.vm_id), Some(local));
+            let older: Vec<(i64, String)> =
+                history(conn, 1)?.into_iter().map(|v| (v.vm_id, v.state)).collect();
+            assert_eq!(older, [(grid, "failed".to_owned())]);
+            // A stored state nobody knows is an error, not a guess.
+            conn.execute("UPDATE vms SET state = 'deploing' WHERE vm_id = ?1", [grid])?;
+            assert!(history(conn, 1).is_err());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+}
