@@ -7,6 +7,11 @@
 #       signed assertion). The session comes from examples/bench_session.rs (a stand-in for a real sign-in whose
 #       provider is never contacted because the token expiry lies in the future).
 # Each configuration runs RUNS times (default 3); the median req/s and median p99 are reported, plus ratios.
+# Then (STREAM=0 skips) a 1 GiB download and a 1 GiB chunked upload with curl through nginx and through hero_proxy
+# (public route; nginx with proxy_buffering/proxy_request_buffering off, so both stream), interleaved RUNS times:
+# median MB/s and hero_proxy's peak RSS growth (VmHWM after − VmRSS before, from /proc).
+# Then (WS=0 skips) WebSocket echo round trips (examples/ws_bench.rs: 32-byte messages, one at a time, WS_N per
+# run) through nginx and through hero_proxy's session route: median of the runs' p50 and p99.
 # Usage: crates/hero_proxy/benches/proxy_bench.sh [duration=10s] [connections=64] [threads=2]
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -14,9 +19,11 @@ DUR=${1:-10s}; CONN=${2:-64}; THREADS=${3:-2}; RUNS=${RUNS:-3}
 for b in nginx wrk; do command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || { echo "missing $b (scripts/install-test-deps.sh)"; exit 1; }; done
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release -q -p hero_proxy --bin hero_proxy --example bench_session
+cargo build --release -q -p hero_proxy --bin hero_proxy --example bench_session --example ws_bench
 BIN=target/release/hero_proxy
 SESSION_TOOL=target/release/examples/bench_session
+WS_TOOL=target/release/examples/ws_bench
+STREAM=${STREAM:-1}; WS=${WS:-1}; WS_N=${WS_N:-5000}
 
 D=$(mktemp -d)
 PIDS=()
@@ -44,9 +51,21 @@ http {
 NGX
   "$NGINX" -t -q -e stderr -p "$1" -c "$1/nginx.conf"
 }
-nginx_conf "$D/up" 1 "server { listen 127.0.0.1:$UP; location / { return 200 'ok'; } }"
-nginx_conf "$D/px" auto "upstream app { server 127.0.0.1:$UP; keepalive 64; }
-  server { listen 127.0.0.1:$NG; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+mkdir -p "$D/www" && truncate -s 1G "$D/www/big"
+"$WS_TOOL" serve > "$D/ws.out" & PIDS+=($!)
+for _ in $(seq 1 200); do grep -q READY "$D/ws.out" 2>/dev/null && break; sleep 0.05; done
+WSP=$(awk '/READY/ {print $2}' "$D/ws.out")
+"$WS_TOOL" sink > "$D/sink.out" & PIDS+=($!)
+for _ in $(seq 1 200); do grep -q READY "$D/sink.out" 2>/dev/null && break; sleep 0.05; done
+SINK=$(awk '/READY/ {print $2}' "$D/sink.out")
+nginx_conf "$D/up" 1 "server { listen 127.0.0.1:$UP; client_max_body_size 0; location / { return 200 'ok'; }
+  location /big { root $D/www; } }"
+nginx_conf "$D/px" auto "upstream app { server 127.0.0.1:$UP; keepalive 64; } upstream ws { server 127.0.0.1:$WSP; } upstream sink { server 127.0.0.1:$SINK; keepalive 8; }
+  server { listen 127.0.0.1:$NG; client_max_body_size 0;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+    location /big { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }
+    location /sink { proxy_pass http://sink; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_request_buffering off; }
+    location /ws { proxy_pass http://ws; proxy_http_version 1.1; proxy_set_header Upgrade \$http_upgrade; proxy_set_header Connection upgrade; } }"
 "$NGINX" -e stderr -p "$D/up" -c "$D/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 "$NGINX" -e stderr -p "$D/px" -c "$D/px/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 
@@ -65,8 +84,20 @@ policy = "public"
 path = "/"
 upstream = "http://127.0.0.1:$UP"
 policy = "sso"
+[[routes]]
+path = "/big"
+upstream = "http://127.0.0.1:$UP"
+policy = "public"
+[[routes]]
+path = "/sink"
+upstream = "http://127.0.0.1:$SINK"
+policy = "public"
+[[routes]]
+path = "/ws"
+upstream = "http://127.0.0.1:$WSP"
+policy = "sso"
 TOML
-HERO_PROXY_LOG=warn "$BIN" --config "$D/hp/hero_proxy.toml" >"$D/hp/log" 2>&1 & PIDS+=($!)
+HERO_PROXY_LOG=warn "$BIN" --config "$D/hp/hero_proxy.toml" >"$D/hp/log" 2>&1 & PIDS+=($!); HPPID=$!
 wait_port "$UP"; wait_port "$NG"; wait_port "$HP"
 curl -sf -o /dev/null -H "Cookie: $COOKIE" "http://127.0.0.1:$HP/x" || { echo "session route not answering 200"; cat "$D/hp/log"; exit 1; }
 
@@ -96,3 +127,41 @@ rb=$(echo "$B" | cut -d'|' -f2); pb=$(echo "$B" | cut -d'|' -f3)
 for r in "$C" "$Dd"; do
   echo "$r" | awk -F'|' -v rb="$rb" -v pb="$pb" '{printf "%s: %.2f x nginx req/s, p99 %+.2f ms vs nginx\n", $1, $2/rb, $3-pb}'
 done
+
+if [ "$STREAM" = 1 ]; then
+  kb() { awk -v k="$1:" '$1==k {print $2}' "/proc/$HPPID/status"; }
+  declare -A MBS
+  for round in $(seq 1 "$RUNS"); do
+    for who in nginx hero_proxy; do
+      port=$NG; [ "$who" = hero_proxy ] && port=$HP
+      before=$(kb VmRSS)
+      down=$(curl -sf -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$port/big")
+      up=$(head -c 1073741824 /dev/zero | curl -sf -o /dev/null -T - -w '%{speed_upload}' "http://127.0.0.1:$port/sink")
+      MBS["$who down"]+="$(awk -v b="$down" 'BEGIN {printf "%.0f", b/1e6}') "
+      MBS["$who up"]+="$(awk -v b="$up" 'BEGIN {printf "%.0f", b/1e6}') "
+      if [ "$who" = hero_proxy ]; then MBS["rss"]+="$(( ($(kb VmHWM) - before) / 1024 )) "; fi
+    done
+  done
+  echo
+  echo "# 1 GiB through each proxy, curl, $RUNS interleaved rounds, median MB/s (runs)"
+  printf '| transfer | nginx MB/s | hero_proxy MB/s | ratio |\n|---|---|---|---|\n'
+  for dir in down up; do
+    n=$(tr ' ' '\n' <<<"${MBS[nginx $dir]}" | grep . | median); h=$(tr ' ' '\n' <<<"${MBS[hero_proxy $dir]}" | grep . | median)
+    echo "| $dir | $n (${MBS[nginx $dir]% }) | $h (${MBS[hero_proxy $dir]% }) | $(awk -v a="$h" -v b="$n" 'BEGIN {printf "%.2f", a/b}') |"
+  done
+  echo "hero_proxy peak RSS growth per round (MiB, VmHWM after - VmRSS before): ${MBS[rss]% }"
+fi
+
+if [ "$WS" = 1 ]; then
+  declare -A W50 W99
+  for round in $(seq 1 "$RUNS"); do
+    read -r a b _ <<<"$("$WS_TOOL" client "ws://127.0.0.1:$NG/ws" "$WS_N")"; W50[nginx]+="$a "; W99[nginx]+="$b "
+    read -r a b _ <<<"$("$WS_TOOL" client "ws://127.0.0.1:$HP/ws" "$WS_N" "$COOKIE")"; W50[hero]+="$a "; W99[hero]+="$b "
+  done
+  echo
+  echo "# WebSocket echo round trip, $WS_N x 32 B per run, $RUNS interleaved runs, median of runs (µs)"
+  printf '| via | p50 µs | p99 µs | runs p50 | runs p99 |\n|---|---|---|---|---|\n'
+  for w in nginx hero; do
+    echo "| $w | $(tr ' ' '\n' <<<"${W50[$w]}" | grep . | median) | $(tr ' ' '\n' <<<"${W99[$w]}" | grep . | median) | ${W50[$w]% } | ${W99[$w]% } |"
+  done
+fi
