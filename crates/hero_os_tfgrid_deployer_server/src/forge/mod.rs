@@ -2,6 +2,7 @@
 //! run against [`http::HttpForge`].
 
 pub mod http;
+pub mod metered;
 
 use hero_secrets::SecretValue;
 use serde::{Deserialize, Serialize};
