@@ -13,7 +13,12 @@ pub enum UserCmd {
     /// hold its initial password and API token. Prints the initial password once.
     Create {
         /// Lowercase a-z, 0-9 and '-', at most 40 characters; it becomes <username>.<node domain>.
-        username: String,
+        #[arg(required_unless_present = "from_file")]
+        username: Option<String>,
+        /// Create everyone in a CSV file instead (header line, then `username,display_name,email`
+        /// per line): good lines are created, each bad line is reported with its number and why.
+        #[arg(long, value_name = "CSV", conflicts_with_all = ["username", "display_name", "email"])]
+        from_file: Option<std::path::PathBuf>,
         /// Full name shown on Forge.
         #[arg(long)]
         display_name: Option<String>,
@@ -125,10 +130,16 @@ fn user_fields(u: &User) -> Vec<(&'static str, String)> {
 pub async fn run(cmd: UserCmd, client: &Client, out: &Output) -> anyhow::Result<()> {
     match cmd {
         UserCmd::Create {
+            from_file: Some(path),
+            ..
+        } => return crate::cmd_batch::create_from_file(&path, client, out).await,
+        UserCmd::Create {
             username,
             display_name,
             email,
+            ..
         } => {
+            let username = username.unwrap_or_default();
             let r = client
                 .create_user(&username, display_name.as_deref(), email.as_deref())
                 .await?;

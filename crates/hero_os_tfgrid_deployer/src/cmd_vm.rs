@@ -17,7 +17,14 @@ pub enum VmCmd {
     /// Provision the user's VM: Forge account, SSH key, node, VM, gateway, bootstrap, health.
     Deploy {
         /// Username or user id.
-        user: String,
+        #[arg(required_unless_present_any = ["users", "all_without_vm"], conflicts_with_all = ["users", "all_without_vm"])]
+        user: Option<String>,
+        /// Deploy for several users at once (comma-separated), with one combined progress view.
+        #[arg(long, value_name = "A,B,C", conflicts_with = "all_without_vm")]
+        users: Option<String>,
+        /// Deploy for every user whose setup is complete and who has no VM.
+        #[arg(long)]
+        all_without_vm: bool,
         /// Follow the job with a live progress display until it ends.
         #[arg(long)]
         follow: bool,
@@ -52,12 +59,13 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
     match cmd {
         VmCmd::Deploy {
             user,
+            users,
+            all_without_vm,
             follow: f,
             backend,
             profile,
             node,
         } => {
-            let user_id = resolve_user(client, &user).await?;
             let options = (backend.is_some() || profile.is_some() || node.is_some()).then_some(
                 ProvisionOptions {
                     backend,
@@ -65,6 +73,15 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
                     node_id: node,
                 },
             );
+            let many = match (users, all_without_vm) {
+                (Some(list), _) => Some(crate::cmd_batch::Targets::Named(list)),
+                (None, true) => Some(crate::cmd_batch::Targets::AllWithoutVm),
+                (None, false) => None,
+            };
+            if let Some(targets) = many {
+                return crate::cmd_batch::deploy_many(targets, options, client, out).await;
+            }
+            let user_id = resolve_user(client, &user.unwrap_or_default()).await?;
             let job = client.provision_vm(user_id, options).await?;
             return started(client, job, f, out).await;
         }

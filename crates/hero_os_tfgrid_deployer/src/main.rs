@@ -1,6 +1,7 @@
 //! `hero_os_tfgrid_deployer`: the operator's command line. Built only on the SDK: everything it
 //! does, a script or the dashboard can do through the same RPC methods.
 
+mod cmd_batch;
 mod cmd_demo;
 mod cmd_job;
 mod cmd_secret;
@@ -8,6 +9,8 @@ mod cmd_server;
 mod cmd_user;
 mod cmd_vm;
 mod output;
+mod people_csv;
+mod progress;
 
 use std::path::PathBuf;
 
