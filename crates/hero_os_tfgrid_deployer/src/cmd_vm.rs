@@ -44,6 +44,13 @@ pub enum VmCmd {
         #[arg(long)]
         follow: bool,
     },
+    /// The invitation to send the user once their VM is ready: URL, how to sign in, what to
+    /// expect (message on stdout; the password is never in it — the reminder on stderr says how
+    /// to send it).
+    Invite {
+        /// Username or user id.
+        user: String,
+    },
     /// The user's VM, earlier VMs and SSH key facts.
     Show { user: String },
     /// Export the user's SSH private key (audited; local socket only) to reach the VM.
@@ -90,6 +97,7 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
             let job = client.decommission_vm(user_id).await?;
             return started(client, job, f, out).await;
         }
+        VmCmd::Invite { user } => return crate::cmd_invite::run(&user, client, out).await,
         VmCmd::Show { user } => {
             let user_id = resolve_user(client, &user).await?;
             let details = client.get_vm(user_id).await?;

@@ -3,6 +3,7 @@
 
 mod cmd_batch;
 mod cmd_demo;
+mod cmd_invite;
 mod cmd_job;
 mod cmd_secret;
 mod cmd_server;

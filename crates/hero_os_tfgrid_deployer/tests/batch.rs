@@ -342,6 +342,43 @@ async fn deploy_many_under_the_concurrency_limit_with_one_progress_view() {
         assert!(running <= 2, "{running} jobs ran at once: {spans:?}");
     }
 
+    // The invitation for a ready VM: the message on stdout (ready to paste), never the password;
+    // the reminder on stderr. None for a user without a ready VM.
+    let ann_url = c
+        .get_vm(c.find_user("ann").await.unwrap().user_id)
+        .await
+        .unwrap()
+        .vm
+        .unwrap()
+        .url
+        .unwrap();
+    let password = c
+        .reveal_initial_password(c.find_user("ann").await.unwrap().user_id)
+        .await
+        .unwrap()
+        .initial_password;
+    let o = cli(&stack, &["vm", "invite", "ann"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.starts_with("Hi ann,"), "{out}");
+    assert!(out.contains(&format!("    {ann_url}\n")), "{out}");
+    assert!(
+        out.contains("Sign in with your Forge account: username ann"),
+        "{out}"
+    );
+    assert!(!out.contains(&password) && !err.contains(&password));
+    assert!(
+        err.contains("deliberately not in this message") && err.contains("reveal-password ann"),
+        "{err}"
+    );
+    let o = cli(&stack, &["--json", "vm", "invite", "ann"]);
+    let inv: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(inv["url"], ann_url.as_str());
+    let o = cli(&stack, &["vm", "invite", "dan"]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("dan has no VM yet"), "{err}");
+
     // --all-without-vm: only dan is left without a VM.
     let o = cli(&stack, &["--json", "vm", "deploy", "--all-without-vm"]);
     let (out, err) = text(&o);
