@@ -1,6 +1,8 @@
 //! The Forge (Forgejo) as the core sees it: a trait, so the core can be tested against a fake and
 //! run against [`http::HttpForge`].
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod fake;
 pub mod http;
 pub mod metered;
 
@@ -87,6 +89,22 @@ impl ForgeError {
             ForgeError::Conflict { .. } => "FRG006_conflict",
             ForgeError::PasswordRejected { .. } => "FRG007_password_rejected",
             ForgeError::Protocol { .. } => "FRG008_protocol",
+        }
+    }
+
+    /// Whether trying again later can succeed without anyone changing anything: Forge was
+    /// unreachable or answered 5xx. Everything else needs an operator (a token, a name, a
+    /// password policy) or is a bug. Callers (the runner's retries) ask this; they never decide
+    /// it themselves.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ForgeError::Unreachable { .. } | ForgeError::ServerError { .. } => true,
+            ForgeError::AdminTokenMissing
+            | ForgeError::AdminTokenRejected { .. }
+            | ForgeError::UserCredentialsRejected { .. }
+            | ForgeError::Conflict { .. }
+            | ForgeError::PasswordRejected { .. }
+            | ForgeError::Protocol { .. } => false,
         }
     }
 }
