@@ -143,7 +143,7 @@ pub async fn serve(
         data_dir: config.data_dir.display().to_string(),
         started_at: clock.now(),
     };
-    let provisioner = provision::wiring::build(&config, deployer.clone())
+    let provisioner = provision::wiring::build(&config, deployer.clone(), metrics.clone())
         .await
         .map_err(StartError::Provision)?;
     let reaper = provisioner

@@ -10,9 +10,11 @@
 //!   resets them and `rate()` copes). Producers see only [`MetricsSink`], so the core does not
 //!   depend on the Prometheus types and tests can pass [`NoMetrics`].
 //!
-//! Every label value that is not a state read from sqlite is a `&'static str`: a username, a URL
-//! or an error message can never become a label, which keeps both the cardinality bounded and
-//! personal data out of a scrape that sits behind the SSO edge on the TCP listener.
+//! Every label value that is not a state read from sqlite is a `&'static str` (kinds, steps,
+//! operations) or a stable error code passed through [`code_label`] (which keeps only code-shaped
+//! strings): a username, a URL or an error message can never become a label, which keeps both the
+//! cardinality bounded and personal data out of a scrape that sits behind the SSO edge on the TCP
+//! listener.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,16 +41,27 @@ pub trait MetricsSink: Send + Sync {
     /// A step is being tried again (after a transient error, or on a job retry).
     fn step_retried(&self, kind: &'static str, step: &'static str);
     /// A step failed for good with the stable error `code`.
-    fn step_failed(&self, kind: &'static str, step: &'static str, code: &'static str);
+    fn step_failed(&self, kind: &'static str, step: &'static str, code: &str);
     /// A Forge API call (`operation`, e.g. `create_user`) ended in an error with `code`.
-    fn forge_call_failed(&self, operation: &'static str, code: &'static str);
+    fn forge_call_failed(&self, operation: &'static str, code: &str);
     /// A compute backend call ended in an error with `code`.
-    fn backend_call_failed(
-        &self,
-        backend: &'static str,
-        operation: &'static str,
-        code: &'static str,
-    );
+    fn backend_call_failed(&self, backend: &'static str, operation: &'static str, code: &str);
+}
+
+/// An error code as a label value: stable codes are short ASCII identifiers (`FRG006_conflict`,
+/// `backend.unavailable`, `step.deadline`); anything else (a message passed by mistake) is
+/// exported as `other` rather than becoming a label of its own.
+pub fn code_label(code: &str) -> String {
+    let shaped = !code.is_empty()
+        && code.len() <= 64
+        && code
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if shaped {
+        code.to_owned()
+    } else {
+        "other".to_owned()
+    }
 }
 
 /// A sink that drops everything, for tests and tools that do not export metrics.
@@ -57,9 +70,9 @@ pub struct NoMetrics;
 impl MetricsSink for NoMetrics {
     fn step_finished(&self, _: &'static str, _: &'static str, _: Duration) {}
     fn step_retried(&self, _: &'static str, _: &'static str) {}
-    fn step_failed(&self, _: &'static str, _: &'static str, _: &'static str) {}
-    fn forge_call_failed(&self, _: &'static str, _: &'static str) {}
-    fn backend_call_failed(&self, _: &'static str, _: &'static str, _: &'static str) {}
+    fn step_failed(&self, _: &'static str, _: &'static str, _: &str) {}
+    fn forge_call_failed(&self, _: &'static str, _: &str) {}
+    fn backend_call_failed(&self, _: &'static str, _: &'static str, _: &str) {}
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,20 +85,20 @@ struct StepLabels {
 struct StepFailureLabels {
     kind: &'static str,
     step: &'static str,
-    code: &'static str,
+    code: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ForgeLabels {
     operation: &'static str,
-    code: &'static str,
+    code: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
     backend: &'static str,
     operation: &'static str,
-    code: &'static str,
+    code: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -232,24 +245,22 @@ impl MetricsSink for Metrics {
             .inc();
     }
 
-    fn step_failed(&self, kind: &'static str, step: &'static str, code: &'static str) {
+    fn step_failed(&self, kind: &'static str, step: &'static str, code: &str) {
+        let code = code_label(code);
         self.step_failures
             .get_or_create(&StepFailureLabels { kind, step, code })
             .inc();
     }
 
-    fn forge_call_failed(&self, operation: &'static str, code: &'static str) {
+    fn forge_call_failed(&self, operation: &'static str, code: &str) {
+        let code = code_label(code);
         self.forge_errors
             .get_or_create(&ForgeLabels { operation, code })
             .inc();
     }
 
-    fn backend_call_failed(
-        &self,
-        backend: &'static str,
-        operation: &'static str,
-        code: &'static str,
-    ) {
+    fn backend_call_failed(&self, backend: &'static str, operation: &'static str, code: &str) {
+        let code = code_label(code);
         self.backend_errors
             .get_or_create(&BackendLabels {
                 backend,
@@ -420,5 +431,29 @@ mod tests {
             ),
             "0"
         );
+    }
+
+    #[test]
+    fn only_code_shaped_strings_become_labels() {
+        for ok in [
+            "FRG006_conflict",
+            "backend.unavailable",
+            "step.deadline",
+            "PRV-1",
+        ] {
+            assert_eq!(code_label(ok), ok);
+        }
+        let long = "x".repeat(65);
+        for bad in [
+            "",
+            "Forge at http://x refused",
+            "alice@example.org",
+            "a\"b",
+            "line\nbreak",
+            "é",
+            long.as_str(),
+        ] {
+            assert_eq!(code_label(bad), "other", "{bad:?}");
+        }
     }
 }

@@ -142,7 +142,7 @@ fn tcp_addr(server: &Server) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_match_what_happened_on_socket_and_tcp() {
-    let (stack, _) = stack(vec![(
+    let (stack, faults) = stack(vec![(
         "HERO_DEPLOYER_TCP_LISTEN".to_owned(),
         "127.0.0.1:0".to_owned(),
     )])
@@ -178,9 +178,21 @@ async fn metrics_match_what_happened_on_socket_and_tcp() {
         .create_user("carol", None, Some("alice@nomail.demo.ourworld.tf"))
         .await;
     assert!(refused.is_err(), "{refused:?}");
+    // The backend refuses alice's deploy_vm once (a transient error, retried) and bob's three
+    // times (the step fails). Test builds only: the fault wrapper of the local backend.
+    let hooks = cfg!(feature = "test-hooks");
+    set_faults(&faults, serde_json::json!({"deploy_vm_unavailable": 1}));
     let job = c.provision_vm(alice, None).await.unwrap();
     let (job, _) = follow(c, job.job_id).await;
     assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    let bob = c.find_user("bob").await.unwrap().user_id;
+    if hooks {
+        set_faults(&faults, serde_json::json!({"deploy_vm_unavailable": 3}));
+        let job = c.provision_vm(bob, None).await.unwrap();
+        let (job, _) = follow(c, job.job_id).await;
+        assert_eq!(job.state, JobState::Failed, "{:?}", job.error);
+        set_faults(&faults, serde_json::json!({}));
+    }
 
     let (_, _, text) = get_unix(&stack.server, "/metrics").await;
     let s = parse(&text);
@@ -205,6 +217,69 @@ async fn metrics_match_what_happened_on_socket_and_tcp() {
         value(&s, "hero_deployer_users", &[("state", "active")]),
         2.0
     );
+    // Every provision step of alice's job finished once: one observation per step, plus the
+    // steps bob's job passed before deploy_vm failed.
+    assert_eq!(
+        family_type(&s, "hero_deployer_step_duration_seconds"),
+        "histogram"
+    );
+    let steps = hero_os_tfgrid_deployer_server::provision::steps::PROVISION_STEPS;
+    let failing = steps.iter().position(|s| *s == "deploy_vm").unwrap();
+    for (i, step) in steps.iter().enumerate() {
+        let want = if hooks && i < failing { 2.0 } else { 1.0 };
+        assert_eq!(
+            value(
+                &s,
+                "hero_deployer_step_duration_seconds_count",
+                &[("kind", "provision"), ("step", step)]
+            ),
+            want,
+            "{step}"
+        );
+    }
+    if hooks {
+        assert_eq!(
+            value(
+                &s,
+                "hero_deployer_jobs",
+                &[("kind", "provision"), ("state", "failed")]
+            ),
+            1.0
+        );
+        // alice: one retry; bob: two retries, then the step failed with the backend's code.
+        assert_eq!(
+            value(
+                &s,
+                "hero_deployer_step_retries_total",
+                &[("kind", "provision"), ("step", "deploy_vm")]
+            ),
+            3.0
+        );
+        assert_eq!(
+            value(
+                &s,
+                "hero_deployer_step_failures_total",
+                &[
+                    ("kind", "provision"),
+                    ("step", "deploy_vm"),
+                    ("code", "backend.unavailable")
+                ]
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &s,
+                "hero_deployer_backend_call_errors_total",
+                &[
+                    ("backend", "local"),
+                    ("operation", "deploy_vm"),
+                    ("code", "backend.unavailable")
+                ]
+            ),
+            4.0
+        );
+    }
     // carol's row waits, pending, for a repeat `user create` to resume it.
     assert_eq!(
         value(&s, "hero_deployer_users", &[("state", "pending")]),
