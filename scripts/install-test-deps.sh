@@ -26,3 +26,10 @@ if [ ! -d tools/peers/node_modules ] || [ tools/peers/package-lock.json -nt tool
   (cd tools/peers && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   touch tools/peers/node_modules
 fi
+
+# The Prometheus project's Python client parses /metrics in the deployer's tests.
+if ! tools/peers/py/bin/python -c 'import prometheus_client' 2>/dev/null; then
+  echo "install-test-deps: prometheus_client into tools/peers/py"
+  python3 -m venv tools/peers/py
+  tools/peers/py/bin/pip install -q --disable-pip-version-check prometheus_client==0.26.0
+fi

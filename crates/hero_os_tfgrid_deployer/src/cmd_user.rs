@@ -12,7 +12,12 @@ pub enum UserCmd {
     /// hold its initial password and API token. Prints the initial password once.
     Create {
         /// Lowercase a-z, 0-9 and '-', at most 40 characters; it becomes <username>.<node domain>.
-        username: String,
+        #[arg(required_unless_present = "from_file")]
+        username: Option<String>,
+        /// Create everyone in a CSV file instead (header line, then `username,display_name,email`
+        /// per line): good lines are created, each bad line is reported with its number and why.
+        #[arg(long, value_name = "CSV", conflicts_with_all = ["username", "display_name", "email"])]
+        from_file: Option<std::path::PathBuf>,
         /// Full name shown on Forge.
         #[arg(long)]
         display_name: Option<String>,
@@ -184,11 +189,17 @@ fn print_created(r: &CreateUserResult) {
 pub async fn run(cmd: UserCmd, client: &Client, out: &Output) -> anyhow::Result<()> {
     match cmd {
         UserCmd::Create {
+            from_file: Some(path),
+            ..
+        } => return crate::cmd_batch::create_from_file(&path, client, out).await,
+        UserCmd::Create {
             username,
             display_name,
             email,
             test_user,
+            ..
         } => {
+            let username = username.unwrap_or_default();
             // The test prefix is for end-to-end runs; an operator typing it by accident would
             // hand a person a throw-away account, so it takes a flag.
             if hero_os_tfgrid_deployer_sdk::username::is_test_user(&username) && !test_user {

@@ -17,7 +17,14 @@ pub enum VmCmd {
     /// Provision the user's VM: Forge account, SSH key, node, VM, gateway, bootstrap, health.
     Deploy {
         /// Username or numeric user id.
-        user: String,
+        #[arg(required_unless_present_any = ["users", "all_without_vm"], conflicts_with_all = ["users", "all_without_vm"])]
+        user: Option<String>,
+        /// Deploy for several users at once (comma-separated), with one combined progress view.
+        #[arg(long, value_name = "A,B,C", conflicts_with = "all_without_vm")]
+        users: Option<String>,
+        /// Deploy for every user whose setup is complete and who has no VM.
+        #[arg(long)]
+        all_without_vm: bool,
         /// Follow the job with a live progress display until it ends.
         #[arg(long)]
         follow: bool,
@@ -41,6 +48,13 @@ pub enum VmCmd {
         /// Do not ask for confirmation (needed without a terminal).
         #[arg(long, short = 'y')]
         yes: bool,
+    },
+    /// The invitation to send the user once their VM is ready: URL, how to sign in, what to
+    /// expect (message on stdout; the password is never in it — the reminder on stderr says how
+    /// to send it).
+    Invite {
+        /// Username or user id.
+        user: String,
     },
     /// The user's VM, earlier VMs and SSH key facts.
     Show {
@@ -76,12 +90,13 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
     match cmd {
         VmCmd::Deploy {
             user,
+            users,
+            all_without_vm,
             follow: f,
             backend,
             profile,
             node,
         } => {
-            let user_id = resolve_user(client, &user).await?;
             let options = (backend.is_some() || profile.is_some() || node.is_some()).then_some(
                 ProvisionOptions {
                     backend,
@@ -89,6 +104,15 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
                     node_id: node,
                 },
             );
+            let many = match (users, all_without_vm) {
+                (Some(list), _) => Some(crate::cmd_batch::Targets::Named(list)),
+                (None, true) => Some(crate::cmd_batch::Targets::AllWithoutVm),
+                (None, false) => None,
+            };
+            if let Some(targets) = many {
+                return crate::cmd_batch::deploy_many(targets, options, client, out).await;
+            }
+            let user_id = resolve_user(client, &user.unwrap_or_default()).await?;
             let job = client.provision_vm(user_id, options).await?;
             return started(client, job, f, out).await;
         }
@@ -105,6 +129,7 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
             let job = client.decommission_vm(user_id).await?;
             return started(client, job, f, out).await;
         }
+        VmCmd::Invite { user } => return crate::cmd_invite::run(&user, client, out).await,
         VmCmd::Show { user } => {
             let user_id = resolve_user(client, &user).await?;
             let details = client.get_vm(user_id).await?;

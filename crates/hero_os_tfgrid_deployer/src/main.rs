@@ -1,7 +1,9 @@
 //! `hero_os_tfgrid_deployer`: the operator's command line. Built only on the SDK: everything it
 //! does, a script or the dashboard can do through the same RPC methods.
 
+mod cmd_batch;
 mod cmd_demo;
+mod cmd_invite;
 mod cmd_job;
 mod cmd_secret;
 mod cmd_server;
@@ -9,6 +11,8 @@ mod cmd_user;
 mod cmd_vm;
 mod output;
 mod ssh;
+mod people_csv;
+mod progress;
 
 use std::path::PathBuf;
 

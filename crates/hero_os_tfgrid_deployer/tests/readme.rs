@@ -28,6 +28,10 @@ const SKIP: &[(&str, &str)] = &[
         "hero_os_tfgrid_deployer vm deploy bob --backend opentofu --follow",
         "needs the ThreeFold Grid (tofu and a funded mnemonic)",
     ),
+    (
+        "scripts/acceptance-live.sh --forge-url https://forge.ourworld.tf --admin-token-file ~/secrets/forge_admin_token --mnemonic-file - --network test --nodes <gateway node ids> < ~/secrets/tfgrid_mnemonic",
+        "needs a real Forge and grid; backends/tests/acceptance_script.rs runs it without credentials (skipped)",
+    ),
 ];
 
 /// Lines that must fail, in the README's order of events, with what they must say.
@@ -95,6 +99,12 @@ fn every_readme_command_runs_as_written() {
     let work = root.join("work");
     std::fs::create_dir_all(&work).unwrap();
     std::fs::write(work.join("admin-token.txt"), forge.admin_token()).unwrap();
+    // The class the README's `user create --from-file people.csv` line creates.
+    std::fs::write(
+        work.join("people.csv"),
+        "username,display_name\nann,Ann Example\nben,Ben Example\n",
+    )
+    .unwrap();
     let bin_dir: PathBuf = Path::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
         .parent()
         .unwrap()

@@ -274,6 +274,43 @@ async fn walk(
         .unwrap()
         .unwrap();
     shot(c, "05-user-ready").await;
+
+    // The invitation: URL and a ready-to-paste message, each with a copy button; never the password.
+    let invite_url = text(c, "[data-testid=invite-url]").await;
+    assert_eq!(invite_url, url, "the invitation names the gateway URL");
+    let message = text(c, "[data-testid=invite-message]").await;
+    assert!(
+        message.contains(&url) && message.contains("Sign in with your Forge account: username ada"),
+        "{message}"
+    );
+    assert!(message.contains("Hi Ada Lovelace"), "{message}");
+    assert!(
+        !message.contains(&pw),
+        "the password is never in the invitation"
+    );
+    assert!(text(c, "[data-testid=invitation]")
+        .await
+        .contains("deliberately not in this message"));
+    for (button, target) in [("copy-url", &invite_url), ("copy-message", &message)] {
+        click(c, &format!("[data-testid={button}]:not([hidden])")).await;
+        // Copied to the clipboard (the button says so) or, where the browser refuses the
+        // clipboard, selected for a manual copy: either way exactly the target's text.
+        let got: String = poll("the copy", Duration::from_secs(5), || async {
+            let v = c
+                .execute(
+                    "var b = document.querySelector(arguments[0]); \
+                     if (b.textContent === 'Copied') return 'copied'; \
+                     var s = window.getSelection().toString().trim(); return s || null;",
+                    vec![serde_json::json!(format!("[data-testid={button}]"))],
+                )
+                .await
+                .ok()?;
+            v.as_str().map(str::to_owned)
+        })
+        .await;
+        assert!(got == "copied" || got == target.trim(), "{button}: {got:?}");
+    }
+    shot(c, "05b-invitation").await;
     let user_page = c.current_url().await.unwrap().to_string();
     // A local sandbox is labelled as one, without a grid VM's spec.
     assert!(text(c, "[data-testid=vm-kind]")

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod error;
+pub mod invitation;
 pub mod jobs;
 pub mod jsonrpc;
 pub mod methods;

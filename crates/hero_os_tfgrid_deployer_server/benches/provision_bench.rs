@@ -382,6 +382,7 @@ async fn run_once(users: usize, latency: Duration, concurrency: usize) -> Run {
         bootstrap_script: "#!/bin/sh\necho ok\n".into(),
         nodes: None,
         faults: Faults::none(),
+        metrics: Arc::new(hero_os_tfgrid_deployer_server::metrics::NoMetrics),
     });
     let reaper = p.start().await.unwrap();
 

@@ -12,6 +12,7 @@ pub mod http;
 pub mod listen;
 pub mod password_reset;
 pub mod private_fs;
+pub mod metrics;
 pub mod provision;
 pub mod rpc;
 pub mod service;
@@ -106,7 +107,10 @@ pub async fn serve(
         Some(path) => AdminTokenSource::File(path.clone()),
         None => AdminTokenSource::Slot(secrets.clone()),
     };
-    let forge: Arc<dyn ForgeApi> = Arc::new(HttpForge::new(
+    // Counters fed where things happen (Forge errors here; steps and backends by the
+    // provisioner), exported with the database's state at `GET /metrics`.
+    let metrics = Arc::new(metrics::Metrics::new());
+    let http_forge: Arc<dyn ForgeApi> = Arc::new(HttpForge::new(
         &config.forge.url,
         Duration::from_secs(config.forge.timeout_secs),
         admin_token,
@@ -116,6 +120,7 @@ pub async fn serve(
         },
         random.clone(),
     )?);
+    let forge = forge::metered::MeteredForge::wrap(http_forge, metrics.clone());
     let deployer = Deployer {
         db,
         secrets,
@@ -150,13 +155,14 @@ pub async fn serve(
         data_dir: config.data_dir.display().to_string(),
         started_at: clock.now(),
     };
-    let provisioner = provision::wiring::build(&config, deployer.clone())
+    let provisioner = provision::wiring::build(&config, deployer.clone(), metrics.clone())
         .await
         .map_err(StartError::Provision)?;
     let reaper = provisioner
         .start()
         .await
         .map_err(|e| StartError::Provision(e.to_string()))?;
+    let deployer_db = deployer.db.clone();
     let mut registry = registry_with_version(deployer, facts, forge_version);
     provision::rpc::register(&mut registry, provisioner.clone());
     let doc = openrpc_document();
@@ -177,7 +183,8 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     {
-        let app = http::router(registry.clone(), &doc, true, config.max_body_bytes);
+        let app = http::router(registry.clone(), &doc, true, config.max_body_bytes)
+            .merge(metrics.clone().router(deployer_db.clone()));
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             axum::serve(unix, app)
@@ -191,7 +198,8 @@ pub async fn serve(
         let addr = tcp
             .local_addr()
             .map_err(|e| StartError::Listen(e.to_string()))?;
-        let app = http::router(registry, &doc, false, config.max_body_bytes);
+        let app = http::router(registry, &doc, false, config.max_body_bytes)
+            .merge(metrics.clone().router(deployer_db.clone()));
         let mut rx = stop_rx.clone();
         tracing::info!(%addr, "listening on TCP (expected behind the SSO edge)");
         tasks.push(tokio::spawn(async move {

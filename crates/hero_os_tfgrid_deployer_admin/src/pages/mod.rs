@@ -4,6 +4,7 @@ pub mod actions;
 pub mod audit;
 pub mod create_user;
 pub mod errors;
+pub mod invitation;
 pub mod jobs;
 pub mod timeline;
 pub mod user_detail;

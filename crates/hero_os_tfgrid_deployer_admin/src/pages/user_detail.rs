@@ -69,6 +69,7 @@ pub async fn show(Extension(admin): Extension<Admin>, Path(id): Path<i64>) -> Pa
     let (user, vm) = tokio::join!(c.get_user(id), c.call::<methods::GetVm>(&vm_params));
     let user = user?;
     let vm = optional(vm)?;
+    let invitation = crate::pages::invitation::card(c, &user, vm.as_ref()).await?;
     let body = html! {
         div.page-head {
             div {
@@ -82,6 +83,7 @@ pub async fn show(Extension(admin): Extension<Admin>, Path(id): Path<i64>) -> Pa
             section.card { h2 { "Forge account" } (forge_facts(&user)) }
             section.card { h2 { "Demo VM" } (vm_facts(&user, vm.as_ref())) }
         }
+        @if let Some(card) = invitation { (card) }
         @if let Some((job, events, last_seq)) = &latest {
             (timeline::render(job, events, *last_seq))
         } @else {

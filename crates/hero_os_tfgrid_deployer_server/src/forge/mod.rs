@@ -4,6 +4,7 @@
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake;
 pub mod http;
+pub mod metered;
 
 use hero_secrets::SecretValue;
 use serde::{Deserialize, Serialize};

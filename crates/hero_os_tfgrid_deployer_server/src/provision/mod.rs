@@ -24,6 +24,7 @@ pub mod events;
 pub mod facts;
 pub mod faults;
 pub mod lazy_backend;
+pub mod metered_backend;
 pub mod reaper;
 pub mod reconcile;
 pub mod recorder;
@@ -93,6 +94,8 @@ pub struct Parts {
     /// Test builds: the runner's fault switches (crash and stall points; the backend and agent
     /// faults are wrappers, see [`faults`]).
     pub faults: faults::Faults,
+    /// Where step timings, retries and failures are counted (`GET /metrics`).
+    pub metrics: Arc<dyn crate::metrics::MetricsSink>,
 }
 
 /// The job orchestrator. Cheap to clone.
@@ -108,6 +111,7 @@ pub(crate) struct Inner {
     /// What every step may use.
     pub env: steps::StepEnv,
     pub faults: faults::Faults,
+    pub metrics: Arc<dyn crate::metrics::MetricsSink>,
     pub time: Timebase,
     /// Global concurrency limit.
     pub slots: Arc<tokio::sync::Semaphore>,
@@ -144,6 +148,7 @@ impl Provisioner {
                 cfg: parts.config,
                 backends: parts.backends,
                 faults: parts.faults,
+                metrics: parts.metrics,
                 slots,
                 buses: Mutex::new(HashMap::new()),
                 workers: Mutex::new(HashMap::new()),

@@ -274,6 +274,9 @@ impl Provisioner {
                     rec.step_done(at, started_at_ms, &msg, &ctx).await?;
                 }
                 StepOutcome::Failed(err, tries) => {
+                    self.inner
+                        .metrics
+                        .step_failed(job.kind.as_str(), at.name, &err.code);
                     let reason = format!(
                         "step {}/{count} {} failed after {tries} attempt(s): {err}",
                         at.index, at.name
@@ -376,7 +379,12 @@ impl Provisioner {
                 .await;
             let err = match outcome {
                 Guarded::Cancelled => return Ok(StepOutcome::Cancelled),
-                Guarded::Finished(Ok(Ok(msg))) => return Ok(StepOutcome::Done(msg, started_at_ms)),
+                Guarded::Finished(Ok(Ok(msg))) => {
+                    self.inner
+                        .metrics
+                        .step_finished(job.kind.as_str(), name, started.elapsed());
+                    return Ok(StepOutcome::Done(msg, started_at_ms));
+                }
                 Guarded::Finished(Ok(Err(e))) => e,
                 Guarded::Finished(Err(_)) => StepError::fatal(
                     "step.deadline",
@@ -389,6 +397,7 @@ impl Provisioner {
             if !more {
                 return Ok(StepOutcome::Failed(err, tries));
             }
+            self.inner.metrics.step_retried(job.kind.as_str(), name);
             rec.event(
                 Draft::info(format!(
                     "step {index}/{count} {name}: attempt {attempt} failed after {}: {err}; retrying in {}",

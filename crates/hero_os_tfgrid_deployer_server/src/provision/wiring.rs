@@ -23,7 +23,11 @@ pub const MNEMONIC_SLOT: &str = hero_secrets::slots::TFGRID_MNEMONIC;
 /// Builds the [`Provisioner`] for `config`. The local backend is started only when it is the
 /// default (it binds its gateway port); `opentofu` and `hero_compute` are always available and
 /// built on first use (see [`LazyBackend`]).
-pub async fn build(config: &Config, deployer: Deployer) -> Result<Provisioner, String> {
+pub async fn build(
+    config: &Config,
+    deployer: Deployer,
+    metrics: Arc<dyn crate::metrics::MetricsSink>,
+) -> Result<Provisioner, String> {
     let cfg = config.provision.clone();
     let mut backends: BTreeMap<String, Arc<dyn ComputeBackend>> = BTreeMap::new();
     #[cfg(feature = "test-hooks")]
@@ -146,6 +150,18 @@ pub async fn build(config: &Config, deployer: Deployer) -> Result<Provisioner, S
             faults: faults.clone(),
         });
     }
+    // Outermost: every backend call's error is counted, injected faults included.
+    let backends = backends
+        .into_iter()
+        .map(|(kind, inner)| {
+            let metered: Arc<dyn ComputeBackend> =
+                Arc::new(super::metered_backend::MeteredBackend {
+                    inner,
+                    sink: metrics.clone(),
+                });
+            (kind, metered)
+        })
+        .collect();
     Ok(Provisioner::new(Parts {
         deployer,
         config: cfg,
@@ -154,5 +170,6 @@ pub async fn build(config: &Config, deployer: Deployer) -> Result<Provisioner, S
         bootstrap_script,
         nodes: None,
         faults,
+        metrics,
     }))
 }
