@@ -3,8 +3,13 @@
 //! this executable), seeds the Forge admin token into the server's secret store over the local
 //! socket (never argv or env), creates the user, provisions end to end with live progress, and
 //! prints the URL and credentials, and starts the admin dashboard (dev sign-in, loopback). Ctrl-C decommissions the VM (unless `--keep`) and stops both.
+//!
+//! The children run in process groups of their own: a terminal's Ctrl-C goes to the whole
+//! foreground group, and a server that died with the demo could not decommission anything. Only
+//! the demo sees the SIGINT; it decommissions first, then stops the children by PID.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -88,6 +93,7 @@ fn start_forge(dir: &Path) -> anyhow::Result<(ChildGuard, String, PathBuf)> {
         .arg(&data)
         .stdout(Stdio::piped())
         .stderr(log)
+        .process_group(0)
         .spawn()
         .context("cannot start hero_devforge")?;
     let stdout = child
@@ -127,6 +133,7 @@ fn start_server(
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
+        .process_group(0)
         .spawn()
         .context("cannot start hero_os_tfgrid_deployer_server")?;
     Ok((
@@ -158,6 +165,7 @@ async fn start_dashboard(
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
+            .process_group(0)
             .spawn()
             .context("cannot start hero_os_tfgrid_deployer_admin")?,
     );
@@ -167,7 +175,8 @@ async fn start_dashboard(
         tick.tick().await;
         if let Some(status) = child.0.try_wait()? {
             anyhow::bail!(
-                "the dashboard exited with {status}; see {}",
+                "the dashboard exited ({status}): {}; see {}",
+                last_error_line(&dir.join("admin.log")),
                 dir.join("admin.log").display()
             );
         }
@@ -182,6 +191,25 @@ async fn start_dashboard(
     }
 }
 
+/// The reason a child gave for exiting at start: the last line of its log that reads as an
+/// error (both binaries end with `Error: <reason>` or a log line at ERROR level), else the last
+/// line. Shown on the terminal so "address in use" is not hidden behind "see server.log".
+fn last_error_line(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("Error:") || l.contains("ERROR"))
+        .or(lines.last())
+        .map(|l| l.trim_start_matches("Error:").trim().to_owned())
+        .unwrap_or_else(|| "no reason in its log".to_owned())
+}
+
 /// Waits until the server answers `/health`, or its process exits.
 async fn wait_ready(client: &Client, server: &mut ChildGuard, log: &Path) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -189,7 +217,11 @@ async fn wait_ready(client: &Client, server: &mut ChildGuard, log: &Path) -> any
     loop {
         tick.tick().await;
         if let Some(status) = server.0.try_wait()? {
-            anyhow::bail!("the server exited with {status}; see {}", log.display());
+            anyhow::bail!(
+                "the server exited ({status}): {}; see {}",
+                last_error_line(log),
+                log.display()
+            );
         }
         if client.health().await.is_ok() {
             return Ok(());
@@ -281,6 +313,10 @@ pub async fn run(args: DemoArgs, out: &Output) -> anyhow::Result<()> {
     println!("  Forge username: {}", user.forge_username);
     println!("  Forge password: {password}");
     println!("  health:         curl {url}health");
+    println!(
+        "  CLI:            export HERO_DEPLOYER_ENDPOINT=unix:{}",
+        socket.display()
+    );
     println!(
         "  SSH key:        hero_os_tfgrid_deployer --server {} vm ssh-key {} --out key",
         socket.display(),

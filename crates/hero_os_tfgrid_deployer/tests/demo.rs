@@ -243,3 +243,139 @@ fn vm_and_job_commands_on_a_kept_demo_vm() {
     let sandbox = dir.path().join("data/local/sandboxes");
     assert_eq!(std::fs::read_dir(&sandbox).unwrap().count(), 0);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A process group killed (SIGKILL to the group) on drop, for a demo a test failed to stop.
+struct GroupGuard(i32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.0)])
+            .status();
+    }
+}
+
+/// A terminal's Ctrl-C reaches the whole foreground process group. The demo runs as the leader
+/// of its own group here (as a shell runs it), gets a real SIGINT sent to the group, and must
+/// still decommission (its children are in groups of their own, so the server survives the
+/// signal) and stop everything.
+#[test]
+fn ctrl_c_to_the_process_group_decommissions_then_stops() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = DirReaper(dir.path().to_path_buf());
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
+        .args(["demo", "alice", "--no-dashboard", "--gateway-port"])
+        .arg(port.to_string())
+        .arg("--dir")
+        .arg(dir.path())
+        .env("HOME", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = child.id() as i32;
+    let _group = GroupGuard(pgid);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The demo's stderr reaches EOF when the demo exits (its children log to files).
+    let stderr = child.stderr.take().unwrap();
+    let (err_tx, err_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut s);
+        let _ = err_tx.send(s);
+    });
+    let mut seen = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(180))
+            .unwrap_or_else(|e| panic!("no 'Press Ctrl-C' ({e}); stdout so far: {seen:#?}"));
+        let done = line.contains("Press Ctrl-C");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("export HERO_DEPLOYER_ENDPOINT=unix:")),
+        "{seen:#?}"
+    );
+    // The URL answers before the signal.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let status = Command::new("kill")
+        .args(["-s", "INT", "--", &format!("-{pgid}")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Bounded wait for the demo to finish decommissioning and exit.
+    let stderr = err_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the demo did not exit within 120 s of SIGINT");
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit}\n{stderr}");
+    assert!(stderr.contains("decommissioning alice"), "{stderr}");
+    assert!(stderr.contains("mark_decommissioned: done"), "{stderr}");
+    let needle = dir.path().display().to_string();
+    assert!(
+        processes_mentioning(&needle).is_empty(),
+        "left behind: {:?}",
+        processes_mentioning(&needle)
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "gateway still listening"
+    );
+}
+
+/// A gateway port someone else holds: the terminal gets the server's own reason, not only
+/// "exited with status 1; see server.log".
+#[test]
+fn a_taken_gateway_port_is_named_on_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let _reaper = DirReaper(dir.path().to_path_buf());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = Command::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
+        .args([
+            "demo",
+            "alice",
+            "--no-wait",
+            "--no-dashboard",
+            "--gateway-port",
+        ])
+        .arg(port.to_string())
+        .arg("--dir")
+        .arg(dir.path())
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) && stderr.to_lowercase().contains("in use"),
+        "{stderr}"
+    );
+}
