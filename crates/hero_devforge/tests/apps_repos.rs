@@ -213,6 +213,45 @@ async fn app_ids_that_are_not_the_callers_app_are_not_found() {
 }
 
 #[tokio::test]
+async fn app_list_pages() {
+    let f = forge();
+    f.create_user("alice", PW, json!({})).await;
+    let alice = token(&f.mint("alice", "apps", &["write:user"]).await);
+    for i in 0..5 {
+        create_app(&f, &alice, &format!("app{i}")).await;
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for (q, want) in [
+        ("", vec!["app0", "app1", "app2", "app3", "app4"]),
+        ("?limit=2", vec!["app0", "app1"]),
+        ("?limit=2&page=3", vec!["app4"]),
+        ("?limit=2&page=4", vec![]),
+        (
+            "?page=0&limit=0",
+            vec!["app0", "app1", "app2", "app3", "app4"],
+        ),
+    ] {
+        let r = f
+            .call(
+                Method::GET,
+                &format!("/api/v1/user/applications/oauth2{q}"),
+                Some(&alice),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{q}: {}", r.text);
+        assert_eq!(r.headers["x-total-count"], "5");
+        assert_eq!(names(&r.json), want, "{q}");
+    }
+}
+
+#[tokio::test]
 async fn app_routes_need_the_user_scope() {
     let f = forge();
     f.create_user("alice", PW, json!({})).await;

@@ -7,13 +7,13 @@
 //! `PATCH` (`UpdateOAuth2Application` returns a plain "UID mismatch" error, not a not-found).
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use crate::api::bind;
+use crate::api::{bind, Paging};
 use crate::auth::Auth;
 use crate::error::ApiError;
 use crate::scopes::Level;
@@ -90,15 +90,27 @@ pub async fn create_app(
         .into_response())
 }
 
-/// `GET /api/v1/user/applications/oauth2` → the caller's apps (no secrets).
+/// `GET /api/v1/user/applications/oauth2?page=&limit=` → one page of the caller's apps (no
+/// secrets), oldest first, with `X-Total-Count`.
 pub async fn list_apps(
     State(state): State<AppState>,
     auth: Auth,
-) -> Result<Json<Vec<ApiOAuth2App>>, ApiError> {
+    Query(paging): Query<Paging>,
+) -> Result<Response, ApiError> {
     let caller = auth.required()?;
     caller.require_scope("user", Level::Read)?;
     let apps = state.db.oauth_apps_of(caller.user.id)?;
-    Ok(Json(apps.iter().map(|a| oauth_app_json(a, None)).collect()))
+    let total = apps.len();
+    let (limit, offset) = paging.limit_offset();
+    let page: Vec<ApiOAuth2App> = apps
+        .iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(limit).unwrap_or(0))
+        .map(|a| oauth_app_json(a, None))
+        .collect();
+    let mut headers = HeaderMap::new();
+    headers.insert("X-Total-Count", HeaderValue::from(total));
+    Ok((StatusCode::OK, headers, Json(page)).into_response())
 }
 
 /// `GET /api/v1/user/applications/oauth2/{id}` → the caller's app without its secret; 404 when it
