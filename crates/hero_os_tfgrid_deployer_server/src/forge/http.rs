@@ -15,6 +15,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ConflictReason, ForgeApi, ForgeError, ForgeToken, ForgeUser, NewForgeUser};
+
+mod apps;
 use crate::clock::Random;
 
 /// Secret slot of the Forge admin token.
