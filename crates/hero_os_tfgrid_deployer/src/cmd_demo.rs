@@ -219,14 +219,14 @@ pub async fn run(args: DemoArgs, out: &Output) -> anyhow::Result<()> {
         std::fs::read_to_string(&token_file).context("cannot read the Forge admin token")?;
     client
         .call::<SecretSet>(&SecretSetParams {
-            slot: "deployer/forge_admin_token".into(),
+            slot: hero_secrets::slots::FORGE_ADMIN_TOKEN.into(),
             value: token.trim().to_owned(),
         })
         .await?;
 
     // The dashboard's dev identity must be on the admin allowlist.
     let allowlist = SecretSlotParams {
-        slot: "deployer/ADMIN_FORGE_USERS".into(),
+        slot: hero_secrets::slots::ADMIN_FORGE_USERS.into(),
     };
     if client.call::<SecretGet>(&allowlist).await.is_err() {
         client

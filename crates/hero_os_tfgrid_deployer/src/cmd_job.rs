@@ -145,15 +145,26 @@ pub fn state(s: JobState) -> &'static str {
     }
 }
 
+/// `3/10 select_node`: the position of the step the job is in, as every other view numbers it
+/// ("step 3/10"); a count of done steps read "2/10 select_node" for the same moment. A job
+/// without a current step shows how many steps are done.
 fn progress_of(j: &Job) -> String {
-    let done = j
-        .steps
-        .iter()
-        .filter(|s| s.state == StepState::Done)
-        .count();
-    match &j.current_step {
-        Some(step) if j.state != JobState::Succeeded => format!("{done}/{} {step}", j.steps.len()),
-        _ => format!("{done}/{}", j.steps.len()),
+    let n = j.steps.len();
+    let current = j
+        .current_step
+        .as_ref()
+        .filter(|_| j.state != JobState::Succeeded)
+        .and_then(|name| j.steps.iter().find(|s| &s.name == name));
+    match current {
+        Some(step) => format!("{}/{n} {}", step.index, step.name),
+        None => {
+            let done = j
+                .steps
+                .iter()
+                .filter(|s| s.state == StepState::Done)
+                .count();
+            format!("{done}/{n}")
+        }
     }
 }
 
@@ -334,5 +345,64 @@ pub async fn follow(client: &Client, job_id: JobId, out: &Output) -> anyhow::Res
             progress.done();
             return Ok(client.get_job(job_id).await?);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(current: Option<&str>, done: usize, state: JobState) -> Job {
+        let names = ["forge_user", "ssh_key", "select_node", "deploy_vm"];
+        Job {
+            job_id: 1,
+            user_id: 1,
+            forge_username: "alice".into(),
+            kind: JobKind::Provision,
+            state,
+            backend: "local".into(),
+            actor: "test".into(),
+            steps: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| StepRecord {
+                    index: i as u32 + 1,
+                    name: (*n).into(),
+                    state: if i < done {
+                        StepState::Done
+                    } else if Some(*n) == current {
+                        StepState::Running
+                    } else {
+                        StepState::Pending
+                    },
+                    attempts: 0,
+                    started_at_ms: None,
+                    finished_at_ms: None,
+                    duration_ms: None,
+                    message: None,
+                })
+                .collect(),
+            current_step: current.map(Into::into),
+            error: None,
+            created_at_ms: 0,
+            started_at_ms: None,
+            finished_at_ms: None,
+            heartbeat_at_ms: None,
+            result: None,
+        }
+    }
+
+    #[test]
+    fn progress_names_the_position_of_the_current_step() {
+        // Two steps done, the third running: "step 3/4" everywhere else.
+        assert_eq!(
+            progress_of(&job(Some("select_node"), 2, JobState::Running)),
+            "3/4 select_node"
+        );
+        assert_eq!(progress_of(&job(None, 0, JobState::Queued)), "0/4");
+        assert_eq!(
+            progress_of(&job(Some("deploy_vm"), 4, JobState::Succeeded)),
+            "4/4"
+        );
     }
 }

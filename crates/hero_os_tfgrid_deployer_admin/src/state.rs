@@ -10,7 +10,7 @@ use crate::auth::AuthMode;
 use crate::csrf::CsrfKey;
 
 /// Secret slot holding the comma-separated Forge usernames allowed in.
-pub const ALLOWLIST_SLOT: &str = "deployer/ADMIN_FORGE_USERS";
+pub const ALLOWLIST_SLOT: &str = hero_secrets::slots::ADMIN_FORGE_USERS;
 
 /// Cheap to clone.
 #[derive(Clone)]

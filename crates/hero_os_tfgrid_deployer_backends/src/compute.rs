@@ -343,11 +343,42 @@ impl BackendError {
     }
 }
 
+/// Where a backend runs a VM, and what follows from it for the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// On a ThreeFold Grid node: a node is selected (or pinned with `node_id`), and gateway
+    /// names are grid names (`<grid name>.<gateway domain>`).
+    GridNode,
+    /// On this machine (the local sandbox): there is no node to select or pin, and the gateway
+    /// host label is the user's name (`<username>.localhost`).
+    ThisMachine,
+}
+
+impl Placement {
+    /// Whether a node can be selected or pinned for a VM placed this way.
+    pub fn has_nodes(self) -> bool {
+        self == Placement::GridNode
+    }
+
+    /// The gateway's host label for the VM `name` of `username`.
+    pub fn host_label(self, name: &ResourceName, username: &str) -> String {
+        match self {
+            Placement::GridNode => name.grid_name().to_owned(),
+            Placement::ThisMachine => username.to_owned(),
+        }
+    }
+}
+
 /// A place to run VMs and web gateways. See the module docs for the idempotency contract.
 #[async_trait]
 pub trait ComputeBackend: Send + Sync {
     /// `local`, `opentofu` or `hero_compute`.
     fn kind(&self) -> &'static str;
+    /// Where this backend puts a VM. The pipeline asks this instead of comparing [`Self::kind`]
+    /// with a name, so a new backend (or a stand-in) says what it is in one place.
+    fn placement(&self) -> Placement {
+        Placement::GridNode
+    }
 
     /// Deploy a VM, or adopt the existing one of that name. Child-process output goes to `out`.
     async fn deploy_vm(&self, req: &VmRequest, out: OutputSink) -> Result<VmInfo, BackendError>;

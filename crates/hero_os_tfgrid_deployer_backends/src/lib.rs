@@ -14,11 +14,13 @@ pub mod local;
 pub mod local_gateway;
 pub mod manifest;
 pub mod node_selection;
+pub mod node_selector;
 pub mod opentofu;
 pub mod spec;
 
 pub use gridproxy::{GridProxyClient, GridProxyError, Network, Node};
 pub use node_selection::{select_node, NoCandidate, Selection, DEFAULT_CANDIDATE_NODES};
+pub use node_selector::NodeSelector;
 pub use spec::{Capacity, VmSpec};
 pub mod process;
 pub mod ssh;
@@ -26,8 +28,8 @@ pub mod sshd;
 pub mod sshkey;
 
 pub use compute::{
-    BackendError, ComputeBackend, GatewayInfo, GatewayRequest, OutputSink, Resource, ResourceKind,
-    ResourceName, VmInfo, VmRequest,
+    BackendError, ComputeBackend, GatewayInfo, GatewayRequest, OutputSink, Placement, Resource,
+    ResourceKind, ResourceName, VmInfo, VmRequest,
 };
 pub use hero_compute::{HeroComputeBackend, HeroComputeConfig};
 pub use local::{LocalBackend, LocalConfig, DEFAULT_BOOTSTRAP_SCRIPT};

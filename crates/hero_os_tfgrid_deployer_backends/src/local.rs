@@ -443,6 +443,10 @@ impl ComputeBackend for LocalBackend {
         "local"
     }
 
+    fn placement(&self) -> crate::compute::Placement {
+        crate::compute::Placement::ThisMachine
+    }
+
     async fn deploy_vm(&self, req: &VmRequest, out: OutputSink) -> Result<VmInfo, BackendError> {
         self.injected_latency().await;
         #[cfg(feature = "test-hooks")]

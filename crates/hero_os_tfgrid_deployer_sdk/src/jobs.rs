@@ -14,6 +14,50 @@ pub enum JobKind {
     Decommission,
 }
 
+/// Declares `as_str` (the stored and wire spelling) and `parse` (which refuses anything else)
+/// for a state enum, from one list, so the two can never disagree.
+macro_rules! spelled {
+    ($ty:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The spelling used on the wire and in the database.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $text),+
+                }
+            }
+
+            /// The value spelled `s`; `None` for anything else (never a silent default).
+            pub fn parse(s: &str) -> Option<$ty> {
+                match s {
+                    $($text => Some($ty::$variant),)+
+                    _ => None,
+                }
+            }
+
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+        }
+    };
+}
+
+spelled!(JobKind { Provision => "provision", Decommission => "decommission" });
+spelled!(JobState {
+    Queued => "queued",
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Cancelling => "cancelling",
+    Cancelled => "cancelled",
+});
+spelled!(StepState {
+    Pending => "pending",
+    Running => "running",
+    Done => "done",
+    Failed => "failed",
+    Skipped => "skipped",
+});
+spelled!(EventLevel { Info => "info", Warn => "warn", Error => "error", Output => "output" });
+
 /// Life of a job. `queued` waits for a concurrency slot; `failed` can be retried from the failed
 /// step; `succeeded`, `cancelled` are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

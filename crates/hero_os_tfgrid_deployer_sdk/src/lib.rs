@@ -14,6 +14,8 @@ pub mod jobs;
 pub mod jsonrpc;
 pub mod methods;
 pub mod openrpc;
+#[cfg(feature = "rusqlite")]
+pub mod sql;
 pub mod types;
 pub mod username;
 

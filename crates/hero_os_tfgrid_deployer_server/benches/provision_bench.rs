@@ -22,22 +22,20 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use hero_os_tfgrid_deployer_backends::{
-    BackendError, ComputeBackend, GatewayInfo, GatewayRequest, OutputSink, Resource, ResourceKind,
-    ResourceName, SshTarget, VmInfo, VmRequest,
+    BackendError, ComputeBackend, GatewayInfo, GatewayRequest, OutputSink, Placement, Resource,
+    ResourceKind, ResourceName, SshTarget, VmInfo, VmRequest,
 };
 use hero_os_tfgrid_deployer_sdk::jobs::JobState;
 use hero_os_tfgrid_deployer_server::clock::{OsRandom, SystemClock};
 use hero_os_tfgrid_deployer_server::db::Db;
-use hero_os_tfgrid_deployer_server::forge::{
-    ForgeApi, ForgeError, ForgeToken, ForgeUser, NewForgeUser,
-};
+use hero_os_tfgrid_deployer_server::forge::fake::{FakeForge, Mode};
 use hero_os_tfgrid_deployer_server::provision::agent::{AttemptFn, LineFn, SshAccess, VmAgent};
 use hero_os_tfgrid_deployer_server::provision::config::ProvisionConfig;
 use hero_os_tfgrid_deployer_server::provision::faults::Faults;
 use hero_os_tfgrid_deployer_server::provision::steps::StepError;
 use hero_os_tfgrid_deployer_server::provision::{Parts, Provisioner};
 use hero_os_tfgrid_deployer_server::service::{CoreSettings, Deployer};
-use hero_secrets::{MemorySecretStore, SecretValue};
+use hero_secrets::MemorySecretStore;
 
 /// Outside calls per provision job that carry the latency: forge_user (1), deploy_vm (1),
 /// deploy_gateway (1), wait_ssh (1), push_manifest (1 upload), run_bootstrap (upload + run = 2),
@@ -188,39 +186,6 @@ fn injector() -> &'static Injector {
     })
 }
 
-struct StandInForge(Duration);
-
-#[async_trait]
-impl ForgeApi for StandInForge {
-    async fn version(&self) -> Result<String, ForgeError> {
-        Ok("stand-in".into())
-    }
-    async fn user_exists(&self, username: &str) -> Result<Option<ForgeUser>, ForgeError> {
-        lat(self.0).await;
-        Ok(Some(ForgeUser {
-            id: 1,
-            login: username.into(),
-            email: String::new(),
-            full_name: String::new(),
-        }))
-    }
-    async fn create_user(&self, _: &NewForgeUser<'_>) -> Result<ForgeUser, ForgeError> {
-        unreachable!("users are seeded")
-    }
-    async fn generate_token_for(
-        &self,
-        _: &str,
-        _: &SecretValue,
-        _: &str,
-        _: &[String],
-    ) -> Result<ForgeToken, ForgeError> {
-        unreachable!("users are seeded")
-    }
-    fn url(&self) -> &str {
-        "http://stand-in.forge"
-    }
-}
-
 /// An in-memory backend: every mutating call takes `L`; reads are free.
 struct StandInBackend {
     latency: Duration,
@@ -232,6 +197,9 @@ struct StandInBackend {
 impl ComputeBackend for StandInBackend {
     fn kind(&self) -> &'static str {
         "local"
+    }
+    fn placement(&self) -> Placement {
+        Placement::ThisMachine
     }
     async fn deploy_vm(&self, req: &VmRequest, _: OutputSink) -> Result<VmInfo, BackendError> {
         lat(self.latency).await;
@@ -381,7 +349,11 @@ async fn run_once(users: usize, latency: Duration, concurrency: usize) -> Run {
     let deployer = Deployer {
         db: db.clone(),
         secrets: Arc::new(MemorySecretStore::new()),
-        forge: Arc::new(StandInForge(latency)),
+        // Every user is seeded: Forge only answers "exists", after L.
+        forge: Arc::new(
+            FakeForge::with_mode(Mode::EveryoneExists)
+                .with_delay(Arc::new(move || Box::pin(lat(latency)))),
+        ),
         clock: Arc::new(SystemClock),
         random: Arc::new(OsRandom),
         settings: Arc::new(CoreSettings {
@@ -408,6 +380,7 @@ async fn run_once(users: usize, latency: Duration, concurrency: usize) -> Run {
         backends,
         agent: Arc::new(StandInAgent(latency)),
         bootstrap_script: "#!/bin/sh\necho ok\n".into(),
+        nodes: None,
         faults: Faults::none(),
     });
     let reaper = p.start().await.unwrap();

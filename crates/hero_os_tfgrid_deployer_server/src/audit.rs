@@ -33,6 +33,7 @@ pub struct Entry<'a> {
 
 /// An [`Entry`] that owns its text: for a line that waits to be written inside a later write
 /// (with a job's end, or on the writer thread).
+#[derive(Debug)]
 pub struct OwnedEntry {
     pub actor: Actor,
     pub action: String,

@@ -48,6 +48,16 @@ impl From<rusqlite::Error> for ServiceError {
 }
 
 impl ServiceError {
+    /// Whether the same request can succeed later unchanged: Forge said so
+    /// ([`ForgeError::is_transient`]), or the database was busy.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ServiceError::Forge(e) => e.is_transient(),
+            ServiceError::Db(_) => true,
+            _ => false,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             ServiceError::InvalidUsername(_) => ErrorKind::InvalidUsername,

@@ -30,21 +30,10 @@ pub struct Deployer {
     pub settings: Arc<CoreSettings>,
 }
 
-/// Secret slots, in one place.
+/// The deployer's secret slots, named in the registry every crate shares
+/// ([`hero_secrets::slots`]).
 pub mod slots {
-    use hero_os_tfgrid_deployer_sdk::types::UserId;
-
-    pub const FORGE_ADMIN_TOKEN: &str = "deployer/forge_admin_token";
-
-    pub fn user_prefix(user_id: UserId) -> String {
-        format!("deployer/users/{user_id}/")
-    }
-
-    pub fn forge_token(user_id: UserId) -> String {
-        format!("deployer/users/{user_id}/forge_token")
-    }
-
-    pub fn initial_password(user_id: UserId) -> String {
-        format!("deployer/users/{user_id}/initial_password")
-    }
+    pub use hero_secrets::slots::{
+        user_forge_token as forge_token, user_initial_password as initial_password, user_prefix,
+    };
 }

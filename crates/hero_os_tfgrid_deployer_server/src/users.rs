@@ -558,14 +558,14 @@ pub fn error_outcome(error: &ServiceError) -> String {
 #[cfg(test)]
 mod tests {
     //! Core tests with an in-memory database, an in-memory secret store and a scripted Forge.
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     use hero_secrets::{MemorySecretStore, SecretStore};
 
     use super::*;
     use crate::clock::{Clock, OsRandom};
     use crate::db::Db;
-    use crate::forge::{ForgeApi, ForgeToken, ForgeUser};
+    use crate::forge::fake::FakeForge;
     use crate::service::CoreSettings;
 
     struct FixedClock;
@@ -575,82 +575,7 @@ mod tests {
         }
     }
 
-    /// A scripted Forge: keeps accounts in memory; can fail token minting a number of times.
-    #[derive(Default)]
-    struct ScriptedForge {
-        users: Mutex<Vec<(ForgeUser, String)>>,
-        token_failures_left: Mutex<u32>,
-        creates: Mutex<u32>,
-    }
-
-    #[async_trait::async_trait]
-    impl ForgeApi for ScriptedForge {
-        async fn version(&self) -> Result<String, ForgeError> {
-            Ok("test".into())
-        }
-        async fn user_exists(&self, username: &str) -> Result<Option<ForgeUser>, ForgeError> {
-            Ok(self
-                .users
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(u, _)| u.login == username)
-                .map(|(u, _)| u.clone()))
-        }
-        async fn create_user(&self, user: &NewForgeUser<'_>) -> Result<ForgeUser, ForgeError> {
-            *self.creates.lock().unwrap() += 1;
-            let mut users = self.users.lock().unwrap();
-            let forge_user = ForgeUser {
-                id: users.len() as i64 + 100,
-                login: user.username.into(),
-                email: user.email.into(),
-                full_name: String::new(),
-            };
-            users.push((forge_user.clone(), user.password.expose().to_owned()));
-            Ok(forge_user)
-        }
-        async fn generate_token_for(
-            &self,
-            username: &str,
-            password: &SecretValue,
-            token_name: &str,
-            scopes: &[String],
-        ) -> Result<ForgeToken, ForgeError> {
-            {
-                let mut left = self.token_failures_left.lock().unwrap();
-                if *left > 0 {
-                    *left -= 1;
-                    return Err(ForgeError::Unreachable {
-                        url: "scripted".into(),
-                        reason: "connection reset".into(),
-                    });
-                }
-            }
-            let ok = self
-                .users
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(u, p)| u.login == username && p == password.expose());
-            if !ok {
-                return Err(ForgeError::UserCredentialsRejected {
-                    status: 401,
-                    message: "wrong password".into(),
-                });
-            }
-            Ok(ForgeToken {
-                id: 1,
-                name: token_name.into(),
-                secret: SecretValue::new(format!("token-for-{username}")),
-                scopes: scopes.to_vec(),
-            })
-        }
-        fn url(&self) -> &str {
-            "scripted"
-        }
-    }
-
-    fn deployer(forge: Arc<ScriptedForge>) -> (Deployer, Arc<MemorySecretStore>) {
+    fn deployer(forge: Arc<FakeForge>) -> (Deployer, Arc<MemorySecretStore>) {
         let secrets = Arc::new(MemorySecretStore::new());
         let d = Deployer {
             db: Db::open_in_memory().unwrap(),
@@ -676,7 +601,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failure_after_the_forge_account_exists_is_resumed_by_a_repeat_call() {
-        let forge = Arc::new(ScriptedForge::default());
+        let forge = Arc::new(FakeForge::new());
         *forge.token_failures_left.lock().unwrap() = 1;
         let (d, secrets) = deployer(forge.clone());
         let actor = Actor::local("test");
@@ -733,7 +658,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_account_someone_else_created_in_between_is_adopted_and_our_password_dropped() {
-        let forge = Arc::new(ScriptedForge::default());
+        let forge = Arc::new(FakeForge::new());
         let (d, secrets) = deployer(forge.clone());
         // A pending record holding a password, but the Forge account has another password.
         let first = d
@@ -765,7 +690,7 @@ mod tests {
 
     #[tokio::test]
     async fn delete_is_refused_while_a_vm_is_live() {
-        let forge = Arc::new(ScriptedForge::default());
+        let forge = Arc::new(FakeForge::new());
         let (d, _) = deployer(forge);
         let u = d
             .create_user(&Actor::system(), params("carol"))

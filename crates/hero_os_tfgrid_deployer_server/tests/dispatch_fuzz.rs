@@ -8,48 +8,19 @@ use std::sync::Arc;
 use hero_os_tfgrid_deployer_server::audit::Actor;
 use hero_os_tfgrid_deployer_server::clock::{OsRandom, SystemClock};
 use hero_os_tfgrid_deployer_server::db::Db;
-use hero_os_tfgrid_deployer_server::forge::{
-    ForgeApi, ForgeError, ForgeToken, ForgeUser, NewForgeUser,
-};
+use hero_os_tfgrid_deployer_server::forge::fake::{FakeForge, Mode};
 use hero_os_tfgrid_deployer_server::rpc::handlers::ServerFacts;
 use hero_os_tfgrid_deployer_server::rpc::{Caller, Registry};
 use hero_os_tfgrid_deployer_server::service::{CoreSettings, Deployer};
-use hero_secrets::{MemorySecretStore, SecretValue};
+use hero_secrets::MemorySecretStore;
 use proptest::prelude::*;
 use serde_json::Value;
-
-struct NoForge;
-
-#[async_trait::async_trait]
-impl ForgeApi for NoForge {
-    async fn version(&self) -> Result<String, ForgeError> {
-        Err(ForgeError::AdminTokenMissing)
-    }
-    async fn user_exists(&self, _: &str) -> Result<Option<ForgeUser>, ForgeError> {
-        Err(ForgeError::AdminTokenMissing)
-    }
-    async fn create_user(&self, _: &NewForgeUser<'_>) -> Result<ForgeUser, ForgeError> {
-        Err(ForgeError::AdminTokenMissing)
-    }
-    async fn generate_token_for(
-        &self,
-        _: &str,
-        _: &SecretValue,
-        _: &str,
-        _: &[String],
-    ) -> Result<ForgeToken, ForgeError> {
-        Err(ForgeError::AdminTokenMissing)
-    }
-    fn url(&self) -> &str {
-        "none"
-    }
-}
 
 fn registry() -> Registry {
     let deployer = Deployer {
         db: Db::open_in_memory().unwrap(),
         secrets: Arc::new(MemorySecretStore::new()),
-        forge: Arc::new(NoForge),
+        forge: Arc::new(FakeForge::with_mode(Mode::NoAdminToken)),
         clock: Arc::new(SystemClock),
         random: Arc::new(OsRandom),
         settings: Arc::new(CoreSettings {

@@ -25,7 +25,7 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
 
     let job = c.provision_vm(user_id, None).await.unwrap();
     assert_eq!(job.kind, JobKind::Provision);
-    assert_eq!(job.steps.len(), 10);
+    assert_eq!(job.steps.len(), PROVISION_STEPS.len());
     let (job, events) = follow(c, job.job_id).await;
     assert_eq!(
         job.state,
@@ -39,29 +39,21 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
         .iter()
         .all(|s| s.state == StepState::Done && s.duration_ms.is_some()));
     let text = messages(&events);
-    for (i, name) in [
-        "forge_user",
-        "ssh_key",
-        "select_node",
-        "deploy_vm",
-        "deploy_gateway",
-        "wait_ssh",
-        "push_manifest",
-        "run_bootstrap",
-        "verify_health",
-        "finalize",
-    ]
-    .iter()
-    .enumerate()
-    {
+    let n = PROVISION_STEPS.len();
+    for (i, name) in PROVISION_STEPS.iter().enumerate() {
         assert!(
-            text.contains(&format!("step {}/10 {name}: done in", i + 1)),
+            text.contains(&format!("step {}/{n} {name}: done in", i + 1)),
             "{text}"
         );
     }
     assert!(
         text.contains("local backend"),
         "node selection explains the skip: {text}"
+    );
+    // The deadline shown and the retry policy agree: the start says both (FAST_CONFIG: 3).
+    assert!(
+        text.contains("step 1/10 forge_user: started (deadline 120 s, at most 3 attempts)"),
+        "{text}"
     );
     assert!(
         events
@@ -228,6 +220,37 @@ fn url_port(url: &str) -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_node_on_the_local_backend_is_refused_not_shown() {
+    let (stack, _) = stack(Vec::new()).await;
+    let c = stack.client();
+    let user_id = new_user(c, "pinned").await;
+    for node in [7, 0, u32::MAX] {
+        let options = ProvisionOptions {
+            node_id: Some(node),
+            ..Default::default()
+        };
+        let err = c.provision_vm(user_id, Some(options)).await.unwrap_err();
+        assert_eq!(err.kind(), Some(ErrorKind::InvalidParams), "{err}");
+        assert!(
+            err.to_string().contains(&format!(
+                "node {node} cannot be used with the local backend"
+            )),
+            "{err}"
+        );
+    }
+    // Nothing was made: no job, no VM row.
+    let jobs = c
+        .list_jobs(&ListJobsParams {
+            user_id: Some(user_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(jobs.jobs.is_empty());
+    assert!(c.get_vm(user_id).await.unwrap().vm.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_concurrent_provisions_for_one_user_make_one_job() {
     let tcp = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -349,7 +372,10 @@ async fn the_opentofu_backend_without_a_mnemonic_fails_the_job_with_what_to_do()
     assert_eq!(job.state, JobState::Failed, "{}", messages(&events));
     let error = job.error.unwrap();
     assert!(
-        error.starts_with("step 4/10 deploy_vm failed after 1 attempt(s)"),
+        error.starts_with(&format!(
+            "step 4/{} deploy_vm failed after 1 attempt(s)",
+            PROVISION_STEPS.len()
+        )),
         "{error}"
     );
     assert!(

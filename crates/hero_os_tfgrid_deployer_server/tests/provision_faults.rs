@@ -12,22 +12,17 @@ use std::time::Duration;
 
 use hero_os_tfgrid_deployer_sdk::jobs::*;
 use hero_os_tfgrid_deployer_sdk::types::{ListEventsParams, VmStatus};
+use hero_os_tfgrid_deployer_server::provision::steps::PROVISION_STEPS;
 use serde_json::json;
 use support::{wait_exit, Server};
 use support_jobs::*;
 
-const STEPS: [&str; 10] = [
-    "forge_user",
-    "ssh_key",
-    "select_node",
-    "deploy_vm",
-    "deploy_gateway",
-    "wait_ssh",
-    "push_manifest",
-    "run_bootstrap",
-    "verify_health",
-    "finalize",
-];
+/// The provision steps, from the step table: a new step is crash-tested without editing here.
+const STEPS: &[&str] = PROVISION_STEPS;
+/// `N` of "step n/N".
+fn n() -> usize {
+    STEPS.len()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_every_step_then_restart_ends_with_exactly_one_vm_and_gateway() {
@@ -117,7 +112,7 @@ async fn fails_then_retry_completes(
     let error = job.error.clone().unwrap();
     let index = STEPS.iter().position(|s| *s == step).unwrap() + 1;
     assert!(
-        error.starts_with(&format!("step {index}/10 {step} failed after")),
+        error.starts_with(&format!("step {index}/{} {step} failed after", n())),
         "{error}"
     );
     for r in reasons {
@@ -129,6 +124,9 @@ async fn fails_then_retry_completes(
         c.get_user(user_id).await.unwrap().vm_status,
         VmStatus::Failed
     );
+    // The VM row says so too (it said `deploying` while the user said `failed`).
+    let vm = c.get_vm(user_id).await.unwrap().vm;
+    assert_eq!(vm.map(|v| v.state).as_deref(), Some("failed"));
     // The failure is audited with its reason (written with the job's end).
     let audit = c
         .list_events(&ListEventsParams {
@@ -164,7 +162,7 @@ async fn fails_then_retry_completes(
         job.error,
         messages(&events)
     );
-    assert!(messages(&events).contains(&format!("resuming from step {index}/10 {step}")));
+    assert!(messages(&events).contains(&format!("resuming from step {index}/{} {step}", n())));
     // Steps before the failed one were not re-run by the retry.
     let after_retry = events
         .iter()
@@ -173,10 +171,12 @@ async fn fails_then_retry_completes(
         .collect::<Vec<_>>()
         .join("\n");
     assert!(
-        !after_retry.contains("step 1/10 forge_user: started"),
+        !after_retry.contains(&format!("step 1/{} forge_user: started", n())),
         "{after_retry}"
     );
     assert_eq!(gateway_health(&job.result.unwrap().url).await.unwrap(), 200);
+    let vm = c.get_vm(user_id).await.unwrap().vm;
+    assert_eq!(vm.map(|v| v.state).as_deref(), Some("ready"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,7 +307,8 @@ async fn cancel_mid_job_deletes_what_the_job_made() {
     })
     .await;
     assert!(
-        seen.message.starts_with("step 6/10 wait_ssh: attempt "),
+        seen.message
+            .starts_with(&format!("step 6/{} wait_ssh: attempt ", n())),
         "{}",
         seen.message
     );
@@ -325,10 +326,27 @@ async fn cancel_mid_job_deletes_what_the_job_made() {
         job.error,
         messages(&events)
     );
-    assert!(job
-        .error
-        .unwrap()
-        .contains("cleanup removed the gateway and VM"));
+    let error = job.error.clone().unwrap();
+    assert!(
+        error.contains("cleanup removed the gateway and VM"),
+        "{error}"
+    );
+    // The reason names the step the cancel stopped, not the job's start.
+    assert!(
+        error.starts_with(&format!("cancelled during step 6/{} wait_ssh;", n())),
+        "{error}"
+    );
+    // No step stays `running` in a cancelled job.
+    assert!(
+        job.steps.iter().all(|s| s.state != StepState::Running),
+        "{:?}",
+        job.steps
+    );
+    let wait_ssh = &job.steps[5];
+    assert_eq!(
+        (wait_ssh.state, wait_ssh.message.as_deref()),
+        (StepState::Failed, Some("cancelled"))
+    );
     assert!(sandboxes(&stack).is_empty());
     assert!(routes(&stack).is_empty());
     assert!(processes_mentioning(&format!("{}/", dir.display())).is_empty());

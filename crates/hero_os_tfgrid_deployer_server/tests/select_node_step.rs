@@ -4,54 +4,31 @@
 //! gives a precise, non-retried error.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Query};
 use axum::routing::get;
 use axum::Router;
+use hero_os_tfgrid_deployer_backends::compute::discard_output;
+use hero_os_tfgrid_deployer_backends::{BackendError, ComputeBackend, GridProxyClient, OutputSink};
 use hero_os_tfgrid_deployer_sdk::jobs::*;
 use hero_os_tfgrid_deployer_server::clock::{OsRandom, SystemClock};
 use hero_os_tfgrid_deployer_server::db::Db;
-use hero_os_tfgrid_deployer_server::forge::{
-    ForgeApi, ForgeError, ForgeToken, ForgeUser, NewForgeUser,
-};
+use hero_os_tfgrid_deployer_server::error::ServiceError;
+use hero_os_tfgrid_deployer_server::forge::fake::FakeForge;
 use hero_os_tfgrid_deployer_server::provision::agent::SshHttpAgent;
 use hero_os_tfgrid_deployer_server::provision::config::ProvisionConfig;
-use hero_os_tfgrid_deployer_server::provision::faults::Faults;
-use hero_os_tfgrid_deployer_server::provision::steps::{self, JobContext, OutLine, Scope};
+use hero_os_tfgrid_deployer_server::provision::facts::Fact;
+use hero_os_tfgrid_deployer_server::provision::lazy_backend::LazyBackend;
+use hero_os_tfgrid_deployer_server::provision::sshkeys::PublicKeyFacts;
+use hero_os_tfgrid_deployer_server::provision::steps::{
+    self, JobContext, OutLine, StepAt, StepCx, StepEnv, StepRecords, UserKeys,
+};
 use hero_os_tfgrid_deployer_server::provision::store;
-use hero_os_tfgrid_deployer_server::provision::{Parts, Provisioner};
 use hero_os_tfgrid_deployer_server::service::{CoreSettings, Deployer};
-use hero_secrets::{MemorySecretStore, SecretValue};
+use hero_secrets::MemorySecretStore;
 use serde_json::{json, Value};
-
-struct NoForge;
-
-#[async_trait::async_trait]
-impl ForgeApi for NoForge {
-    async fn version(&self) -> Result<String, ForgeError> {
-        Ok("none".into())
-    }
-    async fn user_exists(&self, _: &str) -> Result<Option<ForgeUser>, ForgeError> {
-        Ok(None)
-    }
-    async fn create_user(&self, _: &NewForgeUser<'_>) -> Result<ForgeUser, ForgeError> {
-        unreachable!()
-    }
-    async fn generate_token_for(
-        &self,
-        _: &str,
-        _: &SecretValue,
-        _: &str,
-        _: &[String],
-    ) -> Result<ForgeToken, ForgeError> {
-        unreachable!()
-    }
-    fn url(&self) -> &str {
-        "http://none"
-    }
-}
 
 /// Nodes shaped like the example capture: node 1 as captured (no health, no domain, SSD full),
 /// 8 and 13 healthy gateways with room (8 has more), 50 down.
@@ -124,17 +101,52 @@ async fn gridproxy() -> String {
     format!("http://{addr}")
 }
 
-/// Runs the step; returns its result, the context it left and the progress lines it said (the
-/// runner writes those as the step's events: `runner::tests` covers that part).
+/// Collects what the step says (the runner would write it as the step's events: the provision
+/// tests cover that part).
+#[derive(Default)]
+struct Said(Mutex<Vec<OutLine>>);
+
+#[async_trait::async_trait]
+impl StepRecords for Said {
+    fn line(&self, _: StepAt, line: OutLine) {
+        self.0.lock().unwrap().push(line);
+    }
+    fn sink(&self, _: StepAt, _: u32, _: tokio::time::Instant) -> OutputSink {
+        discard_output()
+    }
+    async fn record_now(&self, fact: Fact) -> Result<i64, ServiceError> {
+        panic!("select_node records nothing: {fact:?}")
+    }
+    fn record_with_outcome(&self, fact: Fact) {
+        panic!("select_node records nothing: {fact:?}")
+    }
+}
+
+struct NoKeys;
+
+#[async_trait::async_trait]
+impl UserKeys for NoKeys {
+    async fn ensure(&self, _: i64, _: &str) -> Result<(PublicKeyFacts, bool), ServiceError> {
+        panic!("select_node needs no key")
+    }
+    async fn public(&self, _: i64) -> Result<Option<PublicKeyFacts>, ServiceError> {
+        panic!("select_node needs no key")
+    }
+    async fn private(&self, _: i64) -> Result<zeroize::Zeroizing<String>, ServiceError> {
+        panic!("select_node needs no key")
+    }
+}
+
+/// Runs the step through its context, with the gridproxy client the server would build from
+/// `grid.gridproxy_url`; returns its result, the context it left and the lines it said.
 async fn run_select(
     candidates: Vec<u32>,
 ) -> (Result<String, steps::StepError>, JobContext, Vec<OutLine>) {
     let url = gridproxy().await;
-    let db = Db::open_in_memory().unwrap();
     let deployer = Deployer {
-        db: db.clone(),
+        db: Db::open_in_memory().unwrap(),
         secrets: Arc::new(MemorySecretStore::new()),
-        forge: Arc::new(NoForge),
+        forge: Arc::new(FakeForge::new()),
         clock: Arc::new(SystemClock),
         random: Arc::new(OsRandom),
         settings: Arc::new(CoreSettings {
@@ -142,65 +154,63 @@ async fn run_select(
             user_token_scopes: Vec::new(),
         }),
     };
-    let mut config = ProvisionConfig {
+    let mut cfg = ProvisionConfig {
         backend: "opentofu".into(),
         ..Default::default()
     };
-    config.grid.gridproxy_url = Some(url);
-    config.grid.candidate_nodes = candidates;
-    let p = Provisioner::new(Parts {
-        deployer,
-        config,
-        backends: BTreeMap::new(),
+    cfg.grid.candidate_nodes = candidates;
+    let env = StepEnv {
+        users: deployer,
         agent: Arc::new(SshHttpAgent),
+        nodes: Ok(Arc::new(GridProxyClient::with_base_url(url).unwrap())),
+        cfg,
         bootstrap_script: String::new(),
-        faults: Faults::none(),
-    });
-    let job_id = db
-        .write(|conn| {
-            store::insert_job(
-                conn,
-                &store::NewJob {
-                    user_id: 1,
-                    forge_username: "alice",
-                    kind: JobKind::Provision,
-                    backend: "opentofu",
-                    actor: "test",
-                    options_json: "{}",
-                    context_json: "{}",
-                    steps: steps::PROVISION_STEPS,
-                    now_ms: 0,
-                },
-            )
-        })
-        .await
-        .unwrap();
-    let job = p.get_job(job_id).await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let options = ProvisionOptions::default();
+    };
+    // A grid backend that is never built: select_node only asks where it places VMs.
+    let backend: Arc<dyn ComputeBackend> = Arc::new(LazyBackend::new(
+        "opentofu",
+        Box::new(|| Box::pin(async { Err(BackendError::Config("not in this test".into())) })),
+    ));
+    let (job, _) = store::as_inserted(
+        &store::NewJob {
+            user_id: 1,
+            forge_username: "alice",
+            kind: JobKind::Provision,
+            backend: "opentofu",
+            actor: "test",
+            options_json: "{}",
+            context_json: "{}",
+            steps: steps::PROVISION_STEPS,
+            now_ms: 0,
+        },
+        1,
+    );
+    let (options, said, key) = (
+        ProvisionOptions::default(),
+        Said::default(),
+        steps::KeyCache::new(),
+    );
     let mut ctx = JobContext::default();
-    let scope = Scope {
-        p: &p,
+    let cx = StepCx {
         job: &job,
         options: &options,
-        index: 3,
-        count: 10,
-        name: "select_node",
+        at: StepAt {
+            index: 3,
+            count: 10,
+            name: "select_node",
+        },
         attempt: 1,
         started: tokio::time::Instant::now(),
         deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(30),
-        out: tx,
-        key: &steps::KeyCache::new(),
-        later: &steps::LaterWrites::default(),
-        held: &steps::Held::default(),
+        env: &env,
+        backend: Ok(backend),
+        keys: &NoKeys,
+        records: &said,
+        key: &key,
     };
-    let result = steps::run(&scope, &mut ctx).await;
-    drop(scope);
-    let mut said = Vec::new();
-    while let Some(line) = rx.recv().await {
-        said.push(line);
-    }
-    (result, ctx, said)
+    let step = steps::by_name("select_node").unwrap();
+    let result = step.run(&cx, &mut ctx).await;
+    (result, ctx, said.0.into_inner().unwrap())
 }
 
 #[tokio::test]

@@ -18,19 +18,19 @@ use crate::store::{ProviderRow, Store};
 use crate::vault::TokenVault;
 
 /// Secret slots read at boot to seed the `forge` provider.
-pub const SEED_CLIENT_ID: &str = "cockpit/FORGE_OAUTH_CLIENT_ID";
+pub const SEED_CLIENT_ID: &str = hero_secrets::slots::COCKPIT_OAUTH_CLIENT_ID;
 /// See [`SEED_CLIENT_ID`].
-pub const SEED_CLIENT_SECRET: &str = "cockpit/FORGE_OAUTH_CLIENT_SECRET";
+pub const SEED_CLIENT_SECRET: &str = hero_secrets::slots::COCKPIT_OAUTH_CLIENT_SECRET;
 /// See [`SEED_CLIENT_ID`].
-pub const SEED_ISSUER: &str = "cockpit/FORGE_OAUTH_ISSUER";
+pub const SEED_ISSUER: &str = hero_secrets::slots::COCKPIT_OAUTH_ISSUER;
 /// Forge usernames allowed on `admin` routes, comma-separated; read on every admin request.
-pub const ADMIN_ALLOWLIST_SLOT: &str = "deployer/ADMIN_FORGE_USERS";
+pub const ADMIN_ALLOWLIST_SLOT: &str = hero_secrets::slots::ADMIN_FORGE_USERS;
 /// The Ed25519 seed of the assertion signer (hex).
-pub const ASSERTION_SEED_SLOT: &str = "hero_proxy/assertion_seed";
+pub const ASSERTION_SEED_SLOT: &str = hero_secrets::slots::PROXY_ASSERTION_SEED;
 
 /// Slot of a provider's client secret.
 pub fn client_secret_slot(provider: &str) -> String {
-    format!("hero_proxy/providers/{provider}/client_secret")
+    hero_secrets::slots::proxy_provider_client_secret(provider)
 }
 
 /// Everything a request handler needs.

@@ -17,6 +17,7 @@ mod file_store;
 pub mod hero_proc;
 mod memory;
 mod slot;
+pub mod slots;
 mod value;
 
 pub use error::SecretError;

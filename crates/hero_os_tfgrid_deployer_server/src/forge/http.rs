@@ -20,7 +20,7 @@ mod apps;
 use crate::clock::Random;
 
 /// Secret slot of the Forge admin token.
-pub const ADMIN_TOKEN_SLOT: &str = "deployer/forge_admin_token";
+pub const ADMIN_TOKEN_SLOT: &str = hero_secrets::slots::FORGE_ADMIN_TOKEN;
 
 /// Where the admin token comes from. Read on every call, so `secret set` applies without restart.
 #[derive(Clone)]

@@ -2,6 +2,8 @@
 //! run against [`http::HttpForge`].
 
 pub mod apps;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fake;
 pub mod http;
 
 use hero_secrets::SecretValue;
@@ -91,6 +93,23 @@ impl ForgeError {
             ForgeError::PasswordRejected { .. } => "FRG007_password_rejected",
             ForgeError::Protocol { .. } => "FRG008_protocol",
             ForgeError::AdminTokenScopeMissing { .. } => "FRG009_admin_token_scope_missing",
+        }
+    }
+
+    /// Whether trying again later can succeed without anyone changing anything: Forge was
+    /// unreachable or answered 5xx. Everything else needs an operator (a token, a name, a
+    /// password policy) or is a bug. Callers (the runner's retries) ask this; they never decide
+    /// it themselves.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ForgeError::Unreachable { .. } | ForgeError::ServerError { .. } => true,
+            ForgeError::AdminTokenMissing
+            | ForgeError::AdminTokenRejected { .. }
+            | ForgeError::UserCredentialsRejected { .. }
+            | ForgeError::Conflict { .. }
+            | ForgeError::PasswordRejected { .. }
+            | ForgeError::Protocol { .. }
+            | ForgeError::AdminTokenScopeMissing { .. } => false,
         }
     }
 }

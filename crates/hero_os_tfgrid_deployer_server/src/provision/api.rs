@@ -5,7 +5,10 @@ use hero_os_tfgrid_deployer_sdk::jobs::*;
 use hero_os_tfgrid_deployer_sdk::types::UserId;
 use rusqlite::params;
 
+use hero_os_tfgrid_deployer_sdk::types::VmStatus;
+
 use super::runner::Loaded;
+use super::states::{self, VmState};
 use super::{steps, store, vms, Provisioner};
 use crate::audit::Actor;
 use crate::db::Cached;
@@ -23,7 +26,12 @@ impl Provisioner {
             .backend
             .clone()
             .unwrap_or_else(|| self.inner.cfg.backend.clone());
-        self.backend(&backend)?;
+        let placement = self.backend(&backend)?.placement();
+        if let (Some(node), false) = (options.node_id, placement.has_nodes()) {
+            return Err(ServiceError::InvalidParams(format!(
+                "node {node} cannot be used with the {backend} backend: it runs VMs on this machine, not on grid nodes; leave the node out"
+            )));
+        }
         if let Some(profile) = &options.profile {
             if self.inner.cfg.profile(profile).is_none() {
                 return Err(ServiceError::InvalidParams(format!(
@@ -46,7 +54,7 @@ impl Provisioner {
                 let username = user_name(conn, user_id)?;
                 let live = vms::live_vm(conn, user_id)?;
                 if let Some(vm) = &live {
-                    if vm.state == "ready" {
+                    if vm.state == VmState::Ready.as_str() {
                         if store::active_job_of(conn, user_id)?.is_some() {
                             return Err(store::conflict(conn, user_id, &username));
                         }
@@ -130,46 +138,52 @@ impl Provisioner {
         let now_s = self.deployer().clock.now();
         let default_backend = self.inner.cfg.backend.clone();
         // One write, as for provision_vm.
-        let created = self
-            .db()
-            .write(move |conn| -> Result<Loaded, ServiceError> {
-                let username = user_name(conn, user_id)?;
-                if store::active_job_of(conn, user_id)?.is_some() {
-                    return Err(store::conflict(conn, user_id, &username));
-                }
-                let vm = vms::live_vm(conn, user_id)?;
-                let status: String =
-                    conn.query_row_cached("SELECT vm_status FROM users WHERE user_id = ?1", [user_id], |r| r.get(0))?;
-                let backend = match &vm {
-                    Some(vm) => vm.backend.clone(),
-                    None if status == "failed" || status == "decommissioning" => default_backend,
-                    None => {
-                        return Err(ServiceError::FailedPrecondition(format!(
-                            "user {username} has no VM to decommission (status {status})"
-                        )))
+        let created =
+            self.db()
+                .write(move |conn| -> Result<Loaded, ServiceError> {
+                    let username = user_name(conn, user_id)?;
+                    if store::active_job_of(conn, user_id)?.is_some() {
+                        return Err(store::conflict(conn, user_id, &username));
                     }
-                };
-                conn.execute_cached(
-                    "UPDATE vms SET state = 'decommissioning', updated_at = ?2 WHERE user_id = ?1 AND state != 'decommissioned'",
-                    params![user_id, now_s],
+                    let vm = vms::live_vm(conn, user_id)?;
+                    let status: VmStatus = conn.query_row_cached(
+                        "SELECT vm_status FROM users WHERE user_id = ?1",
+                        [user_id],
+                        |r| r.get(0),
+                    )?;
+                    let backend = match &vm {
+                        Some(vm) => vm.backend.clone(),
+                        None if matches!(status, VmStatus::Failed | VmStatus::Decommissioning) => {
+                            default_backend
+                        }
+                        None => {
+                            return Err(ServiceError::FailedPrecondition(format!(
+                                "user {username} has no VM to decommission (status {})",
+                                status.as_str()
+                            )))
+                        }
+                    };
+                    conn.execute_cached(
+                    "UPDATE vms SET state = ?3, updated_at = ?2 WHERE user_id = ?1 AND state != ?4",
+                    params![user_id, now_s, VmState::Decommissioning, VmState::Decommissioned],
                 )?;
-                create_job(
-                    conn,
-                    &store::NewJob {
-                        user_id,
-                        forge_username: &username,
-                        kind: JobKind::Decommission,
-                        backend: &backend,
-                        actor: &actor_s,
-                        options_json: "{}",
-                        context_json: "{}",
-                        steps: steps::DECOMMISSION_STEPS,
-                        now_ms: now,
-                    },
-                    now_s,
-                )
-            })
-            .await?;
+                    create_job(
+                        conn,
+                        &store::NewJob {
+                            user_id,
+                            forge_username: &username,
+                            kind: JobKind::Decommission,
+                            backend: &backend,
+                            actor: &actor_s,
+                            options_json: "{}",
+                            context_json: "{}",
+                            steps: steps::DECOMMISSION_STEPS,
+                            now_ms: now,
+                        },
+                        now_s,
+                    )
+                })
+                .await?;
         Ok(self.launch(created))
     }
 
@@ -204,14 +218,17 @@ impl Provisioner {
                 if !job.state.is_active() {
                     return Err(ServiceError::FailedPrecondition(format!(
                         "job {job_id} is {} and cannot be cancelled",
-                        store::state_str(job.state)
+                        job.state.as_str()
                     )));
                 }
                 conn.execute_cached(
-                    "UPDATE jobs SET cancel_requested = 1, state = CASE WHEN state = 'queued' THEN 'queued' ELSE 'cancelling' END \
-                     WHERE job_id = ?1",
+                    "UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?1",
                     [job_id],
                 )?;
+                // A queued job stays queued: its worker sees the request when it looks.
+                if job.state != JobState::Queued {
+                    states::move_job(conn, job_id, JobState::Cancelling)?;
+                }
                 store::append_event(
                     conn,
                     job_id,
@@ -244,12 +261,12 @@ impl Provisioner {
                 if job.state != JobState::Failed {
                     return Err(ServiceError::FailedPrecondition(format!(
                         "job {job_id} is {}; only failed jobs can be retried",
-                        store::state_str(job.state)
+                        job.state.as_str()
                     )));
                 }
                 if job.kind == JobKind::Provision {
                     if let Some(vm) = vms::live_vm(conn, job.user_id)? {
-                        if vm.state == "ready" {
+                        if vm.state == VmState::Ready.as_str() {
                             return Err(ServiceError::FailedPrecondition(format!(
                                 "user {} already has a ready VM; nothing to retry",
                                 job.forge_username
@@ -258,21 +275,21 @@ impl Provisioner {
                     }
                     forget_decommissioned_vm(conn, job_id)?;
                 }
-                let resumed = conn.execute_cached(
-                    "UPDATE jobs SET state = 'queued', error = NULL, finished_at_ms = NULL, cancel_requested = 0 WHERE job_id = ?1",
-                    [job_id],
-                );
-                match resumed {
+                match states::move_job(conn, job_id, JobState::Queued) {
                     Ok(_) => {}
-                    Err(e) if store::is_unique_violation(&e) => {
+                    Err(ServiceError::Db(crate::db::DbError::Sql(e))) if store::is_unique_violation(&e) => {
                         return Err(store::conflict(conn, job.user_id, &job.forge_username))
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(e),
                 }
                 conn.execute_cached(
-                    "UPDATE job_steps SET state = 'pending', finished_at_ms = NULL, duration_ms = NULL \
-                     WHERE job_id = ?1 AND state IN ('failed','running')",
+                    "UPDATE jobs SET error = NULL, finished_at_ms = NULL, cancel_requested = 0 WHERE job_id = ?1",
                     [job_id],
+                )?;
+                conn.execute_cached(
+                    "UPDATE job_steps SET state = ?2, finished_at_ms = NULL, duration_ms = NULL \
+                     WHERE job_id = ?1 AND state IN (?3, ?4)",
+                    params![job_id, StepState::Pending, StepState::Failed, StepState::Running],
                 )?;
                 let first = store::steps_of(conn, job_id)?
                     .into_iter()
@@ -348,7 +365,8 @@ fn forget_decommissioned_vm(
     let Some(vm_id) = ctx.vm_id else {
         return Ok(());
     };
-    let gone = vms::vm_by_id(conn, vm_id)?.is_none_or(|vm| vm.state == "decommissioned");
+    let gone =
+        vms::vm_by_id(conn, vm_id)?.is_none_or(|vm| vm.state == VmState::Decommissioned.as_str());
     if gone {
         ctx.vm_id = None;
         let context_json =
@@ -370,7 +388,7 @@ fn create_job(
     now_s: i64,
 ) -> Result<Loaded, ServiceError> {
     let job_id = store::insert_job(conn, new)?;
-    let kind = store::kind_str(new.kind);
+    let kind = new.kind.as_str();
     let action = match new.kind {
         JobKind::Provision => "vm.provision_requested",
         JobKind::Decommission => "vm.decommission_requested",

@@ -1,6 +1,10 @@
 //! Fault injection for tests. Exists only with the cargo feature `test-hooks`; in other builds
 //! every hook is a no-op the compiler removes, and the config refuses the test settings.
 //!
+//! Steps hold no test code: the runner asks [`Faults`] for its crash and stall points, and the
+//! backend and agent faults are wrappers ([`FaultyBackend`], [`FaultyAgent`]) the server puts
+//! around the real ones in test builds, so the step code under test is the production code.
+//!
 //! * crash: `test_crash_at = "<step>"` aborts the process (like `kill -9`) when that step starts;
 //!   `"<step>:end"` after the step did its work but before it is recorded done — the instant that
 //!   tests idempotency hardest.
@@ -14,6 +18,17 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hero_os_tfgrid_deployer_backends::{
+    BackendError, ComputeBackend, GatewayInfo, GatewayRequest, OutputSink, Placement, Resource,
+    ResourceName, VmInfo, VmRequest,
+};
+use tokio::time::Instant;
+
+use super::agent::{AttemptFn, LineFn, SshAccess, VmAgent};
+use super::steps::StepError;
 
 #[cfg(feature = "test-hooks")]
 use hero_os_tfgrid_deployer_backends::local::LocalFaults;
@@ -33,7 +48,7 @@ pub struct Faults {
 
 /// Kinds of counted backend faults.
 #[derive(Debug, Clone, Copy)]
-pub enum BackendFault {
+enum BackendFault {
     DeployVm,
     DeployGateway,
 }
@@ -83,7 +98,7 @@ impl Faults {
     }
 
     /// A boolean switch.
-    pub fn flag(&self, _name: &str) -> bool {
+    fn flag(&self, _name: &str) -> bool {
         #[cfg(feature = "test-hooks")]
         {
             return self
@@ -121,7 +136,7 @@ impl Faults {
     }
 
     /// Arms the local backend's own fault hooks for the next call, from the faults file.
-    pub fn arm_backend(&self, _which: BackendFault) {
+    fn arm_backend(&self, _which: BackendFault) {
         #[cfg(feature = "test-hooks")]
         if let Some(local) = &self.local {
             use std::sync::atomic::Ordering;
@@ -145,12 +160,124 @@ impl Faults {
     }
 
     /// Mirrors the `health_503` switch into the local gateway, which then really answers 503.
-    pub fn sync_health(&self) {
+    fn sync_health(&self) {
         #[cfg(feature = "test-hooks")]
         if let Some(local) = &self.local {
             local
                 .health_503
                 .store(self.flag("health_503"), std::sync::atomic::Ordering::SeqCst);
         }
+    }
+}
+
+/// A backend whose `deploy_vm` and `deploy_gateway` first arm the local backend's own fault hooks
+/// from the faults file, so the backend itself fails the call (timeouts, 503s).
+pub struct FaultyBackend {
+    pub inner: Arc<dyn ComputeBackend>,
+    pub faults: Faults,
+}
+
+#[async_trait]
+impl ComputeBackend for FaultyBackend {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn placement(&self) -> Placement {
+        self.inner.placement()
+    }
+    async fn deploy_vm(&self, req: &VmRequest, out: OutputSink) -> Result<VmInfo, BackendError> {
+        self.faults.arm_backend(BackendFault::DeployVm);
+        self.inner.deploy_vm(req, out).await
+    }
+    async fn get_vm(&self, name: &ResourceName) -> Result<Option<VmInfo>, BackendError> {
+        self.inner.get_vm(name).await
+    }
+    async fn delete_vm(&self, name: &ResourceName, out: OutputSink) -> Result<(), BackendError> {
+        self.inner.delete_vm(name, out).await
+    }
+    async fn deploy_gateway(
+        &self,
+        req: &GatewayRequest,
+        out: OutputSink,
+    ) -> Result<GatewayInfo, BackendError> {
+        self.faults.arm_backend(BackendFault::DeployGateway);
+        self.inner.deploy_gateway(req, out).await
+    }
+    async fn get_gateway(&self, name: &ResourceName) -> Result<Option<GatewayInfo>, BackendError> {
+        self.inner.get_gateway(name).await
+    }
+    async fn delete_gateway(
+        &self,
+        name: &ResourceName,
+        out: OutputSink,
+    ) -> Result<(), BackendError> {
+        self.inner.delete_gateway(name, out).await
+    }
+    async fn inventory(&self) -> Result<Vec<Resource>, BackendError> {
+        self.inner.inventory().await
+    }
+}
+
+/// An agent with the faults file's SSH and health switches: `ssh_refused` aims SSH at a loopback
+/// port nothing listens on (so the refusal is real), `bootstrap_exit1` makes the bootstrap
+/// command exit 1, `health_503` makes the local gateway really answer 503.
+pub struct FaultyAgent {
+    pub inner: Arc<dyn VmAgent>,
+    pub faults: Faults,
+}
+
+#[async_trait]
+impl VmAgent for FaultyAgent {
+    async fn wait_ssh(
+        &self,
+        access: &SshAccess<'_>,
+        deadline: Instant,
+        poll: Duration,
+        on_attempt: AttemptFn<'_>,
+    ) -> Result<String, StepError> {
+        if self.faults.flag("ssh_refused") {
+            let mut target = access.target.clone();
+            target.port = hero_os_tfgrid_deployer_backends::process::free_loopback_port()
+                .map_err(|e| StepError::fatal("test.port", e.to_string()))?;
+            let refused = SshAccess {
+                target: &target,
+                private_key: access.private_key,
+                pinned: access.pinned.clone(),
+            };
+            return self
+                .inner
+                .wait_ssh(&refused, deadline, poll, on_attempt)
+                .await;
+        }
+        self.inner
+            .wait_ssh(access, deadline, poll, on_attempt)
+            .await
+    }
+    async fn upload(
+        &self,
+        access: &SshAccess<'_>,
+        path: &str,
+        contents: &[u8],
+        mode: Option<u32>,
+    ) -> Result<(), StepError> {
+        self.inner.upload(access, path, contents, mode).await
+    }
+    async fn run(
+        &self,
+        access: &SshAccess<'_>,
+        command: &str,
+        on_line: LineFn<'_>,
+    ) -> Result<Option<u32>, StepError> {
+        if self.faults.flag("bootstrap_exit1") {
+            return self
+                .inner
+                .run(access, &format!("{command}; exit 1"), on_line)
+                .await;
+        }
+        self.inner.run(access, command, on_line).await
+    }
+    async fn http_status(&self, url: &str, connect_addr: Option<&str>) -> Result<u16, StepError> {
+        self.faults.sync_health();
+        self.inner.http_status(url, connect_addr).await
     }
 }

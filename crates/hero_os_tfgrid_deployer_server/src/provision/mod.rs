@@ -7,7 +7,8 @@
 //!   a job the next start resumes ([`runner`]), and a follower can replay everything.
 //! * Every step is idempotent: it first looks for what an earlier attempt made and adopts it
 //!   ([`steps`]); the compute backends have the same contract (deploy adopts, delete accepts
-//!   "already gone").
+//!   "already gone"). Steps are types in one table; a saved job is matched to it by step name
+//!   ([`resume`]). A job's life is [`runner`]; what it records goes through [`recorder`].
 //! * At most one active job per user is enforced by a partial unique index, not by a
 //!   check-then-insert; the global concurrency limit is a semaphore; queued jobs wait in state
 //!   `queued`.
@@ -20,13 +21,17 @@ pub mod agent;
 pub mod api;
 pub mod config;
 pub mod events;
+pub mod facts;
 pub mod faults;
 pub mod lazy_backend;
 pub mod reaper;
 pub mod reconcile;
+pub mod recorder;
+pub mod resume;
 pub mod rpc;
 pub mod runner;
 pub mod sshkeys;
+pub mod states;
 pub mod steps;
 pub mod store;
 pub mod vms;
@@ -35,7 +40,7 @@ pub mod wiring;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use hero_os_tfgrid_deployer_backends::ComputeBackend;
+use hero_os_tfgrid_deployer_backends::{ComputeBackend, GridProxyClient, Network, NodeSelector};
 use hero_os_tfgrid_deployer_sdk::jobs::JobId;
 
 use crate::error::ServiceError;
@@ -82,7 +87,10 @@ pub struct Parts {
     pub agent: Arc<dyn VmAgent>,
     /// The bootstrap script uploaded by `run_bootstrap`.
     pub bootstrap_script: String,
-    /// Test builds: fault switches.
+    /// How `select_node` asks the grid; `None`: gridproxy as the config names it.
+    pub nodes: Option<Arc<dyn NodeSelector>>,
+    /// Test builds: the runner's fault switches (crash and stall points; the backend and agent
+    /// faults are wrappers, see [`faults`]).
     pub faults: faults::Faults,
 }
 
@@ -96,8 +104,8 @@ pub(crate) struct Inner {
     pub d: Deployer,
     pub cfg: ProvisionConfig,
     pub backends: BTreeMap<String, Arc<dyn ComputeBackend>>,
-    pub agent: Arc<dyn VmAgent>,
-    pub bootstrap_script: String,
+    /// What every step may use.
+    pub env: steps::StepEnv,
     pub faults: faults::Faults,
     pub time: Timebase,
     /// Global concurrency limit.
@@ -117,14 +125,23 @@ impl Provisioner {
         let slots = Arc::new(tokio::sync::Semaphore::new(
             parts.config.max_concurrent_jobs,
         ));
+        let nodes = match parts.nodes {
+            Some(nodes) => Ok(nodes),
+            None => gridproxy(&parts.config.grid),
+        };
         Provisioner {
             inner: Arc::new(Inner {
                 time: Timebase::new(parts.deployer.clock.now_ms()),
+                env: steps::StepEnv {
+                    users: parts.deployer.clone(),
+                    agent: parts.agent,
+                    nodes,
+                    cfg: parts.config.clone(),
+                    bootstrap_script: parts.bootstrap_script,
+                },
                 d: parts.deployer,
                 cfg: parts.config,
                 backends: parts.backends,
-                agent: parts.agent,
-                bootstrap_script: parts.bootstrap_script,
                 faults: parts.faults,
                 slots,
                 buses: Mutex::new(HashMap::new()),
@@ -144,7 +161,10 @@ impl Provisioner {
         for job_id in active {
             tracing::info!(job_id, "resuming job left by an earlier run");
             // Alive again: the reaper must not take the downtime for a hang.
-            self.heartbeat(job_id).await?;
+            let now = self.now_ms();
+            self.db()
+                .write(move |conn| store::heartbeat(conn, job_id, now))
+                .await?;
             self.event(
                 job_id,
                 events::Draft::info("server restarted: resuming the job"),
@@ -216,6 +236,21 @@ impl Provisioner {
     pub fn default_backend(&self) -> &str {
         &self.inner.cfg.backend
     }
+}
+
+/// The gridproxy the config names (`grid.gridproxy_url`, else the network's), or why not.
+fn gridproxy(grid: &config::GridSection) -> Result<Arc<dyn NodeSelector>, steps::StepError> {
+    let client = match &grid.gridproxy_url {
+        Some(url) => GridProxyClient::with_base_url(url.clone()),
+        None => {
+            let network: Network = grid.network.parse().map_err(|e| {
+                steps::StepError::fatal("config.network", format!("grid.network: {e}"))
+            })?;
+            GridProxyClient::new(network)
+        }
+    }
+    .map_err(|e| steps::StepError::fatal(e.code(), e.to_string()))?;
+    Ok(Arc::new(client))
 }
 
 /// Locks a mutex of the orchestrator's in-memory state even if a panic poisoned it: the data

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use rusqlite::params;
+use hero_os_tfgrid_deployer_sdk::jobs::StepState;
+use rusqlite::{params, OptionalExtension};
 
 use super::events::human;
 use super::runner::Ending;
-use super::{store, Provisioner};
-use crate::db::Cached;
+use super::{states, store, Provisioner};
 use crate::error::ServiceError;
 
 pub fn spawn(p: Provisioner) -> tokio::task::JoinHandle<()> {
@@ -53,11 +53,22 @@ impl Provisioner {
             let now2 = now;
             self.db()
                 .write(move |conn| -> Result<(), ServiceError> {
-                    conn.execute_cached(
-                        "UPDATE job_steps SET state = 'failed', finished_at_ms = ?3, message = 'reaped: no heartbeat' \
-                         WHERE job_id = ?1 AND name = ?2 AND state = 'running'",
-                        params![job_id, step2, now2],
-                    )?;
+                    let index: Option<u32> = conn
+                        .prepare_cached(
+                            "SELECT step_index FROM job_steps WHERE job_id = ?1 AND name = ?2",
+                        )?
+                        .query_row(params![job_id, step2], |r| r.get(0))
+                        .optional()?;
+                    if let Some(index) = index {
+                        states::move_step(
+                            conn,
+                            job_id,
+                            index,
+                            StepState::Failed,
+                            "finished_at_ms = ?4, message = 'reaped: no heartbeat'",
+                            &[&now2],
+                        )?;
+                    }
                     Ok(())
                 })
                 .await?;

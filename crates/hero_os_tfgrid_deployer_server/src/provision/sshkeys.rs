@@ -19,7 +19,7 @@ use crate::db::Cached;
 use crate::error::ServiceError;
 
 /// Secret slot of the sealing key (hex of 32 bytes).
-pub const SEALING_KEY_SLOT: &str = "deployer/ssh_key_sealing_key";
+pub const SEALING_KEY_SLOT: &str = hero_secrets::slots::SSH_KEY_SEALING_KEY;
 const BLOB_VERSION: u8 = 1;
 
 /// Public facts of a user's key.
@@ -271,4 +271,24 @@ pub(crate) fn public_key_of(
             })
         })
         .optional()
+}
+
+/// What steps may do with users' keys, and nothing else of the provisioner.
+#[async_trait::async_trait]
+impl super::steps::UserKeys for Provisioner {
+    async fn ensure(
+        &self,
+        user_id: UserId,
+        comment: &str,
+    ) -> Result<(PublicKeyFacts, bool), ServiceError> {
+        self.ensure_ssh_key(user_id, comment).await
+    }
+
+    async fn public(&self, user_id: UserId) -> Result<Option<PublicKeyFacts>, ServiceError> {
+        self.public_key(user_id).await
+    }
+
+    async fn private(&self, user_id: UserId) -> Result<Zeroizing<String>, ServiceError> {
+        self.private_key(user_id).await
+    }
 }

@@ -2,84 +2,10 @@
 //! connection, called from [`crate::db::Db::call`]; the runner composes them in transactions.
 
 use hero_os_tfgrid_deployer_sdk::jobs::*;
-use hero_os_tfgrid_deployer_sdk::types::UserId;
+use hero_os_tfgrid_deployer_sdk::types::{UserId, VmStatus};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::error::ServiceError;
-
-pub fn kind_str(k: JobKind) -> &'static str {
-    match k {
-        JobKind::Provision => "provision",
-        JobKind::Decommission => "decommission",
-    }
-}
-
-fn parse_kind(s: &str) -> JobKind {
-    match s {
-        "decommission" => JobKind::Decommission,
-        _ => JobKind::Provision,
-    }
-}
-
-pub fn state_str(s: JobState) -> &'static str {
-    match s {
-        JobState::Queued => "queued",
-        JobState::Running => "running",
-        JobState::Succeeded => "succeeded",
-        JobState::Failed => "failed",
-        JobState::Cancelling => "cancelling",
-        JobState::Cancelled => "cancelled",
-    }
-}
-
-pub fn parse_state(s: &str) -> JobState {
-    match s {
-        "queued" => JobState::Queued,
-        "running" => JobState::Running,
-        "succeeded" => JobState::Succeeded,
-        "cancelling" => JobState::Cancelling,
-        "cancelled" => JobState::Cancelled,
-        _ => JobState::Failed,
-    }
-}
-
-pub fn step_state_str(s: StepState) -> &'static str {
-    match s {
-        StepState::Pending => "pending",
-        StepState::Running => "running",
-        StepState::Done => "done",
-        StepState::Failed => "failed",
-        StepState::Skipped => "skipped",
-    }
-}
-
-fn parse_step_state(s: &str) -> StepState {
-    match s {
-        "running" => StepState::Running,
-        "done" => StepState::Done,
-        "failed" => StepState::Failed,
-        "skipped" => StepState::Skipped,
-        _ => StepState::Pending,
-    }
-}
-
-pub fn level_str(l: EventLevel) -> &'static str {
-    match l {
-        EventLevel::Info => "info",
-        EventLevel::Warn => "warn",
-        EventLevel::Error => "error",
-        EventLevel::Output => "output",
-    }
-}
-
-fn parse_level(s: &str) -> EventLevel {
-    match s {
-        "warn" => EventLevel::Warn,
-        "error" => EventLevel::Error,
-        "output" => EventLevel::Output,
-        _ => EventLevel::Info,
-    }
-}
 
 /// What a new job row holds.
 pub struct NewJob<'a> {
@@ -96,10 +22,10 @@ pub struct NewJob<'a> {
 }
 
 /// The user's VM status while a job of `kind` is queued or running.
-pub fn busy_status(kind: JobKind) -> &'static str {
+pub fn busy_status(kind: JobKind) -> VmStatus {
     match kind {
-        JobKind::Provision => "provisioning",
-        JobKind::Decommission => "decommissioning",
+        JobKind::Provision => VmStatus::Provisioning,
+        JobKind::Decommission => VmStatus::Decommissioning,
     }
 }
 
@@ -116,7 +42,7 @@ pub fn is_unique_violation(e: &rusqlite::Error) -> bool {
 pub fn active_job_of(
     conn: &Connection,
     user_id: UserId,
-) -> rusqlite::Result<Option<(JobId, String, String)>> {
+) -> rusqlite::Result<Option<(JobId, JobKind, JobState)>> {
     conn.prepare_cached(
         "SELECT job_id, kind, state FROM jobs WHERE user_id = ?1 AND state IN ('queued','running','cancelling')",
     )?
@@ -129,7 +55,9 @@ pub fn conflict(conn: &Connection, user_id: UserId, username: &str) -> ServiceEr
     match active_job_of(conn, user_id) {
         Ok(Some((job_id, kind, state))) => ServiceError::JobConflict {
             message: format!(
-                "user {username} already has an active job: job {job_id} ({kind}, {state}); follow it with `job follow {job_id}` or cancel it first"
+                "user {username} already has an active job: job {job_id} ({}, {}); follow it with `job follow {job_id}` or cancel it first",
+                kind.as_str(),
+                state.as_str()
             ),
             detail: serde_json::json!({ "job_id": job_id, "kind": kind, "state": state }),
         },
@@ -146,17 +74,18 @@ pub fn insert_job(conn: &Connection, j: &NewJob<'_>) -> Result<JobId, ServiceErr
     let inserted = conn
         .prepare_cached(
             "INSERT INTO jobs(user_id, forge_username, kind, state, backend, actor, options_json, context_json, created_at_ms) \
-             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8)",
+             VALUES (?1, ?2, ?3, ?9, ?4, ?5, ?6, ?7, ?8)",
         )?
         .execute(params![
             j.user_id,
             j.forge_username,
-            kind_str(j.kind),
+            j.kind,
             j.backend,
             j.actor,
             j.options_json,
             j.context_json,
-            j.now_ms
+            j.now_ms,
+            JobState::Queued
         ]);
     match inserted {
         Ok(_) => {}
@@ -229,8 +158,8 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         job_id: r.get(0)?,
         user_id: r.get(1)?,
         forge_username: r.get(2)?,
-        kind: parse_kind(&r.get::<_, String>(3)?),
-        state: parse_state(&r.get::<_, String>(4)?),
+        kind: r.get(3)?,
+        state: r.get(4)?,
         backend: r.get(5)?,
         actor: r.get(6)?,
         steps: Vec::new(),
@@ -253,7 +182,7 @@ pub fn steps_of(conn: &Connection, job_id: JobId) -> rusqlite::Result<Vec<StepRe
         Ok(StepRecord {
             index: r.get(0)?,
             name: r.get(1)?,
-            state: parse_step_state(&r.get::<_, String>(2)?),
+            state: r.get(2)?,
             attempts: r.get(3)?,
             started_at_ms: r.get(4)?,
             finished_at_ms: r.get(5)?,
@@ -436,7 +365,7 @@ pub fn append_event(conn: &Connection, job_id: JobId, e: &EventRow) -> rusqlite:
         job_id,
         seq,
         e.at_ms,
-        level_str(e.level),
+        e.level,
         e.step,
         e.step_index,
         step_count,
@@ -462,7 +391,7 @@ pub fn events_after(
             job_id: r.get(0)?,
             seq: r.get(1)?,
             at_ms: r.get(2)?,
-            level: parse_level(&r.get::<_, String>(3)?),
+            level: r.get(3)?,
             step: r.get(4)?,
             step_index: r.get(5)?,
             step_count: r.get(6)?,
@@ -476,9 +405,8 @@ pub fn events_after(
 
 pub fn job_state(conn: &Connection, job_id: JobId) -> rusqlite::Result<Option<JobState>> {
     conn.prepare_cached("SELECT state FROM jobs WHERE job_id = ?1")?
-        .query_row([job_id], |r| r.get::<_, String>(0))
+        .query_row([job_id], |r| r.get(0))
         .optional()
-        .map(|s| s.map(|s| parse_state(&s)))
 }
 
 /// What ending a job needs to know of it, without its steps.
@@ -497,8 +425,8 @@ pub fn job_timing(conn: &Connection, job_id: JobId) -> rusqlite::Result<Option<J
     .query_row([job_id], |r| {
         Ok(JobTiming {
             user_id: r.get(0)?,
-            kind: parse_kind(&r.get::<_, String>(1)?),
-            state: parse_state(&r.get::<_, String>(2)?),
+            kind: r.get(1)?,
+            state: r.get(2)?,
             created_at_ms: r.get(3)?,
             started_at_ms: r.get(4)?,
         })
@@ -509,11 +437,48 @@ pub fn job_timing(conn: &Connection, job_id: JobId) -> rusqlite::Result<Option<J
 pub fn set_user_vm_status(
     conn: &Connection,
     user_id: UserId,
-    status: &str,
+    status: VmStatus,
     now_secs: i64,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached("UPDATE users SET vm_status = ?2, updated_at = ?3 WHERE user_id = ?1")?
         .execute(params![user_id, status, now_secs])?;
+    Ok(())
+}
+
+/// The worker is alive (only while the job runs or cancels: an ended job keeps its last beat).
+pub fn heartbeat(conn: &Connection, job_id: JobId, now_ms: i64) -> Result<(), ServiceError> {
+    conn.prepare_cached(
+        "UPDATE jobs SET heartbeat_at_ms = ?2 WHERE job_id = ?1 AND state IN ('running','cancelling')",
+    )?
+    .execute(params![job_id, now_ms])?;
+    Ok(())
+}
+
+/// Renumbers and adds a job's step rows as [`super::resume::plan`] matched them to the current
+/// step list. Rows only ever move to a higher index (steps are inserted, never removed), so
+/// moving the highest first never collides with a row still in place.
+pub fn apply_resume_plan(
+    conn: &Connection,
+    job_id: JobId,
+    plan: &super::resume::ResumePlan,
+) -> Result<(), ServiceError> {
+    let mut moves = plan.moves.clone();
+    moves.sort_by_key(|m| std::cmp::Reverse(m.0));
+    for (from, to) in moves {
+        if to < from {
+            return Err(ServiceError::Internal(format!(
+                "resume plan moves step {from} down to {to}"
+            )));
+        }
+        conn.prepare_cached(
+            "UPDATE job_steps SET step_index = ?3 WHERE job_id = ?1 AND step_index = ?2",
+        )?
+        .execute(params![job_id, from, to])?;
+    }
+    for (index, name) in &plan.added {
+        conn.prepare_cached("INSERT INTO job_steps(job_id, step_index, name) VALUES (?1, ?2, ?3)")?
+            .execute(params![job_id, index, name])?;
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use hero_os_tfgrid_deployer_sdk::jobs::{VmDetails, VmRecord};
 use hero_os_tfgrid_deployer_sdk::types::UserId;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use super::states::VmState;
 use super::Provisioner;
 use crate::db::Cached;
 use crate::error::ServiceError;
@@ -23,7 +24,7 @@ fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<VmRecord> {
         backend: r.get(3)?,
         name: r.get(4)?,
         node_id: r.get(5)?,
-        state: r.get(6)?,
+        state: r.get::<_, VmState>(6)?.as_str().to_owned(),
         spec: serde_json::from_str(&spec).unwrap_or(serde_json::Value::Null),
         private_ip: r.get(8)?,
         mycelium_ip: r.get(9)?,
@@ -55,9 +56,14 @@ pub fn vm_by_id(conn: &Connection, vm_id: i64) -> rusqlite::Result<Option<VmReco
         .optional()
 }
 
+/// Every VM row of the user but the live one ([`live_vm`]), newest first: decommissioned VMs,
+/// and rows of failed attempts a later attempt did not adopt (another backend), so none is
+/// hidden.
 pub fn history(conn: &Connection, user_id: UserId) -> rusqlite::Result<Vec<VmRecord>> {
     conn.prepare_cached(&format!(
-        "SELECT {VM_COLUMNS} FROM vms WHERE user_id = ?1 AND state = 'decommissioned' ORDER BY vm_id DESC"
+        "SELECT {VM_COLUMNS} FROM vms WHERE user_id = ?1 AND vm_id != COALESCE(\
+         (SELECT vm_id FROM vms WHERE user_id = ?1 AND state != 'decommissioned' ORDER BY vm_id DESC LIMIT 1), -1) \
+         ORDER BY vm_id DESC"
     ))?
     .query_map([user_id], vm_from_row)?
     .collect()
@@ -193,5 +199,49 @@ impl Provisioner {
                 })
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Db;
+
+    #[tokio::test]
+    async fn history_lists_every_row_but_the_live_one_so_no_failed_attempt_hides() {
+        let db = Db::open_in_memory().unwrap();
+        db.write(|conn| -> Result<(), ServiceError> {
+            conn.execute(
+                "INSERT INTO users(forge_username, email, created_at, updated_at) VALUES ('alice','a@x.test',1,1)",
+                [],
+            )?;
+            let planned = |backend: &'static str, name: &'static str| PlannedVm {
+                user_id: 1,
+                forge_username: "alice",
+                backend,
+                name,
+                node_id: None,
+                spec_json: "{}",
+                job_id: None,
+                ssh_key_fingerprint: None,
+                now: 1,
+            };
+            // A failed attempt on one backend, then a VM on another: a second live row.
+            let grid = record_planned(conn, None, &planned("opentofu", "hero_u1_alice"))?;
+            conn.execute("UPDATE vms SET state = 'failed' WHERE vm_id = ?1", [grid])?;
+            let live = live_vm(conn, 1)?;
+            let local = record_planned(conn, live.as_ref(), &planned("local", "hero_u1_alice"))?;
+            assert_ne!(grid, local);
+            assert_eq!(live_vm(conn, 1)?.map(|v| v.vm_id), Some(local));
+            let older: Vec<(i64, String)> =
+                history(conn, 1)?.into_iter().map(|v| (v.vm_id, v.state)).collect();
+            assert_eq!(older, [(grid, "failed".to_owned())]);
+            // A stored state nobody knows is an error, not a guess.
+            conn.execute("UPDATE vms SET state = 'deploing' WHERE vm_id = ?1", [grid])?;
+            assert!(history(conn, 1).is_err());
+            Ok(())
+        })
+        .await
+        .unwrap();
     }
 }

@@ -18,7 +18,7 @@ use crate::service::Deployer;
 
 /// Secret slot of the TFGrid mnemonic used by the OpenTofu backend (only ever put in `tofu`'s
 /// environment).
-pub const MNEMONIC_SLOT: &str = "deployer/tfgrid_mnemonic";
+pub const MNEMONIC_SLOT: &str = hero_secrets::slots::TFGRID_MNEMONIC;
 
 /// Builds the [`Provisioner`] for `config`. The local backend is started only when it is the
 /// default (it binds its gateway port); `opentofu` and `hero_compute` are always available and
@@ -128,12 +128,31 @@ pub async fn build(config: &Config, deployer: Deployer) -> Result<Provisioner, S
     );
     #[cfg(not(feature = "test-hooks"))]
     let faults = faults::Faults::none();
+    let mut agent: Arc<dyn super::agent::VmAgent> = Arc::new(SshHttpAgent);
+    // Test builds: the backend and agent faults wrap the real ones (steps hold no test code).
+    #[cfg(feature = "test-hooks")]
+    {
+        if let Some(local) = backends.remove("local") {
+            backends.insert(
+                "local".into(),
+                Arc::new(faults::FaultyBackend {
+                    inner: local,
+                    faults: faults.clone(),
+                }),
+            );
+        }
+        agent = Arc::new(faults::FaultyAgent {
+            inner: agent,
+            faults: faults.clone(),
+        });
+    }
     Ok(Provisioner::new(Parts {
         deployer,
         config: cfg,
         backends,
-        agent: Arc::new(SshHttpAgent),
+        agent,
         bootstrap_script,
+        nodes: None,
         faults,
     }))
 }

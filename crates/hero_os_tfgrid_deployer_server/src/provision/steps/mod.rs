@@ -1,45 +1,116 @@
-//! The steps of provision and decommission jobs. Each step is idempotent: it first looks for what
-//! an earlier attempt (or an earlier process) made and adopts it, and it records what it found or
-//! made in the job's [`JobContext`], which is persisted together with the step's `done`.
+//! The steps of provision and decommission jobs: one type per step, one file per step, and their
+//! order in one table per job kind ([`PROVISION`], [`DECOMMISSION`]).
+//!
+//! Adding a step is one new file here (a unit struct with `NAME`, a [`Step`] impl) and one line
+//! in a table. Everything that counts or lists steps — the runner's "step n/N", the names stored
+//! with a job, the config's deadline overrides, the OpenRPC summary, the docs' list (checked by a
+//! test) — reads the table.
+//!
+//! Each step is idempotent: it first looks for what an earlier attempt (or an earlier process)
+//! made and adopts it, and it records what it found or made in the job's [`JobContext`], which
+//! is persisted together with the step's `done`. A step sees the world only through its
+//! [`StepCx`]: the job, its options, the backend, the VM agent, the node selector, the user's
+//! keys, and [`StepRecords`] for what it has to say or record — never SQL, never the whole
+//! provisioner.
 
-mod decommission;
-mod provision;
+mod decommission_vm_rows;
+mod delete_gateway;
+mod delete_vm;
+mod deploy_gateway;
+mod deploy_vm;
+mod finalize;
+mod forge_user;
+mod push_manifest;
+mod run_bootstrap;
+mod select_node;
+mod ssh_key;
+mod verify_health;
+mod wait_ssh;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use hero_os_tfgrid_deployer_backends::node_selection::SelectError;
 use hero_os_tfgrid_deployer_backends::{
-    BackendError, ComputeBackend, GatewayInfo, OutputSink, ResourceName, VmInfo, VmSpec,
+    BackendError, ComputeBackend, GatewayInfo, NodeSelector, OutputSink, ResourceName, VmInfo,
+    VmSpec,
 };
 use hero_os_tfgrid_deployer_sdk::jobs::{
     EventLevel, Job, JobKind, ProvisionOptions, ProvisionResult,
 };
+use hero_os_tfgrid_deployer_sdk::types::UserId;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
+use super::agent::VmAgent;
+use super::config::ProvisionConfig;
 use super::events::human;
-pub use super::runner::Held;
-use super::Provisioner;
+use super::facts::Fact;
+use super::sshkeys::PublicKeyFacts;
 use crate::error::ServiceError;
-use crate::forge::ForgeError;
+use crate::service::Deployer;
 
-pub const PROVISION_STEPS: &[&str] = &[
-    "forge_user",
-    "ssh_key",
-    "select_node",
-    "deploy_vm",
-    "deploy_gateway",
-    "wait_ssh",
-    "push_manifest",
-    "run_bootstrap",
-    "verify_health",
-    "finalize",
-];
+pub use decommission_vm_rows::remove_resources;
 
-pub const DECOMMISSION_STEPS: &[&str] = &["delete_gateway", "delete_vm", "mark_decommissioned"];
+/// One step of a job. Implementations are unit structs with an inherent `NAME` constant (what
+/// the table and the stored step rows use) that `name` returns.
+#[async_trait]
+pub trait Step: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// How long one run of the step may take, all attempts included (overridable per step in
+    /// `[provision.step_deadline_secs]`). Generous for the grid, short for bookkeeping.
+    fn deadline(&self) -> Duration;
+    /// One attempt. Must be idempotent: adopt what an earlier attempt made.
+    async fn run(&self, cx: &StepCx<'_>, ctx: &mut JobContext) -> Result<String, StepError>;
+}
 
+/// Declares a step table and the list of its names from one list of step types, so the two
+/// cannot disagree.
+macro_rules! step_table {
+    ($(#[$doc:meta])* $table:ident, $names:ident: [$($module:ident :: $step:ident),+ $(,)?]) => {
+        $(#[$doc])*
+        pub static $table: &[&dyn Step] = &[$(&$module::$step),+];
+        /// The names of the steps of the table of the same kind, in order.
+        pub const $names: &[&str] = &[$($module::$step::NAME),+];
+    };
+}
+
+step_table!(
+    /// A provision job: from a username to a verified VM behind its public URL.
+    PROVISION, PROVISION_STEPS: [
+        forge_user::ForgeUser,
+        ssh_key::SshKey,
+        select_node::SelectNode,
+        deploy_vm::DeployVm,
+        deploy_gateway::DeployGateway,
+        wait_ssh::WaitSsh,
+        push_manifest::PushManifest,
+        run_bootstrap::RunBootstrap,
+        verify_health::VerifyHealth,
+        finalize::Finalize,
+    ]
+);
+
+step_table!(
+    /// A decommission job, in reverse; every step treats "already gone" as success, so a
+    /// decommission can always be finished.
+    DECOMMISSION, DECOMMISSION_STEPS: [
+        delete_gateway::DeleteGateway,
+        delete_vm::DeleteVm,
+        decommission_vm_rows::MarkDecommissioned,
+    ]
+);
+
+/// The steps of a job kind, in order.
+pub fn table(kind: JobKind) -> &'static [&'static dyn Step] {
+    match kind {
+        JobKind::Provision => PROVISION,
+        JobKind::Decommission => DECOMMISSION,
+    }
+}
+
+/// The names of the steps of a job kind, in order.
 pub fn steps_for(kind: JobKind) -> &'static [&'static str] {
     match kind {
         JobKind::Provision => PROVISION_STEPS,
@@ -47,24 +118,17 @@ pub fn steps_for(kind: JobKind) -> &'static [&'static str] {
     }
 }
 
-pub fn is_step_name(name: &str) -> bool {
-    PROVISION_STEPS.contains(&name) || DECOMMISSION_STEPS.contains(&name)
+/// The step called `name`, in any table.
+pub fn by_name(name: &str) -> Option<&'static dyn Step> {
+    PROVISION
+        .iter()
+        .chain(DECOMMISSION)
+        .find(|s| s.name() == name)
+        .copied()
 }
 
-/// How long one run of a step may take, all attempts included. Generous for the grid (a
-/// deployment can take minutes, a bootstrap downloads binaries), short for local bookkeeping.
-pub fn default_deadline(name: &str) -> Duration {
-    Duration::from_secs(match name {
-        "forge_user" => 120,
-        "ssh_key" | "finalize" | "mark_decommissioned" => 30,
-        "select_node" => 60,
-        "deploy_vm" => 900,
-        "deploy_gateway" | "verify_health" | "delete_gateway" => 300,
-        "wait_ssh" | "delete_vm" => 600,
-        "push_manifest" => 120,
-        "run_bootstrap" => 1800,
-        _ => 60,
-    })
+pub fn is_step_name(name: &str) -> bool {
+    by_name(name).is_some()
 }
 
 /// Why a step attempt failed. `transient` decides whether another attempt (after backoff) makes
@@ -120,16 +184,13 @@ impl From<SelectError> for StepError {
     }
 }
 
+/// Every error type says itself whether a retry makes sense ([`crate::forge::ForgeError`],
+/// [`BackendError`], [`SelectError`]); a step never decides it for them.
 impl From<ServiceError> for StepError {
     fn from(e: ServiceError) -> Self {
-        let transient = matches!(
-            e,
-            ServiceError::Forge(ForgeError::Unreachable { .. } | ForgeError::ServerError { .. })
-                | ServiceError::Db(_)
-        );
         StepError {
             code: e.kind().as_str().to_owned(),
-            transient,
+            transient: e.is_transient(),
             message: e.to_string(),
         }
     }
@@ -155,7 +216,7 @@ pub struct JobContext {
     pub result: Option<ProvisionResult>,
 }
 
-/// A line produced while a step runs, written as an event in order by the runner.
+/// A line produced while a step runs, written as an event of the step.
 #[derive(Debug)]
 pub struct OutLine {
     pub level: EventLevel,
@@ -164,121 +225,149 @@ pub struct OutLine {
     pub message: String,
 }
 
-/// Everything one attempt of one step may use.
-pub struct Scope<'a> {
-    pub p: &'a Provisioner,
-    pub job: &'a Job,
-    pub options: &'a ProvisionOptions,
+/// Where a step is in its job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepAt {
+    /// 1-based position in the job's table.
     pub index: u32,
+    /// Steps in the job's table.
     pub count: u32,
     pub name: &'static str,
-    pub attempt: u32,
-    /// Start of this run of the step (attempts included).
-    pub started: Instant,
-    pub deadline: Instant,
-    pub out: UnboundedSender<OutLine>,
-    /// Lives for one run of the job: the steps that need the private key unseal it once.
-    pub key: &'a KeyCache,
-    /// Bookkeeping this step leaves to the runner (see [`Scope::write_later`]).
-    pub later: &'a LaterWrites,
-    /// The job's records held back until this step writes (see [`Held`]).
-    pub held: &'a Held,
 }
 
-/// A write a step leaves to the runner.
-pub type LaterWrite =
-    Box<dyn FnOnce(&rusqlite::Connection) -> Result<(), ServiceError> + Send + 'static>;
+/// What a step may say and record. The runner's [`super::recorder::JobRecorder`] is one; a test
+/// can collect them instead.
+#[async_trait]
+pub trait StepRecords: Send + Sync {
+    /// A line of the step's progress or output; the step does not wait for it to be written.
+    fn line(&self, at: StepAt, line: OutLine);
+    /// The same for a backend's child process, which may keep the sink beyond the attempt.
+    fn sink(&self, at: StepAt, attempt: u32, started: Instant) -> OutputSink;
+    /// A fact the step needs recorded before it goes on (the VM row before `deploy_vm` asks the
+    /// backend); returns what the fact returns (a row id, a count).
+    async fn record_now(&self, fact: Fact) -> Result<i64, ServiceError>;
+    /// A fact written together with the step's outcome (its `done`, or its failure), so it
+    /// becomes visible with it. Only for facts a re-run of the step finds and records again.
+    fn record_with_outcome(&self, fact: Fact);
+}
 
-/// The writes a step left to the runner, in order.
-pub type LaterWrites = std::sync::Mutex<Vec<LaterWrite>>;
+/// The user's SSH key pair, as steps need it.
+#[async_trait]
+pub trait UserKeys: Send + Sync {
+    /// The user's key, made if there is none; `true` when it was made now.
+    async fn ensure(
+        &self,
+        user_id: UserId,
+        comment: &str,
+    ) -> Result<(PublicKeyFacts, bool), ServiceError>;
+    async fn public(&self, user_id: UserId) -> Result<Option<PublicKeyFacts>, ServiceError>;
+    /// The private key, unsealed.
+    async fn private(&self, user_id: UserId) -> Result<zeroize::Zeroizing<String>, ServiceError>;
+}
+
+/// What every step of every job may use, built once per provisioner.
+pub struct StepEnv {
+    /// User records and Forge (`forge_user`, `finalize`).
+    pub users: Deployer,
+    pub agent: Arc<dyn VmAgent>,
+    /// How `select_node` asks the grid; an error when the config cannot name a gridproxy.
+    pub nodes: Result<Arc<dyn NodeSelector>, StepError>,
+    pub cfg: ProvisionConfig,
+    /// The bootstrap script uploaded by `run_bootstrap`.
+    pub bootstrap_script: String,
+}
 
 /// The user's private key, unsealed at most once per run of a job and zeroed when the run ends.
 pub type KeyCache = tokio::sync::OnceCell<zeroize::Zeroizing<String>>;
 
-impl Scope<'_> {
-    /// A progress message of this step, written in order with its output lines. The step does
-    /// not wait for it (an event is news for followers, not a fact later steps rely on).
+/// Everything one attempt of one step may use.
+pub struct StepCx<'a> {
+    pub job: &'a Job,
+    pub options: &'a ProvisionOptions,
+    pub at: StepAt,
+    pub attempt: u32,
+    /// Start of this run of the step (attempts included).
+    pub started: Instant,
+    pub deadline: Instant,
+    pub env: &'a StepEnv,
+    /// The job's backend, or why there is none.
+    pub backend: Result<Arc<dyn ComputeBackend>, StepError>,
+    pub keys: &'a dyn UserKeys,
+    pub records: &'a dyn StepRecords,
+    /// Lives for one run of the job: the steps that need the private key unseal it once.
+    pub key: &'a KeyCache,
+}
+
+impl StepCx<'_> {
+    /// A progress message of this step.
     pub fn say(&self, message: impl Into<String>) {
         self.line(EventLevel::Info, Some(self.attempt), message.into());
     }
 
-    /// A write the step needs committed before it goes on (the VM row ahead of `deploy_vm`),
-    /// queued after the job's held records (see [`Held`]). Steps write through their scope,
-    /// never around it, so their rows and events never land before their start.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, StepError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> Result<T, ServiceError> + Send + 'static,
-    {
-        Ok(self
-            .held
-            .then(self.p, self.job.job_id, || self.p.db().write(f))
-            .await?)
-    }
-
-    /// The user's private key for SSH (see [`KeyCache`]).
-    pub async fn private_key(&self) -> Result<&zeroize::Zeroizing<String>, StepError> {
-        Ok(self
-            .key
-            .get_or_try_init(|| self.p.private_key(self.job.user_id))
-            .await?)
-    }
-
-    /// Records facts about what the step made (IPs, URLs, host keys) with the step's outcome,
-    /// in the job's next write, instead of in a write of their own: a round trip less, and the
-    /// facts become visible together with the step's completion. Only for facts a re-run of
-    /// the step finds and records again; rows that must exist *before* the step acts (the VM
-    /// row ahead of `deploy_vm`) are written at once.
-    pub fn write_later(
-        &self,
-        write: impl FnOnce(&rusqlite::Connection) -> Result<(), ServiceError> + Send + 'static,
-    ) {
-        super::lock(self.later).push(Box::new(write));
-    }
-
-    /// Queue a line (child output, poll attempts) from synchronous callbacks.
+    /// A line (child output, poll attempts), also from synchronous callbacks.
     pub fn line(&self, level: EventLevel, attempt: Option<u32>, message: String) {
-        let _ = self.out.send(OutLine {
-            level,
-            attempt,
-            elapsed: Some(self.started.elapsed()),
-            message,
-        });
+        self.records.line(
+            self.at,
+            OutLine {
+                level,
+                attempt,
+                elapsed: Some(self.started.elapsed()),
+                message,
+            },
+        );
     }
 
     /// Backend child-process output, as `output` events.
     pub fn sink(&self) -> OutputSink {
-        let tx = self.out.clone();
-        let started = self.started;
-        let attempt = self.attempt;
-        Arc::new(move |line: &str| {
-            let _ = tx.send(OutLine {
-                level: EventLevel::Output,
-                attempt: Some(attempt),
-                elapsed: Some(started.elapsed()),
-                message: line.to_owned(),
-            });
-        })
+        self.records.sink(self.at, self.attempt, self.started)
     }
 
     /// `step 6/10 wait_ssh: attempt 3, 37 s`
     pub fn progress(&self, attempt: u32) -> String {
         format!(
             "step {}/{} {}: attempt {attempt}, {}",
-            self.index,
-            self.count,
-            self.name,
+            self.at.index,
+            self.at.count,
+            self.at.name,
             human(self.started.elapsed())
         )
     }
 
     pub fn backend(&self) -> Result<Arc<dyn ComputeBackend>, StepError> {
-        Ok(self.p.backend(&self.job.backend)?)
+        self.backend.clone()
     }
 
     /// The user's resource name on every backend: `hero_u<id>_<grid name>`.
     pub fn resource_name(&self) -> Result<ResourceName, StepError> {
         resource_name(self.job.user_id, &self.job.forge_username)
+    }
+
+    /// The user's private key for SSH (see [`KeyCache`]).
+    pub async fn private_key(&self) -> Result<&zeroize::Zeroizing<String>, StepError> {
+        Ok(self
+            .key
+            .get_or_try_init(|| self.keys.private(self.job.user_id))
+            .await?)
+    }
+
+    /// The wall clock in seconds, for the rows steps record.
+    pub fn now(&self) -> i64 {
+        self.env.users.clock.now()
+    }
+
+    /// See [`StepRecords::record_now`].
+    pub async fn record_now(&self, fact: Fact) -> Result<i64, StepError> {
+        Ok(self.records.record_now(fact).await?)
+    }
+
+    /// See [`StepRecords::record_with_outcome`].
+    pub fn record_with_outcome(&self, fact: Fact) {
+        self.records.record_with_outcome(fact)
+    }
+
+    /// How often the polling steps look again.
+    pub fn poll(&self) -> Duration {
+        Duration::from_millis(self.env.cfg.poll_ms)
     }
 }
 
@@ -289,27 +378,21 @@ pub fn resource_name(user_id: i64, username: &str) -> Result<ResourceName, StepE
     )?)
 }
 
-/// Runs one attempt of the named step.
-pub async fn run(scope: &Scope<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
-    match scope.name {
-        "forge_user" => provision::forge_user(scope, ctx).await,
-        "ssh_key" => provision::ssh_key(scope, ctx).await,
-        "select_node" => provision::select_node(scope, ctx).await,
-        "deploy_vm" => provision::deploy_vm(scope, ctx).await,
-        "deploy_gateway" => provision::deploy_gateway(scope, ctx).await,
-        "wait_ssh" => provision::wait_ssh(scope, ctx).await,
-        "push_manifest" => provision::push_manifest(scope, ctx).await,
-        "run_bootstrap" => provision::run_bootstrap(scope, ctx).await,
-        "verify_health" => provision::verify_health(scope, ctx).await,
-        "finalize" => provision::finalize(scope, ctx).await,
-        "delete_gateway" => decommission::delete_gateway(scope).await,
-        "delete_vm" => decommission::delete_vm(scope).await,
-        "mark_decommissioned" => decommission::mark_decommissioned(scope).await,
-        other => Err(StepError::fatal(
-            "step.unknown",
-            format!("unknown step {other}"),
-        )),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_is_in_one_table_once_under_its_own_name() {
+        let mut seen = std::collections::BTreeSet::new();
+        for kind in [JobKind::Provision, JobKind::Decommission] {
+            let names: Vec<&str> = table(kind).iter().map(|s| s.name()).collect();
+            assert_eq!(names, steps_for(kind));
+            for name in names {
+                assert!(seen.insert(name), "{name} twice");
+                assert!(by_name(name).is_some_and(|s| s.deadline() > Duration::ZERO));
+            }
+        }
+        assert!(!is_step_name("wait_shh"));
     }
 }
-
-pub use decommission::remove_resources;

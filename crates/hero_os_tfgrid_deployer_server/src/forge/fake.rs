@@ -1,0 +1,166 @@
+//! The one Forge fake of the workspace's tests and benchmarks (feature `test-support`): accounts
+//! in memory, with switches for the failures tests need. The real contract is checked against
+//! Forgejo's spec elsewhere (`tests/prism.rs`, the dev Forge); this fake only has to behave like
+//! it for what the core relies on: `user_exists` finds what `create_user` made, a token needs the
+//! account's password, an optional latency per call (the benchmark's L).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use hero_secrets::SecretValue;
+
+use super::{ForgeApi, ForgeError, ForgeToken, ForgeUser, NewForgeUser};
+
+/// How the fake answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Like Forge.
+    #[default]
+    Normal,
+    /// Every account asked for exists (the benchmark's seeded users); creating one is a bug.
+    EveryoneExists,
+    /// Every call fails as if no admin token were set (a Forge that is never reached).
+    NoAdminToken,
+}
+
+/// A wait before each answer (the benchmark injects its own timer).
+pub type Delay = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// See the module docs.
+#[derive(Default)]
+pub struct FakeForge {
+    mode: Mode,
+    delay: Option<Delay>,
+    /// Accounts and their passwords.
+    pub users: Mutex<Vec<(ForgeUser, String)>>,
+    /// The next N token requests fail as unreachable.
+    pub token_failures_left: Mutex<u32>,
+    /// Accounts created so far.
+    pub creates: Mutex<u32>,
+}
+
+impl FakeForge {
+    pub fn new() -> FakeForge {
+        FakeForge::default()
+    }
+
+    pub fn with_mode(mode: Mode) -> FakeForge {
+        FakeForge {
+            mode,
+            ..FakeForge::default()
+        }
+    }
+
+    /// Every call takes `latency` first.
+    pub fn with_latency(self, latency: Duration) -> FakeForge {
+        self.with_delay(Arc::new(move || Box::pin(tokio::time::sleep(latency))))
+    }
+
+    /// Every call waits for `delay` first.
+    pub fn with_delay(mut self, delay: Delay) -> FakeForge {
+        self.delay = Some(delay);
+        self
+    }
+
+    async fn call(&self) -> Result<(), ForgeError> {
+        if let Some(delay) = &self.delay {
+            delay().await;
+        }
+        match self.mode {
+            Mode::NoAdminToken => Err(ForgeError::AdminTokenMissing),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ForgeApi for FakeForge {
+    async fn version(&self) -> Result<String, ForgeError> {
+        self.call().await?;
+        Ok("fake".into())
+    }
+
+    async fn user_exists(&self, username: &str) -> Result<Option<ForgeUser>, ForgeError> {
+        self.call().await?;
+        if self.mode == Mode::EveryoneExists {
+            return Ok(Some(ForgeUser {
+                id: 1,
+                login: username.into(),
+                email: String::new(),
+                full_name: String::new(),
+            }));
+        }
+        Ok(self
+            .users
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(u, _)| u.login == username)
+            .map(|(u, _)| u.clone()))
+    }
+
+    async fn create_user(&self, user: &NewForgeUser<'_>) -> Result<ForgeUser, ForgeError> {
+        self.call().await?;
+        if self.mode == Mode::EveryoneExists {
+            return Err(ForgeError::Protocol {
+                status: 500,
+                message: "the fake's users are seeded; none is created".into(),
+            });
+        }
+        *self.creates.lock().unwrap() += 1;
+        let mut users = self.users.lock().unwrap();
+        let forge_user = ForgeUser {
+            id: users.len() as i64 + 100,
+            login: user.username.into(),
+            email: user.email.into(),
+            full_name: String::new(),
+        };
+        users.push((forge_user.clone(), user.password.expose().to_owned()));
+        Ok(forge_user)
+    }
+
+    async fn generate_token_for(
+        &self,
+        username: &str,
+        password: &SecretValue,
+        token_name: &str,
+        scopes: &[String],
+    ) -> Result<ForgeToken, ForgeError> {
+        self.call().await?;
+        {
+            let mut left = self.token_failures_left.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return Err(ForgeError::Unreachable {
+                    url: "fake".into(),
+                    reason: "connection reset".into(),
+                });
+            }
+        }
+        let ok = self
+            .users
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(u, p)| u.login == username && p == password.expose());
+        if !ok {
+            return Err(ForgeError::UserCredentialsRejected {
+                status: 401,
+                message: "wrong password".into(),
+            });
+        }
+        Ok(ForgeToken {
+            id: 1,
+            name: token_name.into(),
+            secret: SecretValue::new(format!("token-for-{username}")),
+            scopes: scopes.to_vec(),
+        })
+    }
+
+    fn url(&self) -> &str {
+        "http://fake.forge"
+    }
+}

@@ -1,0 +1,42 @@
+//! `delete_gateway`: the user's gateway is gone (already gone is success).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{JobContext, Step, StepCx, StepError};
+use crate::provision::facts::Fact;
+
+pub struct DeleteGateway;
+
+impl DeleteGateway {
+    pub const NAME: &'static str = "delete_gateway";
+}
+
+#[async_trait]
+impl Step for DeleteGateway {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn deadline(&self) -> Duration {
+        Duration::from_secs(300)
+    }
+
+    async fn run(&self, s: &StepCx<'_>, _ctx: &mut JobContext) -> Result<String, StepError> {
+        let name = s.resource_name()?;
+        let backend = s.backend()?;
+        let existed = backend.get_gateway(&name).await?.is_some();
+        backend.delete_gateway(&name, s.sink()).await?;
+        s.record_now(Fact::GatewaysDeleted {
+            user_id: s.job.user_id,
+            now: s.now(),
+        })
+        .await?;
+        Ok(if existed {
+            format!("gateway of {name} deleted")
+        } else {
+            format!("gateway of {name} already gone")
+        })
+    }
+}

@@ -1,0 +1,40 @@
+//! `delete_vm`: the user's VM is gone from the backend (already gone is success).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{JobContext, Step, StepCx, StepError};
+
+pub struct DeleteVm;
+
+impl DeleteVm {
+    pub const NAME: &'static str = "delete_vm";
+}
+
+#[async_trait]
+impl Step for DeleteVm {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn deadline(&self) -> Duration {
+        Duration::from_secs(600)
+    }
+
+    async fn run(&self, s: &StepCx<'_>, _ctx: &mut JobContext) -> Result<String, StepError> {
+        let name = s.resource_name()?;
+        let backend = s.backend()?;
+        let existed = backend
+            .inventory()
+            .await?
+            .iter()
+            .any(|r| r.name.as_ref() == Some(&name));
+        backend.delete_vm(&name, s.sink()).await?;
+        Ok(if existed {
+            format!("VM {name} deleted")
+        } else {
+            format!("VM {name} already gone")
+        })
+    }
+}

@@ -1,0 +1,69 @@
+//! Every secret slot name the Hero services share, in one place: the deployer, hero_proxy, the
+//! admin dashboard and the demo all name their slots from here, so a slot written by one is the
+//! slot another reads (a typo would be a silent "not set"). A new slot is added here first.
+
+/// The Forge site-admin token the deployer acts with.
+pub const FORGE_ADMIN_TOKEN: &str = "deployer/forge_admin_token";
+/// Forge usernames allowed into the admin dashboard and the VMs' admin group (one per line or
+/// comma separated); read by hero_proxy and the dashboard, written by the operator and the demo.
+pub const ADMIN_FORGE_USERS: &str = "deployer/ADMIN_FORGE_USERS";
+/// The TFGrid mnemonic of the OpenTofu backend (only ever put in `tofu`'s environment).
+pub const TFGRID_MNEMONIC: &str = "deployer/tfgrid_mnemonic";
+/// The key that seals users' SSH private keys in sqlite (hex of 32 bytes).
+pub const SSH_KEY_SEALING_KEY: &str = "deployer/ssh_key_sealing_key";
+
+/// The slots of one deployer user live under this prefix (deleted together with the user).
+pub fn user_prefix(user_id: i64) -> String {
+    format!("deployer/users/{user_id}/")
+}
+
+/// The user's own Forge API token, minted at creation.
+pub fn user_forge_token(user_id: i64) -> String {
+    format!("{}forge_token", user_prefix(user_id))
+}
+
+/// The user's initial Forge password, until handed out.
+pub fn user_initial_password(user_id: i64) -> String {
+    format!("{}initial_password", user_prefix(user_id))
+}
+
+/// hero_proxy's OAuth client of a VM's cockpit, as the Hero stack reads it.
+pub const COCKPIT_OAUTH_CLIENT_ID: &str = "cockpit/FORGE_OAUTH_CLIENT_ID";
+pub const COCKPIT_OAUTH_CLIENT_SECRET: &str = "cockpit/FORGE_OAUTH_CLIENT_SECRET";
+pub const COCKPIT_OAUTH_ISSUER: &str = "cockpit/FORGE_OAUTH_ISSUER";
+/// A Forge token the cockpit's user stored themselves.
+pub const COCKPIT_USER_FORGE_TOKEN: &str = "cockpit/USER_FORGE_TOKEN";
+
+/// hero_proxy's seed of its signed identity assertions.
+pub const PROXY_ASSERTION_SEED: &str = "hero_proxy/assertion_seed";
+
+/// hero_proxy's client secret for an identity provider.
+pub fn proxy_provider_client_secret(provider: &str) -> String {
+    format!("hero_proxy/providers/{provider}/client_secret")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_slot_name_is_valid() {
+        for slot in [
+            FORGE_ADMIN_TOKEN.to_owned(),
+            ADMIN_FORGE_USERS.to_owned(),
+            TFGRID_MNEMONIC.to_owned(),
+            SSH_KEY_SEALING_KEY.to_owned(),
+            user_forge_token(7),
+            user_initial_password(7),
+            COCKPIT_OAUTH_CLIENT_ID.to_owned(),
+            COCKPIT_OAUTH_CLIENT_SECRET.to_owned(),
+            COCKPIT_OAUTH_ISSUER.to_owned(),
+            COCKPIT_USER_FORGE_TOKEN.to_owned(),
+            PROXY_ASSERTION_SEED.to_owned(),
+            proxy_provider_client_secret("forge"),
+        ] {
+            assert!(crate::validate_slot(&slot).is_ok(), "{slot}");
+        }
+        assert!(user_forge_token(7).starts_with(&user_prefix(7)));
+    }
+}
