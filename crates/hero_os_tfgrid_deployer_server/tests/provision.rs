@@ -52,7 +52,7 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
     );
     // The deadline shown and the retry policy agree: the start says both (FAST_CONFIG: 3).
     assert!(
-        text.contains("step 1/10 forge_user: started (deadline 120 s, at most 3 attempts)"),
+        text.contains("step 1/11 forge_user: started (deadline 120 s, at most 3 attempts)"),
         "{text}"
     );
     assert!(
@@ -104,6 +104,22 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
         VmStatus::Ready
     );
 
+    // register_sso: exactly one OAuth app for this VM on Forge, for the public origin's callback,
+    // owned by the admin account; its secret is only in the secret store.
+    let sso_apps = forge_apps(&stack, "alice").await;
+    assert_eq!(sso_apps.len(), 1, "{sso_apps:?}");
+    assert_eq!(
+        sso_apps[0]["redirect_uris"],
+        serde_json::json!([format!("{}oauth/callback", result.url)])
+    );
+    assert_eq!(sso_apps[0]["confidential_client"], true);
+    let client_secret = stored_client_secret(&stack, user_id).await.unwrap();
+    assert!(
+        client_secret_works(&stack, sso_apps[0]["client_id"].as_str().unwrap(), &client_secret)
+            .await,
+        "the stored secret is the app's current one"
+    );
+
     // A second provision for a ready VM is refused with the reason.
     let err = c.provision_vm(user_id, None).await.unwrap_err();
     assert_eq!(err.kind(), Some(ErrorKind::FailedPrecondition), "{err}");
@@ -142,6 +158,15 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
     for l in &secret_lines {
         assert!(!log.contains(l), "private key in the server log");
     }
+    // The OAuth client secret: only in the (encrypted) secret store, never in sqlite or the log.
+    for (path, bytes) in all_bytes_under(&stack.server.data_dir()) {
+        assert!(
+            !contains(&bytes, &client_secret),
+            "client secret in plaintext in {}",
+            path.display()
+        );
+    }
+    assert!(!log.contains(&client_secret), "client secret in the server log");
     let audit = c
         .list_events(&ListEventsParams {
             action: Some("ssh_key.export".into()),
@@ -166,7 +191,12 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
         job.error,
         messages(&events)
     );
-    assert!(messages(&events).contains("step 3/3 mark_decommissioned: done"));
+    assert!(messages(&events).contains("step 4/4 mark_decommissioned: done"));
+    assert!(
+        forge_apps(&stack, "alice").await.is_empty(),
+        "decommission deletes the VM's OAuth app"
+    );
+    assert_eq!(stored_client_secret(&stack, user_id).await, None);
 
     // Nothing left: no process, no port, no directory, no route.
     assert!(processes_mentioning(&format!("{}/", dir.display())).is_empty());

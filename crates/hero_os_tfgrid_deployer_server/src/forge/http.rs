@@ -448,4 +448,8 @@ impl ForgeApi for HttpForge {
     fn url(&self) -> &str {
         &self.base
     }
+
+    fn apps(&self) -> Option<&dyn super::apps::ForgeApps> {
+        Some(self)
+    }
 }

@@ -134,4 +134,9 @@ pub trait ForgeApi: Send + Sync {
     ) -> Result<ForgeToken, ForgeError>;
     /// Base URL, for messages.
     fn url(&self) -> &str;
+    /// The OAuth-app port of this client (`register_sso`, decommission, reconcile); `None` for a
+    /// client that cannot manage apps, which those steps report as a permanent error.
+    fn apps(&self) -> Option<&dyn apps::ForgeApps> {
+        None
+    }
 }
