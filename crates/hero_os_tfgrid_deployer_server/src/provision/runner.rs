@@ -559,9 +559,9 @@ impl Provisioner {
                     )
                     .await
                     {
-                        Ok(msg) => rec.note(Draft::info(&msg).level(EventLevel::Output)),
+                        Ok(msg) => rec.note(Draft::info(msg).level(EventLevel::Output)),
                         Err(e) => rec.note(
-                            Draft::info(&format!(
+                            Draft::info(format!(
                                 "cancel: the VM's OAuth app could not be deleted ({e}); reconcile or decommission removes it"
                             ))
                             .level(EventLevel::Warn),
