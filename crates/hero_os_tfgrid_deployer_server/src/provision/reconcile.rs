@@ -163,7 +163,15 @@ impl Provisioner {
         let Some(apps) = d.forge.apps() else {
             return Ok(());
         };
-        let listed = apps.list_oauth_apps().await?;
+        // A Forge that cannot be asked must not hide the backends' findings: the apps part is
+        // skipped with a warning in the server log (the next reconcile asks again).
+        let listed = match apps.list_oauth_apps().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(code = e.code(), error = %e, "reconcile: cannot list the OAuth apps on Forge; skipping them");
+                return Ok(());
+            }
+        };
         let mut with_app: BTreeSet<String> = BTreeSet::new();
         for app in &listed {
             let Some(resource) = app

@@ -52,17 +52,34 @@ pub async fn delete_vm_app(
             message: e.to_string(),
         };
         let mut deleted = Vec::new();
-        for app in apps.list_oauth_apps().await.map_err(forge_err)? {
-            if app.name == name && apps.delete_oauth_app(app.id).await.map_err(forge_err)? {
-                deleted.push(app.id.to_string());
+        let mut unreachable = None;
+        // A Forge that cannot be reached must not keep a VM that is already gone from being
+        // decommissioned: the app is left as an orphan that `reconcile` reports and `--fix`
+        // deletes, and the step says so. Other Forge errors (a token without write:user) fail it.
+        let outcome: Result<(), crate::forge::ForgeError> = async {
+            for app in apps.list_oauth_apps().await? {
+                if app.name == name && apps.delete_oauth_app(app.id).await? {
+                    deleted.push(app.id.to_string());
+                }
             }
+            Ok(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => {}
+            Err(e) if e.is_transient() => unreachable = Some(e.to_string()),
+            Err(e) => return Err(forge_err(e)),
         }
         let slot = hero_secrets::slots::user_oauth_client_secret(user_id);
         let had_secret =
             users.secrets.delete(&slot).await.map_err(|e| {
                 StepError::transient("sso.secret_store", format!("secret store: {e}"))
             })?;
-        let apps_said = if deleted.is_empty() {
+        let apps_said = if let Some(why) = unreachable {
+            format!(
+                "OAuth app not deleted, Forge unreachable ({why}); `reconcile --fix` removes it"
+            )
+        } else if deleted.is_empty() {
             "no OAuth app left on Forge (already gone)".to_owned()
         } else {
             format!("OAuth app {} deleted on Forge", deleted.join(", "))
