@@ -83,6 +83,20 @@ CREATE TABLE IF NOT EXISTS oauth_codes (
     nonce TEXT NOT NULL DEFAULT '',
     created_unix INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS repos (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    lower_name TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    private INTEGER NOT NULL DEFAULT 0,
+    template INTEGER NOT NULL DEFAULT 0,
+    is_empty INTEGER NOT NULL DEFAULT 1,
+    default_branch TEXT NOT NULL DEFAULT 'main',
+    object_format TEXT NOT NULL DEFAULT 'sha1',
+    created_unix INTEGER NOT NULL,
+    UNIQUE(owner_id, lower_name)
+);
 CREATE TABLE IF NOT EXISTS web_sessions (
     id_hash TEXT PRIMARY KEY,
     uid INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,

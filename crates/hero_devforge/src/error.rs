@@ -19,6 +19,9 @@ pub enum DbError {
     EmailInUse(String),
     #[error("access token name has been used already")]
     TokenNameUsed,
+    /// Forgejo: 409 `The repository with the same name already exists.`
+    #[error("repository already exists [name: {0}]")]
+    RepoExists(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database mutex poisoned by an earlier panic")]
@@ -96,6 +99,10 @@ impl From<DbError> for ApiError {
                 ApiError::unprocessable(err.to_string())
             }
             DbError::TokenNameUsed => ApiError::bad_request(err.to_string()),
+            DbError::RepoExists(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "The repository with the same name already exists.",
+            ),
             other => ApiError::internal(other),
         }
     }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod db;
 pub mod error;
 pub mod oauth;
+pub mod repos;
 pub mod rules;
 pub mod run;
 pub mod scopes;

@@ -148,3 +148,165 @@ pub fn oauth_app_json(a: &AppRow, secret: Option<&str>) -> ApiOAuth2App {
         created: rfc3339(a.created_unix),
     }
 }
+
+/// The swagger `Permission` definition.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiPermission {
+    pub admin: bool,
+    pub push: bool,
+    pub pull: bool,
+}
+
+/// The swagger `InternalTracker` definition (present when issues are enabled).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiInternalTracker {
+    pub enable_time_tracker: bool,
+    pub allow_only_contributors_to_track_time: bool,
+    pub enable_issue_dependencies: bool,
+}
+
+/// The swagger `Repository` definition: the fields Forgejo's `convert.ToRepo` always fills for a
+/// plain (not mirrored, not forked) user repository, as the owner sees it. `parent`,
+/// `external_tracker`, `external_wiki` and `repo_transfer` are `omitempty` pointers in Forgejo
+/// and absent here, as they are there for such a repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiRepository {
+    pub id: i64,
+    pub owner: ApiUser,
+    pub name: String,
+    pub full_name: String,
+    pub description: String,
+    pub empty: bool,
+    pub private: bool,
+    pub fork: bool,
+    pub template: bool,
+    pub mirror: bool,
+    pub size: i64,
+    pub language: String,
+    pub languages_url: String,
+    pub html_url: String,
+    pub url: String,
+    pub link: String,
+    pub ssh_url: String,
+    pub clone_url: String,
+    pub original_url: String,
+    pub website: String,
+    pub stars_count: i64,
+    pub forks_count: i64,
+    pub watchers_count: i64,
+    pub open_issues_count: i64,
+    pub open_pr_counter: i64,
+    pub release_counter: i64,
+    pub default_branch: String,
+    pub archived: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub archived_at: String,
+    pub permissions: ApiPermission,
+    pub has_issues: bool,
+    pub internal_tracker: ApiInternalTracker,
+    pub has_wiki: bool,
+    pub wiki_branch: String,
+    pub globally_editable_wiki: bool,
+    pub has_pull_requests: bool,
+    pub has_projects: bool,
+    pub has_releases: bool,
+    pub has_packages: bool,
+    pub has_actions: bool,
+    pub ignore_whitespace_conflicts: bool,
+    pub allow_merge_commits: bool,
+    pub allow_rebase: bool,
+    pub allow_rebase_explicit: bool,
+    pub allow_squash_merge: bool,
+    pub allow_fast_forward_only_merge: bool,
+    pub allow_rebase_update: bool,
+    pub default_delete_branch_after_merge: bool,
+    pub default_merge_style: String,
+    pub default_update_style: String,
+    pub default_allow_maintainer_edit: bool,
+    pub internal: bool,
+    pub mirror_interval: String,
+    pub mirror_updated: String,
+    pub object_format_name: String,
+    pub avatar_url: String,
+    pub topics: Vec<String>,
+}
+
+/// `convert.ToRepo` for `owner`'s repository seen by its owner (full permissions).
+pub fn repo_json(cfg: &Config, r: &crate::repos::RepoRow, owner: &UserRow) -> ApiRepository {
+    let base = &cfg.external_url;
+    let host = url::Url::parse(base)
+        .ok()
+        .and_then(|x| x.host_str().map(str::to_string))
+        .unwrap_or_else(|| "localhost".into());
+    let full = format!("{}/{}", owner.name, r.name);
+    ApiRepository {
+        id: r.id,
+        owner: user_json(cfg, owner, Some(owner)),
+        name: r.name.clone(),
+        full_name: full.clone(),
+        description: r.description.clone(),
+        empty: r.empty,
+        private: r.private,
+        fork: false,
+        template: r.template,
+        mirror: false,
+        size: 0,
+        language: String::new(),
+        languages_url: format!("{base}/api/v1/repos/{full}/languages"),
+        html_url: format!("{base}/{full}"),
+        url: format!("{base}/api/v1/repos/{full}"),
+        link: String::new(),
+        ssh_url: format!("git@{host}:{full}.git"),
+        clone_url: format!("{base}/{full}.git"),
+        original_url: String::new(),
+        website: String::new(),
+        stars_count: 0,
+        forks_count: 0,
+        watchers_count: 1,
+        open_issues_count: 0,
+        open_pr_counter: 0,
+        release_counter: 0,
+        default_branch: r.default_branch.clone(),
+        archived: false,
+        created_at: rfc3339(r.created_unix),
+        updated_at: rfc3339(r.created_unix),
+        archived_at: rfc3339(0),
+        permissions: ApiPermission {
+            admin: true,
+            push: true,
+            pull: true,
+        },
+        has_issues: true,
+        internal_tracker: ApiInternalTracker {
+            enable_time_tracker: true,
+            allow_only_contributors_to_track_time: true,
+            enable_issue_dependencies: true,
+        },
+        has_wiki: true,
+        wiki_branch: r.default_branch.clone(),
+        globally_editable_wiki: false,
+        has_pull_requests: true,
+        has_projects: true,
+        has_releases: true,
+        has_packages: true,
+        has_actions: true,
+        ignore_whitespace_conflicts: false,
+        allow_merge_commits: true,
+        allow_rebase: true,
+        allow_rebase_explicit: true,
+        allow_squash_merge: true,
+        allow_fast_forward_only_merge: true,
+        allow_rebase_update: true,
+        default_delete_branch_after_merge: false,
+        default_merge_style: "merge".to_string(),
+        default_update_style: "merge".to_string(),
+        default_allow_maintainer_edit: false,
+        internal: false,
+        mirror_interval: String::new(),
+        mirror_updated: GO_ZERO_TIME.to_string(),
+        object_format_name: r.object_format.clone(),
+        avatar_url: String::new(),
+        topics: Vec::new(),
+    }
+}

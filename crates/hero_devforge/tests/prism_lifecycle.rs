@@ -179,8 +179,18 @@ async fn send(what: &str, req: reqwest::RequestBuilder, expect: StatusCode) -> V
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_lifecycle_through_prism_has_no_violations() {
+/// A seeded dev forge behind Prism: (guards, Prism base URL, admin token, admin password).
+struct PrismForge {
+    _forge: ChildGuard,
+    _prism: ChildGuard,
+    url: String,
+    admin_token: String,
+    admin_pw: &'static str,
+    http: reqwest::Client,
+    _tmp: tempfile::TempDir,
+}
+
+async fn prism_forge() -> PrismForge {
     let tmp = tempfile::tempdir().unwrap();
     let admin_pw = "Admin-Passw0rd-For-Prism-Tests!!";
     let pw_file = tmp.path().join("admin.pw");
@@ -228,6 +238,22 @@ async fn user_lifecycle_through_prism_has_no_violations() {
         assert!(Instant::now() < deadline, "Prism not ready in time");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    PrismForge {
+        _forge,
+        _prism,
+        url: prism_url,
+        admin_token,
+        admin_pw,
+        http,
+        _tmp: tmp,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_lifecycle_through_prism_has_no_violations() {
+    let pf = prism_forge().await;
+    let (http, prism_url, admin_pw) = (&pf.http, &pf.url, pf.admin_pw);
+    let admin = format!("token {}", pf.admin_token);
 
     let api = format!("{prism_url}/api/v1");
     let user_pw = "Us3r-Password-0123456789-abcdefg!";
@@ -357,4 +383,183 @@ async fn user_lifecycle_through_prism_has_no_violations() {
         "Prism did not flag an invalid request: {:?}",
         resp.headers()
     );
+}
+
+/// The endpoints the SSO step and the cockpit use: an OAuth2 app made on a user's behalf with
+/// `Sudo`, read, rotated (`PATCH`), deleted; the user's repositories created and listed. Every
+/// request and response passes Prism's validation against Forgejo's swagger, errors included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_apps_and_user_repos_through_prism_have_no_violations() {
+    let pf = prism_forge().await;
+    let http = &pf.http;
+    let api = format!("{}/api/v1", pf.url);
+    let admin_basic = basic("root", pf.admin_pw);
+    let user_pw = "Us3r-Password-0123456789-abcdefg!";
+    send(
+        "create user",
+        http.post(format!("{api}/admin/users"))
+            .header("authorization", format!("token {}", pf.admin_token))
+            .json(&json!({
+                "username": "prism_carol",
+                "email": "prism_carol@nomail.example.org",
+                "password": user_pw,
+                "must_change_password": false
+            })),
+        StatusCode::CREATED,
+    )
+    .await;
+    // The deployer's admin token, with the `write:user` it needs for apps.
+    let minted = send(
+        "mint admin token",
+        http.post(format!("{api}/users/root/tokens"))
+            .header("authorization", &admin_basic)
+            .json(&json!({"name": "sso", "scopes": ["write:admin", "write:user"]})),
+        StatusCode::CREATED,
+    )
+    .await;
+    let admin = format!("token {}", minted["sha1"].as_str().unwrap());
+
+    let cb = "https://prism-carol.example.org/oauth/callback";
+    let created = send(
+        "create app as admin",
+        http.post(format!("{api}/user/applications/oauth2"))
+            .header("authorization", &admin)
+            .json(&json!({"name": "hero_os_tfgrid_deployer vm 1", "redirect_uris": [cb], "confidential_client": true})),
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = created["id"].as_i64().unwrap();
+    let got = send(
+        "get app",
+        http.get(format!("{api}/user/applications/oauth2/{id}"))
+            .header("authorization", &admin),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(got["client_secret"], "");
+    let patched = send(
+        "patch app (rotate)",
+        http.patch(format!("{api}/user/applications/oauth2/{id}"))
+            .header("authorization", &admin)
+            .json(&json!({"name": "hero_os_tfgrid_deployer vm 1", "redirect_uris": [cb], "confidential_client": true})),
+        StatusCode::OK,
+    )
+    .await;
+    assert_ne!(patched["client_secret"], created["client_secret"]);
+    send(
+        "list apps",
+        http.get(format!("{api}/user/applications/oauth2"))
+            .header("authorization", &admin),
+        StatusCode::OK,
+    )
+    .await;
+    send(
+        "delete app",
+        http.delete(format!("{api}/user/applications/oauth2/{id}"))
+            .header("authorization", &admin),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    send(
+        "get deleted app",
+        http.get(format!("{api}/user/applications/oauth2/{id}"))
+            .header("authorization", &admin),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    send(
+        "delete deleted app",
+        http.delete(format!("{api}/user/applications/oauth2/{id}"))
+            .header("authorization", &admin),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    // On the user's behalf: admin + `Sudo`.
+    let sudo = send(
+        "create app with Sudo",
+        http.post(format!("{api}/user/applications/oauth2"))
+            .header("authorization", &admin)
+            .header("Sudo", "prism_carol")
+            .json(&json!({"name": "cockpit", "redirect_uris": [cb], "confidential_client": true})),
+        StatusCode::CREATED,
+    )
+    .await;
+    send(
+        "delete app with Sudo",
+        http.delete(format!(
+            "{}/api/v1/user/applications/oauth2/{}",
+            pf.url, sudo["id"]
+        ))
+        .header("authorization", &admin)
+        .header("Sudo", "prism_carol"),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    let low = send(
+        "mint read-only token",
+        http.post(format!("{api}/users/root/tokens"))
+            .header("authorization", &admin_basic)
+            .json(&json!({"name": "ro", "scopes": ["read:user"]})),
+        StatusCode::CREATED,
+    )
+    .await;
+    send(
+        "create app without write:user",
+        http.post(format!("{api}/user/applications/oauth2"))
+            .header(
+                "authorization",
+                format!("token {}", low["sha1"].as_str().unwrap()),
+            )
+            .json(&json!({"name": "x", "redirect_uris": [cb], "confidential_client": true})),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+
+    // Repositories: created as the user (Basic), listed with the user's own token.
+    let carol_basic = basic("prism_carol", user_pw);
+    let repo = send(
+        "create repo",
+        http.post(format!("{api}/user/repos"))
+            .header("authorization", &carol_basic)
+            .json(&json!({"name": "hello-hero", "description": "first", "private": true, "auto_init": true})),
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(repo["full_name"], "prism_carol/hello-hero");
+    send(
+        "create repo again",
+        http.post(format!("{api}/user/repos"))
+            .header("authorization", &carol_basic)
+            .json(&json!({"name": "Hello-Hero"})),
+        StatusCode::CONFLICT,
+    )
+    .await;
+    send(
+        "create repo with a bad name",
+        http.post(format!("{api}/user/repos"))
+            .header("authorization", &carol_basic)
+            .json(&json!({"name": "bad name"})),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let tok = send(
+        "mint carol's token",
+        http.post(format!("{api}/users/prism_carol/tokens"))
+            .header("authorization", &admin_basic)
+            .json(&json!({"name": "deployer", "scopes": ["write:repository", "read:user"]})),
+        StatusCode::CREATED,
+    )
+    .await;
+    let list = send(
+        "list my repos",
+        http.get(format!("{api}/user/repos?page=1&limit=10&order_by=name"))
+            .header(
+                "authorization",
+                format!("token {}", tok["sha1"].as_str().unwrap()),
+            ),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["name"], "hello-hero");
 }

@@ -76,9 +76,12 @@ fn demo_provisions_prints_the_url_and_cleans_up() {
         .find_map(|l| l.strip_prefix("  Forge password: "))
         .unwrap();
     assert_eq!(password.len(), 32, "{stdout}");
-    assert!(stderr.contains("step 9/10 verify_health: done"), "{stderr}");
     assert!(
-        stderr.contains("step 3/3 mark_decommissioned: done"),
+        stderr.contains("step 10/11 verify_health: done"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("step 4/4 mark_decommissioned: done"),
         "{stderr}"
     );
     // Forge, server and the sandbox are gone.
@@ -198,7 +201,7 @@ fn vm_and_job_commands_on_a_kept_demo_vm() {
     );
     let (ok, stdout, _) = cli(&socket, &["job", "show", "1"]);
     assert!(
-        ok && stdout.contains("10/10") && stdout.contains("verify_health"),
+        ok && stdout.contains("11/11") && stdout.contains("verify_health"),
         "{stdout}"
     );
     let (ok, stdout, stderr) = cli(&socket, &["vm", "show", "bob"]);
@@ -221,12 +224,12 @@ fn vm_and_job_commands_on_a_kept_demo_vm() {
     assert!(std::fs::read_to_string(&key)
         .unwrap()
         .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
-    let (ok, stdout, _) = cli(&socket, &["reconcile"]);
-    assert!(ok && stdout.contains("no orphans"), "{stdout}");
+    let (ok, stdout, stderr) = cli(&socket, &["reconcile"]);
+    assert!(ok && stdout.contains("no orphans"), "{stdout}{stderr}");
     let (ok, _, stderr) = cli(&socket, &["vm", "delete", "bob", "--follow", "--yes"]);
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("step 3/3 mark_decommissioned: done"),
+        stderr.contains("step 4/4 mark_decommissioned: done"),
         "{stderr}"
     );
     // A finished job cannot be cancelled or retried: one clear line, exit 1.

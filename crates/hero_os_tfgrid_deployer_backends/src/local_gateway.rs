@@ -80,6 +80,69 @@ pub fn host_label(host: &str) -> Option<String> {
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
+/// What a person gets instead of a machine: a plain page that says what is wrong in words they
+/// can act on, and nothing about how it is built — no addresses, ports, resource names or error
+/// chains (those go to the deployer's log). Every non-forwarded answer of the gateway goes
+/// through here, so no branch can leak them. `no-store`: a machine that comes back must not be
+/// hidden by a cached error page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlainPage {
+    /// No machine answers to this name (never made, or decommissioned).
+    NoSuchMachine,
+    /// The machine exists but is not answering (down, booting, its web server stopped).
+    MachineDown,
+    /// The request names no machine at all (no or malformed `Host`).
+    BadRequest,
+}
+
+impl PlainPage {
+    /// Status and the page's one-line title and sentence.
+    pub fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            PlainPage::NoSuchMachine => (
+                StatusCode::NOT_FOUND,
+                "No such machine",
+                "There is no Hero OS demo machine at this address. If you were given this link, ask the person who sent it whether the machine still exists.",
+            ),
+            PlainPage::MachineDown => (
+                StatusCode::BAD_GATEWAY,
+                "This machine is not answering",
+                "The Hero OS demo machine at this address exists but is not answering right now. Try again in a few minutes; if it stays like this, tell the person who gave you the link.",
+            ),
+            PlainPage::BadRequest => (
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "This request does not name a machine.",
+            ),
+        }
+    }
+
+    /// The HTML response.
+    pub fn response(self) -> Response<ProxyBody> {
+        let (status, title, sentence) = self.parts();
+        let body = format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
+             <body><h1>{title}</h1><p>{sentence}</p></body></html>\n"
+        );
+        let mut r = Response::new(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *r.status_mut() = status;
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        h.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        r
+    }
+}
+
 fn text(status: StatusCode, msg: &str) -> Response<ProxyBody> {
     let mut r = Response::new(
         Full::new(Bytes::from(format!("{msg}\n")))
@@ -132,19 +195,15 @@ impl GatewayState {
             .map(str::to_string)
             .or_else(|| req.uri().host().map(str::to_string));
         let Some(host) = host else {
-            return text(StatusCode::BAD_REQUEST, "missing Host header");
+            return PlainPage::BadRequest.response();
         };
         let Some(label) = host_label(&host) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                &format!("no route: host {host:?} is not <name>.localhost"),
-            );
+            tracing::debug!(host = %host, "local gateway: host is not <name>.localhost");
+            return PlainPage::NoSuchMachine.response();
         };
         let Some(route) = self.lookup(&label) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                &format!("no route for {label}.localhost"),
-            );
+            tracing::debug!(label = %label, "local gateway: no route");
+            return PlainPage::NoSuchMachine.response();
         };
         if req.uri().path() == "/health" && (self.health_503)() {
             return text(
@@ -159,7 +218,10 @@ impl GatewayState {
             .unwrap_or_else(|| "/".into());
         let uri = match format!("http://{}{}", route.target, pq).parse::<http::Uri>() {
             Ok(u) => u,
-            Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("bad route target: {e}")),
+            Err(e) => {
+                tracing::warn!(route = %route.name, error = %e, "local gateway: bad route target");
+                return PlainPage::MachineDown.response();
+            }
         };
         *req.uri_mut() = uri;
         if let Ok(v) = header::HeaderValue::from_str(&host) {
@@ -171,10 +233,10 @@ impl GatewayState {
         );
         match self.client.request(req).await {
             Ok(resp) => resp.map(|b| b.boxed()),
-            Err(e) => text(
-                StatusCode::BAD_GATEWAY,
-                &format!("backend {} unreachable: {e}", route.target),
-            ),
+            Err(e) => {
+                tracing::warn!(route = %route.name, target = %route.target, error = %e, "local gateway: machine not answering");
+                PlainPage::MachineDown.response()
+            }
         }
     }
 }

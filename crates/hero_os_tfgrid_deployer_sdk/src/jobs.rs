@@ -329,7 +329,7 @@ pub struct ReconcileParams {
 /// One backend resource in a reconcile report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ResourceRef {
-    /// `vm` or `gateway`.
+    /// `vm`, `gateway` or `oauth_app` (the VM's OAuth app on Forge, `backend` "forge").
     pub kind: String,
     pub name: String,
     pub user_id: Option<UserId>,

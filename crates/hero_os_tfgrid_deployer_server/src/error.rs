@@ -79,9 +79,9 @@ impl ServiceError {
                 ForgeError::Unreachable { .. } | ForgeError::ServerError { .. } => {
                     ErrorKind::ForgeUnavailable
                 }
-                ForgeError::AdminTokenMissing | ForgeError::AdminTokenRejected { .. } => {
-                    ErrorKind::ForgeAuthRejected
-                }
+                ForgeError::AdminTokenMissing
+                | ForgeError::AdminTokenRejected { .. }
+                | ForgeError::AdminTokenScopeMissing { .. } => ErrorKind::ForgeAuthRejected,
                 ForgeError::Conflict { .. } | ForgeError::PasswordRejected { .. } => {
                     ErrorKind::ForgeConflict
                 }

@@ -192,3 +192,144 @@ async fn user_lifecycle_through_prism_has_zero_violations() {
         "{body}"
     );
 }
+
+/// A Forge client for the OAuth-app port, with the admin token read from `token_file`.
+fn http_forge(
+    url: &str,
+    token_file: &Path,
+) -> hero_os_tfgrid_deployer_server::forge::http::HttpForge {
+    use hero_os_tfgrid_deployer_server::forge::http::{AdminTokenSource, HttpForge, RetryPolicy};
+    HttpForge::new(
+        url,
+        Duration::from_secs(20),
+        AdminTokenSource::File(token_file.to_owned()),
+        RetryPolicy::default(),
+        std::sync::Arc::new(hero_os_tfgrid_deployer_server::clock::OsRandom),
+    )
+    .unwrap()
+}
+
+/// The OAuth-app port (`forge::apps`) through Prism: create, list (paged), get, rotate, delete,
+/// the "already gone" answers, and a token without `write:user` failing with an error that names
+/// the scope. Zero violations in either direction.
+#[tokio::test]
+async fn oauth_app_port_through_prism_has_zero_violations() {
+    use hero_os_tfgrid_deployer_server::forge::apps::{ForgeApps, OAuthAppSpec};
+    use hero_os_tfgrid_deployer_server::forge::ForgeError;
+
+    let dir = tempfile::tempdir().unwrap();
+    let forge = DevForge::start(dir.path());
+    let (_prism, prism_url, prism_log) = start_prism(dir.path(), &forge.url);
+    // Prism answers once its port is open, but may still be loading the spec: wait for a 200.
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = http
+            .get(format!("{prism_url}/api/v1/version"))
+            .header("Authorization", format!("token {}", forge.admin_token()))
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Prism not ready");
+        poll_pause();
+    }
+    let apps = http_forge(&prism_url, &forge.admin_token_file);
+    let spec = |n: u32| OAuthAppSpec {
+        name: format!("hero_os_tfgrid_deployer vm {n} (carol)"),
+        redirect_uris: vec![format!("https://carol{n}.example.org/oauth/callback")],
+        confidential: true,
+    };
+    // More than one page (the port walks pages of 50).
+    let mut made = Vec::new();
+    for n in 0..53 {
+        made.push(apps.create_oauth_app(&spec(n)).await.unwrap());
+    }
+    let listed = apps.list_oauth_apps().await.unwrap();
+    assert_eq!(listed.len(), 53);
+    assert_eq!(listed[52], made[52].app);
+    let first = &made[0];
+    assert!(!first.secret.expose().is_empty());
+    assert_eq!(
+        apps.get_oauth_app(first.app.id).await.unwrap().as_ref(),
+        Some(&first.app)
+    );
+    let rotated = apps
+        .rotate_oauth_app(first.app.id, &spec(0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rotated.app.client_id, first.app.client_id);
+    assert_ne!(rotated.secret.expose(), first.secret.expose());
+    assert!(apps.delete_oauth_app(first.app.id).await.unwrap());
+    assert!(
+        !apps.delete_oauth_app(first.app.id).await.unwrap(),
+        "already gone is fine"
+    );
+    assert_eq!(apps.get_oauth_app(first.app.id).await.unwrap(), None);
+    assert!(apps
+        .rotate_oauth_app(first.app.id, &spec(0))
+        .await
+        .unwrap()
+        .is_none());
+
+    // A site-admin token without `write:user`: every app call names the missing scope.
+    let admin = format!("token {}", forge.admin_token());
+    let r = http
+        .post(format!("{}/api/v1/admin/users", forge.url))
+        .header("Authorization", &admin)
+        .json(&json!({"username":"ops","email":"ops@example.org","password":"Ops-password-12345","must_change_password":false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http
+        .patch(format!("{}/api/v1/admin/users/ops", forge.url))
+        .header("Authorization", &admin)
+        .json(&json!({"admin": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r: Value = http
+        .post(format!("{}/api/v1/users/ops/tokens", forge.url))
+        .basic_auth("ops", Some("Ops-password-12345"))
+        .json(&json!({"name":"old","scopes":["write:admin","read:user"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let narrow_file = dir.path().join("narrow.token");
+    std::fs::write(&narrow_file, r["sha1"].as_str().unwrap()).unwrap();
+    let narrow = http_forge(&prism_url, &narrow_file);
+    let err = narrow.create_oauth_app(&spec(99)).await.err().unwrap();
+    assert!(
+        matches!(&err, ForgeError::AdminTokenScopeMissing { scope, .. } if scope == "write:user"),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), "FRG009_admin_token_scope_missing");
+    assert!(
+        err.to_string().contains("lacks the scope write:user"),
+        "{err}"
+    );
+    let err = narrow.delete_oauth_app(made[1].app.id).await.err().unwrap();
+    assert!(
+        matches!(err, ForgeError::AdminTokenScopeMissing { .. }),
+        "{err:?}"
+    );
+    // Reading needs only read:user, which this token has.
+    assert!(
+        narrow.list_oauth_apps().await.unwrap().is_empty(),
+        "ops has no apps of its own"
+    );
+
+    let found = prism_errors(&prism_log);
+    assert!(
+        found.is_empty(),
+        "Prism reported errors:\n{}",
+        found.join("\n")
+    );
+}

@@ -52,7 +52,7 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
     );
     // The deadline shown and the retry policy agree: the start says both (FAST_CONFIG: 3).
     assert!(
-        text.contains("step 1/10 forge_user: started (deadline 120 s, at most 3 attempts)"),
+        text.contains("step 1/11 forge_user: started (deadline 120 s, at most 3 attempts)"),
         "{text}"
     );
     assert!(
@@ -104,6 +104,26 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
         VmStatus::Ready
     );
 
+    // register_sso: exactly one OAuth app for this VM on Forge, for the public origin's callback,
+    // owned by the admin account; its secret is only in the secret store.
+    let sso_apps = forge_apps(&stack, "alice").await;
+    assert_eq!(sso_apps.len(), 1, "{sso_apps:?}");
+    assert_eq!(
+        sso_apps[0]["redirect_uris"],
+        serde_json::json!([format!("{}oauth/callback", result.url)])
+    );
+    assert_eq!(sso_apps[0]["confidential_client"], true);
+    let client_secret = stored_client_secret(&stack, user_id).await.unwrap();
+    assert!(
+        client_secret_works(
+            &stack,
+            sso_apps[0]["client_id"].as_str().unwrap(),
+            &client_secret
+        )
+        .await,
+        "the stored secret is the app's current one"
+    );
+
     // A second provision for a ready VM is refused with the reason.
     let err = c.provision_vm(user_id, None).await.unwrap_err();
     assert_eq!(err.kind(), Some(ErrorKind::FailedPrecondition), "{err}");
@@ -142,6 +162,18 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
     for l in &secret_lines {
         assert!(!log.contains(l), "private key in the server log");
     }
+    // The OAuth client secret: only in the (encrypted) secret store, never in sqlite or the log.
+    for (path, bytes) in all_bytes_under(&stack.server.data_dir()) {
+        assert!(
+            !contains(&bytes, &client_secret),
+            "client secret in plaintext in {}",
+            path.display()
+        );
+    }
+    assert!(
+        !log.contains(&client_secret),
+        "client secret in the server log"
+    );
     let audit = c
         .list_events(&ListEventsParams {
             action: Some("ssh_key.export".into()),
@@ -166,7 +198,12 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
         job.error,
         messages(&events)
     );
-    assert!(messages(&events).contains("step 3/3 mark_decommissioned: done"));
+    assert!(messages(&events).contains("step 4/4 mark_decommissioned: done"));
+    assert!(
+        forge_apps(&stack, "alice").await.is_empty(),
+        "decommission deletes the VM's OAuth app"
+    );
+    assert_eq!(stored_client_secret(&stack, user_id).await, None);
 
     // Nothing left: no process, no port, no directory, no route.
     assert!(processes_mentioning(&format!("{}/", dir.display())).is_empty());
@@ -395,4 +432,82 @@ async fn the_opentofu_backend_without_a_mnemonic_fails_the_job_with_what_to_do()
         .await
         .unwrap_err();
     assert_eq!(err.kind(), Some(ErrorKind::FailedPrecondition), "{err}");
+}
+
+/// Reconcile knows the VMs' OAuth apps (issue 11 item 5): an app this deployer named without a
+/// live VM is an orphan that `fix` deletes; a live VM whose app vanished is missing; an app of
+/// any other name is never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_reports_oauth_apps_without_a_vm_and_vms_without_an_app() {
+    let (stack, _) = stack(Vec::new()).await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    let http = reqwest::Client::new();
+    let admin = format!("token {}", stack.forge.admin_token());
+    let make = |name: &'static str| {
+        let req = http
+            .post(format!("{}/api/v1/user/applications/oauth2", stack.forge.url))
+            .header("Authorization", &admin)
+            .json(&serde_json::json!({"name": name, "redirect_uris": ["https://x.example/oauth/callback"], "confidential_client": true}));
+        async move { assert_eq!(req.send().await.unwrap().status(), 201) }
+    };
+    make("hero_os_tfgrid_deployer hero_u999_ghost").await;
+    make("someone else's app").await;
+    make("hero_os_tfgrid_deployer not-a-resource-name").await;
+    // A live VM whose app is then deleted behind the deployer's back.
+    let user_id = new_user(c, "vera").await;
+    let job = c.provision_vm(user_id, None).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{}", messages(&events));
+    let vera = forge_apps(&stack, "vera").await;
+    assert_eq!(vera.len(), 1);
+
+    let report = c.reconcile(false).await.unwrap();
+    let apps = |v: &[ResourceRef]| -> Vec<String> {
+        v.iter()
+            .filter(|r| r.kind == "oauth_app")
+            .map(|r| r.name.clone())
+            .collect()
+    };
+    assert_eq!(apps(&report.orphans), ["hero_u999_ghost"], "{report:?}");
+    assert!(apps(&report.missing).is_empty(), "{report:?}");
+
+    let r = http
+        .delete(format!(
+            "{}/api/v1/user/applications/oauth2/{}",
+            stack.forge.url, vera[0]["id"]
+        ))
+        .header("Authorization", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let report = c.reconcile(true).await.unwrap();
+    assert_eq!(apps(&report.removed), ["hero_u999_ghost"], "{report:?}");
+    assert_eq!(
+        apps(&report.missing),
+        [format!("hero_u{user_id}_vera")],
+        "{report:?}"
+    );
+    let left: Vec<serde_json::Value> = http
+        .get(format!(
+            "{}/api/v1/user/applications/oauth2",
+            stack.forge.url
+        ))
+        .header("Authorization", &admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = left.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "someone else's app",
+            "hero_os_tfgrid_deployer not-a-resource-name"
+        ],
+        "apps the deployer did not name are never touched"
+    );
 }

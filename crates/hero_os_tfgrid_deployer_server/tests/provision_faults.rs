@@ -82,6 +82,26 @@ async fn kill_9_at_every_step_then_restart_ends_with_exactly_one_vm_and_gateway(
                 expected,
                 "exactly one gateway per user after crash at {at}"
             );
+            let sso = forge_apps(&stack, &username).await;
+            assert_eq!(
+                sso.len(),
+                1,
+                "exactly one OAuth app per VM after crash at {at}: {sso:?}"
+            );
+            let secret = stored_client_secret(&stack, user_id).await.unwrap();
+            assert!(
+                client_secret_works(&stack, sso[0]["client_id"].as_str().unwrap(), &secret).await,
+                "after crash at {at} the stored secret is the app's current one"
+            );
+            if at == "register_sso:end" {
+                // The secret was stored but the job had not recorded the app: the stored secret
+                // cannot be trusted to be this app's, so it is rotated, never a second app made.
+                assert!(
+                    messages(&events).contains("adopted, secret rotated"),
+                    "{}",
+                    messages(&events)
+                );
+            }
             let url = job.result.unwrap().url;
             assert_eq!(gateway_health(&url).await.unwrap(), 200);
         }
@@ -307,8 +327,11 @@ async fn cancel_mid_job_deletes_what_the_job_made() {
     })
     .await;
     assert!(
-        seen.message
-            .starts_with(&format!("step 6/{} wait_ssh: attempt ", n())),
+        seen.message.starts_with(&format!(
+            "step {}/{} wait_ssh: attempt ",
+            wait_ssh_at(),
+            n()
+        )),
         "{}",
         seen.message
     );
@@ -333,7 +356,11 @@ async fn cancel_mid_job_deletes_what_the_job_made() {
     );
     // The reason names the step the cancel stopped, not the job's start.
     assert!(
-        error.starts_with(&format!("cancelled during step 6/{} wait_ssh;", n())),
+        error.starts_with(&format!(
+            "cancelled during step {}/{} wait_ssh;",
+            wait_ssh_at(),
+            n()
+        )),
         "{error}"
     );
     // No step stays `running` in a cancelled job.
@@ -342,13 +369,17 @@ async fn cancel_mid_job_deletes_what_the_job_made() {
         "{:?}",
         job.steps
     );
-    let wait_ssh = &job.steps[5];
+    let wait_ssh = &job.steps[wait_ssh_at() - 1];
     assert_eq!(
         (wait_ssh.state, wait_ssh.message.as_deref()),
         (StepState::Failed, Some("cancelled"))
     );
     assert!(sandboxes(&stack).is_empty());
     assert!(routes(&stack).is_empty());
+    assert!(
+        forge_apps(&stack, "carl").await.is_empty(),
+        "a cancelled provision deletes the OAuth app it made"
+    );
     assert!(processes_mentioning(&format!("{}/", dir.display())).is_empty());
     let details = c.get_vm(user_id).await.unwrap();
     assert!(details.vm.is_none());
@@ -388,4 +419,9 @@ async fn the_reaper_fails_a_job_whose_heartbeat_stopped_and_retry_resumes_it() {
         job.error,
         messages(&events)
     );
+}
+
+/// 1-based position of `wait_ssh` in the provision table.
+fn wait_ssh_at() -> usize {
+    STEPS.iter().position(|s| *s == "wait_ssh").unwrap() + 1
 }

@@ -46,14 +46,19 @@ async fn a_saved_job_is_matched_by_name_after_a_step_is_inserted() {
     assert_eq!(job.state, JobState::Failed);
     assert_eq!(job.current_step.as_deref(), Some("wait_ssh"));
 
-    // Today's list: the rows are the table, nothing to change.
-    let plan = resume::plan(PROVISION_STEPS, &job.steps).unwrap();
+    // The fixture's own list (the table before register_sso): nothing to change.
+    let before: Vec<&str> = PROVISION_STEPS
+        .iter()
+        .copied()
+        .filter(|s| *s != "register_sso")
+        .collect();
+    let plan = resume::plan(&before, &job.steps).unwrap();
     assert!(!plan.changes_rows(), "{plan:?}");
 
-    // An upgrade inserts a step after deploy_gateway.
-    let mut table = PROVISION_STEPS.to_vec();
-    let at = table.iter().position(|s| *s == "deploy_gateway").unwrap() + 1;
-    table.insert(at, "register_sso");
+    // The upgrade that inserted register_sso after deploy_gateway: today's table.
+    let table = PROVISION_STEPS.to_vec();
+    let at = table.iter().position(|s| *s == "register_sso").unwrap();
+    assert_eq!(table[at - 1], "deploy_gateway");
     let plan = resume::plan(&table, &job.steps).unwrap();
     // Paired by position, saved row 6 (wait_ssh, failed) would have been run as the new
     // step, and the last step would have had no row at all.

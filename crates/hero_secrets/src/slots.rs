@@ -27,6 +27,11 @@ pub fn user_initial_password(user_id: i64) -> String {
     format!("{}initial_password", user_prefix(user_id))
 }
 
+/// The client secret of the OAuth app the deployer made for the user's VM (`register_sso`).
+pub fn user_oauth_client_secret(user_id: i64) -> String {
+    format!("{}oauth_client_secret", user_prefix(user_id))
+}
+
 /// hero_proxy's OAuth client of a VM's cockpit, as the Hero stack reads it.
 pub const COCKPIT_OAUTH_CLIENT_ID: &str = "cockpit/FORGE_OAUTH_CLIENT_ID";
 pub const COCKPIT_OAUTH_CLIENT_SECRET: &str = "cockpit/FORGE_OAUTH_CLIENT_SECRET";
@@ -55,6 +60,7 @@ mod tests {
             SSH_KEY_SEALING_KEY.to_owned(),
             user_forge_token(7),
             user_initial_password(7),
+            user_oauth_client_secret(7),
             COCKPIT_OAUTH_CLIENT_ID.to_owned(),
             COCKPIT_OAUTH_CLIENT_SECRET.to_owned(),
             COCKPIT_OAUTH_ISSUER.to_owned(),

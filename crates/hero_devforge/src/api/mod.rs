@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod oauth_apps;
+pub mod repos;
 pub mod tokens;
 pub mod users;
 pub mod version;
@@ -39,6 +40,16 @@ pub fn router() -> Router<AppState> {
         .route(
             "/api/v1/user/applications/oauth2",
             get(oauth_apps::list_apps).post(oauth_apps::create_app),
+        )
+        .route(
+            "/api/v1/user/applications/oauth2/{id}",
+            get(oauth_apps::get_app)
+                .patch(oauth_apps::update_app)
+                .delete(oauth_apps::delete_app),
+        )
+        .route(
+            "/api/v1/user/repos",
+            get(repos::list_my_repos).post(repos::create_my_repo),
         )
         .route("/api/v1/{*rest}", axum::routing::any(not_found))
         .route("/api/v1", axum::routing::any(not_found))

@@ -127,6 +127,38 @@ impl Db {
         Ok((app, secret))
     }
 
+    /// Replaces an app's name, redirect URIs and confidentiality and regenerates its secret (the
+    /// old one stops working at once); returns the app and the new secret.
+    pub fn update_oauth_app(
+        &self,
+        id: i64,
+        name: &str,
+        redirect_uris: &[String],
+        confidential: bool,
+    ) -> Result<(AppRow, String), DbError> {
+        let secret = format!("gto_{}", secrets::new_token_hex());
+        let uris = serde_json::to_string(redirect_uris)
+            .map_err(|e| DbError::Corrupt(format!("redirect_uris: {e}")))?;
+        let c = self.lock()?;
+        c.execute(
+            "UPDATE oauth_apps SET name = ?1, redirect_uris = ?2, confidential = ?3, secret_hash = ?4 WHERE id = ?5",
+            params![name, uris, confidential, secrets::sha256_hex(&secret), id],
+        )?;
+        let sql = format!("SELECT {APP_COLS} FROM oauth_apps WHERE id = ?1");
+        let app = finish_app(c.query_row(&sql, [id], app_from_row)?)?;
+        Ok((app, secret))
+    }
+
+    /// Deletes `uid`'s app `id` (and by cascade its grants and codes); `false` if there was none.
+    pub fn delete_oauth_app(&self, id: i64, uid: i64) -> Result<bool, DbError> {
+        let c = self.lock()?;
+        let n = c.execute(
+            "DELETE FROM oauth_apps WHERE id = ?1 AND uid = ?2",
+            params![id, uid],
+        )?;
+        Ok(n == 1)
+    }
+
     pub fn oauth_app_by_client_id(&self, client_id: &str) -> Result<Option<AppRow>, DbError> {
         let c = self.lock()?;
         let sql = format!("SELECT {APP_COLS} FROM oauth_apps WHERE client_id = ?1");

@@ -40,6 +40,8 @@ pub struct FakeForge {
     pub token_failures_left: Mutex<u32>,
     /// Accounts created so far.
     pub creates: Mutex<u32>,
+    /// OAuth apps of the admin account: (app, current secret); ids count from 1.
+    pub apps: Mutex<Vec<(super::apps::OAuthApp, String)>>,
 }
 
 impl FakeForge {
@@ -162,5 +164,89 @@ impl ForgeApi for FakeForge {
 
     fn url(&self) -> &str {
         "http://fake.forge"
+    }
+
+    fn apps(&self) -> Option<&dyn super::apps::ForgeApps> {
+        Some(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl super::apps::ForgeApps for FakeForge {
+    async fn list_oauth_apps(&self) -> Result<Vec<super::apps::OAuthApp>, ForgeError> {
+        self.call().await?;
+        Ok(self
+            .apps
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(a, _)| a.clone())
+            .collect())
+    }
+
+    async fn get_oauth_app(&self, id: i64) -> Result<Option<super::apps::OAuthApp>, ForgeError> {
+        self.call().await?;
+        Ok(self
+            .apps
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(a, _)| a.id == id)
+            .map(|(a, _)| a.clone()))
+    }
+
+    async fn create_oauth_app(
+        &self,
+        spec: &super::apps::OAuthAppSpec,
+    ) -> Result<super::apps::OAuthAppWithSecret, ForgeError> {
+        self.call().await?;
+        let mut apps = self.apps.lock().unwrap();
+        let id = apps.iter().map(|(a, _)| a.id).max().unwrap_or(0) + 1;
+        let app = super::apps::OAuthApp {
+            id,
+            name: spec.name.clone(),
+            client_id: format!("fake-client-{id}"),
+            redirect_uris: spec.redirect_uris.clone(),
+            confidential: spec.confidential,
+        };
+        let secret = format!("fake-secret-{id}-1");
+        apps.push((app.clone(), secret.clone()));
+        Ok(super::apps::OAuthAppWithSecret {
+            app,
+            secret: SecretValue::new(secret),
+        })
+    }
+
+    async fn rotate_oauth_app(
+        &self,
+        id: i64,
+        spec: &super::apps::OAuthAppSpec,
+    ) -> Result<Option<super::apps::OAuthAppWithSecret>, ForgeError> {
+        self.call().await?;
+        let mut apps = self.apps.lock().unwrap();
+        let Some((app, secret)) = apps.iter_mut().find(|(a, _)| a.id == id) else {
+            return Ok(None);
+        };
+        app.name = spec.name.clone();
+        app.redirect_uris = spec.redirect_uris.clone();
+        app.confidential = spec.confidential;
+        let n: u32 = secret
+            .rsplit('-')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        *secret = format!("fake-secret-{id}-{}", n + 1);
+        Ok(Some(super::apps::OAuthAppWithSecret {
+            app: app.clone(),
+            secret: SecretValue::new(secret.clone()),
+        }))
+    }
+
+    async fn delete_oauth_app(&self, id: i64) -> Result<bool, ForgeError> {
+        self.call().await?;
+        let mut apps = self.apps.lock().unwrap();
+        let before = apps.len();
+        apps.retain(|(a, _)| a.id != id);
+        Ok(apps.len() != before)
     }
 }

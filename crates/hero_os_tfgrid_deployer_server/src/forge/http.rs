@@ -15,6 +15,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ConflictReason, ForgeApi, ForgeError, ForgeToken, ForgeUser, NewForgeUser};
+
+mod apps;
 use crate::clock::Random;
 
 /// Secret slot of the Forge admin token.
@@ -469,5 +471,9 @@ impl ForgeApi for HttpForge {
 
     fn url(&self) -> &str {
         &self.base
+    }
+
+    fn apps(&self) -> Option<&dyn super::apps::ForgeApps> {
+        Some(self)
     }
 }

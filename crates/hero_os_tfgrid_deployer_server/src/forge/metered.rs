@@ -55,7 +55,21 @@ impl ForgeApi for MeteredForge {
         self.count("generate_token_for", r)
     }
 
+    // Every method of the trait is forwarded, the defaulted ones too: a default here would
+    // silently answer "cannot" for a Forge that can (password reset, the VMs' OAuth apps).
+    async fn set_password(&self, username: &str, password: &SecretValue) -> Result<(), ForgeError> {
+        self.count(
+            "set_password",
+            self.inner.set_password(username, password).await,
+        )
+    }
+
     fn url(&self) -> &str {
         self.inner.url()
+    }
+
+    /// The app calls are not counted yet (they are a port of their own); they pass through.
+    fn apps(&self) -> Option<&dyn super::apps::ForgeApps> {
+        self.inner.apps()
     }
 }

@@ -1,6 +1,7 @@
 //! The Forge (Forgejo) as the core sees it: a trait, so the core can be tested against a fake and
 //! run against [`http::HttpForge`].
 
+pub mod apps;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake;
 pub mod http;
@@ -64,6 +65,9 @@ pub enum ForgeError {
     PasswordRejected { message: String },
     #[error("Forge answered HTTP {status} unexpectedly: {message}")]
     Protocol { status: u16, message: String },
+    /// The admin token works but lacks a scope this call needs (OAuth apps need `write:user`).
+    #[error("the Forge admin token lacks the scope {scope} (Forge: {message}); create a site-admin token with write:admin, write:user and read:user and store it with `hero_os_tfgrid_deployer secret set deployer/forge_admin_token`")]
+    AdminTokenScopeMissing { scope: String, message: String },
 }
 
 /// What kind of name conflict Forge reported.
@@ -89,6 +93,7 @@ impl ForgeError {
             ForgeError::Conflict { .. } => "FRG006_conflict",
             ForgeError::PasswordRejected { .. } => "FRG007_password_rejected",
             ForgeError::Protocol { .. } => "FRG008_protocol",
+            ForgeError::AdminTokenScopeMissing { .. } => "FRG009_admin_token_scope_missing",
         }
     }
 
@@ -104,7 +109,8 @@ impl ForgeError {
             | ForgeError::UserCredentialsRejected { .. }
             | ForgeError::Conflict { .. }
             | ForgeError::PasswordRejected { .. }
-            | ForgeError::Protocol { .. } => false,
+            | ForgeError::Protocol { .. }
+            | ForgeError::AdminTokenScopeMissing { .. } => false,
         }
     }
 }
@@ -139,4 +145,9 @@ pub trait ForgeApi: Send + Sync {
     }
     /// Base URL, for messages.
     fn url(&self) -> &str;
+    /// The OAuth-app port of this client (`register_sso`, decommission, reconcile); `None` for a
+    /// client that cannot manage apps, which those steps report as a permanent error.
+    fn apps(&self) -> Option<&dyn apps::ForgeApps> {
+        None
+    }
 }

@@ -140,6 +140,102 @@ impl Provisioner {
                 }
             }
         }
+        self.reconcile_oauth_apps(actor, &p, &live_vms, &busy, &mut report)
+            .await?;
         Ok(report)
+    }
+
+    /// The VMs' OAuth apps on Forge (`register_sso`): an app named by this deployer
+    /// (`hero_os_tfgrid_deployer hero_u<id>_…`) without a live VM is an orphan (`fix` deletes
+    /// it, and the user's stored client secret); a live VM without its app is missing (a retry
+    /// of its provision, or a new one after decommission, makes it). Apps of other names are
+    /// never touched; users with an active job are skipped.
+    async fn reconcile_oauth_apps(
+        &self,
+        actor: &Actor,
+        p: &ReconcileParams,
+        live_vms: &[(String, String, i64)],
+        busy: &BTreeSet<i64>,
+        report: &mut ReconcileReport,
+    ) -> Result<(), ServiceError> {
+        use super::steps::register_sso::APP_NAME_PREFIX;
+        let d = self.deployer();
+        let Some(apps) = d.forge.apps() else {
+            return Ok(());
+        };
+        // A Forge that cannot be asked must not hide the backends' findings: the apps part is
+        // skipped with a warning in the server log (the next reconcile asks again).
+        let listed = match apps.list_oauth_apps().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(code = e.code(), error = %e, "reconcile: cannot list the OAuth apps on Forge; skipping them");
+                return Ok(());
+            }
+        };
+        let mut with_app: BTreeSet<String> = BTreeSet::new();
+        for app in &listed {
+            let Some(resource) = app
+                .name
+                .strip_prefix(APP_NAME_PREFIX)
+                .and_then(hero_os_tfgrid_deployer_backends::ResourceName::parse)
+            else {
+                continue;
+            };
+            let n = resource.to_string();
+            with_app.insert(n.clone());
+            if busy.contains(&resource.user_id()) || live_vms.iter().any(|(vn, _, _)| *vn == n) {
+                continue;
+            }
+            let orphan = ResourceRef {
+                kind: "oauth_app".into(),
+                name: n.clone(),
+                user_id: Some(resource.user_id()),
+                backend: "forge".into(),
+            };
+            report.orphans.push(orphan.clone());
+            if p.fix {
+                let subject = format!("oauth_app:{} (id {})", n, app.id);
+                match apps.delete_oauth_app(app.id).await {
+                    Ok(_) => {
+                        let _ = d
+                            .secrets
+                            .delete(&hero_secrets::slots::user_oauth_client_secret(
+                                resource.user_id(),
+                            ))
+                            .await;
+                        d.audit(
+                            actor,
+                            "reconcile.remove_orphan",
+                            &subject,
+                            "ok",
+                            Some("removed from Forge"),
+                        )
+                        .await?;
+                        report.removed.push(orphan);
+                    }
+                    Err(e) => {
+                        d.audit(
+                            actor,
+                            "reconcile.remove_orphan",
+                            &subject,
+                            &format!("error:{}", e.code()),
+                            Some(&e.to_string()),
+                        )
+                        .await?;
+                    }
+                }
+            }
+        }
+        for (name, backend, user_id) in live_vms {
+            if !busy.contains(user_id) && !with_app.contains(name) {
+                report.missing.push(ResourceRef {
+                    kind: "oauth_app".into(),
+                    name: name.clone(),
+                    user_id: Some(*user_id),
+                    backend: format!("forge (VM on {backend})"),
+                });
+            }
+        }
+        Ok(())
     }
 }

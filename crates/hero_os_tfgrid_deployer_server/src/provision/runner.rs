@@ -560,6 +560,22 @@ impl Provisioner {
         for tries in 1..=self.inner.cfg.max_attempts {
             match steps::remove_resources(&*backend, &name, out.clone()).await {
                 Ok(()) => {
+                    // The VM's OAuth app goes with it (register_sso may have made one).
+                    match steps::delete_sso_app::delete_vm_app(
+                        self.deployer(),
+                        job.user_id,
+                        &name.to_string(),
+                    )
+                    .await
+                    {
+                        Ok(msg) => rec.note(Draft::info(msg).level(EventLevel::Output)),
+                        Err(e) => rec.note(
+                            Draft::info(format!(
+                                "cancel: the VM's OAuth app could not be deleted ({e}); reconcile or decommission removes it"
+                            ))
+                            .level(EventLevel::Warn),
+                        ),
+                    }
                     let now = self.deployer().clock.now();
                     let had_vm = {
                         use steps::StepRecords;

@@ -252,3 +252,58 @@ impl Drop for SandboxReaper {
         }
     }
 }
+
+/// The admin account's OAuth apps on the dev Forge that `register_sso` made for `username`.
+pub async fn forge_apps(stack: &Stack, username: &str) -> Vec<serde_json::Value> {
+    let apps: Vec<serde_json::Value> = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/user/applications/oauth2?limit=50",
+            stack.forge.url
+        ))
+        .header(
+            "Authorization",
+            format!("token {}", stack.forge.admin_token()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    apps.into_iter()
+        .filter(|a| {
+            a["name"].as_str().is_some_and(|n| {
+                n.starts_with("hero_os_tfgrid_deployer hero_u")
+                    && n.ends_with(&format!("_{username}"))
+            })
+        })
+        .collect()
+}
+
+/// The client secret `register_sso` stored for `user_id`, read over the local socket (audited).
+pub async fn stored_client_secret(stack: &Stack, user_id: i64) -> Option<String> {
+    use hero_os_tfgrid_deployer_sdk::methods::SecretGet;
+    use hero_os_tfgrid_deployer_sdk::types::SecretSlotParams;
+    stack
+        .client()
+        .call::<SecretGet>(&SecretSlotParams {
+            slot: format!("deployer/users/{user_id}/oauth_client_secret"),
+        })
+        .await
+        .ok()
+        .map(|v| v.value)
+}
+
+/// Whether Forge accepts `client_id:secret` as the app's client credentials (its introspection
+/// endpoint authenticates the client first): proves a stored secret is the app's current one.
+pub async fn client_secret_works(stack: &Stack, client_id: &str, secret: &str) -> bool {
+    reqwest::Client::new()
+        .post(format!("{}/login/oauth/introspect", stack.forge.url))
+        .basic_auth(client_id, Some(secret))
+        .form(&[("token", "x")])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        == 200
+}

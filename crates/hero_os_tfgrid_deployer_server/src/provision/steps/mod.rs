@@ -15,12 +15,14 @@
 
 mod decommission_vm_rows;
 mod delete_gateway;
+pub mod delete_sso_app;
 mod delete_vm;
 mod deploy_gateway;
 mod deploy_vm;
 mod finalize;
 mod forge_user;
 mod push_manifest;
+pub mod register_sso;
 mod run_bootstrap;
 mod select_node;
 mod ssh_key;
@@ -84,6 +86,7 @@ step_table!(
         select_node::SelectNode,
         deploy_vm::DeployVm,
         deploy_gateway::DeployGateway,
+        register_sso::RegisterSso,
         wait_ssh::WaitSsh,
         push_manifest::PushManifest,
         run_bootstrap::RunBootstrap,
@@ -98,6 +101,7 @@ step_table!(
     DECOMMISSION, DECOMMISSION_STEPS: [
         delete_gateway::DeleteGateway,
         delete_vm::DeleteVm,
+        delete_sso_app::DeleteSsoApp,
         decommission_vm_rows::MarkDecommissioned,
     ]
 );
@@ -214,6 +218,12 @@ pub struct JobContext {
     pub gateway: Option<GatewayInfo>,
     pub host_key: Option<String>,
     pub result: Option<ProvisionResult>,
+    /// The VM's OAuth app on Forge and its (public) client id, as `register_sso` made or adopted
+    /// them; the secret is only in the secret store.
+    #[serde(default)]
+    pub oauth_app_id: Option<i64>,
+    #[serde(default)]
+    pub oauth_client_id: Option<String>,
 }
 
 /// A line produced while a step runs, written as an event of the step.
