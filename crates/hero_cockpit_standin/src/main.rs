@@ -24,6 +24,10 @@ struct Args {
         required_unless_present = "dev_unsigned_loopback"
     )]
     proxy_jwks_file: Option<PathBuf>,
+    /// The audience this cockpit accepts: the id of the hero_proxy route in front of it. An
+    /// assertion the proxy made for another route (another backend) is refused.
+    #[arg(long, env = "HERO_COCKPIT_AUDIENCE", default_value = "cockpit")]
+    audience: String,
     /// DEVELOPMENT ONLY: trust unsigned identity headers from loopback peers.
     #[arg(long)]
     dev_unsigned_loopback: bool,
@@ -53,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
             (Some(path), false) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading the proxy key {}", path.display()))?;
-                IdentityVerifier::Signed(AssertionVerifier::from_jwks_json(&text).with_context(
+                IdentityVerifier::Signed(AssertionVerifier::from_jwks_json(&text, &args.audience).with_context(
                     || format!("the proxy key {} is not a valid JWKS", path.display()),
                 )?)
             }

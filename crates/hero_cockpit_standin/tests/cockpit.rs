@@ -26,6 +26,7 @@ fn payload(user: &str, exp_in: i64) -> AssertionPayload {
         iss: hero_identity::ASSERTION_ISSUER.into(),
         sub: user.into(),
         ctx: None,
+        aud: "cockpit".into(),
         claims: vec![Claim::parse(&format!("users.{user}")).unwrap()],
         prv: "forge".into(),
         xid: "42".into(),
@@ -97,7 +98,7 @@ async fn cockpit(
 ) -> Running {
     let log = dir.join("requests.jsonl");
     let c = Cockpit::new(CockpitConfig {
-        verifier: IdentityVerifier::Signed(signer.verifier()),
+        verifier: IdentityVerifier::Signed(signer.verifier("cockpit")),
         forge_url: forge_url.into(),
         secrets,
         request_log: log.clone(),
