@@ -314,39 +314,50 @@ async fn reconcile_reports_and_removes_an_orphan_made_behind_the_deployers_back(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_opentofu_backend_without_a_mnemonic_fails_the_job_with_what_to_do() {
+async fn a_backend_missing_a_prerequisite_is_refused_at_job_creation_with_what_to_do() {
+    // No mnemonic in the store, no hero_compute socket: both are refused at once, before a job,
+    // a VM row or a gridproxy request exists (no node is pinned: a job would have gone to
+    // gridproxy, which tests cannot reach, and retried).
     let (stack, _) = stack(Vec::new()).await;
     let _reaper = SandboxReaper(local_root(&stack));
     let c = stack.client();
     let user_id = new_user(c, "gridy").await;
-    // A pinned node skips gridproxy (no internet in tests); the backend is built on first use.
-    let job = c
-        .provision_vm(
-            user_id,
-            Some(ProvisionOptions {
-                backend: Some("opentofu".into()),
-                profile: None,
-                node_id: Some(8),
-            }),
-        )
-        .await
-        .unwrap();
-    assert_eq!(job.backend, "opentofu");
-    let (job, events) = follow(c, job.job_id).await;
-    assert_eq!(job.state, JobState::Failed, "{}", messages(&events));
-    let error = job.error.unwrap();
+    for (backend, words) in [
+        (
+            "opentofu",
+            &["no TFGrid mnemonic", "secret set deployer/tfgrid_mnemonic"][..],
+        ),
+        ("hero_compute", &["hero_compute backend: no socket at"][..]),
+    ] {
+        let err = c
+            .provision_vm(
+                user_id,
+                Some(ProvisionOptions {
+                    backend: Some(backend.into()),
+                    profile: None,
+                    node_id: None,
+                }),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Some(ErrorKind::FailedPrecondition), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("the {backend} backend cannot provision")),
+            "{text}"
+        );
+        for w in words {
+            assert!(text.contains(w), "{w:?} missing in {text}");
+        }
+    }
+    let jobs = c.list_jobs(&ListJobsParams::default()).await.unwrap();
+    assert!(jobs.jobs.is_empty(), "no job was created: {:?}", jobs.jobs);
+    let vm = c.get_vm(user_id).await;
     assert!(
-        error.starts_with(&format!(
-            "step 4/{} deploy_vm failed after 1 attempt(s)",
-            PROVISION_STEPS.len()
-        )),
-        "{error}"
+        vm.as_ref().map_or(true, |v| v.vm.is_none()),
+        "no VM row was written: {vm:?}"
     );
-    assert!(
-        error.contains("secret set deployer/tfgrid_mnemonic"),
-        "{error}"
-    );
-    assert!(messages(&events).contains("node 8 pinned by the request"));
+    assert_eq!(c.get_user(user_id).await.unwrap().vm_status, VmStatus::NoVm);
     let err = c
         .provision_vm(
             user_id,

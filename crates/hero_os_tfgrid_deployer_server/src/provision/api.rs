@@ -26,7 +26,13 @@ impl Provisioner {
             .backend
             .clone()
             .unwrap_or_else(|| self.inner.cfg.backend.clone());
-        let placement = self.backend(&backend)?.placement();
+        let chosen = self.backend(&backend)?;
+        // A backend missing a prerequisite (mnemonic, `tofu`, socket…) is refused here, before
+        // anything is persisted or the network is asked, with the backend's own precise words.
+        chosen.prerequisites().await.map_err(|e| {
+            ServiceError::FailedPrecondition(format!("the {backend} backend cannot provision: {e}"))
+        })?;
+        let placement = chosen.placement();
         if let (Some(node), false) = (options.node_id, placement.has_nodes()) {
             return Err(ServiceError::InvalidParams(format!(
                 "node {node} cannot be used with the {backend} backend: it runs VMs on this machine, not on grid nodes; leave the node out"
