@@ -371,3 +371,87 @@ async fn a_backend_missing_a_prerequisite_is_refused_at_job_creation_with_what_t
         .unwrap_err();
     assert_eq!(err.kind(), Some(ErrorKind::FailedPrecondition), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_never_reached_its_backend_leaves_no_dead_end() {
+    use hero_os_tfgrid_deployer_sdk::methods::{SecretDelete, SecretSet};
+    use hero_os_tfgrid_deployer_sdk::types::{SecretSetParams, SecretSlotParams};
+    // The opentofu backend's prerequisites hold when the job is made (a mnemonic, an
+    // executable "tofu"); gridproxy cannot be reached, so the job fails at select_node, before
+    // the backend is ever asked. Then the mnemonic is removed: the backend is unconfigured.
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("deployer.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "{FAST_CONFIG}\n[provision.opentofu]\nbinary = \"/bin/true\"\n[provision.grid]\nnetwork = \"main\"\n"
+        ),
+    )
+    .unwrap();
+    let (stack, _) = stack(vec![
+        ("HERO_DEPLOYER_CONFIG".into(), conf.display().to_string()),
+        (
+            "HERO_DEPLOYER_GRIDPROXY_URL".into(),
+            "http://127.0.0.1:1".into(),
+        ),
+    ])
+    .await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    let user_id = new_user(c, "gridy").await;
+    let slot = "deployer/tfgrid_mnemonic".to_owned();
+    c.call::<SecretSet>(&SecretSetParams {
+        slot: slot.clone(),
+        value: "test mnemonic words for a stand in".into(),
+    })
+    .await
+    .unwrap();
+    let job = c
+        .provision_vm(
+            user_id,
+            Some(ProvisionOptions {
+                backend: Some("opentofu".into()),
+                profile: None,
+                node_id: None,
+            }),
+        )
+        .await
+        .unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Failed, "{}", messages(&events));
+    assert!(
+        job.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("select_node"),
+        "{:?}",
+        job.error
+    );
+    c.call::<SecretDelete>(&SecretSlotParams { slot })
+        .await
+        .unwrap();
+
+    // reconcile: the unconfigured backend is named and skipped; the others are compared.
+    let report = c.reconcile(false).await.unwrap();
+    assert!(report.checked.contains(&"local".to_owned()), "{report:?}");
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    assert_eq!(report.skipped[0].backend, "opentofu");
+    assert!(
+        report.skipped[0].reason.contains("no TFGrid mnemonic"),
+        "{report:?}"
+    );
+
+    // decommission needs no backend for a record it never reached, and the user can go.
+    let job = c.decommission_vm(user_id).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    let text = messages(&events);
+    assert_eq!(job.state, JobState::Succeeded, "{:?}\n{text}", job.error);
+    assert!(
+        text.contains("never reached the opentofu backend"),
+        "{text}"
+    );
+    let vm = c.get_vm(user_id).await.unwrap();
+    assert!(vm.vm.is_none(), "{vm:?}");
+    assert!(vm.history.iter().all(|v| v.state == "decommissioned"));
+    c.delete_user(user_id).await.unwrap();
+}
