@@ -335,6 +335,12 @@ pub async fn reconcile(fix: bool, yes: bool, client: &Client, out: &Output) -> a
         let mut all = rows(&r.orphans, "orphan");
         all.extend(rows(&r.missing, "missing"));
         all.extend(rows(&r.removed, "removed"));
+        if !r.checked.is_empty() {
+            println!("compared: {}", r.checked.join(", "));
+        }
+        for s in &r.skipped {
+            println!("skipped backend {}: {}", s.backend, s.reason);
+        }
         if all.is_empty() {
             println!("backend inventory and records agree: no orphans, nothing missing");
         } else {

@@ -387,6 +387,13 @@ pub trait ComputeBackend: Send + Sync {
         Ok(())
     }
 
+    /// [`Self::check_prerequisites`] for a backend that must first read something locally to
+    /// know (a backend built on first use reads its mnemonic from the secret store). Still no
+    /// network. The server calls this one when it creates a job.
+    async fn prerequisites(&self) -> Result<(), BackendError> {
+        self.check_prerequisites()
+    }
+
     /// Deploy a VM, or adopt the existing one of that name. Child-process output goes to `out`.
     async fn deploy_vm(&self, req: &VmRequest, out: OutputSink) -> Result<VmInfo, BackendError>;
 

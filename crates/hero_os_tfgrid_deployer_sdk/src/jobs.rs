@@ -344,4 +344,18 @@ pub struct ReconcileReport {
     pub missing: Vec<ResourceRef>,
     /// Orphans removed (with `fix`).
     pub removed: Vec<ResourceRef>,
+    /// Backends compared, by kind.
+    #[serde(default)]
+    pub checked: Vec<String>,
+    /// Backends in use that could not be compared (a missing prerequisite, an inventory that
+    /// failed), each with why. One such backend never fails the reconcile of the others.
+    #[serde(default)]
+    pub skipped: Vec<SkippedBackend>,
+}
+
+/// A backend reconcile did not compare.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SkippedBackend {
+    pub backend: String,
+    pub reason: String,
 }

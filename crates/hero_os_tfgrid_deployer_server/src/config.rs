@@ -221,6 +221,18 @@ const ENV: &[(&str, Setter)] = &[
         c.provision.grid.gridproxy_url = Some(v.into());
         Ok(())
     }),
+    ("HERO_DEPLOYER_GRID_TWIN_ID", |c, v| {
+        c.provision.grid.twin_id = if v.is_empty() {
+            None
+        } else {
+            Some(v.parse().map_err(|e| format!("not a twin id: {e}"))?)
+        };
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_OPENTOFU_PROVIDER_VERSION", |c, v| {
+        c.provision.opentofu.provider_version = (!v.is_empty()).then(|| v.into());
+        Ok(())
+    }),
     ("HERO_DEPLOYER_TEST_CRASH_AT", |c, v| {
         c.provision.test_crash_at = (!v.is_empty()).then(|| v.into());
         Ok(())
@@ -487,5 +499,45 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+        fn grid_twin_and_provider_version_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[provision.grid]\ntwin_id = 7\n[provision.opentofu]\nprovider_version = \"1.11.2\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), env(&[])).unwrap();
+        assert_eq!(c.provision.grid.twin_id, Some(7));
+        assert_eq!(
+            c.provision.opentofu.provider_version.as_deref(),
+            Some("1.11.2")
+        );
+        let c = Config::load(
+            Some(&file),
+            env(&[
+                ("HERO_DEPLOYER_GRID_TWIN_ID", "42"),
+                ("HERO_DEPLOYER_OPENTOFU_PROVIDER_VERSION", "1.11.2-rc1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.provision.grid.twin_id, Some(42));
+        assert_eq!(
+            c.provision.opentofu.provider_version.as_deref(),
+            Some("1.11.2-rc1")
+        );
+        let err = Config::load(None, env(&[("HERO_DEPLOYER_GRID_TWIN_ID", "-1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("twin id"), "{err}");
+        std::fs::write(&file, "[provision.grid]\ntwin = 7\n").unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("twin"), "{err}");
+        std::fs::write(&file, "[provision.opentofu]\nprovider = \"1\"\n").unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("provider"), "{err}");
     }
 }

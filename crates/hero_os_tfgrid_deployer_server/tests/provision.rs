@@ -387,39 +387,50 @@ async fn reconcile_reports_and_removes_an_orphan_made_behind_the_deployers_back(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_opentofu_backend_without_a_mnemonic_fails_the_job_with_what_to_do() {
+async fn a_backend_missing_a_prerequisite_is_refused_at_job_creation_with_what_to_do() {
+    // No mnemonic in the store, no hero_compute socket: both are refused at once, before a job,
+    // a VM row or a gridproxy request exists (no node is pinned: a job would have gone to
+    // gridproxy, which tests cannot reach, and retried).
     let (stack, _) = stack(Vec::new()).await;
     let _reaper = SandboxReaper(local_root(&stack));
     let c = stack.client();
     let user_id = new_user(c, "gridy").await;
-    // A pinned node skips gridproxy (no internet in tests); the backend is built on first use.
-    let job = c
-        .provision_vm(
-            user_id,
-            Some(ProvisionOptions {
-                backend: Some("opentofu".into()),
-                profile: None,
-                node_id: Some(8),
-            }),
-        )
-        .await
-        .unwrap();
-    assert_eq!(job.backend, "opentofu");
-    let (job, events) = follow(c, job.job_id).await;
-    assert_eq!(job.state, JobState::Failed, "{}", messages(&events));
-    let error = job.error.unwrap();
+    for (backend, words) in [
+        (
+            "opentofu",
+            &["no TFGrid mnemonic", "secret set deployer/tfgrid_mnemonic"][..],
+        ),
+        ("hero_compute", &["hero_compute backend: no socket at"][..]),
+    ] {
+        let err = c
+            .provision_vm(
+                user_id,
+                Some(ProvisionOptions {
+                    backend: Some(backend.into()),
+                    profile: None,
+                    node_id: None,
+                }),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Some(ErrorKind::FailedPrecondition), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("the {backend} backend cannot provision")),
+            "{text}"
+        );
+        for w in words {
+            assert!(text.contains(w), "{w:?} missing in {text}");
+        }
+    }
+    let jobs = c.list_jobs(&ListJobsParams::default()).await.unwrap();
+    assert!(jobs.jobs.is_empty(), "no job was created: {:?}", jobs.jobs);
+    let vm = c.get_vm(user_id).await;
     assert!(
-        error.starts_with(&format!(
-            "step 4/{} deploy_vm failed after 1 attempt(s)",
-            PROVISION_STEPS.len()
-        )),
-        "{error}"
+        vm.as_ref().map_or(true, |v| v.vm.is_none()),
+        "no VM row was written: {vm:?}"
     );
-    assert!(
-        error.contains("secret set deployer/tfgrid_mnemonic"),
-        "{error}"
-    );
-    assert!(messages(&events).contains("node 8 pinned by the request"));
+    assert_eq!(c.get_user(user_id).await.unwrap().vm_status, VmStatus::NoVm);
     let err = c
         .provision_vm(
             user_id,
@@ -510,4 +521,88 @@ async fn reconcile_reports_oauth_apps_without_a_vm_and_vms_without_an_app() {
         ],
         "apps the deployer did not name are never touched"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_never_reached_its_backend_leaves_no_dead_end() {
+    use hero_os_tfgrid_deployer_sdk::methods::{SecretDelete, SecretSet};
+    use hero_os_tfgrid_deployer_sdk::types::{SecretSetParams, SecretSlotParams};
+    // The opentofu backend's prerequisites hold when the job is made (a mnemonic, an
+    // executable "tofu"); gridproxy cannot be reached, so the job fails at select_node, before
+    // the backend is ever asked. Then the mnemonic is removed: the backend is unconfigured.
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("deployer.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "{FAST_CONFIG}\n[provision.opentofu]\nbinary = \"/bin/true\"\n[provision.grid]\nnetwork = \"main\"\n"
+        ),
+    )
+    .unwrap();
+    let (stack, _) = stack(vec![
+        ("HERO_DEPLOYER_CONFIG".into(), conf.display().to_string()),
+        (
+            "HERO_DEPLOYER_GRIDPROXY_URL".into(),
+            "http://127.0.0.1:1".into(),
+        ),
+    ])
+    .await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    let user_id = new_user(c, "gridy").await;
+    let slot = "deployer/tfgrid_mnemonic".to_owned();
+    c.call::<SecretSet>(&SecretSetParams {
+        slot: slot.clone(),
+        value: "test mnemonic words for a stand in".into(),
+    })
+    .await
+    .unwrap();
+    let job = c
+        .provision_vm(
+            user_id,
+            Some(ProvisionOptions {
+                backend: Some("opentofu".into()),
+                profile: None,
+                node_id: None,
+            }),
+        )
+        .await
+        .unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Failed, "{}", messages(&events));
+    assert!(
+        job.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("select_node"),
+        "{:?}",
+        job.error
+    );
+    c.call::<SecretDelete>(&SecretSlotParams { slot })
+        .await
+        .unwrap();
+
+    // reconcile: the unconfigured backend is named and skipped; the others are compared.
+    let report = c.reconcile(false).await.unwrap();
+    assert!(report.checked.contains(&"local".to_owned()), "{report:?}");
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    assert_eq!(report.skipped[0].backend, "opentofu");
+    assert!(
+        report.skipped[0].reason.contains("no TFGrid mnemonic"),
+        "{report:?}"
+    );
+
+    // decommission needs no backend for a record it never reached, and the user can go.
+    let job = c.decommission_vm(user_id).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    let text = messages(&events);
+    assert_eq!(job.state, JobState::Succeeded, "{:?}\n{text}", job.error);
+    assert!(
+        text.contains("never reached the opentofu backend"),
+        "{text}"
+    );
+    let vm = c.get_vm(user_id).await.unwrap();
+    assert!(vm.vm.is_none(), "{vm:?}");
+    assert!(vm.history.iter().all(|v| v.state == "decommissioned"));
+    c.delete_user(user_id).await.unwrap();
 }

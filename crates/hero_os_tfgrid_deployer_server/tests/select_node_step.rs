@@ -266,3 +266,269 @@ async fn all_candidates_rejected_is_a_precise_permanent_error() {
     }
     assert_eq!(ctx.node_id, None);
 }
+
+/// Keeps what a step records (lines and facts), for steps that record.
+#[derive(Default)]
+struct Kept {
+    lines: Mutex<Vec<String>>,
+    facts: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl StepRecords for Kept {
+    fn line(&self, _: StepAt, line: OutLine) {
+        self.lines.lock().unwrap().push(line.message);
+    }
+    fn sink(&self, _: StepAt, _: u32, _: tokio::time::Instant) -> OutputSink {
+        discard_output()
+    }
+    async fn record_now(&self, fact: Fact) -> Result<i64, ServiceError> {
+        self.facts.lock().unwrap().push(format!("{fact:?}"));
+        Ok(1)
+    }
+    fn record_with_outcome(&self, fact: Fact) {
+        self.facts.lock().unwrap().push(format!("{fact:?}"));
+    }
+}
+
+/// A grid backend stand-in whose deploys fail with `fail_with` on the nodes in `bad`, and
+/// which records the node of every deploy.
+struct FailsOn {
+    bad: Vec<u32>,
+    fail_with: fn() -> BackendError,
+    asked: Mutex<Vec<Option<u32>>>,
+}
+
+#[async_trait::async_trait]
+impl ComputeBackend for FailsOn {
+    fn kind(&self) -> &'static str {
+        "opentofu"
+    }
+    async fn deploy_vm(
+        &self,
+        req: &hero_os_tfgrid_deployer_backends::VmRequest,
+        _: OutputSink,
+    ) -> Result<hero_os_tfgrid_deployer_backends::VmInfo, BackendError> {
+        self.asked.lock().unwrap().push(req.node_id);
+        if req.node_id.is_some_and(|n| self.bad.contains(&n)) {
+            return Err((self.fail_with)());
+        }
+        Ok(hero_os_tfgrid_deployer_backends::VmInfo {
+            name: req.name.clone(),
+            backend: "opentofu".into(),
+            ssh: hero_os_tfgrid_deployer_backends::SshTarget {
+                host: "10.20.2.2".into(),
+                port: 22,
+                user: "root".into(),
+            },
+            private_ip: Some("10.20.2.2".into()),
+            mycelium_ip: None,
+            web_backend_url: "http://10.20.2.2:9988".into(),
+            manifest_path: "/tmp/services.toml".into(),
+            work_dir: "/tmp".into(),
+            env_file: None,
+            node_id: req.node_id,
+            backend_id: None,
+        })
+    }
+    async fn get_vm(
+        &self,
+        _: &hero_os_tfgrid_deployer_backends::ResourceName,
+    ) -> Result<Option<hero_os_tfgrid_deployer_backends::VmInfo>, BackendError> {
+        Ok(None)
+    }
+    async fn delete_vm(
+        &self,
+        _: &hero_os_tfgrid_deployer_backends::ResourceName,
+        _: OutputSink,
+    ) -> Result<(), BackendError> {
+        Ok(())
+    }
+    async fn deploy_gateway(
+        &self,
+        _: &hero_os_tfgrid_deployer_backends::GatewayRequest,
+        _: OutputSink,
+    ) -> Result<hero_os_tfgrid_deployer_backends::GatewayInfo, BackendError> {
+        Err(BackendError::Config("not in this test".into()))
+    }
+    async fn get_gateway(
+        &self,
+        _: &hero_os_tfgrid_deployer_backends::ResourceName,
+    ) -> Result<Option<hero_os_tfgrid_deployer_backends::GatewayInfo>, BackendError> {
+        Ok(None)
+    }
+    async fn delete_gateway(
+        &self,
+        _: &hero_os_tfgrid_deployer_backends::ResourceName,
+        _: OutputSink,
+    ) -> Result<(), BackendError> {
+        Ok(())
+    }
+    async fn inventory(
+        &self,
+    ) -> Result<Vec<hero_os_tfgrid_deployer_backends::Resource>, BackendError> {
+        Ok(Vec::new())
+    }
+}
+
+/// select_node, then deploy_vm attempts as the runner makes them (same context), against the
+/// gridproxy stand-in and a backend failing on `bad` nodes. Returns each deploy_vm result,
+/// the nodes the backend was asked for, the final context and the facts recorded.
+async fn select_then_deploy(
+    bad: Vec<u32>,
+    fail_with: fn() -> BackendError,
+    pinned: Option<u32>,
+    attempts: u32,
+) -> (
+    Vec<Result<String, steps::StepError>>,
+    Vec<Option<u32>>,
+    JobContext,
+    Vec<String>,
+) {
+    let url = gridproxy().await;
+    let deployer = Deployer {
+        db: Db::open_in_memory().unwrap(),
+        secrets: Arc::new(MemorySecretStore::new()),
+        forge: Arc::new(FakeForge::new()),
+        clock: Arc::new(SystemClock),
+        random: Arc::new(OsRandom),
+        settings: Arc::new(CoreSettings {
+            email_domain: "x.test".into(),
+            user_token_scopes: Vec::new(),
+        }),
+    };
+    let mut cfg = ProvisionConfig {
+        backend: "opentofu".into(),
+        ..Default::default()
+    };
+    cfg.grid.candidate_nodes = vec![8, 13];
+    let env = StepEnv {
+        users: deployer,
+        agent: Arc::new(SshHttpAgent),
+        nodes: Ok(Arc::new(GridProxyClient::with_base_url(url).unwrap())),
+        cfg,
+        bootstrap_script: String::new(),
+    };
+    let backend = Arc::new(FailsOn {
+        bad,
+        fail_with,
+        asked: Mutex::new(Vec::new()),
+    });
+    let (job, _) = store::as_inserted(
+        &store::NewJob {
+            user_id: 1,
+            forge_username: "alice",
+            kind: JobKind::Provision,
+            backend: "opentofu",
+            actor: "test",
+            options_json: "{}",
+            context_json: "{}",
+            steps: steps::PROVISION_STEPS,
+            now_ms: 0,
+        },
+        1,
+    );
+    let options = ProvisionOptions {
+        node_id: pinned,
+        ..Default::default()
+    };
+    let (kept, key) = (Kept::default(), steps::KeyCache::new());
+    let mut ctx = JobContext {
+        public_key: Some("ssh-ed25519 AAAA test".into()),
+        key_fingerprint: Some("SHA256:test".into()),
+        vm_id: Some(1),
+        ..Default::default()
+    };
+    let mut results = Vec::new();
+    for (name, index, attempt) in
+        std::iter::once(("select_node", 3, 1)).chain((1..=attempts).map(|a| ("deploy_vm", 4, a)))
+    {
+        let cx = StepCx {
+            job: &job,
+            options: &options,
+            at: StepAt {
+                index,
+                count: 10,
+                name: steps::by_name(name).unwrap().name(),
+            },
+            attempt,
+            started: tokio::time::Instant::now(),
+            deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(30),
+            env: &env,
+            backend: Ok(backend.clone() as Arc<dyn ComputeBackend>),
+            keys: &NoKeys,
+            records: &kept,
+            key: &key,
+        };
+        let r = steps::by_name(name).unwrap().run(&cx, &mut ctx).await;
+        if name == "select_node" {
+            r.unwrap();
+        } else {
+            results.push(r);
+        }
+    }
+    let asked = backend.asked.lock().unwrap().clone();
+    let facts = kept.facts.into_inner().unwrap();
+    (results, asked, ctx, facts)
+}
+
+fn rejected() -> BackendError {
+    BackendError::Rejected {
+        op: "deploy".into(),
+        detail: "node 8: failed to deploy zmachine".into(),
+    }
+}
+
+fn config_error() -> BackendError {
+    BackendError::Config("no TFGrid mnemonic".into())
+}
+
+#[tokio::test]
+async fn a_deploy_failing_on_its_node_excludes_it_and_the_retry_selects_another() {
+    let (results, asked, ctx, facts) = select_then_deploy(vec![8], rejected, None, 2).await;
+    assert_eq!(
+        asked,
+        vec![Some(8), Some(13)],
+        "first the best node, then the next"
+    );
+    assert_eq!(results[0].as_ref().unwrap_err().code, "backend.rejected");
+    let done = results[1].as_ref().unwrap();
+    assert!(done.contains("node 13"), "{done}");
+    assert_eq!(ctx.node_id, Some(13));
+    assert_eq!(ctx.node_domain.as_deref(), Some("node13.grid.tf"));
+    assert_eq!(ctx.excluded_nodes, vec![8]);
+    assert!(
+        facts
+            .iter()
+            .any(|f| f.starts_with("NodeExcluded") && f.contains("[8]")),
+        "the exclusion is persisted for a retry_job: {facts:?}"
+    );
+    // Every candidate failed: the third attempt has nowhere left to go, and says so.
+    let (results, asked, ctx, _) = select_then_deploy(vec![8, 13], rejected, None, 3).await;
+    assert_eq!(asked, vec![Some(8), Some(13)]);
+    let err = results[2].as_ref().unwrap_err();
+    assert_eq!(err.code, "select.no_candidate", "{err}");
+    assert!(
+        err.message.contains("node 8") && err.message.contains("node 13"),
+        "{err}"
+    );
+    assert_eq!(ctx.excluded_nodes, vec![8, 13]);
+}
+
+#[tokio::test]
+async fn a_failure_not_about_the_node_or_a_pinned_node_keeps_the_node() {
+    // Ours (configuration): the same node is tried again.
+    let (results, asked, ctx, facts) = select_then_deploy(vec![8], config_error, None, 2).await;
+    assert_eq!(asked, vec![Some(8), Some(8)]);
+    assert!(results.iter().all(|r| r.is_err()));
+    assert_eq!(ctx.node_id, Some(8));
+    assert!(ctx.excluded_nodes.is_empty());
+    assert!(
+        !facts.iter().any(|f| f.starts_with("NodeExcluded")),
+        "{facts:?}"
+    );
+    // Pinned by the request: the operator chose it; never swapped behind their back.
+    let (_, asked, ctx, _) = select_then_deploy(vec![8], rejected, Some(8), 2).await;
+    assert_eq!(asked, vec![Some(8), Some(8)]);
+    assert!(ctx.excluded_nodes.is_empty());
+}

@@ -26,7 +26,13 @@ impl Provisioner {
             .backend
             .clone()
             .unwrap_or_else(|| self.inner.cfg.backend.clone());
-        let placement = self.backend(&backend)?.placement();
+        let chosen = self.backend(&backend)?;
+        // A backend missing a prerequisite (mnemonic, `tofu`, socket…) is refused here, before
+        // anything is persisted or the network is asked, with the backend's own precise words.
+        chosen.prerequisites().await.map_err(|e| {
+            ServiceError::FailedPrecondition(format!("the {backend} backend cannot provision: {e}"))
+        })?;
+        let placement = chosen.placement();
         if let (Some(node), false) = (options.node_id, placement.has_nodes()) {
             return Err(ServiceError::InvalidParams(format!(
                 "node {node} cannot be used with the {backend} backend: it runs VMs on this machine, not on grid nodes; leave the node out"
@@ -163,6 +169,21 @@ impl Provisioner {
                             )))
                         }
                     };
+                    // A record whose backend was never asked: nothing to delete there, and the
+                    // job does not ask it (it may not even be configured any more).
+                    let untouched = match &vm {
+                        Some(vm) => !vms::may_exist_on_backend(conn, vm)?,
+                        None => false,
+                    };
+                    let context_json = if untouched {
+                        serde_json::to_string(&steps::JobContext {
+                            backend_untouched: true,
+                            ..Default::default()
+                        })
+                        .map_err(|e| ServiceError::Internal(e.to_string()))?
+                    } else {
+                        "{}".to_owned()
+                    };
                     conn.execute_cached(
                     "UPDATE vms SET state = ?3, updated_at = ?2 WHERE user_id = ?1 AND state != ?4",
                     params![user_id, now_s, VmState::Decommissioning, VmState::Decommissioned],
@@ -176,7 +197,7 @@ impl Provisioner {
                             backend: &backend,
                             actor: &actor_s,
                             options_json: "{}",
-                            context_json: "{}",
+                            context_json: &context_json,
                             steps: steps::DECOMMISSION_STEPS,
                             now_ms: now,
                         },

@@ -74,6 +74,9 @@ pub struct GridSection {
     pub gridproxy_url: Option<String>,
     /// Candidate gateway nodes (default: the freefarm gateway nodes).
     pub candidate_nodes: Vec<u32>,
+    /// The deployer's TFChain twin id: nodes it rents become eligible (gridproxy
+    /// `available_for`). `None`: only nodes nobody rents.
+    pub twin_id: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +85,10 @@ pub struct OpenTofuSection {
     pub binary: PathBuf,
     /// Per-user working directories; default `<data_dir>/opentofu`.
     pub workdir: Option<PathBuf>,
+    /// Exact terraform-provider-grid version to pin (`1.11.2`, `1.11.2-rc1`…); its release
+    /// channel must match `grid.network`. `None`: the pinned default of the network
+    /// (`provider_pin::default_version`).
+    pub provider_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -134,6 +141,7 @@ impl Default for GridSection {
             network: "main".into(),
             gridproxy_url: None,
             candidate_nodes: hero_os_tfgrid_deployer_backends::DEFAULT_CANDIDATE_NODES.to_vec(),
+            twin_id: None,
         }
     }
 }
@@ -143,6 +151,7 @@ impl Default for OpenTofuSection {
         OpenTofuSection {
             binary: PathBuf::from("tofu"),
             workdir: None,
+            provider_version: None,
         }
     }
 }

@@ -74,6 +74,11 @@ pub enum Fact {
     },
     /// The user's gateway rows are gone. Returns how many were marked.
     GatewaysDeleted { user_id: UserId, now: i64 },
+    /// A deploy of the job failed on its node: the job's saved context forgets the node choice
+    /// and keeps `excluded` (every node excluded so far), so a `retry_job` after a failed
+    /// `deploy_vm` selects another node too. (A step that then succeeds saves the whole context
+    /// anyway.)
+    NodeExcluded { job_id: i64, excluded: Vec<u32> },
     /// The user's gateway and VM were deleted: rows marked (kept for audit). Returns how many
     /// VM rows were marked.
     ResourcesRemoved { user_id: UserId, now: i64 },
@@ -192,6 +197,21 @@ impl Fact {
                 )?;
                 store::set_user_vm_status(conn, user_id, VmStatus::Ready, now)?;
                 audit.append(conn, now)?;
+                Ok(0)
+            }
+            Fact::NodeExcluded { job_id, excluded } => {
+                let internals = store::internals(conn, job_id)?;
+                let mut ctx: super::steps::JobContext =
+                    serde_json::from_str(&internals.context_json).unwrap_or_default();
+                ctx.node_id = None;
+                ctx.node_domain = None;
+                ctx.excluded_nodes = excluded;
+                let json = serde_json::to_string(&ctx)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                conn.execute_cached(
+                    "UPDATE jobs SET context_json = ?2 WHERE job_id = ?1",
+                    params![job_id, json],
+                )?;
                 Ok(0)
             }
             Fact::GatewaysDeleted { user_id, now } => {

@@ -17,10 +17,15 @@ use hero_os_tfgrid_deployer_backends::{
 type BuildFuture =
     Pin<Box<dyn Future<Output = Result<Arc<dyn ComputeBackend>, BackendError>> + Send>>;
 type Build = Box<dyn Fn() -> BuildFuture + Send + Sync>;
+type CheckFuture = Pin<Box<dyn Future<Output = Result<(), BackendError>> + Send>>;
+/// The prerequisites of a backend not built yet, checked without building it (and without the
+/// network), so a job can be refused when it is created.
+pub type Precheck = Box<dyn Fn() -> CheckFuture + Send + Sync>;
 
 pub struct LazyBackend {
     kind: &'static str,
     build: Build,
+    precheck: Option<Precheck>,
     cell: tokio::sync::OnceCell<Arc<dyn ComputeBackend>>,
 }
 
@@ -29,8 +34,15 @@ impl LazyBackend {
         LazyBackend {
             kind,
             build,
+            precheck: None,
             cell: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// What [`ComputeBackend::prerequisites`] checks while the backend is not built yet.
+    pub fn with_precheck(mut self, precheck: Precheck) -> LazyBackend {
+        self.precheck = Some(precheck);
+        self
     }
 
     async fn get(&self) -> Result<&Arc<dyn ComputeBackend>, BackendError> {
@@ -42,6 +54,20 @@ impl LazyBackend {
 impl ComputeBackend for LazyBackend {
     fn kind(&self) -> &'static str {
         self.kind
+    }
+    fn check_prerequisites(&self) -> Result<(), BackendError> {
+        match self.cell.get() {
+            Some(built) => built.check_prerequisites(),
+            None => Ok(()),
+        }
+    }
+    /// The built backend answers itself; before that, the precheck (if any). Never builds.
+    async fn prerequisites(&self) -> Result<(), BackendError> {
+        match (self.cell.get(), &self.precheck) {
+            (Some(built), _) => built.prerequisites().await,
+            (None, Some(precheck)) => precheck().await,
+            (None, None) => Ok(()),
+        }
     }
     async fn deploy_vm(&self, req: &VmRequest, out: OutputSink) -> Result<VmInfo, BackendError> {
         self.get().await?.deploy_vm(req, out).await

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 
 use hero_os_tfgrid_deployer_backends::compute::discard_output as discard;
 use hero_os_tfgrid_deployer_backends::ResourceKind;
-use hero_os_tfgrid_deployer_sdk::jobs::{ReconcileParams, ReconcileReport, ResourceRef};
+use hero_os_tfgrid_deployer_sdk::jobs::{
+    ReconcileParams, ReconcileReport, ResourceRef, SkippedBackend,
+};
 
 use super::{vms, Provisioner};
 use crate::audit::Actor;
@@ -46,6 +48,8 @@ impl Provisioner {
             orphans: Vec::new(),
             missing: Vec::new(),
             removed: Vec::new(),
+            checked: Vec::new(),
+            skipped: Vec::new(),
         };
         // Backends in use: the default one and any that holds a live VM record (a grid backend
         // nobody uses is not asked, so reconcile does not need its credentials).
@@ -53,10 +57,23 @@ impl Provisioner {
             kind == self.inner.cfg.backend || live_vms.iter().any(|(_, b, _)| b == kind)
         };
         for (kind, backend) in self.inner.backends.iter().filter(|(k, _)| in_use(k)) {
-            let inventory = backend
-                .inventory()
-                .await
-                .map_err(|e| ServiceError::Backend(format!("{kind}: {e}")))?;
+            // Per backend: one that is not configured (no mnemonic, no socket) or does not
+            // answer is named in the report and skipped, so it never blocks the others.
+            let inventory = match backend.prerequisites().await {
+                Ok(()) => backend.inventory().await,
+                Err(e) => Err(e),
+            };
+            let inventory = match inventory {
+                Ok(inventory) => inventory,
+                Err(e) => {
+                    report.skipped.push(SkippedBackend {
+                        backend: kind.clone(),
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            report.checked.push(kind.clone());
             let mut present: BTreeSet<(&'static str, String)> = BTreeSet::new();
             for r in &inventory {
                 let Some(name) = &r.name else { continue };

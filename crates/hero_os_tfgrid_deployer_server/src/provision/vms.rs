@@ -202,6 +202,35 @@ impl Provisioner {
     }
 }
 
+/// Whether anything of the VM row `vm` may exist on its backend: the backend reported it
+/// (addresses, backend id), the user has an active gateway row, or a job that wrote the row
+/// ever started `deploy_vm` or `deploy_gateway`. A row without a job counts as reached (we
+/// cannot tell). `false` means the backend was provably never asked, so decommissioning it needs
+/// no backend at all (a backend that is not configured cannot keep the record alive).
+pub fn may_exist_on_backend(conn: &Connection, vm: &VmRecord) -> rusqlite::Result<bool> {
+    if vm.private_ip.is_some() || vm.mycelium_ip.is_some() || vm.backend_id.is_some() {
+        return Ok(true);
+    }
+    let gateways: i64 = conn.query_row_cached(
+        "SELECT COUNT(*) FROM gateway_mappings WHERE user_id = ?1 AND state = 'active'",
+        [vm.user_id],
+        |r| r.get(0),
+    )?;
+    if gateways > 0 {
+        return Ok(true);
+    }
+    let Some(job_id) = vm.job_id else {
+        return Ok(true);
+    };
+    let started: i64 = conn.query_row_cached(
+        "SELECT COUNT(*) FROM job_steps WHERE job_id = ?1 AND name IN ('deploy_vm', 'deploy_gateway') \
+         AND (attempts > 0 OR state != 'pending')",
+        [job_id],
+        |r| r.get(0),
+    )?;
+    Ok(started > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

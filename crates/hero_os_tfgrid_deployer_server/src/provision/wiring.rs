@@ -54,47 +54,38 @@ pub async fn build(
         backends.insert("local".into(), Arc::new(local));
     }
     {
-        let secrets = deployer.secrets.clone();
-        let workdir = cfg
-            .opentofu
-            .workdir
-            .clone()
-            .unwrap_or_else(|| config.data_dir.join("opentofu"));
-        let tofu = cfg.opentofu.binary.clone();
-        let network = cfg.grid.network.clone();
+        let tofu = OpenTofuParts {
+            secrets: deployer.secrets.clone(),
+            workdir: cfg
+                .opentofu
+                .workdir
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("opentofu")),
+            tofu_bin: cfg.opentofu.binary.clone(),
+            network: cfg.grid.network.clone(),
+            provider_version: cfg.opentofu.provider_version.clone(),
+        };
+        let check = tofu.clone();
         backends.insert(
             "opentofu".into(),
-            Arc::new(LazyBackend::new(
-                "opentofu",
-                Box::new(move || {
-                    let (secrets, workdir, tofu, network) =
-                        (secrets.clone(), workdir.clone(), tofu.clone(), network.clone());
-                    Box::pin(async move {
-                        let network: hero_os_tfgrid_deployer_backends::Network =
-                            network.parse().map_err(|e| {
-                                BackendError::Config(format!("provision.grid.network: {e}"))
-                            })?;
-                        let mnemonic = secrets
-                            .get(MNEMONIC_SLOT)
-                            .await
-                            .map_err(|e| BackendError::Config(format!("secret store: {e}")))?
-                            .ok_or_else(|| {
-                                BackendError::Config(format!(
-                                    "no TFGrid mnemonic: store it with `hero_os_tfgrid_deployer secret set {MNEMONIC_SLOT}` (reads stdin), then retry the job"
-                                ))
-                            })?;
-                        let mut oc = OpenTofuConfig::new(
-                            workdir,
-                            network,
-                            zeroize::Zeroizing::new(mnemonic.expose().to_owned()),
-                        );
-                        oc.tofu_bin = tofu;
-                        let backend: Arc<dyn ComputeBackend> =
-                            Arc::new(OpenTofuBackend::new(oc, Box::new(rand::rngs::OsRng)));
-                        Ok(backend)
-                    })
-                }),
-            )),
+            Arc::new(
+                LazyBackend::new(
+                    "opentofu",
+                    Box::new(move || {
+                        let tofu = tofu.clone();
+                        Box::pin(async move {
+                            let oc = tofu.config().await?;
+                            let backend: Arc<dyn ComputeBackend> =
+                                Arc::new(OpenTofuBackend::new(oc, Box::new(rand::rngs::OsRng)));
+                            Ok(backend)
+                        })
+                    }),
+                )
+                .with_precheck(Box::new(move || {
+                    let check = check.clone();
+                    Box::pin(async move { check.config().await.map(drop) })
+                })),
+            ),
         );
     }
     {
@@ -103,20 +94,27 @@ pub async fn build(
             .socket
             .clone()
             .unwrap_or_else(|| config.socket_dir.join("hero_compute").join("rpc.sock"));
+        let check = socket.clone();
         backends.insert(
             "hero_compute".into(),
-            Arc::new(LazyBackend::new(
-                "hero_compute",
-                Box::new(move || {
-                    let socket = socket.clone();
-                    Box::pin(async move {
-                        let backend: Arc<dyn ComputeBackend> = Arc::new(
-                            HeroComputeBackend::connect(HeroComputeConfig::new(socket)).await?,
-                        );
-                        Ok(backend)
-                    })
-                }),
-            )),
+            Arc::new(
+                LazyBackend::new(
+                    "hero_compute",
+                    Box::new(move || {
+                        let socket = socket.clone();
+                        Box::pin(async move {
+                            let backend: Arc<dyn ComputeBackend> = Arc::new(
+                                HeroComputeBackend::connect(HeroComputeConfig::new(socket)).await?,
+                            );
+                            Ok(backend)
+                        })
+                    }),
+                )
+                .with_precheck(Box::new(move || {
+                    let socket = check.clone();
+                    Box::pin(async move { HeroComputeConfig::new(socket).check_prerequisites() })
+                })),
+            ),
         );
     }
     let bootstrap_script = match &cfg.bootstrap_script {
@@ -172,4 +170,47 @@ pub async fn build(
         faults,
         metrics,
     }))
+}
+
+/// What the OpenTofu backend is built from; the same values make the job-creation check and
+/// the backend, so the check cannot pass for a config the backend would refuse.
+#[derive(Clone)]
+struct OpenTofuParts {
+    secrets: Arc<dyn hero_secrets::SecretStore>,
+    workdir: std::path::PathBuf,
+    tofu_bin: std::path::PathBuf,
+    network: String,
+    provider_version: Option<String>,
+}
+
+impl OpenTofuParts {
+    /// The backend's config with every prerequisite checked (no network): network name, the
+    /// mnemonic in the secret store, `tofu` executable, the provider version's channel. A
+    /// missing mnemonic says how to store it.
+    async fn config(&self) -> Result<OpenTofuConfig, BackendError> {
+        let network: hero_os_tfgrid_deployer_backends::Network = self
+            .network
+            .parse()
+            .map_err(|e| BackendError::Config(format!("provision.grid.network: {e}")))?;
+        let mnemonic = self
+            .secrets
+            .get(MNEMONIC_SLOT)
+            .await
+            .map_err(|e| BackendError::Config(format!("secret store: {e}")))?;
+        let missing = mnemonic.is_none();
+        let mut oc = OpenTofuConfig::new(
+            self.workdir.clone(),
+            network,
+            zeroize::Zeroizing::new(mnemonic.map(|m| m.expose().to_owned()).unwrap_or_default()),
+        );
+        oc.tofu_bin = self.tofu_bin.clone();
+        oc.provider_version = self.provider_version.clone();
+        oc.check_prerequisites().map_err(|e| match e {
+            BackendError::Config(msg) if missing => BackendError::Config(format!(
+                "{msg}: store it with `hero_os_tfgrid_deployer secret set {MNEMONIC_SLOT}` (reads stdin), then retry"
+            )),
+            other => other,
+        })?;
+        Ok(oc)
+    }
 }

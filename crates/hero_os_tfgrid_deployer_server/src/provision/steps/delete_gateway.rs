@@ -23,8 +23,19 @@ impl Step for DeleteGateway {
         Duration::from_secs(300)
     }
 
-    async fn run(&self, s: &StepCx<'_>, _ctx: &mut JobContext) -> Result<String, StepError> {
+    async fn run(&self, s: &StepCx<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
         let name = s.resource_name()?;
+        if ctx.backend_untouched {
+            s.record_now(Fact::GatewaysDeleted {
+                user_id: s.job.user_id,
+                now: s.now(),
+            })
+            .await?;
+            return Ok(format!(
+                "gateway {name} never reached the {} backend (no deploy was attempted); nothing to delete there",
+                s.job.backend
+            ));
+        }
         let backend = s.backend()?;
         let existed = backend.get_gateway(&name).await?.is_some();
         backend.delete_gateway(&name, s.sink()).await?;

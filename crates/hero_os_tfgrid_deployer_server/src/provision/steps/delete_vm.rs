@@ -22,8 +22,14 @@ impl Step for DeleteVm {
         Duration::from_secs(600)
     }
 
-    async fn run(&self, s: &StepCx<'_>, _ctx: &mut JobContext) -> Result<String, StepError> {
+    async fn run(&self, s: &StepCx<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
         let name = s.resource_name()?;
+        if ctx.backend_untouched {
+            return Ok(format!(
+                "VM {name} never reached the {} backend (no deploy was attempted); nothing to delete there",
+                s.job.backend
+            ));
+        }
         let backend = s.backend()?;
         let existed = backend
             .inventory()

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hero_os_tfgrid_deployer_backends::{VmInfo, VmRequest, VmSpec};
+use hero_os_tfgrid_deployer_backends::{node_selection, BackendError, VmInfo, VmRequest, VmSpec};
 
 use super::{JobContext, Step, StepCx, StepError};
 use crate::provision::facts::Fact;
@@ -72,8 +72,16 @@ impl Step for DeployVm {
             }
         };
         ctx.vm_id = Some(vm_id);
-        let info = s
-            .backend()?
+        let backend = s.backend()?;
+        // An earlier attempt failed on its node and cleared the choice: select again (the
+        // failed node is in `excluded_nodes`).
+        let chosen_here =
+            backend.placement().has_nodes() && s.options.node_id.is_none() && ctx.node_id.is_none();
+        if chosen_here {
+            let why = super::select_node::choose(s, ctx).await?;
+            s.say(format!("node chosen again after a failed deploy: {why}"));
+        }
+        let deployed = backend
             .deploy_vm(
                 &VmRequest {
                     name: name.clone(),
@@ -83,7 +91,14 @@ impl Step for DeployVm {
                 },
                 s.sink(),
             )
-            .await?;
+            .await;
+        let info = match deployed {
+            Ok(info) => info,
+            Err(e) => {
+                exclude_failed_node(s, ctx, &e);
+                return Err(e.into());
+            }
+        };
         record_vm_facts(s, vm_id, &info);
         let msg = format!(
             "VM {name} deployed on {} (ssh {}@{}:{}{})",
@@ -98,6 +113,31 @@ impl Step for DeployVm {
         ctx.vm = Some(info);
         Ok(msg)
     }
+}
+
+/// After a failed deploy: when the failure points at the node
+/// ([`node_selection::exclude_node_after`]) and the node was selected (not pinned by the
+/// request), the node joins the job's excluded list and the choice is cleared, so the next
+/// attempt (or `retry_job`) selects again instead of failing on the same node.
+fn exclude_failed_node(s: &StepCx<'_>, ctx: &mut JobContext, err: &BackendError) {
+    if s.options.node_id.is_some() || !node_selection::exclude_node_after(err) {
+        return;
+    }
+    let Some(node) = ctx.node_id.take() else {
+        return;
+    };
+    ctx.node_domain = None;
+    if !ctx.excluded_nodes.contains(&node) {
+        ctx.excluded_nodes.push(node);
+    }
+    s.say(format!(
+        "deploy on node {node} failed ({}); node {node} is excluded and the next attempt selects another node",
+        err.code()
+    ));
+    s.record_with_outcome(Fact::NodeExcluded {
+        job_id: s.job.job_id,
+        excluded: ctx.excluded_nodes.clone(),
+    });
 }
 
 /// The VM's addresses as the backend reports them, with the step's outcome.

@@ -224,6 +224,16 @@ pub struct JobContext {
     pub oauth_app_id: Option<i64>,
     #[serde(default)]
     pub oauth_client_id: Option<String>,
+    /// Nodes a `deploy_vm` of this job failed on in a way that points at the node
+    /// ([`node_selection::exclude_node_after`](hero_os_tfgrid_deployer_backends::node_selection::exclude_node_after)):
+    /// the next selection never picks them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_nodes: Vec<u32>,
+    /// Decommission jobs: the user's VM record never reached its backend (no deploy was ever
+    /// attempted), so there is nothing to delete there and the backend is not asked — a
+    /// misconfigured backend (no mnemonic, no socket) cannot keep such a record alive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backend_untouched: bool,
 }
 
 /// A line produced while a step runs, written as an event of the step.

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use hero_os_tfgrid_deployer_backends::node_selection::{FeatureNeeds, Requirements};
 use hero_os_tfgrid_deployer_backends::VmSpec;
 
 use super::{JobContext, Step, StepCx, StepError};
@@ -51,17 +52,31 @@ impl Step for SelectNode {
                 "node {node} ({domain}) chosen by an earlier attempt; kept"
             ));
         }
-        let nodes = s.env.nodes.clone()?;
-        let need = ctx
-            .spec
-            .get_or_insert_with(VmSpec::default)
-            .required_capacity();
-        let selection = nodes.select(&s.env.cfg.grid.candidate_nodes, &need).await?;
-        for (node, why) in &selection.rejected {
-            s.say(format!("node {node} not chosen: {why}"));
-        }
-        ctx.node_id = Some(selection.node.node_id);
-        ctx.node_domain = Some(selection.domain.clone());
-        Ok(selection.reason)
+        choose(s, ctx).await
     }
+}
+
+/// Asks the step environment's node selector for a node meeting every requirement of the job
+/// (capacity of its spec, the configured twin, nodes this job's deploys already failed on,
+/// features) and records the choice in `ctx`. Also used by `deploy_vm` when a failed deploy
+/// cleared the choice, so a retry never lands on the node that just failed.
+pub(super) async fn choose(s: &StepCx<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
+    let nodes = s.env.nodes.clone()?;
+    let need = ctx
+        .spec
+        .get_or_insert_with(VmSpec::default)
+        .required_capacity();
+    let req = Requirements {
+        need,
+        twin_id: s.env.cfg.grid.twin_id,
+        excluded: ctx.excluded_nodes.clone(),
+        features: FeatureNeeds { light_ok: false },
+    };
+    let selection = nodes.select(&s.env.cfg.grid.candidate_nodes, &req).await?;
+    for (node, why) in &selection.rejected {
+        s.say(format!("node {node} not chosen: {why}"));
+    }
+    ctx.node_id = Some(selection.node.node_id);
+    ctx.node_domain = Some(selection.domain.clone());
+    Ok(selection.reason)
 }
