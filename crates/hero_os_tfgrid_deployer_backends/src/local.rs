@@ -558,6 +558,9 @@ impl ComputeBackend for LocalBackend {
         // Scan and kill until a scan finds nothing: a process may fork between a scan and the
         // kill (sshd's per-connection children re-exec with the sandbox's config path), and
         // under load a child can outlive one round. Bounded by a deadline.
+        // The record goes first: an sshd watch (of this or another process's backend) restarts
+        // only sandboxes that have one, so none is revived while this kills (`local_sshd_watch`).
+        let _ = std::fs::rename(dir.join("sandbox.json"), dir.join("sandbox.json.deleting"));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             let pids = self.sandbox_pids(&dir);

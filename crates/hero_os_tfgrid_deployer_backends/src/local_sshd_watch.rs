@@ -112,6 +112,12 @@ async fn watch_loop(watch: Weak<Inner>, name: String, dir: PathBuf) {
             return;
         };
         match sshd::start(&inner.sshd_bin, &files, port, inner.start_timeout).await {
+            // Deleted meanwhile by another process's backend (whose lock is not ours): undo.
+            Ok(pid) if !record.exists() => {
+                crate::process::kill_pid(pid, Duration::from_secs(2)).await;
+                locked(&inner.watched).remove(&name);
+                return;
+            }
             Ok(pid) => {
                 tracing::warn!(sandbox = %name, pid, port, "sandbox sshd had died; restarted")
             }
