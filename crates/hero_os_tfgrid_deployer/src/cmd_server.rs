@@ -10,6 +10,9 @@ use hero_os_tfgrid_deployer_sdk::{Client, Endpoint};
 
 use crate::output::{self, Output};
 
+/// The server's default Forge: marked in `server status`, so nobody talks to it unaware.
+const PRODUCTION_FORGE: &str = "https://forge.ourworld.tf";
+
 /// Name of the server binary; also what `server stop` looks for in a process's command line.
 const SERVER_BIN: &str = "hero_os_tfgrid_deployer_server";
 
@@ -180,7 +183,14 @@ pub async fn run(cmd: ServerCmd, client: &Client, out: &Output) -> anyhow::Resul
                     ("status", health.status.clone()),
                     ("endpoint", client.endpoint().to_string()),
                     ("version", i.version.clone()),
-                    ("forge", i.forge_url.clone()),
+                    (
+                        "forge",
+                        if i.forge_url == PRODUCTION_FORGE {
+                            format!("{} (production)", i.forge_url)
+                        } else {
+                            i.forge_url.clone()
+                        },
+                    ),
                     (
                         "forge version",
                         i.forge_version

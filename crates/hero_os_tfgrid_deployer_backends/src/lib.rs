@@ -13,6 +13,7 @@ pub mod gridproxy;
 pub mod hero_compute;
 pub mod local;
 pub mod local_gateway;
+mod local_sshd_watch;
 pub mod manifest;
 pub mod node_selection;
 pub mod node_selector;

@@ -6,7 +6,8 @@
 //! A sandbox is a directory `<root>/sandboxes/<name>/` holding:
 //! * `sandbox.json` — its record (ports, public key);
 //! * `sshd/` — a real OpenSSH `sshd` config on `127.0.0.1:<ssh port>` whose only authorized key is
-//!   the user's, started detached with a pid file so it survives a restart of the deployer;
+//!   the user's, started detached with a pid file so it survives a restart of the deployer, and
+//!   restarted on its port when it dies while the sandbox exists (`local_sshd_watch.rs`);
 //! * `env` — sourced before commands run over SSH: exports `HERO_WEB_PORT` (the sandbox's stand-in
 //!   for the VM's port 9988), `HERO_PIDS_DIR`, `HERO_SANDBOX`, `HERO_HOME`;
 //! * `pids/*.pid` — every process the bootstrap starts records its PID there;
@@ -116,7 +117,9 @@ pub struct LocalBackend {
     gateway: Arc<GatewayState>,
     _gateway_task: GatewayTask,
     /// Per-resource locks so concurrent steps for one name serialize, different names do not.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: crate::local_sshd_watch::NameLocks,
+    /// Restarts a sandbox sshd that died (see `local_sshd_watch`).
+    sshd_watch: crate::local_sshd_watch::SshdWatch,
     routes_lock: tokio::sync::Mutex<()>,
     #[cfg(feature = "test-hooks")]
     faults: Arc<LocalFaults>,
@@ -163,13 +166,20 @@ impl LocalBackend {
         )?);
         let (gateway_addr, task) =
             local_gateway::serve(cfg.gateway_listen, gateway.clone()).await?;
+        let locks: crate::local_sshd_watch::NameLocks = Arc::new(Mutex::new(HashMap::new()));
+        let sshd_watch = crate::local_sshd_watch::SshdWatch::new(
+            cfg.sshd_bin.clone(),
+            cfg.sshd_start_timeout,
+            locks.clone(),
+        );
         Ok(Self {
             cfg,
             ssh_user,
             gateway_addr,
             gateway,
             _gateway_task: task,
-            locks: Mutex::new(HashMap::new()),
+            locks,
+            sshd_watch,
             routes_lock: tokio::sync::Mutex::new(()),
             #[cfg(feature = "test-hooks")]
             faults,
@@ -191,6 +201,7 @@ impl LocalBackend {
     /// Feature `test-hooks`.
     #[cfg(feature = "test-hooks")]
     pub async fn stop_sshd(&self, name: &ResourceName) -> bool {
+        self.sshd_watch.hold_down(&name.to_string());
         match self.sshd_files(name).live_pid() {
             Some(pid) => kill_pid(pid, Duration::from_secs(2)).await,
             None => true,
@@ -291,6 +302,18 @@ impl LocalBackend {
     /// Make sure the sandbox's sshd runs with `rec`'s port and key; restart it if dead, moving to
     /// a new port if the old one was taken meanwhile. Returns the (possibly updated) record.
     async fn ensure_sshd(
+        &self,
+        name: &ResourceName,
+        rec: SandboxRecord,
+        out: &OutputSink,
+    ) -> Result<SandboxRecord, BackendError> {
+        let rec = self.ensure_sshd_once(name, rec, out).await?;
+        self.sshd_watch
+            .watch(&name.to_string(), self.sandbox_dir(name), rec.ssh_port);
+        Ok(rec)
+    }
+
+    async fn ensure_sshd_once(
         &self,
         name: &ResourceName,
         mut rec: SandboxRecord,
@@ -539,6 +562,9 @@ impl ComputeBackend for LocalBackend {
         // Scan and kill until a scan finds nothing: a process may fork between a scan and the
         // kill (sshd's per-connection children re-exec with the sandbox's config path), and
         // under load a child can outlive one round. Bounded by a deadline.
+        // The record goes first: an sshd watch (of this or another process's backend) restarts
+        // only sandboxes that have one, so none is revived while this kills (`local_sshd_watch`).
+        let _ = std::fs::rename(dir.join("sandbox.json"), dir.join("sandbox.json.deleting"));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             let pids = self.sandbox_pids(&dir);

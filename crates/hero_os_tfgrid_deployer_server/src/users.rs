@@ -305,21 +305,39 @@ impl Deployer {
                 }
             }
         };
-        let token_name = format!(
-            "hero-deployer-{}-{:04x}",
-            self.clock.now(),
-            self.random.below(0x10000)
-        );
-        match self
+        let name_of_token = token_name(user_id);
+        let mut minted = self
             .forge
             .generate_token_for(
                 name,
                 &password,
-                &token_name,
+                &name_of_token,
                 &self.settings.user_token_scopes,
             )
-            .await
+            .await;
+        // A token of this name is one an earlier attempt minted and never stored (it crashed in
+        // between): its secret is lost, so it is deleted and minted again, leaving no orphan.
+        if let Err(ForgeError::Conflict {
+            reason: ConflictReason::TokenNameUsed,
+            ..
+        }) = &minted
         {
+            tracing::info!(user_id, username = %name, token = %name_of_token,
+                "replacing the token an interrupted create_user minted but did not store");
+            self.forge
+                .delete_token_for(name, &password, &name_of_token)
+                .await?;
+            minted = self
+                .forge
+                .generate_token_for(
+                    name,
+                    &password,
+                    &name_of_token,
+                    &self.settings.user_token_scopes,
+                )
+                .await;
+        }
+        match minted {
             Ok(token) => {
                 self.secrets
                     .set(&slots::forge_token(user_id), token.secret.expose())
@@ -576,6 +594,13 @@ impl Deployer {
             })
             .await
     }
+}
+
+/// The Forge token name of a user's minted token: fixed per user, so a `create_user` resumed
+/// after a crash between minting and storing finds the token it made (Forge refuses the name
+/// again) instead of leaving it behind, orphaned, beside a new one.
+pub fn token_name(user_id: UserId) -> String {
+    format!("hero-deployer-user-{user_id}")
 }
 
 /// Why an adopted account has no token.

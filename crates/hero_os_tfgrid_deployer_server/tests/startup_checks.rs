@@ -73,3 +73,30 @@ fn a_regular_file_at_the_socket_path_is_kept_and_refused() {
     assert!(text.contains("is not a socket"), "{text}");
     assert_eq!(std::fs::read(&path).unwrap(), b"someone's notes");
 }
+
+#[test]
+fn the_start_log_names_the_forge() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        dir.path(),
+        ServerOptions {
+            forge_url: "http://127.0.0.1:9".into(),
+            extra_env: Vec::new(),
+        },
+    );
+    // The line follows the bind, so it may land just after the socket first answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        let log = server.log_text();
+        if let Some(line) = log.lines().find(|l| l.contains("deployer server ready")) {
+            break line.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no ready line: {log}");
+        poll_pause();
+    };
+    assert!(
+        ready.contains("forge=http://127.0.0.1:9") && ready.contains("forge_is_default=false"),
+        "{ready}"
+    );
+    assert!(server.guard.terminate().success());
+}

@@ -469,6 +469,32 @@ impl ForgeApi for HttpForge {
         }
     }
 
+    async fn delete_token_for(
+        &self,
+        username: &str,
+        password: &SecretValue,
+        token_name: &str,
+    ) -> Result<bool, ForgeError> {
+        let path = format!("/users/{username}/tokens/{token_name}");
+        let response = self
+            .send(Method::DELETE, &path, Auth::Basic(username, password), None)
+            .await?;
+        match response.status() {
+            StatusCode::NO_CONTENT | StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+                Err(ForgeError::UserCredentialsRejected {
+                    status: s.as_u16(),
+                    message: message(response).await,
+                })
+            }
+            s => Err(ForgeError::Protocol {
+                status: s.as_u16(),
+                message: message(response).await,
+            }),
+        }
+    }
+
     fn url(&self) -> &str {
         &self.base
     }

@@ -64,6 +64,19 @@ impl ForgeApi for MeteredForge {
         )
     }
 
+    async fn delete_token_for(
+        &self,
+        username: &str,
+        password: &SecretValue,
+        token_name: &str,
+    ) -> Result<bool, ForgeError> {
+        let r = self
+            .inner
+            .delete_token_for(username, password, token_name)
+            .await;
+        self.count("delete_token_for", r)
+    }
+
     fn url(&self) -> &str {
         self.inner.url()
     }

@@ -143,6 +143,22 @@ pub trait ForgeApi: Send + Sync {
             message: format!("{} cannot reset passwords", self.url()),
         })
     }
+    /// `DELETE /api/v1/users/{username}/tokens/{token_name}` with the user's own Basic
+    /// credentials: `false` when no such token exists. For the one token an interrupted
+    /// `create_user` may have minted but not stored (see `users.rs`, `token_name`). Forges that
+    /// cannot (test stand-ins) say so instead of pretending.
+    async fn delete_token_for(
+        &self,
+        username: &str,
+        password: &SecretValue,
+        token_name: &str,
+    ) -> Result<bool, ForgeError> {
+        let _ = (username, password);
+        Err(ForgeError::Protocol {
+            status: 501,
+            message: format!("this Forge client cannot delete the token {token_name:?}"),
+        })
+    }
     /// Base URL, for messages.
     fn url(&self) -> &str;
     /// The OAuth-app port of this client (`register_sso`, decommission, reconcile); `None` for a
