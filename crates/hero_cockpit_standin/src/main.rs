@@ -52,18 +52,19 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let verifier =
-        match (&args.proxy_jwks_file, args.dev_unsigned_loopback) {
-            (Some(path), false) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading the proxy key {}", path.display()))?;
-                IdentityVerifier::Signed(AssertionVerifier::from_jwks_json(&text, &args.audience).with_context(
-                    || format!("the proxy key {} is not a valid JWKS", path.display()),
-                )?)
-            }
-            (None, true) => IdentityVerifier::DevUnsignedLoopback,
-            _ => anyhow::bail!("give exactly one of --proxy-jwks-file and --dev-unsigned-loopback"),
-        };
+    let verifier = match (&args.proxy_jwks_file, args.dev_unsigned_loopback) {
+        (Some(path), false) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the proxy key {}", path.display()))?;
+            IdentityVerifier::Signed(
+                AssertionVerifier::from_jwks_json(&text, &args.audience).with_context(|| {
+                    format!("the proxy key {} is not a valid JWKS", path.display())
+                })?,
+            )
+        }
+        (None, true) => IdentityVerifier::DevUnsignedLoopback,
+        _ => anyhow::bail!("give exactly one of --proxy-jwks-file and --dev-unsigned-loopback"),
+    };
     let secrets: Option<Arc<dyn hero_secrets::SecretStore>> = match &args.secrets_dir {
         Some(d) => Some(Arc::new(
             hero_secrets::FileSecretStore::open(d)

@@ -10,9 +10,9 @@ mod cmd_server;
 mod cmd_user;
 mod cmd_vm;
 mod output;
-mod ssh;
 mod people_csv;
 mod progress;
+mod ssh;
 
 use std::path::PathBuf;
 

@@ -400,9 +400,12 @@ async fn walk(
         "run_bootstrap to be running (live)",
         Duration::from_secs(120),
         || async {
-            exists(c, ".steps li[data-step='8'][data-state=running]")
-                .await
-                .then_some(())
+            exists(
+                c,
+                ".steps li[data-name='run_bootstrap'][data-state=running]",
+            )
+            .await
+            .then_some(())
         },
     )
     .await;
@@ -423,7 +426,8 @@ async fn walk(
     })
     .await;
     assert!(counted > 5, "{counted} events");
-    let running = ".steps li[data-step='8'] .dur";
+    // By name, not position: a step inserted before it must not move what is watched.
+    let running = ".steps li[data-name='run_bootstrap'] .dur";
     let first = poll("the elapsed time", Duration::from_secs(10), || async {
         let t = text(c, running).await;
         (!t.is_empty()).then_some(t)

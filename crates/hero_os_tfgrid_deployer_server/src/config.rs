@@ -502,7 +502,7 @@ mod tests {
     }
 
     #[test]
-        fn grid_twin_and_provider_version_from_file_and_env() {
+    fn grid_twin_and_provider_version_from_file_and_env() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(

@@ -55,7 +55,7 @@ pub fn render(job: &Job, events: &[JobEvent], last_seq: i64) -> Markup {
             p.muted data-progress-text="" { (done) " of " (total) " steps" }
             ol.steps aria-label="Steps" {
                 @for s in &job.steps {
-                    li data-step=(s.index) data-state=(step_state_str(s.state)) {
+                    li data-step=(s.index) data-name=(s.name) data-state=(step_state_str(s.state)) {
                         span.dot aria-hidden="true" { (s.index) }
                         div {
                             span.name { (s.name) } " "

@@ -40,6 +40,14 @@ impl ComputeBackend for MeteredBackend {
     fn placement(&self) -> Placement {
         self.inner.placement()
     }
+    // Every method is forwarded, the defaulted ones too: a default here would answer "nothing
+    // missing" for a backend that has a missing prerequisite (a job would be made, then fail).
+    fn check_prerequisites(&self) -> Result<(), BackendError> {
+        self.inner.check_prerequisites()
+    }
+    async fn prerequisites(&self) -> Result<(), BackendError> {
+        self.inner.prerequisites().await
+    }
     async fn deploy_vm(&self, req: &VmRequest, out: OutputSink) -> Result<VmInfo, BackendError> {
         self.count("deploy_vm", self.inner.deploy_vm(req, out).await)
     }
