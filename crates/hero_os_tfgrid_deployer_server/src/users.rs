@@ -28,7 +28,6 @@ const USER_COLUMNS: &str = "user_id, forge_username, display_name, email, forge_
     forge_token_set, forge_token_note, initial_password_held, setup_state, vm_status, created_at, updated_at";
 
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
-    let vm_status: String = r.get(10)?;
     Ok(User {
         user_id: r.get(0)?,
         forge_username: r.get(1)?,
@@ -40,7 +39,8 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
         forge_token_note: r.get(7)?,
         initial_password_held: r.get(8)?,
         setup_complete: r.get::<_, String>(9)? == "active",
-        vm_status: VmStatus::parse(&vm_status).unwrap_or(VmStatus::NoVm),
+        // Typed: a stored status nobody knows is an error, never read as "no VM".
+        vm_status: r.get::<_, VmStatus>(10)?,
         created_at: r.get(11)?,
         updated_at: r.get(12)?,
     })
