@@ -374,10 +374,11 @@ async fn every_wait_on_a_client_or_upstream_is_bounded() {
     let hc = Hypercorn::start().await;
     let (stall, _t1) = bad_upstream(false).await;
     let (half, _t2) = bad_upstream(true).await;
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Bound but never listening: connections are refused, and no other process (a parallel
+    // test's nginx) can take the port while this socket is held. A released port could be.
+    let _dead_socket = tokio::net::TcpSocket::new_v4().unwrap();
+    _dead_socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = _dead_socket.local_addr().unwrap().port();
     let proxy = ProxyBin::start(&format!(
         r#"header_read_timeout_secs = 1
 idle_timeout_secs = 2
@@ -632,10 +633,11 @@ async fn host_spellings_cannot_reach_a_host_route_under_another_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_gets_plain_pages_for_unknown_and_down_machines() {
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Bound but never listening: connections are refused, and no other process (a parallel
+    // test's nginx) can take the port while this socket is held. A released port could be.
+    let _dead_socket = tokio::net::TcpSocket::new_v4().unwrap();
+    _dead_socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = _dead_socket.local_addr().unwrap().port();
     let proxy = ProxyBin::start(&format!(
         "[[routes]]\nhost = \"carol.demo.example\"\npath = \"/\"\nupstream = \"http://127.0.0.1:{dead}\"\npolicy = \"public\"\n\
          [[routes]]\nhost = \"sock.demo.example\"\npath = \"/\"\nupstream = \"unix:/nonexistent/hero/web.sock\"\npolicy = \"public\"\n"
