@@ -116,13 +116,10 @@ pub fn identify(
     }
 }
 
-/// Parses the allowlist secret: comma- (or newline-) separated usernames, blanks ignored.
+/// Parses the allowlist secret with the one parser hero_proxy uses too.
 pub fn parse_allowlist(value: &str) -> Vec<String> {
-    value
-        .split([',', '\n'])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_ascii_lowercase)
+    hero_secrets::slots::parse_login_list(value)
+        .into_iter()
         .collect()
 }
 

@@ -23,8 +23,10 @@ pub const SEED_CLIENT_ID: &str = hero_secrets::slots::COCKPIT_OAUTH_CLIENT_ID;
 pub const SEED_CLIENT_SECRET: &str = hero_secrets::slots::COCKPIT_OAUTH_CLIENT_SECRET;
 /// See [`SEED_CLIENT_ID`].
 pub const SEED_ISSUER: &str = hero_secrets::slots::COCKPIT_OAUTH_ISSUER;
-/// Forge usernames allowed on `admin` routes, comma-separated; read on every admin request.
+/// Forge usernames allowed on `admin` routes, comma- or newline-separated; read on every admin request.
 pub const ADMIN_ALLOWLIST_SLOT: &str = hero_secrets::slots::ADMIN_FORGE_USERS;
+/// The Forge login `owner` routes admit (besides admins); read on every owner request.
+pub const OWNER_SLOT: &str = hero_secrets::slots::COCKPIT_FORGE_OWNER;
 /// The Ed25519 seed of the assertion signer (hex).
 pub const ASSERTION_SEED_SLOT: &str = hero_secrets::slots::PROXY_ASSERTION_SEED;
 
@@ -241,13 +243,7 @@ impl App {
             .secrets
             .get(ADMIN_ALLOWLIST_SLOT)
             .await?
-            .map(|v| {
-                v.expose()
-                    .split(',')
-                    .map(|s| s.trim().to_ascii_lowercase())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
+            .map(|v| hero_secrets::slots::parse_login_list(v.expose()))
             .unwrap_or_default();
         self.store.prune_admin_bindings(&list)?;
         Ok(list)
@@ -282,6 +278,21 @@ impl App {
                 "allowlisted name is bound to another account of the provider; refused");
         }
         Ok(bound)
+    }
+
+    /// Is this user the machine's owner (`owner` routes)? The login in [`OWNER_SLOT`], on `admin_provider`,
+    /// compared with the login that provider last confirmed for this user row (`Store::provision` clears a row's
+    /// login when another account proves the name) — never the local username, which a second provider's
+    /// `carol` could hold. Read on every request, so a changed owner takes effect at once; an absent or empty
+    /// slot admits nobody (fail closed: only admins pass).
+    pub async fn owner_allowed(&self, user: &crate::store::User) -> Result<bool> {
+        let owner = match self.secrets.get(OWNER_SLOT).await? {
+            Some(v) => v.expose().trim().to_ascii_lowercase(),
+            None => return Ok(false),
+        };
+        Ok(!owner.is_empty()
+            && user.provider == self.cfg.admin_provider
+            && user.forge_username.to_ascii_lowercase() == owner)
     }
 
     /// Revokes the admin sessions of users no longer allowed (periodic; requests also check on their own).

@@ -457,7 +457,11 @@ impl App {
         }
         if let Some(s) = &session {
             match &route.policy {
-                Policy::Admin => {
+                Policy::Owner if self.owner_allowed(&s.user).await.unwrap_or_else(|e| {
+                    tracing::warn!(code = e.code(), error = %e, "owner slot unreadable; admitting admins only");
+                    false
+                }) => {}
+                Policy::Admin | Policy::Owner => {
                     let list = match self.admin_allowlist().await {
                         Ok(l) => l,
                         Err(e) => return internal(&e),
@@ -478,9 +482,14 @@ impl App {
                                 return internal(&e);
                             }
                         }
+                        let what = if route.policy == Policy::Owner {
+                            "this machine"
+                        } else {
+                            "the administration pages"
+                        };
                         return html(
                             StatusCode::FORBIDDEN,
-                            pages::forbidden(s.user.display_name(), "the administration pages"),
+                            pages::forbidden(s.user.display_name(), what),
                         );
                     }
                 }

@@ -17,23 +17,28 @@ pub enum Policy {
     Sso,
     /// Signed in and Forge username in `deployer/ADMIN_FORGE_USERS` or claim `groups.admin`.
     Admin,
+    /// Signed in as the machine's owner (the Forge login in `cockpit/FORGE_OWNER`) or as an admin (as
+    /// [`Policy::Admin`]): what a personal demo VM's cockpit needs. A policy of its own rather than
+    /// `claim:users.<name>`, because a local username is not a Forge identity (see `App::owner_allowed`).
+    Owner,
     /// Signed in with a claim matching the rule.
     Claim(ClaimRule),
 }
 
 impl Policy {
-    /// Parses `public | sso | admin | claim:<rule>`.
+    /// Parses `public | sso | admin | owner | claim:<rule>`.
     pub fn parse(s: &str) -> Result<Policy> {
         match s {
             "public" => Ok(Policy::Public),
             "sso" => Ok(Policy::Sso),
             "admin" => Ok(Policy::Admin),
+            "owner" => Ok(Policy::Owner),
             other => match other.strip_prefix("claim:") {
                 Some(rule) => ClaimRule::parse(rule)
                     .map(Policy::Claim)
                     .map_err(|e| ProxyError::Config(format!("policy {other:?}: {e}"))),
                 None => Err(ProxyError::Config(format!(
-                    "unknown policy {other:?} (public|sso|admin|claim:<rule>)"
+                    "unknown policy {other:?} (public|sso|admin|owner|claim:<rule>)"
                 ))),
             },
         }
@@ -46,6 +51,7 @@ impl std::fmt::Display for Policy {
             Policy::Public => f.write_str("public"),
             Policy::Sso => f.write_str("sso"),
             Policy::Admin => f.write_str("admin"),
+            Policy::Owner => f.write_str("owner"),
             Policy::Claim(r) => write!(f, "claim:{r}"),
         }
     }

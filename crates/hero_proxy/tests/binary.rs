@@ -134,3 +134,55 @@ async fn binary_signs_in_and_never_writes_secrets_to_log_or_db() {
         );
     }
 }
+
+/// `hero_proxy secret set SLOT` stores stdin (one trailing newline dropped) in the encrypted store
+/// and never echoes the value; an empty stdin is refused and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_set_reads_the_value_from_stdin_only() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("secrets");
+    let run = |slot: &str, stdin: &[u8]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hero_proxy"))
+            .args(["secret", "set", slot, "--secrets-dir"])
+            .arg(&store_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let value = "s3cr3t-client-value";
+    let out = run(
+        "cockpit/FORGE_OAUTH_CLIENT_SECRET",
+        format!("{value}\n").as_bytes(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("stored cockpit/FORGE_OAUTH_CLIENT_SECRET"));
+    assert!(!printed.contains(value), "the value was echoed: {printed}");
+    let store = FileSecretStore::open(&store_dir).unwrap();
+    let got = store
+        .get("cockpit/FORGE_OAUTH_CLIENT_SECRET")
+        .await
+        .unwrap();
+    assert_eq!(got.unwrap().expose(), value);
+
+    for (slot, stdin) in [
+        ("cockpit/FORGE_OWNER", &b""[..]),
+        ("cockpit/FORGE_OWNER", b"\n"),
+    ] {
+        let out = run(slot, stdin);
+        assert!(!out.status.success(), "empty value accepted");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("empty value"));
+    }
+    assert!(store.get("cockpit/FORGE_OWNER").await.unwrap().is_none());
+    let out = run("../escape", b"x");
+    assert!(!out.status.success(), "a bad slot name was accepted");
+}

@@ -513,3 +513,37 @@ async fn logout_is_a_same_site_post() {
     assert_eq!(r.status(), 200);
     assert_eq!(h.get("/x", &cookie).await.status(), 302, "signed out");
 }
+
+/// `owner` routes: the Forge login in `cockpit/FORGE_OWNER` or an admin; read on every request; no
+/// owner stored = admins only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_policy_admits_the_owner_and_admins_only() {
+    let h = Harness::start_with(Opts {
+        extra_toml: "[[routes]]\npath = \"/mine\"\nupstream = \"$UPSTREAM\"\npolicy = \"owner\"\n"
+            .into(),
+        ..Opts::default()
+    })
+    .await;
+    let alice = h.login("alice").await;
+    let bob = h.login("bob").await;
+    // No owner stored: nobody but admins.
+    assert_eq!(h.get("/mine", &alice).await.status(), 403);
+    h.secrets.set("cockpit/FORGE_OWNER", "Alice").await.unwrap();
+    assert_eq!(h.get("/mine", &alice).await.status(), 200);
+    let r = h.get("/mine", &bob).await;
+    assert_eq!(r.status(), 403);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("<strong>bob</strong>") && page.contains("this machine"));
+    // A changed owner applies on the next request.
+    h.secrets.set("cockpit/FORGE_OWNER", "bob").await.unwrap();
+    assert_eq!(h.get("/mine", &alice).await.status(), 403);
+    assert_eq!(h.get("/mine", &bob).await.status(), 200);
+    // An admin passes whoever owns the machine.
+    h.secrets
+        .set("deployer/ADMIN_FORGE_USERS", "carol\nalice")
+        .await
+        .unwrap();
+    assert_eq!(h.get("/mine", &alice).await.status(), 200);
+    // Without a session: sent to sign in, never to the upstream.
+    assert_eq!(h.get("/mine", "").await.status(), 302);
+}

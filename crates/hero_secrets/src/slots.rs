@@ -36,6 +36,9 @@ pub fn user_oauth_client_secret(user_id: i64) -> String {
 pub const COCKPIT_OAUTH_CLIENT_ID: &str = "cockpit/FORGE_OAUTH_CLIENT_ID";
 pub const COCKPIT_OAUTH_CLIENT_SECRET: &str = "cockpit/FORGE_OAUTH_CLIENT_SECRET";
 pub const COCKPIT_OAUTH_ISSUER: &str = "cockpit/FORGE_OAUTH_ISSUER";
+/// The Forge login of the VM's owner: hero_proxy's `owner` policy admits that account (and the
+/// admins of `ADMIN_FORGE_USERS`). Written by the deployer's `configure_sso` step.
+pub const COCKPIT_FORGE_OWNER: &str = "cockpit/FORGE_OWNER";
 /// A Forge token the cockpit's user stored themselves.
 pub const COCKPIT_USER_FORGE_TOKEN: &str = "cockpit/USER_FORGE_TOKEN";
 
@@ -45,6 +48,19 @@ pub const PROXY_ASSERTION_SEED: &str = "hero_proxy/assertion_seed";
 /// hero_proxy's client secret for an identity provider.
 pub fn proxy_provider_client_secret(provider: &str) -> String {
     format!("hero_proxy/providers/{provider}/client_secret")
+}
+
+/// Parses a list of Forge logins as the slots above hold them (`ADMIN_FORGE_USERS`): comma- or
+/// newline-separated, blanks ignored, lower-cased (Forgejo logins are case-insensitive). The one
+/// parser: the proxy and the dashboard once split differently, so a newline-separated list let an
+/// admin into one and not the other.
+pub fn parse_login_list(value: &str) -> std::collections::BTreeSet<String> {
+    value
+        .split([',', '\n', '\r'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect()
 }
 
 #[cfg(test)]
@@ -65,11 +81,30 @@ mod tests {
             COCKPIT_OAUTH_CLIENT_SECRET.to_owned(),
             COCKPIT_OAUTH_ISSUER.to_owned(),
             COCKPIT_USER_FORGE_TOKEN.to_owned(),
+            COCKPIT_FORGE_OWNER.to_owned(),
             PROXY_ASSERTION_SEED.to_owned(),
             proxy_provider_client_secret("forge"),
         ] {
             assert!(crate::validate_slot(&slot).is_ok(), "{slot}");
         }
         assert!(user_forge_token(7).starts_with(&user_prefix(7)));
+    }
+
+    #[test]
+    fn login_lists_split_on_commas_and_newlines() {
+        let want: std::collections::BTreeSet<String> = ["alice", "bob", "carol"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for text in [
+            "alice,bob,carol",
+            "Alice, bob ,CAROL",
+            "alice\nbob\ncarol\n",
+            "alice\r\nbob,\n\n carol",
+            ",alice,,bob,carol,",
+        ] {
+            assert_eq!(parse_login_list(text), want, "{text:?}");
+        }
+        assert!(parse_login_list(" ,\n ").is_empty());
     }
 }

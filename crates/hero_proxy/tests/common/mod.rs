@@ -253,7 +253,8 @@ pass_token = true
 {extra}
 "#,
             state = dir.path().display(),
-            extra = opts.extra_toml,
+            // `$UPSTREAM` in extra routes: the echo upstream, only known once it listens.
+            extra = opts.extra_toml.replace("$UPSTREAM", &up),
         );
         let cfg = Config::from_toml_with_env(&toml, Vec::new()).unwrap();
         let clock = Arc::new(ManualClock::new(unix_now()));
