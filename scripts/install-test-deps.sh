@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine of this project's kind:
 # Debian packages (real peers: OpenSSH server, nginx, hypercorn (h2c/WebSocket), wrk, hyperfine, Chromium +
-# ChromeDriver, sqlite3)
+# ChromeDriver, sqlite3, curl (the VM-side hero_proc call))
 # and the npm peers in tools/peers (OpenRPC meta-schema, Prism, oidc-provider, playwright-core).
 # Idempotent: skips what is already there.
 set -euo pipefail
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for bin in /usr/sbin/sshd:openssh-server /usr/sbin/nginx:nginx /usr/bin/hypercorn:python3-hypercorn /usr/bin/wrk:wrk /usr/bin/hyperfine:hyperfine \
-           /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver /usr/bin/sqlite3:sqlite3 /usr/bin/jq:jq; do
+           /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver /usr/bin/sqlite3:sqlite3 /usr/bin/jq:jq /usr/bin/curl:curl; do
   [ -x "${bin%%:*}" ] || need_apt+=("${bin##*:}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

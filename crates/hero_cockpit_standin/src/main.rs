@@ -31,9 +31,10 @@ struct Args {
     /// DEVELOPMENT ONLY: trust unsigned identity headers from loopback peers.
     #[arg(long)]
     dev_unsigned_loopback: bool,
-    /// Forge base URL.
+    /// Forge base URL; default: the issuer the machine's SSO edge uses
+    /// (`cockpit/FORGE_OAUTH_ISSUER` in `--secrets-dir`), so the two cannot disagree.
     #[arg(long, env = "HERO_COCKPIT_FORGE_URL")]
-    forge_url: String,
+    forge_url: Option<String>,
     /// The request log (JSON lines).
     #[arg(long, env = "HERO_COCKPIT_REQUEST_LOG")]
     request_log: PathBuf,
@@ -72,9 +73,25 @@ async fn main() -> anyhow::Result<()> {
         )),
         None => None,
     };
+    let forge_url = match (args.forge_url, &secrets) {
+        (Some(url), _) => url,
+        (None, Some(store)) => store
+            .get(hero_secrets::slots::COCKPIT_OAUTH_ISSUER)
+            .await
+            .context("reading the Forge issuer from the secret store")?
+            .map(|v| v.expose().trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .with_context(|| {
+                format!(
+                    "no --forge-url and no {} in the secret store",
+                    hero_secrets::slots::COCKPIT_OAUTH_ISSUER
+                )
+            })?,
+        (None, None) => anyhow::bail!("give --forge-url or --secrets-dir"),
+    };
     let cockpit = Cockpit::new(CockpitConfig {
         verifier,
-        forge_url: args.forge_url,
+        forge_url,
         secrets,
         request_log: args.request_log,
     })?;

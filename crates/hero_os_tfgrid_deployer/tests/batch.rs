@@ -299,7 +299,7 @@ async fn deploy_many_under_the_concurrency_limit_with_one_progress_view() {
         );
         assert!(
             out.lines()
-                .any(|l| l.starts_with(name) && l.contains("/11 ")),
+                .any(|l| l.starts_with(name) && l.contains("/12 ")),
             "{name}'s steps are not shown:\n{out}"
         );
     }

@@ -77,7 +77,7 @@ fn demo_provisions_prints_the_url_and_cleans_up() {
         .unwrap();
     assert_eq!(password.len(), 32, "{stdout}");
     assert!(
-        stderr.contains("step 10/11 verify_health: done"),
+        stderr.contains("step 11/12 verify_health: done"),
         "{stderr}"
     );
     assert!(
@@ -201,7 +201,7 @@ fn vm_and_job_commands_on_a_kept_demo_vm() {
     );
     let (ok, stdout, _) = cli(&socket, &["job", "show", "1"]);
     assert!(
-        ok && stdout.contains("11/11") && stdout.contains("verify_health"),
+        ok && stdout.contains("12/12") && stdout.contains("verify_health"),
         "{stdout}"
     );
     let (ok, stdout, stderr) = cli(&socket, &["vm", "show", "bob"]);

@@ -318,10 +318,14 @@ async fn walk(
         .contains("local sandbox"));
     assert!(!exists(c, "[data-testid=vm-spec]").await);
 
-    // Follow the URL: the sandbox answers through the local gateway.
+    // Follow the URL: the sandbox's SSO edge sends an anonymous browser to Forge's sign-in page.
     c.goto(&url).await.unwrap();
-    let body = text(c, "body").await;
-    assert!(body.contains("Hero OS demo sandbox"), "{url}: {body}");
+    let landed = c.current_url().await.unwrap().to_string();
+    assert!(
+        landed.contains("/login/oauth/authorize"),
+        "{url} -> {landed}"
+    );
+    assert!(exists(c, "#sign_in").await, "{landed}");
     shot(c, "06-demo-url").await;
 
     // Users list shows the badge and URL.

@@ -122,6 +122,20 @@ pub struct VmRequest {
     pub node_id: Option<u32>,
 }
 
+/// Where a VM keeps the secrets its Hero stack reads (the SSO edge's client secret, the owner…),
+/// which the deployer writes over SSH (`configure_sso`). How each is written is the server's
+/// `provision/vm_secrets.rs`; the backend only says which one its VMs have.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmSecretStore {
+    /// The Hero stack's hero_proc secret service on the VM (grid backends).
+    #[default]
+    HeroProc,
+    /// The encrypted file store of the sandbox's own hero_proxy, `$HERO_SECRETS_DIR`, written with
+    /// `$HERO_BIN_DIR/hero_proxy secret set` (the local backend).
+    ProxyFiles,
+}
+
 /// What post-deploy steps need to know about a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmInfo {
@@ -147,6 +161,9 @@ pub struct VmInfo {
     pub node_id: Option<u32>,
     /// Backend-specific id (contract/deployment id, sandbox dir…), for the VM record.
     pub backend_id: Option<String>,
+    /// Where the VM's secrets go (absent in records written before it existed: grid VMs).
+    #[serde(default)]
+    pub secret_store: VmSecretStore,
 }
 
 impl VmInfo {
@@ -474,6 +491,7 @@ mod tests {
             env_file: Some("/w d/env".into()),
             node_id: None,
             backend_id: None,
+            secret_store: Default::default(),
         };
         assert_eq!(
             vm.bootstrap_command(),

@@ -273,6 +273,7 @@ impl HeroComputeBackend {
             env_file: None,
             node_id: vm.node_id,
             backend_id: Some(vm.name.clone()),
+            secret_store: crate::compute::VmSecretStore::HeroProc,
         }
     }
 }

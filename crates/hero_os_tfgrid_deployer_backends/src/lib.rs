@@ -36,7 +36,7 @@ pub mod sshkey;
 
 pub use compute::{
     BackendError, ComputeBackend, GatewayInfo, GatewayRequest, OutputSink, Placement, Resource,
-    ResourceKind, ResourceName, VmInfo, VmRequest,
+    ResourceKind, ResourceName, VmInfo, VmRequest, VmSecretStore,
 };
 pub use hero_compute::{HeroComputeBackend, HeroComputeConfig};
 pub use local::{LocalBackend, LocalConfig, DEFAULT_BOOTSTRAP_SCRIPT};

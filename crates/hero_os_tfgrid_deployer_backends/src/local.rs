@@ -9,7 +9,11 @@
 //!   the user's, started detached with a pid file so it survives a restart of the deployer, and
 //!   restarted on its port when it dies while the sandbox exists (`local_sshd_watch.rs`);
 //! * `env` — sourced before commands run over SSH: exports `HERO_WEB_PORT` (the sandbox's stand-in
-//!   for the VM's port 9988), `HERO_PIDS_DIR`, `HERO_SANDBOX`, `HERO_HOME`;
+//!   for the VM's port 9988), `HERO_PIDS_DIR`, `HERO_SANDBOX`, `HERO_HOME`, `HERO_SECRETS_DIR` (the
+//!   sandbox's secret store, its stand-in for hero_proc) and `HERO_BIN_DIR` (where the stand-ins of
+//!   the Hero stack are: this workspace's `hero_proxy` and `hero_cockpit_standin`);
+//! * `secrets/` — the encrypted store the deployer fills over SSH (`configure_sso`) and the
+//!   sandbox's hero_proxy and cockpit read;
 //! * `pids/*.pid` — every process the bootstrap starts records its PID there;
 //! * `home/hero/cfg/cockpit/services.toml` — where the manifest goes (the VM's `~driver/hero/…`).
 //!
@@ -54,6 +58,23 @@ pub struct LocalConfig {
     pub ssh_user: Option<String>,
     /// How long to wait for a sandbox sshd to come up.
     pub sshd_start_timeout: Duration,
+    /// Where the sandbox's Hero stack stand-ins live (`hero_proxy`, `hero_cockpit_standin`: this
+    /// workspace's binaries), exported to the sandbox as `HERO_BIN_DIR`. Default: the directory of
+    /// the running executable (see [`default_bin_dir`]).
+    pub bin_dir: PathBuf,
+}
+
+/// The directory of the running executable, or its parent when that is cargo's `deps/` (a test
+/// binary), where the workspace's binaries are.
+pub fn default_bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        if let Some(parent) = dir.parent() {
+            return parent.to_path_buf();
+        }
+    }
+    dir
 }
 
 impl LocalConfig {
@@ -65,6 +86,7 @@ impl LocalConfig {
             sshd_bin: PathBuf::from(DEFAULT_SSHD),
             ssh_user: None,
             sshd_start_timeout: Duration::from_secs(10),
+            bin_dir: default_bin_dir(),
         }
     }
 }
@@ -265,12 +287,16 @@ impl LocalBackend {
              export HERO_WEB_PORT={port}\n\
              export HERO_PIDS_DIR={pids}\n\
              export HERO_HOME={home}\n\
+             export HERO_SECRETS_DIR={secrets}\n\
+             export HERO_BIN_DIR={bin}\n\
              export PATH={path}\n",
             sb = shell_quote(&d),
             name = shell_quote(&rec.name),
             port = rec.web_port,
             pids = shell_quote(&format!("{d}/pids")),
             home = shell_quote(&format!("{d}/home")),
+            secrets = shell_quote(&format!("{d}/secrets")),
+            bin = shell_quote(&self.cfg.bin_dir.to_string_lossy()),
             path = shell_quote(&path),
         );
         let p = dir.join("env");
@@ -296,6 +322,7 @@ impl LocalBackend {
             env_file: Some(format!("{d}/env")),
             node_id: None,
             backend_id: Some(d),
+            secret_store: crate::compute::VmSecretStore::ProxyFiles,
         }
     }
 

@@ -814,6 +814,7 @@ impl OpenTofuBackend {
             env_file: None,
             node_id: Some(node),
             backend_id: Some(self.work_dir(&d.inputs.name).display().to_string()),
+            secret_store: crate::compute::VmSecretStore::HeroProc,
         })
     }
 

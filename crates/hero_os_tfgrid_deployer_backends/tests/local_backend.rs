@@ -16,8 +16,10 @@ use hero_os_tfgrid_deployer_backends::compute::discard_output;
 use hero_os_tfgrid_deployer_backends::process::{pid_alive, read_pid_file};
 use hero_os_tfgrid_deployer_backends::{
     BackendError, ComputeBackend, GatewayInfo, GatewayRequest, LocalBackend, LocalConfig,
-    OutputSink, ResourceKind, ResourceName, SshClient, VmRequest, VmSpec, DEFAULT_BOOTSTRAP_SCRIPT,
+    OutputSink, ResourceKind, ResourceName, SshClient, VmRequest, VmSecretStore, VmSpec,
+    DEFAULT_BOOTSTRAP_SCRIPT,
 };
+use hero_secrets::slots;
 
 async fn backend(root: &std::path::Path) -> LocalBackend {
     let mut cfg = LocalConfig::new(root);
@@ -93,14 +95,39 @@ async fn full_lifecycle_through_the_gateway_and_nothing_left() {
         .await
         .unwrap();
     let pinned = session.host_fingerprint().to_string();
+    // The bootstrap's edge serves the public URL the manifest names (`push_manifest` writes it).
+    let manifest = format!(
+        "[user]\nurl = \"http://alice.localhost:{}/\"\n",
+        be.gateway_addr().port()
+    );
     session
-        .upload(&vm.manifest_path, b"[services]\n", None)
+        .upload(&vm.manifest_path, manifest.as_bytes(), None)
         .await
         .unwrap();
     assert_eq!(
         std::fs::read_to_string(&vm.manifest_path).unwrap(),
-        "[services]\n"
+        manifest
     );
+    // What `configure_sso` pushes before the bootstrap: the edge's client, issuer and who may sign in,
+    // each value on stdin into the sandbox's store (the `VmSecretStore::ProxyFiles` kind).
+    assert_eq!(vm.secret_store, VmSecretStore::ProxyFiles);
+    for (slot, value) in [
+        (slots::COCKPIT_OAUTH_ISSUER, "http://127.0.0.1:9/"),
+        (slots::COCKPIT_OAUTH_CLIENT_ID, "client-alice"),
+        (slots::COCKPIT_OAUTH_CLIENT_SECRET, "secret-alice"),
+        (slots::COCKPIT_FORGE_OWNER, "alice"),
+        (slots::ADMIN_FORGE_USERS, ","),
+    ] {
+        let cmd = vm.wrap_command(&format!(
+            "\"$HERO_BIN_DIR/hero_proxy\" secret set --secrets-dir \"$HERO_SECRETS_DIR\" {slot}"
+        ));
+        let mut out = Vec::new();
+        let status = session
+            .run_with_stdin(&cmd, Some(value.as_bytes()), |l| out.push(l.text))
+            .await
+            .unwrap();
+        assert!(status.success(), "{slot}: {out:?}");
+    }
     session
         .upload(
             &vm.bootstrap_path(),
@@ -120,8 +147,15 @@ async fn full_lifecycle_through_the_gateway_and_nothing_left() {
     let status = session.run(&vm.bootstrap_command(), |_| {}).await.unwrap();
     assert!(status.success());
     session.close().await;
-    let health_pid = read_pid_file(&be.sandbox_dir(&name).join("pids/health_server.pid")).unwrap();
-    assert!(pid_alive(health_pid));
+    // The sandbox's perimeter is up: this workspace's hero_proxy in front of the cockpit stand-in.
+    let perimeter_pids: Vec<u32> = ["pids/hero_proxy.pid", "pids/cockpit.pid"]
+        .iter()
+        .map(|f| read_pid_file(&be.sandbox_dir(&name).join(f)).unwrap())
+        .collect();
+    assert!(
+        perimeter_pids.iter().all(|p| pid_alive(*p)),
+        "{perimeter_pids:?}"
+    );
     let web_port: u16 = vm
         .web_backend_url
         .rsplit(':')
@@ -149,6 +183,36 @@ async fn full_lifecycle_through_the_gateway_and_nothing_left() {
     assert_eq!(be.get_gateway(&name).await.unwrap(), Some(gw.clone()));
     let (status, body) = get_via_gateway(&gw, "/health").await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
+    // Everything else is the owner's: an anonymous request is sent to sign in, never served.
+    let addr: SocketAddr = gw.connect_addr.as_ref().unwrap().parse().unwrap();
+    let no_follow = reqwest::Client::builder()
+        .resolve(&gw.fqdn, addr)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // (`/%2e%2e/health` is `/health` once normalised, so it is the public probe; `/health/x/../..`
+    // is `/`, the owner's.)
+    for (path, public) in [
+        ("/", false),
+        ("/repos", false),
+        ("/healthz", false),
+        ("/%2e%2e/health", true),
+        ("/health/x/%2e%2e/%2e%2e", false),
+    ] {
+        let resp = no_follow
+            .get(format!("{}{}", gw.url.trim_end_matches('/'), path))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap();
+        if public {
+            assert_eq!((status, body.as_str()), (200, "ok\n"), "{path}");
+        } else {
+            assert_ne!(status, 200, "{path} served without a session: {body}");
+        }
+    }
 
     // Another user cannot take the label.
     let bob = ResourceName::new(8, "bob").unwrap();
@@ -190,7 +254,10 @@ async fn full_lifecycle_through_the_gateway_and_nothing_left() {
     let ssh_port = vm.ssh.port;
     be.delete_vm(&name, discard_output()).await.unwrap();
     assert!(!pid_alive(sshd_pid), "sshd still alive");
-    assert!(!pid_alive(health_pid), "health server still alive");
+    assert!(
+        perimeter_pids.iter().all(|p| !pid_alive(*p)),
+        "perimeter still alive: {perimeter_pids:?}"
+    );
     assert!(!port_listening(ssh_port), "ssh port still listening");
     assert!(!port_listening(web_port), "web port still listening");
     assert!(!be.sandbox_dir(&name).exists());

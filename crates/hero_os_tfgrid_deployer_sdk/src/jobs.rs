@@ -141,6 +141,22 @@ pub struct ProvisionResult {
     pub initial_password_held: bool,
     pub node_id: Option<u32>,
     pub vm_name: String,
+    /// What `verify_health` proved of the URL's sign-in gate (absent in results of jobs that
+    /// ran before the gate was checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateCheck>,
+}
+
+/// The VM's URL is gated: `/health` answered 200 without identity and an unauthenticated
+/// `GET /` was sent to the Forge sign-in with this VM's own OAuth client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct GateCheck {
+    /// The health URL that answered 200.
+    pub health_url: String,
+    /// Where `GET /` sent an anonymous browser: the Forge authorize endpoint (without its query).
+    pub sign_in_at: String,
+    /// The OAuth client id that redirect carried: the VM's own app.
+    pub client_id: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

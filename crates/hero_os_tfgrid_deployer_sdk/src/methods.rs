@@ -104,7 +104,7 @@ methods! {
     GetServerInfo = "deployer.server_info", "Version, Forge in use, data dir and counts",
         (NoParams) -> ServerInfo, [];
     ProvisionVm = "deployer.provision_vm",
-        "Start a provision job for a user: forge_user, ssh_key, select_node, deploy_vm, deploy_gateway, register_sso, wait_ssh, push_manifest, run_bootstrap, verify_health, finalize",
+        "Start a provision job for a user: forge_user, ssh_key, select_node, deploy_vm, deploy_gateway, register_sso, wait_ssh, push_manifest, configure_sso, run_bootstrap, verify_health, finalize",
         (ProvisionVmParams) -> Job, [NotFound, JobConflict, FailedPrecondition, Backend];
     DecommissionVm = "deployer.decommission_vm",
         "Start a decommission job: delete_gateway, delete_vm, delete_sso_app, mark_decommissioned (the VM record is kept for audit)",

@@ -29,7 +29,9 @@ use hero_os_tfgrid_deployer_sdk::jobs::JobState;
 use hero_os_tfgrid_deployer_server::clock::{OsRandom, SystemClock};
 use hero_os_tfgrid_deployer_server::db::Db;
 use hero_os_tfgrid_deployer_server::forge::fake::{FakeForge, Mode};
-use hero_os_tfgrid_deployer_server::provision::agent::{AttemptFn, LineFn, SshAccess, VmAgent};
+use hero_os_tfgrid_deployer_server::provision::agent::{
+    AttemptFn, HttpAnswer, LineFn, SshAccess, VmAgent,
+};
 use hero_os_tfgrid_deployer_server::provision::config::ProvisionConfig;
 use hero_os_tfgrid_deployer_server::provision::faults::Faults;
 use hero_os_tfgrid_deployer_server::provision::steps::StepError;
@@ -219,6 +221,7 @@ impl ComputeBackend for StandInBackend {
             env_file: None,
             node_id: None,
             backend_id: None,
+            secret_store: Default::default(),
         };
         self.vms
             .lock()
@@ -280,7 +283,9 @@ impl ComputeBackend for StandInBackend {
     }
 }
 
-struct StandInAgent(Duration);
+/// A stand-in for the VMs: SSH and HTTP answer after the latency; an anonymous `GET /` is what
+/// the VM's SSO edge answers (a redirect to the Forge sign-in with the app made for that origin).
+struct StandInAgent(Duration, Arc<FakeForge>);
 
 #[async_trait]
 impl VmAgent for StandInAgent {
@@ -315,9 +320,45 @@ impl VmAgent for StandInAgent {
         on_line("bootstrap: done", false);
         Ok(Some(0))
     }
+    async fn run_with_stdin(
+        &self,
+        _: &SshAccess<'_>,
+        _: &str,
+        _: &[u8],
+        _: LineFn<'_>,
+    ) -> Result<Option<u32>, StepError> {
+        lat(self.0).await;
+        Ok(Some(0))
+    }
     async fn http_status(&self, _: &str, _: Option<&str>) -> Result<u16, StepError> {
         lat(self.0).await;
         Ok(200)
+    }
+    async fn http_get(&self, url: &str, _: Option<&str>) -> Result<HttpAnswer, StepError> {
+        lat(self.0).await;
+        let origin = reqwest::Url::parse(url).unwrap().origin();
+        let apps = self.1.apps.lock().unwrap();
+        let app = apps.iter().map(|(a, _)| a).find(|a| {
+            a.redirect_uris
+                .iter()
+                .any(|r| reqwest::Url::parse(r).is_ok_and(|r| r.origin() == origin))
+        });
+        let location = app.map(|a| {
+            let mut to = reqwest::Url::parse(&format!(
+                "{}/login/oauth/authorize",
+                hero_os_tfgrid_deployer_server::forge::ForgeApi::url(self.1.as_ref())
+                    .trim_end_matches('/')
+            ))
+            .unwrap();
+            to.query_pairs_mut()
+                .append_pair("client_id", &a.client_id)
+                .append_pair("redirect_uri", &a.redirect_uris[0]);
+            to.to_string()
+        });
+        Ok(HttpAnswer {
+            status: if location.is_some() { 302 } else { 404 },
+            location,
+        })
     }
 }
 
@@ -345,15 +386,16 @@ struct Run {
 
 async fn run_once(users: usize, latency: Duration, concurrency: usize) -> Run {
     let dir = tempfile::tempdir().unwrap();
+    let forge = Arc::new(
+        FakeForge::with_mode(Mode::EveryoneExists)
+            .with_delay(Arc::new(move || Box::pin(lat(latency)))),
+    );
     let db = Db::open(&dir.path().join("state.db")).unwrap();
     let deployer = Deployer {
         db: db.clone(),
         secrets: Arc::new(MemorySecretStore::new()),
         // Every user is seeded: Forge only answers "exists", after L.
-        forge: Arc::new(
-            FakeForge::with_mode(Mode::EveryoneExists)
-                .with_delay(Arc::new(move || Box::pin(lat(latency)))),
-        ),
+        forge: forge.clone(),
         clock: Arc::new(SystemClock),
         random: Arc::new(OsRandom),
         settings: Arc::new(CoreSettings {
@@ -378,7 +420,7 @@ async fn run_once(users: usize, latency: Duration, concurrency: usize) -> Run {
         deployer: deployer.clone(),
         config,
         backends,
-        agent: Arc::new(StandInAgent(latency)),
+        agent: Arc::new(StandInAgent(latency, forge.clone())),
         bootstrap_script: "#!/bin/sh\necho ok\n".into(),
         nodes: None,
         faults: Faults::none(),

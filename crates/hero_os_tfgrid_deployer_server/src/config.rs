@@ -211,6 +211,10 @@ const ENV: &[(&str, Setter)] = &[
         c.provision.local.root = Some(v.into());
         Ok(())
     }),
+    ("HERO_DEPLOYER_LOCAL_BIN_DIR", |c, v| {
+        c.provision.local.bin_dir = Some(v.into());
+        Ok(())
+    }),
     ("HERO_DEPLOYER_LOCAL_GATEWAY_LISTEN", |c, v| {
         c.provision.local.gateway_listen = v
             .parse()
@@ -354,6 +358,29 @@ impl Config {
                      OpenSSH sshd per sandbox (install openssh-server, or set provision.local.sshd_bin)",
                     sshd.display()
                 )));
+            }
+            // The default bootstrap starts the sandbox's SSO edge and cockpit from these.
+            if self.provision.bootstrap_script.is_none() {
+                let dir = self
+                    .provision
+                    .local
+                    .bin_dir
+                    .clone()
+                    .unwrap_or_else(hero_os_tfgrid_deployer_backends::local::default_bin_dir);
+                for bin in ["hero_proxy", "hero_cockpit_standin"] {
+                    let p = dir.join(bin);
+                    let executable = std::fs::metadata(&p)
+                        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                        .unwrap_or(false);
+                    if !executable {
+                        return Err(ConfigError::Invalid(format!(
+                            "{} is not an executable file; the local backend's sandboxes run this \
+                             workspace's {bin} (build the workspace: cargo build --bins, or set \
+                             provision.local.bin_dir)",
+                            p.display()
+                        )));
+                    }
+                }
             }
         }
         Ok(())

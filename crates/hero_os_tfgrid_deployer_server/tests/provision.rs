@@ -52,7 +52,7 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
     );
     // The deadline shown and the retry policy agree: the start says both (FAST_CONFIG: 3).
     assert!(
-        text.contains("step 1/11 forge_user: started (deadline 120 s, at most 3 attempts)"),
+        text.contains("step 1/12 forge_user: started (deadline 120 s, at most 3 attempts)"),
         "{text}"
     );
     assert!(
@@ -122,6 +122,69 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
         )
         .await,
         "the stored secret is the app's current one"
+    );
+
+    // The URL is gated: verify_health proved it and says so in the result; an anonymous request
+    // is sent to sign in, and the SSO edge on the sandbox sends it on to this Forge with this
+    // VM's own client; /health stays public.
+    let client_id = sso_apps[0]["client_id"].as_str().unwrap();
+    let gate = result
+        .gate
+        .clone()
+        .expect("the result says the URL is gated");
+    assert_eq!(gate.client_id, client_id);
+    assert_eq!(
+        gate.sign_in_at,
+        format!(
+            "{}/login/oauth/authorize",
+            stack.forge.url.trim_end_matches('/')
+        )
+    );
+    assert_eq!(gate.health_url, format!("{}health", result.url));
+    let (status, location) = gateway_get(&result.url, "/").await;
+    assert_eq!(status, 302, "an anonymous GET / is not let through");
+    let login = location.unwrap();
+    assert!(login.starts_with("/oauth/login"), "{login}");
+    let (status, location) = gateway_get(&result.url, &login).await;
+    assert_eq!(status, 302);
+    let authorize = reqwest::Url::parse(&location.unwrap()).unwrap();
+    let q: std::collections::HashMap<_, _> = authorize.query_pairs().into_owned().collect();
+    assert_eq!(q.get("client_id").map(String::as_str), Some(client_id));
+    assert_eq!(
+        q.get("redirect_uri").cloned(),
+        Some(format!("{}oauth/callback", result.url))
+    );
+    for path in ["/cockpit", "/api/repos", "/health/../", "/%2e/"] {
+        let (status, _) = gateway_get(&result.url, path).await;
+        assert!(
+            status == 302 || status == 400,
+            "{path}: {status} without a session"
+        );
+    }
+    // What configure_sso wrote: the VM's store (the sandbox's, here) names the owner and the client.
+    let vm_store = hero_secrets::FileSecretStore::open(
+        &sandbox_dir(&stack, &format!("hero_u{user_id}_alice")).join("secrets"),
+    )
+    .unwrap();
+    let get = |slot: &'static str| {
+        let store = &vm_store;
+        async move {
+            use hero_secrets::SecretStore as _;
+            store
+                .get(slot)
+                .await
+                .unwrap()
+                .map(|v| v.expose().to_owned())
+        }
+    };
+    assert_eq!(get("cockpit/FORGE_OWNER").await.as_deref(), Some("alice"));
+    assert_eq!(
+        get("cockpit/FORGE_OAUTH_CLIENT_ID").await.as_deref(),
+        Some(client_id)
+    );
+    assert_eq!(
+        get("cockpit/FORGE_OAUTH_CLIENT_SECRET").await.as_deref(),
+        Some(client_secret.as_str())
     );
 
     // A second provision for a ready VM is refused with the reason.

@@ -329,6 +329,7 @@ impl ComputeBackend for FailsOn {
             env_file: None,
             node_id: req.node_id,
             backend_id: None,
+            secret_store: Default::default(),
         })
     }
     async fn get_vm(

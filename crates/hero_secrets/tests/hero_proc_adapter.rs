@@ -98,3 +98,63 @@ async fn unreachable_service_is_a_clear_error() {
     let err = store.get("a/b").await.unwrap_err();
     assert!(err.to_string().contains("cannot connect"), "{err}");
 }
+
+/// The deployer's way into a VM's hero_proc (`assumed::remote_call_command`, run over SSH with
+/// the body of `set_request_body` on stdin), run here with a real shell and curl against the
+/// stand-in: the value arrives, the command line never holds it, and an error reply is reported
+/// by code and message only.
+#[tokio::test]
+async fn the_remote_call_command_delivers_a_set_through_curl() {
+    use hero_secrets::hero_proc::{assumed, parse_reply, set_request_body};
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("hero_proc/rpc.sock");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let db = Db::default();
+    let app = Router::new()
+        .route("/rpc", post(rpc))
+        .with_state(db.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let value = "cl1ent-s3cret-'\"$(x)";
+    let command = assumed::remote_call_command();
+    assert!(!command.contains(value));
+    let run = |body: Vec<u8>| {
+        let dir = dir.path().to_owned();
+        let command = command.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut child = std::process::Command::new("bash")
+                .args(["-c", &command])
+                .env("HERO_SOCKET_DIR", &dir)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(&body).unwrap();
+            child.wait_with_output().unwrap()
+        })
+    };
+    let body = set_request_body("cockpit/FORGE_OAUTH_CLIENT_SECRET", value).unwrap();
+    let out = run(body.as_bytes().to_vec()).await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    parse_reply("secrets.set", &out.stdout).unwrap();
+    assert_eq!(
+        db.lock()
+            .unwrap()
+            .get(&("cockpit".to_owned(), "FORGE_OAUTH_CLIENT_SECRET".to_owned())),
+        Some(&value.to_owned())
+    );
+    // An error reply (here: an unknown method) is an error naming code and message.
+    let bad = br#"{"jsonrpc":"2.0","id":1,"method":"secrets.nope","params":{}}"#.to_vec();
+    let out = run(bad).await.unwrap();
+    let err = parse_reply("secrets.nope", &out.stdout).unwrap_err();
+    assert!(err.contains("-32601"), "{err}");
+    // No hero_proc listening: curl fails, with a non-zero exit.
+    drop(server);
+    std::fs::remove_file(&socket).unwrap();
+    let body = set_request_body("cockpit/FORGE_OWNER", "carol").unwrap();
+    let out = run(body.as_bytes().to_vec()).await.unwrap();
+    assert!(!out.status.success());
+}

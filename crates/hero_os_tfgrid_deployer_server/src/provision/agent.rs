@@ -49,9 +49,32 @@ pub trait VmAgent: Send + Sync {
         command: &str,
         on_line: LineFn<'_>,
     ) -> Result<Option<u32>, StepError>;
+    /// Runs a command with `stdin` fed to it (then EOF): how a secret reaches a VM, never in the
+    /// command line.
+    async fn run_with_stdin(
+        &self,
+        access: &SshAccess<'_>,
+        command: &str,
+        stdin: &[u8],
+        on_line: LineFn<'_>,
+    ) -> Result<Option<u32>, StepError>;
     /// `GET url`, connecting to `connect_addr` when the host name does not resolve (local
     /// gateway); returns the HTTP status.
     async fn http_status(&self, url: &str, connect_addr: Option<&str>) -> Result<u16, StepError>;
+    /// `GET url` without following redirects: the status and the `Location` header, for walking
+    /// the sign-in redirects of the VM's SSO edge.
+    async fn http_get(
+        &self,
+        url: &str,
+        connect_addr: Option<&str>,
+    ) -> Result<HttpAnswer, StepError>;
+}
+
+/// What [`VmAgent::http_get`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub location: Option<String>,
 }
 
 /// The real agent.
@@ -129,7 +152,33 @@ impl VmAgent for SshHttpAgent {
         Ok(status?.code)
     }
 
+    async fn run_with_stdin(
+        &self,
+        access: &SshAccess<'_>,
+        command: &str,
+        stdin: &[u8],
+        on_line: LineFn<'_>,
+    ) -> Result<Option<u32>, StepError> {
+        let session = Self::client(access)?.connect().await.map_err(ssh_err)?;
+        let status = session
+            .run_with_stdin(command, Some(stdin), |l| {
+                on_line(&l.text, l.stream == Stream::Stderr)
+            })
+            .await
+            .map_err(ssh_err);
+        session.close().await;
+        Ok(status?.code)
+    }
+
     async fn http_status(&self, url: &str, connect_addr: Option<&str>) -> Result<u16, StepError> {
+        Ok(self.http_get(url, connect_addr).await?.status)
+    }
+
+    async fn http_get(
+        &self,
+        url: &str,
+        connect_addr: Option<&str>,
+    ) -> Result<HttpAnswer, StepError> {
         let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none());
@@ -146,7 +195,14 @@ impl VmAgent for SshHttpAgent {
             .build()
             .map_err(|e| StepError::fatal("health.client", e.to_string()))?;
         match client.get(url).send().await {
-            Ok(resp) => Ok(resp.status().as_u16()),
+            Ok(resp) => Ok(HttpAnswer {
+                status: resp.status().as_u16(),
+                location: resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            }),
             Err(e) => Err(StepError::transient(
                 "health.unreachable",
                 format!("GET {url} failed: {e}"),

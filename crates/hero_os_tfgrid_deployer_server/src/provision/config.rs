@@ -63,6 +63,9 @@ pub struct LocalSection {
     pub gateway_listen: SocketAddr,
     /// OpenSSH server binary.
     pub sshd_bin: PathBuf,
+    /// Directory of the sandbox's Hero stack stand-ins (`hero_proxy`, `hero_cockpit_standin`);
+    /// default: next to the server's executable.
+    pub bin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,6 +134,7 @@ impl Default for LocalSection {
             root: None,
             gateway_listen: SocketAddr::from(([127, 0, 0, 1], 8088)),
             sshd_bin: PathBuf::from("/usr/sbin/sshd"),
+            bin_dir: None,
         }
     }
 }

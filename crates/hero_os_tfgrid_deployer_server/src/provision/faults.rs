@@ -27,7 +27,7 @@ use hero_os_tfgrid_deployer_backends::{
 };
 use tokio::time::Instant;
 
-use super::agent::{AttemptFn, LineFn, SshAccess, VmAgent};
+use super::agent::{AttemptFn, HttpAnswer, LineFn, SshAccess, VmAgent};
 use super::steps::StepError;
 
 #[cfg(feature = "test-hooks")]
@@ -284,8 +284,27 @@ impl VmAgent for FaultyAgent {
         }
         self.inner.run(access, command, on_line).await
     }
+    async fn run_with_stdin(
+        &self,
+        access: &SshAccess<'_>,
+        command: &str,
+        stdin: &[u8],
+        on_line: LineFn<'_>,
+    ) -> Result<Option<u32>, StepError> {
+        self.inner
+            .run_with_stdin(access, command, stdin, on_line)
+            .await
+    }
     async fn http_status(&self, url: &str, connect_addr: Option<&str>) -> Result<u16, StepError> {
         self.faults.sync_health();
         self.inner.http_status(url, connect_addr).await
+    }
+    async fn http_get(
+        &self,
+        url: &str,
+        connect_addr: Option<&str>,
+    ) -> Result<HttpAnswer, StepError> {
+        self.faults.sync_health();
+        self.inner.http_get(url, connect_addr).await
     }
 }

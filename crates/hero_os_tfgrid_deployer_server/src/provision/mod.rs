@@ -23,6 +23,7 @@ pub mod config;
 pub mod events;
 pub mod facts;
 pub mod faults;
+pub mod gate;
 pub mod lazy_backend;
 pub mod metered_backend;
 pub mod reaper;
@@ -36,6 +37,7 @@ pub mod sshkeys;
 pub mod states;
 pub mod steps;
 pub mod store;
+pub mod vm_secrets;
 pub mod vms;
 pub mod wiring;
 

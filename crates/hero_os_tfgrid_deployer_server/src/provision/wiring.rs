@@ -41,6 +41,9 @@ pub async fn build(
         let mut lc = LocalConfig::new(root);
         lc.gateway_listen = cfg.local.gateway_listen;
         lc.sshd_bin = cfg.local.sshd_bin.clone();
+        if let Some(dir) = &cfg.local.bin_dir {
+            lc.bin_dir = dir.clone();
+        }
         lc.sshd_start_timeout = Duration::from_secs(10);
         let local = LocalBackend::start(lc)
             .await
@@ -130,6 +133,7 @@ pub async fn build(
     );
     #[cfg(not(feature = "test-hooks"))]
     let faults = faults::Faults::none();
+    #[cfg_attr(not(feature = "test-hooks"), allow(unused_mut))] // test builds wrap it below
     let mut agent: Arc<dyn super::agent::VmAgent> = Arc::new(SshHttpAgent);
     // Test builds: the backend and agent faults wrap the real ones (steps hold no test code).
     #[cfg(feature = "test-hooks")]

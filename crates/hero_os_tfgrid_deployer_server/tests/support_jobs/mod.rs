@@ -155,6 +155,30 @@ pub async fn gateway_health(url: &str) -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
+/// An anonymous `GET <url><path>` through the local gateway, redirects not followed: status and
+/// `Location`.
+pub async fn gateway_get(url: &str, path: &str) -> (u16, Option<String>) {
+    let parsed = reqwest::Url::parse(url).unwrap();
+    let host = parsed.host_str().unwrap().to_owned();
+    let port = parsed.port().unwrap();
+    let client = reqwest::Client::builder()
+        .resolve(&host, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("{}{}", url, path.trim_start_matches('/')))
+        .send()
+        .await
+        .unwrap();
+    let location = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (r.status().as_u16(), location)
+}
+
 pub fn local_root(stack: &Stack) -> PathBuf {
     stack.server.data_dir().join("local")
 }

@@ -60,3 +60,14 @@ pub fn parse_list(result: &Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// A shell command, run on a VM over SSH, that sends the JSON-RPC request it reads on stdin to
+/// hero_proc's socket and prints the reply: `curl --unix-socket` (Ubuntu 24.04's curl has it).
+/// The socket is `$HERO_SOCKET_DIR/hero_proc/rpc.sock`, else under `~/hero/var/sockets`
+/// (unconfirmed, as the socket path above). Bounded: 20 s.
+pub fn remote_call_command() -> String {
+    format!(
+        "curl -sS --max-time 20 --unix-socket \"${{HERO_SOCKET_DIR:-$HOME/hero/var/sockets}}/{SOCKET_RELATIVE_PATH}\" \
+         -H 'Content-Type: application/json' --data-binary @- http://localhost{RPC_PATH}"
+    )
+}

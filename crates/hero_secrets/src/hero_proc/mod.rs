@@ -45,7 +45,7 @@ impl HeroProcSecretStore {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+        let body = request_body(method, params);
         let request = http::Request::post(assumed::RPC_PATH)
             .header(http::header::HOST, "localhost")
             .header(http::header::CONTENT_TYPE, "application/json")
@@ -61,19 +61,42 @@ impl HeroProcSecretStore {
             .await
             .map_err(|e| fail(e.to_string()))?
             .to_bytes();
-        let reply: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| fail(format!("not a JSON-RPC response: {e}")))?;
-        if let Some(error) = reply.get("error") {
-            // Only the code and message: hero_proc's error data might echo params.
-            let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
-            if code == assumed::NOT_FOUND_CODE {
-                return Ok(Value::Null);
-            }
-            let message = error.get("message").and_then(Value::as_str).unwrap_or("");
-            return Err(fail(format!("{method} failed: {code} {message}")));
-        }
-        Ok(reply.get("result").cloned().unwrap_or(Value::Null))
+        parse_reply(method, &bytes).map_err(fail)
     }
+}
+
+fn request_body(method: &str, params: Value) -> String {
+    json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params }).to_string()
+}
+
+/// A JSON-RPC reply's result; "not found" is `Null`. An error keeps only its code and message:
+/// hero_proc's error data might echo params (a secret's value).
+pub fn parse_reply(method: &str, bytes: &[u8]) -> Result<Value, String> {
+    let reply: Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a JSON-RPC response: {e}"))?;
+    if let Some(error) = reply.get("error") {
+        let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
+        if code == assumed::NOT_FOUND_CODE {
+            return Ok(Value::Null);
+        }
+        let message = error.get("message").and_then(Value::as_str).unwrap_or("");
+        return Err(format!("{method} failed: {code} {message}"));
+    }
+    Ok(reply.get("result").cloned().unwrap_or(Value::Null))
+}
+
+/// The HTTP body of a `set` of `slot` to `value`, for a writer that reaches hero_proc's socket
+/// only through another program (the deployer, over SSH into a VM, piping it to `curl`); the
+/// same body [`HeroProcSecretStore::set`] sends. Zeroed on drop: it holds the value.
+pub fn set_request_body(
+    slot: &str,
+    value: &str,
+) -> Result<zeroize::Zeroizing<String>, SecretError> {
+    let (context, name) = split(slot)?;
+    Ok(zeroize::Zeroizing::new(request_body(
+        assumed::SET,
+        assumed::set_params(context, name, value),
+    )))
 }
 
 /// Splits a slot into hero_proc's (context, name).

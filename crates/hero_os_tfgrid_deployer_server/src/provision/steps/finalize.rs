@@ -76,6 +76,7 @@ impl Step for Finalize {
             initial_password_held,
             node_id: ctx.node_id,
             vm_name: name.to_string(),
+            gate: ctx.gate.clone(),
         });
         Ok(format!("VM {name} ready at {url}"))
     }

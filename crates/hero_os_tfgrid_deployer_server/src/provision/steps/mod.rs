@@ -13,6 +13,7 @@
 //! keys, and [`StepRecords`] for what it has to say or record — never SQL, never the whole
 //! provisioner.
 
+mod configure_sso;
 mod decommission_vm_rows;
 mod delete_gateway;
 pub mod delete_sso_app;
@@ -89,6 +90,7 @@ step_table!(
         register_sso::RegisterSso,
         wait_ssh::WaitSsh,
         push_manifest::PushManifest,
+        configure_sso::ConfigureSso,
         run_bootstrap::RunBootstrap,
         verify_health::VerifyHealth,
         finalize::Finalize,
@@ -224,6 +226,9 @@ pub struct JobContext {
     pub oauth_app_id: Option<i64>,
     #[serde(default)]
     pub oauth_client_id: Option<String>,
+    /// What `verify_health` saw of the VM's sign-in gate (public).
+    #[serde(default)]
+    pub gate: Option<hero_os_tfgrid_deployer_sdk::jobs::GateCheck>,
     /// Nodes a `deploy_vm` of this job failed on in a way that points at the node
     /// ([`node_selection::exclude_node_after`](hero_os_tfgrid_deployer_backends::node_selection::exclude_node_after)):
     /// the next selection never picks them again.

@@ -1,11 +1,15 @@
-//! `verify_health`: the VM's health path answers 200 through its public URL.
+//! `verify_health`: the VM's health path answers 200 through its public URL, and the URL is gated:
+//! an anonymous `GET /` is sent to the Forge sign-in with this VM's own OAuth client
+//! ([`crate::provision::gate`]). The job's result says both ([`GateCheck`]).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hero_os_tfgrid_deployer_sdk::jobs::EventLevel;
+use hero_os_tfgrid_deployer_sdk::jobs::{EventLevel, GateCheck};
 
+use super::register_sso::callback_uri;
 use super::{JobContext, Step, StepCx, StepError};
+use crate::provision::gate;
 
 pub struct VerifyHealth;
 
@@ -37,17 +41,44 @@ impl Step for VerifyHealth {
             gw.url.trim_end_matches('/'),
             s.env.cfg.health_path.trim_start_matches('/')
         );
+        let client_id = ctx.oauth_client_id.clone().ok_or_else(|| {
+            StepError::fatal(
+                "sso.no_app",
+                "no OAuth app recorded by register_sso; retry the job",
+            )
+        })?;
+        let issuer = s.env.users.forge.url().to_owned();
+        let callback = callback_uri(&gw.url)?;
+        let want = gate::Expected {
+            issuer: &issuer,
+            client_id: &client_id,
+            callback: &callback,
+        };
         let poll = s.poll();
         let mut n = 0u32;
         loop {
             n += 1;
-            let last = match s
-                .env
-                .agent
-                .http_status(&url, gw.connect_addr.as_deref())
-                .await
-            {
-                Ok(200) => return Ok(format!("GET {url} answered 200 (attempt {n})")),
+            let mut gate_failed = false;
+            let connect = gw.connect_addr.as_deref();
+            let last = match s.env.agent.http_status(&url, connect).await {
+                Ok(200) => match gate::check(s.env.agent.as_ref(), &gw.url, connect, &want).await {
+                    Ok(sign_in_at) => {
+                        let note = format!(
+                            "GET {url} answered 200; an anonymous GET / is sent to sign in at \
+                             {sign_in_at} with client id {client_id} (attempt {n})"
+                        );
+                        ctx.gate = Some(GateCheck {
+                            health_url: url,
+                            sign_in_at,
+                            client_id,
+                        });
+                        return Ok(note);
+                    }
+                    Err(why) => {
+                        gate_failed = true;
+                        format!("health 200, but the gate: {why}")
+                    }
+                },
                 Ok(code) => format!("HTTP {code}"),
                 Err(e) => e.message,
             };
@@ -58,7 +89,7 @@ impl Step for VerifyHealth {
             );
             if tokio::time::Instant::now() + poll >= s.deadline {
                 return Err(StepError::fatal(
-                    "health.failed",
+                    if gate_failed { "health.not_gated" } else { "health.failed" },
                     format!(
                         "GET {url} did not answer 200 within the step deadline ({n} attempts); last: {last}"
                     ),
