@@ -2,13 +2,16 @@
 //! (`hero_devforge`) and the server with the local backend in a demo directory (both found next to
 //! this executable), seeds the Forge admin token into the server's secret store over the local
 //! socket (never argv or env), creates the user, provisions end to end with live progress, and
-//! prints the URL and credentials, and starts the admin dashboard (dev sign-in, loopback). Ctrl-C decommissions the VM (unless `--keep`) and stops both.
+//! prints the URL and credentials for the tester, and starts the admin dashboard behind its SSO edge
+//! with an operator account on the dev Forge (`demo_edge.rs`; dev sign-in only with `--dev-sign-in`).
+//! Ctrl-C decommissions the VM (unless `--keep`) and stops everything.
 //!
 //! The children run in process groups of their own: a terminal's Ctrl-C goes to the whole
 //! foreground group, and a server that died with the demo could not decommission anything. Only
 //! the demo sees the SIGINT; it decommissions first, then stops the children by PID.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,6 +25,7 @@ use hero_os_tfgrid_deployer_sdk::{Client, Endpoint, ErrorKind};
 
 use crate::cmd_job::{finish, follow};
 use crate::cmd_server::sibling;
+use crate::demo_edge;
 use crate::output::Output;
 
 #[derive(Args)]
@@ -35,9 +39,13 @@ pub struct DemoArgs {
     /// Port of the local gateway (the demo URL is http://<username>.localhost:<port>/).
     #[arg(long, default_value_t = 8088)]
     pub gateway_port: u16,
-    /// Port of the admin dashboard (dev sign-in, loopback only): http://127.0.0.1:<port>/.
+    /// Port of the admin dashboard's SSO edge (loopback): http://127.0.0.1:<port>/.
     #[arg(long, default_value_t = 8090)]
     pub admin_port: u16,
+    /// Run the dashboard in its development sign-in mode (anyone on this machine is `dev-admin`,
+    /// no Forge sign-in) instead of behind hero_proxy.
+    #[arg(long)]
+    pub dev_sign_in: bool,
     /// Do not start the admin dashboard.
     #[arg(long)]
     pub no_dashboard: bool,
@@ -49,8 +57,15 @@ pub struct DemoArgs {
     pub no_wait: bool,
 }
 
+/// The dashboard as started: behind its SSO edge, or in dev sign-in mode on loopback.
+enum Dashboard {
+    Edge(demo_edge::DashboardEdge),
+    /// The guard only stops the child when dropped.
+    Dev(#[allow(dead_code)] ChildGuard, String),
+}
+
 /// A child killed (by PID, through `Child::kill`) when dropped.
-struct ChildGuard(Child);
+pub(crate) struct ChildGuard(pub(crate) Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
@@ -142,9 +157,9 @@ fn start_server(
     ))
 }
 
-/// The admin dashboard in dev mode on loopback TCP, reading the allowlist from the demo server's
-/// secret store. Returns once it answers `/health`.
-async fn start_dashboard(
+/// The admin dashboard in dev mode on loopback TCP (`--dev-sign-in`), reading the allowlist from
+/// the demo server's secret store. Returns once it accepts connections.
+async fn start_dev_dashboard(
     dir: &Path,
     socket: &Path,
     port: u16,
@@ -169,24 +184,45 @@ async fn start_dashboard(
             .spawn()
             .context("cannot start hero_os_tfgrid_deployer_admin")?,
     );
+    let probe = listen.clone();
+    wait_for("the dashboard", &mut child, &dir.join("admin.log"), || {
+        let p = probe.clone();
+        async move { tokio::net::TcpStream::connect(p).await.is_ok() }
+    })
+    .await?;
+    Ok((child, format!("http://{listen}/")))
+}
+
+/// Waits (30 s at most) until `ready` says yes, or fails early with the reason from `log` when the
+/// child exits first.
+pub(crate) async fn wait_for<F, Fut>(
+    what: &str,
+    child: &mut ChildGuard,
+    log: &Path,
+    mut ready: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
         if let Some(status) = child.0.try_wait()? {
             anyhow::bail!(
-                "the dashboard exited ({status}): {}; see {}",
-                last_error_line(&dir.join("admin.log")),
-                dir.join("admin.log").display()
+                "{what} exited ({status}): {}; see {}",
+                last_error_line(log),
+                log.display()
             );
         }
-        if tokio::net::TcpStream::connect(&listen).await.is_ok() {
-            return Ok((child, format!("http://{listen}/")));
+        if ready().await {
+            return Ok(());
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
-            "the dashboard did not answer within 30 s; see {}",
-            dir.join("admin.log").display()
+            "{what} did not answer within 30 s; see {}",
+            log.display()
         );
     }
 }
@@ -210,40 +246,32 @@ fn last_error_line(log: &Path) -> String {
         .unwrap_or_else(|| "no reason in its log".to_owned())
 }
 
-/// Waits until the server answers `/health`, or its process exits.
-async fn wait_ready(client: &Client, server: &mut ChildGuard, log: &Path) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        tick.tick().await;
-        if let Some(status) = server.0.try_wait()? {
-            anyhow::bail!(
-                "the server exited ({status}): {}; see {}",
-                last_error_line(log),
-                log.display()
-            );
-        }
-        if client.health().await.is_ok() {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the server did not answer within 30 s; see {}",
-            log.display()
-        );
-    }
-}
-
 pub async fn run(args: DemoArgs, out: &Output) -> anyhow::Result<()> {
     hero_os_tfgrid_deployer_sdk::username::validate(&args.username)?;
     let dir = demo_dir(&args);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // 0700: it holds the operator's password, the Forge admin token and the stores' keys.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let operator = if args.dev_sign_in {
+        None
+    } else {
+        Some(demo_edge::ensure_operator(&dir)?)
+    };
     eprintln!("demo directory: {}", dir.display());
     let (_forge, forge_url, token_file) = start_forge(&dir)?;
     eprintln!("dev Forge (hero_devforge) at {forge_url}");
     let (mut server, socket) = start_server(&dir, &forge_url, args.gateway_port)?;
     let client = Client::new(Endpoint::Unix(socket.clone()));
-    wait_ready(&client, &mut server, &dir.join("server.log")).await?;
+    wait_for(
+        "the server",
+        &mut server,
+        &dir.join("server.log"),
+        || async { client.health().await.is_ok() },
+    )
+    .await?;
     eprintln!("deployer server on {}", socket.display());
 
     // The admin token goes from its 0600 file to the secret store inside the RPC body.
@@ -256,24 +284,39 @@ pub async fn run(args: DemoArgs, out: &Output) -> anyhow::Result<()> {
         })
         .await?;
 
-    // The dashboard's dev identity must be on the admin allowlist.
+    // Who is admin: the operator (or, with --dev-sign-in, the dashboard's dev identity), added to
+    // whatever the store already lists. The VMs' edges get this list too (`configure_sso`).
+    let admin_login = operator
+        .as_ref()
+        .map_or("dev-admin", |o| o.username.as_str());
     let allowlist = SecretSlotParams {
         slot: hero_secrets::slots::ADMIN_FORGE_USERS.into(),
     };
-    if client.call::<SecretGet>(&allowlist).await.is_err() {
+    let mut admins = client
+        .call::<SecretGet>(&allowlist)
+        .await
+        .map(|v| hero_secrets::slots::parse_login_list(&v.value))
+        .unwrap_or_default();
+    if admins.insert(admin_login.to_ascii_lowercase()) {
         client
             .call::<SecretSet>(&SecretSetParams {
                 slot: allowlist.slot.clone(),
-                value: "dev-admin".into(),
+                value: admins.into_iter().collect::<Vec<_>>().join(","),
             })
             .await?;
     }
-    let dashboard = if args.no_dashboard {
-        None
-    } else {
-        let (guard, url) = start_dashboard(&dir, &socket, args.admin_port).await?;
-        eprintln!("admin dashboard at {url} (dev sign-in as dev-admin)");
-        Some((guard, url))
+    let dashboard = match (&operator, args.no_dashboard) {
+        (_, true) => None,
+        (None, false) => {
+            let (guard, url) = start_dev_dashboard(&dir, &socket, args.admin_port).await?;
+            eprintln!("admin dashboard at {url} (dev sign-in as dev-admin)");
+            Some(Dashboard::Dev(guard, url))
+        }
+        (Some(op), false) => {
+            let edge = demo_edge::start(&dir, &socket, &forge_url, args.admin_port, op).await?;
+            eprintln!("admin dashboard at {} (behind hero_proxy)", edge.url);
+            Some(Dashboard::Edge(edge))
+        }
     };
 
     let user = match client.create_user(&args.username, None, None).await {
@@ -308,10 +351,28 @@ pub async fn run(args: DemoArgs, out: &Output) -> anyhow::Result<()> {
         .unwrap_or_else(|e| format!("(not available: {e})"));
     println!();
     println!("Hero OS demo for {} is ready", user.forge_username);
+    println!("For the tester (send the password separately from the link):");
     println!("  URL:            {url}");
-    println!("  Forge:          {forge_url}");
     println!("  Forge username: {}", user.forge_username);
     println!("  Forge password: {password}");
+    println!("For the operator:");
+    match &dashboard {
+        Some(Dashboard::Edge(edge)) => {
+            println!("  Dashboard:      {}", edge.url);
+            if let Some(op) = &operator {
+                println!(
+                    "  Sign in:        with Forge as {} / {}",
+                    op.username,
+                    op.password.as_str()
+                );
+            }
+        }
+        Some(Dashboard::Dev(_, url)) => {
+            println!("  Dashboard:      {url}  (dev sign-in as dev-admin)")
+        }
+        None => {}
+    }
+    println!("  Forge:          {forge_url}");
     println!("  health:         curl {url}health");
     println!(
         "  CLI:            export HERO_DEPLOYER_ENDPOINT=unix:{}",
@@ -322,9 +383,6 @@ pub async fn run(args: DemoArgs, out: &Output) -> anyhow::Result<()> {
         socket.display(),
         user.forge_username
     );
-    if let Some((_, url)) = &dashboard {
-        println!("  Dashboard:      {url}  (dev sign-in as dev-admin)");
-    }
     if !args.no_wait {
         println!(
             "\nPress Ctrl-C to {}stop.",

@@ -9,6 +9,7 @@ mod cmd_secret;
 mod cmd_server;
 mod cmd_user;
 mod cmd_vm;
+mod demo_edge;
 mod output;
 mod people_csv;
 mod progress;

@@ -71,6 +71,27 @@ fn demo_provisions_prints_the_url_and_cleans_up() {
         stdout.contains(&format!("Dashboard:      http://127.0.0.1:{admin_port}/")),
         "{stdout}"
     );
+    // The operator signs in with a dev Forge account whose password only the demo knows.
+    let sign_in = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("  Sign in:        with Forge as hero-operator / "))
+        .unwrap_or_else(|| panic!("no operator sign-in line: {stdout}"));
+    assert_eq!(sign_in.len(), 24, "{stdout}");
+    let op_file = dir.path().join("operator.password");
+    assert_eq!(std::fs::read_to_string(&op_file).unwrap().trim(), sign_in);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&op_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(dir.path().join("edge"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
     let password = stdout
         .lines()
         .find_map(|l| l.strip_prefix("  Forge password: "))
