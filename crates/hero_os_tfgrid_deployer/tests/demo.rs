@@ -3,33 +3,11 @@
 //! children, and leaves no process behind. Needs the workspace binaries built (scripts/test.sh).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::process::Command;
 
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z'))
-        {
-            continue;
-        }
-        if let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            if String::from_utf8_lossy(&raw)
-                .replace('\0', " ")
-                .contains(needle)
-            {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
+use common::{free_port, processes_mentioning, DirReaper, RunningDemo};
 
 #[test]
 fn demo_provisions_prints_the_url_and_cleans_up() {
@@ -116,20 +94,6 @@ fn demo_provisions_prints_the_url_and_cleans_up() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "gateway still listening"
     );
-}
-
-/// Kills, by PID, every process whose command line names the directory (a kept sandbox when a
-/// test fails half-way).
-struct DirReaper(std::path::PathBuf);
-
-impl Drop for DirReaper {
-    fn drop(&mut self) {
-        for pid in processes_mentioning(&self.0.display().to_string()) {
-            let _ = Command::new("kill")
-                .args(["-s", "KILL", &pid.to_string()])
-                .status();
-        }
-    }
 }
 
 /// A server on the demo directory, killed by PID on drop.
@@ -268,80 +232,25 @@ fn vm_and_job_commands_on_a_kept_demo_vm() {
     assert_eq!(std::fs::read_dir(&sandbox).unwrap().count(), 0);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A process group killed (SIGKILL to the group) on drop, for a demo a test failed to stop.
-struct GroupGuard(i32);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-s", "KILL", "--", &format!("-{}", self.0)])
-            .status();
-    }
-}
-
 /// A terminal's Ctrl-C reaches the whole foreground process group. The demo runs as the leader
 /// of its own group here (as a shell runs it), gets a real SIGINT sent to the group, and must
 /// still decommission (its children are in groups of their own, so the server survives the
 /// signal) and stop everything.
 #[test]
 fn ctrl_c_to_the_process_group_decommissions_then_stops() {
-    use std::io::{BufRead, BufReader};
-    use std::os::unix::process::CommandExt;
-    use std::process::Stdio;
-    use std::time::Duration;
-
     let dir = tempfile::tempdir().unwrap();
     let _reaper = DirReaper(dir.path().to_path_buf());
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
-        .args(["demo", "alice", "--no-dashboard", "--gateway-port"])
-        .arg(port.to_string())
-        .arg("--dir")
-        .arg(dir.path())
-        .env("HOME", dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let pgid = child.id() as i32;
-    let _group = GroupGuard(pgid);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    // The demo's stderr reaches EOF when the demo exits (its children log to files).
-    let stderr = child.stderr.take().unwrap();
-    let (err_tx, err_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut s);
-        let _ = err_tx.send(s);
-    });
-    let mut seen = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(180))
-            .unwrap_or_else(|e| panic!("no 'Press Ctrl-C' ({e}); stdout so far: {seen:#?}"));
-        let done = line.contains("Press Ctrl-C");
-        seen.push(line);
-        if done {
-            break;
-        }
-    }
+    let demo = RunningDemo::start(
+        dir.path(),
+        &[
+            "alice",
+            "--no-dashboard",
+            "--gateway-port",
+            &port.to_string(),
+        ],
+    );
+    let seen = demo.stdout.clone();
     assert!(
         seen.iter()
             .any(|l| l.contains("export HERO_DEPLOYER_ENDPOINT=unix:")),
@@ -349,17 +258,7 @@ fn ctrl_c_to_the_process_group_decommissions_then_stops() {
     );
     // The URL answers before the signal.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    let status = Command::new("kill")
-        .args(["-s", "INT", "--", &format!("-{pgid}")])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    // Bounded wait for the demo to finish decommissioning and exit.
-    let stderr = err_rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the demo did not exit within 120 s of SIGINT");
-    let exit = child.wait().unwrap();
-    assert!(exit.success(), "{exit}\n{stderr}");
+    let stderr = demo.ctrl_c();
     assert!(stderr.contains("decommissioning alice"), "{stderr}");
     assert!(stderr.contains("mark_decommissioned: done"), "{stderr}");
     let needle = dir.path().display().to_string();
