@@ -225,7 +225,8 @@ async fn provision_serves_health_through_the_gateway_and_decommission_leaves_not
     for l in &secret_lines {
         assert!(!log.contains(l), "private key in the server log");
     }
-    // The OAuth client secret: only in the (encrypted) secret store, never in sqlite or the log.
+    // The OAuth client secret: only in the (encrypted) secret stores, never in sqlite or the log.
+    // The sandbox (the VM's store, its edge's config and logs) is under the data dir too.
     for (path, bytes) in all_bytes_under(&stack.server.data_dir()) {
         assert!(
             !contains(&bytes, &client_secret),
