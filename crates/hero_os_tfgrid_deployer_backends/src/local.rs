@@ -163,6 +163,50 @@ fn current_user() -> Result<String, BackendError> {
         .ok_or_else(|| BackendError::Config("the current uid has no user name".into()))
 }
 
+/// Starts the gateway on `cfg.gateway_listen`. Port 0 means "any free port" (tests, side by side),
+/// but a VM's public URL must not move when the server restarts: its OAuth app's callback and its
+/// edge's `public_url` were made for that URL by earlier steps, which a resumed job does not run
+/// again. So the port first chosen is kept in `gateway/listen` and asked for again on the next
+/// start; only when another process holds it now does the gateway move (logged). A configured
+/// port never moves.
+async fn bind_gateway(
+    cfg: &LocalConfig,
+    gateway: Arc<GatewayState>,
+) -> Result<(SocketAddr, local_gateway::GatewayTask), BackendError> {
+    if cfg.gateway_listen.port() != 0 {
+        return local_gateway::serve(cfg.gateway_listen, gateway).await;
+    }
+    let kept = cfg.root.join("gateway").join("listen");
+    let previous: Option<SocketAddr> = std::fs::read_to_string(&kept)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|a: &SocketAddr| a.ip() == cfg.gateway_listen.ip());
+    let mut served = None;
+    if let Some(addr) = previous {
+        // A gateway that just stopped (the previous process still exiting, or a restart within
+        // one process) may hold the port for a moment: ask again, for half a second at most.
+        for attempt in 0..10 {
+            match local_gateway::serve(addr, gateway.clone()).await {
+                Ok(s) => {
+                    served = Some(s);
+                    break;
+                }
+                Err(e) if attempt == 9 => tracing::warn!(%addr, error = %e,
+                    "the local gateway's previous port is taken; it moves, and the URLs of existing sandboxes with it"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+    let served = match served {
+        Some(s) => s,
+        None => local_gateway::serve(cfg.gateway_listen, gateway).await?,
+    };
+    let dir = cfg.root.join("gateway");
+    std::fs::create_dir_all(&dir).map_err(BackendError::io(&dir))?;
+    std::fs::write(&kept, served.0.to_string()).map_err(BackendError::io(&kept))?;
+    Ok(served)
+}
+
 impl LocalBackend {
     /// Create the root, load the persisted gateway routes and start the gateway.
     pub async fn start(cfg: LocalConfig) -> Result<Self, BackendError> {
@@ -186,8 +230,7 @@ impl LocalBackend {
             cfg.root.join("gateway").join("routes.json"),
             health_503,
         )?);
-        let (gateway_addr, task) =
-            local_gateway::serve(cfg.gateway_listen, gateway.clone()).await?;
+        let (gateway_addr, task) = bind_gateway(&cfg, gateway.clone()).await?;
         let locks: crate::local_sshd_watch::NameLocks = Arc::new(Mutex::new(HashMap::new()));
         let sshd_watch = crate::local_sshd_watch::SshdWatch::new(
             cfg.sshd_bin.clone(),

@@ -282,22 +282,23 @@ async fn survives_a_restart_and_restarts_a_dead_sshd() {
         ssh_public_key: key.public_openssh().to_string(),
         node_id: None,
     };
-    let (vm, pid) = {
+    let (vm, pid, gw_before) = {
         let be = backend(root.path()).await;
         let vm = be.deploy_vm(&req, discard_output()).await.unwrap();
-        be.deploy_gateway(
-            &GatewayRequest {
-                name: name.clone(),
-                host_label: "carol".into(),
-                backend_url: vm.web_backend_url.clone(),
-                node_id: None,
-            },
-            discard_output(),
-        )
-        .await
-        .unwrap();
+        let gw = be
+            .deploy_gateway(
+                &GatewayRequest {
+                    name: name.clone(),
+                    host_label: "carol".into(),
+                    backend_url: vm.web_backend_url.clone(),
+                    node_id: None,
+                },
+                discard_output(),
+            )
+            .await
+            .unwrap();
         let pid = read_pid_file(&be.sandbox_dir(&name).join("sshd/sshd.pid")).unwrap();
-        (vm, pid)
+        (vm, pid, gw)
         // The backend (and its gateway task) is dropped here: a deployer restart.
     };
     assert!(pid_alive(pid), "sshd survives the backend");
@@ -314,6 +315,9 @@ async fn survives_a_restart_and_restarts_a_dead_sshd() {
         .unwrap()
         .expect("route persisted");
     assert_eq!(gw.fqdn, "carol.localhost");
+    // On a port the OS chose, the gateway asks for the same port again: the public URL (and the
+    // OAuth callback made for it) does not move with a restart.
+    assert_eq!(gw.url, gw_before.url);
 
     // A dead sshd (SSH refused) is restarted by get_vm.
     assert!(be.stop_sshd(&name).await);

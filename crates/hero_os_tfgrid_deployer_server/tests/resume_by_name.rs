@@ -46,11 +46,12 @@ async fn a_saved_job_is_matched_by_name_after_a_step_is_inserted() {
     assert_eq!(job.state, JobState::Failed);
     assert_eq!(job.current_step.as_deref(), Some("wait_ssh"));
 
-    // The fixture's own list (the table before register_sso): nothing to change.
+    // The fixture's own list (the table before register_sso and configure_sso): nothing to change.
+    let inserted_since = ["register_sso", "configure_sso"];
     let before: Vec<&str> = PROVISION_STEPS
         .iter()
         .copied()
-        .filter(|s| *s != "register_sso")
+        .filter(|s| !inserted_since.contains(s))
         .collect();
     let plan = resume::plan(&before, &job.steps).unwrap();
     assert!(!plan.changes_rows(), "{plan:?}");
@@ -63,7 +64,14 @@ async fn a_saved_job_is_matched_by_name_after_a_step_is_inserted() {
     // Paired by position, saved row 6 (wait_ssh, failed) would have been run as the new
     // step, and the last step would have had no row at all.
     assert_eq!(job.steps[at].name, "wait_ssh");
-    assert_eq!(plan.added, [(at as u32 + 1, "register_sso")]);
+    let sso = table.iter().position(|s| *s == "configure_sso").unwrap();
+    assert_eq!(
+        plan.added,
+        [
+            (at as u32 + 1, "register_sso"),
+            (sso as u32 + 1, "configure_sso")
+        ]
+    );
     db.write(move |conn| store::apply_resume_plan(conn, 1, &plan))
         .await
         .unwrap();
