@@ -146,8 +146,23 @@ async fn a_live_sandbox_is_not_forgotten_and_a_decommission_leftover_is() {
 async fn an_unconfigured_backend_record_is_forgotten_only_with_force_and_never_during_a_job() {
     use hero_os_tfgrid_deployer_sdk::methods::{SecretDelete, SecretSet};
     use hero_os_tfgrid_deployer_sdk::types::{SecretSetParams, SecretSlotParams};
-    // gridproxy accepts connections and never answers: a job selecting a node stays active.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // A gridproxy stand-in: while `hang` holds it accepts connections and never answers (a job
+    // selecting a node stays active); then it closes each at once (select_node fails, before
+    // the backend is asked).
     let gridproxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gridproxy_addr = gridproxy.local_addr().unwrap();
+    let hang = Arc::new(AtomicBool::new(true));
+    let hanging = hang.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in gridproxy.incoming().flatten() {
+            if hanging.load(Ordering::SeqCst) {
+                held.push(stream);
+            }
+        }
+    });
     let conf_dir = tempfile::tempdir().unwrap();
     let conf = conf_dir.path().join("deployer.toml");
     std::fs::write(
@@ -161,7 +176,7 @@ async fn an_unconfigured_backend_record_is_forgotten_only_with_force_and_never_d
         ("HERO_DEPLOYER_CONFIG".into(), conf.display().to_string()),
         (
             "HERO_DEPLOYER_GRIDPROXY_URL".into(),
-            format!("http://{}", gridproxy.local_addr().unwrap()),
+            format!("http://{gridproxy_addr}"),
         ),
     ])
     .await;
@@ -194,8 +209,26 @@ async fn an_unconfigured_backend_record_is_forgotten_only_with_force_and_never_d
     c.cancel_job(job.job_id).await.unwrap();
     let (job, events) = follow(c, job.job_id).await;
     assert_eq!(job.state, JobState::Cancelled, "{}", messages(&events));
-    // Whatever the cancelled job left never reached the backend: forgotten without --force.
-    c.forget_vm(user_id, false).await.unwrap();
+    // The cancelled job closed its own record: nothing is left to forget, and that is no error.
+    let r = c.forget_vm(user_id, false).await.unwrap();
+    assert!(r.vms.is_empty() && r.gateways.is_empty(), "{r:?}");
+
+    // A job that failed selecting a node left a record that never reached the backend:
+    // forgotten without --force, and said why.
+    hang.store(false, Ordering::SeqCst);
+    let job = c.provision_vm(user_id, Some(on_grid(None))).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Failed, "{}", messages(&events));
+    assert!(c.get_vm(user_id).await.unwrap().vm.is_some());
+    let r = c.forget_vm(user_id, false).await.unwrap();
+    assert_eq!(r.vms, [format!("hero_u{user_id}_gridy on opentofu")]);
+    assert_eq!(
+        r.grounds,
+        [format!(
+            "hero_u{user_id}_gridy: never reached the opentofu backend"
+        )]
+    );
+    assert!(c.get_vm(user_id).await.unwrap().vm.is_none());
 
     // A node pinned: deploy_vm runs (the stand-in `tofu` makes nothing), so the record
     // reached the backend. Then the mnemonic goes, and the server restarts (a running server
@@ -245,5 +278,4 @@ async fn an_unconfigured_backend_record_is_forgotten_only_with_force_and_never_d
         "the refusals are audited too: {audit:?}"
     );
     c.delete_user(user_id).await.unwrap();
-    drop(gridproxy);
 }
