@@ -218,11 +218,14 @@ impl Provisioner {
                         [gw_id],
                     )?;
                 }
-                // The user is left with no VM: `user delete` and a new `vm deploy` both work.
-                conn.execute_cached(
-                    "UPDATE users SET vm_status = ?2, updated_at = ?3 WHERE user_id = ?1",
-                    params![user_id, VmStatus::NoVm, now_s],
-                )?;
+                // The user is left with no VM: `user delete` and a new `vm deploy` both work. A
+                // status that already says so (`no_vm`, `decommissioned`) is kept.
+                if !matches!(now.status, VmStatus::NoVm | VmStatus::Decommissioned) {
+                    conn.execute_cached(
+                        "UPDATE users SET vm_status = ?2, updated_at = ?3 WHERE user_id = ?1",
+                        params![user_id, VmStatus::NoVm, now_s],
+                    )?;
+                }
                 crate::audit::append(
                     conn,
                     now_s,
