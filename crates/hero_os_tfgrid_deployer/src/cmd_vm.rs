@@ -1,4 +1,4 @@
-//! `vm deploy|delete|show|list|ssh|ssh-key` and `reconcile`.
+//! `vm deploy|delete|forget|show|list|ssh|ssh-key` and `reconcile`.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -45,6 +45,20 @@ pub enum VmCmd {
         /// Follow the job with a live progress display until it ends.
         #[arg(long)]
         follow: bool,
+        /// Do not ask for confirmation (needed without a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Forget the user's VM and gateway records whose resources are gone (audited; the user
+    /// stays). The backend must confirm they are gone, or the record never reached it.
+    Forget {
+        /// Username or numeric user id.
+        user: String,
+        /// Forget without the backend's confirmation (a backend that cannot be asked, e.g.
+        /// opentofu without a mnemonic). Never while a job is active for the user; what is left
+        /// on a backend is an orphan `reconcile` reports.
+        #[arg(long)]
+        force: bool,
         /// Do not ask for confirmation (needed without a terminal).
         #[arg(long, short = 'y')]
         yes: bool,
@@ -128,6 +142,42 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
             )?;
             let job = client.decommission_vm(user_id).await?;
             return started(client, job, f, out).await;
+        }
+        VmCmd::Forget { user, force, yes } => {
+            let user_id = resolve_user(client, &user).await?;
+            output::confirm(
+                &if force {
+                    format!("Forget the VM records of {user} without asking the backend whether its VM and gateway are gone?")
+                } else {
+                    format!("Forget the VM records of {user} (only if the backend confirms its VM and gateway are gone)?")
+                },
+                yes,
+            )?;
+            let r = client.forget_vm(user_id, force).await?;
+            out.show(&r, |r| {
+                let or_none = |v: &[String]| {
+                    if v.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        v.join(", ")
+                    }
+                };
+                output::fields(&[
+                    ("user", r.forge_username.clone()),
+                    ("forced", if r.forced { "yes" } else { "no" }.to_owned()),
+                    ("vms forgotten", or_none(&r.vms)),
+                    ("gateways forgotten", or_none(&r.gateways)),
+                    (
+                        "grounds",
+                        if r.grounds.is_empty() {
+                            "none needed".to_owned()
+                        } else {
+                            r.grounds.join("; ")
+                        },
+                    ),
+                    ("oauth app", r.sso_app.clone()),
+                ])
+            });
         }
         VmCmd::Invite { user } => return crate::cmd_invite::run(&user, client, out).await,
         VmCmd::Show { user } => {

@@ -173,6 +173,7 @@ async fn operator_walk_through_the_cli() {
     for args in [
         &["user", "delete", "alice"][..],
         &["vm", "delete", "alice"],
+        &["vm", "forget", "alice", "--force"],
         &["secret", "delete", "deployer/forge_admin_token"],
         &["reconcile", "--fix"],
     ] {
@@ -521,10 +522,35 @@ async fn vm_walk_through_the_cli() {
     );
     assert!(o.status.success(), "{:?}", text(&o));
 
+    // A live VM is not forgotten: one line naming what still exists, and a stable code.
+    let o = cli(&stack, &["vm", "forget", "alice", "--yes"], None);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        err.contains(
+            "still on the backend: vm hero_u1_alice on local, gateway hero_u1_alice on local"
+        ) && err.lines().count() == 1,
+        "{err}"
+    );
+    let o = cli(&stack, &["--json", "vm", "forget", "alice", "--yes"], None);
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["kind"], "refused", "{e}");
+    assert_eq!(e["detail"]["code"], "vm.still_exists", "{e}");
+
     let o = cli(&stack, &["vm", "delete", "alice", "-y", "--follow"], None);
     assert!(o.status.success(), "{:?}", text(&o));
     let o = cli(&stack, &["vm", "list"], None);
     assert!(!text(&o).0.contains("alice"), "{:?}", text(&o));
+    // The README's command: after a decommission nothing is left to forget, and it says so.
+    let o = cli(&stack, &["vm", "forget", "alice", "--yes"], None);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("vms forgotten") && out.contains("none") && out.contains("forced"),
+        "{out}"
+    );
+    let o = cli(&stack, &["events", "--user", "alice"], None);
+    assert!(text(&o).0.contains("vm.forget"), "{:?}", text(&o));
 
     // job list pages, with a hint that works as printed.
     let o = cli(&stack, &["job", "list", "--limit", "1"], None);

@@ -32,6 +32,7 @@ impl PageError {
                 Some(
                     ErrorKind::FailedPrecondition
                     | ErrorKind::JobConflict
+                    | ErrorKind::Refused
                     | ErrorKind::AlreadyExists
                     | ErrorKind::ForgeConflict,
                 ) => StatusCode::CONFLICT,

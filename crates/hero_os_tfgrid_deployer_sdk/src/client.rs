@@ -479,6 +479,15 @@ impl Client {
             .await
     }
 
+    pub async fn forget_vm(
+        &self,
+        user_id: UserId,
+        force: bool,
+    ) -> Result<ForgetVmResult, ClientError> {
+        self.call::<methods::ForgetVm>(&ForgetVmParams { user_id, force })
+            .await
+    }
+
     pub async fn reconcile(&self, fix: bool) -> Result<ReconcileReport, ClientError> {
         self.call::<methods::Reconcile>(&ReconcileParams { fix })
             .await

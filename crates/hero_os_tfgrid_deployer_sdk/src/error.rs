@@ -49,6 +49,9 @@ pub enum ErrorKind {
     Forbidden,
     /// The server is shutting down or overloaded; try again.
     Unavailable,
+    /// The operation was refused to protect something that may still exist or be in use;
+    /// `data.detail.code` names why with a stable dotted code (e.g. `vm.still_exists`).
+    Refused,
 }
 
 impl ErrorKind {
@@ -74,6 +77,7 @@ impl ErrorKind {
             ErrorKind::Backend => -32012,
             ErrorKind::Forbidden => -32013,
             ErrorKind::Unavailable => -32014,
+            ErrorKind::Refused => -32015,
         }
     }
 
@@ -98,6 +102,7 @@ impl ErrorKind {
         ErrorKind::Backend,
         ErrorKind::Forbidden,
         ErrorKind::Unavailable,
+        ErrorKind::Refused,
     ];
 
     /// The kind for a code, if it is one of ours.
@@ -127,6 +132,7 @@ impl ErrorKind {
             ErrorKind::Backend => "backend",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Refused => "refused",
         }
     }
 }

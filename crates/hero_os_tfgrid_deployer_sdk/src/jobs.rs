@@ -333,6 +333,36 @@ pub struct SshKeyExport {
     pub fingerprint: String,
 }
 
+/// Params of `deployer.forget_vm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetVmParams {
+    pub user_id: UserId,
+    /// Forget without the backend's confirmation that the VM and gateway are gone (for a
+    /// backend that cannot be asked). Never while a job is active for the user. Default false.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Result of `deployer.forget_vm`: what was forgotten and on what grounds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ForgetVmResult {
+    pub user_id: UserId,
+    pub forge_username: String,
+    /// Whether `force` was given.
+    pub forced: bool,
+    /// The VM records removed (resource names, `<name> on <backend>`); empty when there was
+    /// nothing left to forget.
+    pub vms: Vec<String>,
+    /// The gateway records removed (names).
+    pub gateways: Vec<String>,
+    /// Why forgetting was safe: per VM record, what the backend said, that it was never
+    /// reached, or that `force` skipped the question.
+    pub grounds: Vec<String>,
+    /// What happened to the VM's OAuth app on Forge and its client secret.
+    pub sso_app: String,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReconcileParams {

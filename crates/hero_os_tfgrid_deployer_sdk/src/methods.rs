@@ -124,6 +124,9 @@ methods! {
     ExportSshKey = "deployer.export_ssh_key",
         "Export a user's SSH private key to reach their VM (local socket only; audited)",
         (UserIdParams) -> SshKeyExport, [NotFound, Forbidden, SecretStore];
+    ForgetVm = "deployer.forget_vm",
+        "Forget a user's VM and gateway records whose resources are gone (the backend confirms, or force); never during a job (audited)",
+        (ForgetVmParams) -> ForgetVmResult, [NotFound, Refused, JobConflict, FailedPrecondition];
     Reconcile = "deployer.reconcile",
         "Compare the backend's inventory with the deployer's records; with fix, remove orphans (audited)",
         (ReconcileParams) -> ReconcileReport, [Backend];

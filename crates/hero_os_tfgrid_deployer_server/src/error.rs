@@ -39,6 +39,9 @@ pub enum ServiceError {
     Backend(String),
     #[error("{0}")]
     Internal(String),
+    /// Refused to protect what may still exist; the refusal carries a stable code.
+    #[error("{0}")]
+    Refused(#[from] crate::provision::forget::Refusal),
 }
 
 /// The answer for a write that failed because the server's disk is full.
@@ -98,6 +101,7 @@ impl ServiceError {
             ServiceError::JobConflict { .. } => ErrorKind::JobConflict,
             ServiceError::NoCandidateNode(_) => ErrorKind::NoCandidateNode,
             ServiceError::Backend(_) => ErrorKind::Backend,
+            ServiceError::Refused(_) => ErrorKind::Refused,
         }
     }
 
@@ -144,6 +148,9 @@ impl ServiceError {
                     );
                 }
                 RpcError::new(kind, self.to_string()).with_detail(detail)
+            }
+            ServiceError::Refused(r) => {
+                RpcError::new(kind, self.to_string()).with_detail(r.detail())
             }
             ServiceError::Secret(e) => RpcError::new(kind, self.to_string())
                 .with_detail(serde_json::json!({ "code": e.code() })),

@@ -23,6 +23,7 @@ pub mod config;
 pub mod events;
 pub mod facts;
 pub mod faults;
+pub mod forget;
 pub mod gate;
 pub mod lazy_backend;
 pub mod metered_backend;

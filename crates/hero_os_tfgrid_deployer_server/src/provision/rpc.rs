@@ -42,6 +42,9 @@ pub fn register(registry: &mut Registry, provisioner: Provisioner) {
     registry.register_with::<VmSshTarget, _, _>(p.clone(), |p, _, params| async move {
         p.vm_ssh_target(params.user_id).await
     });
+    registry.register_with::<ForgetVm, _, _>(p.clone(), |p, c, params| async move {
+        p.forget_vm(&c.actor, params).await
+    });
     registry.register_with::<Reconcile, _, _>(p, |p, c, params| async move {
         p.reconcile(&c.actor, params).await
     });

@@ -1,6 +1,8 @@
 //! VM and gateway records. A provision job's VM row is written with the job itself, so before
 //! the backend is ever asked to deploy: every resource the deployer may have made has a row
-//! (reconcile relies on it); rows are never deleted, only marked `decommissioned`, for audit.
+//! (reconcile relies on it); rows are not deleted, only marked `decommissioned`, for audit — except
+//! by `vm forget` (`forget.rs`), which removes the live rows of resources that are gone, with an
+//! audit line saying what it removed.
 
 use hero_os_tfgrid_deployer_sdk::jobs::{VmDetails, VmRecord};
 use hero_os_tfgrid_deployer_sdk::types::UserId;
@@ -48,6 +50,15 @@ pub fn live_vm(conn: &Connection, user_id: UserId) -> rusqlite::Result<Option<Vm
     ))?
     .query_row([user_id], vm_from_row)
     .optional()
+}
+
+/// Every live (not decommissioned) VM row of the user, newest first.
+pub fn live_vms(conn: &Connection, user_id: UserId) -> rusqlite::Result<Vec<VmRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {VM_COLUMNS} FROM vms WHERE user_id = ?1 AND state != 'decommissioned' ORDER BY vm_id DESC"
+    ))?
+    .query_map([user_id], vm_from_row)?
+    .collect()
 }
 
 pub fn vm_by_id(conn: &Connection, vm_id: i64) -> rusqlite::Result<Option<VmRecord>> {
