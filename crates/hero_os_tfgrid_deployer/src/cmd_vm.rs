@@ -1,4 +1,4 @@
-//! `vm deploy|delete|show|list|ssh|ssh-key` and `reconcile`.
+//! `vm deploy|delete|show|list|check|ssh|ssh-key` and `reconcile`.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -61,11 +61,17 @@ pub enum VmCmd {
         /// Username or numeric user id.
         user: String,
     },
-    /// Every live VM: user, state, URL, backend and node.
+    /// Every live VM: user, state, health, URL, backend and node.
     List {
         /// Only users whose name starts with this.
         #[arg(long)]
         filter: Option<String>,
+    },
+    /// Probe the public /health of the user's VM (or, without a user, of every ready VM)
+    /// through its gateway now, instead of waiting for the health watch's next round.
+    Check {
+        /// Username or numeric user id (default: every ready VM).
+        user: Option<String>,
     },
     /// Open a shell (or run COMMAND) on the user's VM with OpenSSH: the held key (export is
     /// audited; local socket only) and the host key the deployer pinned. Prints host and port.
@@ -146,6 +152,22 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
                                 .unwrap_or_else(|| "-".into()),
                         ),
                         ("url", vm.url.clone().unwrap_or_else(|| "-".into())),
+                        ("health", output::health(vm.health.as_ref())),
+                        (
+                            "last healthy",
+                            vm.health
+                                .as_ref()
+                                .and_then(|h| h.last_healthy_at)
+                                .map(output::time)
+                                .unwrap_or_else(|| "-".into()),
+                        ),
+                        (
+                            "last error",
+                            vm.health
+                                .as_ref()
+                                .and_then(|h| h.last_error.clone())
+                                .unwrap_or_else(|| "-".into()),
+                        ),
                         (
                             "host key",
                             vm.host_key_fingerprint
@@ -227,68 +249,56 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
             std::process::exit(code);
         }
         VmCmd::List { filter } => {
-            let vms = live_vms(client, filter).await?;
-            out.show(&VmList { vms: vms.clone() }, |l| {
-                let rows: Vec<Vec<String>> = l
-                    .vms
-                    .iter()
-                    .map(|v| {
-                        vec![
-                            v.forge_username.clone(),
-                            v.state.clone(),
-                            v.url.clone().unwrap_or_else(|| "-".into()),
-                            v.backend.clone(),
-                            v.node_id
-                                .map(|n| n.to_string())
-                                .unwrap_or_else(|| "-".into()),
-                            v.ready_at.map(output::time).unwrap_or_else(|| "-".into()),
-                        ]
-                    })
-                    .collect();
-                output::table(
-                    &["user", "state", "url", "backend", "node", "ready since"],
-                    &rows,
-                );
-                println!("{} VM(s)", l.vms.len());
-            });
+            let list = client.list_vms(filter).await?;
+            show_vms(&list, out);
+        }
+        VmCmd::Check { user } => {
+            let user_id = match user {
+                Some(u) => Some(resolve_user(client, &u).await?),
+                None => None,
+            };
+            let list = client.check_health(user_id).await?;
+            show_vms(&list, out);
         }
     }
     Ok(())
 }
 
-/// `vm list --json`: an object (not a bare array) so fields such as health can join later
-/// without breaking scripts.
-#[derive(serde::Serialize)]
-struct VmList {
-    vms: Vec<VmRecord>,
-}
-
-/// The live VM of every user that has one, in username order: the users listing says who has a
-/// VM, `get_vm` gives its record.
-async fn live_vms(client: &Client, filter: Option<String>) -> anyhow::Result<Vec<VmRecord>> {
-    use hero_os_tfgrid_deployer_sdk::types::{ListUsersParams, VmStatus};
-    let mut params = ListUsersParams {
-        filter,
-        cursor: None,
-        limit: Some(500),
-        before: None,
-    };
-    let mut vms = Vec::new();
-    loop {
-        let page = client.list_users(&params).await?;
-        for u in &page.users {
-            if matches!(u.vm_status, VmStatus::NoVm | VmStatus::Decommissioned) {
-                continue;
-            }
-            if let Some(vm) = client.get_vm(u.user_id).await?.vm {
-                vms.push(vm);
-            }
-        }
-        match page.next_cursor {
-            Some(c) => params.cursor = Some(c),
-            None => return Ok(vms),
-        }
-    }
+/// The table of `vm list` and `vm check` (`--json`: the `VmList` object, so fields can join
+/// later without breaking scripts).
+fn show_vms(list: &VmList, out: &Output) {
+    out.show(list, |l| {
+        let rows: Vec<Vec<String>> = l
+            .vms
+            .iter()
+            .map(|v| {
+                vec![
+                    v.forge_username.clone(),
+                    v.state.clone(),
+                    output::health(v.health.as_ref()),
+                    v.url.clone().unwrap_or_else(|| "-".into()),
+                    v.backend.clone(),
+                    v.node_id
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    v.ready_at.map(output::time).unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        output::table(
+            &[
+                "user",
+                "state",
+                "health",
+                "url",
+                "backend",
+                "node",
+                "ready since",
+            ],
+            &rows,
+        );
+        println!("{} VM(s)", l.vms.len());
+    });
 }
 
 async fn started(client: &Client, job: Job, f: bool, out: &Output) -> anyhow::Result<()> {

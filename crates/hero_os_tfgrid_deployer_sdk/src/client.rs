@@ -461,6 +461,18 @@ impl Client {
         self.call::<methods::GetVm>(&UserIdParams { user_id }).await
     }
 
+    /// `deployer.list_vms`: every live VM with its health.
+    pub async fn list_vms(&self, filter: Option<String>) -> Result<VmList, ClientError> {
+        self.call::<methods::ListVms>(&ListVmsParams { filter })
+            .await
+    }
+
+    /// `deployer.check_health`: probe now (one user's VM, or every ready one).
+    pub async fn check_health(&self, user_id: Option<UserId>) -> Result<VmList, ClientError> {
+        self.call::<methods::CheckHealth>(&CheckHealthParams { user_id })
+            .await
+    }
+
     pub async fn export_ssh_key(&self, user_id: UserId) -> Result<SshKeyExport, ClientError> {
         self.call::<methods::ExportSshKey>(&UserIdParams { user_id })
             .await

@@ -293,6 +293,60 @@ pub struct VmRecord {
     pub job_id: Option<JobId>,
     /// When `finalize` recorded it ready (unix seconds).
     pub ready_at: Option<i64>,
+    /// What the health watch last saw at the public `/health` (`None`: not probed yet).
+    #[serde(default)]
+    pub health: Option<VmHealth>,
+}
+
+/// Health of a ready VM as the server's health watch sees it through the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    /// The public `/health` answered 200 on the last probe.
+    Healthy,
+    /// The last probe got another status, an error, or no answer within its deadline.
+    Unreachable,
+}
+
+spelled!(HealthState {
+    Healthy => "healthy",
+    Unreachable => "unreachable",
+});
+
+/// The health watch's record of one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VmHealth {
+    pub state: HealthState,
+    /// Since when the VM is in `state` (unix seconds): "down since 14:02".
+    pub since: i64,
+    /// When it was last probed.
+    pub checked_at: i64,
+    /// The last probe that answered 200 (`None`: never seen healthy).
+    pub last_healthy_at: Option<i64>,
+    /// Why the last probe failed (`None` while healthy).
+    pub last_error: Option<String>,
+}
+
+/// Params of `deployer.list_vms`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ListVmsParams {
+    /// Only users whose name starts with this.
+    #[serde(default)]
+    pub filter: Option<String>,
+}
+
+/// Params of `deployer.check_health`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CheckHealthParams {
+    /// Probe only this user's VM (default: every ready VM).
+    #[serde(default)]
+    pub user_id: Option<UserId>,
+}
+
+/// Live VMs (not decommissioned), in username order, with their health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VmList {
+    pub vms: Vec<VmRecord>,
 }
 
 /// Result of `deployer.get_vm`: the user's current VM (if any), key and gateway facts.

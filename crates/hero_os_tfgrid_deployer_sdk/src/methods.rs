@@ -121,6 +121,12 @@ methods! {
         (JobEventsParams) -> JobEventsPage, [NotFound];
     GetVm = "deployer.get_vm", "A user's current VM, earlier VMs, and SSH key facts",
         (UserIdParams) -> VmDetails, [NotFound];
+    ListVms = "deployer.list_vms",
+        "Every live VM in username order: state, URL, backend, node and the health watch's last verdict",
+        (ListVmsParams) -> VmList, [];
+    CheckHealth = "deployer.check_health",
+        "Probe the public /health of every ready VM (or one user's) through its gateway now; transitions are audited",
+        (CheckHealthParams) -> VmList, [NotFound];
     ExportSshKey = "deployer.export_ssh_key",
         "Export a user's SSH private key to reach their VM (local socket only; audited)",
         (UserIdParams) -> SshKeyExport, [NotFound, Forbidden, SecretStore];

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod fleet;
 pub mod forge;
 pub mod http;
 pub mod listen;
@@ -162,9 +163,19 @@ pub async fn serve(
         .start()
         .await
         .map_err(|e| StartError::Provision(e.to_string()))?;
+    let health = Arc::new(fleet::health::HealthWatch::new(
+        deployer.db.clone(),
+        provisioner.agent(),
+        clock.clone(),
+        deployer.random.clone(),
+        config.health.clone(),
+        config.provision.health_path.clone(),
+    ));
+    let health_task = health.clone().spawn();
     let deployer_db = deployer.db.clone();
     let mut registry = registry_with_version(deployer, facts, forge_version);
     provision::rpc::register(&mut registry, provisioner.clone());
+    fleet::rpc::register(&mut registry, provisioner.clone(), health);
     let doc = openrpc_document();
 
     // TCP first: once the unix socket answers, every listener is ready.
@@ -220,6 +231,9 @@ pub async fn serve(
     shutdown.await;
     tracing::info!("shutting down");
     reaper.abort();
+    if let Some(task) = health_task {
+        task.abort();
+    }
     provisioner.shutdown();
     let _ = stop_tx.send(true);
     for task in tasks {
