@@ -1,4 +1,4 @@
-//! `vm deploy|delete|show|list|check|ssh|ssh-key` and `reconcile`.
+//! `vm deploy|delete|repair|show|list|check|ssh|ssh-key` and `reconcile`.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -48,6 +48,15 @@ pub enum VmCmd {
         /// Do not ask for confirmation (needed without a terminal).
         #[arg(long, short = 'y')]
         yes: bool,
+    },
+    /// Repair the user's ready VM in place: push the manifest, the SSO slots, run the
+    /// bootstrap and verify health again (a job like deploy, with the same progress and audit).
+    Repair {
+        /// Username or numeric user id.
+        user: String,
+        /// Follow the job with a live progress display until it ends.
+        #[arg(long)]
+        follow: bool,
     },
     /// The invitation to send the user once their VM is ready: URL, how to sign in, what to
     /// expect (message on stdout; the password is never in it — the reminder on stderr says how
@@ -133,6 +142,11 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
                 yes,
             )?;
             let job = client.decommission_vm(user_id).await?;
+            return started(client, job, f, out).await;
+        }
+        VmCmd::Repair { user, follow: f } => {
+            let user_id = resolve_user(client, &user).await?;
+            let job = client.repair_vm(user_id).await?;
             return started(client, job, f, out).await;
         }
         VmCmd::Invite { user } => return crate::cmd_invite::run(&user, client, out).await,

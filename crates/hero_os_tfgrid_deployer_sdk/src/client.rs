@@ -461,6 +461,12 @@ impl Client {
         self.call::<methods::GetVm>(&UserIdParams { user_id }).await
     }
 
+    /// `deployer.repair_vm`: a repair job on the user's ready VM.
+    pub async fn repair_vm(&self, user_id: UserId) -> Result<Job, ClientError> {
+        self.call::<methods::RepairVm>(&UserIdParams { user_id })
+            .await
+    }
+
     /// `deployer.list_vms`: every live VM with its health.
     pub async fn list_vms(&self, filter: Option<String>) -> Result<VmList, ClientError> {
         self.call::<methods::ListVms>(&ListVmsParams { filter })

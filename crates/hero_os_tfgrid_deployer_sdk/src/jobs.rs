@@ -12,6 +12,9 @@ pub type JobId = i64;
 pub enum JobKind {
     Provision,
     Decommission,
+    /// Re-runs the bootstrap half of a provision (manifest, SSO slots, bootstrap, health) on
+    /// the live VM.
+    Repair,
 }
 
 /// Declares `as_str` (the stored and wire spelling) and `parse` (which refuses anything else)
@@ -40,7 +43,7 @@ macro_rules! spelled {
     };
 }
 
-spelled!(JobKind { Provision => "provision", Decommission => "decommission" });
+spelled!(JobKind { Provision => "provision", Decommission => "decommission", Repair => "repair" });
 spelled!(JobState {
     Queued => "queued",
     Running => "running",

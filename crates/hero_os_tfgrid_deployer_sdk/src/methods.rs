@@ -109,6 +109,9 @@ methods! {
     DecommissionVm = "deployer.decommission_vm",
         "Start a decommission job: delete_gateway, delete_vm, delete_sso_app, mark_decommissioned (the VM record is kept for audit)",
         (UserIdParams) -> Job, [NotFound, JobConflict, FailedPrecondition];
+    RepairVm = "deployer.repair_vm",
+        "Start a repair job on the user's ready VM, re-running push_manifest, configure_sso, run_bootstrap, verify_health (the VM, its gateway and its OAuth app stay)",
+        (UserIdParams) -> Job, [NotFound, JobConflict, FailedPrecondition];
     GetJob = "deployer.get_job", "Get one job with its steps", (JobIdParams) -> Job, [NotFound];
     ListJobs = "deployer.list_jobs", "List jobs, newest first", (ListJobsParams) -> JobsPage, [];
     CancelJob = "deployer.cancel_job",

@@ -198,3 +198,110 @@ async fn health_follows_the_web_stack_down_and_up_with_audited_transitions() {
         Some(hero_os_tfgrid_deployer_sdk::ErrorKind::NotFound)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_brings_a_killed_web_stack_back_on_the_same_vm() {
+    let (stack, _) = stack(vec![
+        ("HERO_DEPLOYER_HEALTH_INTERVAL_SECS".into(), "0".into()),
+        (
+            "HERO_DEPLOYER_HEALTH_PROBE_DEADLINE_MS".into(),
+            "3000".into(),
+        ),
+    ])
+    .await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    let user_id = new_user(c, "alice").await;
+    let nobody = new_user(c, "bob").await;
+    let job = c.provision_vm(user_id, None).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{}", messages(&events));
+    let before = c.get_vm(user_id).await.unwrap().vm.unwrap();
+
+    // Nothing to repair without a ready VM.
+    let err = c.repair_vm(nobody).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        Some(hero_os_tfgrid_deployer_sdk::ErrorKind::FailedPrecondition),
+        "{err}"
+    );
+
+    let dir = sandbox_dir(&stack, &before.name);
+    let killed = kill_web_stack(&dir);
+    let down = c.check_health(Some(user_id)).await.unwrap();
+    assert_eq!(
+        one(&down, "alice").health.as_ref().unwrap().state,
+        HealthState::Unreachable
+    );
+
+    let repair = c.repair_vm(user_id).await.unwrap();
+    assert_eq!(repair.kind, JobKind::Repair);
+    let names: Vec<&str> = repair.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        hero_os_tfgrid_deployer_server::provision::steps::REPAIR_STEPS
+    );
+    // One active job per user holds for repairs too.
+    let err = c.repair_vm(user_id).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        Some(hero_os_tfgrid_deployer_sdk::ErrorKind::JobConflict),
+        "{err}"
+    );
+    let (repair, events) = follow(c, repair.job_id).await;
+    assert_eq!(
+        repair.state,
+        JobState::Succeeded,
+        "{:?}\n{}",
+        repair.error,
+        messages(&events)
+    );
+    let text = messages(&events);
+    for (i, name) in names.iter().enumerate() {
+        assert!(
+            text.contains(&format!("step {}/4 {name}: done in", i + 1)),
+            "{text}"
+        );
+    }
+    assert_steps_in_order(&events, &names);
+    // New processes, on the same VM: one sandbox, the same row, host key and URL.
+    let needle = format!("{}/", dir.display());
+    assert!(processes_mentioning(&needle)
+        .iter()
+        .all(|p| !killed.contains(p)));
+    assert_eq!(sandboxes(&stack), vec![before.name.clone()]);
+    let after = c.get_vm(user_id).await.unwrap().vm.unwrap();
+    assert_eq!(
+        (
+            after.vm_id,
+            &after.url,
+            &after.host_key_fingerprint,
+            &after.state
+        ),
+        (
+            before.vm_id,
+            &before.url,
+            &before.host_key_fingerprint,
+            &before.state
+        )
+    );
+    assert_eq!(
+        c.get_user(user_id).await.unwrap().vm_status,
+        hero_os_tfgrid_deployer_sdk::types::VmStatus::Ready
+    );
+    let up = c.check_health(Some(user_id)).await.unwrap();
+    assert_eq!(
+        one(&up, "alice").health.as_ref().unwrap().state,
+        HealthState::Healthy
+    );
+    let audit = c
+        .list_events(&ListEventsParams {
+            action: Some("vm.repair_requested".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.events.len(), 1);
+    assert_eq!(audit.events[0].subject, "user:alice");
+    assert_eq!(audit.events[0].actor, "local:operator");
+}
