@@ -37,6 +37,21 @@ pub enum VmCmd {
         /// Pin a grid node instead of selecting one.
         #[arg(long)]
         node: Option<u32>,
+        /// Days until the VM expires and is decommissioned, or `never` (default: the server's
+        /// `provision.expiry.default_days`).
+        #[arg(long, value_name = "DAYS|never", value_parser = parse_days)]
+        expires_in_days: Option<u32>,
+    },
+    /// Move the VM's expiry later (`--days N`) or make it never expire (`--never`).
+    Extend {
+        /// Username or numeric user id.
+        user: String,
+        /// Days to add (from now when the expiry already passed).
+        #[arg(long, required_unless_present = "never", conflicts_with = "never")]
+        days: Option<u32>,
+        /// The VM never expires.
+        #[arg(long)]
+        never: bool,
     },
     /// Decommission the user's VM: delete gateway and VM; the record and the Forge account stay.
     Delete {
@@ -111,14 +126,18 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
             backend,
             profile,
             node,
+            expires_in_days,
         } => {
-            let options = (backend.is_some() || profile.is_some() || node.is_some()).then_some(
-                ProvisionOptions {
-                    backend,
-                    profile,
-                    node_id: node,
-                },
-            );
+            let options = (backend.is_some()
+                || profile.is_some()
+                || node.is_some()
+                || expires_in_days.is_some())
+            .then_some(ProvisionOptions {
+                backend,
+                profile,
+                node_id: node,
+                expires_in_days,
+            });
             let many = match (users, all_without_vm) {
                 (Some(list), _) => Some(crate::cmd_batch::Targets::Named(list)),
                 (None, true) => Some(crate::cmd_batch::Targets::AllWithoutVm),
@@ -144,6 +163,19 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
             let job = client.decommission_vm(user_id).await?;
             return started(client, job, f, out).await;
         }
+        VmCmd::Extend { user, days, never } => {
+            let user_id = resolve_user(client, &user).await?;
+            let vm = client
+                .extend_vm(user_id, if never { None } else { days })
+                .await?;
+            out.show(&vm, |v| {
+                println!(
+                    "{}: expires {}",
+                    v.forge_username,
+                    output::expiry(v.expires_at)
+                )
+            });
+        }
         VmCmd::Repair { user, follow: f } => {
             let user_id = resolve_user(client, &user).await?;
             let job = client.repair_vm(user_id).await?;
@@ -167,6 +199,7 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
                         ),
                         ("url", vm.url.clone().unwrap_or_else(|| "-".into())),
                         ("health", output::health(vm.health.as_ref())),
+                        ("expires", output::expiry(vm.expires_at)),
                         (
                             "last healthy",
                             vm.health
@@ -290,6 +323,7 @@ fn show_vms(list: &VmList, out: &Output) {
                     v.forge_username.clone(),
                     v.state.clone(),
                     output::health(v.health.as_ref()),
+                    output::expiry(v.expires_at),
                     v.url.clone().unwrap_or_else(|| "-".into()),
                     v.backend.clone(),
                     v.node_id
@@ -304,6 +338,7 @@ fn show_vms(list: &VmList, out: &Output) {
                 "user",
                 "state",
                 "health",
+                "expires",
                 "url",
                 "backend",
                 "node",
@@ -313,6 +348,16 @@ fn show_vms(list: &VmList, out: &Output) {
         );
         println!("{} VM(s)", l.vms.len());
     });
+}
+
+/// `--expires-in-days`: a number of days, or `never` (0).
+fn parse_days(s: &str) -> Result<u32, String> {
+    match s {
+        "never" => Ok(0),
+        n => n
+            .parse()
+            .map_err(|_| format!("expected a number of days or `never`, got {n:?}")),
+    }
 }
 
 async fn started(client: &Client, job: Job, f: bool, out: &Output) -> anyhow::Result<()> {

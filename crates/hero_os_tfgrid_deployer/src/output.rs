@@ -138,6 +138,11 @@ pub fn health(h: Option<&hero_os_tfgrid_deployer_sdk::jobs::VmHealth>) -> String
     }
 }
 
+/// A VM's expiry in one cell: the time, or `never`.
+pub fn expiry(at: Option<i64>) -> String {
+    at.map(time).unwrap_or_else(|| "never".into())
+}
+
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn time(unix: i64) -> String {
     let days = unix.div_euclid(86_400);

@@ -467,6 +467,20 @@ impl Client {
             .await
     }
 
+    /// `deployer.extend_vm`: `days` later, or never (`days: None`).
+    pub async fn extend_vm(
+        &self,
+        user_id: UserId,
+        days: Option<u32>,
+    ) -> Result<VmRecord, ClientError> {
+        self.call::<methods::ExtendVm>(&ExtendVmParams {
+            user_id,
+            days,
+            never: days.is_none(),
+        })
+        .await
+    }
+
     /// `deployer.list_vms`: every live VM with its health.
     pub async fn list_vms(&self, filter: Option<String>) -> Result<VmList, ClientError> {
         self.call::<methods::ListVms>(&ListVmsParams { filter })

@@ -202,6 +202,10 @@ pub struct ProvisionOptions {
     /// Pin a node instead of selecting one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<u32>,
+    /// Days until the VM expires and is decommissioned; 0: never. Default: the server's
+    /// `expiry.default_days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -299,6 +303,22 @@ pub struct VmRecord {
     /// What the health watch last saw at the public `/health` (`None`: not probed yet).
     #[serde(default)]
     pub health: Option<VmHealth>,
+    /// When the server decommissions this VM (unix seconds); `None`: never.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+/// Params of `deployer.extend_vm`: exactly one of `days` and `never`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendVmParams {
+    pub user_id: UserId,
+    /// Move the expiry this many days later (from now when it already passed).
+    #[serde(default)]
+    pub days: Option<u32>,
+    /// The VM never expires.
+    #[serde(default)]
+    pub never: bool,
 }
 
 /// Health of a ready VM as the server's health watch sees it through the gateway.

@@ -124,6 +124,9 @@ methods! {
         (JobEventsParams) -> JobEventsPage, [NotFound];
     GetVm = "deployer.get_vm", "A user's current VM, earlier VMs, and SSH key facts",
         (UserIdParams) -> VmDetails, [NotFound];
+    ExtendVm = "deployer.extend_vm",
+        "Move a live VM's expiry N days later, or make it never expire (audited)",
+        (ExtendVmParams) -> VmRecord, [NotFound, FailedPrecondition, InvalidParams];
     ListVms = "deployer.list_vms",
         "Every live VM in username order: state, URL, backend, node and the health watch's last verdict",
         (ListVmsParams) -> VmList, [];

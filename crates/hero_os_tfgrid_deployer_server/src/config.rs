@@ -256,6 +256,24 @@ const ENV: &[(&str, Setter)] = &[
         c.health.probe_deadline_ms = v.parse().map_err(|e| format!("not a number: {e}"))?;
         Ok(())
     }),
+    ("HERO_DEPLOYER_EXPIRY_DEFAULT_DAYS", |c, v| {
+        c.provision.expiry.default_days = v.parse().map_err(|e| format!("not a number: {e}"))?;
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_EXPIRY_WARN_BEFORE_HOURS", |c, v| {
+        c.provision.expiry.warn_before_hours =
+            v.parse().map_err(|e| format!("not a number: {e}"))?;
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_EXPIRY_CHECK_INTERVAL_SECS", |c, v| {
+        c.provision.expiry.check_interval_secs =
+            v.parse().map_err(|e| format!("not a number: {e}"))?;
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_TEST_CLOCK_OFFSET_FILE", |c, v| {
+        c.provision.test_clock_offset_file = (!v.is_empty()).then(|| v.into());
+        Ok(())
+    }),
     ("HERO_DEPLOYER_TEST_CRASH_AT", |c, v| {
         c.provision.test_crash_at = (!v.is_empty()).then(|| v.into());
         Ok(())
@@ -630,6 +648,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("health.concurrency"), "{err}");
+        std::fs::write(&file, "[provision.expiry]\ndefault_days = 3\n").unwrap();
+        assert_eq!(
+            Config::load(Some(&file), env(&[]))
+                .unwrap()
+                .provision
+                .expiry
+                .default_days,
+            3
+        );
+        let c = Config::load(
+            Some(&file),
+            env(&[
+                ("HERO_DEPLOYER_EXPIRY_DEFAULT_DAYS", "0"),
+                ("HERO_DEPLOYER_EXPIRY_WARN_BEFORE_HOURS", "5"),
+                ("HERO_DEPLOYER_EXPIRY_CHECK_INTERVAL_SECS", "9"),
+            ]),
+        )
+        .unwrap();
+        let e = &c.provision.expiry;
+        assert_eq!(
+            (e.default_days, e.warn_before_hours, e.check_interval_secs),
+            (0, 5, 9)
+        );
+        std::fs::write(&file, "[provision.expiry]\ndefault_day = 3\n").unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("default_day"), "{err}");
         std::fs::write(&file, "[health]\nintervall_secs = 7\n").unwrap();
         let err = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
         assert!(err.contains("intervall_secs"), "{err}");

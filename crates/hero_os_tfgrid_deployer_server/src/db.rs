@@ -45,6 +45,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_vm_health",
         include_str!("../migrations/0005_vm_health.sql"),
     ),
+    (
+        "0006_vm_expiry",
+        include_str!("../migrations/0006_vm_expiry.sql"),
+    ),
 ];
 
 /// Read connections open at most (the machine this runs on has few cores; more would only

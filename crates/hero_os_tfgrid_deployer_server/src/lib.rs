@@ -103,7 +103,8 @@ pub async fn serve(
     }
     let secrets = open_secret_store(&config)?;
     let random: Arc<dyn Random> = Arc::new(OsRandom);
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock: Arc<dyn Clock> =
+        fleet::expiry::server_clock(Arc::new(SystemClock), &config.provision);
     let admin_token = match &config.forge.admin_token_file {
         Some(path) => AdminTokenSource::File(path.clone()),
         None => AdminTokenSource::Slot(secrets.clone()),
@@ -172,6 +173,8 @@ pub async fn serve(
         config.provision.health_path.clone(),
     ));
     let health_task = health.clone().spawn();
+    // After the jobs of an earlier run resumed: expired VMs are caught up now.
+    let expiry_task = fleet::expiry::spawn(provisioner.clone());
     let deployer_db = deployer.db.clone();
     let mut registry = registry_with_version(deployer, facts, forge_version);
     provision::rpc::register(&mut registry, provisioner.clone());
@@ -234,6 +237,7 @@ pub async fn serve(
     if let Some(task) = health_task {
         task.abort();
     }
+    expiry_task.abort();
     provisioner.shutdown();
     let _ = stop_tx.send(true);
     for task in tasks {

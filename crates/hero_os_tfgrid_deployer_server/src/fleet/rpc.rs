@@ -3,13 +3,16 @@
 
 use std::sync::Arc;
 
-use hero_os_tfgrid_deployer_sdk::methods::{CheckHealth, ListVms};
+use hero_os_tfgrid_deployer_sdk::methods::{CheckHealth, ExtendVm, ListVms};
 
 use super::health::HealthWatch;
 use crate::provision::Provisioner;
 use crate::rpc::Registry;
 
 pub fn register(registry: &mut Registry, provisioner: Provisioner, watch: Arc<HealthWatch>) {
+    registry.register_with::<ExtendVm, _, _>(provisioner.clone(), |p, c, params| async move {
+        p.extend_vm(&c.actor, params).await
+    });
     registry.register_with::<ListVms, _, _>(provisioner.clone(), |p, _, params| async move {
         p.list_vms(params.filter).await
     });

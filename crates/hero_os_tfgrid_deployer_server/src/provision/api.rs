@@ -50,6 +50,13 @@ impl Provisioner {
         let (user_id, actor_s) = (p.user_id, actor.as_str().to_owned());
         let now = self.now_ms();
         let now_s = self.deployer().clock.now();
+        // From the deploy request, with the same clock reading as the VM row's created_at.
+        let expires_at = crate::fleet::expiry::expires_at(
+            now_s,
+            options
+                .expires_in_days
+                .unwrap_or(self.inner.cfg.expiry.default_days),
+        );
         let spec = hero_os_tfgrid_deployer_backends::VmSpec::default();
         let spec_json =
             serde_json::to_string(&spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -98,6 +105,10 @@ impl Provisioner {
                         ssh_key_fingerprint: key.as_ref().map(|k| k.fingerprint.as_str()),
                         now: now_s,
                     },
+                )?;
+                conn.execute_cached(
+                    "UPDATE vms SET expires_at = ?2, expiry_warned_at = NULL WHERE vm_id = ?1",
+                    params![vm_id, expires_at],
                 )?;
                 let context = steps::JobContext {
                     key_fingerprint: key.as_ref().map(|k| k.fingerprint.clone()),
