@@ -201,7 +201,7 @@ async fn health_follows_the_web_stack_down_and_up_with_audited_transitions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repair_brings_a_killed_web_stack_back_on_the_same_vm() {
-    let (stack, _) = stack(vec![
+    let (mut stack, _) = stack(vec![
         ("HERO_DEPLOYER_HEALTH_INTERVAL_SECS".into(), "0".into()),
         (
             "HERO_DEPLOYER_HEALTH_PROBE_DEADLINE_MS".into(),
@@ -210,7 +210,7 @@ async fn repair_brings_a_killed_web_stack_back_on_the_same_vm() {
     ])
     .await;
     let _reaper = SandboxReaper(local_root(&stack));
-    let c = stack.client();
+    let c = &stack.client().clone();
     let user_id = new_user(c, "alice").await;
     let nobody = new_user(c, "bob").await;
     let job = c.provision_vm(user_id, None).await.unwrap();
@@ -304,4 +304,24 @@ async fn repair_brings_a_killed_web_stack_back_on_the_same_vm() {
     assert_eq!(audit.events.len(), 1);
     assert_eq!(audit.events[0].subject, "user:alice");
     assert_eq!(audit.events[0].actor, "local:operator");
+
+    // After a crash and restart the local gateway listens on another port (the tests' gateway
+    // port is 0): a repair starts from where the VM's gateway is now, not where the provision
+    // left it, and ends with the same single VM.
+    stack.server.restart_after_crash();
+    kill_web_stack(&dir);
+    let again = c.repair_vm(user_id).await.unwrap();
+    let (again, events) = follow(c, again.job_id).await;
+    assert_eq!(
+        again.state,
+        JobState::Succeeded,
+        "{:?}\n{}",
+        again.error,
+        messages(&events)
+    );
+    assert_eq!(sandboxes(&stack), vec![before.name.clone()]);
+    assert_eq!(
+        c.get_vm(user_id).await.unwrap().vm.unwrap().vm_id,
+        before.vm_id
+    );
 }

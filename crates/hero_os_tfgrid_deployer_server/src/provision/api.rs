@@ -224,6 +224,23 @@ impl Provisioner {
     /// manifest profile).
     pub async fn repair_vm(&self, actor: &Actor, user_id: UserId) -> Result<Job, ServiceError> {
         let actor_s = actor.as_str().to_owned();
+        // Where the VM's gateway is now (it may have moved since the provision, e.g. a local
+        // gateway on another port after a restart): the manifest and the health check use it.
+        let current_gateway = match self
+            .db()
+            .call(move |conn| -> Result<_, ServiceError> { Ok(vms::live_vm(conn, user_id)?) })
+            .await?
+        {
+            Some(vm) if vm.state == VmState::Ready.as_str() => {
+                let name = steps::resource_name(user_id, &vm.forge_username)
+                    .map_err(|e| ServiceError::FailedPrecondition(e.message))?;
+                self.backend(&vm.backend)?
+                    .get_gateway(&name)
+                    .await
+                    .map_err(|e| ServiceError::Backend(format!("[{}] {e}", e.code())))?
+            }
+            _ => None,
+        };
         let now = self.now_ms();
         let now_s = self.deployer().clock.now();
         let created = self
@@ -255,6 +272,9 @@ impl Provisioner {
                     })?;
                 context.vm_id = Some(vm.vm_id);
                 context.gate = None;
+                if current_gateway.is_some() {
+                    context.gateway = current_gateway;
+                }
                 let context_json = serde_json::to_string(&context)
                     .map_err(|e| ServiceError::Internal(e.to_string()))?;
                 create_job(
