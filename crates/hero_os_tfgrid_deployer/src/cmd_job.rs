@@ -168,6 +168,7 @@ pub fn kind(k: JobKind) -> &'static str {
     match k {
         JobKind::Provision => "provision",
         JobKind::Decommission => "decommission",
+        JobKind::Repair => "repair",
     }
 }
 

@@ -269,12 +269,18 @@ pub async fn run(cmd: UserCmd, client: &Client, out: &Output) -> anyhow::Result<
                             u.user_id.to_string(),
                             u.forge_username.clone(),
                             u.vm_status.as_str().to_owned(),
+                            u.vm_health
+                                .map(|h| h.as_str().to_owned())
+                                .unwrap_or_else(|| "-".into()),
                             if u.forge_token_set { "yes" } else { "no" }.to_owned(),
                             output::time(u.created_at),
                         ]
                     })
                     .collect();
-                output::table(&["id", "username", "vm", "token", "created"], &rows);
+                output::table(
+                    &["id", "username", "vm", "health", "token", "created"],
+                    &rows,
+                );
                 println!("{} of {} user(s)", p.users.len(), p.total);
                 if let Some(c) = &p.next_cursor {
                     output::more("--cursor", c);

@@ -1,4 +1,4 @@
-//! `vm deploy|delete|forget|show|list|ssh|ssh-key` and `reconcile`.
+//! `vm deploy|delete|forget|repair|extend|show|list|check|ssh|ssh-key` and `reconcile`.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -37,6 +37,21 @@ pub enum VmCmd {
         /// Pin a grid node instead of selecting one.
         #[arg(long)]
         node: Option<u32>,
+        /// Days until the VM expires and is decommissioned, or `never` (default: the server's
+        /// `provision.expiry.default_days`).
+        #[arg(long, value_name = "DAYS|never", value_parser = parse_days)]
+        expires_in_days: Option<u32>,
+    },
+    /// Move the VM's expiry later (`--days N`) or make it never expire (`--never`).
+    Extend {
+        /// Username or numeric user id.
+        user: String,
+        /// Days to add (from now when the expiry already passed).
+        #[arg(long, required_unless_present = "never", conflicts_with = "never")]
+        days: Option<u32>,
+        /// The VM never expires.
+        #[arg(long)]
+        never: bool,
     },
     /// Decommission the user's VM: delete gateway and VM; the record and the Forge account stay.
     Delete {
@@ -63,6 +78,15 @@ pub enum VmCmd {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Repair the user's ready VM in place: push the manifest, the SSO slots, run the
+    /// bootstrap and verify health again (a job like deploy, with the same progress and audit).
+    Repair {
+        /// Username or numeric user id.
+        user: String,
+        /// Follow the job with a live progress display until it ends.
+        #[arg(long)]
+        follow: bool,
+    },
     /// The invitation to send the user once their VM is ready: URL, how to sign in, what to
     /// expect (message on stdout; the password is never in it — the reminder on stderr says how
     /// to send it).
@@ -75,11 +99,17 @@ pub enum VmCmd {
         /// Username or numeric user id.
         user: String,
     },
-    /// Every live VM: user, state, URL, backend and node.
+    /// Every live VM: user, state, health, URL, backend and node.
     List {
         /// Only users whose name starts with this.
         #[arg(long)]
         filter: Option<String>,
+    },
+    /// Probe the public /health of the user's VM (or, without a user, of every ready VM)
+    /// through its gateway now, instead of waiting for the health watch's next round.
+    Check {
+        /// Username or numeric user id (default: every ready VM).
+        user: Option<String>,
     },
     /// Open a shell (or run COMMAND) on the user's VM with OpenSSH: the held key (export is
     /// audited; local socket only) and the host key the deployer pinned. Prints host and port.
@@ -110,14 +140,18 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
             backend,
             profile,
             node,
+            expires_in_days,
         } => {
-            let options = (backend.is_some() || profile.is_some() || node.is_some()).then_some(
-                ProvisionOptions {
-                    backend,
-                    profile,
-                    node_id: node,
-                },
-            );
+            let options = (backend.is_some()
+                || profile.is_some()
+                || node.is_some()
+                || expires_in_days.is_some())
+            .then_some(ProvisionOptions {
+                backend,
+                profile,
+                node_id: node,
+                expires_in_days,
+            });
             let many = match (users, all_without_vm) {
                 (Some(list), _) => Some(crate::cmd_batch::Targets::Named(list)),
                 (None, true) => Some(crate::cmd_batch::Targets::AllWithoutVm),
@@ -179,6 +213,24 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
                 ])
             });
         }
+        VmCmd::Extend { user, days, never } => {
+            let user_id = resolve_user(client, &user).await?;
+            let vm = client
+                .extend_vm(user_id, if never { None } else { days })
+                .await?;
+            out.show(&vm, |v| {
+                println!(
+                    "{}: expires {}",
+                    v.forge_username,
+                    output::expiry(v.expires_at)
+                )
+            });
+        }
+        VmCmd::Repair { user, follow: f } => {
+            let user_id = resolve_user(client, &user).await?;
+            let job = client.repair_vm(user_id).await?;
+            return started(client, job, f, out).await;
+        }
         VmCmd::Invite { user } => return crate::cmd_invite::run(&user, client, out).await,
         VmCmd::Show { user } => {
             let user_id = resolve_user(client, &user).await?;
@@ -196,6 +248,23 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
                                 .unwrap_or_else(|| "-".into()),
                         ),
                         ("url", vm.url.clone().unwrap_or_else(|| "-".into())),
+                        ("health", output::health(vm.health.as_ref())),
+                        ("expires", output::expiry(vm.expires_at)),
+                        (
+                            "last healthy",
+                            vm.health
+                                .as_ref()
+                                .and_then(|h| h.last_healthy_at)
+                                .map(output::time)
+                                .unwrap_or_else(|| "-".into()),
+                        ),
+                        (
+                            "last error",
+                            vm.health
+                                .as_ref()
+                                .and_then(|h| h.last_error.clone())
+                                .unwrap_or_else(|| "-".into()),
+                        ),
                         (
                             "host key",
                             vm.host_key_fingerprint
@@ -277,67 +346,67 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
             std::process::exit(code);
         }
         VmCmd::List { filter } => {
-            let vms = live_vms(client, filter).await?;
-            out.show(&VmList { vms: vms.clone() }, |l| {
-                let rows: Vec<Vec<String>> = l
-                    .vms
-                    .iter()
-                    .map(|v| {
-                        vec![
-                            v.forge_username.clone(),
-                            v.state.clone(),
-                            v.url.clone().unwrap_or_else(|| "-".into()),
-                            v.backend.clone(),
-                            v.node_id
-                                .map(|n| n.to_string())
-                                .unwrap_or_else(|| "-".into()),
-                            v.ready_at.map(output::time).unwrap_or_else(|| "-".into()),
-                        ]
-                    })
-                    .collect();
-                output::table(
-                    &["user", "state", "url", "backend", "node", "ready since"],
-                    &rows,
-                );
-                println!("{} VM(s)", l.vms.len());
-            });
+            let list = client.list_vms(filter).await?;
+            show_vms(&list, out);
+        }
+        VmCmd::Check { user } => {
+            let user_id = match user {
+                Some(u) => Some(resolve_user(client, &u).await?),
+                None => None,
+            };
+            let list = client.check_health(user_id).await?;
+            show_vms(&list, out);
         }
     }
     Ok(())
 }
 
-/// `vm list --json`: an object (not a bare array) so fields such as health can join later
-/// without breaking scripts.
-#[derive(serde::Serialize)]
-struct VmList {
-    vms: Vec<VmRecord>,
+/// The table of `vm list` and `vm check` (`--json`: the `VmList` object, so fields can join
+/// later without breaking scripts).
+fn show_vms(list: &VmList, out: &Output) {
+    out.show(list, |l| {
+        let rows: Vec<Vec<String>> = l
+            .vms
+            .iter()
+            .map(|v| {
+                vec![
+                    v.forge_username.clone(),
+                    v.state.clone(),
+                    output::health(v.health.as_ref()),
+                    output::expiry(v.expires_at),
+                    v.url.clone().unwrap_or_else(|| "-".into()),
+                    v.backend.clone(),
+                    v.node_id
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    v.ready_at.map(output::time).unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        output::table(
+            &[
+                "user",
+                "state",
+                "health",
+                "expires",
+                "url",
+                "backend",
+                "node",
+                "ready since",
+            ],
+            &rows,
+        );
+        println!("{} VM(s)", l.vms.len());
+    });
 }
 
-/// The live VM of every user that has one, in username order: the users listing says who has a
-/// VM, `get_vm` gives its record.
-async fn live_vms(client: &Client, filter: Option<String>) -> anyhow::Result<Vec<VmRecord>> {
-    use hero_os_tfgrid_deployer_sdk::types::{ListUsersParams, VmStatus};
-    let mut params = ListUsersParams {
-        filter,
-        cursor: None,
-        limit: Some(500),
-        before: None,
-    };
-    let mut vms = Vec::new();
-    loop {
-        let page = client.list_users(&params).await?;
-        for u in &page.users {
-            if matches!(u.vm_status, VmStatus::NoVm | VmStatus::Decommissioned) {
-                continue;
-            }
-            if let Some(vm) = client.get_vm(u.user_id).await?.vm {
-                vms.push(vm);
-            }
-        }
-        match page.next_cursor {
-            Some(c) => params.cursor = Some(c),
-            None => return Ok(vms),
-        }
+/// `--expires-in-days`: a number of days, or `never` (0).
+fn parse_days(s: &str) -> Result<u32, String> {
+    match s {
+        "never" => Ok(0),
+        n => n
+            .parse()
+            .map_err(|_| format!("expected a number of days or `never`, got {n:?}")),
     }
 }
 

@@ -128,6 +128,21 @@ pub fn more(flag: &str, value: impl std::fmt::Display) {
     println!("more: {flag} {value}");
 }
 
+/// A VM's health in one cell: `healthy`, `down since <time>`, or `-` (not probed yet).
+pub fn health(h: Option<&hero_os_tfgrid_deployer_sdk::jobs::VmHealth>) -> String {
+    use hero_os_tfgrid_deployer_sdk::jobs::HealthState;
+    match h {
+        None => "-".into(),
+        Some(h) if h.state == HealthState::Healthy => "healthy".into(),
+        Some(h) => format!("down since {}", time(h.since)),
+    }
+}
+
+/// A VM's expiry in one cell: the time, or `never`.
+pub fn expiry(at: Option<i64>) -> String {
+    at.map(time).unwrap_or_else(|| "never".into())
+}
+
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn time(unix: i64) -> String {
     let days = unix.div_euclid(86_400);

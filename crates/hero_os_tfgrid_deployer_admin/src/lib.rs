@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/users/new", get(pages::create_user::form))
         .route("/users/{id}", get(pages::user_detail::show))
         .route("/users/{id}/deploy", post(pages::actions::deploy))
+        .route("/users/{id}/repair", post(pages::actions::repair))
         .route(
             "/users/{id}/decommission",
             post(pages::actions::decommission),

@@ -304,6 +304,55 @@ async fn every_route_against_the_real_server() {
         r.text
     );
     assert!(r.text.contains("run_bootstrap"));
+    // The ready VM's page: its expiry, its health once probed, and a Repair button that starts
+    // a repair job on the same VM.
+    let r = get(&app, &path, Some("alice")).await;
+    assert!(r.text.contains("data-testid=\"expires\""), "{}", r.text);
+    assert!(
+        r.text.contains(&format!("action=\"{path}/repair\"")),
+        "{}",
+        r.text
+    );
+    stack.client.check_health(Some(user.user_id)).await.unwrap();
+    let r = get(&app, &path, Some("alice")).await;
+    assert!(r.text.contains("data-health=\"healthy\""), "{}", r.text);
+    assert_eq!(
+        post(&app, &format!("{path}/repair"), "alice", &[])
+            .await
+            .status,
+        403
+    );
+    let r = post(&app, &format!("{path}/repair"), "alice", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let repair = stack
+        .client
+        .call::<methods::ListJobs>(&ListJobsParams {
+            user_id: Some(user.user_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
+    assert_eq!(
+        repair.kind,
+        hero_os_tfgrid_deployer_sdk::jobs::JobKind::Repair
+    );
+    assert_eq!(repair.actor, "alice");
+    let repaired = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        stack.client.follow_job(repair.job_id, |_| {}),
+    )
+    .await
+    .expect("the repair ends")
+    .unwrap();
+    assert_eq!(
+        repaired.state,
+        hero_os_tfgrid_deployer_sdk::jobs::JobState::Succeeded,
+        "{:?}",
+        repaired.error
+    );
+
     // Cancel/retry of a finished job: a clear refusal, not a crash.
     let r = post(
         &app,

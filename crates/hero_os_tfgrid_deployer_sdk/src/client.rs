@@ -461,6 +461,38 @@ impl Client {
         self.call::<methods::GetVm>(&UserIdParams { user_id }).await
     }
 
+    /// `deployer.repair_vm`: a repair job on the user's ready VM.
+    pub async fn repair_vm(&self, user_id: UserId) -> Result<Job, ClientError> {
+        self.call::<methods::RepairVm>(&UserIdParams { user_id })
+            .await
+    }
+
+    /// `deployer.extend_vm`: `days` later, or never (`days: None`).
+    pub async fn extend_vm(
+        &self,
+        user_id: UserId,
+        days: Option<u32>,
+    ) -> Result<VmRecord, ClientError> {
+        self.call::<methods::ExtendVm>(&ExtendVmParams {
+            user_id,
+            days,
+            never: days.is_none(),
+        })
+        .await
+    }
+
+    /// `deployer.list_vms`: every live VM with its health.
+    pub async fn list_vms(&self, filter: Option<String>) -> Result<VmList, ClientError> {
+        self.call::<methods::ListVms>(&ListVmsParams { filter })
+            .await
+    }
+
+    /// `deployer.check_health`: probe now (one user's VM, or every ready one).
+    pub async fn check_health(&self, user_id: Option<UserId>) -> Result<VmList, ClientError> {
+        self.call::<methods::CheckHealth>(&CheckHealthParams { user_id })
+            .await
+    }
+
     pub async fn export_ssh_key(&self, user_id: UserId) -> Result<SshKeyExport, ClientError> {
         self.call::<methods::ExportSshKey>(&UserIdParams { user_id })
             .await

@@ -12,6 +12,9 @@ pub type JobId = i64;
 pub enum JobKind {
     Provision,
     Decommission,
+    /// Re-runs the bootstrap half of a provision (manifest, SSO slots, bootstrap, health) on
+    /// the live VM.
+    Repair,
 }
 
 /// Declares `as_str` (the stored and wire spelling) and `parse` (which refuses anything else)
@@ -40,7 +43,7 @@ macro_rules! spelled {
     };
 }
 
-spelled!(JobKind { Provision => "provision", Decommission => "decommission" });
+spelled!(JobKind { Provision => "provision", Decommission => "decommission", Repair => "repair" });
 spelled!(JobState {
     Queued => "queued",
     Running => "running",
@@ -199,6 +202,10 @@ pub struct ProvisionOptions {
     /// Pin a node instead of selecting one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<u32>,
+    /// Days until the VM expires and is decommissioned; 0: never. Default: the server's
+    /// `expiry.default_days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -293,6 +300,76 @@ pub struct VmRecord {
     pub job_id: Option<JobId>,
     /// When `finalize` recorded it ready (unix seconds).
     pub ready_at: Option<i64>,
+    /// What the health watch last saw at the public `/health` (`None`: not probed yet).
+    #[serde(default)]
+    pub health: Option<VmHealth>,
+    /// When the server decommissions this VM (unix seconds); `None`: never.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+/// Params of `deployer.extend_vm`: exactly one of `days` and `never`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendVmParams {
+    pub user_id: UserId,
+    /// Move the expiry this many days later (from now when it already passed).
+    #[serde(default)]
+    pub days: Option<u32>,
+    /// The VM never expires.
+    #[serde(default)]
+    pub never: bool,
+}
+
+/// Health of a ready VM as the server's health watch sees it through the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    /// The public `/health` answered 200 on the last probe.
+    Healthy,
+    /// The last probe got another status, an error, or no answer within its deadline.
+    Unreachable,
+}
+
+spelled!(HealthState {
+    Healthy => "healthy",
+    Unreachable => "unreachable",
+});
+
+/// The health watch's record of one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VmHealth {
+    pub state: HealthState,
+    /// Since when the VM is in `state` (unix seconds): "down since 14:02".
+    pub since: i64,
+    /// When it was last probed.
+    pub checked_at: i64,
+    /// The last probe that answered 200 (`None`: never seen healthy).
+    pub last_healthy_at: Option<i64>,
+    /// Why the last probe failed (`None` while healthy).
+    pub last_error: Option<String>,
+}
+
+/// Params of `deployer.list_vms`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ListVmsParams {
+    /// Only users whose name starts with this.
+    #[serde(default)]
+    pub filter: Option<String>,
+}
+
+/// Params of `deployer.check_health`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CheckHealthParams {
+    /// Probe only this user's VM (default: every ready VM).
+    #[serde(default)]
+    pub user_id: Option<UserId>,
+}
+
+/// Live VMs (not decommissioned), in username order, with their health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VmList {
+    pub vms: Vec<VmRecord>,
 }
 
 /// Result of `deployer.get_vm`: the user's current VM (if any), key and gateway facts.

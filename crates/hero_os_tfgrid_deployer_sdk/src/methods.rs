@@ -109,6 +109,9 @@ methods! {
     DecommissionVm = "deployer.decommission_vm",
         "Start a decommission job: delete_gateway, delete_vm, delete_sso_app, mark_decommissioned (the VM record is kept for audit)",
         (UserIdParams) -> Job, [NotFound, JobConflict, FailedPrecondition];
+    RepairVm = "deployer.repair_vm",
+        "Start a repair job on the user's ready VM, re-running push_manifest, configure_sso, run_bootstrap, verify_health (the VM, its gateway and its OAuth app stay)",
+        (UserIdParams) -> Job, [NotFound, JobConflict, FailedPrecondition];
     GetJob = "deployer.get_job", "Get one job with its steps", (JobIdParams) -> Job, [NotFound];
     ListJobs = "deployer.list_jobs", "List jobs, newest first", (ListJobsParams) -> JobsPage, [];
     CancelJob = "deployer.cancel_job",
@@ -121,6 +124,15 @@ methods! {
         (JobEventsParams) -> JobEventsPage, [NotFound];
     GetVm = "deployer.get_vm", "A user's current VM, earlier VMs, and SSH key facts",
         (UserIdParams) -> VmDetails, [NotFound];
+    ExtendVm = "deployer.extend_vm",
+        "Move a live VM's expiry N days later, or make it never expire (audited)",
+        (ExtendVmParams) -> VmRecord, [NotFound, FailedPrecondition, InvalidParams];
+    ListVms = "deployer.list_vms",
+        "Every live VM in username order: state, URL, backend, node and the health watch's last verdict",
+        (ListVmsParams) -> VmList, [];
+    CheckHealth = "deployer.check_health",
+        "Probe the public /health of every ready VM (or one user's) through its gateway now; transitions are audited",
+        (CheckHealthParams) -> VmList, [NotFound];
     ExportSshKey = "deployer.export_ssh_key",
         "Export a user's SSH private key to reach their VM (local socket only; audited)",
         (UserIdParams) -> SshKeyExport, [NotFound, Forbidden, SecretStore];

@@ -4,7 +4,7 @@
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
-use crate::jobs::{EventLevel, JobKind, JobState, StepState};
+use crate::jobs::{EventLevel, HealthState, JobKind, JobState, StepState};
 use crate::types::VmStatus;
 
 macro_rules! sql_text {
@@ -29,4 +29,11 @@ macro_rules! sql_text {
     )+};
 }
 
-sql_text!(JobKind, JobState, StepState, EventLevel, VmStatus);
+sql_text!(
+    JobKind,
+    JobState,
+    StepState,
+    EventLevel,
+    VmStatus,
+    HealthState
+);

@@ -29,6 +29,10 @@ pub struct User {
     pub setup_complete: bool,
     /// Coarse state of the person's demo VM, for listings.
     pub vm_status: VmStatus,
+    /// Health of the live VM as the health watch last saw it (`None`: no ready VM, or not
+    /// probed yet).
+    #[serde(default)]
+    pub vm_health: Option<crate::jobs::HealthState>,
     pub created_at: i64,
     pub updated_at: i64,
 }

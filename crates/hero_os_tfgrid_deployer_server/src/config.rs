@@ -54,6 +54,8 @@ pub struct Config {
     pub secrets: SecretsConfig,
     /// Provisioning jobs and compute backends (issue 3).
     pub provision: crate::provision::config::ProvisionConfig,
+    /// The health watch of ready VMs (issue 14).
+    pub health: crate::fleet::health::HealthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,6 +110,7 @@ impl Default for Config {
             forge: ForgeConfig::default(),
             secrets: SecretsConfig::default(),
             provision: Default::default(),
+            health: Default::default(),
         }
     }
 }
@@ -237,6 +240,40 @@ const ENV: &[(&str, Setter)] = &[
         c.provision.opentofu.provider_version = (!v.is_empty()).then(|| v.into());
         Ok(())
     }),
+    ("HERO_DEPLOYER_HEALTH_INTERVAL_SECS", |c, v| {
+        c.health.interval_secs = v.parse().map_err(|e| format!("not a number: {e}"))?;
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_HEALTH_JITTER_SECS", |c, v| {
+        c.health.jitter_secs = v.parse().map_err(|e| format!("not a number: {e}"))?;
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_HEALTH_CONCURRENCY", |c, v| {
+        c.health.concurrency = v.parse().map_err(|e| format!("not a number: {e}"))?;
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_HEALTH_PROBE_DEADLINE_MS", |c, v| {
+        c.health.probe_deadline_ms = v.parse().map_err(|e| format!("not a number: {e}"))?;
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_EXPIRY_DEFAULT_DAYS", |c, v| {
+        c.provision.expiry.default_days = v.parse().map_err(|e| format!("not a number: {e}"))?;
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_EXPIRY_WARN_BEFORE_HOURS", |c, v| {
+        c.provision.expiry.warn_before_hours =
+            v.parse().map_err(|e| format!("not a number: {e}"))?;
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_EXPIRY_CHECK_INTERVAL_SECS", |c, v| {
+        c.provision.expiry.check_interval_secs =
+            v.parse().map_err(|e| format!("not a number: {e}"))?;
+        Ok(())
+    }),
+    ("HERO_DEPLOYER_TEST_CLOCK_OFFSET_FILE", |c, v| {
+        c.provision.test_clock_offset_file = (!v.is_empty()).then(|| v.into());
+        Ok(())
+    }),
     ("HERO_DEPLOYER_TEST_CRASH_AT", |c, v| {
         c.provision.test_crash_at = (!v.is_empty()).then(|| v.into());
         Ok(())
@@ -314,6 +351,7 @@ impl Config {
             ));
         }
         self.provision.validate().map_err(ConfigError::Invalid)?;
+        self.health.validate().map_err(ConfigError::Invalid)?;
         // A relative path would mean something else for a server started from another
         // directory (`server start --detach`, a service manager): refused, not guessed.
         for (key, path) in [
@@ -566,5 +604,78 @@ mod tests {
         std::fs::write(&file, "[provision.opentofu]\nprovider = \"1\"\n").unwrap();
         let err = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
         assert!(err.contains("provider"), "{err}");
+    }
+
+    #[test]
+    fn health_watch_from_file_and_env_unknown_keys_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[health]\ninterval_secs = 30\njitter_secs = 5\nconcurrency = 8\nprobe_deadline_ms = 2000\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), env(&[])).unwrap();
+        assert_eq!(
+            (
+                c.health.interval_secs,
+                c.health.jitter_secs,
+                c.health.concurrency,
+                c.health.probe_deadline_ms
+            ),
+            (30, 5, 8, 2000)
+        );
+        let c = Config::load(
+            Some(&file),
+            env(&[
+                ("HERO_DEPLOYER_HEALTH_INTERVAL_SECS", "0"),
+                ("HERO_DEPLOYER_HEALTH_CONCURRENCY", "2"),
+                ("HERO_DEPLOYER_HEALTH_PROBE_DEADLINE_MS", "500"),
+                ("HERO_DEPLOYER_HEALTH_JITTER_SECS", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.health.interval_secs,
+                c.health.jitter_secs,
+                c.health.concurrency,
+                c.health.probe_deadline_ms
+            ),
+            (0, 1, 2, 500)
+        );
+        let err = Config::load(None, env(&[("HERO_DEPLOYER_HEALTH_CONCURRENCY", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("health.concurrency"), "{err}");
+        std::fs::write(&file, "[provision.expiry]\ndefault_days = 3\n").unwrap();
+        assert_eq!(
+            Config::load(Some(&file), env(&[]))
+                .unwrap()
+                .provision
+                .expiry
+                .default_days,
+            3
+        );
+        let c = Config::load(
+            Some(&file),
+            env(&[
+                ("HERO_DEPLOYER_EXPIRY_DEFAULT_DAYS", "0"),
+                ("HERO_DEPLOYER_EXPIRY_WARN_BEFORE_HOURS", "5"),
+                ("HERO_DEPLOYER_EXPIRY_CHECK_INTERVAL_SECS", "9"),
+            ]),
+        )
+        .unwrap();
+        let e = &c.provision.expiry;
+        assert_eq!(
+            (e.default_days, e.warn_before_hours, e.check_interval_secs),
+            (0, 5, 9)
+        );
+        std::fs::write(&file, "[provision.expiry]\ndefault_day = 3\n").unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("default_day"), "{err}");
+        std::fs::write(&file, "[health]\nintervall_secs = 7\n").unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("intervall_secs"), "{err}");
     }
 }

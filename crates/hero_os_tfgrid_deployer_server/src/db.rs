@@ -41,6 +41,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_job_events_in_time_order",
         include_str!("../migrations/0004_job_events_in_time_order.sql"),
     ),
+    (
+        "0005_vm_health",
+        include_str!("../migrations/0005_vm_health.sql"),
+    ),
+    (
+        "0006_vm_expiry",
+        include_str!("../migrations/0006_vm_expiry.sql"),
+    ),
 ];
 
 /// Read connections open at most (the machine this runs on has few cores; more would only

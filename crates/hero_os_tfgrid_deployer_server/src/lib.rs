@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod fleet;
 pub mod forge;
 pub mod http;
 pub mod listen;
@@ -102,7 +103,8 @@ pub async fn serve(
     }
     let secrets = open_secret_store(&config)?;
     let random: Arc<dyn Random> = Arc::new(OsRandom);
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock: Arc<dyn Clock> =
+        fleet::expiry::server_clock(Arc::new(SystemClock), &config.provision);
     let admin_token = match &config.forge.admin_token_file {
         Some(path) => AdminTokenSource::File(path.clone()),
         None => AdminTokenSource::Slot(secrets.clone()),
@@ -162,9 +164,21 @@ pub async fn serve(
         .start()
         .await
         .map_err(|e| StartError::Provision(e.to_string()))?;
+    let health = Arc::new(fleet::health::HealthWatch::new(
+        deployer.db.clone(),
+        provisioner.agent(),
+        clock.clone(),
+        deployer.random.clone(),
+        config.health.clone(),
+        config.provision.health_path.clone(),
+    ));
+    let health_task = health.clone().spawn();
+    // After the jobs of an earlier run resumed: expired VMs are caught up now.
+    let expiry_task = fleet::expiry::spawn(provisioner.clone());
     let deployer_db = deployer.db.clone();
     let mut registry = registry_with_version(deployer, facts, forge_version);
     provision::rpc::register(&mut registry, provisioner.clone());
+    fleet::rpc::register(&mut registry, provisioner.clone(), health);
     let doc = openrpc_document();
 
     // TCP first: once the unix socket answers, every listener is ready.
@@ -220,6 +234,10 @@ pub async fn serve(
     shutdown.await;
     tracing::info!("shutting down");
     reaper.abort();
+    if let Some(task) = health_task {
+        task.abort();
+    }
+    expiry_task.abort();
     provisioner.shutdown();
     let _ = stop_tx.send(true);
     for task in tasks {

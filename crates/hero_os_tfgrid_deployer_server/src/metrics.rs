@@ -128,7 +128,9 @@ fn step_histogram() -> Histogram {
 /// Job kinds and states, VM states and users' setup states that are always exported (as 0 when
 /// none exist), so a dashboard can tell "none" from "not exported". States found in sqlite
 /// beyond these are exported too.
-const JOB_KINDS: [&str; 2] = ["provision", "decommission"];
+const JOB_KINDS: [&str; 3] = ["provision", "decommission", "repair"];
+/// The health watch's verdicts of ready VMs; `unknown`: not probed yet.
+const HEALTH_STATES: [&str; 3] = ["healthy", "unreachable", "unknown"];
 const JOB_STATES: [&str; 6] = [
     "queued",
     "running",
@@ -186,6 +188,11 @@ impl Metrics {
             "vms",
             "VM records by state (from the database; decommissioned ones are kept for audit)",
             snapshot.vms,
+        );
+        registry.register(
+            "vm_health",
+            "Ready VMs by the health watch's last verdict (from the database; unknown: not probed yet)",
+            snapshot.vm_health,
         );
         registry.register(
             "users",
@@ -275,6 +282,7 @@ impl MetricsSink for Metrics {
 struct Snapshot {
     jobs: Family<JobLabels, Gauge>,
     vms: Family<StateLabel, Gauge>,
+    vm_health: Family<StateLabel, Gauge>,
     users: Family<StateLabel, Gauge>,
 }
 
@@ -309,12 +317,23 @@ impl Snapshot {
             "SELECT state, COUNT(*) FROM vms GROUP BY state",
             &VM_STATES,
         )?;
+        let vm_health = grouped(
+            conn,
+            "SELECT COALESCE(health_state, 'unknown'), COUNT(*) FROM vms WHERE state = 'ready' \
+             GROUP BY COALESCE(health_state, 'unknown')",
+            &HEALTH_STATES,
+        )?;
         let users = grouped(
             conn,
             "SELECT setup_state, COUNT(*) FROM users GROUP BY setup_state",
             &SETUP_STATES,
         )?;
-        Ok(Snapshot { jobs, vms, users })
+        Ok(Snapshot {
+            jobs,
+            vms,
+            vm_health,
+            users,
+        })
     }
 }
 
@@ -412,6 +431,12 @@ mod tests {
             "0"
         );
         assert_eq!(get(r#"hero_deployer_vms{state="ready"}"#), "1");
+        assert_eq!(get(r#"hero_deployer_vm_health{state="unknown"}"#), "1");
+        assert_eq!(get(r#"hero_deployer_vm_health{state="unreachable"}"#), "0");
+        assert_eq!(
+            get(r#"hero_deployer_jobs{kind="repair",state="running"}"#),
+            "0"
+        );
         assert_eq!(get(r#"hero_deployer_users{state="pending"}"#), "1");
         assert_eq!(
             get(

@@ -25,7 +25,9 @@ pub const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 pub const PASSWORD_LEN: usize = 32;
 
 const USER_COLUMNS: &str = "user_id, forge_username, display_name, email, forge_user_id, forge_created, \
-    forge_token_set, forge_token_note, initial_password_held, setup_state, vm_status, created_at, updated_at";
+    forge_token_set, forge_token_note, initial_password_held, setup_state, vm_status, created_at, updated_at, \
+    (SELECT v.health_state FROM vms v WHERE v.user_id = users.user_id AND v.state = 'ready' \
+     ORDER BY v.vm_id DESC LIMIT 1)";
 
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -43,6 +45,7 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
         vm_status: r.get::<_, VmStatus>(10)?,
         created_at: r.get(11)?,
         updated_at: r.get(12)?,
+        vm_health: r.get(13)?,
     })
 }
 

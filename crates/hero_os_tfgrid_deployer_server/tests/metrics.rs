@@ -193,6 +193,8 @@ async fn metrics_match_what_happened_on_socket_and_tcp() {
         assert_eq!(job.state, JobState::Failed, "{:?}", job.error);
         set_faults(&faults, serde_json::json!({}));
     }
+    // One probe round: alice's ready VM answers through its gateway.
+    c.check_health(None).await.unwrap();
 
     let (_, _, text) = get_unix(&stack.server, "/metrics").await;
     let s = parse(&text);
@@ -216,6 +218,14 @@ async fn metrics_match_what_happened_on_socket_and_tcp() {
     assert_eq!(
         value(&s, "hero_deployer_users", &[("state", "active")]),
         2.0
+    );
+    assert_eq!(
+        value(&s, "hero_deployer_vm_health", &[("state", "healthy")]),
+        1.0
+    );
+    assert_eq!(
+        value(&s, "hero_deployer_vm_health", &[("state", "unreachable")]),
+        0.0
     );
     // Every provision step of alice's job finished once: one observation per step, plus the
     // steps bob's job passed before deploy_vm failed.

@@ -473,6 +473,7 @@ async fn a_backend_missing_a_prerequisite_is_refused_at_job_creation_with_what_t
                     backend: Some(backend.into()),
                     profile: None,
                     node_id: None,
+                    expires_in_days: None,
                 }),
             )
             .await
@@ -502,6 +503,7 @@ async fn a_backend_missing_a_prerequisite_is_refused_at_job_creation_with_what_t
                 backend: Some("nope".into()),
                 profile: None,
                 node_id: None,
+                expires_in_days: None,
             }),
         )
         .await
@@ -628,6 +630,7 @@ async fn a_record_that_never_reached_its_backend_leaves_no_dead_end() {
                 backend: Some("opentofu".into()),
                 profile: None,
                 node_id: None,
+                expires_in_days: None,
             }),
         )
         .await

@@ -3,8 +3,10 @@
 //! table fails this until they do).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use hero_os_tfgrid_deployer_sdk::methods::{DecommissionVm, Method, ProvisionVm};
-use hero_os_tfgrid_deployer_server::provision::steps::{DECOMMISSION_STEPS, PROVISION_STEPS};
+use hero_os_tfgrid_deployer_sdk::methods::{DecommissionVm, Method, ProvisionVm, RepairVm};
+use hero_os_tfgrid_deployer_server::provision::steps::{
+    DECOMMISSION_STEPS, PROVISION_STEPS, REPAIR_STEPS,
+};
 
 fn repo_file(path: &str) -> String {
     std::fs::read_to_string(format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -27,6 +29,11 @@ fn the_openrpc_summaries_name_the_steps_in_table_order() {
         "{}",
         DecommissionVm::SUMMARY
     );
+    assert!(
+        RepairVm::SUMMARY.contains(&REPAIR_STEPS.join(", ")),
+        "{}",
+        RepairVm::SUMMARY
+    );
 }
 
 #[test]
@@ -46,6 +53,10 @@ fn the_provisioning_doc_and_the_readme_list_the_table() {
     assert!(
         flat(&doc).contains(&DECOMMISSION_STEPS.join(" → ")),
         "docs/provisioning.md: decommission steps"
+    );
+    assert!(
+        flat(&doc).contains(&REPAIR_STEPS.join(" → ")),
+        "docs/provisioning.md: repair steps"
     );
     let readme = flat(&repo_file("README.md"));
     assert!(

@@ -72,6 +72,19 @@ pub async fn deploy(
     Ok(Redirect::to(&format!("/users/{id}")).into_response())
 }
 
+pub async fn repair(
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<i64>,
+    Form(f): Form<ActionForm>,
+) -> PageResult<Response> {
+    csrf::check(&admin, &f.csrf)?;
+    admin
+        .client
+        .call::<methods::RepairVm>(&UserIdParams { user_id: id })
+        .await?;
+    Ok(Redirect::to(&format!("/users/{id}")).into_response())
+}
+
 pub async fn decommission(
     Extension(admin): Extension<Admin>,
     Path(id): Path<i64>,

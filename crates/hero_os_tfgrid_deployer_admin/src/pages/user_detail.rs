@@ -5,7 +5,7 @@ use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use hero_os_tfgrid_deployer_sdk::jobs::{
-    Job, JobEventsParams, JobIdParams, JobState, ListJobsParams, VmDetails, VmRecord,
+    HealthState, Job, JobEventsParams, JobIdParams, JobState, ListJobsParams, VmDetails, VmRecord,
 };
 use hero_os_tfgrid_deployer_sdk::methods;
 use hero_os_tfgrid_deployer_sdk::types::{User, VmStatus};
@@ -138,6 +138,19 @@ fn vm_facts(u: &User, vm: Option<&VmDetails>) -> Markup {
                     @if u.vm_status == VmStatus::Ready { a href=(url) target="_blank" rel="noopener noreferrer" data-testid="gateway-url" { (url) } }
                     @else { span.muted { (url) } }
                 } @else { span.muted { "—" } } }
+                @if v.state == "ready" {
+                    dt { "Health" } dd data-testid="health" { @match &v.health {
+                        None => span.muted { "not probed yet" },
+                        Some(h) if h.state == HealthState::Healthy => span.badge.ok data-health="healthy" { "healthy" },
+                        Some(h) => span.badge.bad data-health="unreachable" title=[h.last_error.as_deref()] {
+                            "down since " (time::utc(h.since))
+                        },
+                    } }
+                }
+                dt { "Expires" } dd data-testid="expires" { @match v.expires_at {
+                    Some(at) => (time::utc(at)),
+                    None => span.muted { "never" },
+                } }
                 dt { "Node" } dd { @if let Some(n) = v.node_id { "node " (n) } @else { span.muted { "—" } } }
                 dt { "Backend" } dd { code { (v.backend) } " · " (v.name) }
                 (spec_facts(v))
@@ -257,6 +270,10 @@ fn actions(admin: &Admin, u: &User, job: Option<&Job>, vm: Option<&VmDetails>) -
             @if let Some(j) = job.filter(|j| j.state.is_active()) {
                 (action_button(admin, &format!("/jobs/{}/cancel", j.job_id), "Cancel job", "danger",
                     Some(&format!("Cancel job #{} for {}? A deploy cleans up what it made.", j.job_id, u.forge_username))))
+            }
+            @if u.vm_status == VmStatus::Ready && !active {
+                (action_button(admin, &format!("{base}/repair"), "Repair VM", "",
+                    Some(&format!("Repair the VM of {}? Its manifest, sign-in settings and bootstrap run again on the same VM.", u.forge_username))))
             }
             @if has_vm && !active {
                 (action_button(admin, &format!("{base}/decommission"), "Decommission", "danger",

@@ -187,5 +187,6 @@ pub fn kind_label(k: JobKind) -> &'static str {
     match k {
         JobKind::Provision => "deploy",
         JobKind::Decommission => "decommission",
+        JobKind::Repair => "repair",
     }
 }

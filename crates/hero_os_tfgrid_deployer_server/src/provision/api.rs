@@ -50,6 +50,13 @@ impl Provisioner {
         let (user_id, actor_s) = (p.user_id, actor.as_str().to_owned());
         let now = self.now_ms();
         let now_s = self.deployer().clock.now();
+        // From the deploy request, with the same clock reading as the VM row's created_at.
+        let expires_at = crate::fleet::expiry::expires_at(
+            now_s,
+            options
+                .expires_in_days
+                .unwrap_or(self.inner.cfg.expiry.default_days),
+        );
         let spec = hero_os_tfgrid_deployer_backends::VmSpec::default();
         let spec_json =
             serde_json::to_string(&spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
@@ -98,6 +105,10 @@ impl Provisioner {
                         ssh_key_fingerprint: key.as_ref().map(|k| k.fingerprint.as_str()),
                         now: now_s,
                     },
+                )?;
+                conn.execute_cached(
+                    "UPDATE vms SET expires_at = ?2, expiry_warned_at = NULL WHERE vm_id = ?1",
+                    params![vm_id, expires_at],
                 )?;
                 let context = steps::JobContext {
                     key_fingerprint: key.as_ref().map(|k| k.fingerprint.clone()),
@@ -205,6 +216,84 @@ impl Provisioner {
                     )
                 })
                 .await?;
+        Ok(self.launch(created))
+    }
+
+    /// `deployer.repair_vm`: a repair job on the user's ready VM, starting from what its
+    /// provision job knew (the VM, its host key, its OAuth client) and with its options (the
+    /// manifest profile).
+    pub async fn repair_vm(&self, actor: &Actor, user_id: UserId) -> Result<Job, ServiceError> {
+        let actor_s = actor.as_str().to_owned();
+        // Where the VM's gateway is now (it may have moved since the provision, e.g. a local
+        // gateway on another port after a restart): the manifest and the health check use it.
+        let current_gateway = match self
+            .db()
+            .call(move |conn| -> Result<_, ServiceError> { Ok(vms::live_vm(conn, user_id)?) })
+            .await?
+        {
+            Some(vm) if vm.state == VmState::Ready.as_str() => {
+                let name = steps::resource_name(user_id, &vm.forge_username)
+                    .map_err(|e| ServiceError::FailedPrecondition(e.message))?;
+                self.backend(&vm.backend)?
+                    .get_gateway(&name)
+                    .await
+                    .map_err(|e| ServiceError::Backend(format!("[{}] {e}", e.code())))?
+            }
+            _ => None,
+        };
+        let now = self.now_ms();
+        let now_s = self.deployer().clock.now();
+        let created = self
+            .db()
+            .write(move |conn| -> Result<Loaded, ServiceError> {
+                let username = user_name(conn, user_id)?;
+                if store::active_job_of(conn, user_id)?.is_some() {
+                    return Err(store::conflict(conn, user_id, &username));
+                }
+                let vm = vms::live_vm(conn, user_id)?
+                    .filter(|vm| vm.state == VmState::Ready.as_str())
+                    .ok_or_else(|| {
+                        ServiceError::FailedPrecondition(format!(
+                            "user {username} has no ready VM to repair; deploy one (`vm deploy {username}`)"
+                        ))
+                    })?;
+                let made_by = vm.job_id.ok_or_else(|| {
+                    ServiceError::FailedPrecondition(format!(
+                        "the VM {} of {username} has no provision job on record to repair from; decommission and deploy again",
+                        vm.name
+                    ))
+                })?;
+                let internals = store::internals(conn, made_by)?;
+                let mut context: steps::JobContext = serde_json::from_str(&internals.context_json)
+                    .map_err(|e| {
+                        ServiceError::Internal(format!(
+                            "the context of job {made_by} cannot be read: {e}"
+                        ))
+                    })?;
+                context.vm_id = Some(vm.vm_id);
+                context.gate = None;
+                if current_gateway.is_some() {
+                    context.gateway = current_gateway;
+                }
+                let context_json = serde_json::to_string(&context)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                create_job(
+                    conn,
+                    &store::NewJob {
+                        user_id,
+                        forge_username: &username,
+                        kind: JobKind::Repair,
+                        backend: &vm.backend,
+                        actor: &actor_s,
+                        options_json: &internals.options_json,
+                        context_json: &context_json,
+                        steps: steps::REPAIR_STEPS,
+                        now_ms: now,
+                    },
+                    now_s,
+                )
+            })
+            .await?;
         Ok(self.launch(created))
     }
 
@@ -413,6 +502,7 @@ fn create_job(
     let action = match new.kind {
         JobKind::Provision => "vm.provision_requested",
         JobKind::Decommission => "vm.decommission_requested",
+        JobKind::Repair => "vm.repair_requested",
     };
     store::set_user_vm_status(conn, new.user_id, store::busy_status(new.kind), now_s)?;
     store::append_event(

@@ -47,6 +47,11 @@ pub struct ProvisionConfig {
     pub grid: GridSection,
     pub opentofu: OpenTofuSection,
     pub hero_compute: HeroComputeSection,
+    /// When VMs expire and how the server warns first (issue 14).
+    pub expiry: crate::fleet::expiry::ExpiryConfig,
+    /// Test builds only: a file holding seconds to add to the wall clock (a controlled clock
+    /// for the expiry tests; read at every reading of the clock).
+    pub test_clock_offset_file: Option<PathBuf>,
     /// Test builds only (feature `test-hooks`): abort the process when this step starts
     /// (`<step>`) or after its work but before it is recorded done (`<step>:end`).
     pub test_crash_at: Option<String>,
@@ -122,6 +127,8 @@ impl Default for ProvisionConfig {
             grid: GridSection::default(),
             opentofu: OpenTofuSection::default(),
             hero_compute: HeroComputeSection::default(),
+            expiry: Default::default(),
+            test_clock_offset_file: None,
             test_crash_at: None,
             test_faults_file: None,
         }
@@ -193,8 +200,12 @@ impl ProvisionConfig {
                 ));
             }
         }
+        self.expiry.validate()?;
         #[cfg(not(feature = "test-hooks"))]
-        if self.test_crash_at.is_some() || self.test_faults_file.is_some() {
+        if self.test_crash_at.is_some()
+            || self.test_faults_file.is_some()
+            || self.test_clock_offset_file.is_some()
+        {
             return Err(
                 "test_crash_at / test_faults_file exist only in test builds (feature test-hooks)"
                     .into(),

@@ -79,7 +79,7 @@ fn held(conn: &Connection, user_id: UserId) -> Result<Held, ServiceError> {
     let username = crate::users::user_by_id(conn, user_id)?
         .ok_or_else(|| ServiceError::NotFound(format!("no user with user_id {user_id}")))?
         .forge_username;
-    let vms = vms::live_vms(conn, user_id)?;
+    let vms = vms::live_vms_of(conn, user_id)?;
     let reached = vms
         .iter()
         .map(|vm| vms::may_exist_on_backend(conn, vm))

@@ -241,6 +241,11 @@ impl Provisioner {
         &self.inner.d
     }
 
+    /// The VM agent the steps use (the health watch probes through it too).
+    pub fn agent(&self) -> Arc<dyn VmAgent> {
+        self.inner.env.agent.clone()
+    }
+
     /// The configured default backend.
     pub fn default_backend(&self) -> &str {
         &self.inner.cfg.backend

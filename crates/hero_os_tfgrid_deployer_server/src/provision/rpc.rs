@@ -16,6 +16,9 @@ pub fn register(registry: &mut Registry, provisioner: Provisioner) {
     registry.register_with::<DecommissionVm, _, _>(p.clone(), |p, c, params| async move {
         p.decommission_vm(&c.actor, params.user_id).await
     });
+    registry.register_with::<RepairVm, _, _>(p.clone(), |p, c, params| async move {
+        p.repair_vm(&c.actor, params.user_id).await
+    });
     registry.register_with::<GetJob, _, _>(p.clone(), |p, _, params| async move {
         p.get_job(params.job_id).await
     });

@@ -501,6 +501,13 @@ impl Provisioner {
                     )?;
                 }
                 if let Some(status) = vm_status {
+                    // Whatever ends a repair, the VM it worked on is still there: the user keeps
+                    // a ready VM (the health watch says whether it answers).
+                    let status = if job.kind == JobKind::Repair {
+                        VmStatus::Ready
+                    } else {
+                        status
+                    };
                     store::set_user_vm_status(conn, job.user_id, status, now_s)?;
                 }
                 store::append_event(
@@ -535,6 +542,12 @@ impl Provisioner {
             }
             None => "start (before any step ran)".to_owned(),
         };
+        if job.kind == JobKind::Repair {
+            let reason = format!(
+                "cancelled during {at}; the VM, its gateway and its OAuth app stay; repair again to finish"
+            );
+            return rec.finish(Ending::cancelled(reason, VmStatus::Ready)).await;
+        }
         if job.kind == JobKind::Decommission {
             let reason = format!(
                 "cancelled during {at}; the VM record stays; run decommission_vm again to finish"

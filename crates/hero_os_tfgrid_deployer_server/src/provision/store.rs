@@ -26,6 +26,8 @@ pub fn busy_status(kind: JobKind) -> VmStatus {
     match kind {
         JobKind::Provision => VmStatus::Provisioning,
         JobKind::Decommission => VmStatus::Decommissioning,
+        // The VM stays live (and reachable as far as it is) while it is repaired.
+        JobKind::Repair => VmStatus::Ready,
     }
 }
 

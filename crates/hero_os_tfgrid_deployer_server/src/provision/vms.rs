@@ -4,7 +4,7 @@
 //! by `vm forget` (`forget.rs`), which removes the live rows of resources that are gone, with an
 //! audit line saying what it removed.
 
-use hero_os_tfgrid_deployer_sdk::jobs::{VmDetails, VmRecord};
+use hero_os_tfgrid_deployer_sdk::jobs::{VmDetails, VmList, VmRecord};
 use hero_os_tfgrid_deployer_sdk::types::UserId;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -15,7 +15,8 @@ use crate::error::ServiceError;
 
 const VM_COLUMNS: &str = "vm_id, user_id, forge_username, backend, name, node_id, state, spec_json, private_ip, \
     mycelium_ip, url, host_key_fingerprint, deployer_version, created_at, updated_at, decommissioned_at, \
-    ssh_key_fingerprint, backend_id, job_id, ready_at";
+    ssh_key_fingerprint, backend_id, job_id, ready_at, health_state, health_since, health_checked_at, \
+    last_healthy_at, health_error, expires_at";
 
 fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<VmRecord> {
     let spec: String = r.get(7)?;
@@ -40,6 +41,8 @@ fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<VmRecord> {
         backend_id: r.get(17)?,
         job_id: r.get(18)?,
         ready_at: r.get(19)?,
+        health: crate::fleet::health::health_from_row(r, 20)?,
+        expires_at: r.get(25)?,
     })
 }
 
@@ -53,7 +56,7 @@ pub fn live_vm(conn: &Connection, user_id: UserId) -> rusqlite::Result<Option<Vm
 }
 
 /// Every live (not decommissioned) VM row of the user, newest first.
-pub fn live_vms(conn: &Connection, user_id: UserId) -> rusqlite::Result<Vec<VmRecord>> {
+pub fn live_vms_of(conn: &Connection, user_id: UserId) -> rusqlite::Result<Vec<VmRecord>> {
     conn.prepare_cached(&format!(
         "SELECT {VM_COLUMNS} FROM vms WHERE user_id = ?1 AND state != 'decommissioned' ORDER BY vm_id DESC"
     ))?
@@ -85,6 +88,26 @@ pub fn live_vm_names(conn: &Connection) -> rusqlite::Result<Vec<(String, String,
     conn.prepare_cached("SELECT name, backend, user_id FROM vms WHERE state != 'decommissioned'")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect()
+}
+
+/// Every live VM, in username order; `filter`: a username prefix.
+pub fn live_vms(conn: &Connection, filter: Option<&str>) -> rusqlite::Result<Vec<VmRecord>> {
+    // The user's live row is their newest that is not decommissioned (as in [`live_vm`]).
+    let pattern = filter.map(|f| {
+        format!(
+            "{}%",
+            f.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    });
+    conn.prepare_cached(&format!(
+        "SELECT {VM_COLUMNS} FROM vms WHERE vm_id IN (SELECT MAX(vm_id) FROM vms \
+         WHERE state != 'decommissioned' GROUP BY user_id) \
+         AND (?1 IS NULL OR forge_username LIKE ?1 ESCAPE '\\') ORDER BY forge_username"
+    ))?
+    .query_map([pattern], vm_from_row)?
+    .collect()
 }
 
 /// The VM a provision job is about to make, as recorded before anything acts.
@@ -195,6 +218,17 @@ pub fn mark_vms_decommissioned(
 }
 
 impl Provisioner {
+    /// `deployer.list_vms`.
+    pub async fn list_vms(&self, filter: Option<String>) -> Result<VmList, ServiceError> {
+        self.db()
+            .call(move |conn| -> Result<VmList, ServiceError> {
+                Ok(VmList {
+                    vms: live_vms(conn, filter.as_deref())?,
+                })
+            })
+            .await
+    }
+
     /// `deployer.get_vm`.
     pub async fn get_vm(&self, user_id: UserId) -> Result<VmDetails, ServiceError> {
         self.deployer().get_user(user_id).await?;

@@ -108,11 +108,24 @@ step_table!(
     ]
 );
 
+step_table!(
+    /// A repair job: the bootstrap half of [`PROVISION`] again, on the live VM (its VM, gateway,
+    /// key and OAuth app stay; the steps are the same idempotent ones, with the provision's
+    /// context).
+    REPAIR, REPAIR_STEPS: [
+        push_manifest::PushManifest,
+        configure_sso::ConfigureSso,
+        run_bootstrap::RunBootstrap,
+        verify_health::VerifyHealth,
+    ]
+);
+
 /// The steps of a job kind, in order.
 pub fn table(kind: JobKind) -> &'static [&'static dyn Step] {
     match kind {
         JobKind::Provision => PROVISION,
         JobKind::Decommission => DECOMMISSION,
+        JobKind::Repair => REPAIR,
     }
 }
 
@@ -121,6 +134,7 @@ pub fn steps_for(kind: JobKind) -> &'static [&'static str] {
     match kind {
         JobKind::Provision => PROVISION_STEPS,
         JobKind::Decommission => DECOMMISSION_STEPS,
+        JobKind::Repair => REPAIR_STEPS,
     }
 }
 
@@ -419,5 +433,11 @@ mod tests {
             }
         }
         assert!(!is_step_name("wait_shh"));
+        // Repair is a slice of the provision table, in its order: the same steps, not copies.
+        let names: Vec<&str> = table(JobKind::Repair).iter().map(|s| s.name()).collect();
+        assert_eq!(names, steps_for(JobKind::Repair));
+        assert!(PROVISION_STEPS
+            .windows(REPAIR_STEPS.len())
+            .any(|w| w == REPAIR_STEPS));
     }
 }

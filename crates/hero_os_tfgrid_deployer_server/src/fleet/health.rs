@@ -1,0 +1,371 @@
+//! The health watch: probes every ready VM's public `/health` through its gateway (the URL
+//! recorded on the VM row), on an interval with jitter, at most `concurrency` probes at once,
+//! each with a deadline, and records what it saw on the VM row (`healthy` / `unreachable` with
+//! the error, since when, last seen healthy). A change of verdict is an audit line (actor
+//! `system:health`). The world is reached only through the VM agent ([`VmAgent::http_get`]) and
+//! the clock; [`HealthWatch::probe_now`] is the "probe now" of `deployer.check_health`, which is
+//! also how tests drive it without waiting for the interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use hero_os_tfgrid_deployer_sdk::jobs::{HealthState, VmHealth};
+use hero_os_tfgrid_deployer_sdk::types::UserId;
+use rusqlite::{params, Connection, Row};
+use serde::Deserialize;
+
+use crate::audit::{self, Actor, Entry};
+use crate::clock::{Clock, Random};
+use crate::db::{Cached, Db};
+use crate::error::ServiceError;
+use crate::provision::agent::VmAgent;
+
+/// The `[health]` section of the server config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Seconds between probe rounds; 0 turns the periodic watch off (`check_health` still
+    /// probes on demand).
+    pub interval_secs: u64,
+    /// Up to this many seconds are added at random to each wait, so many servers (or a restart)
+    /// do not probe in lockstep.
+    pub jitter_secs: u64,
+    /// Probes in flight at once.
+    pub concurrency: usize,
+    /// A probe without an answer within this many milliseconds counts as unreachable.
+    pub probe_deadline_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval_secs: 60,
+            jitter_secs: 10,
+            concurrency: 16,
+            probe_deadline_ms: 5_000,
+        }
+    }
+}
+
+impl HealthConfig {
+    /// Checks values serde cannot; messages say what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.concurrency == 0 {
+            return Err("health.concurrency must be at least 1".into());
+        }
+        if self.probe_deadline_ms == 0 {
+            return Err("health.probe_deadline_ms must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why the health watch could not do its work. Stable codes (`HLT00x`) for logs.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    #[error("HLT001: reading the ready VMs failed: {0}")]
+    Read(String),
+    #[error("HLT002: recording the probe results failed: {0}")]
+    Record(String),
+    #[error("HLT003: database: {0}")]
+    Db(#[from] crate::db::DbError),
+}
+
+impl HealthError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            HealthError::Read(_) => "HLT001",
+            HealthError::Record(_) => "HLT002",
+            HealthError::Db(_) => "HLT003",
+        }
+    }
+}
+
+impl From<HealthError> for ServiceError {
+    fn from(e: HealthError) -> Self {
+        ServiceError::Internal(e.to_string())
+    }
+}
+
+/// Reads the health columns of a VM row starting at column `first` (`health_state`,
+/// `health_since`, `health_checked_at`, `last_healthy_at`, `health_error`).
+pub fn health_from_row(r: &Row<'_>, first: usize) -> rusqlite::Result<Option<VmHealth>> {
+    let Some(state) = r.get::<_, Option<HealthState>>(first)? else {
+        return Ok(None);
+    };
+    Ok(Some(VmHealth {
+        state,
+        since: r.get::<_, Option<i64>>(first + 1)?.unwrap_or(0),
+        checked_at: r.get::<_, Option<i64>>(first + 2)?.unwrap_or(0),
+        last_healthy_at: r.get(first + 3)?,
+        last_error: r.get(first + 4)?,
+    }))
+}
+
+/// A ready VM to probe, with what the last probe saw.
+#[derive(Debug, Clone)]
+struct Target {
+    vm_id: i64,
+    forge_username: String,
+    url: String,
+    previous: Option<HealthState>,
+}
+
+/// What one probe saw.
+#[derive(Debug, Clone)]
+struct Verdict {
+    target: Target,
+    /// `None`: healthy; else why not.
+    error: Option<String>,
+}
+
+/// What a round did: how many VMs were probed and which changed their verdict.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Round {
+    pub probed: usize,
+    pub unreachable: usize,
+    /// `(username, new state)` of every VM whose verdict changed.
+    pub transitions: Vec<(String, HealthState)>,
+}
+
+/// The watch. Cheap to share (`Arc`).
+pub struct HealthWatch {
+    db: Db,
+    agent: Arc<dyn VmAgent>,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn Random>,
+    cfg: HealthConfig,
+    health_path: String,
+    /// One round at a time: a "probe now" during a periodic round waits for it, so two rounds
+    /// never race on the same rows (and the audit shows each transition once).
+    round: tokio::sync::Mutex<()>,
+}
+
+impl HealthWatch {
+    pub fn new(
+        db: Db,
+        agent: Arc<dyn VmAgent>,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+        cfg: HealthConfig,
+        health_path: String,
+    ) -> HealthWatch {
+        HealthWatch {
+            db,
+            agent,
+            clock,
+            random,
+            cfg,
+            health_path,
+            round: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Runs rounds every `interval_secs` (+ jitter) until aborted; `None` when the interval is 0.
+    pub fn spawn(self: Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        if self.cfg.interval_secs == 0 {
+            return None;
+        }
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(self.next_wait()).await;
+                match self.probe_now(None).await {
+                    Ok(round) => tracing::debug!(
+                        probed = round.probed,
+                        unreachable = round.unreachable,
+                        changed = round.transitions.len(),
+                        "health round"
+                    ),
+                    Err(e) => tracing::warn!(code = e.code(), error = %e, "health round failed"),
+                }
+            }
+        }))
+    }
+
+    fn next_wait(&self) -> Duration {
+        let jitter_ms = self.cfg.jitter_secs.saturating_mul(1000);
+        let extra = if jitter_ms == 0 {
+            0
+        } else {
+            u64::from(
+                self.random
+                    .below(u32::try_from(jitter_ms).unwrap_or(u32::MAX)),
+            )
+        };
+        Duration::from_secs(self.cfg.interval_secs) + Duration::from_millis(extra)
+    }
+
+    /// One round now: probes every ready VM (or only `user`'s), records the verdicts in one
+    /// write with an audit line per change.
+    pub async fn probe_now(&self, user: Option<UserId>) -> Result<Round, HealthError> {
+        let _one_round = self.round.lock().await;
+        let targets = self.db.call(move |conn| ready_targets(conn, user)).await?;
+        let deadline = Duration::from_millis(self.cfg.probe_deadline_ms);
+        let verdicts: Vec<Verdict> = futures::stream::iter(targets)
+            .map(|target| self.probe(target, deadline))
+            .buffer_unordered(self.cfg.concurrency)
+            .collect()
+            .await;
+        let now = self.clock.now();
+        let mut round = Round {
+            probed: verdicts.len(),
+            unreachable: verdicts.iter().filter(|v| v.error.is_some()).count(),
+            transitions: Vec::new(),
+        };
+        for v in &verdicts {
+            let state = state_of(v);
+            // A first verdict of healthy is what "ready" promised: not news. Any other change is.
+            let changed = match v.target.previous {
+                None => state == HealthState::Unreachable,
+                Some(prev) => prev != state,
+            };
+            if changed {
+                round
+                    .transitions
+                    .push((v.target.forge_username.clone(), state));
+            }
+        }
+        self.db
+            .write(move |conn| record(conn, &verdicts, now))
+            .await?;
+        for (user, state) in &round.transitions {
+            tracing::info!(user = %user, health = state.as_str(), "VM health changed");
+        }
+        Ok(round)
+    }
+
+    async fn probe(&self, target: Target, deadline: Duration) -> Verdict {
+        let url = format!(
+            "{}/{}",
+            target.url.trim_end_matches('/'),
+            self.health_path.trim_start_matches('/')
+        );
+        let connect = loopback_connect_addr(&target.url);
+        let answer =
+            tokio::time::timeout(deadline, self.agent.http_get(&url, connect.as_deref())).await;
+        let error = match answer {
+            Ok(Ok(a)) if a.status == 200 => None,
+            Ok(Ok(a)) => Some(format!("GET {url}: HTTP {}", a.status)),
+            Ok(Err(e)) => Some(format!("{}: {}", e.code, e.message)),
+            Err(_) => Some(format!(
+                "GET {url}: no answer within {} ms",
+                deadline.as_millis()
+            )),
+        };
+        Verdict { target, error }
+    }
+}
+
+fn state_of(v: &Verdict) -> HealthState {
+    if v.error.is_some() {
+        HealthState::Unreachable
+    } else {
+        HealthState::Healthy
+    }
+}
+
+/// RFC 6761: a `*.localhost` name is the loopback interface (the local backend's gateway URLs,
+/// `http://<user>.localhost:<port>/`). Any other host is resolved as usual.
+fn loopback_connect_addr(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let host = parsed.host_str()?;
+    if host == "localhost" || host.ends_with(".localhost") {
+        let port = parsed.port_or_known_default()?;
+        return Some(format!("127.0.0.1:{port}"));
+    }
+    None
+}
+
+fn ready_targets(conn: &Connection, user: Option<UserId>) -> Result<Vec<Target>, HealthError> {
+    let read = || -> rusqlite::Result<Vec<Target>> {
+        conn.prepare_cached(
+            "SELECT vm_id, forge_username, url, health_state FROM vms \
+             WHERE state = 'ready' AND url IS NOT NULL AND (?1 IS NULL OR user_id = ?1) ORDER BY vm_id",
+        )?
+        .query_map([user], |r| {
+            Ok(Target {
+                vm_id: r.get(0)?,
+                forge_username: r.get(1)?,
+                url: r.get(2)?,
+                previous: r.get(3)?,
+            })
+        })?
+        .collect()
+    };
+    read().map_err(|e| HealthError::Read(e.to_string()))
+}
+
+fn record(conn: &Connection, verdicts: &[Verdict], now: i64) -> Result<(), HealthError> {
+    let write = || -> rusqlite::Result<()> {
+        let actor = Actor("system:health".into());
+        for v in verdicts {
+            let state = state_of(v);
+            // Only a VM still ready is written: one decommissioned during the probe keeps its end.
+            conn.execute_cached(
+                "UPDATE vms SET \
+                 health_since = CASE WHEN health_state IS ?2 THEN health_since ELSE ?3 END, \
+                 health_state = ?2, health_checked_at = ?3, \
+                 last_healthy_at = CASE WHEN ?2 = 'healthy' THEN ?3 ELSE last_healthy_at END, \
+                 health_error = ?4 \
+                 WHERE vm_id = ?1 AND state = 'ready'",
+                params![v.target.vm_id, state, now, v.error],
+            )?;
+            let changed = match v.target.previous {
+                None => state == HealthState::Unreachable,
+                Some(prev) => prev != state,
+            };
+            if changed {
+                let detail = match &v.error {
+                    Some(e) => format!("{} → unreachable: {e}", prev_name(v.target.previous)),
+                    None => format!("{} → healthy", prev_name(v.target.previous)),
+                };
+                audit::append(
+                    conn,
+                    now,
+                    Entry {
+                        actor: &actor,
+                        action: "vm.health",
+                        subject: &format!("user:{}", v.target.forge_username),
+                        outcome: state.as_str(),
+                        detail: Some(&detail),
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    };
+    write().map_err(|e| HealthError::Record(e.to_string()))
+}
+
+fn prev_name(prev: Option<HealthState>) -> &'static str {
+    prev.map(HealthState::as_str).unwrap_or("not probed")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn localhost_names_connect_to_the_loopback() {
+        assert_eq!(
+            loopback_connect_addr("http://alice.localhost:8088/").as_deref(),
+            Some("127.0.0.1:8088")
+        );
+        assert_eq!(loopback_connect_addr("https://alice.gent01.grid.tf/"), None);
+    }
+
+    #[test]
+    fn config_refuses_zero_concurrency_and_deadline() {
+        let mut c = HealthConfig::default();
+        assert!(c.validate().is_ok());
+        c.concurrency = 0;
+        assert!(c.validate().unwrap_err().contains("concurrency"));
+        c = HealthConfig {
+            probe_deadline_ms: 0,
+            ..HealthConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("probe_deadline_ms"));
+    }
+}

@@ -1,0 +1,6 @@
+//! Operating a fleet of ready VMs (issue 14): the health watch ([`health`]) and its RPC methods
+//! ([`rpc`]).
+
+pub mod expiry;
+pub mod health;
+pub mod rpc;

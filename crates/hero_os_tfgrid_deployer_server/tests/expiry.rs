@@ -1,0 +1,182 @@
+//! Expiry with a controlled clock (the test build's clock offset file, read by the server at
+//! every clock reading; no sleeps): the default and per-deploy expiry, `extend_vm` (days and
+//! never), the warning ahead of time, and the decommission of an expired VM as an audited job of
+//! `system:expiry`, caught up by a server that was down (killed) at expiry time — and killed
+//! again during that decommission, which still ends with no VM for the expired user and the
+//! other user's VM untouched.
+#![cfg(feature = "test-hooks")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+mod support_jobs;
+
+use std::time::{Duration, Instant};
+
+use hero_os_tfgrid_deployer_sdk::jobs::*;
+use hero_os_tfgrid_deployer_sdk::types::{AuditEvent, ListEventsParams, VmStatus};
+use hero_os_tfgrid_deployer_sdk::Client;
+use support::poll_pause;
+use support_jobs::*;
+
+const DAY: i64 = 86_400;
+
+async fn audit(c: &Client, action: &str) -> Vec<AuditEvent> {
+    c.list_events(&ListEventsParams {
+        action: Some(action.into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .events
+}
+
+/// Waits (bounded) until the server's start-up sweep has written `action` for `subject`.
+async fn wait_audit(c: &Client, action: &str, subject: &str) -> AuditEvent {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(e) = audit(c, action)
+            .await
+            .into_iter()
+            .find(|e| e.subject == subject)
+        {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "no {action} for {subject}");
+        poll_pause();
+    }
+}
+
+async fn deploy(c: &Client, user_id: i64, expires_in_days: Option<u32>) {
+    let options = expires_in_days.map(|d| ProvisionOptions {
+        expires_in_days: Some(d),
+        ..Default::default()
+    });
+    let job = c.provision_vm(user_id, options).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{}", messages(&events));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_vms_are_warned_then_decommissioned_by_system_expiry_even_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let offset = dir.path().join("clock-offset");
+    std::fs::write(&offset, "0").unwrap();
+    let (mut stack, _) = stack(vec![
+        (
+            "HERO_DEPLOYER_TEST_CLOCK_OFFSET_FILE".into(),
+            offset.display().to_string(),
+        ),
+        ("HERO_DEPLOYER_EXPIRY_DEFAULT_DAYS".into(), "7".into()),
+        ("HERO_DEPLOYER_EXPIRY_WARN_BEFORE_HOURS".into(), "48".into()),
+        // Only the sweep of each start runs within this test.
+        (
+            "HERO_DEPLOYER_EXPIRY_CHECK_INTERVAL_SECS".into(),
+            "3600".into(),
+        ),
+        ("HERO_DEPLOYER_HEALTH_INTERVAL_SECS".into(), "0".into()),
+    ])
+    .await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client().clone();
+    let alice = new_user(&c, "alice").await;
+    let bob = new_user(&c, "bob").await;
+    deploy(&c, alice, Some(3)).await;
+    deploy(&c, bob, None).await;
+
+    let a = c.get_vm(alice).await.unwrap().vm.unwrap();
+    assert_eq!(a.expires_at, Some(a.created_at + 3 * DAY));
+    let b = c.get_vm(bob).await.unwrap().vm.unwrap();
+    assert_eq!(
+        b.expires_at,
+        Some(b.created_at + 7 * DAY),
+        "the config default"
+    );
+
+    // Extended by two days from its expiry; bob's never expires.
+    let a = c.extend_vm(alice, Some(2)).await.unwrap();
+    assert_eq!(a.expires_at, Some(a.created_at + 5 * DAY));
+    let b = c.extend_vm(bob, None).await.unwrap();
+    assert_eq!(b.expires_at, None);
+    let listed = c.list_vms(None).await.unwrap();
+    assert_eq!(
+        listed.vms.iter().map(|v| v.expires_at).collect::<Vec<_>>(),
+        [a.expires_at, None]
+    );
+    let extends = audit(&c, "vm.extend").await;
+    assert_eq!(extends.len(), 2);
+    assert!(extends.iter().all(|e| e.actor == "local:operator"));
+    let err = c
+        .call::<hero_os_tfgrid_deployer_sdk::methods::ExtendVm>(&ExtendVmParams {
+            user_id: alice,
+            days: Some(0),
+            never: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        Some(hero_os_tfgrid_deployer_sdk::ErrorKind::InvalidParams)
+    );
+
+    // An hour before alice's expiry (the server down meanwhile): the start-up sweep warns.
+    std::fs::write(&offset, (5 * DAY - 3600).to_string()).unwrap();
+    stack.server.restart_after_crash();
+    let warning = wait_audit(&c, "vm.expiry_warning", "user:alice").await;
+    assert_eq!(warning.actor, "system:expiry");
+    assert!(
+        warning
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("vm extend alice"),
+        "{warning:?}"
+    );
+    assert_eq!(
+        audit(&c, "vm.expiry_warning").await.len(),
+        1,
+        "bob never expires"
+    );
+    assert_eq!(
+        c.get_vm(alice).await.unwrap().vm.unwrap().state,
+        "ready",
+        "warned, not yet decommissioned"
+    );
+
+    // An hour after it, the server down at expiry time: caught up on start.
+    std::fs::write(&offset, (5 * DAY + 3600).to_string()).unwrap();
+    stack.server.restart_after_crash();
+    let requested = wait_audit(&c, "vm.decommission_requested", "user:alice").await;
+    assert_eq!(requested.actor, "system:expiry");
+    // Killed during that decommission: the next start resumes it (and starts no second one).
+    stack.server.restart_after_crash();
+    let jobs = c
+        .list_jobs(&ListJobsParams {
+            user_id: Some(alice),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .jobs;
+    let decommissions: Vec<&Job> = jobs
+        .iter()
+        .filter(|j| j.kind == JobKind::Decommission)
+        .collect();
+    assert_eq!(decommissions.len(), 1, "{jobs:?}");
+    assert_eq!(decommissions[0].actor, "system:expiry");
+    let (job, events) = follow(&c, decommissions[0].job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{}", messages(&events));
+
+    // No VM for alice, bob's untouched.
+    assert_eq!(
+        c.get_user(alice).await.unwrap().vm_status,
+        VmStatus::Decommissioned
+    );
+    assert_eq!(sandboxes(&stack), vec![b.name.clone()]);
+    let b_now = c.get_vm(bob).await.unwrap().vm.unwrap();
+    assert_eq!((b_now.state.as_str(), b_now.expires_at), ("ready", None));
+    assert_eq!(
+        audit(&c, "vm.decommission_requested").await.len(),
+        1,
+        "one decommission, by the expiry"
+    );
+}
