@@ -26,6 +26,8 @@ WS_TOOL=target/release/examples/ws_bench
 STREAM=${STREAM:-1}; WS=${WS:-1}; WS_N=${WS_N:-5000}
 
 D=$(mktemp -d)
+# Started as root, nginx runs its workers as `nobody`: mktemp's 0700 directory hid the 1 GiB file from them.
+chmod 755 "$D"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$D"; }
 trap cleanup EXIT

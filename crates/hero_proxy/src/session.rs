@@ -115,10 +115,12 @@ impl Sessions {
             .unwrap_or_else(|e| e.into_inner())
             .get(&h)
             .cloned();
-        let mut s = match cached {
-            Some(s) if s.generation == generation => s,
+        // The cache is written only when the entry changed (loaded at a new generation, or `last_seen` moved):
+        // a hit on the hot path takes the read lock alone, so worker threads do not serialise on the write lock.
+        let (mut s, mut changed) = match cached {
+            Some(s) if s.generation == generation => (s, false),
             _ => match self.load(&h, generation)? {
-                Some(s) => s,
+                Some(s) => (s, true),
                 None => return Ok(None),
             },
         };
@@ -131,11 +133,14 @@ impl Sessions {
         if now.saturating_sub(s.last_seen) >= TOUCH_EVERY_SECS {
             self.store.touch_session(&h, now)?;
             s.last_seen = now;
+            changed = true;
         }
-        self.cache
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(h, s.clone());
+        if changed {
+            self.cache
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(h, s.clone());
+        }
         Ok(Some(s))
     }
 

@@ -1,48 +1,28 @@
-//! Upstreams over TCP or unix sockets, with pooled keep-alive HTTP/1.1 connections (hyper-util's client).
+//! Upstreams over TCP or unix sockets, with pooled keep-alive HTTP/1.1 connections (a small per-thread pool of
+//! hyper's connection-level client, see [`POOL`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::header::HOST;
+use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::UnixStream;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpStream, UnixStream};
+use tokio::time::Instant;
 
 use crate::error::{ProxyError, Result};
 
 /// Body type of every response the proxy produces.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
-/// Connects every request to one unix socket, whatever the URI says.
-#[derive(Clone, Debug)]
-pub struct UnixConnector(Arc<PathBuf>);
-
-impl tower::Service<Uri> for UnixConnector {
-    type Response = TokioIo<UnixStream>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let path = self.0.clone();
-        Box::pin(async move { Ok(TokioIo::new(UnixStream::connect(path.as_path()).await?)) })
-    }
-}
-
-/// Where a route sends its requests. Holds no connection pool itself: pools are per thread (see [`CLIENTS`]), so
+/// Where a route sends its requests. Holds no connection pool itself: pools are per thread (see [`POOL`]), so
 /// with one single-threaded runtime per core a request, its pooled upstream connection and the tasks driving both
 /// stay on one thread (no cross-thread wake-ups on the hot path, like nginx's worker model).
 #[derive(Clone, Debug)]
@@ -50,45 +30,64 @@ pub enum Upstream {
     /// `http://host:port`.
     Tcp {
         /// `host:port`.
-        authority: String,
+        authority: Arc<str>,
     },
     /// `unix:/path`.
     Unix {
         /// Socket path.
         path: Arc<PathBuf>,
+        /// Pool key (`unix:` and the path).
+        key: Arc<str>,
     },
 }
 
-/// Per-thread pooled clients: one for all TCP upstreams (pooled by authority), one per unix socket path.
-struct Clients {
-    tcp: Client<HttpConnector, Incoming>,
-    unix: HashMap<PathBuf, Client<UnixConnector, Incoming>>,
-}
+/// An idle pooled connection is dropped after this long unused (as hyper-util's pool did), so connections a
+/// backend has silently forgotten are not kept for ever.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// At most this many idle connections are kept per upstream and thread.
+const POOL_MAX_IDLE: usize = 512;
+
+/// A pooled sender and when it was put back.
+type Idle = (SendRequest<Incoming>, Instant);
 
 thread_local! {
-    static CLIENTS: RefCell<Option<Clients>> = const { RefCell::new(None) };
+    /// Per-thread pool: per upstream (its [`Upstream::key`]), a stack of HTTP/1.1 senders with the time each was
+    /// put back, most recent last. This replaces hyper-util's legacy `Client`, which cost per request a pool
+    /// mutex, a checkout future, an absolute-form URI and one extra spawned task to hand the connection back to
+    /// the pool; here a request pops a ready sender and pushes it back when the response head has arrived (the
+    /// sender is only picked again once hyper says it is ready, i.e. that response's body is done). Each
+    /// connection is still driven by its own task (hyper's design), spawned once per connection, not per request.
+    static POOL: RefCell<HashMap<Arc<str>, Vec<Idle>>> =
+        RefCell::new(HashMap::new());
 }
 
-fn builder() -> hyper_util::client::legacy::Builder {
-    let mut b = Client::builder(TokioExecutor::new());
-    b.pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(512);
-    b
+/// A ready sender for `key` from this thread's pool; closed and long-idle ones are dropped on the way.
+fn checkout(key: &str) -> Option<SendRequest<Incoming>> {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let idle = p.get_mut(key)?;
+        let now = Instant::now();
+        idle.retain(|(s, t)| !s.is_closed() && now.duration_since(*t) < POOL_IDLE);
+        let i = idle.iter().rposition(|(s, _)| s.is_ready())?;
+        Some(idle.remove(i).0)
+    })
 }
 
-fn with_clients<R>(f: impl FnOnce(&mut Clients) -> R) -> R {
-    CLIENTS.with(|c| {
-        let mut c = c.borrow_mut();
-        let clients = c.get_or_insert_with(|| {
-            let mut conn = HttpConnector::new();
-            conn.set_nodelay(true);
-            conn.set_keepalive(Some(Duration::from_secs(60)));
-            Clients {
-                tcp: builder().build(conn),
-                unix: HashMap::new(),
-            }
-        });
-        f(clients)
+/// Puts `sender` back into this thread's pool under `key` (it may still be busy with a response body).
+fn checkin(key: &Arc<str>, sender: SendRequest<Incoming>) {
+    if sender.is_closed() {
+        return;
+    }
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let idle = match p.get_mut(key.as_ref()) {
+            Some(v) => v,
+            None => p.entry(key.clone()).or_default(),
+        };
+        if idle.len() < POOL_MAX_IDLE {
+            idle.push((sender, Instant::now()));
+        }
     })
 }
 
@@ -103,6 +102,7 @@ impl Upstream {
             }
             return Ok(Upstream::Unix {
                 path: Arc::new(PathBuf::from(path)),
+                key: s.into(),
             });
         }
         let authority = s
@@ -114,8 +114,12 @@ impl Upstream {
                     "upstream {s:?}: expected http://host:port or unix:/path"
                 ))
             })?;
+        // Checked here once, so a config error is reported at load rather than on every request.
+        authority
+            .parse::<http::uri::Authority>()
+            .map_err(|_| ProxyError::Config(format!("upstream {s:?}: invalid host:port")))?;
         Ok(Upstream::Tcp {
-            authority: authority.to_owned(),
+            authority: authority.into(),
         })
     }
 
@@ -123,8 +127,55 @@ impl Upstream {
     pub fn describe(&self) -> String {
         match self {
             Upstream::Tcp { authority } => format!("http://{authority}"),
-            Upstream::Unix { path } => format!("unix:{}", path.display()),
+            Upstream::Unix { path, .. } => format!("unix:{}", path.display()),
         }
+    }
+
+    fn key(&self) -> &Arc<str> {
+        match self {
+            Upstream::Tcp { authority } => authority,
+            Upstream::Unix { key, .. } => key,
+        }
+    }
+
+    /// A new connection, handshaken, its driving task spawned on the current runtime (upgrades allowed: a 101
+    /// hands the socket to the WebSocket tunnel).
+    async fn connect(&self) -> std::result::Result<SendRequest<Incoming>, ProxyError> {
+        let fail =
+            |e: &dyn std::fmt::Display| ProxyError::Upstream(format!("{}: {e}", self.describe()));
+        let handshake = hyper::client::conn::http1::Builder::new();
+        let (sender, conn) = match self {
+            Upstream::Tcp { authority } => {
+                // `http://host` without a port means port 80, as in any HTTP client.
+                let a: http::uri::Authority = authority.parse().map_err(|e| fail(&e))?;
+                let host = a.host().trim_start_matches('[').trim_end_matches(']');
+                let s = TcpStream::connect((host, a.port_u16().unwrap_or(80)))
+                    .await
+                    .map_err(|e| fail(&e))?;
+                let _ = s.set_nodelay(true);
+                let (sender, conn) = handshake
+                    .handshake(TokioIo::new(s))
+                    .await
+                    .map_err(|e| fail(&e))?;
+                (sender, Box::pin(conn.with_upgrades()) as ConnFuture)
+            }
+            Upstream::Unix { path, .. } => {
+                let s = UnixStream::connect(path.as_path())
+                    .await
+                    .map_err(|e| fail(&e))?;
+                let (sender, conn) = handshake
+                    .handshake(TokioIo::new(s))
+                    .await
+                    .map_err(|e| fail(&e))?;
+                (sender, Box::pin(conn.with_upgrades()) as ConnFuture)
+            }
+        };
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 
     /// Sends `req` (its URI's path and query are kept) to this upstream, waiting at most `timeout` for the
@@ -134,49 +185,71 @@ impl Upstream {
         mut req: Request<Incoming>,
         timeout: Duration,
     ) -> Result<Response<Incoming>> {
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let authority = match self {
-            Upstream::Tcp { authority } => authority.as_str(),
-            Upstream::Unix { .. } => "localhost",
-        };
-        *req.uri_mut() = http::Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(pq)
-            .build()
-            .map_err(|_| ProxyError::Invalid("request target".into()))?;
-        let res = match self {
-            Upstream::Tcp { .. } => {
-                let client = with_clients(|c| c.tcp.clone());
-                tokio::time::timeout(timeout, client.request(req)).await
-            }
-            Upstream::Unix { path } => {
-                let client = with_clients(|c| {
-                    c.unix
-                        .entry(path.as_ref().clone())
-                        .or_insert_with(|| builder().build(UnixConnector(path.clone())))
-                        .clone()
-                });
-                tokio::time::timeout(timeout, client.request(req)).await
-            }
-        };
-        match res {
+        // hyper's connection-level client writes the URI as given: send origin-form (path and query) only.
+        if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+            let pq = req.uri().path_and_query().cloned();
+            *req.uri_mut() = pq.map(Uri::from).unwrap_or_else(|| Uri::from_static("/"));
+        }
+        if !req.headers().contains_key(HOST) {
+            let host = match self {
+                Upstream::Tcp { authority } => HeaderValue::from_str(authority)
+                    .map_err(|_| ProxyError::Invalid("upstream authority".into()))?,
+                Upstream::Unix { .. } => HeaderValue::from_static("localhost"),
+            };
+            req.headers_mut().insert(HOST, host);
+        }
+        match tokio::time::timeout(timeout, self.send_pooled(req)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout(self.describe())),
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) if is_client_body_error(&e) => Err(ProxyError::ClientBody),
-            Ok(Err(e)) => Err(ProxyError::Upstream(format!("{}: {e}", self.describe()))),
+            Ok(r) => r,
+        }
+    }
+
+    async fn send_pooled(&self, req: Request<Incoming>) -> Result<Response<Incoming>> {
+        let key = self.key();
+        let mut req = req;
+        // A pooled connection can close between the readiness check and the write (the backend's keep-alive
+        // ended); hyper then hands the unsent request back and it goes out once on a fresh connection.
+        let mut pooled = true;
+        loop {
+            let mut sender = match if pooled { checkout(key) } else { None } {
+                Some(s) => s,
+                None => {
+                    pooled = false;
+                    self.connect().await?
+                }
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                        checkin(key, sender);
+                    }
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(back) if pooled => {
+                        req = back;
+                        pooled = false;
+                    }
+                    _ => {
+                        let e = e.into_error();
+                        return Err(if is_client_body_error(&e) {
+                            ProxyError::ClientBody
+                        } else {
+                            ProxyError::Upstream(format!("{}: {e}", self.describe()))
+                        });
+                    }
+                },
+            }
         }
     }
 }
 
+type ConnFuture = std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Result<()>> + Send>>;
+
 /// The client's own body failed while it was being streamed to the upstream: hyper's client reports that as a
 /// "user body" error (the body stream we handed it errored), not as anything the upstream did.
-fn is_client_body_error(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+fn is_client_body_error(e: &hyper::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(h) = err.downcast_ref::<hyper::Error>() {
             if h.is_user() {
