@@ -195,6 +195,7 @@ async fn an_unconfigured_backend_record_is_forgotten_only_with_force_and_never_d
         backend: Some("opentofu".into()),
         profile: None,
         node_id,
+        expires_in_days: None,
     };
 
     // A job is active (selecting a node): refused, with or without --force, naming the job.
