@@ -132,25 +132,19 @@ fn start_server(
     gateway_port: u16,
 ) -> anyhow::Result<(ChildGuard, PathBuf)> {
     let server = sibling("hero_os_tfgrid_deployer_server")?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("server.log"))?;
-    let child = Command::new(&server)
-        .env("HERO_SOCKET_DIR", dir.join("sock"))
-        .env("HERO_DEPLOYER_DATA_DIR", dir.join("data"))
-        .env("HERO_DEPLOYER_FORGE_URL", forge_url)
-        .env("HERO_DEPLOYER_BACKEND", "local")
-        .env(
-            "HERO_DEPLOYER_LOCAL_GATEWAY_LISTEN",
-            format!("127.0.0.1:{gateway_port}"),
-        )
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .context("cannot start hero_os_tfgrid_deployer_server")?;
+    let child = spawn_logged(
+        Command::new(&server)
+            .env("HERO_SOCKET_DIR", dir.join("sock"))
+            .env("HERO_DEPLOYER_DATA_DIR", dir.join("data"))
+            .env("HERO_DEPLOYER_FORGE_URL", forge_url)
+            .env("HERO_DEPLOYER_BACKEND", "local")
+            .env(
+                "HERO_DEPLOYER_LOCAL_GATEWAY_LISTEN",
+                format!("127.0.0.1:{gateway_port}"),
+            ),
+        &dir.join("server.log"),
+    )
+    .context("cannot start hero_os_tfgrid_deployer_server")?;
     Ok((
         ChildGuard(child),
         dir.join("sock/hero_os_tfgrid_deployer/rpc.sock"),
@@ -165,24 +159,18 @@ async fn start_dev_dashboard(
     port: u16,
 ) -> anyhow::Result<(ChildGuard, String)> {
     let admin = sibling("hero_os_tfgrid_deployer_admin")?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("admin.log"))?;
     let listen = format!("127.0.0.1:{port}");
     let mut child = ChildGuard(
-        Command::new(&admin)
-            .args(["--auth-mode", "dev", "--no-socket", "--listen", &listen])
-            .arg("--server")
-            .arg(format!("unix:{}", socket.display()))
-            .arg("--secrets-dir")
-            .arg(dir.join("data/secrets"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("cannot start hero_os_tfgrid_deployer_admin")?,
+        spawn_logged(
+            Command::new(&admin)
+                .args(["--auth-mode", "dev", "--no-socket", "--listen", &listen])
+                .arg("--server")
+                .arg(format!("unix:{}", socket.display()))
+                .arg("--secrets-dir")
+                .arg(dir.join("data/secrets")),
+            &dir.join("admin.log"),
+        )
+        .context("cannot start hero_os_tfgrid_deployer_admin")?,
     );
     let probe = listen.clone();
     wait_for("the dashboard", &mut child, &dir.join("admin.log"), || {
@@ -191,6 +179,22 @@ async fn start_dev_dashboard(
     })
     .await?;
     Ok((child, format!("http://{listen}/")))
+}
+
+/// Starts a demo child in a process group of its own (the demo alone gets the terminal's Ctrl-C),
+/// stdin closed, stdout and stderr appended to `log`.
+pub(crate) fn spawn_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    Ok(cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()?)
 }
 
 /// Waits (30 s at most) until `ready` says yes, or fails early with the reason from `log` when the

@@ -16,9 +16,8 @@ use std::process::{Command, Stdio};
 use anyhow::Context;
 use hero_secrets::{slots, FileSecretStore, SecretStore};
 use rand::distributions::{Alphanumeric, DistString};
-use std::os::unix::process::CommandExt;
 
-use crate::cmd_demo::{wait_for, ChildGuard};
+use crate::cmd_demo::{spawn_logged, wait_for, ChildGuard};
 use crate::cmd_server::sibling;
 
 /// The operator's Forge login on the dev Forge.
@@ -180,7 +179,8 @@ pub async fn start(
             .arg("--secrets-dir")
             .arg(dir.join("data/secrets")),
         &admin_log,
-    )?;
+    )
+    .context("cannot start hero_os_tfgrid_deployer_admin")?;
     let mut dashboard = ChildGuard(dashboard);
     let probe = dashboard_socket.clone();
     wait_for("the dashboard", &mut dashboard, &admin_log, || {
@@ -190,10 +190,13 @@ pub async fn start(
     .await?;
 
     let proxy_log = dir.join("edge.log");
-    let mut proxy = ChildGuard(spawn_logged(
-        Command::new(&proxy_bin).arg("--config").arg(&config),
-        &proxy_log,
-    )?);
+    let mut proxy = ChildGuard(
+        spawn_logged(
+            Command::new(&proxy_bin).arg("--config").arg(&config),
+            &proxy_log,
+        )
+        .context("cannot start the dashboard's hero_proxy")?,
+    );
     wait_for(
         "the dashboard's hero_proxy",
         &mut proxy,
@@ -228,20 +231,6 @@ fn devforge(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(())
-}
-
-/// A child in its own process group (the demo alone gets the terminal's Ctrl-C), output to `log`.
-fn spawn_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<std::process::Child> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    cmd.stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .context("cannot start a demo child")
 }
 
 fn toml_str(s: &str) -> String {
