@@ -165,11 +165,7 @@ pub async fn run(cmd: JobCmd, client: &Client, out: &Output) -> anyhow::Result<(
 }
 
 pub fn kind(k: JobKind) -> &'static str {
-    match k {
-        JobKind::Provision => "provision",
-        JobKind::Decommission => "decommission",
-        JobKind::Repair => "repair",
-    }
+    k.as_str()
 }
 
 pub fn state(s: JobState) -> &'static str {

@@ -1,4 +1,4 @@
-//! `vm deploy|delete|forget|repair|extend|show|list|check|ssh|ssh-key` and `reconcile`.
+//! `vm deploy|delete|forget|repair|redeploy|extend|show|list|check|ssh|ssh-key` and `reconcile`.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -83,6 +83,19 @@ pub enum VmCmd {
     Repair {
         /// Username or numeric user id.
         user: String,
+        /// Follow the job with a live progress display until it ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Give the user's ready VM another service profile in place: the repair steps with the
+    /// new profile's `services.toml` (the VM, its URL and its sign-in stay). The VM records the
+    /// profile when the job succeeds; a later repair keeps it.
+    Redeploy {
+        /// Username or numeric user id.
+        user: String,
+        /// The service profile to run from now on (one the server knows, e.g. `demo`).
+        #[arg(long)]
+        profile: String,
         /// Follow the job with a live progress display until it ends.
         #[arg(long)]
         follow: bool,
@@ -231,6 +244,15 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
             let job = client.repair_vm(user_id).await?;
             return started(client, job, f, out).await;
         }
+        VmCmd::Redeploy {
+            user,
+            profile,
+            follow: f,
+        } => {
+            let user_id = resolve_user(client, &user).await?;
+            let job = client.redeploy_vm(user_id, &profile).await?;
+            return started(client, job, f, out).await;
+        }
         VmCmd::Invite { user } => return crate::cmd_invite::run(&user, client, out).await,
         VmCmd::Show { user } => {
             let user_id = resolve_user(client, &user).await?;
@@ -248,6 +270,12 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
                                 .unwrap_or_else(|| "-".into()),
                         ),
                         ("url", vm.url.clone().unwrap_or_else(|| "-".into())),
+                        (
+                            "profile",
+                            vm.profile
+                                .clone()
+                                .unwrap_or_else(|| "(server default)".into()),
+                        ),
                         ("health", output::health(vm.health.as_ref())),
                         ("expires", output::expiry(vm.expires_at)),
                         (

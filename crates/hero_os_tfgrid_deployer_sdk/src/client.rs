@@ -467,6 +467,15 @@ impl Client {
             .await
     }
 
+    /// `deployer.redeploy_vm`: the user's ready VM runs `profile` from now on.
+    pub async fn redeploy_vm(&self, user_id: UserId, profile: &str) -> Result<Job, ClientError> {
+        self.call::<methods::RedeployVm>(&RedeployVmParams {
+            user_id,
+            profile: profile.to_owned(),
+        })
+        .await
+    }
+
     /// `deployer.extend_vm`: `days` later, or never (`days: None`).
     pub async fn extend_vm(
         &self,

@@ -15,6 +15,18 @@ pub enum JobKind {
     /// Re-runs the bootstrap half of a provision (manifest, SSO slots, bootstrap, health) on
     /// the live VM.
     Repair,
+    /// The same steps as [`JobKind::Repair`], with another service profile: the live VM gets the
+    /// new profile's `services.toml` and is bootstrapped again.
+    Redeploy,
+}
+
+impl JobKind {
+    /// Jobs that work on a ready VM and leave it there whatever ends them (the VM, its gateway
+    /// and its OAuth app are not touched): every rule about "the user keeps a ready VM" asks this
+    /// one question, so a new kind of in-place job cannot miss one of them.
+    pub fn works_in_place(self) -> bool {
+        matches!(self, JobKind::Repair | JobKind::Redeploy)
+    }
 }
 
 /// Declares `as_str` (the stored and wire spelling) and `parse` (which refuses anything else)
@@ -43,7 +55,12 @@ macro_rules! spelled {
     };
 }
 
-spelled!(JobKind { Provision => "provision", Decommission => "decommission", Repair => "repair" });
+spelled!(JobKind {
+    Provision => "provision",
+    Decommission => "decommission",
+    Repair => "repair",
+    Redeploy => "redeploy",
+});
 spelled!(JobState {
     Queued => "queued",
     Running => "running",
@@ -306,6 +323,19 @@ pub struct VmRecord {
     /// When the server decommissions this VM (unix seconds); `None`: never.
     #[serde(default)]
     pub expires_at: Option<i64>,
+    /// The service profile the VM runs (set by its provision, changed by a successful
+    /// redeploy); `None` on rows older than the column: the provision job's, or the default.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+/// Params of `deployer.redeploy_vm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedeployVmParams {
+    pub user_id: UserId,
+    /// The service profile the VM runs from now on (a profile the server knows).
+    pub profile: String,
 }
 
 /// Params of `deployer.extend_vm`: exactly one of `days` and `never`.

@@ -112,6 +112,9 @@ methods! {
     RepairVm = "deployer.repair_vm",
         "Start a repair job on the user's ready VM, re-running push_manifest, configure_sso, run_bootstrap, verify_health (the VM, its gateway and its OAuth app stay)",
         (UserIdParams) -> Job, [NotFound, JobConflict, FailedPrecondition];
+    RedeployVm = "deployer.redeploy_vm",
+        "Start a redeploy job on the user's ready VM with another service profile: the repair steps with the new profile's services.toml; the VM records the profile when the job succeeds",
+        (RedeployVmParams) -> Job, [NotFound, JobConflict, FailedPrecondition, InvalidParams];
     GetJob = "deployer.get_job", "Get one job with its steps", (JobIdParams) -> Job, [NotFound];
     ListJobs = "deployer.list_jobs", "List jobs, newest first", (ListJobsParams) -> JobsPage, [];
     CancelJob = "deployer.cancel_job",

@@ -49,6 +49,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_vm_expiry",
         include_str!("../migrations/0006_vm_expiry.sql"),
     ),
+    (
+        "0007_vm_profile",
+        include_str!("../migrations/0007_vm_profile.sql"),
+    ),
 ];
 
 /// Read connections open at most (the machine this runs on has few cores; more would only

@@ -188,5 +188,6 @@ pub fn kind_label(k: JobKind) -> &'static str {
         JobKind::Provision => "deploy",
         JobKind::Decommission => "decommission",
         JobKind::Repair => "repair",
+        JobKind::Redeploy => "redeploy",
     }
 }

@@ -47,6 +47,11 @@ impl Provisioner {
         }
         let options_json =
             serde_json::to_string(&options).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        // The profile the VM will run, recorded on its row: a later repair pushes it again.
+        let profile = options
+            .profile
+            .clone()
+            .unwrap_or_else(|| self.inner.cfg.default_profile.clone());
         let (user_id, actor_s) = (p.user_id, actor.as_str().to_owned());
         let now = self.now_ms();
         let now_s = self.deployer().clock.now();
@@ -107,8 +112,8 @@ impl Provisioner {
                     },
                 )?;
                 conn.execute_cached(
-                    "UPDATE vms SET expires_at = ?2, expiry_warned_at = NULL WHERE vm_id = ?1",
-                    params![vm_id, expires_at],
+                    "UPDATE vms SET expires_at = ?2, expiry_warned_at = NULL, profile = ?3 WHERE vm_id = ?1",
+                    params![vm_id, expires_at, profile],
                 )?;
                 let context = steps::JobContext {
                     key_fingerprint: key.as_ref().map(|k| k.fingerprint.clone()),
@@ -219,10 +224,49 @@ impl Provisioner {
         Ok(self.launch(created))
     }
 
-    /// `deployer.repair_vm`: a repair job on the user's ready VM, starting from what its
-    /// provision job knew (the VM, its host key, its OAuth client) and with its options (the
-    /// manifest profile).
+    /// `deployer.repair_vm`: a repair job on the user's ready VM, with the profile it runs.
     pub async fn repair_vm(&self, actor: &Actor, user_id: UserId) -> Result<Job, ServiceError> {
+        self.start_in_place(actor, user_id, JobKind::Repair, None)
+            .await
+    }
+
+    /// `deployer.redeploy_vm`: the repair steps on the user's ready VM with another service
+    /// profile; the VM row records the profile once the job succeeds (`finish`), so a failed
+    /// or cancelled redeploy leaves the recorded profile as it was (a repair restores it).
+    pub async fn redeploy_vm(
+        &self,
+        actor: &Actor,
+        p: RedeployVmParams,
+    ) -> Result<Job, ServiceError> {
+        if self.inner.cfg.profile(&p.profile).is_none() {
+            return Err(ServiceError::InvalidParams(format!(
+                "unknown manifest profile {:?}; known: {}",
+                p.profile,
+                self.inner
+                    .cfg
+                    .manifest_profiles()
+                    .profiles
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        self.start_in_place(actor, p.user_id, JobKind::Redeploy, Some(p.profile))
+            .await
+    }
+
+    /// A job that works in place ([`JobKind::works_in_place`]) on the user's ready VM, starting
+    /// from what its provision job knew (the VM, its host key, its OAuth client) and with its
+    /// options, the manifest profile being `profile` (a redeploy) or the one the VM runs.
+    async fn start_in_place(
+        &self,
+        actor: &Actor,
+        user_id: UserId,
+        kind: JobKind,
+        profile: Option<String>,
+    ) -> Result<Job, ServiceError> {
+        debug_assert!(kind.works_in_place());
         let actor_s = actor.as_str().to_owned();
         // Where the VM's gateway is now (it may have moved since the provision, e.g. a local
         // gateway on another port after a restart): the manifest and the health check use it.
@@ -243,6 +287,7 @@ impl Provisioner {
         };
         let now = self.now_ms();
         let now_s = self.deployer().clock.now();
+        let verb = kind.as_str();
         let created = self
             .db()
             .write(move |conn| -> Result<Loaded, ServiceError> {
@@ -254,40 +299,46 @@ impl Provisioner {
                     .filter(|vm| vm.state == VmState::Ready.as_str())
                     .ok_or_else(|| {
                         ServiceError::FailedPrecondition(format!(
-                            "user {username} has no ready VM to repair; deploy one (`vm deploy {username}`)"
+                            "user {username} has no ready VM to {verb}; deploy one (`vm deploy {username}`)"
                         ))
                     })?;
                 let made_by = vm.job_id.ok_or_else(|| {
                     ServiceError::FailedPrecondition(format!(
-                        "the VM {} of {username} has no provision job on record to repair from; decommission and deploy again",
+                        "the VM {} of {username} has no provision job on record to {verb} from; decommission and deploy again",
                         vm.name
                     ))
                 })?;
                 let internals = store::internals(conn, made_by)?;
+                let unreadable = |what: &str, e: serde_json::Error| {
+                    ServiceError::Internal(format!("the {what} of job {made_by} cannot be read: {e}"))
+                };
                 let mut context: steps::JobContext = serde_json::from_str(&internals.context_json)
-                    .map_err(|e| {
-                        ServiceError::Internal(format!(
-                            "the context of job {made_by} cannot be read: {e}"
-                        ))
-                    })?;
+                    .map_err(|e| unreadable("context", e))?;
                 context.vm_id = Some(vm.vm_id);
                 context.gate = None;
                 if current_gateway.is_some() {
                     context.gateway = current_gateway;
                 }
+                let mut options: ProvisionOptions = serde_json::from_str(&internals.options_json)
+                    .map_err(|e| unreadable("options", e))?;
+                if let Some(p) = profile.or(vm.profile) {
+                    options.profile = Some(p);
+                }
                 let context_json = serde_json::to_string(&context)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                let options_json = serde_json::to_string(&options)
                     .map_err(|e| ServiceError::Internal(e.to_string()))?;
                 create_job(
                     conn,
                     &store::NewJob {
                         user_id,
                         forge_username: &username,
-                        kind: JobKind::Repair,
+                        kind,
                         backend: &vm.backend,
                         actor: &actor_s,
-                        options_json: &internals.options_json,
+                        options_json: &options_json,
                         context_json: &context_json,
-                        steps: steps::REPAIR_STEPS,
+                        steps: steps::steps_for(kind),
                         now_ms: now,
                     },
                     now_s,
@@ -503,6 +554,7 @@ fn create_job(
         JobKind::Provision => "vm.provision_requested",
         JobKind::Decommission => "vm.decommission_requested",
         JobKind::Repair => "vm.repair_requested",
+        JobKind::Redeploy => "vm.redeploy_requested",
     };
     store::set_user_vm_status(conn, new.user_id, store::busy_status(new.kind), now_s)?;
     store::append_event(

@@ -19,6 +19,9 @@ pub fn register(registry: &mut Registry, provisioner: Provisioner) {
     registry.register_with::<RepairVm, _, _>(p.clone(), |p, c, params| async move {
         p.repair_vm(&c.actor, params.user_id).await
     });
+    registry.register_with::<RedeployVm, _, _>(p.clone(), |p, c, params| async move {
+        p.redeploy_vm(&c.actor, params).await
+    });
     registry.register_with::<GetJob, _, _>(p.clone(), |p, _, params| async move {
         p.get_job(params.job_id).await
     });

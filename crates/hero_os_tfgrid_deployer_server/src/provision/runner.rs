@@ -494,6 +494,9 @@ impl Provisioner {
                         )?;
                     }
                 }
+                if state == JobState::Succeeded && job.kind == JobKind::Redeploy {
+                    record_redeployed_profile(conn, job_id)?;
+                }
                 if state == JobState::Failed && job.kind == JobKind::Provision {
                     conn.execute_cached(
                         "UPDATE vms SET state = ?2, updated_at = ?3 WHERE user_id = ?1 AND state = ?4",
@@ -501,9 +504,9 @@ impl Provisioner {
                     )?;
                 }
                 if let Some(status) = vm_status {
-                    // Whatever ends a repair, the VM it worked on is still there: the user keeps
-                    // a ready VM (the health watch says whether it answers).
-                    let status = if job.kind == JobKind::Repair {
+                    // Whatever ends a repair or redeploy, the VM it worked on is still there: the
+                    // user keeps a ready VM (the health watch says whether it answers).
+                    let status = if job.kind.works_in_place() {
                         VmStatus::Ready
                     } else {
                         status
@@ -542,9 +545,10 @@ impl Provisioner {
             }
             None => "start (before any step ran)".to_owned(),
         };
-        if job.kind == JobKind::Repair {
+        if job.kind.works_in_place() {
             let reason = format!(
-                "cancelled during {at}; the VM, its gateway and its OAuth app stay; repair again to finish"
+                "cancelled during {at}; the VM, its gateway and its OAuth app stay; {} again to finish",
+                job.kind.as_str()
             );
             return rec.finish(Ending::cancelled(reason, VmStatus::Ready)).await;
         }
@@ -671,3 +675,26 @@ impl Ending {
 
 /// A job and its internals as read from (or just written to) the database.
 pub(crate) struct Loaded(pub(crate) Job, pub(crate) store::JobInternals);
+
+/// A redeploy that succeeded: its VM runs the job's profile from now on (a later repair pushes
+/// that one). Inside `finish`'s write, so the job's success and the recorded profile are one fact.
+fn record_redeployed_profile(
+    conn: &rusqlite::Connection,
+    job_id: JobId,
+) -> Result<(), ServiceError> {
+    let internals = store::internals(conn, job_id)?;
+    let options: ProvisionOptions = serde_json::from_str(&internals.options_json).map_err(|e| {
+        ServiceError::Internal(format!("the options of job {job_id} cannot be read: {e}"))
+    })?;
+    let context: steps::JobContext =
+        serde_json::from_str(&internals.context_json).map_err(|e| {
+            ServiceError::Internal(format!("the context of job {job_id} cannot be read: {e}"))
+        })?;
+    if let (Some(profile), Some(vm_id)) = (options.profile, context.vm_id) {
+        conn.execute_cached(
+            "UPDATE vms SET profile = ?2 WHERE vm_id = ?1",
+            rusqlite::params![vm_id, profile],
+        )?;
+    }
+    Ok(())
+}

@@ -16,7 +16,7 @@ use crate::error::ServiceError;
 const VM_COLUMNS: &str = "vm_id, user_id, forge_username, backend, name, node_id, state, spec_json, private_ip, \
     mycelium_ip, url, host_key_fingerprint, deployer_version, created_at, updated_at, decommissioned_at, \
     ssh_key_fingerprint, backend_id, job_id, ready_at, health_state, health_since, health_checked_at, \
-    last_healthy_at, health_error, expires_at";
+    last_healthy_at, health_error, expires_at, profile";
 
 fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<VmRecord> {
     let spec: String = r.get(7)?;
@@ -43,6 +43,7 @@ fn vm_from_row(r: &Row<'_>) -> rusqlite::Result<VmRecord> {
         ready_at: r.get(19)?,
         health: crate::fleet::health::health_from_row(r, 20)?,
         expires_at: r.get(25)?,
+        profile: r.get(26)?,
     })
 }
 

@@ -13,7 +13,7 @@ use hero_os_tfgrid_deployer_sdk::Client;
 use crate::support::{Server, ServerOptions, Stack};
 
 /// `[provision]` settings that keep failing paths short: 3 attempts, 50 ms backoff, 4 s for the
-/// polling steps, a 3 s hang detector.
+/// polling steps, a 3 s hang detector; and a second profile, `minimal`.
 pub const FAST_CONFIG: &str = r#"
 [provision]
 max_attempts = 3
@@ -27,6 +27,10 @@ reaper_interval_ms = 200
 [provision.step_deadline_secs]
 wait_ssh = 4
 verify_health = 4
+
+# A second service profile, for redeploys.
+[provision.profiles]
+minimal = ["proxy", "cockpit"]
 "#;
 
 /// Starts Forge + server with [`FAST_CONFIG`], a faults file (used only by `test-hooks`

@@ -125,7 +125,7 @@ pub fn table(kind: JobKind) -> &'static [&'static dyn Step] {
     match kind {
         JobKind::Provision => PROVISION,
         JobKind::Decommission => DECOMMISSION,
-        JobKind::Repair => REPAIR,
+        JobKind::Repair | JobKind::Redeploy => REPAIR,
     }
 }
 
@@ -134,7 +134,7 @@ pub fn steps_for(kind: JobKind) -> &'static [&'static str] {
     match kind {
         JobKind::Provision => PROVISION_STEPS,
         JobKind::Decommission => DECOMMISSION_STEPS,
-        JobKind::Repair => REPAIR_STEPS,
+        JobKind::Repair | JobKind::Redeploy => REPAIR_STEPS,
     }
 }
 
