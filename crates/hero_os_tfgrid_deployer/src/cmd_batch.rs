@@ -27,6 +27,7 @@ pub async fn all_users(client: &Client) -> anyhow::Result<Vec<User>> {
         cursor: None,
         limit: Some(500),
         before: None,
+        expires_before: None,
     };
     let mut users = Vec::new();
     loop {

@@ -47,6 +47,9 @@ pub enum UserCmd {
         /// Fetch every page.
         #[arg(long)]
         all: bool,
+        /// Only users whose VM expires within this many days (from now).
+        #[arg(long, value_name = "DAYS")]
+        expiring_within_days: Option<u32>,
     },
     /// Forget a user and their secrets (the Forge account is kept). Refused while they have a VM.
     Delete {
@@ -238,12 +241,18 @@ pub async fn run(cmd: UserCmd, client: &Client, out: &Output) -> anyhow::Result<
             limit,
             cursor,
             all,
+            expiring_within_days,
         } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
             let mut params = ListUsersParams {
                 filter,
                 cursor,
                 limit: Some(limit),
                 before: None,
+                expires_before: expiring_within_days.map(|d| now + i64::from(d) * 86_400),
             };
             let mut users = Vec::new();
             let (next, total) = loop {
@@ -272,13 +281,19 @@ pub async fn run(cmd: UserCmd, client: &Client, out: &Output) -> anyhow::Result<
                             u.vm_health
                                 .map(|h| h.as_str().to_owned())
                                 .unwrap_or_else(|| "-".into()),
+                            match u.vm_status {
+                                VmStatus::NoVm | VmStatus::Decommissioned => "-".into(),
+                                _ => output::expiry(u.vm_expires_at),
+                            },
                             if u.forge_token_set { "yes" } else { "no" }.to_owned(),
                             output::time(u.created_at),
                         ]
                     })
                     .collect();
                 output::table(
-                    &["id", "username", "vm", "health", "token", "created"],
+                    &[
+                        "id", "username", "vm", "health", "expires", "token", "created",
+                    ],
                     &rows,
                 );
                 println!("{} of {} user(s)", p.users.len(), p.total);

@@ -179,6 +179,7 @@ async fn thirty_users_from_a_csv_with_three_bad_lines() {
             cursor: None,
             limit: Some(500),
             before: None,
+            expires_before: None,
         })
         .await
         .unwrap();

@@ -2,7 +2,7 @@
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use hero_os_tfgrid_deployer_sdk::jobs::{JobState, StepState};
+use hero_os_tfgrid_deployer_sdk::jobs::{HealthState, JobState, StepState};
 use hero_os_tfgrid_deployer_sdk::types::VmStatus;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
@@ -112,6 +112,31 @@ pub fn vm_badge(s: VmStatus) -> Markup {
         VmStatus::Decommissioned => ("neutral", "decommissioned"),
     };
     html! { span class={"badge " (class)} data-status=(s.as_str()) { (label) } }
+}
+
+/// The health watch's verdict of a ready VM, as a badge (`None`: not probed yet).
+pub fn health_badge(h: Option<HealthState>) -> Markup {
+    match h {
+        Some(HealthState::Healthy) => html! { span.badge.ok data-health="healthy" { "healthy" } },
+        Some(HealthState::Unreachable) => {
+            html! { span.badge.bad data-health="unreachable" { "unreachable" } }
+        }
+        None => html! { span.muted data-health="unknown" { "not probed" } },
+    }
+}
+
+/// A live VM's expiry as time left (`never` when it does not expire); within 7 days it is a
+/// warning badge, so the rows to act on stand out.
+pub fn expiry_cell(at: Option<i64>, now: i64) -> Markup {
+    match at {
+        None => html! { span.muted data-expires="never" { "never" } },
+        Some(at) if at - now <= 7 * 86_400 => html! {
+            span.badge.warn data-expires=(at) title=(crate::time::utc(at)) { (crate::time::left(at, now)) }
+        },
+        Some(at) => html! {
+            span data-expires=(at) title=(crate::time::utc(at)) { (crate::time::left(at, now)) }
+        },
+    }
 }
 
 pub fn job_state_str(s: JobState) -> &'static str {

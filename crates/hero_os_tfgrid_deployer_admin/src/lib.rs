@@ -31,9 +31,13 @@ pub fn router(state: AppState) -> Router {
             get(pages::users::list).post(pages::create_user::submit),
         )
         .route("/users/new", get(pages::create_user::form))
+        .route("/users/batch", post(pages::batch::submit))
+        .route("/batches", get(pages::batch::progress))
         .route("/users/{id}", get(pages::user_detail::show))
         .route("/users/{id}/deploy", post(pages::actions::deploy))
         .route("/users/{id}/repair", post(pages::actions::repair))
+        .route("/users/{id}/redeploy", post(pages::actions::redeploy))
+        .route("/users/{id}/extend", post(pages::actions::extend))
         .route(
             "/users/{id}/decommission",
             post(pages::actions::decommission),

@@ -39,6 +39,30 @@ pub fn duration_ms(ms: i64) -> String {
     }
 }
 
+/// Now, in Unix seconds, by this process's clock (the dashboard's "time left" and its
+/// "expiring within" filter; the server decides expiry by its own).
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// What is left until `at`, coarse as a person reads it: `12 d left`, `5 h left`, `40 min
+/// left`, or `expired`.
+pub fn left(at: i64, now: i64) -> String {
+    let s = at - now;
+    if s <= 0 {
+        "expired".into()
+    } else if s >= 2 * 86_400 {
+        format!("{} d left", s / 86_400)
+    } else if s >= 3_600 {
+        format!("{} h left", s / 3_600)
+    } else {
+        format!("{} min left", (s / 60).max(1))
+    }
+}
+
 /// Howard Hinnant's algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -56,6 +80,18 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_left_reads_coarsely_and_never_negative() {
+        let now = 1_000_000;
+        assert_eq!(left(now - 5, now), "expired");
+        assert_eq!(left(now, now), "expired");
+        assert_eq!(left(now + 30, now), "1 min left");
+        assert_eq!(left(now + 40 * 60, now), "40 min left");
+        assert_eq!(left(now + 5 * 3600 + 59, now), "5 h left");
+        assert_eq!(left(now + 47 * 3600, now), "47 h left");
+        assert_eq!(left(now + 12 * 86_400 + 7, now), "12 d left");
+    }
 
     #[test]
     fn formats() {

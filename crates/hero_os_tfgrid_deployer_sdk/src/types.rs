@@ -33,6 +33,9 @@ pub struct User {
     /// probed yet).
     #[serde(default)]
     pub vm_health: Option<crate::jobs::HealthState>,
+    /// When the live VM expires (unix seconds; `None`: no live VM, or it never expires).
+    #[serde(default)]
+    pub vm_expires_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -154,6 +157,10 @@ pub struct ListUsersParams {
     /// Page size, 1..=500, default 50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Only users whose live VM expires before this time (unix seconds): "expiring within 7
+    /// days" is now + 7 days. VMs that never expire never match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_before: Option<i64>,
 }
 
 /// A page of users in username order. Pages are stable: inserts never shift a cursor.
@@ -255,6 +262,12 @@ pub struct ServerInfo {
     pub secret_store: String,
     pub started_at: i64,
     pub users: u64,
+    /// Service profiles a deploy or redeploy may name (empty from older servers).
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    /// The profile used when a deploy names none.
+    #[serde(default)]
+    pub default_profile: Option<String>,
 }
 
 /// Body of `GET /health`.

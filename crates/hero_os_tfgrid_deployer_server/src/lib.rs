@@ -156,6 +156,13 @@ pub async fn serve(
         forge_version: None,
         data_dir: config.data_dir.display().to_string(),
         started_at: clock.now(),
+        profiles: config
+            .provision
+            .manifest_profiles()
+            .profiles
+            .into_keys()
+            .collect(),
+        default_profile: config.provision.default_profile.clone(),
     };
     let provisioner = provision::wiring::build(&config, deployer.clone(), metrics.clone())
         .await

@@ -27,7 +27,19 @@ pub const PASSWORD_LEN: usize = 32;
 const USER_COLUMNS: &str = "user_id, forge_username, display_name, email, forge_user_id, forge_created, \
     forge_token_set, forge_token_note, initial_password_held, setup_state, vm_status, created_at, updated_at, \
     (SELECT v.health_state FROM vms v WHERE v.user_id = users.user_id AND v.state = 'ready' \
+     ORDER BY v.vm_id DESC LIMIT 1), \
+    (SELECT v.expires_at FROM vms v WHERE v.user_id = users.user_id AND v.state != 'decommissioned' \
      ORDER BY v.vm_id DESC LIMIT 1)";
+
+/// The `expires_before` filter of `list_users`, with its parameter at `?n` (NULL: no filter).
+/// One text for the count, the page and the look-behind probe, so the three cannot disagree on
+/// which users a filtered listing holds.
+fn expiring_clause(n: usize) -> String {
+    format!(
+        "(?{n} IS NULL OR EXISTS (SELECT 1 FROM vms v WHERE v.user_id = users.user_id \
+         AND v.state != 'decommissioned' AND v.expires_at IS NOT NULL AND v.expires_at < ?{n}))"
+    )
+}
 
 fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -46,6 +58,7 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
         created_at: r.get(11)?,
         updated_at: r.get(12)?,
         vm_health: r.get(13)?,
+        vm_expires_at: r.get(14)?,
     })
 }
 
@@ -403,14 +416,16 @@ impl Deployer {
         let after = p.cursor.as_deref().map(decode_cursor).transpose()?;
         let before = p.before.as_deref().map(decode_cursor).transpose()?;
         let prefix = p.filter.unwrap_or_default();
+        let expires_before = p.expires_before;
         self.db
             .call(move |conn| -> Result<UsersPage, ServiceError> {
                 let end = prefix_end(&prefix);
                 let total: i64 = conn
-                    .prepare_cached(
-                        "SELECT count(*) FROM users WHERE forge_username >= ?1 AND forge_username < ?2",
-                    )?
-                    .query_row(params![prefix, end], |r| r.get(0))?;
+                    .prepare_cached(&format!(
+                        "SELECT count(*) FROM users WHERE forge_username >= ?1 AND forge_username < ?2 AND {}",
+                        expiring_clause(3)
+                    ))?
+                    .query_row(params![prefix, end, expires_before], |r| r.get(0))?;
                 // Walk from the cursor in the direction asked (backwards for `before`); the page
                 // is in name order either way. One row more than the page says whether there is
                 // more in the direction of travel; one index probe from the edge we came from
@@ -425,10 +440,11 @@ impl Deployer {
                 let mut users = conn
                     .prepare_cached(&format!(
                         "SELECT {USER_COLUMNS} FROM users WHERE forge_username >= ?1 AND forge_username < ?2 \
-                         AND forge_username {toward} ?3 ORDER BY forge_username {order} LIMIT ?4"
+                         AND forge_username {toward} ?3 AND {} ORDER BY forge_username {order} LIMIT ?4",
+                        expiring_clause(5)
                     ))?
                     .query_map(
-                        params![prefix, end, from, i64::from(limit) + 1],
+                        params![prefix, end, from, i64::from(limit) + 1, expires_before],
                         user_from_row,
                     )?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -442,9 +458,10 @@ impl Deployer {
                     Some(u) if backwards || after.is_some() => conn
                         .prepare_cached(&format!(
                             "SELECT 1 FROM users WHERE forge_username >= ?1 AND forge_username < ?2 \
-                             AND forge_username {away} ?3"
+                             AND forge_username {away} ?3 AND {}",
+                            expiring_clause(4)
                         ))?
-                        .exists(params![prefix, end, u.forge_username])?,
+                        .exists(params![prefix, end, u.forge_username, expires_before])?,
                     _ => false,
                 };
                 let (more_before, more_after) = if backwards {

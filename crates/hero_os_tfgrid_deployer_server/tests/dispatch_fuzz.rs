@@ -34,6 +34,8 @@ fn registry() -> Registry {
             forge_version: None,
             data_dir: "/nowhere".into(),
             started_at: 0,
+            profiles: vec!["demo".into()],
+            default_profile: "demo".into(),
         },
     )
 }

@@ -295,6 +295,7 @@ async fn list_users_pages_are_stable_and_filtered() {
             limit: Some(2),
             cursor,
             before,
+            expires_before: None,
         };
         async move { c.list_users(&params).await.unwrap() }
     };

@@ -168,5 +168,9 @@
     document.querySelectorAll("button[data-copy-target]").forEach(setupCopy);
     document.querySelectorAll("form[data-confirm]").forEach(setupConfirm);
     document.querySelectorAll("[data-live-job]").forEach(setupLive);
+    // A batch's progress page reloads itself while jobs are active (the server renders it).
+    document.querySelectorAll("[data-refresh-ms]").forEach(function (el) {
+      setTimeout(function () { window.location.reload(); }, Number(el.dataset.refreshMs) || 2000);
+    });
   });
 })();

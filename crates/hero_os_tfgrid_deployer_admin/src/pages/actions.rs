@@ -5,7 +5,9 @@
 use axum::extract::{Form, Path};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
-use hero_os_tfgrid_deployer_sdk::jobs::{JobIdParams, ProvisionVmParams};
+use hero_os_tfgrid_deployer_sdk::jobs::{
+    ExtendVmParams, JobIdParams, ProvisionVmParams, RedeployVmParams,
+};
 use hero_os_tfgrid_deployer_sdk::methods;
 use hero_os_tfgrid_deployer_sdk::types::UserIdParams;
 use maud::html;
@@ -13,7 +15,7 @@ use serde::Deserialize;
 
 use crate::auth::Admin;
 use crate::csrf;
-use crate::error::PageResult;
+use crate::error::{PageError, PageResult};
 use crate::layout::{csrf_field, no_store, page, Nav};
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +83,73 @@ pub async fn repair(
     admin
         .client
         .call::<methods::RepairVm>(&UserIdParams { user_id: id })
+        .await?;
+    Ok(Redirect::to(&format!("/users/{id}")).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RedeployForm {
+    #[serde(default)]
+    pub csrf: String,
+    #[serde(default)]
+    pub profile: String,
+}
+
+/// `POST /users/{id}/redeploy`: the ready VM runs another service profile (a job; the server
+/// refuses a profile it does not know, with the known ones).
+pub async fn redeploy(
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<i64>,
+    Form(f): Form<RedeployForm>,
+) -> PageResult<Response> {
+    csrf::check(&admin, &f.csrf)?;
+    admin
+        .client
+        .call::<methods::RedeployVm>(&RedeployVmParams {
+            user_id: id,
+            profile: f.profile.trim().to_owned(),
+        })
+        .await?;
+    Ok(Redirect::to(&format!("/users/{id}")).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ExtendForm {
+    #[serde(default)]
+    pub csrf: String,
+    /// Whole days; ignored with `never`.
+    #[serde(default)]
+    pub days: String,
+    /// `yes`: never expires.
+    #[serde(default)]
+    pub never: Option<String>,
+}
+
+/// `POST /users/{id}/extend`: N days later, or never (the server audits it).
+pub async fn extend(
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<i64>,
+    Form(f): Form<ExtendForm>,
+) -> PageResult<Response> {
+    csrf::check(&admin, &f.csrf)?;
+    let never = f.never.as_deref() == Some("yes");
+    let days = if never {
+        None
+    } else {
+        let raw = f.days.trim();
+        Some(raw.parse::<u32>().ok().filter(|d| *d >= 1).ok_or_else(|| {
+            PageError::BadRequest(format!(
+                "extend by {raw:?} days: give a whole number of days (at least 1)"
+            ))
+        })?)
+    };
+    admin
+        .client
+        .call::<methods::ExtendVm>(&ExtendVmParams {
+            user_id: id,
+            days,
+            never,
+        })
         .await?;
     Ok(Redirect::to(&format!("/users/{id}")).into_response())
 }

@@ -4,26 +4,16 @@
 
 use hero_os_tfgrid_deployer_sdk::invitation::invitation;
 use hero_os_tfgrid_deployer_sdk::jobs::VmDetails;
-use hero_os_tfgrid_deployer_sdk::types::{User, VmStatus};
-use hero_os_tfgrid_deployer_sdk::Client;
+use hero_os_tfgrid_deployer_sdk::types::{ServerInfo, User, VmStatus};
 use maud::{html, Markup};
 
-use crate::error::PageResult;
-
-/// The card, or nothing while the VM is not ready (asks the server for the Forge URL only then).
-pub async fn card(
-    client: &Client,
-    user: &User,
-    vm: Option<&VmDetails>,
-) -> PageResult<Option<Markup>> {
+/// The card, or nothing while the VM is not ready.
+pub fn card(info: &ServerInfo, user: &User, vm: Option<&VmDetails>) -> Option<Markup> {
     if user.vm_status != VmStatus::Ready {
-        return Ok(None);
+        return None;
     }
-    let info = client.server_info().await?;
-    let Ok(inv) = invitation(user, vm.and_then(|v| v.vm.as_ref()), &info.forge_url) else {
-        return Ok(None);
-    };
-    Ok(Some(html! {
+    let inv = invitation(user, vm.and_then(|v| v.vm.as_ref()), &info.forge_url).ok()?;
+    Some(html! {
         section.card data-testid="invitation" {
             h2 { "Invitation" }
             p.muted { "Send this to " (inv.forge_username) ". " (inv.reminder) }
@@ -36,5 +26,5 @@ pub async fn card(
                 button type="button" data-copy-target="invite-message" data-testid="copy-message" hidden { "Copy message" }
             }
         }
-    }))
+    })
 }

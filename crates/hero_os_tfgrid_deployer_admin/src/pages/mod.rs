@@ -2,6 +2,7 @@
 
 pub mod actions;
 pub mod audit;
+pub mod batch;
 pub mod create_user;
 pub mod errors;
 pub mod invitation;
@@ -9,6 +10,7 @@ pub mod jobs;
 pub mod timeline;
 pub mod user_detail;
 pub mod users;
+pub mod vm_care;
 
 use hero_os_tfgrid_deployer_sdk::{ClientError, ErrorKind};
 

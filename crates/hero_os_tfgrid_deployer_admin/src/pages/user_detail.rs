@@ -69,7 +69,19 @@ pub async fn show(Extension(admin): Extension<Admin>, Path(id): Path<i64>) -> Pa
     let (user, vm) = tokio::join!(c.get_user(id), c.call::<methods::GetVm>(&vm_params));
     let user = user?;
     let vm = optional(vm)?;
-    let invitation = crate::pages::invitation::card(c, &user, vm.as_ref()).await?;
+    // The server's facts (Forge URL, service profiles) matter only for a ready VM's cards.
+    let info = match user.vm_status {
+        VmStatus::Ready => Some(c.server_info().await?),
+        _ => None,
+    };
+    let active = latest.as_ref().is_some_and(|l| l.0.state.is_active());
+    let invitation = info
+        .as_ref()
+        .and_then(|i| crate::pages::invitation::card(i, &user, vm.as_ref()));
+    let care = info
+        .as_ref()
+        .filter(|_| !active)
+        .and_then(|i| crate::pages::vm_care::card(&admin, i, &user, vm.as_ref()));
     let body = html! {
         div.page-head {
             div {
@@ -84,6 +96,7 @@ pub async fn show(Extension(admin): Extension<Admin>, Path(id): Path<i64>) -> Pa
             section.card { h2 { "Demo VM" } (vm_facts(&user, vm.as_ref())) }
         }
         @if let Some(card) = invitation { (card) }
+        @if let Some(card) = care { (card) }
         @if let Some((job, events, last_seq)) = &latest {
             (timeline::render(job, events, *last_seq))
         } @else {

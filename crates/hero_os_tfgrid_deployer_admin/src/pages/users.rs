@@ -1,5 +1,7 @@
-//! Users: search by username prefix, status badges, last job, URL, cursor paging.
-//! One page costs one `list_users` plus one `list_jobs` per row (run concurrently).
+//! Users: search by username prefix, a filter "expiring within 7 days", status and health
+//! badges, time left, last job, URL, cursor paging, and row selection for the batch actions
+//! (`batch.rs`). One page costs one `list_users` plus one `list_jobs` per row (run
+//! concurrently).
 
 use std::collections::HashMap;
 
@@ -17,7 +19,9 @@ use serde::Deserialize;
 use super::{href, optional};
 use crate::auth::Admin;
 use crate::error::PageResult;
-use crate::layout::{job_badge, no_store, page, vm_badge, Nav};
+use crate::layout::{
+    csrf_field, expiry_cell, health_badge, job_badge, no_store, page, vm_badge, Nav,
+};
 use crate::time;
 
 /// Rows per page.
@@ -37,7 +41,13 @@ pub struct UsersQuery {
     pub before: Option<String>,
     #[serde(default)]
     pub page: Option<u32>,
+    /// `7`: only users whose VM expires within 7 days (any other value: no filter).
+    #[serde(default)]
+    pub expiring: Option<String>,
 }
+
+/// The one expiry window the list filters on: what an operator checks each week.
+pub const EXPIRING_DAYS: i64 = 7;
 
 /// Latest job of each user, concurrently. Users without jobs (or a server without the job
 /// methods) are simply absent.
@@ -82,11 +92,19 @@ pub async fn list(
         .unwrap_or("")
         .to_ascii_lowercase();
     let page_no = query.page.unwrap_or(1).max(1);
+    let now = time::now();
+    let expiring = query.expiring.as_deref() == Some("7");
+    let expiring_param = if expiring {
+        "7".to_owned()
+    } else {
+        String::new()
+    };
     let params = ListUsersParams {
         filter: (!q.is_empty()).then(|| q.clone()),
         cursor: query.cursor.clone().filter(|c| !c.is_empty()),
         before: query.before.clone().filter(|c| !c.is_empty()),
         limit: Some(PAGE_SIZE),
+        expires_before: expiring.then_some(now + EXPIRING_DAYS * 86_400),
     };
     let active_params = ListJobsParams {
         active_only: Some(true),
@@ -113,21 +131,44 @@ pub async fn list(
             a.btn.primary href="/users/new" { "+ New user" }
         }
         div.stats {
-            div.stat { b data-testid="total-users" { (users.total) } span { @if q.is_empty() { "users" } @else { "matching “" (q) "”" } } }
+            div.stat { b data-testid="total-users" { (users.total) } span {
+                @if q.is_empty() { "users" } @else { "matching “" (q) "”" }
+                @if expiring { " · VM expiring within 7 days" }
+            } }
             @if let Some(n) = active { div.stat { b { (n) } span { "active jobs" } } }
         }
         section.card {
             form.search method="get" action="/users" role="search" {
                 input #q type="search" name="q" value=(q) placeholder="Search by username prefix…"
                     aria-label="Search users by username prefix" autocomplete="off" spellcheck="false";
+                label.check {
+                    input type="checkbox" name="expiring" value="7" checked[expiring] data-testid="expiring-filter";
+                    " Expiring within 7 days"
+                }
                 button type="submit" { "Search" }
-                @if !q.is_empty() { a.btn href="/users" { "Clear" } }
+                @if !q.is_empty() || expiring { a.btn href="/users" { "Clear" } }
+            }
+            // Row selection feeds the batch actions; the form wraps the table so the checkboxes
+            // are its fields (no script needed).
+            form #batch method="post" action="/users/batch" data-testid="batch-form" {
+            (csrf_field(&admin))
+            div.batch-bar {
+                span.muted { "Selected users:" }
+                button type="submit" name="action" value="deploy" data-testid="batch-deploy" { "Deploy" }
+                button type="submit" name="action" value="decommission" class="danger" data-testid="batch-decommission" { "Decommission" }
+                span.extend {
+                    button type="submit" name="action" value="extend" data-testid="batch-extend" { "Extend by" }
+                    input type="number" name="days" value="14" min="1" max="3650" aria-label="Days to extend by" data-testid="batch-days";
+                    " days"
+                }
             }
             div.table-wrap {
                 table data-testid="users-table" {
                     thead { tr {
+                        th scope="col" { span.sr-only { "Select" } }
                         th scope="col" { "User" }
                         th scope="col" { "Status" }
+                        th scope="col" { "Expires" }
                         th scope="col" .hide-sm { "Last job" }
                         th scope="col" { "URL" }
                         th scope="col" .hide-sm { "Created" }
@@ -137,10 +178,21 @@ pub async fn list(
                             @let job = jobs.get(&u.user_id);
                             tr data-user=(u.forge_username) {
                                 td {
+                                    input type="checkbox" name="user" value=(u.user_id)
+                                        aria-label=(format!("Select {}", u.forge_username)) data-testid="select-user";
+                                }
+                                td {
                                     a href=(format!("/users/{}", u.user_id)) { strong { (u.forge_username) } }
                                     @if let Some(d) = &u.display_name { br; span.muted { (d) } }
                                 }
-                                td { (vm_badge(u.vm_status)) }
+                                td {
+                                    (vm_badge(u.vm_status))
+                                    @if u.vm_status == VmStatus::Ready { " " (health_badge(u.vm_health)) }
+                                }
+                                td {
+                                    @if matches!(u.vm_status, VmStatus::NoVm | VmStatus::Decommissioned) { span.muted { "—" } }
+                                    @else { (expiry_cell(u.vm_expires_at, now)) }
+                                }
                                 td.hide-sm {
                                     @if let Some(j) = job {
                                         a href=(format!("/jobs/{}", j.job_id)) { (kind_label(j.kind)) " #" (j.job_id) }
@@ -158,9 +210,11 @@ pub async fn list(
                     }
                 }
             }
+            }
             @if users.users.is_empty() {
                 div.empty {
-                    @if q.is_empty() { "No users yet. " a href="/users/new" { "Create the first one" } "." }
+                    @if expiring { "No VM expires within 7 days." }
+                    @else if q.is_empty() { "No users yet. " a href="/users/new" { "Create the first one" } "." }
                     @else { "No user name starts with “" (q) "”." }
                 }
             }
@@ -170,11 +224,11 @@ pub async fn list(
                 }
                 div.actions {
                     @if let Some(prev) = &users.prev_cursor {
-                        @if page_no > 2 { a.btn href=(href("/users", &[("q", q.clone())])) { "⇤ First page" } }
-                        a.btn rel="prev" href=(href("/users", &[("q", q.clone()), ("before", prev.clone()), ("page", (page_no - 1).max(1).to_string())])) { "← Previous page" }
+                        @if page_no > 2 { a.btn href=(href("/users", &[("q", q.clone()), ("expiring", expiring_param.clone())])) { "⇤ First page" } }
+                        a.btn rel="prev" href=(href("/users", &[("q", q.clone()), ("expiring", expiring_param.clone()), ("before", prev.clone()), ("page", (page_no - 1).max(1).to_string())])) { "← Previous page" }
                     }
                     @if let Some(next) = &users.next_cursor {
-                        a.btn rel="next" href=(href("/users", &[("q", q.clone()), ("cursor", next.clone()), ("page", (page_no + 1).to_string())])) { "Next page →" }
+                        a.btn rel="next" href=(href("/users", &[("q", q.clone()), ("expiring", expiring_param.clone()), ("cursor", next.clone()), ("page", (page_no + 1).to_string())])) { "Next page →" }
                     }
                 }
             }

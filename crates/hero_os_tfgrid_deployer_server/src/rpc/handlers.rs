@@ -15,6 +15,9 @@ pub struct ServerFacts {
     pub forge_version: Option<String>,
     pub data_dir: String,
     pub started_at: i64,
+    /// Service profiles a deploy or redeploy may name, and the one used when none is named.
+    pub profiles: Vec<String>,
+    pub default_profile: String,
 }
 
 /// Secrets travel only over the local socket: the TCP listener sits behind the SSO edge, and no
@@ -165,5 +168,7 @@ pub async fn server_info(d: &Deployer, facts: &ServerFacts) -> Result<ServerInfo
         secret_store: d.secrets.kind().into(),
         started_at: facts.started_at,
         users: users as u64,
+        profiles: facts.profiles.clone(),
+        default_profile: Some(facts.default_profile.clone()),
     })
 }

@@ -1,0 +1,332 @@
+//! The fleet on the dashboard, in-process (`oneshot` on the router) against the REAL deployer
+//! server, dev Forge and local backend: the users list's health badge, time left and "expiring
+//! within 7 days" filter; batch deploy / extend / decommission over selected rows with one
+//! refusal among them and the combined progress page; and a ready VM's Redeploy and Extend.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use hero_os_tfgrid_deployer_admin::auth::AuthMode;
+use hero_os_tfgrid_deployer_admin::router;
+use hero_os_tfgrid_deployer_sdk::jobs::{JobKind, JobState, ListJobsParams, ProvisionOptions};
+use hero_os_tfgrid_deployer_sdk::methods;
+use hero_os_tfgrid_deployer_sdk::Client;
+use http_body_util::BodyExt;
+use support::Stack;
+use tower::ServiceExt;
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, String) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).to_string())
+}
+
+async fn get(app: &Router, path: &str) -> (StatusCode, String) {
+    let req = Request::get(path)
+        .header("x-hero-user", "alice")
+        .body(Body::empty())
+        .unwrap();
+    send(app, req).await
+}
+
+async fn post(app: &Router, path: &str, form: &[(&str, String)]) -> (StatusCode, String) {
+    let body = serde_urlencoded::to_string(form).unwrap();
+    let req = Request::post(path)
+        .header("x-hero-user", "alice")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(body))
+        .unwrap();
+    send(app, req).await
+}
+
+fn csrf_of(html: &str) -> String {
+    let i = html
+        .find("name=\"csrf-token\" content=\"")
+        .expect("csrf meta")
+        + 27;
+    html[i..i + 64].to_owned()
+}
+
+/// The `<tr data-user="name">…</tr>` of `name` in a page.
+fn row<'a>(html: &'a str, name: &str) -> &'a str {
+    let start = html
+        .find(&format!("data-user=\"{name}\""))
+        .unwrap_or_else(|| panic!("no row for {name}: {html}"));
+    let end = html[start..].find("</tr>").unwrap() + start;
+    &html[start..end]
+}
+
+/// Job ids of a batch result page's "Follow progress" link.
+fn followed_jobs(html: &str) -> Vec<i64> {
+    let i = html.find("href=\"/batches?").expect("a progress link") + 6;
+    let end = html[i..].find('"').unwrap() + i;
+    html[i..end]
+        .trim_start_matches("/batches?")
+        .split("&amp;")
+        .map(|kv| kv.trim_start_matches("job=").parse().unwrap())
+        .collect()
+}
+
+async fn wait_jobs(c: &Client, jobs: &[i64]) {
+    for j in jobs {
+        let job = tokio::time::timeout(Duration::from_secs(180), c.follow_job(*j, |_| {}))
+            .await
+            .expect("the job ends")
+            .unwrap();
+        assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_list_batches_and_vm_care_against_the_real_server() {
+    let stack = Stack::start().await;
+    stack.set_allowlist("alice").await;
+    let app = router(stack.state(AuthMode::Headers));
+    let c = &stack.client;
+    let mut ids = std::collections::HashMap::new();
+    for name in ["ann", "ben", "cat", "dan"] {
+        ids.insert(name, c.create_user(name, None, None).await.unwrap().user_id);
+    }
+    // cat's VM expires in 3 days, straight through the SDK.
+    let cat_job = c
+        .call::<methods::ProvisionVm>(&hero_os_tfgrid_deployer_sdk::jobs::ProvisionVmParams {
+            user_id: ids["cat"],
+            options: Some(ProvisionOptions {
+                expires_in_days: Some(3),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    wait_jobs(c, &[cat_job.job_id]).await;
+
+    // The list: selectable rows in one batch form; no VM yet for ann.
+    let (status, html) = get(&app, "/users").await;
+    assert_eq!(status, 200);
+    let csrf = csrf_of(&html);
+    assert!(html.contains("action=\"/users/batch\""), "{html}");
+    assert!(row(&html, "ann").contains(&format!("name=\"user\" value=\"{}\"", ids["ann"])));
+
+    // Batch deploy of ann and ben, with cat (who has a ready VM) among them: two jobs start, cat
+    // is refused with the server's own words, and nothing stops at the refusal.
+    let (status, html) = post(
+        &app,
+        "/users/batch",
+        &[
+            ("csrf", csrf.clone()),
+            ("action", "deploy".into()),
+            ("user", ids["ann"].to_string()),
+            ("user", ids["cat"].to_string()),
+            ("user", ids["ben"].to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("2 done or started, 1 refused"), "{html}");
+    assert!(row(&html, "ann").contains("data-outcome=\"started\""));
+    assert!(row(&html, "ben").contains("data-outcome=\"started\""));
+    let refused = row(&html, "cat");
+    assert!(
+        refused.contains("data-outcome=\"refused\"") && refused.contains("already has a ready VM"),
+        "{refused}"
+    );
+    let jobs = followed_jobs(&html);
+    assert_eq!(jobs.len(), 2, "{html}");
+    // The combined progress page: a line per user, one overall bar.
+    let progress = format!(
+        "/batches?{}",
+        jobs.iter()
+            .map(|j| format!("job={j}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    );
+    let (status, html) = get(&app, &progress).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("progress") && row(&html, "ann").contains("deploy #"));
+    wait_jobs(c, &jobs).await;
+    let (_, html) = get(&app, &progress).await;
+    assert!(
+        html.contains("2 jobs: 2 succeeded, 0 failed, 0 cancelled, 0 active"),
+        "{html}"
+    );
+    assert!(
+        html.contains("data-active=\"0\"") && !html.contains("data-refresh-ms"),
+        "{html}"
+    );
+    for bad in ["/batches", "/batches?job=x", "/batches?job=999999"] {
+        let (status, _) = get(&app, bad).await;
+        assert!(status.is_client_error(), "{bad}: {status}");
+    }
+
+    // Health badges and time left on the list; the 7-day filter holds exactly cat.
+    c.check_health(None).await.unwrap();
+    let (_, html) = get(&app, "/users").await;
+    for name in ["ann", "ben", "cat"] {
+        assert!(
+            row(&html, name).contains("data-health=\"healthy\""),
+            "{name}: {html}"
+        );
+    }
+    assert!(
+        row(&html, "ann").contains("d left"),
+        "{}",
+        row(&html, "ann")
+    );
+    assert!(
+        row(&html, "cat").contains("badge warn"),
+        "{}",
+        row(&html, "cat")
+    );
+    assert!(
+        !row(&html, "dan").contains("data-health"),
+        "no VM, no badge"
+    );
+    let (_, html) = get(&app, "/users?expiring=7").await;
+    assert!(html.contains("data-user=\"cat\""), "{html}");
+    for name in ["ann", "ben", "dan"] {
+        assert!(
+            !html.contains(&format!("data-user=\"{name}\"")),
+            "{name}: {html}"
+        );
+    }
+    assert!(html.contains("checked"), "the filter shows as on");
+
+    // Batch extend: cat by 14 days leaves the 7-day window; a bad day count is refused whole.
+    let (status, _) = post(
+        &app,
+        "/users/batch",
+        &[
+            ("csrf", csrf.clone()),
+            ("action", "extend".into()),
+            ("days", "0".into()),
+            ("user", ids["cat"].to_string()),
+        ],
+    )
+    .await;
+    assert!(status.is_client_error(), "{status}");
+    let (status, html) = post(
+        &app,
+        "/users/batch",
+        &[
+            ("csrf", csrf.clone()),
+            ("action", "extend".into()),
+            ("days", "14".into()),
+            ("user", ids["cat"].to_string()),
+            ("user", ids["dan"].to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        row(&html, "cat").contains("data-outcome=\"extended\""),
+        "{html}"
+    );
+    assert!(
+        row(&html, "dan").contains("data-outcome=\"refused\""),
+        "dan has no VM: {html}"
+    );
+    let (_, html) = get(&app, "/users?expiring=7").await;
+    assert!(html.contains("No VM expires within 7 days."), "{html}");
+
+    // Without the CSRF token nothing happens.
+    let (status, _) = post(
+        &app,
+        "/users/batch",
+        &[
+            ("action", "deploy".into()),
+            ("user", ids["dan"].to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // A ready VM's care card: redeploy with a profile the server knows (a redeploy job), a
+    // refusal for one it does not, and "never expire".
+    let ann = format!("/users/{}", ids["ann"]);
+    let (_, html) = get(&app, &ann).await;
+    assert!(html.contains("data-testid=\"vm-care\""), "{html}");
+    assert!(html.contains("<option value=\"demo\" selected>"), "{html}");
+    let (status, html) = post(
+        &app,
+        &format!("{ann}/redeploy"),
+        &[("csrf", csrf.clone()), ("profile", "nope".into())],
+    )
+    .await;
+    assert_eq!(status, 422, "{html}");
+    assert!(html.contains("unknown manifest profile"), "{html}");
+    let (status, _) = post(
+        &app,
+        &format!("{ann}/redeploy"),
+        &[("csrf", csrf.clone()), ("profile", "demo".into())],
+    )
+    .await;
+    assert_eq!(status, 303);
+    let job = c
+        .call::<methods::ListJobs>(&ListJobsParams {
+            user_id: Some(ids["ann"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
+    assert_eq!((job.kind, job.actor.as_str()), (JobKind::Redeploy, "alice"));
+    wait_jobs(c, &[job.job_id]).await;
+    let (status, _) = post(
+        &app,
+        &format!("{ann}/extend"),
+        &[("csrf", csrf.clone()), ("never", "yes".into())],
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(
+        c.get_vm(ids["ann"]).await.unwrap().vm.unwrap().expires_at,
+        None
+    );
+
+    // Batch decommission asks first, naming everyone; confirmed, it starts a job per user.
+    let (status, html) = post(
+        &app,
+        "/users/batch",
+        &[
+            ("csrf", csrf.clone()),
+            ("action", "decommission".into()),
+            ("user", ids["ann"].to_string()),
+            ("user", ids["ben"].to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("Decommission 2 VMs?") && html.contains("<li>ben</li>"),
+        "{html}"
+    );
+    let listed = c.list_vms(None).await.unwrap();
+    assert_eq!(
+        listed.vms.len(),
+        3,
+        "nothing decommissioned before the confirmation"
+    );
+    let (_, html) = post(
+        &app,
+        "/users/batch",
+        &[
+            ("csrf", csrf.clone()),
+            ("action", "decommission".into()),
+            ("confirm", "yes".into()),
+            ("user", ids["ann"].to_string()),
+            ("user", ids["ben"].to_string()),
+        ],
+    )
+    .await;
+    let jobs = followed_jobs(&html);
+    assert_eq!(jobs.len(), 2, "{html}");
+    wait_jobs(c, &jobs).await;
+    support::decommission_all(c).await;
+}
