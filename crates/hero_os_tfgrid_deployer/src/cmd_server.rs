@@ -199,6 +199,13 @@ pub async fn run(cmd: ServerCmd, client: &Client, out: &Output) -> anyhow::Resul
                     ),
                     ("data dir", i.data_dir.clone()),
                     ("secret store", i.secret_store.clone()),
+                    (
+                        "profiles",
+                        match &i.default_profile {
+                            Some(d) => format!("{} (default {d})", i.profiles.join(", ")),
+                            None => i.profiles.join(", "),
+                        },
+                    ),
                     ("users", i.users.to_string()),
                     ("started", output::time(i.started_at)),
                 ])
