@@ -142,3 +142,77 @@ async fn redeploy_changes_the_profile_in_place_and_a_repair_keeps_it() {
         assert_eq!(services(&manifest(&dir)), demo_services);
     }
 }
+
+/// kill -9 inside a redeploy (and inside the repair after it), at the start and at the end of a
+/// step: the restarted server resumes the one job, which ends with the one VM, on the profile
+/// the job asked for.
+#[cfg(feature = "test-hooks")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_redeploy_or_repair_resumes_and_keeps_one_vm() {
+    use std::time::Duration;
+    use support::{wait_exit, Server};
+
+    let (mut stack, _) = stack(vec![(
+        "HERO_DEPLOYER_HEALTH_INTERVAL_SECS".into(),
+        "0".into(),
+    )])
+    .await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let alice = new_user(stack.client(), "alice").await;
+    let c = stack.client().clone();
+    succeeded(&c, c.provision_vm(alice, None).await.unwrap()).await;
+    let vm = c.get_vm(alice).await.unwrap().vm.unwrap();
+    let dir = sandbox_dir(&stack, &vm.name);
+    for (kind, at, profile) in [
+        (JobKind::Redeploy, "run_bootstrap", "minimal"),
+        (JobKind::Redeploy, "push_manifest:end", "demo"),
+        (JobKind::Repair, "verify_health", "demo"),
+    ] {
+        let server = &mut stack.server;
+        server.guard.terminate();
+        server
+            .env
+            .push(("HERO_DEPLOYER_TEST_CRASH_AT".into(), at.into()));
+        server.guard = Server::spawn(&server.root, &server.env, &server.log);
+        server.wait_ready();
+        // The process may die before it answers: the job is found after the restart.
+        let _ = match kind {
+            JobKind::Redeploy => server.client.redeploy_vm(alice, profile).await,
+            _ => server.client.repair_vm(alice).await,
+        };
+        let status = wait_exit(&mut server.guard.child, Duration::from_secs(60));
+        assert!(!status.success(), "server should have aborted at {at}");
+        server.env.pop();
+        server.guard = Server::spawn(&server.root, &server.env, &server.log);
+        server.wait_ready();
+        let c = &server.client;
+        let job = c
+            .list_jobs(&ListJobsParams {
+                user_id: Some(alice),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .jobs
+            .remove(0);
+        assert_eq!(job.kind, kind, "{at}");
+        let (job, events) = follow(c, job.job_id).await;
+        assert_eq!(
+            job.state,
+            JobState::Succeeded,
+            "crash at {at}: {:?}\n{}",
+            job.error,
+            messages(&events)
+        );
+        assert!(messages(&events).contains("server restarted: resuming the job"));
+        let now = c.get_vm(alice).await.unwrap().vm.unwrap();
+        assert_eq!(now.vm_id, vm.vm_id, "{at}");
+        assert_eq!(now.profile.as_deref(), Some(profile), "{at}");
+        assert!(
+            manifest(&dir).contains(&format!("profile \"{profile}\"")),
+            "{at}"
+        );
+        assert_eq!(c.get_user(alice).await.unwrap().vm_status, VmStatus::Ready);
+        assert_eq!(sandboxes(&stack), vec![vm.name.clone()], "{at}");
+    }
+}
