@@ -109,7 +109,7 @@ fn parse(pairs: &[(String, String)]) -> Result<BatchForm, PageError> {
 
 /// What happened to one selected user.
 enum Outcome {
-    Started(Job),
+    Started(Box<Job>),
     Extended(Option<i64>),
     Refused(String),
 }
@@ -123,11 +123,11 @@ async fn apply(admin: &Admin, action: Action, user_id: UserId) -> Outcome {
                 options: None,
             })
             .await
-            .map(Outcome::Started),
+            .map(|j| Outcome::Started(Box::new(j))),
         Action::Decommission => c
             .call::<methods::DecommissionVm>(&UserIdParams { user_id })
             .await
-            .map(Outcome::Started),
+            .map(|j| Outcome::Started(Box::new(j))),
         Action::Extend(days) => c
             .call::<methods::ExtendVm>(&ExtendVmParams {
                 user_id,
