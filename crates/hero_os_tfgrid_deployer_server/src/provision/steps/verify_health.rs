@@ -55,39 +55,51 @@ impl Step for VerifyHealth {
             callback: &callback,
         };
         let poll = s.poll();
+        // The step gives its own verdict before the runner's deadline: every probe is bounded by
+        // what is left (less a reserve for recording the verdict), so a probe still in flight at
+        // the end — a loaded machine, a slow gateway — ends as `health.failed` with the last
+        // answer, not as a bare `step.deadline` that says nothing about the URL.
+        let reserve = poll.max(Duration::from_millis(500));
+        let own_end = s.deadline.checked_sub(reserve).unwrap_or(s.deadline);
         let mut n = 0u32;
         loop {
             n += 1;
             let mut gate_failed = false;
             let connect = gw.connect_addr.as_deref();
-            let last = match s.env.agent.http_status(&url, connect).await {
-                Ok(200) => match gate::check(s.env.agent.as_ref(), &gw.url, connect, &want).await {
-                    Ok(sign_in_at) => {
-                        let note = format!(
-                            "GET {url} answered 200; an anonymous GET / is sent to sign in at \
-                             {sign_in_at} with client id {client_id} (attempt {n})"
-                        );
-                        ctx.gate = Some(GateCheck {
-                            health_url: url,
-                            sign_in_at,
-                            client_id,
-                        });
-                        return Ok(note);
-                    }
-                    Err(why) => {
-                        gate_failed = true;
-                        format!("health 200, but the gate: {why}")
-                    }
-                },
-                Ok(code) => format!("HTTP {code}"),
-                Err(e) => e.message,
+            let probe = async {
+                match s.env.agent.http_status(&url, connect).await {
+                    Ok(200) => gate::check(s.env.agent.as_ref(), &gw.url, connect, &want)
+                        .await
+                        .map_err(|why| (true, format!("health 200, but the gate: {why}"))),
+                    Ok(code) => Err((false, format!("HTTP {code}"))),
+                    Err(e) => Err((false, e.message)),
+                }
+            };
+            let last = match tokio::time::timeout_at(own_end, probe).await {
+                Ok(Ok(sign_in_at)) => {
+                    let note = format!(
+                        "GET {url} answered 200; an anonymous GET / is sent to sign in at \
+                         {sign_in_at} with client id {client_id} (attempt {n})"
+                    );
+                    ctx.gate = Some(GateCheck {
+                        health_url: url,
+                        sign_in_at,
+                        client_id,
+                    });
+                    return Ok(note);
+                }
+                Ok(Err((gate, why))) => {
+                    gate_failed = gate;
+                    why
+                }
+                Err(_) => "no answer before the step deadline".to_owned(),
             };
             s.line(
                 EventLevel::Warn,
                 Some(n),
                 format!("{}: GET {url}: {last}", s.progress(n)),
             );
-            if tokio::time::Instant::now() + poll >= s.deadline {
+            if tokio::time::Instant::now() + poll >= own_end {
                 return Err(StepError::fatal(
                     if gate_failed { "health.not_gated" } else { "health.failed" },
                     format!(
