@@ -61,7 +61,7 @@ async fn answer(
 ) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
     let every = |n: &AtomicU64, i: u64| {
         let n = n.load(Ordering::Relaxed);
-        n > 0 && i % n == 0
+        n > 0 && i.is_multiple_of(n)
     };
     let i = vm_index(&req);
     let status = match i {
