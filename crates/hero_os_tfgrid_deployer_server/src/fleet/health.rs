@@ -4,7 +4,8 @@
 //! the error, since when, last seen healthy). A change of verdict is an audit line (actor
 //! `system:health`). The world is reached only through the VM agent ([`VmAgent::http_get`]) and
 //! the clock; [`HealthWatch::probe_now`] is the "probe now" of `deployer.check_health`, which is
-//! also how tests drive it without waiting for the interval.
+//! also how tests drive it without waiting for the interval; the periodic loop's own test drives
+//! it through [`HealthWatch::spawn_with`]. Its cost at 1,000 VMs: `benches/health_watch.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
