@@ -26,7 +26,7 @@ use crate::oidc::{pkce, random_token};
 use crate::pages;
 use crate::routes::{Policy, Route};
 use crate::session::{clear_cookie, set_cookie, Session, SESSION_COOKIE};
-use crate::upstream::{Affine, ProxyBody};
+use crate::upstream::ProxyBody;
 
 pub use crate::headers::LOGIN_COOKIE;
 
@@ -137,13 +137,12 @@ fn internal(e: &ProxyError) -> Response<ProxyBody> {
 }
 
 /// One client connection, as its requests see it: built once when the connection is accepted.
+#[derive(Debug)]
 pub struct Client {
     /// The TCP peer.
     pub peer: SocketAddr,
     /// The peer, formatted once for `X-Forwarded-For`.
     pub peer_addr: PeerAddr,
-    /// The upstream connections this client connection keeps (driven by its task, see `server::serve_connection`).
-    pub upstreams: Affine,
 }
 
 impl Client {
@@ -152,7 +151,6 @@ impl Client {
         Client {
             peer,
             peer_addr: PeerAddr::new(peer.ip()),
-            upstreams: Affine::default(),
         }
     }
 }
@@ -633,12 +631,7 @@ impl App {
         let timeout = std::time::Duration::from_secs(self.cfg.upstream_timeout_secs);
         let mut resp = match route
             .upstream
-            // An upgrade's upstream connection becomes the tunnel, which outlives this client connection's task.
-            .send(
-                Request::from_parts(parts, body),
-                timeout,
-                upgrade.is_none().then_some(&client.upstreams),
-            )
+            .send(Request::from_parts(parts, body), timeout)
             .await
         {
             Ok(r) => r,

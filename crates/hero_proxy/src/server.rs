@@ -2,7 +2,6 @@
 //! the state sweep and the admin-session sweep.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -191,9 +190,8 @@ where
     let header_timeout = Duration::from_secs(app.cfg.header_read_timeout_secs);
     let idle = Duration::from_secs(app.cfg.idle_timeout_secs);
     let client = Arc::new(Client::new(peer));
-    let svc_client = client.clone();
     let svc = service_fn(move |req| {
-        let (app, client) = (app.clone(), svc_client.clone());
+        let (app, client) = (app.clone(), client.clone());
         async move { Ok::<_, Infallible>(app.handle(req, &client).await) }
     });
     let activity = Arc::new(AtomicU64::new(0));
@@ -208,17 +206,6 @@ where
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
-    // The client connection's upstream connections are polled in this same task, right after the server side
-    // (which may just have handed one a request): see `upstream::Affine`.
-    // Upstream first: a response that just arrived is then passed to the server side in the same poll.
-    let mut conn = std::future::poll_fn(move |cx| {
-        client.upstreams.poll_drive(cx);
-        let r = conn.as_mut().poll(cx);
-        if r.is_pending() && client.upstreams.take_sent() {
-            client.upstreams.poll_drive(cx);
-        }
-        r
-    });
     let mut seen = activity.load(Ordering::Relaxed);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + idle, idle);
     loop {
