@@ -46,6 +46,17 @@ pub fn is_allowed_upgrade(v: &HeaderValue) -> bool {
 /// [`ALLOWED_UPGRADE`]: one `Upgrade` header, `websocket`), which the caller re-adds to the upstream request
 /// together with `Connection: upgrade`; any other upgrade is dropped with the other hop-by-hop headers.
 pub fn remove_hop_by_hop(h: &mut HeaderMap) -> Option<HeaderValue> {
+    // One pass over the names present instead of a hashed removal per hop-by-hop name: most messages carry
+    // none of them, or only `Connection: keep-alive`. Without `Connection` (itself in the list) nothing else
+    // is named for removal, so an empty `present` means there is nothing to do.
+    let present: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(k))
+        .cloned()
+        .collect();
+    if present.is_empty() {
+        return None;
+    }
     let mut listed: Vec<HeaderName> = Vec::new();
     let mut wants_upgrade = false;
     for v in h.get_all(CONNECTION) {
@@ -65,7 +76,7 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) -> Option<HeaderValue> {
         (true, Some(v), None) if is_allowed_upgrade(v) => Some(v.clone()),
         _ => None,
     };
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+    for name in listed.iter().chain(present.iter()) {
         h.remove(name);
     }
     upgrade
