@@ -13,8 +13,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, SET_C
 use crate::session::SESSION_COOKIE;
 
 /// Hop-by-hop headers that never cross the proxy (besides those named in `Connection`). `HeaderName`s, not
-/// `&str`s: removing by a string name parses and classifies it again on every request.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// `&str`s: removing by a string name parses and classifies it again on every request. A `static`, not a `const`:
+/// a `const` array is built anew wherever it is used.
+static HOP_BY_HOP: [HeaderName; 9] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
