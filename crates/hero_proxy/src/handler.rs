@@ -11,7 +11,7 @@ use hero_identity::{
     X_HERO_CONTEXT, X_HERO_EXTERNAL_ID, X_HERO_FORGE_TOKEN, X_HERO_PROVIDER, X_HERO_USER,
 };
 use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, LOCATION, SET_COOKIE, UPGRADE};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use crate::app::App;
 use crate::error::ProxyError;
 use crate::headers::{
-    get_cookie, remove_hop_by_hop, remove_session_cookie, set_forwarded, strip_reserved,
+    get_cookie, remove_hop_by_hop, remove_session_cookie, set_forwarded, strip_reserved, PeerAddr,
 };
 use crate::login::{safe_return_to, PendingLogin, StateError};
 use crate::oidc::{pkce, random_token};
@@ -29,6 +29,15 @@ use crate::session::{clear_cookie, set_cookie, Session, SESSION_COOKIE};
 use crate::upstream::ProxyBody;
 
 pub use crate::headers::LOGIN_COOKIE;
+
+// The identity headers as `HeaderName`s: inserting by a `&str` name parses it again on every request.
+const HERO_USER: HeaderName = HeaderName::from_static(X_HERO_USER);
+const HERO_PROVIDER: HeaderName = HeaderName::from_static(X_HERO_PROVIDER);
+const HERO_EXTERNAL_ID: HeaderName = HeaderName::from_static(X_HERO_EXTERNAL_ID);
+const HERO_CLAIMS: HeaderName = HeaderName::from_static(X_HERO_CLAIMS);
+const HERO_CONTEXT: HeaderName = HeaderName::from_static(X_HERO_CONTEXT);
+const HERO_ASSERTION: HeaderName = HeaderName::from_static(X_HERO_ASSERTION);
+const HERO_FORGE_TOKEN: HeaderName = HeaderName::from_static(X_HERO_FORGE_TOKEN);
 
 fn full(body: impl Into<Bytes>) -> ProxyBody {
     Full::new(body.into())
@@ -127,12 +136,31 @@ fn internal(e: &ProxyError) -> Response<ProxyBody> {
     )
 }
 
+/// One client connection, as its requests see it: built once when the connection is accepted.
+#[derive(Debug)]
+pub struct Client {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The peer, formatted once for `X-Forwarded-For`.
+    pub peer_addr: PeerAddr,
+}
+
+impl Client {
+    /// The context of a connection from `peer`.
+    pub fn new(peer: SocketAddr) -> Client {
+        Client {
+            peer,
+            peer_addr: PeerAddr::new(peer.ip()),
+        }
+    }
+}
+
 impl App {
     /// Entry point for every request on the public listener.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        client: &Client,
     ) -> Response<ProxyBody> {
         // One canonical target for everything below: dispatch, route matching and what the upstream receives.
         let (path, pq) = match crate::target::canonical_path_and_query(req.uri()) {
@@ -144,14 +172,14 @@ impl App {
             Err(e) => return bad_request(&e),
         };
         match path.as_str() {
-            "/oauth/login" => self.login(&req, peer, host.as_deref()).await,
+            "/oauth/login" => self.login(&req, client.peer, host.as_deref()).await,
             "/oauth/callback" => self.callback(&req).await,
             "/oauth/logout" if req.method() == Method::POST => self.logout(&req, host.as_deref()),
             "/oauth/logout" => html(StatusCode::OK, pages::confirm_logout()),
             p if p == PROXY_KEY_PATH => {
                 respond(StatusCode::OK, "application/json", self.jwks_body.clone())
             }
-            _ => self.proxy(req, peer, host, &path, pq).await,
+            _ => self.proxy(req, client, host, &path, pq).await,
         }
     }
 
@@ -397,7 +425,7 @@ impl App {
     async fn proxy(
         self: Arc<Self>,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        client: &Client,
         host: Option<String>,
         path: &str,
         pq: String,
@@ -424,13 +452,13 @@ impl App {
             );
         };
         let now = self.clock.now();
-        let session =
-            match get_cookie(req.headers(), SESSION_COOKIE).map(|c| self.sessions.lookup(c, now)) {
-                Some(Ok(s)) => s,
-                Some(Err(e)) => return internal(&e),
-                None => None,
-            };
-        let had_cookie = get_cookie(req.headers(), SESSION_COOKIE).is_some();
+        let cookie = get_cookie(req.headers(), SESSION_COOKIE);
+        let had_cookie = cookie.is_some();
+        let session = match cookie.map(|c| self.sessions.lookup(c, now)) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return internal(&e),
+            None => None,
+        };
         let session = match (&route.policy, session) {
             (Policy::Public, s) => s,
             (_, None) => return self.unauthenticated(&req, &pq, had_cookie),
@@ -502,7 +530,7 @@ impl App {
                 _ => {}
             }
         }
-        self.forward(req, &route, session.as_ref(), peer, host.as_deref(), now)
+        self.forward(req, &route, session.as_ref(), client, host.as_deref(), now)
             .await
     }
 
@@ -513,18 +541,16 @@ impl App {
         s: &Session,
         now: u64,
     ) -> Result<(), ProxyError> {
-        let v = |s: &str| {
-            HeaderValue::from_str(s)
-                .map_err(|_| ProxyError::Invalid("identity not header-safe".into()))
-        };
-        h.insert(X_HERO_USER, v(&s.user.username)?);
-        h.insert(X_HERO_PROVIDER, v(&s.user.provider)?);
-        h.insert(X_HERO_EXTERNAL_ID, v(&s.user.external_id)?);
-        h.insert(X_HERO_CLAIMS, s.claims_header.clone());
+        let invalid = || ProxyError::Invalid("identity not header-safe".into());
+        let v = |s: &str| HeaderValue::from_str(s).map_err(|_| invalid());
+        let id = s.identity.as_deref().ok_or_else(invalid)?;
+        h.insert(HERO_USER, id.user.clone());
+        h.insert(HERO_PROVIDER, id.provider.clone());
+        h.insert(HERO_EXTERNAL_ID, id.external_id.clone());
+        h.insert(HERO_CLAIMS, s.claims_header.clone());
         // The stack's convention: the context is the signed-in user's integer id from their record.
-        let ctx = s.user.context.map(|c| c.to_string());
-        if let Some(c) = &ctx {
-            h.insert(X_HERO_CONTEXT, v(c)?);
+        if let Some(c) = &id.context {
+            h.insert(HERO_CONTEXT, c.clone());
         }
         let ttl = self.cfg.assertion_ttl_secs;
         let assertion = {
@@ -537,7 +563,7 @@ impl App {
                         // Bound to this route: no other backend can replay it (hero_identity checks `aud`).
                         aud: route.id.clone(),
                         sub: s.user.username.clone(),
-                        ctx: ctx.clone(),
+                        ctx: s.user.context.map(|c| c.to_string()),
                         claims: s.claims.as_ref().clone(),
                         prv: s.user.provider.clone(),
                         xid: s.user.external_id.clone(),
@@ -550,7 +576,7 @@ impl App {
                 }
             }
         };
-        h.insert(X_HERO_ASSERTION, assertion);
+        h.insert(HERO_ASSERTION, assertion);
         if route.pass_token {
             if let Some(tok) = self
                 .vault
@@ -559,7 +585,7 @@ impl App {
             {
                 let mut val = v(tok.expose())?;
                 val.set_sensitive(true);
-                h.insert(X_HERO_FORGE_TOKEN, val);
+                h.insert(HERO_FORGE_TOKEN, val);
             }
         }
         Ok(())
@@ -570,7 +596,7 @@ impl App {
         mut req: Request<Incoming>,
         route: &Route,
         session: Option<&Session>,
-        peer: SocketAddr,
+        client: &Client,
         host: Option<&str>,
         now: u64,
     ) -> Response<ProxyBody> {
@@ -582,7 +608,7 @@ impl App {
         strip_reserved(h);
         set_forwarded(
             h,
-            peer.ip(),
+            &client.peer_addr,
             &self.cfg.trusted_proxies,
             &self.cfg.public_scheme,
             host,

@@ -12,17 +12,19 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, SET_C
 
 use crate::session::SESSION_COOKIE;
 
-/// Hop-by-hop headers that never cross the proxy (besides those named in `Connection`).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "http2-settings",
+/// Hop-by-hop headers that never cross the proxy (besides those named in `Connection`). `HeaderName`s, not
+/// `&str`s: removing by a string name parses and classifies it again on every request. A `static`, not a `const`:
+/// a `const` array is built anew wherever it is used.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    UPGRADE,
+    http::header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// The one protocol a client may switch to through the proxy.
@@ -45,16 +47,28 @@ pub fn is_allowed_upgrade(v: &HeaderValue) -> bool {
 /// [`ALLOWED_UPGRADE`]: one `Upgrade` header, `websocket`), which the caller re-adds to the upstream request
 /// together with `Connection: upgrade`; any other upgrade is dropped with the other hop-by-hop headers.
 pub fn remove_hop_by_hop(h: &mut HeaderMap) -> Option<HeaderValue> {
-    let mut listed: Vec<String> = Vec::new();
+    // One pass over the names present instead of a hashed removal per hop-by-hop name: most messages carry
+    // none of them, or only `Connection: keep-alive`. Without `Connection` (itself in the list) nothing else
+    // is named for removal, so an empty `present` means there is nothing to do.
+    let present: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(k))
+        .cloned()
+        .collect();
+    if present.is_empty() {
+        return None;
+    }
+    let mut listed: Vec<HeaderName> = Vec::new();
     let mut wants_upgrade = false;
     for v in h.get_all(CONNECTION) {
         if let Ok(s) = v.to_str() {
             for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                let lower = name.to_ascii_lowercase();
-                if lower == "upgrade" {
-                    wants_upgrade = true;
+                // `from_bytes` lower-cases; `keep-alive` (nearly every request's only token) is removed below anyway.
+                match HeaderName::from_bytes(name.as_bytes()) {
+                    Ok(n) if n == UPGRADE => wants_upgrade = true,
+                    Ok(n) if !HOP_BY_HOP.contains(&n) => listed.push(n),
+                    _ => {}
                 }
-                listed.push(lower);
             }
         }
     }
@@ -63,12 +77,7 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) -> Option<HeaderValue> {
         (true, Some(v), None) if is_allowed_upgrade(v) => Some(v.clone()),
         _ => None,
     };
-    for name in listed {
-        if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-            h.remove(n);
-        }
-    }
-    for name in HOP_BY_HOP {
+    for name in listed.iter().chain(present.iter()) {
         h.remove(name);
     }
     upgrade
@@ -86,66 +95,83 @@ pub fn strip_reserved(h: &mut HeaderMap) {
     }
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// A client's address and its `X-Forwarded-For` spelling, formatted once per connection instead of per request.
+#[derive(Clone, Debug)]
+pub struct PeerAddr {
+    /// The TCP peer.
+    pub ip: IpAddr,
+    value: Option<HeaderValue>,
+}
+
+impl PeerAddr {
+    /// `ip` with its header value.
+    pub fn new(ip: IpAddr) -> PeerAddr {
+        let value = HeaderValue::from_str(&ip.to_string()).ok();
+        PeerAddr { ip, value }
+    }
+}
+
 /// Sets `X-Forwarded-For/-Proto/-Host`. Client-sent values (and `Forwarded`) survive only from a trusted peer, in
 /// which case the peer is appended to `X-Forwarded-For`.
 pub fn set_forwarded(
     h: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &PeerAddr,
     trusted: &[IpAddr],
     scheme: &str,
     host: Option<&str>,
 ) {
-    let is_trusted = trusted.contains(&peer);
+    let is_trusted = trusted.contains(&peer.ip);
     let prior_for = if is_trusted {
-        h.get("x-forwarded-for")
+        h.get(X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     } else {
         None
     };
     let prior_proto = if is_trusted {
-        h.get("x-forwarded-proto").cloned()
+        h.get(X_FORWARDED_PROTO).cloned()
     } else {
         None
     };
     let prior_host = if is_trusted {
-        h.get("x-forwarded-host").cloned()
+        h.get(X_FORWARDED_HOST).cloned()
     } else {
         None
     };
-    let names: Vec<HeaderName> = if is_trusted {
-        Vec::new()
-    } else {
-        h.keys()
+    if !is_trusted {
+        let names: Vec<HeaderName> = h
+            .keys()
             .filter(|k| is_forwarding_header(k.as_str()))
             .cloned()
-            .collect()
-    };
-    if !is_trusted {
+            .collect();
         for n in names {
             h.remove(n);
         }
     }
     let xff = match prior_for {
-        Some(p) => format!("{p}, {peer}"),
-        None => peer.to_string(),
+        Some(p) => HeaderValue::from_str(&format!("{p}, {}", peer.ip)).ok(),
+        None => peer.value.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        h.insert(X_FORWARDED_FOR, v);
     }
     match prior_proto {
-        Some(p) => h.insert("x-forwarded-proto", p),
+        Some(p) => h.insert(X_FORWARDED_PROTO, p),
         None => h.insert(
-            "x-forwarded-proto",
+            X_FORWARDED_PROTO,
             HeaderValue::from_str(scheme).unwrap_or(HeaderValue::from_static("https")),
         ),
     };
     match (prior_host, host.and_then(|s| HeaderValue::from_str(s).ok())) {
         (Some(p), _) => {
-            h.insert("x-forwarded-host", p);
+            h.insert(X_FORWARDED_HOST, p);
         }
         (None, Some(v)) => {
-            h.insert("x-forwarded-host", v);
+            h.insert(X_FORWARDED_HOST, v);
         }
         (None, None) => {}
     }
@@ -307,7 +333,7 @@ mod tests {
             ("forwarded", "for=6.6.6.6"),
             ("x_forwarded_host", "evil"),
         ]);
-        set_forwarded(&mut h, peer, &[], "https", Some("edge"));
+        set_forwarded(&mut h, &PeerAddr::new(peer), &[], "https", Some("edge"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert_eq!(h["x-forwarded-host"], "edge");
         assert!(!h.contains_key("forwarded"));
@@ -316,7 +342,7 @@ mod tests {
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-proto", "http"),
         ]);
-        set_forwarded(&mut h, peer, &[peer], "https", Some("edge"));
+        set_forwarded(&mut h, &PeerAddr::new(peer), &[peer], "https", Some("edge"));
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
     }

@@ -23,6 +23,7 @@ use crate::app::App;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::Result;
+use crate::handler::Client;
 use crate::store::Store;
 
 /// A running proxy; dropping it stops the listeners.
@@ -188,9 +189,10 @@ where
 {
     let header_timeout = Duration::from_secs(app.cfg.header_read_timeout_secs);
     let idle = Duration::from_secs(app.cfg.idle_timeout_secs);
+    let client = Arc::new(Client::new(peer));
     let svc = service_fn(move |req| {
-        let app = app.clone();
-        async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
+        let (app, client) = (app.clone(), client.clone());
+        async move { Ok::<_, Infallible>(app.handle(req, &client).await) }
     });
     let activity = Arc::new(AtomicU64::new(0));
     let io = ActivityIo {

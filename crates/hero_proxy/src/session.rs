@@ -22,9 +22,16 @@ pub const SESSION_COOKIE: &str = "__Host-hero_session";
 /// Only write `last_seen` to sqlite when it moved by at least this much (keeps the hot path read-only).
 const TOUCH_EVERY_SECS: u64 = 60;
 
-/// SHA-256 hex of a session id.
+/// SHA-256 hex of a session id. (Hex by hand rather than `hex::encode`, which builds the string through a
+/// `char` iterator at several times the cost: this runs on every request with a session.)
 pub fn hash_id(id: &str) -> String {
-    hex::encode(Sha256::digest(id.as_bytes()))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in Sha256::digest(id.as_bytes()) {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// `Set-Cookie` value for a new session.
@@ -40,6 +47,37 @@ pub fn clear_cookie() -> String {
 /// Signed assertions of one session per audience (route id), with their expiry (re-signed when close to it).
 pub type AssertionCache = Arc<Mutex<HashMap<String, (HeaderValue, u64)>>>;
 
+/// The identity headers of a session's user, built once when the session is loaded rather than copied from the
+/// user record on every request. They cannot go stale: any change to a user bumps the generation, which reloads
+/// the session (see [`Sessions::bump_generation`]).
+#[derive(Clone, Debug)]
+pub struct IdentityHeaders {
+    /// `X-Hero-User`.
+    pub user: HeaderValue,
+    /// `X-Hero-Provider`.
+    pub provider: HeaderValue,
+    /// `X-Hero-External-Id`.
+    pub external_id: HeaderValue,
+    /// `X-Hero-Context` (the user's context id), if any.
+    pub context: Option<HeaderValue>,
+}
+
+impl IdentityHeaders {
+    /// `None` if a value is not header-safe (the request is then refused, as before this was precomputed).
+    fn of(user: &User) -> Option<IdentityHeaders> {
+        let v = |s: &str| HeaderValue::from_str(s).ok();
+        Some(IdentityHeaders {
+            user: v(&user.username)?,
+            provider: v(&user.provider)?,
+            external_id: v(&user.external_id)?,
+            context: match user.context {
+                Some(c) => Some(v(&c.to_string())?),
+                None => None,
+            },
+        })
+    }
+}
+
 /// A live session as the request path sees it.
 #[derive(Clone)]
 pub struct Session {
@@ -53,6 +91,8 @@ pub struct Session {
     pub claims: Arc<Vec<Claim>>,
     /// `X-Hero-Claims` value.
     pub claims_header: HeaderValue,
+    /// The other identity headers; `None` if the user record holds a value that is not header-safe.
+    pub identity: Option<Arc<IdentityHeaders>>,
     /// Login time.
     pub created_at: u64,
     /// Last use.
@@ -162,7 +202,9 @@ impl Sessions {
         let (_, claims) = self.store.claims_for(&user)?;
         let claims_header = HeaderValue::from_str(&hero_identity::format_claims_header(&claims))
             .unwrap_or(HeaderValue::from_static(""));
+        let identity = IdentityHeaders::of(&user).map(Arc::new);
         Ok(Some(Session {
+            identity,
             token_key: crate::vault::TokenVault::key(&user.provider, &user.external_id).into(),
             id_hash: row.id_hash.into(),
             user: Arc::new(user),
@@ -213,6 +255,13 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_id_is_sha256_hex() {
+        for id in ["", "a", "x".repeat(128).as_str()] {
+            assert_eq!(hash_id(id), hex::encode(Sha256::digest(id.as_bytes())));
+        }
+    }
 
     #[test]
     fn timeouts_and_revocation() {
