@@ -58,6 +58,15 @@ impl HealthConfig {
         if self.probe_deadline_ms == 0 {
             return Err("health.probe_deadline_ms must be at least 1".into());
         }
+        // A longer deadline would never apply: the agent gives up on any request first, and
+        // the probe would report the agent's timeout instead of this deadline.
+        let most = crate::provision::agent::HTTP_TIMEOUT.as_millis();
+        if u128::from(self.probe_deadline_ms) > most {
+            return Err(format!(
+                "health.probe_deadline_ms is {} but a probe's request gives up after {most} ms; use at most {most}",
+                self.probe_deadline_ms
+            ));
+        }
         Ok(())
     }
 }
@@ -400,5 +409,11 @@ mod tests {
             ..HealthConfig::default()
         };
         assert!(c.validate().unwrap_err().contains("probe_deadline_ms"));
+        // Up to the agent's own request timeout, and not a millisecond beyond it.
+        c.probe_deadline_ms = 10_000;
+        assert!(c.validate().is_ok());
+        c.probe_deadline_ms = 10_001;
+        let err = c.validate().unwrap_err();
+        assert!(err.contains("at most 10000"), "{err}");
     }
 }

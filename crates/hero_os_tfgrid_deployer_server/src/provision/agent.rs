@@ -77,6 +77,10 @@ pub struct HttpAnswer {
     pub location: Option<String>,
 }
 
+/// The longest any one HTTP request of the agent may take (connect, TLS, answer): a gateway
+/// that holds a request open cannot hold a step or a health round with it.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The real agent.
 pub struct SshHttpAgent;
 
@@ -180,7 +184,7 @@ impl VmAgent for SshHttpAgent {
         connect_addr: Option<&str>,
     ) -> Result<HttpAnswer, StepError> {
         let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(HTTP_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none());
         if let Some(addr) = connect_addr {
             let parsed = reqwest::Url::parse(url)
