@@ -8,49 +8,25 @@ mod support;
 
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use axum::Router;
 use hero_os_tfgrid_deployer_admin::auth::AuthMode;
 use hero_os_tfgrid_deployer_admin::router;
 use hero_os_tfgrid_deployer_sdk::jobs::{JobKind, JobState, ListJobsParams, ProvisionOptions};
 use hero_os_tfgrid_deployer_sdk::methods;
 use hero_os_tfgrid_deployer_sdk::Client;
-use http_body_util::BodyExt;
+use support::oneshot::{self, csrf_of};
 use support::Stack;
-use tower::ServiceExt;
-
-async fn send(app: &Router, req: Request<Body>) -> (StatusCode, String) {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).to_string())
-}
 
 async fn get(app: &Router, path: &str) -> (StatusCode, String) {
-    let req = Request::get(path)
-        .header("x-hero-user", "alice")
-        .body(Body::empty())
-        .unwrap();
-    send(app, req).await
+    let r = oneshot::get(app, path, Some("alice")).await;
+    (r.status, r.text)
 }
 
 async fn post(app: &Router, path: &str, form: &[(&str, String)]) -> (StatusCode, String) {
-    let body = serde_urlencoded::to_string(form).unwrap();
-    let req = Request::post(path)
-        .header("x-hero-user", "alice")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from(body))
-        .unwrap();
-    send(app, req).await
-}
-
-fn csrf_of(html: &str) -> String {
-    let i = html
-        .find("name=\"csrf-token\" content=\"")
-        .expect("csrf meta")
-        + 27;
-    html[i..i + 64].to_owned()
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = oneshot::post(app, path, "alice", &pairs).await;
+    (r.status, r.text)
 }
 
 /// The `<tr data-user="name">…</tr>` of `name` in a page.

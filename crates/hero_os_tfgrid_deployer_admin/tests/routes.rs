@@ -8,63 +8,15 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{Request, StatusCode};
-use axum::Router;
+use axum::http::Request;
 use hero_identity::{AssertionPayload, AssertionSigner, Claim};
 use hero_os_tfgrid_deployer_admin::auth::AuthMode;
 use hero_os_tfgrid_deployer_admin::router;
 use hero_os_tfgrid_deployer_sdk::jobs::ListJobsParams;
 use hero_os_tfgrid_deployer_sdk::methods;
 use hero_os_tfgrid_deployer_sdk::types::ListEventsParams;
-use http_body_util::BodyExt;
+use support::oneshot::{csrf_of, get, post, send, Resp};
 use support::Stack;
-use tower::ServiceExt;
-
-struct Resp {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    text: String,
-}
-
-async fn send(app: &Router, req: Request<Body>) -> Resp {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let text =
-        String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).to_string();
-    Resp {
-        status,
-        headers,
-        text,
-    }
-}
-
-async fn get(app: &Router, path: &str, user: Option<&str>) -> Resp {
-    let mut req = Request::get(path);
-    if let Some(u) = user {
-        req = req.header("x-hero-user", u);
-    }
-    send(app, req.body(Body::empty()).unwrap()).await
-}
-
-async fn post(app: &Router, path: &str, user: &str, form: &[(&str, &str)]) -> Resp {
-    let body = serde_urlencoded::to_string(form).unwrap();
-    let req = Request::post(path)
-        .header("x-hero-user", user)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from(body))
-        .unwrap();
-    send(app, req).await
-}
-
-/// The CSRF token rendered into a page.
-fn csrf_of(html: &str) -> String {
-    let i = html
-        .find("name=\"csrf-token\" content=\"")
-        .expect("csrf meta")
-        + 27;
-    html[i..i + 64].to_owned()
-}
 
 fn no_store(r: &Resp) -> bool {
     r.headers.get("cache-control").and_then(|v| v.to_str().ok()) == Some("no-store")

@@ -8,13 +8,10 @@
 mod support;
 mod support_jobs;
 
-use std::time::Duration;
-
 use hero_os_tfgrid_deployer_sdk::jobs::*;
 use hero_os_tfgrid_deployer_sdk::types::{ListEventsParams, VmStatus};
 use hero_os_tfgrid_deployer_server::provision::steps::PROVISION_STEPS;
 use serde_json::json;
-use support::{wait_exit, Server};
 use support_jobs::*;
 
 /// The provision steps, from the step table: a new step is crash-tested without editing here.
@@ -37,21 +34,10 @@ async fn kill_9_at_every_step_then_restart_ends_with_exactly_one_vm_and_gateway(
                 if at.ends_with(":end") { "e" } else { "s" }
             );
             let user_id = new_user(stack.client(), &username).await;
-            // Restart with the crash switch armed.
             let server = &mut stack.server;
-            server.guard.terminate();
             server
-                .env
-                .push(("HERO_DEPLOYER_TEST_CRASH_AT".into(), at.clone()));
-            server.guard = Server::spawn(&server.root, &server.env, &server.log);
-            server.wait_ready();
-            // The process may die before it answers: the job is found after the restart.
-            let _ = server.client.provision_vm(user_id, None).await;
-            let status = wait_exit(&mut server.guard.child, Duration::from_secs(60));
-            assert!(!status.success(), "server should have aborted at {at}");
-            server.env.pop();
-            server.guard = Server::spawn(&server.root, &server.env, &server.log);
-            server.wait_ready();
+                .crash_at(&at, |c| async move { c.provision_vm(user_id, None).await })
+                .await;
             let c = &server.client;
             let jobs = c
                 .list_jobs(&ListJobsParams {

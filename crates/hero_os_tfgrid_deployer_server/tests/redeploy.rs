@@ -149,9 +149,6 @@ async fn redeploy_changes_the_profile_in_place_and_a_repair_keeps_it() {
 #[cfg(feature = "test-hooks")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_redeploy_or_repair_resumes_and_keeps_one_vm() {
-    use std::time::Duration;
-    use support::{wait_exit, Server};
-
     let (mut stack, _) = stack(vec![(
         "HERO_DEPLOYER_HEALTH_INTERVAL_SECS".into(),
         "0".into(),
@@ -169,22 +166,14 @@ async fn kill_9_during_a_redeploy_or_repair_resumes_and_keeps_one_vm() {
         (JobKind::Repair, "verify_health", "demo"),
     ] {
         let server = &mut stack.server;
-        server.guard.terminate();
         server
-            .env
-            .push(("HERO_DEPLOYER_TEST_CRASH_AT".into(), at.into()));
-        server.guard = Server::spawn(&server.root, &server.env, &server.log);
-        server.wait_ready();
-        // The process may die before it answers: the job is found after the restart.
-        let _ = match kind {
-            JobKind::Redeploy => server.client.redeploy_vm(alice, profile).await,
-            _ => server.client.repair_vm(alice).await,
-        };
-        let status = wait_exit(&mut server.guard.child, Duration::from_secs(60));
-        assert!(!status.success(), "server should have aborted at {at}");
-        server.env.pop();
-        server.guard = Server::spawn(&server.root, &server.env, &server.log);
-        server.wait_ready();
+            .crash_at(at, |c| async move {
+                match kind {
+                    JobKind::Redeploy => c.redeploy_vm(alice, profile).await,
+                    _ => c.repair_vm(alice).await,
+                }
+            })
+            .await;
         let c = &server.client;
         let job = c
             .list_jobs(&ListJobsParams {

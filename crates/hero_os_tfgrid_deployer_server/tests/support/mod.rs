@@ -246,6 +246,29 @@ impl Server {
         self.wait_ready();
     }
 
+    /// kill -9 from inside the server at a step: restarts it with
+    /// `HERO_DEPLOYER_TEST_CRASH_AT=at` armed (a `test-hooks` build aborts when a job reaches
+    /// `at`, `step` or `step:end`), lets `start` ask for the job — it may get no answer, the
+    /// process may die first — waits (bounded) for the abort, and starts the server again
+    /// disarmed, so the job is found and resumed by the restart.
+    pub async fn crash_at<F, Fut, T>(&mut self, at: &str, start: F)
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        self.guard.terminate();
+        self.env
+            .push(("HERO_DEPLOYER_TEST_CRASH_AT".into(), at.into()));
+        self.guard = Server::spawn(&self.root, &self.env, &self.log);
+        self.wait_ready();
+        let _ = start(self.client.clone()).await;
+        let status = wait_exit(&mut self.guard.child, Duration::from_secs(60));
+        assert!(!status.success(), "server should have aborted at {at}");
+        self.env.pop();
+        self.guard = Server::spawn(&self.root, &self.env, &self.log);
+        self.wait_ready();
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
