@@ -48,14 +48,14 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// What is left until `at`, coarse as a person reads it: `12 d left`, `5 h left`, `40 min
-/// left`, or `expired`.
+/// What is left until `at`, coarse as a person reads it: `12 d left` (to the nearest day, so
+/// a VM just extended to 35 days does not read 34), `5 h left`, `40 min left`, or `expired`.
 pub fn left(at: i64, now: i64) -> String {
     let s = at - now;
     if s <= 0 {
         "expired".into()
     } else if s >= 2 * 86_400 {
-        format!("{} d left", s / 86_400)
+        format!("{} d left", (s + 43_200) / 86_400)
     } else if s >= 3_600 {
         format!("{} h left", s / 3_600)
     } else {
@@ -91,6 +91,8 @@ mod tests {
         assert_eq!(left(now + 5 * 3600 + 59, now), "5 h left");
         assert_eq!(left(now + 47 * 3600, now), "47 h left");
         assert_eq!(left(now + 12 * 86_400 + 7, now), "12 d left");
+        assert_eq!(left(now + 35 * 86_400 - 60, now), "35 d left");
+        assert_eq!(left(now + 3 * 86_400 + 13 * 3600, now), "4 d left");
     }
 
     #[test]

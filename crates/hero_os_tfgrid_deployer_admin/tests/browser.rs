@@ -332,6 +332,53 @@ async fn walk(
     c.goto(&format!("{alice}/users")).await.unwrap();
     assert!(exists(c, "tr[data-user=ada] [data-status=ready]").await);
     shot(c, "07-users-ready").await;
+    // The row's time left (the default 30 days), and the batch form: tick ada, extend by 5
+    // days — real checkbox and submit-button fields, posted by the browser.
+    assert!(text(c, "tr[data-user=ada]").await.contains("d left"));
+    click(c, "tr[data-user=ada] input[name=user]").await;
+    let days = c
+        .find(Locator::Css("[data-testid=batch-days]"))
+        .await
+        .unwrap();
+    days.clear().await.unwrap();
+    days.send_keys("5").await.unwrap();
+    click_and_load(c, "[data-testid=batch-extend]", false).await;
+    assert!(
+        exists(c, "tr[data-user=ada] [data-outcome=extended]").await,
+        "{}",
+        c.source().await.unwrap_or_default()
+    );
+    shot(c, "07b-batch-extended").await;
+    // 35 days left now (30 + 5): the "expiring within 7 days" filter leaves ada out.
+    c.goto(&format!("{alice}/users")).await.unwrap();
+    let left = text(c, "tr[data-user=ada] [data-expires]").await;
+    assert_eq!(left, "35 d left");
+    click(c, "[data-testid=expiring-filter]").await;
+    click_and_load(c, "form.search button[type=submit]", false).await;
+    assert!(c
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .contains("expiring=7"));
+    assert!(!exists(c, "tr[data-user=ada]").await);
+    assert!(text(c, ".empty")
+        .await
+        .contains("No VM expires within 7 days."));
+    // Redeploy from the user's page (JS confirm): a redeploy job on the same VM.
+    c.goto(&user_page).await.unwrap();
+    assert_eq!(text(c, "[data-testid=current-profile]").await, "demo");
+    click_and_load(c, "[data-testid=redeploy]", true).await;
+    let state = poll("the redeploy job", Duration::from_secs(120), || async {
+        let s = wait_final(c, Duration::from_secs(120)).await;
+        text(c, "[data-testid=timeline] h2")
+            .await
+            .contains("redeploy")
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(state, "succeeded");
+    assert!(exists(c, "[data-status=ready]").await);
 
     // Decommission (JS confirm dialog).
     c.goto(&user_page).await.unwrap();
