@@ -84,11 +84,19 @@ impl Random for ScriptedRandom {
     }
 }
 
-/// The VMs' gateways: counts every probe; a host in `down` answers 502.
+/// The VMs' gateways: counts every probe; a host in `down` answers 502; a probe of the host in
+/// `hold` decides its answer, says it started, and answers only once released.
 #[derive(Default)]
 struct StandInGateways {
     probes: Mutex<Vec<String>>,
     down: Mutex<BTreeSet<String>>,
+    hold: Mutex<Option<Hold>>,
+}
+
+struct Hold {
+    host: String,
+    started: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
 }
 
 #[async_trait]
@@ -150,6 +158,16 @@ impl VmAgent for StandInGateways {
             .unwrap_or_default();
         self.probes.lock().unwrap().push(url.to_owned());
         let down = self.down.lock().unwrap().contains(&host);
+        let held = {
+            let hold = self.hold.lock().unwrap();
+            hold.as_ref()
+                .filter(|h| h.host == host)
+                .map(|h| (h.started.clone(), h.release.clone()))
+        };
+        if let Some((started, release)) = held {
+            started.notify_one();
+            release.notified().await;
+        }
         Ok(HttpAnswer {
             status: if down { 502 } else { 200 },
             location: None,
@@ -438,4 +456,69 @@ async fn interval_zero_starts_no_loop_and_jitter_zero_waits_exactly_the_interval
         "no draw without jitter"
     );
     task.abort();
+}
+
+/// A `vm check` during a periodic round does not wait for it, and the round's older verdict,
+/// recorded after the check's newer one, neither undoes it nor audits the change again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlapping_check_does_not_wait_and_a_stale_verdict_changes_nothing() {
+    let f = fixture(cfg(), vec![]).await;
+    let watch = f.watch();
+    // All healthy first.
+    let first = watch.probe_now(None).await.unwrap();
+    assert_eq!((first.probed, first.transitions.len()), (3, 0));
+    // A round whose probe of bob hangs (bob still healthy as it was sent)…
+    let started = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    *f.gateways.hold.lock().unwrap() = Some(Hold {
+        host: "bob.localhost".into(),
+        started: started.clone(),
+        release: release.clone(),
+    });
+    f.clock.0.store(T0 + 60, Ordering::SeqCst);
+    let slow = tokio::spawn({
+        let watch = watch.clone();
+        async move { watch.probe_now(None).await.unwrap() }
+    });
+    tokio::time::timeout(Duration::from_secs(10), started.notified())
+        .await
+        .expect("the round probes bob");
+    *f.gateways.hold.lock().unwrap() = None;
+    // …while bob goes down and an operator checks him: answered at once, audited once.
+    f.gateways
+        .down
+        .lock()
+        .unwrap()
+        .insert("bob.localhost".into());
+    f.clock.0.store(T0 + 70, Ordering::SeqCst);
+    let bob = f.vms[1].user_id;
+    let check = tokio::time::timeout(Duration::from_secs(10), watch.probe_now(Some(bob)))
+        .await
+        .expect("a check does not wait for the round in flight")
+        .unwrap();
+    assert_eq!(
+        check.transitions,
+        vec![("bob".to_owned(), HealthState::Unreachable)]
+    );
+    // The round ends with its stale "healthy" for bob: dropped, not recorded, not audited.
+    release.notify_one();
+    let round = tokio::time::timeout(Duration::from_secs(10), slow)
+        .await
+        .expect("the round ends")
+        .unwrap();
+    assert_eq!(round.transitions, vec![]);
+    let rows = f.health_rows().await;
+    assert_eq!(rows[1].0, "bob");
+    assert_eq!(rows[1].1.as_deref(), Some("unreachable"), "{rows:?}");
+    assert_eq!(rows[1].3, Some(T0 + 70), "checked when the check was sent");
+    let audit = f.health_audit().await;
+    assert_eq!(
+        audit,
+        vec![(
+            "system:health".to_owned(),
+            "user:bob".to_owned(),
+            "unreachable".to_owned(),
+            T0 + 70
+        )]
+    );
 }

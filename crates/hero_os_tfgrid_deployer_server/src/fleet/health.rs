@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use hero_os_tfgrid_deployer_sdk::jobs::{HealthState, VmHealth};
 use hero_os_tfgrid_deployer_sdk::types::UserId;
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Deserialize;
 
 use crate::audit::{self, Actor, Entry};
@@ -113,21 +113,22 @@ pub fn health_from_row(r: &Row<'_>, first: usize) -> rusqlite::Result<Option<VmH
     }))
 }
 
-/// A ready VM to probe, with what the last probe saw.
+/// A ready VM to probe.
 #[derive(Debug, Clone)]
 struct Target {
     vm_id: i64,
     forge_username: String,
     url: String,
-    previous: Option<HealthState>,
 }
 
-/// What one probe saw.
+/// What one probe saw, and when it was sent (what a VM answered at a time: a probe sent
+/// earlier is older news, however late it ends).
 #[derive(Debug, Clone)]
 struct Verdict {
     target: Target,
     /// `None`: healthy; else why not.
     error: Option<String>,
+    checked_at: i64,
 }
 
 /// What a round did: how many VMs were probed and which changed their verdict.
@@ -168,9 +169,6 @@ pub struct HealthWatch {
     random: Arc<dyn Random>,
     cfg: HealthConfig,
     health_path: String,
-    /// One round at a time: a "probe now" during a periodic round waits for it, so two rounds
-    /// never race on the same rows (and the audit shows each transition once).
-    round: tokio::sync::Mutex<()>,
 }
 
 impl HealthWatch {
@@ -189,7 +187,6 @@ impl HealthWatch {
             random,
             cfg,
             health_path,
-            round: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -239,9 +236,10 @@ impl HealthWatch {
     }
 
     /// One round now: probes every ready VM (or only `user`'s), records the verdicts in one
-    /// write with an audit line per change.
+    /// write with an audit line per change. Rounds may overlap — a `vm check alice` does not
+    /// wait for a periodic round stuck on silent VMs — because [`record`] decides each change
+    /// against the row as it is in the write, and drops a verdict older than the one recorded.
     pub async fn probe_now(&self, user: Option<UserId>) -> Result<Round, HealthError> {
-        let _one_round = self.round.lock().await;
         let targets = self.db.call(move |conn| ready_targets(conn, user)).await?;
         let deadline = Duration::from_millis(self.cfg.probe_deadline_ms);
         let verdicts: Vec<Verdict> = futures::stream::iter(targets)
@@ -249,28 +247,14 @@ impl HealthWatch {
             .buffer_unordered(self.cfg.concurrency)
             .collect()
             .await;
-        let now = self.clock.now();
-        let mut round = Round {
-            probed: verdicts.len(),
-            unreachable: verdicts.iter().filter(|v| v.error.is_some()).count(),
-            transitions: Vec::new(),
+        let probed = verdicts.len();
+        let unreachable = verdicts.iter().filter(|v| v.error.is_some()).count();
+        let transitions = self.db.write(move |conn| record(conn, &verdicts)).await?;
+        let round = Round {
+            probed,
+            unreachable,
+            transitions,
         };
-        for v in &verdicts {
-            let state = state_of(v);
-            // A first verdict of healthy is what "ready" promised: not news. Any other change is.
-            let changed = match v.target.previous {
-                None => state == HealthState::Unreachable,
-                Some(prev) => prev != state,
-            };
-            if changed {
-                round
-                    .transitions
-                    .push((v.target.forge_username.clone(), state));
-            }
-        }
-        self.db
-            .write(move |conn| record(conn, &verdicts, now))
-            .await?;
         for (user, state) in &round.transitions {
             tracing::info!(user = %user, health = state.as_str(), "VM health changed");
         }
@@ -278,6 +262,7 @@ impl HealthWatch {
     }
 
     async fn probe(&self, target: Target, deadline: Duration) -> Verdict {
+        let checked_at = self.clock.now();
         let url = format!(
             "{}/{}",
             target.url.trim_end_matches('/'),
@@ -295,7 +280,11 @@ impl HealthWatch {
                 deadline.as_millis()
             )),
         };
-        Verdict { target, error }
+        Verdict {
+            target,
+            error,
+            checked_at,
+        }
     }
 }
 
@@ -322,7 +311,7 @@ fn loopback_connect_addr(url: &str) -> Option<String> {
 fn ready_targets(conn: &Connection, user: Option<UserId>) -> Result<Vec<Target>, HealthError> {
     let read = || -> rusqlite::Result<Vec<Target>> {
         conn.prepare_cached(
-            "SELECT vm_id, forge_username, url, health_state FROM vms \
+            "SELECT vm_id, forge_username, url FROM vms \
              WHERE state = 'ready' AND url IS NOT NULL AND (?1 IS NULL OR user_id = ?1) ORDER BY vm_id",
         )?
         .query_map([user], |r| {
@@ -330,7 +319,6 @@ fn ready_targets(conn: &Connection, user: Option<UserId>) -> Result<Vec<Target>,
                 vm_id: r.get(0)?,
                 forge_username: r.get(1)?,
                 url: r.get(2)?,
-                previous: r.get(3)?,
             })
         })?
         .collect()
@@ -338,29 +326,47 @@ fn ready_targets(conn: &Connection, user: Option<UserId>) -> Result<Vec<Target>,
     read().map_err(|e| HealthError::Read(e.to_string()))
 }
 
-fn record(conn: &Connection, verdicts: &[Verdict], now: i64) -> Result<(), HealthError> {
-    let write = || -> rusqlite::Result<()> {
+/// Records the verdicts in the caller's write and returns the changes (user, new state), each
+/// with its audit line. The previous state is read here, in the write, not when the round
+/// began: two overlapping rounds then agree on what changed, and a transition is audited once.
+/// A verdict older than the one already recorded (a slow round finishing after a quick `vm
+/// check`) is dropped rather than undoing the newer one; a VM no longer ready keeps its end.
+fn record(
+    conn: &Connection,
+    verdicts: &[Verdict],
+) -> Result<Vec<(String, HealthState)>, HealthError> {
+    let write = || -> rusqlite::Result<Vec<(String, HealthState)>> {
         let actor = Actor("system:health".into());
+        let mut transitions = Vec::new();
         for v in verdicts {
             let state = state_of(v);
-            // Only a VM still ready is written: one decommissioned during the probe keeps its end.
+            let now = v.checked_at;
+            let previous: Option<Option<HealthState>> = conn
+                .prepare_cached(
+                    "SELECT health_state FROM vms WHERE vm_id = ?1 AND state = 'ready' \
+                     AND (health_checked_at IS NULL OR health_checked_at <= ?2)",
+                )?
+                .query_row(params![v.target.vm_id, now], |r| r.get(0))
+                .optional()?;
+            let Some(previous) = previous else { continue };
             conn.execute_cached(
                 "UPDATE vms SET \
                  health_since = CASE WHEN health_state IS ?2 THEN health_since ELSE ?3 END, \
                  health_state = ?2, health_checked_at = ?3, \
                  last_healthy_at = CASE WHEN ?2 = 'healthy' THEN ?3 ELSE last_healthy_at END, \
                  health_error = ?4 \
-                 WHERE vm_id = ?1 AND state = 'ready'",
+                 WHERE vm_id = ?1",
                 params![v.target.vm_id, state, now, v.error],
             )?;
-            let changed = match v.target.previous {
+            // A first verdict of healthy is what "ready" promised: not news. Any other change is.
+            let changed = match previous {
                 None => state == HealthState::Unreachable,
                 Some(prev) => prev != state,
             };
             if changed {
                 let detail = match &v.error {
-                    Some(e) => format!("{} → unreachable: {e}", prev_name(v.target.previous)),
-                    None => format!("{} → healthy", prev_name(v.target.previous)),
+                    Some(e) => format!("{} → unreachable: {e}", prev_name(previous)),
+                    None => format!("{} → healthy", prev_name(previous)),
                 };
                 audit::append(
                     conn,
@@ -373,9 +379,10 @@ fn record(conn: &Connection, verdicts: &[Verdict], now: i64) -> Result<(), Healt
                         detail: Some(&detail),
                     },
                 )?;
+                transitions.push((v.target.forge_username.clone(), state));
             }
         }
-        Ok(())
+        Ok(transitions)
     };
     write().map_err(|e| HealthError::Record(e.to_string()))
 }
