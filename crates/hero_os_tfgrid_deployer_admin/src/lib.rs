@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
             post(pages::actions::reveal_password),
         )
         .route("/users/{id}/delete", post(pages::actions::delete_user))
+        .route("/users/{id}/forget-vm", post(pages::actions::forget_vm))
         .route(
             "/users/{id}/reset-password",
             post(pages::actions::reset_password),

@@ -304,5 +304,31 @@ async fn users_list_batches_and_vm_care_against_the_real_server() {
     let jobs = followed_jobs(&html);
     assert_eq!(jobs.len(), 2, "{html}");
     wait_jobs(c, &jobs).await;
+
+    // Forget VM records: never offered for a ready VM, and refused by the server for one (the
+    // backend says it still exists); asked first; for a user with nothing left, says so.
+    let cat = format!("/users/{}", ids["cat"]);
+    let (_, html) = get(&app, &cat).await;
+    assert!(!html.contains("/forget-vm"), "{html}");
+    let (status, html) = post(&app, &format!("{cat}/forget-vm"), &[("csrf", csrf.clone())]).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Forget VM records?"), "asks first: {html}");
+    let (status, html) = post(
+        &app,
+        &format!("{cat}/forget-vm"),
+        &[("csrf", csrf.clone()), ("confirm", "yes".into())],
+    )
+    .await;
+    assert_eq!(status, 409, "{html}");
+    assert!(html.contains("still"), "{html}");
+    assert_eq!(c.list_vms(Some("cat".into())).await.unwrap().vms.len(), 1);
+    let (status, html) = post(
+        &app,
+        &format!("{ann}/forget-vm"),
+        &[("csrf", csrf.clone()), ("confirm", "yes".into())],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("nothing left to forget"), "{html}");
     support::decommission_all(c).await;
 }

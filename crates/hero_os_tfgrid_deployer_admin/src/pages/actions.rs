@@ -6,7 +6,7 @@ use axum::extract::{Form, Path};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
 use hero_os_tfgrid_deployer_sdk::jobs::{
-    ExtendVmParams, JobIdParams, ProvisionVmParams, RedeployVmParams,
+    ExtendVmParams, ForgetVmParams, JobIdParams, ProvisionVmParams, RedeployVmParams,
 };
 use hero_os_tfgrid_deployer_sdk::methods;
 use hero_os_tfgrid_deployer_sdk::types::UserIdParams;
@@ -176,6 +176,54 @@ pub async fn decommission(
         .call::<methods::DecommissionVm>(&UserIdParams { user_id: id })
         .await?;
     Ok(Redirect::to(&format!("/users/{id}")).into_response())
+}
+
+/// `POST /users/{id}/forget-vm`: drops VM and gateway records whose resources the backend
+/// confirms gone (`deployer.forget_vm` without `force`: forcing stays a CLI decision, made
+/// with the reason at hand). Confirmed first; the result page says what was forgotten and why.
+pub async fn forget_vm(
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<i64>,
+    Form(f): Form<ActionForm>,
+) -> PageResult<Response> {
+    csrf::check(&admin, &f.csrf)?;
+    if !f.confirmed() {
+        let u = admin.client.get_user(id).await?;
+        return Ok(confirm_page(
+            &admin,
+            &format!("/users/{id}/forget-vm"),
+            "Forget VM records?",
+            &format!("The VM and gateway records of {} are removed, if the backend confirms their resources are gone (otherwise nothing changes and the page says what still exists). The user stays.", u.forge_username),
+            "Forget VM records",
+            &format!("/users/{id}"),
+        ));
+    }
+    let r = admin
+        .client
+        .call::<methods::ForgetVm>(&ForgetVmParams {
+            user_id: id,
+            force: false,
+        })
+        .await?;
+    let body = html! {
+        section.card.narrow data-testid="forgotten" {
+            h1 { "VM records of " (r.forge_username) " forgotten" }
+            @if r.vms.is_empty() && r.gateways.is_empty() { p { "There was nothing left to forget." } }
+            ul {
+                @for v in &r.vms { li { "VM " code { (v) } } }
+                @for g in &r.gateways { li { "gateway " code { (g) } } }
+            }
+            @if !r.grounds.is_empty() { p.muted { "Why it was safe: " (r.grounds.join("; ")) } }
+            p.muted { "OAuth app: " (r.sso_app) }
+            p { a.btn href=(format!("/users/{id}")) { "Back to " (r.forge_username) } }
+        }
+    };
+    Ok(no_store(page(
+        &admin,
+        "VM records forgotten",
+        Nav::None,
+        body,
+    )))
 }
 
 pub async fn delete_user(

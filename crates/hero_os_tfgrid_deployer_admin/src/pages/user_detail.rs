@@ -292,6 +292,12 @@ fn actions(admin: &Admin, u: &User, job: Option<&Job>, vm: Option<&VmDetails>) -
                 (action_button(admin, &format!("{base}/decommission"), "Decommission", "danger",
                     Some(&format!("Decommission the VM of {}? Their URL stops working; the Forge account stays.", u.forge_username))))
             }
+            // A record nothing can decommission (its resources are gone) is a dead end until it is
+            // forgotten; a ready VM is decommissioned instead.
+            @if has_vm && !active && u.vm_status != VmStatus::Ready {
+                (action_button(admin, &format!("{base}/forget-vm"), "Forget VM records", "",
+                    Some(&format!("Forget the VM records of {}? Only if the backend confirms the VM and gateway are gone.", u.forge_username))))
+            }
             @if u.initial_password_held { (action_button(admin, &format!("{base}/reveal-password"), "Reveal password", "", None)) }
             @if u.setup_complete {
                 (action_button(admin, &format!("{base}/reset-password"), "Reset Forge password", "",
