@@ -114,13 +114,16 @@ pub fn vm_badge(s: VmStatus) -> Markup {
     html! { span class={"badge " (class)} data-status=(s.as_str()) { (label) } }
 }
 
-/// The health watch's verdict of a ready VM, as a badge (`None`: not probed yet).
-pub fn health_badge(h: Option<HealthState>) -> Markup {
+/// The health watch's verdict of a ready VM, as a badge (`None`: not probed yet); a VM that
+/// is down says since when, the first thing an operator asks.
+pub fn health_badge(h: Option<HealthState>, since: Option<i64>) -> Markup {
     match h {
         Some(HealthState::Healthy) => html! { span.badge.ok data-health="healthy" { "healthy" } },
-        Some(HealthState::Unreachable) => {
-            html! { span.badge.bad data-health="unreachable" { "unreachable" } }
-        }
+        Some(HealthState::Unreachable) => html! {
+            span.badge.bad data-health="unreachable" {
+                @match since { Some(t) => { "down since " (crate::time::utc(t)) }, None => "unreachable" }
+            }
+        },
         None => html! { span.muted data-health="unknown" { "not probed" } },
     }
 }
@@ -177,5 +180,29 @@ pub fn notice(kind: &str, title: &str, body: Markup) -> Markup {
             strong { (title) }
             div { (body) }
         }
+    }
+}
+
+#[cfg(test)]
+mod badge_tests {
+    use super::*;
+
+    #[test]
+    fn a_down_vm_says_since_when_and_expiry_warns_within_a_week() {
+        let t = 1_800_000_000;
+        let down = health_badge(Some(HealthState::Unreachable), Some(t)).into_string();
+        assert!(down.contains("down since 2027-01-15"), "{down}");
+        let unknown_since = health_badge(Some(HealthState::Unreachable), None).into_string();
+        assert!(unknown_since.contains(">unreachable<"), "{unknown_since}");
+        assert!(health_badge(None, None)
+            .into_string()
+            .contains("not probed"));
+        assert!(expiry_cell(Some(t + 6 * 86_400), t)
+            .into_string()
+            .contains("badge warn"));
+        assert!(!expiry_cell(Some(t + 8 * 86_400), t)
+            .into_string()
+            .contains("badge warn"));
+        assert!(expiry_cell(None, t).into_string().contains("never"));
     }
 }

@@ -36,6 +36,9 @@ pub struct User {
     /// When the live VM expires (unix seconds; `None`: no live VM, or it never expires).
     #[serde(default)]
     pub vm_expires_at: Option<i64>,
+    /// Since when the live VM is in its `vm_health` state (unix seconds): "down since 14:02".
+    #[serde(default)]
+    pub vm_health_since: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }

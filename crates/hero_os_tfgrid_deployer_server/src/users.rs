@@ -29,6 +29,8 @@ const USER_COLUMNS: &str = "user_id, forge_username, display_name, email, forge_
     (SELECT v.health_state FROM vms v WHERE v.user_id = users.user_id AND v.state = 'ready' \
      ORDER BY v.vm_id DESC LIMIT 1), \
     (SELECT v.expires_at FROM vms v WHERE v.user_id = users.user_id AND v.state != 'decommissioned' \
+     ORDER BY v.vm_id DESC LIMIT 1), \
+    (SELECT v.health_since FROM vms v WHERE v.user_id = users.user_id AND v.state = 'ready' \
      ORDER BY v.vm_id DESC LIMIT 1)";
 
 /// The `expires_before` filter of `list_users`, with its parameter at `?n` (NULL: no filter).
@@ -59,6 +61,7 @@ fn user_from_row(r: &Row<'_>) -> rusqlite::Result<User> {
         updated_at: r.get(12)?,
         vm_health: r.get(13)?,
         vm_expires_at: r.get(14)?,
+        vm_health_since: r.get(15)?,
     })
 }
 

@@ -145,6 +145,11 @@ async fn health_follows_the_web_stack_down_and_up_with_audited_transitions() {
         c.get_user(user_id).await.unwrap().vm_health,
         Some(HealthState::Unreachable)
     );
+    // The listings carry since when, for the dashboard's "down since" badge.
+    assert_eq!(
+        c.get_user(user_id).await.unwrap().vm_health_since,
+        Some(down.since)
+    );
     // Still down on the next probe: the same "since", no new transition.
     let again = c.check_health(Some(user_id)).await.unwrap();
     assert_eq!(

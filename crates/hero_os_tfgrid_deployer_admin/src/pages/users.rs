@@ -187,7 +187,7 @@ pub async fn list(
                                 }
                                 td {
                                     (vm_badge(u.vm_status))
-                                    @if u.vm_status == VmStatus::Ready { " " (health_badge(u.vm_health)) }
+                                    @if u.vm_status == VmStatus::Ready { " " (health_badge(u.vm_health, u.vm_health_since)) }
                                 }
                                 td {
                                     @if matches!(u.vm_status, VmStatus::NoVm | VmStatus::Decommissioned) { span.muted { "—" } }
