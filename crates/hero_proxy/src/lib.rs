@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod handler;
 pub mod headers;
+pub mod lean;
 pub mod login;
 pub mod oidc;
 pub mod pages;

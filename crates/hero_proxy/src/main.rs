@@ -80,6 +80,11 @@ async fn secret_set(
     Ok(())
 }
 
+/// mimalloc instead of glibc's malloc: the proxy allocates and frees small header maps and buffers on every
+/// request, and glibc's arenas cost about a sixth of its user CPU under load (BENCHMARKS.md, "hero_proxy").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One single-threaded runtime here plus `workers - 1` more (see `Config::workers`).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {

@@ -107,7 +107,8 @@ pub struct Session {
 /// Session table + cache.
 pub struct Sessions {
     store: Arc<Store>,
-    cache: RwLock<HashMap<String, Session>>,
+    /// Shared entries: a hit hands out one reference count, not a copy of the session (per request).
+    cache: RwLock<HashMap<String, Arc<Session>>>,
     generation: AtomicU64,
     idle: u64,
     absolute: u64,
@@ -143,7 +144,7 @@ impl Sessions {
     }
 
     /// Resolves a cookie value to a live session, enforcing idle and absolute timeouts and disabled users.
-    pub fn lookup(&self, cookie: &str, now: u64) -> Result<Option<Session>> {
+    pub fn lookup(&self, cookie: &str, now: u64) -> Result<Option<Arc<Session>>> {
         if cookie.is_empty() || cookie.len() > 128 {
             return Ok(None);
         }
@@ -160,7 +161,7 @@ impl Sessions {
         let (mut s, mut changed) = match cached {
             Some(s) if s.generation == generation => (s, false),
             _ => match self.load(&h, generation)? {
-                Some(s) => (s, true),
+                Some(s) => (Arc::new(s), true),
                 None => return Ok(None),
             },
         };
@@ -172,7 +173,7 @@ impl Sessions {
         }
         if now.saturating_sub(s.last_seen) >= TOUCH_EVERY_SECS {
             self.store.touch_session(&h, now)?;
-            s.last_seen = now;
+            Arc::make_mut(&mut s).last_seen = now;
             changed = true;
         }
         if changed {
@@ -227,7 +228,7 @@ impl Sessions {
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(h)
         {
-            s.admin_granted = true;
+            Arc::make_mut(s).admin_granted = true;
         }
         Ok(())
     }

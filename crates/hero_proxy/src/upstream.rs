@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::HOST;
+use http::header::{HOST, UPGRADE};
 use http::{HeaderValue, Request, Response, Uri};
+use http_body::Body as _;
 use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -18,9 +20,10 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
 use crate::error::{ProxyError, Result};
+use crate::lean::{self, BodyError, ExchangeError, Stream};
 
-/// Body type of every response the proxy produces.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+/// Body type of every response the proxy produces (hyper's client bodies and [`lean`] bodies alike).
+pub type ProxyBody = BoxBody<Bytes, BodyError>;
 
 /// Where a route sends its requests. Holds no connection pool itself: pools are per thread (see [`POOL`]), so
 /// with one single-threaded runtime per core a request, its pooled upstream connection and the tasks driving both
@@ -138,13 +141,11 @@ impl Upstream {
         }
     }
 
-    /// A new connection, handshaken, its driving task spawned on the current runtime (upgrades allowed: a 101
-    /// hands the socket to the WebSocket tunnel).
-    async fn connect(&self) -> std::result::Result<SendRequest<Incoming>, ProxyError> {
+    /// A new plain connection (TCP with `TCP_NODELAY`, or the unix socket).
+    async fn connect_stream(&self) -> std::result::Result<Stream, ProxyError> {
         let fail =
             |e: &dyn std::fmt::Display| ProxyError::Upstream(format!("{}: {e}", self.describe()));
-        let handshake = hyper::client::conn::http1::Builder::new();
-        let (sender, conn) = match self {
+        match self {
             Upstream::Tcp { authority } => {
                 // `http://host` without a port means port 80, as in any HTTP client.
                 let a: http::uri::Authority = authority.parse().map_err(|e| fail(&e))?;
@@ -153,25 +154,25 @@ impl Upstream {
                     .await
                     .map_err(|e| fail(&e))?;
                 let _ = s.set_nodelay(true);
-                let (sender, conn) = handshake
-                    .handshake(TokioIo::new(s))
-                    .await
-                    .map_err(|e| fail(&e))?;
-                (sender, Box::pin(conn.with_upgrades()) as ConnFuture)
+                Ok(Stream::Tcp(s))
             }
-            Upstream::Unix { path, .. } => {
-                let s = UnixStream::connect(path.as_path())
-                    .await
-                    .map_err(|e| fail(&e))?;
-                let (sender, conn) = handshake
-                    .handshake(TokioIo::new(s))
-                    .await
-                    .map_err(|e| fail(&e))?;
-                (sender, Box::pin(conn.with_upgrades()) as ConnFuture)
-            }
-        };
+            Upstream::Unix { path, .. } => UnixStream::connect(path.as_path())
+                .await
+                .map(Stream::Unix)
+                .map_err(|e| fail(&e)),
+        }
+    }
+
+    /// A new hyper client connection, handshaken, its driving task spawned on the current runtime (upgrades
+    /// allowed: a 101 hands the socket to the WebSocket tunnel).
+    async fn connect(&self) -> std::result::Result<SendRequest<Incoming>, ProxyError> {
+        let io = self.connect_stream().await?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| ProxyError::Upstream(format!("{}: {e}", self.describe())))?;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
@@ -184,7 +185,7 @@ impl Upstream {
         &self,
         mut req: Request<Incoming>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>> {
+    ) -> Result<Response<ProxyBody>> {
         // hyper's connection-level client writes the URI as given: send origin-form (path and query) only.
         if req.uri().scheme().is_some() || req.uri().authority().is_some() {
             let pq = req.uri().path_and_query().cloned();
@@ -198,9 +199,54 @@ impl Upstream {
             };
             req.headers_mut().insert(HOST, host);
         }
+        // Bodiless, not an upgrade: the lean exchange in this task (see [`lean`] for why).
+        if req.body().is_end_stream() && !req.headers().contains_key(UPGRADE) {
+            let (parts, _) = req.into_parts();
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            return match tokio::time::timeout(
+                timeout,
+                self.send_lean(&parts.method, target, &parts.headers),
+            )
+            .await
+            {
+                Err(_) => Err(ProxyError::UpstreamTimeout(self.describe())),
+                Ok(r) => r.map(|resp| resp.map(|b| b.boxed())),
+            };
+        }
         match tokio::time::timeout(timeout, self.send_pooled(req)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout(self.describe())),
-            Ok(r) => r,
+            Ok(r) => r.map(|resp| resp.map(|b| b.map_err(BodyError::from).boxed())),
+        }
+    }
+
+    /// One bodiless exchange on a pooled lean connection, or on a fresh one. A pooled connection the backend
+    /// closed before answering is retried once on a fresh connection for idempotent methods only (RFC 9110
+    /// §9.2.2): for others the backend may already have acted, so the client gets the 502.
+    async fn send_lean(
+        &self,
+        method: &http::Method,
+        target: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<Response<lean::LeanBody>> {
+        let mut head = Vec::with_capacity(1024);
+        lean::encode_head(method, target, headers, &mut head);
+        let key = self.key();
+        let mut may_pool = true;
+        loop {
+            let (conn, pooled) = match if may_pool { lean::checkout(key) } else { None } {
+                Some(c) => (c, true),
+                None => (lean::Conn::new(self.connect_stream().await?), false),
+            };
+            match lean::exchange(conn, pooled, key.clone(), method, &head).await {
+                Ok(r) => return Ok(r),
+                Err(ExchangeError::Stale(_)) if method.is_idempotent() => may_pool = false,
+                Err(ExchangeError::Stale(e)) => {
+                    return Err(ProxyError::Upstream(format!("{}: {e}", self.describe())))
+                }
+                Err(ExchangeError::Failed(e)) => {
+                    return Err(ProxyError::Upstream(format!("{}: {e}", self.describe())))
+                }
+            }
         }
     }
 
@@ -243,8 +289,6 @@ impl Upstream {
         }
     }
 }
-
-type ConnFuture = std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Result<()>> + Send>>;
 
 /// The client's own body failed while it was being streamed to the upstream: hyper's client reports that as a
 /// "user body" error (the body stream we handed it errored), not as anything the upstream did.

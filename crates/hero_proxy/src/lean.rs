@@ -1,0 +1,765 @@
+//! The lean upstream exchange: a bodiless request (GET, HEAD, a bodiless DELETE — nearly every click) is written
+//! and its response read **inside the client connection's task**, on a pooled connection this module owns.
+//!
+//! Why not hyper's client for these: its connection-level client drives each connection from its own task, so
+//! every request crosses an mpsc channel to that task, its response head a oneshot back, and its body a third
+//! channel — three hand-offs and wake-ups per request, about a third of the proxy's user CPU under load
+//! (BENCHMARKS.md, "hero_proxy"). Here the request head is one write, the response head is parsed with `httparse`
+//! (the parser hyper uses) straight from the socket buffer, and a response body already in that buffer is handed
+//! over without touching the socket again.
+//!
+//! What stays on hyper's client ([`crate::upstream`]): requests with a body (streaming uploads, hyper frames them)
+//! and WebSocket upgrades (a 101 hands the socket over). The client side of every connection is always hyper's
+//! server, so whatever a backend answers here only ever reaches a browser re-framed by hyper.
+//!
+//! Response framing follows RFC 9112 §6.3, in [`framing`]; anything ambiguous (two different `Content-Length`s,
+//! `Transfer-Encoding` with `Content-Length`) is either refused or read to the end of the connection, which is then
+//! never reused — so a backend cannot make one response bleed into the next on a pooled connection.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::time::Instant;
+
+/// Error type of a lean response body (a broken or malformed upstream body).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The longest response head accepted (hyper's client allows about 400 KiB of buffer; a head this long is a
+/// broken or hostile backend).
+const MAX_HEAD: usize = 64 * 1024;
+/// At most this many response headers (hyper's default).
+const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line or trailer section accepted in a chunked body.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// How much is read from the socket at once while streaming a body.
+const READ_CHUNK: usize = 64 * 1024;
+/// Idle pooled connections: dropped after this long unused, at most this many per upstream and thread.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+const POOL_MAX_IDLE: usize = 512;
+
+/// A plain byte stream to an upstream.
+pub enum Stream {
+    /// `http://host:port`.
+    Tcp(TcpStream),
+    /// `unix:/path`.
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// True when the socket has something to read while it should be idle: the backend closed its keep-alive
+    /// connection (EOF) or sent bytes nobody asked for. Only the reactor's readiness flag is looked at (no
+    /// syscall); a false "readable" only costs a fresh connection.
+    fn readable_while_idle(&self) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let r = match self {
+            Stream::Tcp(s) => s.poll_read_ready(&mut cx),
+            Stream::Unix(s) => s.poll_read_ready(&mut cx),
+        };
+        r.is_ready()
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, b),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, b),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A connection and what has been read from it but not yet consumed.
+pub struct Conn {
+    io: Stream,
+    buf: BytesMut,
+}
+
+impl Conn {
+    /// A fresh connection over `io`.
+    pub fn new(io: Stream) -> Conn {
+        Conn {
+            io,
+            buf: BytesMut::with_capacity(8 * 1024),
+        }
+    }
+
+    /// Reads more into the buffer; `Ok(0)` is the end of the connection.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+}
+
+/// A pooled connection and when it was put back.
+type Idle = (Conn, Instant);
+
+thread_local! {
+    /// Per-thread pool of idle connections per upstream key (most recent last). Per thread for the same reason as
+    /// [`crate::upstream`]'s: each worker is a single-threaded runtime, so a connection is only ever used and
+    /// woken on the thread that made it.
+    static POOL: RefCell<HashMap<Arc<str>, Vec<Idle>>> = RefCell::new(HashMap::new());
+}
+
+/// An idle connection for `key` that still looks usable; stale and closed ones are dropped on the way.
+pub fn checkout(key: &str) -> Option<Conn> {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let idle = p.get_mut(key)?;
+        let now = Instant::now();
+        while let Some((c, t)) = idle.pop() {
+            if now.duration_since(t) < POOL_IDLE && c.buf.is_empty() && !c.io.readable_while_idle()
+            {
+                return Some(c);
+            }
+        }
+        None
+    })
+}
+
+fn checkin(key: &Arc<str>, conn: Conn) {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let idle = match p.get_mut(key.as_ref()) {
+            Some(v) => v,
+            None => p.entry(key.clone()).or_default(),
+        };
+        if idle.len() < POOL_MAX_IDLE {
+            idle.push((conn, Instant::now()));
+        }
+    })
+}
+
+/// Why an exchange failed, and whether the request may be sent again on a fresh connection.
+#[derive(Debug)]
+pub enum ExchangeError {
+    /// A pooled connection turned out closed before any of the response arrived. For an idempotent method
+    /// (RFC 9110 §9.2.2) the request is sent once more on a fresh connection; otherwise it is not, since the
+    /// backend may have acted on it.
+    Stale(io::Error),
+    /// The upstream broke the exchange or answered something that is not HTTP/1.1.
+    Failed(String),
+}
+
+/// Writes the request head (the request has no body) and reads the response head. `key` is the pool the
+/// connection goes back to once its response body has been read to the end.
+pub async fn exchange(
+    mut conn: Conn,
+    pooled: bool,
+    key: Arc<str>,
+    method: &Method,
+    head: &[u8],
+) -> Result<Response<LeanBody>, ExchangeError> {
+    let stale = |e: io::Error| {
+        if pooled {
+            ExchangeError::Stale(e)
+        } else {
+            ExchangeError::Failed(e.to_string())
+        }
+    };
+    conn.io.write_all(head).await.map_err(stale)?;
+    loop {
+        let parsed = match parse_head(&mut conn.buf) {
+            Ok(p) => p,
+            Err(e) => return Err(ExchangeError::Failed(e)),
+        };
+        let Some((status, http10, headers)) = parsed else {
+            if conn.buf.len() > MAX_HEAD {
+                return Err(ExchangeError::Failed("response head too large".into()));
+            }
+            match conn.fill().await {
+                Ok(0) if conn.buf.is_empty() => {
+                    return Err(stale(io::Error::from(io::ErrorKind::UnexpectedEof)))
+                }
+                Ok(0) => {
+                    return Err(ExchangeError::Failed(
+                        "connection closed inside the response head".into(),
+                    ))
+                }
+                Ok(_) => continue,
+                Err(e) if conn.buf.is_empty() => return Err(stale(e)),
+                Err(e) => return Err(ExchangeError::Failed(e.to_string())),
+            }
+        };
+        // 1xx other than 101 are interim answers (100 Continue, 103 Early Hints): skipped, as hyper's client does.
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            continue;
+        }
+        let framing = framing(method, status, http10, &headers).map_err(ExchangeError::Failed)?;
+        let mut resp = Response::new(LeanBody::new(conn, framing, key));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        return Ok(resp);
+    }
+}
+
+/// Parses one response head from the front of `buf`, consuming it: `None` while incomplete.
+/// A parsed response head: status, whether it was HTTP/1.0, headers.
+type Head = (StatusCode, bool, HeaderMap);
+
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, String> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut r = httparse::Response::new(&mut raw);
+    let n = match r.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("malformed response head: {e}")),
+    };
+    let status = StatusCode::from_u16(r.code.unwrap_or(0)).map_err(|_| "invalid status code")?;
+    let http10 = r.version == Some(0);
+    // Offsets into the head, so the values can share its bytes instead of each being copied.
+    let base = buf.as_ptr() as usize;
+    let mut spans: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(r.headers.len());
+    for h in r.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "invalid header name")?;
+        // An empty value's slice need not point into the buffer.
+        let start = if h.value.is_empty() {
+            0
+        } else {
+            h.value.as_ptr() as usize - base
+        };
+        spans.push((name, start, start + h.value.len()));
+    }
+    let head = buf.split_to(n).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (name, s, e) in spans {
+        let v =
+            HeaderValue::from_maybe_shared(head.slice(s..e)).map_err(|_| "invalid header value")?;
+        headers.append(name, v);
+    }
+    Ok(Some((status, http10, headers)))
+}
+
+/// How a response body is delimited (RFC 9112 §6.3), and whether the connection can carry another exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 1xx, 204, 304).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked` as the final coding.
+    Chunked,
+    /// Until the upstream closes the connection.
+    UntilClose,
+}
+
+/// The framing of a response and whether its connection may be reused afterwards.
+fn framing(
+    method: &Method,
+    status: StatusCode,
+    http10: bool,
+    h: &HeaderMap,
+) -> Result<(Framing, bool), String> {
+    let closes = http10
+        || h.get_all(CONNECTION).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+        });
+    let reuse = !closes;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // Never asked for on this path (upgrades go through hyper): the handler refuses it; the socket is dropped.
+        return Ok((Framing::Empty, false));
+    }
+    if method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Empty, reuse));
+    }
+    if h.contains_key(TRANSFER_ENCODING) {
+        // The final coding decides (RFC 9112 §6.3); a value that is not text makes it unknown: read to the end.
+        let values = h.get_all(TRANSFER_ENCODING);
+        let last = match values
+            .iter()
+            .map(|v| v.to_str())
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(v) => v
+                .iter()
+                .flat_map(|s| s.split(','))
+                .map(str::trim)
+                .rfind(|t| !t.is_empty())
+                .map(str::to_ascii_lowercase),
+            Err(_) => None,
+        };
+        // Both framings at once is the classic smuggling shape: decode by Transfer-Encoding, never reuse.
+        let reuse = reuse && !h.contains_key(CONTENT_LENGTH);
+        return Ok(match last.as_deref() {
+            Some("chunked") => (Framing::Chunked, reuse),
+            _ => (Framing::UntilClose, false),
+        });
+    }
+    let mut length: Option<u64> = None;
+    for v in h.get_all(CONTENT_LENGTH) {
+        for part in v.to_str().map_err(|_| "invalid Content-Length")?.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("invalid Content-Length".into());
+            }
+            let n: u64 = part.parse().map_err(|_| "invalid Content-Length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("conflicting Content-Length values".into());
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => (Framing::Empty, reuse),
+        Some(n) => (Framing::Length(n), reuse),
+        None => (Framing::UntilClose, false),
+    })
+}
+
+/// Where a chunked body's decoder stands.
+#[derive(Debug, Clone, Copy)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this much left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one (trailers are dropped).
+    Trailers(usize),
+}
+
+enum State {
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+    Done,
+}
+
+/// A response body read from a lean connection; the connection returns to the pool when the body has been read
+/// to its end (and is closed if the body is dropped before).
+pub struct LeanBody {
+    conn: Option<Conn>,
+    state: State,
+    reuse: bool,
+    key: Arc<str>,
+}
+
+impl LeanBody {
+    fn new(conn: Conn, (framing, reuse): (Framing, bool), key: Arc<str>) -> LeanBody {
+        let state = match framing {
+            Framing::Empty => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::Chunked(Chunk::Size),
+            Framing::UntilClose => State::UntilClose,
+        };
+        let mut b = LeanBody {
+            conn: Some(conn),
+            state,
+            reuse,
+            key,
+        };
+        if matches!(b.state, State::Done) {
+            b.finish();
+        }
+        b
+    }
+
+    /// The body is complete: the connection goes back to the pool if nothing is left over on it.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let Some(c) = self.conn.take() {
+            if self.reuse && c.buf.is_empty() {
+                checkin(&self.key, c);
+            }
+        }
+    }
+
+    fn fail(&mut self, msg: &str) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.state = State::Done;
+        self.conn = None;
+        Poll::Ready(Some(Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            msg.to_owned(),
+        )
+        .into())))
+    }
+}
+
+/// Finds the end of a CRLF-terminated line at the start of `buf`.
+fn line_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+/// Parses a chunk-size line (`1*HEXDIG [ chunk-ext ]`, RFC 9112 §7.1); extensions are ignored.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let rest = &line[digits..];
+    let rest_ok = rest.is_empty() || {
+        let r = rest.iter().skip_while(|b| **b == b' ' || **b == b'\t');
+        matches!(r.clone().next(), Some(b';'))
+    };
+    if digits == 0 || digits > 16 || !rest_ok {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(&line[..digits]).ok()?, 16).ok()
+}
+
+impl Body for LeanBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(left) if !conn.buf.is_empty() => {
+                    let n = (conn.buf.len() as u64).min(left) as usize;
+                    let data = conn.buf.split_to(n).freeze();
+                    this.state = State::Length(left - n as u64);
+                    if left == n as u64 {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::UntilClose if !conn.buf.is_empty() => {
+                    let data = conn.buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::Chunked(Chunk::Data(left)) if !conn.buf.is_empty() => {
+                    let n = (conn.buf.len() as u64).min(left) as usize;
+                    let data = conn.buf.split_to(n).freeze();
+                    this.state = State::Chunked(if left == n as u64 {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left - n as u64)
+                    });
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::Chunked(Chunk::Size) => {
+                    if let Some(end) = line_end(&conn.buf) {
+                        let Some(size) = chunk_size(&conn.buf[..end]) else {
+                            return this.fail("malformed chunk size in the upstream's body");
+                        };
+                        conn.buf.advance(end + 2);
+                        this.state = State::Chunked(if size == 0 {
+                            Chunk::Trailers(0)
+                        } else {
+                            Chunk::Data(size)
+                        });
+                        continue;
+                    }
+                    if conn.buf.len() > MAX_CHUNK_LINE {
+                        return this.fail("chunk size line too long in the upstream's body");
+                    }
+                }
+                State::Chunked(Chunk::DataEnd) if conn.buf.len() >= 2 => {
+                    if &conn.buf[..2] != b"\r\n" {
+                        return this.fail("chunk data not followed by CRLF in the upstream's body");
+                    }
+                    conn.buf.advance(2);
+                    this.state = State::Chunked(Chunk::Size);
+                    continue;
+                }
+                State::Chunked(Chunk::Trailers(seen)) => {
+                    if let Some(end) = line_end(&conn.buf) {
+                        conn.buf.advance(end + 2);
+                        if end == 0 {
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        if seen + end > MAX_TRAILERS {
+                            return this.fail("trailers too large in the upstream's body");
+                        }
+                        this.state = State::Chunked(Chunk::Trailers(seen + end + 2));
+                        continue;
+                    }
+                    if conn.buf.len() > MAX_CHUNK_LINE {
+                        return this.fail("trailer line too long in the upstream's body");
+                    }
+                }
+                _ => {}
+            }
+            // Nothing decodable in the buffer: read more.
+            match conn.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    this.conn = None;
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Ready(Ok(0)) => {
+                    if matches!(this.state, State::UntilClose) {
+                        this.state = State::Done;
+                        this.conn = None;
+                        return Poll::Ready(None);
+                    }
+                    return this.fail("upstream closed the connection inside the body");
+                }
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// Writes a bodiless request's head: request line (origin-form target) and headers, as hyper's client would.
+pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap, out: &mut Vec<u8>) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (k, v) in headers {
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hm(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn framing_follows_rfc9112_section_6_3() {
+        let get = Method::GET;
+        // (method, status, HTTP/1.0, headers, framing and reuse or refusal)
+        type Case<'a> = (
+            &'a Method,
+            u16,
+            bool,
+            &'a [(&'a str, &'a str)],
+            Result<(Framing, bool), ()>,
+        );
+        let cases: &[Case] = &[
+            (
+                &get,
+                200,
+                false,
+                &[("content-length", "5")],
+                Ok((Framing::Length(5), true)),
+            ),
+            (
+                &get,
+                200,
+                false,
+                &[("content-length", "5, 5")],
+                Ok((Framing::Length(5), true)),
+            ),
+            (
+                &get,
+                200,
+                false,
+                &[("content-length", "5"), ("content-length", "5")],
+                Ok((Framing::Length(5), true)),
+            ),
+            (
+                &get,
+                200,
+                false,
+                &[("content-length", "5"), ("content-length", "6")],
+                Err(()),
+            ),
+            (&get, 200, false, &[("content-length", "+5")], Err(())),
+            (&get, 200, false, &[("content-length", "0x5")], Err(())),
+            (&get, 200, false, &[("content-length", "")], Err(())),
+            (
+                &get,
+                200,
+                false,
+                &[("content-length", "99999999999999999999999")],
+                Err(()),
+            ),
+            (
+                &get,
+                200,
+                false,
+                &[("content-length", "0")],
+                Ok((Framing::Empty, true)),
+            ),
+            (
+                &get,
+                200,
+                false,
+                &[("transfer-encoding", "chunked")],
+                Ok((Framing::Chunked, true)),
+            ),
+            (
+                &get,
+                200,
+                false,
+                &[("transfer-encoding", "gzip, Chunked")],
+                Ok((Framing::Chunked, true)),
+            ),
+            (
+                &get,
+                200,
+                false,
+                &[("transfer-encoding", "chunked, gzip")],
+                Ok((Framing::UntilClose, false)),
+            ),
+            (
+                &get,
+                200,
+                false,
+                &[("transfer-encoding", "chunked"), ("content-length", "5")],
+                Ok((Framing::Chunked, false)),
+            ),
+            (&get, 200, false, &[], Ok((Framing::UntilClose, false))),
+            (
+                &get,
+                200,
+                true,
+                &[("content-length", "5")],
+                Ok((Framing::Length(5), false)),
+            ),
+            (
+                &get,
+                200,
+                false,
+                &[("content-length", "5"), ("connection", "keep-alive, Close")],
+                Ok((Framing::Length(5), false)),
+            ),
+            (
+                &get,
+                204,
+                false,
+                &[("content-length", "5")],
+                Ok((Framing::Empty, true)),
+            ),
+            (
+                &get,
+                304,
+                false,
+                &[("transfer-encoding", "chunked")],
+                Ok((Framing::Empty, true)),
+            ),
+            (
+                &Method::HEAD,
+                200,
+                false,
+                &[("content-length", "5")],
+                Ok((Framing::Empty, true)),
+            ),
+            (&get, 101, false, &[], Ok((Framing::Empty, false))),
+        ];
+        for (m, st, h10, hs, want) in cases {
+            let got = framing(m, StatusCode::from_u16(*st).unwrap(), *h10, &hm(hs));
+            assert_eq!(got.map_err(|_| ()), *want, "{m} {st} http1.0={h10} {hs:?}");
+        }
+    }
+
+    #[test]
+    fn chunk_size_lines() {
+        for (line, want) in [
+            ("5", Some(5)),
+            ("1aF", Some(0x1af)),
+            ("0", Some(0)),
+            ("5;name=value", Some(5)),
+            ("5 ; ext", Some(5)),
+            ("", None),
+            (";5", None),
+            ("5x", None),
+            ("-5", None),
+            ("+5", None),
+            ("11111111111111111", None),
+            ("5 6", None),
+        ] {
+            assert_eq!(chunk_size(line.as_bytes()), want, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn heads_are_parsed_and_bounded() {
+        let mut b =
+            BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-a: 1\r\n\r\nokREST"[..]);
+        let (st, h10, h) = parse_head(&mut b).unwrap().unwrap();
+        assert_eq!((st, h10), (StatusCode::OK, false));
+        assert_eq!(h.get("x-a").unwrap(), "1");
+        assert_eq!(&b[..], b"okREST");
+        let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-le"[..]);
+        assert!(parse_head(&mut partial).unwrap().is_none());
+        for bad in [
+            &b"HTTP/1.1 20 OK\r\n\r\n"[..],
+            b"HTTP/2 200 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+            b"\x00\x01",
+        ] {
+            assert!(parse_head(&mut BytesMut::from(bad)).is_err(), "{bad:?}");
+        }
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(parse_head(&mut BytesMut::from(&many[..])).is_err());
+    }
+}
