@@ -229,6 +229,12 @@ pub async fn exchange(
             continue;
         }
         let framing = framing(method, status, http10, &headers).map_err(ExchangeError::Failed)?;
+        let mut headers = headers;
+        if headers.contains_key(TRANSFER_ENCODING) {
+            // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and a proxy must remove the latter before
+            // forwarding; otherwise the client would be told a length the decoded body does not have.
+            headers.remove(CONTENT_LENGTH);
+        }
         let mut resp = Response::new(LeanBody::new(conn, framing, key));
         *resp.status_mut() = status;
         *resp.headers_mut() = headers;
