@@ -768,4 +768,52 @@ mod tests {
         many.extend_from_slice(b"\r\n");
         assert!(parse_head(&mut BytesMut::from(&many[..])).is_err());
     }
+
+    /// The decoder's state survives every read boundary: the body arrives one byte per read.
+    #[tokio::test(flavor = "current_thread")]
+    async fn bodies_decode_the_same_whatever_the_read_boundaries() {
+        use http_body_util::BodyExt as _;
+        let cases: [(&[u8], Framing, &[u8], bool); 4] = [
+            (
+                b"5;e=1\r\nhello\r\n3\r\n, w\r\n0\r\nT: 1\r\nU: 2\r\n\r\n",
+                Framing::Chunked,
+                b"hello, w",
+                true,
+            ),
+            (
+                b"A\r\n0123456789\r\n0\r\n\r\n",
+                Framing::Chunked,
+                b"0123456789",
+                true,
+            ),
+            (b"abcdefgh", Framing::Length(8), b"abcdefgh", true),
+            (b"to the end", Framing::UntilClose, b"to the end", false),
+        ];
+        for (i, (wire, framing, want, pooled)) in cases.into_iter().enumerate() {
+            let (a, mut b) = UnixStream::pair().unwrap();
+            let key: Arc<str> = format!("test-{i}").into();
+            let body = LeanBody::new(Conn::new(Stream::Unix(a)), (framing, true), key.clone());
+            let writer = tokio::spawn(async move {
+                for byte in wire {
+                    b.write_all(&[*byte]).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+                // Kept open for the framed bodies (their end is in the bytes); closed for the close-delimited one.
+                if framing == Framing::UntilClose {
+                    drop(b);
+                    None
+                } else {
+                    Some(b)
+                }
+            });
+            let got = body.collect().await.unwrap().to_bytes();
+            assert_eq!(&got[..], want, "case {i}");
+            let _keep = writer.await.unwrap();
+            assert_eq!(
+                checkout(&key).is_some(),
+                pooled,
+                "case {i}: pooled afterwards"
+            );
+        }
+    }
 }
