@@ -448,7 +448,9 @@ impl Nginx {
         let (port, reserved) = reserve_port();
         let d = dir.path().display();
         let conf = format!(
-            "worker_processes 1;\npid {d}/nginx.pid;\nerror_log stderr;\nevents {{ worker_connections 256; }}\n\
+            // One process, no master: the guard kills nginx by PID with SIGKILL, and a master killed that way
+            // leaves its workers running (orphans holding the reused port and answering later tests' requests).
+            "master_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log stderr;\nevents {{ worker_connections 256; }}\n\
              http {{\n access_log off;\n client_body_temp_path {d}/client; proxy_temp_path {d}/proxy;\n \
              fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n \
              server {{ listen 127.0.0.1:{port} reuseport; {server_body} }}\n}}\n",
