@@ -167,8 +167,17 @@ fn checkin(key: &Arc<str>, conn: Conn) {
             Some(v) => v,
             None => p.entry(key.clone()).or_default(),
         };
+        let now = Instant::now();
+        // Checkout takes the most recent, so the oldest can sit at the front unused: drop them once they are
+        // past the idle limit (one comparison when none is).
+        if idle
+            .first()
+            .is_some_and(|(_, t)| now.duration_since(*t) >= POOL_IDLE)
+        {
+            idle.retain(|(_, t)| now.duration_since(*t) < POOL_IDLE);
+        }
         if idle.len() < POOL_MAX_IDLE {
-            idle.push((conn, Instant::now()));
+            idle.push((conn, now));
         }
     })
 }
