@@ -62,6 +62,9 @@ impl Step for VerifyHealth {
         let reserve = poll.max(Duration::from_millis(500));
         let own_end = s.deadline.checked_sub(reserve).unwrap_or(s.deadline);
         let mut n = 0u32;
+        // The last answer the URL gave: a probe cut off by the deadline must not hide it (the verdict
+        // would say "no answer" about a gateway that answered 503 a second earlier).
+        let mut last_answer: Option<(bool, String)> = None;
         loop {
             n += 1;
             let mut gate_failed = false;
@@ -90,9 +93,16 @@ impl Step for VerifyHealth {
                 }
                 Ok(Err((gate, why))) => {
                     gate_failed = gate;
+                    last_answer = Some((gate, why.clone()));
                     why
                 }
-                Err(_) => "no answer before the step deadline".to_owned(),
+                Err(_) => match &last_answer {
+                    Some((gate, a)) => {
+                        gate_failed = *gate;
+                        format!("{a} (attempt {n} had no answer before the step deadline)")
+                    }
+                    None => "no answer before the step deadline".to_owned(),
+                },
             };
             s.line(
                 EventLevel::Warn,
