@@ -14,7 +14,9 @@
 //!
 //! Response framing follows RFC 9112 §6.3, in [`framing`]; anything ambiguous (two different `Content-Length`s,
 //! `Transfer-Encoding` with `Content-Length`) is either refused or read to the end of the connection, which is then
-//! never reused — so a backend cannot make one response bleed into the next on a pooled connection.
+//! never reused. A connection goes back to the pool only when nothing is left over in its buffer, and comes out
+//! only when the kernel has nothing pending on it either ([`Stream::is_quiet`]) — so a backend cannot make one
+//! response bleed into the next on a pooled connection, whether the extra bytes came with the response or later.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -58,17 +60,23 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// True when the socket has something to read while it should be idle: the backend closed its keep-alive
-    /// connection (EOF) or sent bytes nobody asked for. Only the reactor's readiness flag is looked at (no
-    /// syscall); a false "readable" only costs a fresh connection.
-    fn readable_while_idle(&self) -> bool {
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
-        let r = match self {
-            Stream::Tcp(s) => s.poll_read_ready(&mut cx),
-            Stream::Unix(s) => s.poll_read_ready(&mut cx),
+    /// True when the socket has nothing to read and is still open, as an idle keep-alive connection must be.
+    ///
+    /// Why a real `recv(MSG_PEEK | MSG_DONTWAIT)` and not tokio's readiness flag: the flag is only set when the
+    /// reactor runs, and a connection is often checked out again before it does (the next request of the same
+    /// client connection, in the same task). Bytes a backend sent after a response was complete — an unsolicited
+    /// second response, a body it sent after a HEAD/204/304 head, the rest of a body longer than its
+    /// Content-Length — would then be parsed as the *next* request's response. The kernel knows; ask it. One
+    /// syscall per reuse, and a connection that looks anything but quiet is simply not reused.
+    fn is_quiet(&self) -> bool {
+        let sock = match self {
+            Stream::Tcp(s) => socket2::SockRef::from(s),
+            Stream::Unix(s) => socket2::SockRef::from(s),
         };
-        r.is_ready()
+        let mut one = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        // tokio's sockets are non-blocking, so this never waits: WouldBlock is "open and nothing pending";
+        // Ok(0) is the backend's close, Ok(n) bytes nobody asked for, any other error a broken socket.
+        matches!(sock.peek(&mut one), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 
@@ -151,8 +159,7 @@ pub fn checkout(key: &str) -> Option<Conn> {
         let idle = p.get_mut(key)?;
         let now = Instant::now();
         while let Some((c, t)) = idle.pop() {
-            if now.duration_since(t) < POOL_IDLE && c.buf.is_empty() && !c.io.readable_while_idle()
-            {
+            if now.duration_since(t) < POOL_IDLE && c.buf.is_empty() && c.io.is_quiet() {
                 return Some(c);
             }
         }
@@ -823,6 +830,127 @@ mod tests {
                 pooled,
                 "case {i}: pooled afterwards"
             );
+        }
+    }
+
+    /// Bytes a backend sends once a response is complete must never become the next request's response. Each
+    /// case: the response is read to its end (its connection goes back to the pool), then the backend writes more
+    /// — synchronously, with no reactor turn before the next checkout, which is when the readiness flag alone
+    /// missed it — and the connection must not come out of the pool again. The quiet control case must.
+    #[tokio::test(flavor = "current_thread")]
+    async fn bytes_sent_after_a_complete_response_are_never_reused() {
+        use http_body_util::BodyExt as _;
+        use std::io::Write as _;
+        /// (method, the complete response, what the backend sends afterwards: None = nothing, Some(b"") = close)
+        type Case = (Method, &'static [u8], Option<&'static [u8]>);
+        let cases: [Case; 7] = [
+            (
+                Method::GET,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                None,
+            ),
+            (
+                Method::GET,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                Some(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nEVIL!"),
+            ),
+            (
+                Method::HEAD,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+                Some(b"EVIL!"),
+            ),
+            (
+                Method::GET,
+                b"HTTP/1.1 204 No Content\r\n\r\n",
+                Some(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nEVIL!"),
+            ),
+            (
+                Method::GET,
+                b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n",
+                Some(b"EVIL!"),
+            ),
+            // A Content-Length shorter than what the backend sends, the rest in a later segment.
+            (
+                Method::GET,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                Some(b"xyzHTTP/1.1 200 OK\r\n\r\n"),
+            ),
+            (
+                Method::GET,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                Some(b""),
+            ),
+        ];
+        for (i, (method, first, after)) in cases.into_iter().enumerate() {
+            let (a, b) = UnixStream::pair().unwrap();
+            let mut backend = b.into_std().unwrap();
+            backend.set_nonblocking(false).unwrap();
+            backend.write_all(first).unwrap();
+            let key: Arc<str> = format!("late-{i}").into();
+            let mut head = Vec::new();
+            encode_head(&method, "/a", &HeaderMap::new(), &mut head);
+            let conn = Conn::new(Stream::Unix(a));
+            let resp = exchange(conn, false, key.clone(), &method, &head)
+                .await
+                .unwrap();
+            resp.into_body().collect().await.unwrap();
+            match after {
+                None => {}
+                Some(b"") => backend.shutdown(std::net::Shutdown::Write).unwrap(),
+                Some(bytes) => backend.write_all(bytes).unwrap(),
+            }
+            assert_eq!(
+                checkout(&key).is_some(),
+                after.is_none(),
+                "case {i}: reused after {:?}",
+                after.map(String::from_utf8_lossy)
+            );
+        }
+    }
+
+    /// The same check on TCP: a quiet keep-alive connection is reused, one the backend closed is not.
+    #[tokio::test(flavor = "current_thread")]
+    async fn tcp_connections_are_reused_only_while_quiet() {
+        use http_body_util::BodyExt as _;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        for (i, close) in [false, true].into_iter().enumerate() {
+            let client = TcpStream::connect(addr).await.unwrap();
+            let (mut server, _) = l.accept().await.unwrap();
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            let key: Arc<str> = format!("tcp-{i}").into();
+            let mut head = Vec::new();
+            encode_head(&Method::GET, "/a", &HeaderMap::new(), &mut head);
+            let resp = exchange(
+                Conn::new(Stream::Tcp(client)),
+                false,
+                key.clone(),
+                &Method::GET,
+                &head,
+            )
+            .await
+            .unwrap();
+            resp.into_body().collect().await.unwrap();
+            if close {
+                drop(server);
+                // Loopback delivers the FIN at once in practice; should it lag, give it a bounded number of turns.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    let Some(c) = checkout(&key) else { break };
+                    assert!(
+                        Instant::now() < deadline,
+                        "a closed connection is still reused"
+                    );
+                    checkin(&key, c);
+                    tokio::task::yield_now().await;
+                }
+            } else {
+                assert!(checkout(&key).is_some(), "a quiet connection is reused");
+                drop(server);
+            }
         }
     }
 }
