@@ -167,6 +167,28 @@ pub fn checkout(key: &str) -> Option<Conn> {
     })
 }
 
+/// Drops this thread's idle connections that are past the idle limit or no longer quiet (the backend closed them
+/// or sent something), and the upstreams left with none. Checkout and checkin only prune the upstream they are
+/// used for, so without this the connections to a machine nobody visits again (decommissioned, its route removed)
+/// would hold their sockets for the life of the process. Run periodically on every worker thread.
+pub fn sweep_idle() {
+    POOL.with(|p| {
+        let now = Instant::now();
+        p.borrow_mut().retain(|_, idle| {
+            idle.retain(|(c, t)| {
+                now.duration_since(*t) < POOL_IDLE && c.buf.is_empty() && c.io.is_quiet()
+            });
+            !idle.is_empty()
+        });
+    })
+}
+
+/// How many idle connections this thread holds for `key` (for tests and the sweep's checks).
+#[cfg(test)]
+fn idle_count(key: &str) -> usize {
+    POOL.with(|p| p.borrow().get(key).map_or(0, Vec::len))
+}
+
 fn checkin(key: &Arc<str>, conn: Conn) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
@@ -952,5 +974,29 @@ mod tests {
                 drop(server);
             }
         }
+    }
+
+    /// The periodic sweep frees what checkout would only find on the next visit: connections the backend closed,
+    /// and ones idle past the limit — closing their sockets (the backend sees the end of the connection).
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_sweep_closes_dead_and_long_idle_connections() {
+        use tokio::io::AsyncReadExt as _;
+        let (quiet, mut quiet_peer) = UnixStream::pair().unwrap();
+        let (closed, closed_peer) = UnixStream::pair().unwrap();
+        let (a, b): (Arc<str>, Arc<str>) = ("sweep-quiet".into(), "sweep-closed".into());
+        checkin(&a, Conn::new(Stream::Unix(quiet)));
+        checkin(&b, Conn::new(Stream::Unix(closed)));
+        drop(closed_peer);
+        sweep_idle();
+        assert_eq!((idle_count(&a), idle_count(&b)), (1, 0));
+        tokio::time::advance(POOL_IDLE).await;
+        sweep_idle();
+        assert_eq!(idle_count(&a), 0, "idle past the limit");
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            quiet_peer.read(&mut byte).await.unwrap(),
+            0,
+            "its socket is closed"
+        );
     }
 }

@@ -141,12 +141,18 @@ fn worker(app: Arc<App>, addr: SocketAddr, tls: Option<TlsAcceptor>, stop: watch
     });
 }
 
+/// How often each worker thread drops the idle upstream connections nobody will take any more.
+const POOL_SWEEP: Duration = Duration::from_secs(30);
+
 async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // The upstream pools are per thread, so each accept loop sweeps its own thread's.
+    let mut sweep = tokio::time::interval(POOL_SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -156,6 +162,11 @@ async fn serve(
                     continue;
                 }
             },
+            _ = sweep.tick() => {
+                crate::lean::sweep_idle();
+                crate::upstream::sweep_idle();
+                continue;
+            }
             _ = stop.changed() => return,
         };
         let _ = stream.set_nodelay(true);

@@ -77,6 +77,19 @@ fn checkout(key: &str) -> Option<SendRequest<Incoming>> {
     })
 }
 
+/// Drops this thread's closed and long-idle senders, and the upstreams left with none. Checkout only prunes the
+/// pool of the upstream it is asked for, so without this a machine that is never visited again (decommissioned,
+/// its route removed) would keep its idle connections — and their sockets — for the life of the process.
+pub fn sweep_idle() {
+    POOL.with(|p| {
+        let now = Instant::now();
+        p.borrow_mut().retain(|_, idle| {
+            idle.retain(|(s, t)| !s.is_closed() && now.duration_since(*t) < POOL_IDLE);
+            !idle.is_empty()
+        });
+    })
+}
+
 /// Puts `sender` back into this thread's pool under `key` (it may still be busy with a response body).
 fn checkin(key: &Arc<str>, sender: SendRequest<Incoming>) {
     if sender.is_closed() {
@@ -303,4 +316,51 @@ fn is_client_body_error(e: &hyper::Error) -> bool {
         cur = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt as _;
+
+    fn idle_count(key: &str) -> usize {
+        POOL.with(|p| p.borrow().get(key).map_or(0, Vec::len))
+    }
+
+    /// The periodic sweep drops senders whose connection the backend closed and ones idle past the limit; dropping
+    /// the last sender ends hyper's connection task, which closes the socket (the backend sees the end).
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_sweep_drops_closed_and_long_idle_senders() {
+        let bound = Duration::from_secs(5);
+        let (a, mut peer_a) = UnixStream::pair().unwrap();
+        let (b, peer_b) = UnixStream::pair().unwrap();
+        let (sa, conn_a) = hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(a))
+            .await
+            .unwrap();
+        let (sb, conn_b) = hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(b))
+            .await
+            .unwrap();
+        let (task_a, task_b) = (tokio::spawn(conn_a), tokio::spawn(conn_b));
+        let (ka, kb): (Arc<str>, Arc<str>) = ("sweep-open".into(), "sweep-closed".into());
+        checkin(&ka, sa);
+        checkin(&kb, sb);
+        drop(peer_b);
+        let _ = tokio::time::timeout(bound, task_b)
+            .await
+            .expect("conn b ends");
+        sweep_idle();
+        assert_eq!((idle_count(&ka), idle_count(&kb)), (1, 0));
+        tokio::time::advance(POOL_IDLE).await;
+        sweep_idle();
+        assert_eq!(idle_count(&ka), 0, "idle past the limit");
+        let _ = tokio::time::timeout(bound, task_a)
+            .await
+            .expect("conn a ends");
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            peer_a.read(&mut byte).await.unwrap(),
+            0,
+            "its socket is closed"
+        );
+    }
 }
