@@ -48,6 +48,10 @@ impl Drop for Running {
 }
 
 /// Opens the database, builds the state, binds the listeners and spawns the tasks.
+///
+/// Worker 0 runs on the caller's runtime, and the upstream pools are per thread: the binary calls this from a
+/// current-thread runtime, so that worker's requests and its pool sweep share one thread. On a multi-threaded
+/// runtime (some tests) it still works, but the sweep only reaches the pools of whichever thread it runs on.
 pub async fn start(
     cfg: Config,
     secrets: Arc<dyn SecretStore>,
