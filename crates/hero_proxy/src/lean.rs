@@ -152,6 +152,12 @@ thread_local! {
     static POOL: RefCell<HashMap<Arc<str>, Vec<Idle>>> = RefCell::new(HashMap::new());
 }
 
+/// Whether an idle connection put back at `since` may carry another request at `now`: not past the idle limit,
+/// nothing left over in its buffer, nothing pending on it in the kernel.
+fn reusable(c: &Conn, since: Instant, now: Instant) -> bool {
+    now.duration_since(since) < POOL_IDLE && c.buf.is_empty() && c.io.is_quiet()
+}
+
 /// An idle connection for `key` that still looks usable; stale and closed ones are dropped on the way.
 pub fn checkout(key: &str) -> Option<Conn> {
     POOL.with(|p| {
@@ -159,7 +165,7 @@ pub fn checkout(key: &str) -> Option<Conn> {
         let idle = p.get_mut(key)?;
         let now = Instant::now();
         while let Some((c, t)) = idle.pop() {
-            if now.duration_since(t) < POOL_IDLE && c.buf.is_empty() && c.io.is_quiet() {
+            if reusable(&c, t, now) {
                 return Some(c);
             }
         }
@@ -175,15 +181,13 @@ pub fn sweep_idle() {
     POOL.with(|p| {
         let now = Instant::now();
         p.borrow_mut().retain(|_, idle| {
-            idle.retain(|(c, t)| {
-                now.duration_since(*t) < POOL_IDLE && c.buf.is_empty() && c.io.is_quiet()
-            });
+            idle.retain(|(c, t)| reusable(c, *t, now));
             !idle.is_empty()
         });
     })
 }
 
-/// How many idle connections this thread holds for `key` (for tests and the sweep's checks).
+/// How many idle connections this thread holds for `key`.
 #[cfg(test)]
 fn idle_count(key: &str) -> usize {
     POOL.with(|p| p.borrow().get(key).map_or(0, Vec::len))

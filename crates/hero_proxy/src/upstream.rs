@@ -65,13 +65,18 @@ thread_local! {
         RefCell::new(HashMap::new());
 }
 
+/// Whether a sender put back at `since` is still worth keeping at `now`: its connection open, not idle past the limit.
+fn alive(s: &SendRequest<Incoming>, since: Instant, now: Instant) -> bool {
+    !s.is_closed() && now.duration_since(since) < POOL_IDLE
+}
+
 /// A ready sender for `key` from this thread's pool; closed and long-idle ones are dropped on the way.
 fn checkout(key: &str) -> Option<SendRequest<Incoming>> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let idle = p.get_mut(key)?;
         let now = Instant::now();
-        idle.retain(|(s, t)| !s.is_closed() && now.duration_since(*t) < POOL_IDLE);
+        idle.retain(|(s, t)| alive(s, *t, now));
         let i = idle.iter().rposition(|(s, _)| s.is_ready())?;
         Some(idle.remove(i).0)
     })
@@ -84,7 +89,7 @@ pub fn sweep_idle() {
     POOL.with(|p| {
         let now = Instant::now();
         p.borrow_mut().retain(|_, idle| {
-            idle.retain(|(s, t)| !s.is_closed() && now.duration_since(*t) < POOL_IDLE);
+            idle.retain(|(s, t)| alive(s, *t, now));
             !idle.is_empty()
         });
     })
