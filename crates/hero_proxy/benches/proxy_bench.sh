@@ -7,7 +7,9 @@
 #       signed assertion). The session comes from examples/bench_session.rs (a stand-in for a real sign-in whose
 #       provider is never contacted because the token expiry lies in the future).
 # Each configuration runs RUNS times (default 3), in an order rotated each round; the median req/s and median p99
-# are reported, plus ratios.
+# are reported, plus ratios, and the CPU the proxy under test spent per request (user and kernel µs, from
+# /proc/<pid>/task/*/stat around each wrk run): on 2 cores shared with wrk and the upstream, req/s moves by ±10 %
+# from round to round, CPU per request far less, and it says where a difference comes from.
 # Then (STREAM=0 skips) a 1 GiB download and a 1 GiB chunked upload with curl through nginx and through hero_proxy
 # (public route; nginx with proxy_buffering/proxy_request_buffering off, so both stream), interleaved RUNS times:
 # median MB/s and hero_proxy's peak RSS growth (VmHWM after − VmRSS before, from /proc).
@@ -69,8 +71,8 @@ nginx_conf "$D/px" auto "upstream app { server 127.0.0.1:$UP; keepalive 64; } up
     location /big { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }
     location /sink { proxy_pass http://sink; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_request_buffering off; }
     location /ws { proxy_pass http://ws; proxy_http_version 1.1; proxy_set_header Upgrade \$http_upgrade; proxy_set_header Connection upgrade; } }"
-"$NGINX" -e stderr -p "$D/up" -c "$D/up/nginx.conf" -g 'daemon off;' & PIDS+=($!)
-"$NGINX" -e stderr -p "$D/px" -c "$D/px/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+"$NGINX" -e stderr -p "$D/up" -c "$D/up/nginx.conf" -g 'daemon off;' & PIDS+=($!); UPPID=$!
+"$NGINX" -e stderr -p "$D/px" -c "$D/px/nginx.conf" -g 'daemon off;' & PIDS+=($!); NGPID=$!
 
 mkdir -p "$D/hp"
 COOKIE=$("$SESSION_TOOL" "$D/hp")
@@ -104,30 +106,43 @@ HERO_PROXY_LOG=warn "$BIN" --config "$D/hp/hero_proxy.toml" >"$D/hp/log" 2>&1 & 
 wait_port "$UP"; wait_port "$NG"; wait_port "$HP"
 curl -sf -o /dev/null -H "Cookie: $COOKIE" "http://127.0.0.1:$HP/x" || { echo "session route not answering 200"; cat "$D/hp/log"; exit 1; }
 
-# One wrk run → "req/s p99_ms".
-one() { # $1 url, $2 extra header
-  local out
-  if [ -n "${2:-}" ]; then out=$(wrk -t"$THREADS" -c"$CONN" -d"$DUR" --latency -H "$2" "$1"); else out=$(wrk -t"$THREADS" -c"$CONN" -d"$DUR" --latency "$1"); fi
-  if echo "$out" | grep -q "Non-2xx"; then echo "non-2xx responses from $1" >&2; echo "$out" >&2; exit 1; fi
-  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}')"
+# Clock ticks (user, kernel) of every thread of the given processes.
+ticks() { local u=0 k=0 a b; for p in "$@"; do for t in /proc/"$p"/task/*/stat; do
+  read -r a b <<<"$(sed 's/^.*) //' "$t" | cut -d' ' -f12,13)"; u=$((u + a)); k=$((k + b)); done; done; echo "$u $k"; }
+HZ=$(getconf CLK_TCK)
+# One wrk run → "req/s p99_ms user_us_per_req kernel_us_per_req"; $3… are the pids whose CPU is counted.
+one() { # $1 url, $2 extra header, $3… pids
+  local url=$1 hdr=$2 out u0 k0 u1 k1 n; shift 2
+  read -r u0 k0 <<<"$(ticks "$@")"
+  if [ -n "$hdr" ]; then out=$(wrk -t"$THREADS" -c"$CONN" -d"$DUR" --latency -H "$hdr" "$url"); else out=$(wrk -t"$THREADS" -c"$CONN" -d"$DUR" --latency "$url"); fi
+  read -r u1 k1 <<<"$(ticks "$@")"
+  if echo "$out" | grep -q "Non-2xx"; then echo "non-2xx responses from $url" >&2; echo "$out" >&2; exit 1; fi
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
+  echo "$(echo "$out" | awk '/Requests\/sec/ {print $2}') $(echo "$out" | awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}') $(awk -v d=$((u1 - u0)) -v n="$n" -v hz="$HZ" 'BEGIN {printf "%.2f", d * 1e6 / hz / n}') $(awk -v d=$((k1 - k0)) -v n="$n" -v hz="$HZ" 'BEGIN {printf "%.2f", d * 1e6 / hz / n}')"
 }
+# The workers of an nginx master (their CPU is what serving costs; the master only supervises).
+workers_of() { pgrep -P "$1" | tr '\n' ' '; }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "# wrk -t$THREADS -c$CONN -d$DUR, $RUNS interleaved rounds (a b c d, order rotated each round), median; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%FT%TZ)"
-declare -A RPS P99
-URLS=("a upstream direct|http://127.0.0.1:$UP/|" "b nginx proxy_pass|http://127.0.0.1:$NG/|" "c hero_proxy public|http://127.0.0.1:$HP/public|" "d hero_proxy session|http://127.0.0.1:$HP/x|Cookie: $COOKIE")
+declare -A RPS P99 USR KRN
+# label|url|extra header|pids whose CPU is the configuration's own (the upstream's for (a), the proxy's otherwise)
+URLS=("a upstream direct|http://127.0.0.1:$UP/||$(workers_of "$UPPID")" "b nginx proxy_pass|http://127.0.0.1:$NG/||$(workers_of "$NGPID")"
+  "c hero_proxy public|http://127.0.0.1:$HP/public||$HPPID" "d hero_proxy session|http://127.0.0.1:$HP/x|Cookie: $COOKIE|$HPPID")
 # The order rotates each round (a b c d, b c d a, …): in a fixed order a configuration always ran right after the
 # same one, and an A/B on this machine showed that position alone moving a result by ±10 %.
 for round in $(seq 1 "$RUNS"); do
   for k in 0 1 2 3; do
     u=${URLS[$(( (round - 1 + k) % 4 ))]}
-    IFS='|' read -r label url hdr <<<"$u"
-    read -r r p <<<"$(one "$url" "$hdr")"
-    RPS[$label]+="$r "; P99[$label]+="$p "
+    IFS='|' read -r label url hdr pids <<<"$u"
+    # shellcheck disable=SC2086 # pids is a list
+    read -r r p cu ck <<<"$(one "$url" "$hdr" $pids)"
+    RPS[$label]+="$r "; P99[$label]+="$p "; USR[$label]+="$cu "; KRN[$label]+="$ck "
   done
 done
-row() { local l=$1; echo "$l|$(tr ' ' '\n' <<<"${RPS[$l]}" | grep . | median)|$(tr ' ' '\n' <<<"${P99[$l]}" | grep . | median)|${RPS[$l]% }|${P99[$l]% }"; }
+med() { tr ' ' '\n' <<<"$1" | grep . | median; }
+row() { local l=$1; echo "$l|$(med "${RPS[$l]}")|$(med "${P99[$l]}")|$(med "${USR[$l]}")|$(med "${KRN[$l]}")|${RPS[$l]% }|${P99[$l]% }"; }
 A=$(row "a upstream direct"); B=$(row "b nginx proxy_pass"); C=$(row "c hero_proxy public"); Dd=$(row "d hero_proxy session")
-printf '| config | req/s (median) | p99 ms (median) | runs req/s | runs p99 ms |\n|---|---|---|---|---|\n'
+printf '| config | req/s (median) | p99 ms (median) | CPU user µs/req | CPU kernel µs/req | runs req/s | runs p99 ms |\n|---|---|---|---|---|---|---|\n'
 for r in "$A" "$B" "$C" "$Dd"; do echo "| ${r//|/ | } |"; done
 rb=$(echo "$B" | cut -d'|' -f2); pb=$(echo "$B" | cut -d'|' -f3)
 for r in "$C" "$Dd"; do
