@@ -19,12 +19,10 @@
 //! response bleed into the next on a pooled connection, whether the extra bytes came with the response or later.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -32,7 +30,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::time::Instant;
+
+use crate::pool::{Pool, Pooled};
 
 /// Error type of a lean response body (a broken or malformed upstream body).
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -47,9 +46,6 @@ const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
 /// How much is read from the socket at once while streaming a body.
 const READ_CHUNK: usize = 64 * 1024;
-/// Idle pooled connections: dropped after this long unused, at most this many per upstream and thread.
-const POOL_IDLE: Duration = Duration::from_secs(60);
-const POOL_MAX_IDLE: usize = 512;
 
 /// A plain byte stream to an upstream.
 pub enum Stream {
@@ -142,77 +138,37 @@ impl Conn {
     }
 }
 
-/// A pooled connection and when it was put back.
-type Idle = (Conn, Instant);
+/// A lean connection may carry another request when nothing is left over in its buffer and nothing is pending on
+/// it in the kernel (see [`Stream::is_quiet`]: one `MSG_PEEK`, asked only of the connection about to be reused).
+impl Pooled for Conn {
+    fn usable(&self) -> bool {
+        self.buf.is_empty() && self.io.is_quiet()
+    }
+}
 
 thread_local! {
-    /// Per-thread pool of idle connections per upstream key (most recent last). Per thread for the same reason as
-    /// [`crate::upstream`]'s: each worker is a single-threaded runtime, so a connection is only ever used and
-    /// woken on the thread that made it.
-    static POOL: RefCell<HashMap<Arc<str>, Vec<Idle>>> = RefCell::new(HashMap::new());
+    /// This thread's idle lean connections (see [`crate::pool`]).
+    static POOL: RefCell<Pool<Conn>> = RefCell::new(Pool::default());
 }
 
-/// Whether an idle connection put back at `since` may carry another request at `now`: not past the idle limit,
-/// nothing left over in its buffer, nothing pending on it in the kernel.
-fn reusable(c: &Conn, since: Instant, now: Instant) -> bool {
-    now.duration_since(since) < POOL_IDLE && c.buf.is_empty() && c.io.is_quiet()
-}
-
-/// An idle connection for `key` that still looks usable; stale and closed ones are dropped on the way.
+/// An idle connection for `key` that is still usable; stale and closed ones are dropped on the way.
 pub fn checkout(key: &str) -> Option<Conn> {
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        let idle = p.get_mut(key)?;
-        let now = Instant::now();
-        while let Some((c, t)) = idle.pop() {
-            if reusable(&c, t, now) {
-                return Some(c);
-            }
-        }
-        None
-    })
+    POOL.with(|p| p.borrow_mut().take(key))
 }
 
-/// Drops this thread's idle connections that are past the idle limit or no longer quiet (the backend closed them
-/// or sent something), and the upstreams left with none. Checkout and checkin only prune the upstream they are
-/// used for, so without this the connections to a machine nobody visits again (decommissioned, its route removed)
-/// would hold their sockets for the life of the process. Run periodically on every worker thread.
+/// Drops this thread's idle connections that are past the idle limit or no longer quiet (see [`Pool::sweep`]).
 pub fn sweep_idle() {
-    POOL.with(|p| {
-        let now = Instant::now();
-        p.borrow_mut().retain(|_, idle| {
-            idle.retain(|(c, t)| reusable(c, *t, now));
-            !idle.is_empty()
-        });
-    })
+    POOL.with(|p| p.borrow_mut().sweep())
 }
 
 /// How many idle connections this thread holds for `key`.
 #[cfg(test)]
 fn idle_count(key: &str) -> usize {
-    POOL.with(|p| p.borrow().get(key).map_or(0, Vec::len))
+    POOL.with(|p| p.borrow().len(key))
 }
 
 fn checkin(key: &Arc<str>, conn: Conn) {
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        let idle = match p.get_mut(key.as_ref()) {
-            Some(v) => v,
-            None => p.entry(key.clone()).or_default(),
-        };
-        let now = Instant::now();
-        // Checkout takes the most recent, so the oldest can sit at the front unused: drop them once they are
-        // past the idle limit (one comparison when none is).
-        if idle
-            .first()
-            .is_some_and(|(_, t)| now.duration_since(*t) >= POOL_IDLE)
-        {
-            idle.retain(|(_, t)| now.duration_since(*t) < POOL_IDLE);
-        }
-        if idle.len() < POOL_MAX_IDLE {
-            idle.push((conn, now));
-        }
-    })
+    POOL.with(|p| p.borrow_mut().put(key, conn))
 }
 
 /// Why an exchange failed, and whether the request may be sent again on a fresh connection.
@@ -624,6 +580,7 @@ pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap, out: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     fn hm(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -993,7 +950,7 @@ mod tests {
         drop(closed_peer);
         sweep_idle();
         assert_eq!((idle_count(&a), idle_count(&b)), (1, 0));
-        tokio::time::advance(POOL_IDLE).await;
+        tokio::time::advance(crate::pool::IDLE).await;
         sweep_idle();
         assert_eq!(idle_count(&a), 0, "idle past the limit");
         let mut byte = [0u8; 1];

@@ -1,6 +1,6 @@
 //! hero_proxy: the SSO edge. Library half (everything testable); `main.rs` only parses arguments and starts it.
 //!
-//! Codemap: [`config`] → [`routes`]/[`upstream`] (bodiless requests through [`lean`]) → [`handler`] (per request) using [`session`], [`vault`],
+//! Codemap: [`config`] → [`routes`]/[`upstream`] (bodiless requests through [`lean`]; both keep idle connections in a per-thread [`pool`]) → [`handler`] (per request) using [`session`], [`vault`],
 //! [`oidc`], [`login`], [`headers`]; [`store`] is the sqlite state, [`claims`] the authorization model, [`rpc`] the
 //! admin API, [`server`] the listeners, [`tls`] optional TLS termination.
 //!
@@ -18,6 +18,7 @@ pub mod lean;
 pub mod login;
 pub mod oidc;
 pub mod pages;
+pub mod pool;
 pub mod routes;
 pub mod rpc;
 pub mod server;

@@ -2,7 +2,6 @@
 //! hyper's connection-level client, see [`POOL`]).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +16,10 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixStream};
-use tokio::time::Instant;
 
 use crate::error::{ProxyError, Result};
 use crate::lean::{self, BodyError, ExchangeError, Stream};
+use crate::pool::{Pool, Pooled};
 
 /// Body type of every response the proxy produces (hyper's client bodies and [`lean`] bodies alike).
 pub type ProxyBody = BoxBody<Bytes, BodyError>;
@@ -44,72 +43,40 @@ pub enum Upstream {
     },
 }
 
-/// An idle pooled connection is dropped after this long unused (as hyper-util's pool did), so connections a
-/// backend has silently forgotten are not kept for ever.
-const POOL_IDLE: Duration = Duration::from_secs(60);
-
-/// At most this many idle connections are kept per upstream and thread.
-const POOL_MAX_IDLE: usize = 512;
-
-/// A pooled sender and when it was put back.
-type Idle = (SendRequest<Incoming>, Instant);
-
-thread_local! {
-    /// Per-thread pool: per upstream (its [`Upstream::key`]), a stack of HTTP/1.1 senders with the time each was
-    /// put back, most recent last. This replaces hyper-util's legacy `Client`, which cost per request a pool
-    /// mutex, a checkout future, an absolute-form URI and one extra spawned task to hand the connection back to
-    /// the pool; here a request pops a ready sender and pushes it back when the response head has arrived (the
-    /// sender is only picked again once hyper says it is ready, i.e. that response's body is done). Each
-    /// connection is still driven by its own task (hyper's design), spawned once per connection, not per request.
-    static POOL: RefCell<HashMap<Arc<str>, Vec<Idle>>> =
-        RefCell::new(HashMap::new());
+/// hyper's sender is usable while its connection is open, and ready once the previous response's body is done.
+impl Pooled for SendRequest<Incoming> {
+    fn usable(&self) -> bool {
+        !self.is_closed()
+    }
+    fn ready(&self) -> bool {
+        self.is_ready()
+    }
 }
 
-/// Whether a sender put back at `since` is still worth keeping at `now`: its connection open, not idle past the limit.
-fn alive(s: &SendRequest<Incoming>, since: Instant, now: Instant) -> bool {
-    !s.is_closed() && now.duration_since(since) < POOL_IDLE
+thread_local! {
+    /// This thread's idle HTTP/1.1 senders (see [`crate::pool`]). This replaces hyper-util's legacy `Client`, which
+    /// cost per request a pool mutex, a checkout future, an absolute-form URI and one extra spawned task to hand the
+    /// connection back to the pool; here a request takes a ready sender and puts it back when the response head has
+    /// arrived (it is only taken again once hyper says it is ready, i.e. that response's body is done). Each
+    /// connection is still driven by its own task (hyper's design), spawned once per connection, not per request.
+    static POOL: RefCell<Pool<SendRequest<Incoming>>> = RefCell::new(Pool::default());
 }
 
 /// A ready sender for `key` from this thread's pool; closed and long-idle ones are dropped on the way.
 fn checkout(key: &str) -> Option<SendRequest<Incoming>> {
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        let idle = p.get_mut(key)?;
-        let now = Instant::now();
-        idle.retain(|(s, t)| alive(s, *t, now));
-        let i = idle.iter().rposition(|(s, _)| s.is_ready())?;
-        Some(idle.remove(i).0)
-    })
+    POOL.with(|p| p.borrow_mut().take(key))
 }
 
-/// Drops this thread's closed and long-idle senders, and the upstreams left with none. Checkout only prunes the
-/// pool of the upstream it is asked for, so without this a machine that is never visited again (decommissioned,
-/// its route removed) would keep its idle connections — and their sockets — for the life of the process.
+/// Drops this thread's closed and long-idle senders (see [`Pool::sweep`]).
 pub fn sweep_idle() {
-    POOL.with(|p| {
-        let now = Instant::now();
-        p.borrow_mut().retain(|_, idle| {
-            idle.retain(|(s, t)| alive(s, *t, now));
-            !idle.is_empty()
-        });
-    })
+    POOL.with(|p| p.borrow_mut().sweep())
 }
 
 /// Puts `sender` back into this thread's pool under `key` (it may still be busy with a response body).
 fn checkin(key: &Arc<str>, sender: SendRequest<Incoming>) {
-    if sender.is_closed() {
-        return;
+    if !sender.is_closed() {
+        POOL.with(|p| p.borrow_mut().put(key, sender))
     }
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        let idle = match p.get_mut(key.as_ref()) {
-            Some(v) => v,
-            None => p.entry(key.clone()).or_default(),
-        };
-        if idle.len() < POOL_MAX_IDLE {
-            idle.push((sender, Instant::now()));
-        }
-    })
 }
 
 impl Upstream {
@@ -329,7 +296,7 @@ mod tests {
     use tokio::io::AsyncReadExt as _;
 
     fn idle_count(key: &str) -> usize {
-        POOL.with(|p| p.borrow().get(key).map_or(0, Vec::len))
+        POOL.with(|p| p.borrow().len(key))
     }
 
     /// The periodic sweep drops senders whose connection the backend closed and ones idle past the limit; dropping
@@ -355,7 +322,7 @@ mod tests {
             .expect("conn b ends");
         sweep_idle();
         assert_eq!((idle_count(&ka), idle_count(&kb)), (1, 0));
-        tokio::time::advance(POOL_IDLE).await;
+        tokio::time::advance(crate::pool::IDLE).await;
         sweep_idle();
         assert_eq!(idle_count(&ka), 0, "idle past the limit");
         let _ = tokio::time::timeout(bound, task_a)
