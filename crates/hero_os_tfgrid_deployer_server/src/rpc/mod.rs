@@ -55,6 +55,15 @@ impl Registry {
         let handler: Handler = Arc::new(move |caller, params| {
             let f = f.clone();
             Box::pin(async move {
+                // The one check for every secret-handling method (see `Method::LOCAL_ONLY`): before the
+                // params are even read, so a TCP caller learns nothing from this method but "no".
+                if M::LOCAL_ONLY && !caller.local {
+                    return Err(ServiceError::Forbidden(format!(
+                        "{} is only allowed over the local unix socket",
+                        M::NAME
+                    ))
+                    .to_rpc());
+                }
                 // Absent params mean "no params": an empty object.
                 let params = if params.is_null() {
                     Value::Object(Default::default())
