@@ -646,14 +646,11 @@ impl App {
             Ok(r) => r,
             Err(e) => return upstream_failed(&e, route),
         };
+        // Before anything looks at the status: a 101 is sanitized like any other response (see the function).
+        let switched_to = crate::headers::sanitize_response(resp.headers_mut());
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             // A switch nobody asked for, or to another protocol than the one allowed, is never piped.
-            let agreed = upgrade.is_some()
-                && resp
-                    .headers()
-                    .get(UPGRADE)
-                    .is_some_and(crate::headers::is_allowed_upgrade);
-            if !agreed {
+            let Some(switched_to) = switched_to.filter(|_| upgrade.is_some()) else {
                 tracing::warn!(upstream = %route.upstream.describe(), "upstream switched protocols unasked; refused");
                 return html(
                     StatusCode::BAD_GATEWAY,
@@ -662,7 +659,10 @@ impl App {
                         "The service behind this address answered in a way the proxy does not pass on.",
                     ),
                 );
-            }
+            };
+            let h = resp.headers_mut();
+            h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(UPGRADE, switched_to);
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
@@ -679,8 +679,6 @@ impl App {
             let (parts, _) = resp.into_parts();
             return Response::from_parts(parts, full(Bytes::new()));
         }
-        remove_hop_by_hop(resp.headers_mut());
-        crate::headers::remove_proxy_set_cookies(resp.headers_mut());
         resp
     }
 }

@@ -83,11 +83,22 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap) -> Option<HeaderValue> {
     upgrade
 }
 
-/// Removes every header reserved for the proxy, in any spelling.
+/// Request headers some frameworks (IIS URL Rewrite, Symfony, Zend, some Java filters) take as the real request
+/// path or host over the request line: a client could pick the path the backend serves after the proxy matched
+/// its route on another. No backend here needs them, so they never cross, in any spelling.
+const PATH_OVERRIDES: [&str; 3] = ["x-original-url", "x-rewrite-url", "x-original-uri"];
+
+/// Removes every header reserved for the proxy, in any spelling, and the path overrides ([`PATH_OVERRIDES`]).
 pub fn strip_reserved(h: &mut HeaderMap) {
     let reserved: Vec<HeaderName> = h
         .keys()
-        .filter(|k| hero_identity::is_reserved_header(k.as_str()))
+        .filter(|k| {
+            let k = k.as_str();
+            hero_identity::is_reserved_header(k)
+                || PATH_OVERRIDES
+                    .iter()
+                    .any(|o| o.eq_ignore_ascii_case(&k.replace('_', "-")))
+        })
         .cloned()
         .collect();
     for k in reserved {
@@ -200,8 +211,36 @@ fn is_proxy_cookie(name: &str) -> bool {
     PROXY_COOKIES.iter().any(|c| c.eq_ignore_ascii_case(name))
 }
 
-/// Removes `Set-Cookie` lines naming one of [`PROXY_COOKIES`] from an upstream's response: a backend (or whoever
-/// controls one) must not be able to plant or clear a session or a login binding in the person's browser.
+/// What of an upstream's response head reaches the browser — every response, a `101 Switching Protocols`
+/// included: one function, run before the handler looks at the status, because the 101 path once returned early
+/// and let a backend's `Set-Cookie: __Host-hero_session=…` through on a WebSocket handshake (browsers store
+/// cookies from it). Removes the hop-by-hop headers, the `Set-Cookie` lines for the proxy's own cookies and a
+/// `Clear-Site-Data` that would clear cookies. Returns the `Upgrade` value when the response names an allowed
+/// upgrade the way [`remove_hop_by_hop`] accepts one (`Connection: upgrade`, one `Upgrade: websocket`); the
+/// caller re-adds it, with `Connection: upgrade`, only to a 101 it agreed to.
+pub fn sanitize_response(h: &mut HeaderMap) -> Option<HeaderValue> {
+    let upgrade = remove_hop_by_hop(h);
+    remove_proxy_set_cookies(h);
+    remove_cookie_clearing(h);
+    upgrade
+}
+
+/// Whether a `Set-Cookie` value sets one of [`PROXY_COOKIES`]. A nameless cookie (`=__Host-hero_session=x`,
+/// RFC 6265bis §5.6) counts by its value: browsers send it back as the bare value, which reads as that cookie.
+fn sets_proxy_cookie(v: &HeaderValue) -> bool {
+    let s = String::from_utf8_lossy(v.as_bytes());
+    let pair = s.split(';').next().unwrap_or("");
+    let (name, value) = pair.split_once('=').unwrap_or(("", pair));
+    let name = if name.trim().is_empty() {
+        value.split('=').next().unwrap_or("")
+    } else {
+        name
+    };
+    is_proxy_cookie(name)
+}
+
+/// Removes `Set-Cookie` lines that set one of [`PROXY_COOKIES`] (see [`sets_proxy_cookie`]): a backend (or
+/// whoever controls one) must not be able to plant or clear a session or a login binding in the person's browser.
 pub fn remove_proxy_set_cookies(h: &mut HeaderMap) {
     if !h.contains_key(SET_COOKIE) {
         return;
@@ -209,10 +248,7 @@ pub fn remove_proxy_set_cookies(h: &mut HeaderMap) {
     let kept: Vec<HeaderValue> = h
         .get_all(SET_COOKIE)
         .iter()
-        .filter(|v| {
-            let s = String::from_utf8_lossy(v.as_bytes());
-            !is_proxy_cookie(s.split(['=', ';']).next().unwrap_or(""))
-        })
+        .filter(|v| !sets_proxy_cookie(v))
         .cloned()
         .collect();
     h.remove(SET_COOKIE);
@@ -220,6 +256,21 @@ pub fn remove_proxy_set_cookies(h: &mut HeaderMap) {
         h.append(SET_COOKIE, v);
     }
 }
+
+/// Drops a `Clear-Site-Data` header that clears cookies (`"cookies"` or `"*"`, in any case): it would sign the
+/// person out of the proxy, which only the proxy's own logout may do. Other types (`"cache"`, `"storage"`) pass.
+fn remove_cookie_clearing(h: &mut HeaderMap) {
+    let clears = h.get_all(CLEAR_SITE_DATA).iter().any(|v| {
+        let s = String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase();
+        s.contains("cookies") || s.contains('*')
+    });
+    if clears {
+        h.remove(CLEAR_SITE_DATA);
+    }
+}
+
+/// `Clear-Site-Data` (W3C Clear Site Data); `http` has no constant for it.
+const CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
 
 /// Removes the proxy's cookies ([`PROXY_COOKIES`]) from `Cookie` headers, keeping the others.
 pub fn remove_session_cookie(h: &mut HeaderMap) {
@@ -319,6 +370,9 @@ mod tests {
             ("X-HERO-CLAIMS", "admin"),
             ("x-hero-whatever", "d"),
             ("x-heroic", "kept"),
+            ("X-Original-URL", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x_original_uri", "/admin"),
         ]);
         strip_reserved(&mut h);
         assert_eq!(h.len(), 1);
@@ -358,9 +412,97 @@ mod tests {
         remove_proxy_set_cookies(&mut h);
         assert_eq!(h.get_all(SET_COOKIE).iter().count(), 1);
         assert_eq!(h[SET_COOKIE], "app=1; Path=/");
+        // Nameless cookies count by their value; a proxy cookie's name inside another's value does not.
+        let mut h = map(&[
+            ("set-cookie", "=__Host-hero_session=NAMELESS; Path=/"),
+            ("set-cookie", " = __host-hero_login=x"),
+            ("set-cookie", "__Host-hero_session"),
+            ("set-cookie", "note=__Host-hero_session=quoted"),
+            ("set-cookie", "=plain"),
+        ]);
+        remove_proxy_set_cookies(&mut h);
+        let kept: Vec<_> = h.get_all(SET_COOKIE).iter().collect();
+        assert_eq!(kept, ["note=__Host-hero_session=quoted", "=plain"]);
         let mut h = map(&[("cookie", "__Host-hero_login=STATE; a=1")]);
         remove_session_cookie(&mut h);
         assert_eq!(h[COOKIE], "a=1");
+    }
+
+    #[test]
+    fn every_response_head_is_sanitized_the_same_way_101_included() {
+        // (name, headers in, Upgrade returned, headers out)
+        type Case = (
+            &'static str,
+            &'static [(&'static str, &'static str)],
+            Option<&'static str>,
+            &'static [(&'static str, &'static str)],
+        );
+        let cases: &[Case] = &[
+            (
+                "101 with proxy cookies",
+                &[
+                    ("upgrade", "websocket"),
+                    ("connection", "Upgrade"),
+                    ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                    ("set-cookie", "__Host-hero_session=PLANTED; Path=/; Secure"),
+                    ("set-cookie", "__Host-hero_login=PLANTED"),
+                    ("set-cookie", "app=1"),
+                ],
+                Some("websocket"),
+                &[
+                    ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                    ("set-cookie", "app=1"),
+                ],
+            ),
+            (
+                "101 to another protocol",
+                &[("upgrade", "h2c"), ("connection", "Upgrade")],
+                None,
+                &[],
+            ),
+            (
+                "Connection-nominated and clearing headers",
+                &[
+                    ("connection", "x-secret, keep-alive"),
+                    ("x-secret", "1"),
+                    ("keep-alive", "timeout=5"),
+                    ("clear-site-data", "\"cache\", \"Cookies\""),
+                    ("content-type", "text/plain"),
+                ],
+                None,
+                &[("content-type", "text/plain")],
+            ),
+            (
+                "Clear-Site-Data: *",
+                &[("clear-site-data", "\"*\"")],
+                None,
+                &[],
+            ),
+            (
+                "Clear-Site-Data without cookies",
+                &[("clear-site-data", "\"cache\", \"storage\"")],
+                None,
+                &[("clear-site-data", "\"cache\", \"storage\"")],
+            ),
+        ];
+        for (name, input, upgrade, out) in cases {
+            let mut h = map(input);
+            let got = sanitize_response(&mut h);
+            assert_eq!(
+                got.as_ref().map(|v| v.to_str().unwrap()),
+                *upgrade,
+                "{name}"
+            );
+            let left: Vec<(String, String)> = h
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+                .collect();
+            let want: Vec<(String, String)> = out
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(left, want, "{name}");
+        }
     }
 
     #[test]

@@ -675,3 +675,106 @@ async fn a_person_gets_plain_pages_for_unknown_and_down_machines() {
         }
     }
 }
+
+/// The proxy's cookies and a cookie-clearing `Clear-Site-Data`, as a hostile backend would send them.
+const HOSTILE_COOKIE_LINES: &str =
+    "Set-Cookie: __Host-hero_session=PLANTED; Path=/; Secure; HttpOnly\r\n\
+     Set-Cookie: __Host-hero_login=PLANTED; Path=/; Secure\r\n\
+     Set-Cookie: =__Host-hero_session=NAMELESS; Path=/\r\n\
+     Clear-Site-Data: \"cookies\"\r\n\
+     Set-Cookie: app=1; Path=/\r\n";
+
+/// A backend that answers every request with [`HOSTILE_COOKIE_LINES`]: a WebSocket handshake with a 101 (then holds
+/// the connection), anything else with a 200 (keeping the connection for the next request: the proxy pools it).
+async fn cookie_planting_upstream() -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    let req = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                    let switch = req.contains("upgrade: websocket");
+                    let answer = if switch {
+                        format!(
+                            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n{HOSTILE_COOKIE_LINES}\r\n"
+                        )
+                    } else {
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n{HOSTILE_COOKIE_LINES}\r\nok"
+                        )
+                    };
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if switch {
+                        // Hold the tunnel open until the proxy closes it.
+                        while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_cannot_set_or_clear_the_proxy_cookies_on_any_response_101_included() {
+    let (up, _task) = cookie_planting_upstream().await;
+    let proxy = ProxyBin::start(&format!(
+        "[[routes]]\npath = \"/\"\nupstream = \"http://127.0.0.1:{up}\"\npolicy = \"public\"\n"
+    ))
+    .await;
+    let ws = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    // (what, request, expected status): a bodiless GET (lean client), a POST with a body (hyper's client), and the
+    // WebSocket handshake (101, which used to leave the handler before the response was cleaned).
+    let cases = [
+        (
+            "GET",
+            format!("GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+            200,
+        ),
+        (
+            "POST",
+            "POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n\r\nx".to_owned(),
+            200,
+        ),
+        (
+            "WebSocket",
+            format!("GET /ws HTTP/1.1\r\nHost: localhost\r\n{ws}\r\n"),
+            101,
+        ),
+    ];
+    for (what, req, status) in cases {
+        let r = raw_one(proxy.port, req.as_bytes()).await;
+        assert_eq!(r.status, status, "{what}: {r:?}");
+        let head = r.head.to_ascii_lowercase();
+        for planted in ["hero_session", "hero_login", "clear-site-data"] {
+            assert!(
+                !head.contains(planted),
+                "{what}: {planted} reached the browser:\n{}",
+                r.head
+            );
+        }
+        assert!(
+            head.contains("set-cookie: app=1"),
+            "{what}: the backend's own cookie passes"
+        );
+        if status == 101 {
+            assert!(
+                head.contains("upgrade: websocket") && head.contains("connection: upgrade"),
+                "{}",
+                r.head
+            );
+        }
+    }
+}
