@@ -95,9 +95,13 @@ pub fn strip_reserved(h: &mut HeaderMap) {
         .filter(|k| {
             let k = k.as_str();
             hero_identity::is_reserved_header(k)
-                || PATH_OVERRIDES
-                    .iter()
-                    .any(|o| o.eq_ignore_ascii_case(&k.replace('_', "-")))
+                || PATH_OVERRIDES.iter().any(|o| {
+                    // `HeaderName` is lower case already; `_` is how some servers spell `-`.
+                    o.len() == k.len()
+                        && o.bytes()
+                            .zip(k.bytes())
+                            .all(|(o, k)| o == k || (o == b'-' && k == b'_'))
+                })
         })
         .cloned()
         .collect();

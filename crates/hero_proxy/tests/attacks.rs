@@ -740,7 +740,7 @@ async fn a_backend_cannot_set_or_clear_the_proxy_cookies_on_any_response_101_inc
     let cases = [
         (
             "GET",
-            format!("GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+            "GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n".to_owned(),
             200,
         ),
         (
