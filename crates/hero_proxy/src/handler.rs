@@ -640,7 +640,11 @@ impl App {
         let timeout = std::time::Duration::from_secs(self.cfg.upstream_timeout_secs);
         let mut resp = match route
             .upstream
-            .send(Request::from_parts(parts, body), timeout)
+            .send(
+                Request::from_parts(parts, body),
+                session.map(|s| s.user.id),
+                timeout,
+            )
             .await
         {
             Ok(r) => r,

@@ -1,6 +1,6 @@
 //! The idle-connection pool both upstream clients keep per thread ([`crate::lean`]'s connections and hyper's
-//! senders in [`crate::upstream`]): per upstream key, a stack of idle connections with the time each was put back,
-//! most recent last. Per thread because each worker is a single-threaded runtime (`server::start`): a connection is
+//! senders in [`crate::upstream`]): per [`PoolKey`] (upstream and identity), a stack of idle connections with the
+//! time each was put back, most recent last. Per thread because each worker is a single-threaded runtime (`server::start`): a connection is
 //! only ever used and woken on the thread that made it, so there is no lock and no cross-thread wake-up on the hot
 //! path, like nginx's worker model.
 
@@ -17,6 +17,20 @@ pub const IDLE: Duration = Duration::from_secs(60);
 /// At most this many idle connections are kept per upstream and thread.
 pub const MAX_IDLE: usize = 512;
 
+/// Which requests may share an upstream connection: those to the same upstream **on behalf of the same signed-in
+/// user** (or all anonymous ones together). HTTP/1.1 reuse trusts the backend to frame every response exactly; one
+/// that does not (a body after a HEAD, more bytes than its `Content-Length`, sent late) shifts the connection by a
+/// response, and the next request on it gets the previous one's answer. No check before reuse can close that
+/// window — bytes may arrive after any check — so the pool makes sure the shift can never cross from one person to
+/// another: a user's authenticated response can only ever be misdelivered to that same user.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// The upstream's own key (`host:port` or `unix:/path`).
+    pub upstream: Arc<str>,
+    /// The local user id the request is made for; `None` for a request without a session.
+    pub user: Option<i64>,
+}
+
 /// What a pool asks of a connection.
 pub trait Pooled {
     /// Whether it may still carry a request: open, nothing unexpected pending on it. Asked only of the connections
@@ -30,9 +44,9 @@ pub trait Pooled {
     }
 }
 
-/// One thread's idle connections, per upstream key.
+/// One thread's idle connections, per [`PoolKey`].
 pub struct Pool<T> {
-    idle: HashMap<Arc<str>, Vec<(T, Instant)>>,
+    idle: HashMap<PoolKey, Vec<(T, Instant)>>,
 }
 
 impl<T> Default for Pool<T> {
@@ -52,7 +66,7 @@ fn keep<T: Pooled>(conn: &T, since: Instant, now: Instant) -> bool {
 impl<T: Pooled> Pool<T> {
     /// The most recently returned ready connection for `key`; the unusable and long-idle ones met on the way are
     /// dropped (closing them).
-    pub fn take(&mut self, key: &str) -> Option<T> {
+    pub fn take(&mut self, key: &PoolKey) -> Option<T> {
         let idle = self.idle.get_mut(key)?;
         let now = Instant::now();
         let mut i = idle.len();
@@ -69,8 +83,8 @@ impl<T: Pooled> Pool<T> {
     }
 
     /// Returns `conn` to the pool under `key`, unless `key` already holds [`MAX_IDLE`] (then it is closed).
-    pub fn put(&mut self, key: &Arc<str>, conn: T) {
-        let idle = match self.idle.get_mut(key.as_ref()) {
+    pub fn put(&mut self, key: &PoolKey, conn: T) {
+        let idle = match self.idle.get_mut(key) {
             Some(v) => v,
             None => self.idle.entry(key.clone()).or_default(),
         };
@@ -102,7 +116,7 @@ impl<T: Pooled> Pool<T> {
 
     /// How many idle connections this pool holds for `key`.
     #[cfg(test)]
-    pub fn len(&self, key: &str) -> usize {
+    pub fn len(&self, key: &PoolKey) -> usize {
         self.idle.get(key).map_or(0, Vec::len)
     }
 }
@@ -131,6 +145,13 @@ mod tests {
         }
     }
 
+    fn key(upstream: &str, user: Option<i64>) -> PoolKey {
+        PoolKey {
+            upstream: upstream.into(),
+            user,
+        }
+    }
+
     fn fake(id: u32, usable: bool, ready: bool, asked: &Rc<Cell<u32>>) -> Fake {
         Fake {
             id,
@@ -143,7 +164,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn take_returns_the_most_recent_ready_one_and_drops_only_the_unusable_it_meets() {
         let asked = Rc::new(Cell::new(0));
-        let key: Arc<str> = "k".into();
+        let key = key("k", None);
         let mut pool = Pool::default();
         for (id, usable, ready) in [
             (1, true, true),
@@ -162,19 +183,41 @@ mod tests {
         assert_eq!(pool.take(&key).map(|c| c.id), Some(1));
         assert!(pool.take(&key).is_none());
         assert_eq!(pool.len(&key), 1);
-        assert!(pool.take("other").is_none());
+        assert!(pool.take(&self::key("other", None)).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_only_ever_taken_for_the_same_upstream_and_the_same_user() {
+        let asked = Rc::new(Cell::new(0));
+        let mut pool = Pool::default();
+        pool.put(&key("up", Some(1)), fake(1, true, true, &asked));
+        pool.put(&key("up", None), fake(2, true, true, &asked));
+        for other in [
+            key("up", Some(2)),
+            key("up", Some(-1)),
+            key("up ", Some(1)),
+            key("other", None),
+        ] {
+            assert!(pool.take(&other).is_none(), "{other:?}");
+        }
+        assert_eq!(pool.take(&key("up", None)).map(|c| c.id), Some(2));
+        assert!(
+            pool.take(&key("up", None)).is_none(),
+            "anonymous got user 1's"
+        );
+        assert_eq!(pool.take(&key("up", Some(1))).map(|c| c.id), Some(1));
     }
 
     #[tokio::test(start_paused = true)]
     async fn idle_past_the_limit_is_never_taken_and_the_sweep_drops_it_and_its_key() {
         let asked = Rc::new(Cell::new(0));
-        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let (a, b) = (key("a", None), key("b", Some(7)));
         let mut pool = Pool::default();
         pool.put(&a, fake(1, true, true, &asked));
         pool.put(&b, fake(2, false, true, &asked));
         pool.sweep();
         assert_eq!((pool.len(&a), pool.len(&b)), (1, 0), "the unusable one");
-        assert!(!pool.idle.contains_key("b"), "a key left empty is removed");
+        assert!(!pool.idle.contains_key(&b), "a key left empty is removed");
         tokio::time::advance(IDLE).await;
         let before = asked.get();
         assert!(pool.take(&a).is_none(), "idle past the limit");
@@ -192,7 +235,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn put_drops_the_expired_front_and_keeps_at_most_max_idle() {
         let asked = Rc::new(Cell::new(0));
-        let key: Arc<str> = "k".into();
+        let key = key("k", Some(3));
         let mut pool = Pool::default();
         pool.put(&key, fake(0, true, true, &asked));
         tokio::time::advance(IDLE).await;

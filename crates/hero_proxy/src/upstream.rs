@@ -19,7 +19,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::error::{ProxyError, Result};
 use crate::lean::{self, BodyError, ExchangeError, Stream};
-use crate::pool::{Pool, Pooled};
+use crate::pool::{Pool, PoolKey, Pooled};
 
 /// Body type of every response the proxy produces (hyper's client bodies and [`lean`] bodies alike).
 pub type ProxyBody = BoxBody<Bytes, BodyError>;
@@ -63,7 +63,7 @@ thread_local! {
 }
 
 /// A ready sender for `key` from this thread's pool; closed and long-idle ones are dropped on the way.
-fn checkout(key: &str) -> Option<SendRequest<Incoming>> {
+fn checkout(key: &PoolKey) -> Option<SendRequest<Incoming>> {
     POOL.with(|p| p.borrow_mut().take(key))
 }
 
@@ -73,7 +73,7 @@ pub fn sweep_idle() {
 }
 
 /// Puts `sender` back into this thread's pool under `key` (it may still be busy with a response body).
-fn checkin(key: &Arc<str>, sender: SendRequest<Incoming>) {
+fn checkin(key: &PoolKey, sender: SendRequest<Incoming>) {
     if !sender.is_closed() {
         POOL.with(|p| p.borrow_mut().put(key, sender))
     }
@@ -164,13 +164,20 @@ impl Upstream {
         Ok(sender)
     }
 
-    /// Sends `req` (its URI's path and query are kept) to this upstream, waiting at most `timeout` for the
-    /// response head (connect included): a backend that accepts and never answers must not hold the client forever.
+    /// Sends `req` (its URI's path and query are kept) to this upstream on behalf of `user` (the local user id of
+    /// the request's session, `None` without one: connections are only reused for the same user, see [`PoolKey`]),
+    /// waiting at most `timeout` for the response head (connect included): a backend that accepts and never answers
+    /// must not hold the client forever.
     pub async fn send(
         &self,
         mut req: Request<Incoming>,
+        user: Option<i64>,
         timeout: Duration,
     ) -> Result<Response<ProxyBody>> {
+        let key = PoolKey {
+            upstream: self.key().clone(),
+            user,
+        };
         // hyper's connection-level client writes the URI as given: send origin-form (path and query) only.
         if req.uri().scheme().is_some() || req.uri().authority().is_some() {
             let pq = req.uri().path_and_query().cloned();
@@ -190,7 +197,7 @@ impl Upstream {
             let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             return match tokio::time::timeout(
                 timeout,
-                self.send_lean(&parts.method, target, &parts.headers),
+                self.send_lean(key, &parts.method, target, &parts.headers),
             )
             .await
             {
@@ -198,7 +205,7 @@ impl Upstream {
                 Ok(r) => r.map(|resp| resp.map(|b| b.boxed())),
             };
         }
-        match tokio::time::timeout(timeout, self.send_pooled(req)).await {
+        match tokio::time::timeout(timeout, self.send_pooled(&key, req)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout(self.describe())),
             Ok(r) => r.map(|resp| resp.map(|b| b.map_err(BodyError::from).boxed())),
         }
@@ -209,16 +216,16 @@ impl Upstream {
     /// §9.2.2): for others the backend may already have acted, so the client gets the 502.
     async fn send_lean(
         &self,
+        key: PoolKey,
         method: &http::Method,
         target: &str,
         headers: &http::HeaderMap,
     ) -> Result<Response<lean::LeanBody>> {
         let mut head = Vec::with_capacity(1024);
         lean::encode_head(method, target, headers, &mut head);
-        let key = self.key();
         let mut may_pool = true;
         loop {
-            let (conn, pooled) = match if may_pool { lean::checkout(key) } else { None } {
+            let (conn, pooled) = match if may_pool { lean::checkout(&key) } else { None } {
                 Some(c) => (c, true),
                 None => (lean::Conn::new(self.connect_stream().await?), false),
             };
@@ -235,8 +242,11 @@ impl Upstream {
         }
     }
 
-    async fn send_pooled(&self, req: Request<Incoming>) -> Result<Response<Incoming>> {
-        let key = self.key();
+    async fn send_pooled(
+        &self,
+        key: &PoolKey,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>> {
         let mut req = req;
         // A pooled connection can close between the readiness check and the write (the backend's keep-alive
         // ended); hyper then hands the unsent request back and it goes out once on a fresh connection.
@@ -295,7 +305,7 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt as _;
 
-    fn idle_count(key: &str) -> usize {
+    fn idle_count(key: &PoolKey) -> usize {
         POOL.with(|p| p.borrow().len(key))
     }
 
@@ -313,7 +323,11 @@ mod tests {
             .await
             .unwrap();
         let (task_a, task_b) = (tokio::spawn(conn_a), tokio::spawn(conn_b));
-        let (ka, kb): (Arc<str>, Arc<str>) = ("sweep-open".into(), "sweep-closed".into());
+        let key = |u: &str| PoolKey {
+            upstream: u.into(),
+            user: None,
+        };
+        let (ka, kb) = (key("sweep-open"), key("sweep-closed"));
         checkin(&ka, sa);
         checkin(&kb, sb);
         drop(peer_b);

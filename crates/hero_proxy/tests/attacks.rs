@@ -778,3 +778,109 @@ async fn a_backend_cannot_set_or_clear_the_proxy_cookies_on_any_response_101_inc
         }
     }
 }
+
+/// A backend that frames some responses wrongly, the way the reviewer's desync used: `/longer` answers
+/// `Content-Length: 2` and, when the next request arrives on that connection, first sends the rest — a whole forged
+/// response — before the real answer; a HEAD answers a head and then the same forged response as a "body". Every
+/// other request is answered `who=<x-hero-user>` (`who=-` without one).
+async fn misframing_upstream() -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const FORGED: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nSMUGGLED!";
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                let mut owed = false;
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    let req = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                    let mut out = Vec::new();
+                    if std::mem::take(&mut owed) {
+                        out.extend_from_slice(FORGED);
+                    }
+                    if req.starts_with("head ") {
+                        out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+                        owed = true;
+                    } else if req.contains(" /pub/longer ") {
+                        out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                        owed = true;
+                    } else {
+                        let who = req
+                            .lines()
+                            .find_map(|l| l.strip_prefix("x-hero-user:"))
+                            .map_or("-".to_owned(), |v| v.trim().to_owned());
+                        let body = format!("who={who}");
+                        out.extend_from_slice(
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        );
+                    }
+                    if s.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misframing_backend_cannot_hand_one_persons_response_to_another() {
+    let (up, _task) = misframing_upstream().await;
+    let proxy = ProxyBin::start(&format!(
+        "[[routes]]\npath = \"/pub\"\nupstream = \"http://127.0.0.1:{up}\"\npolicy = \"public\"\n\
+         [[routes]]\npath = \"/\"\nupstream = \"http://127.0.0.1:{up}\"\npolicy = \"sso\"\n"
+    ))
+    .await;
+    let alice = proxy.login("alice").await;
+    let bob = proxy.login("bob").await;
+    let get = |target: &'static str, cookie: Option<&String>| {
+        let extra = cookie.map_or(String::new(), |c| format!("Cookie: {c}\r\n"));
+        let port = proxy.port;
+        async move { raw_get(port, target, &extra).await }
+    };
+    // Warm-up so each identity has had a connection (one worker: every request shares this thread's pools).
+    assert_eq!(get("/x", Some(&alice)).await.body, "who=alice");
+    // (what the attacker sends to poison a connection, who asks next, what that one must see)
+    let cases: [(&str, &str, Option<&String>, &str); 4] = [
+        ("GET", "/pub/longer", Some(&alice), "who=alice"),
+        ("GET", "/pub/longer", Some(&bob), "who=bob"),
+        ("HEAD", "/pub/head", Some(&alice), "who=alice"),
+        // After a HEAD even the same (anonymous) identity gets a fresh connection.
+        ("HEAD", "/pub/head", None, "who=-"),
+    ];
+    for (i, (method, poison, victim, want)) in cases.into_iter().enumerate() {
+        let r = raw_request(
+            proxy.port,
+            format!("{method} {poison} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "case {i}: {r:?}");
+        let target = if victim.is_some() {
+            "/private"
+        } else {
+            "/pub/next"
+        };
+        let r = get(target, victim).await;
+        assert_eq!(r.body, want, "case {i}: the next person got {:?}", r.body);
+    }
+    // A signed-in user's authenticated response never reaches an anonymous request either: bob's page, then a
+    // poisoning GET as bob, then an anonymous request gets its own fresh answer, not bob's leftovers.
+    let _ = raw_request(
+        proxy.port,
+        format!("GET /pub/longer HTTP/1.1\r\nHost: localhost\r\nCookie: {bob}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(get("/pub/next", None).await.body, "who=-");
+}
