@@ -432,7 +432,10 @@ impl App {
     ) -> Response<ProxyBody> {
         let route = {
             let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-            routes.find(host.as_deref(), path)
+            match routes.find_unambiguous(host.as_deref(), path) {
+                Ok(r) => r,
+                Err(e) => return bad_request(&e),
+            }
         };
         // The upstream gets exactly the target the route was chosen for.
         if req.uri().path_and_query().map(|p| p.as_str()) != Some(pq.as_str()) {

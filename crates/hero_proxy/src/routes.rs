@@ -6,6 +6,7 @@ use hero_identity::ClaimRule;
 
 use crate::config::RouteConfig;
 use crate::error::{ProxyError, Result};
+use crate::target::TargetError;
 use crate::upstream::Upstream;
 
 /// Who may pass a route.
@@ -183,6 +184,48 @@ impl Routes {
             .cloned()
     }
 
+    /// [`Routes::find`], refusing a path that backends could read as another route's: every reading of the path
+    /// must pick the same route. The readings: the path as given; without the `;parameters` of its segments (how
+    /// servlet containers — Tomcat, Jetty, Spring — read `/admin;x/y`: as `/admin/y`); and in lower case (how
+    /// case-insensitive servers read `/ADMIN`). Stripping or folding before matching would only move the bypass
+    /// (`/pub;x` would then match a public `/pub` route while a literal backend serves a protected `/pub;x`), so
+    /// the ambiguous path is refused instead. Only a path with `;` or an upper-case letter has other readings.
+    pub fn find_unambiguous(
+        &self,
+        host: Option<&str>,
+        path: &str,
+    ) -> Result<Option<Arc<Route>>, TargetError> {
+        let route = self.find(host, path);
+        let has_params = path.contains(';');
+        let has_upper = path.bytes().any(|b| b.is_ascii_uppercase());
+        if !has_params && !has_upper {
+            return Ok(route);
+        }
+        let same = |other: Option<Arc<Route>>| match (&route, &other) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        let without_params: String = if has_params {
+            path.split('/')
+                .map(|seg| seg.split(';').next().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("/")
+        } else {
+            path.to_owned()
+        };
+        let readings = [
+            without_params.clone(),
+            path.to_ascii_lowercase(),
+            without_params.to_ascii_lowercase(),
+        ];
+        if readings.iter().all(|p| same(self.find(host, p))) {
+            Ok(route)
+        } else {
+            Err(TargetError::AmbiguousRoute)
+        }
+    }
+
     /// All routes, in match order.
     pub fn all(&self) -> &[Arc<Route>] {
         &self.0
@@ -230,6 +273,46 @@ mod tests {
         assert_eq!(t.find(None, "/api").unwrap().policy, Policy::Sso);
         for not_a_path in ["*", "", "api", "localhost:80"] {
             assert!(t.find(Some("a.x"), not_a_path).is_none(), "{not_a_path:?}");
+        }
+    }
+
+    #[test]
+    fn a_path_another_server_would_read_as_another_route_is_refused() {
+        let t = Routes::new(vec![
+            route(None, "/", "sso"),
+            route(None, "/admin", "admin"),
+            route(None, "/pub", "public"),
+        ]);
+        let policy = |p: &str| {
+            t.find_unambiguous(None, p)
+                .map(|r| r.unwrap().policy.clone())
+        };
+        // (path, the policy it gets, or None for refused)
+        let cases: &[(&str, Option<Policy>)] = &[
+            // Servlet path parameters in either direction: a stronger route hidden, or a weaker one borrowed.
+            ("/admin;x", None),
+            ("/admin;jsessionid=1/secret", None),
+            ("/pub;x", None),
+            ("/pub;x/y", None),
+            ("/a;b/admin", Some(Policy::Sso)),
+            // Letter case, likewise.
+            ("/ADMIN", None),
+            ("/Admin/x", None),
+            ("/PUB/x", None),
+            // Readings that land on the same route are fine.
+            ("/admin/a;b", Some(Policy::Admin)),
+            ("/admin/Report.PDF", Some(Policy::Admin)),
+            ("/pub/Logo.SVG;v=2", Some(Policy::Public)),
+            ("/Other/x;y", Some(Policy::Sso)),
+            ("/administrator", Some(Policy::Sso)),
+            ("/admin", Some(Policy::Admin)),
+        ];
+        for (path, want) in cases {
+            match (policy(path), want) {
+                (Ok(got), Some(want)) => assert_eq!(&got, want, "{path}"),
+                (Err(TargetError::AmbiguousRoute), None) => {}
+                (got, want) => panic!("{path}: got {got:?}, want {want:?}"),
+            }
         }
     }
 

@@ -38,6 +38,9 @@ pub enum TargetError {
     BadHost,
     /// Absolute-form target whose authority is not the `Host` header.
     HostMismatch,
+    /// A path that reads as another route's without its `;parameters` or in another letter case
+    /// (`Routes::find_unambiguous`).
+    AmbiguousRoute,
 }
 
 impl TargetError {
@@ -55,6 +58,7 @@ impl TargetError {
             TargetError::DuplicateHost => "target.duplicate_host",
             TargetError::BadHost => "target.bad_host",
             TargetError::HostMismatch => "target.host_mismatch",
+            TargetError::AmbiguousRoute => "target.ambiguous_route",
         }
     }
 }
@@ -76,6 +80,9 @@ impl fmt::Display for TargetError {
             TargetError::BadHost => "the Host header is not a host name with an optional port",
             TargetError::HostMismatch => {
                 "the Host header differs from the host in the request target"
+            }
+            TargetError::AmbiguousRoute => {
+                "the path could be read as another address (';' parameters or letter case); spell it exactly"
             }
         })
     }

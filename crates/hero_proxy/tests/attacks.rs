@@ -69,6 +69,12 @@ const PATH_FAMILY: &[(&str, Want)] = &[
     ("/public/../../{p}/secret", Want::Refused),
     ("/{p}%00/secret", Want::Refused),
     ("/{p}%zz/secret", Want::Refused),
+    // What servlet containers (`;` parameters) and case-insensitive servers read as the protected prefix.
+    ("/{p};x/secret", Want::Refused),
+    ("/{p};jsessionid=1/secret", Want::Refused),
+    ("/{p};", Want::Refused),
+    ("/{P}/secret", Want::Refused),
+    ("/{P1}/secret", Want::Refused),
 ];
 
 fn spell(template: &str, p: &str) -> String {
@@ -77,6 +83,11 @@ fn spell(template: &str, p: &str) -> String {
     template
         .replace("{hex1}", &format!("{first:02x}"))
         .replace("{rest}", &p[1..])
+        .replace(
+            "{P1}",
+            &format!("{}{}", p[..1].to_ascii_uppercase(), &p[1..]),
+        )
+        .replace("{P}", &p.to_ascii_uppercase())
         .replace("{p}", p)
 }
 
