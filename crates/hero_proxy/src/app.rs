@@ -61,6 +61,8 @@ pub struct App {
     pub signer: AssertionSigner,
     /// Served at `/.well-known/hero-proxy-key`.
     pub jwks_body: Bytes,
+    /// The owner login last read from the slot, so a change is noticed once (see [`App::owner_allowed`]).
+    owner_seen: Mutex<Option<String>>,
 }
 
 impl App {
@@ -116,6 +118,7 @@ impl App {
             clock,
             signer,
             jwks_body,
+            owner_seen: Mutex::new(None),
         };
         app.seed_providers().await?;
         app.reload_providers().await?;
@@ -283,16 +286,37 @@ impl App {
     /// Is this user the machine's owner (`owner` routes)? The login in [`OWNER_SLOT`], on `admin_provider`,
     /// compared with the login that provider last confirmed for this user row (`Store::provision` clears a row's
     /// login when another account proves the name) — never the local username, which a second provider's
-    /// `carol` could hold. Read on every request, so a changed owner takes effect at once; an absent or empty
-    /// slot admits nobody (fail closed: only admins pass).
+    /// `carol` could hold — and, like an admin name, only for the account first admitted under it
+    /// (`Store::bind_owner`): a Forge account deleted and recreated with the owner's name is someone else. Read
+    /// on every request, so a changed owner takes effect at once; an absent or empty slot admits nobody (fail
+    /// closed: only admins pass).
     pub async fn owner_allowed(&self, user: &crate::store::User) -> Result<bool> {
         let owner = match self.secrets.get(OWNER_SLOT).await? {
             Some(v) => v.expose().trim().to_ascii_lowercase(),
-            None => return Ok(false),
+            None => String::new(),
         };
-        Ok(!owner.is_empty()
-            && user.provider == self.cfg.admin_provider
-            && user.forge_username.to_ascii_lowercase() == owner)
+        {
+            // A changed owner forgets the old binding (the one write, only when the slot changed).
+            let mut seen = self.owner_seen.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.as_deref() != Some(owner.as_str()) {
+                self.store.prune_owner_binding(&owner)?;
+                *seen = Some(owner.clone());
+            }
+        }
+        if owner.is_empty()
+            || user.provider != self.cfg.admin_provider
+            || user.forge_username.to_ascii_lowercase() != owner
+        {
+            return Ok(false);
+        }
+        let bound =
+            self.store
+                .bind_owner(&owner, &user.provider, &user.external_id, self.clock.now())?;
+        if !bound {
+            tracing::warn!(user = %user.username, login = %owner,
+                "the owner's login is bound to another account of the provider; refused");
+        }
+        Ok(bound)
     }
 
     /// Revokes the admin sessions of users no longer allowed (periodic; requests also check on their own).

@@ -60,6 +60,8 @@ CREATE TABLE IF NOT EXISTS routes(
   removed INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS admin_bindings(
   forge_username TEXT PRIMARY KEY, provider TEXT NOT NULL, external_id TEXT NOT NULL, bound_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS owner_binding(
+  forge_username TEXT PRIMARY KEY, provider TEXT NOT NULL, external_id TEXT NOT NULL, bound_at INTEGER NOT NULL);
 INSERT OR IGNORE INTO groups(name) VALUES ('admin');
 "#;
 
@@ -365,6 +367,50 @@ impl Store {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         Ok(p == provider && x == external_id)
+    }
+
+    /// The owner's counterpart of [`Store::bind_admin`]: binds the machine owner's login (the `cockpit/FORGE_OWNER`
+    /// slot) to the account first admitted under it; `true` if `(provider, external_id)` is that account. Changing
+    /// the owner forgets the binding ([`Store::prune_owner_binding`]), so changing it back re-binds, as removing and
+    /// re-adding an admin name does.
+    pub fn bind_owner(
+        &self,
+        login: &str,
+        provider: &str,
+        external_id: &str,
+        now: u64,
+    ) -> Result<bool> {
+        let c = self.c();
+        // Owner routes carry the owner's every click: the common case is one read.
+        let bound: Option<(String, String)> = c
+            .query_row(
+                "SELECT provider, external_id FROM owner_binding WHERE forge_username = ?1",
+                [login],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((p, x)) = bound {
+            return Ok(p == provider && x == external_id);
+        }
+        c.execute(
+            "INSERT OR IGNORE INTO owner_binding(forge_username, provider, external_id, bound_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![login, provider, external_id, now as i64],
+        )?;
+        let (p, x): (String, String) = c.query_row(
+            "SELECT provider, external_id FROM owner_binding WHERE forge_username = ?1",
+            [login],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(p == provider && x == external_id)
+    }
+
+    /// Forgets the owner binding unless it is for `owner` (the slot's current login).
+    pub fn prune_owner_binding(&self, owner: &str) -> Result<usize> {
+        Ok(self.c().execute(
+            "DELETE FROM owner_binding WHERE forge_username <> ?1",
+            [owner],
+        )?)
     }
 
     /// Forgets the bindings of names no longer on the allowlist (so removing and re-adding a name re-binds it).

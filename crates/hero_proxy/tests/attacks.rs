@@ -895,3 +895,54 @@ async fn a_misframing_backend_cannot_hand_one_persons_response_to_another() {
     .await;
     assert_eq!(get("/pub/next", None).await.body, "who=-");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_machine_owner_is_one_forge_account_not_a_name() {
+    use hero_secrets::SecretStore;
+    let nginx = Nginx::start(AREAS).await;
+    let proxy = ProxyBin::start(&format!(
+        "[[routes]]\npath = \"/\"\nupstream = \"http://127.0.0.1:{}\"\npolicy = \"owner\"\n",
+        nginx.port
+    ))
+    .await;
+    let forge = proxy.peer.issuer.clone();
+    let owner = |list: &'static str| {
+        let s = &proxy.secrets;
+        async move { s.set("cockpit/FORGE_OWNER", list).await.unwrap() }
+    };
+    let mine = |cookie: String| {
+        let port = proxy.port;
+        async move {
+            raw_get(port, "/x", &format!("Cookie: {cookie}\r\n"))
+                .await
+                .status
+        }
+    };
+    owner("alice").await;
+    let first = login_at(&proxy.base, &forge, "alice").await;
+    assert_eq!(
+        mine(first.clone()).await,
+        200,
+        "forge alice (1001), the owner"
+    );
+    // alice's Forge account deleted and recreated: same name, new id — someone else, refused; and the old
+    // account no longer holds the name either.
+    let recreated = login_at(&proxy.base, &forge, "2001").await;
+    assert_eq!(mine(recreated.clone()).await, 403, "recreated alice");
+    assert_eq!(
+        mine(first.clone()).await,
+        403,
+        "old alice after the name moved"
+    );
+    // The operator names the owner again (another owner, then alice): the account holding the name now is it.
+    owner("bob").await;
+    assert_eq!(mine(recreated.clone()).await, 403);
+    owner("alice").await;
+    assert_eq!(
+        mine(recreated.clone()).await,
+        200,
+        "recreated alice after re-approval"
+    );
+    let old_again = login_at(&proxy.base, &forge, "alice").await;
+    assert_eq!(mine(old_again).await, 403, "1001 again, bound to 2001 now");
+}
