@@ -26,6 +26,10 @@ impl Deployer {
         user_id: UserId,
     ) -> Result<ResetPasswordResult, ServiceError> {
         let user = self.get_user(user_id).await?;
+        // One change of this user at a time: two resets interleaving their store and Forge writes would leave
+        // the held password different from Forge's (and each caller shown one that may not work).
+        let _claim = self.claim_name(&user.forge_username).await?;
+        let user = self.get_user(user_id).await?;
         let subject = format!("user:{}", user.forge_username);
         let result = self
             .reset(&user.forge_username, user.setup_complete, user_id)

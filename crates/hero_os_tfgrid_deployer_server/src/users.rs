@@ -249,15 +249,15 @@ impl Deployer {
         })
     }
 
-    /// Claims `name` for a create or delete (see `db/claims.rs`), waiting at most
+    /// Claims `name` for a create, delete or password reset (see `db/claims.rs`), waiting at most
     /// [`CLAIM_WAIT`] for one in flight.
-    async fn claim_name(&self, name: &str) -> Result<crate::db::Claim, ServiceError> {
+    pub(crate) async fn claim_name(&self, name: &str) -> Result<crate::db::Claim, ServiceError> {
         self.db
             .claim(&format!("user:{name}"), CLAIM_WAIT)
             .await
             .ok_or_else(|| {
                 ServiceError::FailedPrecondition(format!(
-                    "another create_user or delete_user of {name} is still running after {} s; try again later",
+                    "another create, delete or password reset of {name} is still running after {} s; try again later",
                     CLAIM_WAIT.as_secs()
                 ))
             })

@@ -97,3 +97,55 @@ async fn parallel_creates_of_one_name_create_once_and_keep_the_password_forge_ho
         assert_eq!(me["login"], name);
     }
 }
+
+/// Concurrent `reset_forge_password` of one user (two admins, a double click): they run one after
+/// the other, so the password held at the end is the one Forge accepts (and one a caller was shown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_password_resets_of_one_user_leave_the_held_password_the_one_forge_holds() {
+    let stack = Stack::start().await;
+    let c = stack.client();
+    let created = c.create_user("reset-race", None, None).await.unwrap();
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(CALLERS));
+    let mut tasks = Vec::new();
+    for _ in 0..CALLERS {
+        let client = Client::new(hero_os_tfgrid_deployer_sdk::Endpoint::Unix(
+            stack.server.socket.clone(),
+        ));
+        let start = start.clone();
+        let id = created.user_id;
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            client.reset_forge_password(id).await
+        }));
+    }
+    let mut shown = Vec::new();
+    for t in tasks {
+        shown.push(t.await.unwrap().unwrap().new_password);
+    }
+    let held = c
+        .reveal_initial_password(created.user_id)
+        .await
+        .unwrap()
+        .initial_password;
+    assert!(
+        shown.contains(&held),
+        "the held password was shown to a caller"
+    );
+    let http = reqwest::Client::new();
+    let me = http
+        .get(format!("{}/api/v1/user", stack.forge.url))
+        .basic_auth("reset-race", Some(&held))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200, "Forge refuses the held password");
+    // Every reset is audited once, all ok.
+    let events = c.list_events(&Default::default()).await.unwrap();
+    let resets = events
+        .events
+        .iter()
+        .filter(|e| e.action == "user.reset_forge_password")
+        .collect::<Vec<_>>();
+    assert_eq!(resets.len(), CALLERS);
+    assert!(resets.iter().all(|e| e.outcome == "ok"), "{resets:?}");
+}
