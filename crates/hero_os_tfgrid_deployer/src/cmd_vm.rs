@@ -1,7 +1,6 @@
 //! `vm deploy|delete|forget|repair|redeploy|extend|show|list|check|ssh|ssh-key` and `reconcile`.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -346,14 +345,8 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
             let key = client.export_ssh_key(user_id).await?;
             match file {
                 Some(path) => {
-                    let mut f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o600)
-                        .open(&path)
+                    write_private(&path, key.private_key.as_bytes())
                         .with_context(|| format!("cannot write {}", path.display()))?;
-                    f.write_all(key.private_key.as_bytes())?;
                     eprintln!(
                         "private key {} written to {} (0600); public: {}",
                         key.fingerprint,
@@ -499,5 +492,21 @@ pub async fn reconcile(fix: bool, yes: bool, client: &Client, out: &Output) -> a
             }
         }
     });
+    Ok(())
+}
+
+/// Writes a private key to `path` as a new 0600 file renamed into place. Opening `path` itself with mode 0600
+/// would apply the mode only when the file is created: an existing 0644 file (or whatever a symlink there points
+/// at) would get the key at its old mode. The rename replaces the name, never follows it.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    // tempfile creates its file 0600, with O_EXCL.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

@@ -195,20 +195,36 @@ fn vm_and_job_commands_on_a_kept_demo_vm() {
         stdout.contains(&format!("http://bob.localhost:{port}/")),
         "{stdout}"
     );
-    let key = dir.path().join("bob_key");
-    let (ok, _, stderr) = cli(
-        &socket,
-        &["vm", "ssh-key", "bob", "--out", key.to_str().unwrap()],
-    );
-    assert!(ok, "{stderr}");
+    // The key file is 0600 whatever was at the path before: nothing, a world-readable file, or a
+    // symlink (replaced, its target untouched).
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    assert!(std::fs::read_to_string(&key)
-        .unwrap()
-        .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+    let key = dir.path().join("bob_key");
+    let readable = dir.path().join("readable_key");
+    std::fs::write(&readable, "old").unwrap();
+    std::fs::set_permissions(&readable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let target = dir.path().join("elsewhere");
+    std::fs::write(&target, "untouched").unwrap();
+    let link = dir.path().join("linked_key");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    for path in [&key, &readable, &link] {
+        let (ok, _, stderr) = cli(
+            &socket,
+            &["vm", "ssh-key", "bob", "--out", path.to_str().unwrap()],
+        );
+        assert!(ok, "{stderr}");
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        assert!(meta.file_type().is_file(), "{}", path.display());
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            path.display()
+        );
+        assert!(std::fs::read_to_string(path)
+            .unwrap()
+            .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+    }
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
     let (ok, stdout, stderr) = cli(&socket, &["reconcile"]);
     assert!(ok && stdout.contains("no orphans"), "{stdout}{stderr}");
     let (ok, _, stderr) = cli(&socket, &["vm", "delete", "bob", "--follow", "--yes"]);
