@@ -148,11 +148,13 @@ pub async fn sweep(p: &Provisioner) -> Result<Sweep, ServiceError> {
         .await?;
     let mut decommissioned = Vec::new();
     for (user_id, user) in expired {
-        match p.decommission_vm(&actor, user_id).await {
-            Ok(job) => {
+        // Checked again in the write that starts the job: an extend since the read above wins.
+        match p.decommission_expired(&actor, user_id, now).await {
+            Ok(Some(job)) => {
                 tracing::info!(user = %user, job_id = job.job_id, "expired VM: decommissioning");
                 decommissioned.push(user);
             }
+            Ok(None) => tracing::info!(user = %user, "VM extended since the sweep read it: kept"),
             // Busy (a repair, a decommission already running): the next sweep looks again.
             Err(ServiceError::JobConflict { .. }) => {}
             Err(e) => tracing::warn!(user = %user, error = %e, "expired VM: decommission refused"),

@@ -155,6 +155,31 @@ impl Provisioner {
         actor: &Actor,
         user_id: UserId,
     ) -> Result<Job, ServiceError> {
+        match self.decommission(actor, user_id, None).await? {
+            Some(job) => Ok(job),
+            None => Err(ServiceError::Internal(
+                "a decommission without a condition created no job".into(),
+            )),
+        }
+    }
+
+    /// The expiry sweep's decommission: only if the VM is still ready and expired at `now` in the same write that
+    /// creates the job (see [`vms::still_expired`]); `None` when it no longer is (extended since the sweep read it).
+    pub(crate) async fn decommission_expired(
+        &self,
+        actor: &Actor,
+        user_id: UserId,
+        now: i64,
+    ) -> Result<Option<Job>, ServiceError> {
+        self.decommission(actor, user_id, Some(now)).await
+    }
+
+    async fn decommission(
+        &self,
+        actor: &Actor,
+        user_id: UserId,
+        only_if_expired_at: Option<i64>,
+    ) -> Result<Option<Job>, ServiceError> {
         let actor_s = actor.as_str().to_owned();
         let now = self.now_ms();
         let now_s = self.deployer().clock.now();
@@ -162,8 +187,13 @@ impl Provisioner {
         // One write, as for provision_vm.
         let created =
             self.db()
-                .write(move |conn| -> Result<Loaded, ServiceError> {
+                .write(move |conn| -> Result<Option<Loaded>, ServiceError> {
                     let username = user_name(conn, user_id)?;
+                    if let Some(now) = only_if_expired_at {
+                        if !vms::still_expired(conn, user_id, now)? {
+                            return Ok(None);
+                        }
+                    }
                     if store::active_job_of(conn, user_id)?.is_some() {
                         return Err(store::conflict(conn, user_id, &username));
                     }
@@ -219,9 +249,10 @@ impl Provisioner {
                         },
                         now_s,
                     )
+                    .map(Some)
                 })
                 .await?;
-        Ok(self.launch(created))
+        Ok(created.map(|c| self.launch(c)))
     }
 
     /// `deployer.repair_vm`: a repair job on the user's ready VM, with the profile it runs.
