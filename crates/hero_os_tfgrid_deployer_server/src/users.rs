@@ -495,22 +495,42 @@ impl Deployer {
         // Not beside a create of the same name (which would find its row gone at the end).
         let _claim = self.claim_name(&user.forge_username).await?;
         let user = self.get_user(user_id).await?;
-        let live_vms: i64 = self
+        // One write for the check and a mark: `provision_vm` takes no name claim, so a deploy racing this delete
+        // is stopped by the mark (it refuses a user being deleted), or, if its write came first, this check sees
+        // its job and VM. Without it both could succeed and leave a VM whose user no longer exists.
+        let blocked = self
             .db
-            .call(move |conn| -> Result<i64, ServiceError> {
-                Ok(conn.query_row_cached(
+            .write(move |conn| -> Result<Option<VmStatus>, ServiceError> {
+                let live_vms: i64 = conn.query_row_cached(
                     "SELECT count(*) FROM vms WHERE user_id = ?1 AND state != 'decommissioned'",
                     [user_id],
                     |r| r.get(0),
-                )?)
+                )?;
+                let status: VmStatus = conn.query_row_cached(
+                    "SELECT vm_status FROM users WHERE user_id = ?1",
+                    [user_id],
+                    |r| r.get(0),
+                )?;
+                let busy = crate::provision::store::active_job_of(conn, user_id)?.is_some();
+                if live_vms > 0
+                    || busy
+                    || !matches!(status, VmStatus::NoVm | VmStatus::Decommissioned)
+                {
+                    return Ok(Some(status));
+                }
+                conn.execute_cached(
+                    "UPDATE users SET setup_state = 'deleting' WHERE user_id = ?1",
+                    [user_id],
+                )?;
+                Ok(None)
             })
             .await?;
         let subject = format!("user:{}", user.forge_username);
-        if live_vms > 0 || !matches!(user.vm_status, VmStatus::NoVm | VmStatus::Decommissioned) {
+        if let Some(status) = blocked {
             let error = ServiceError::FailedPrecondition(format!(
-                "user {} still has a VM ({}); decommission it first",
+                "user {} still has a VM or a job ({}); decommission it first",
                 user.forge_username,
-                user.vm_status.as_str()
+                status.as_str()
             ));
             self.audit(actor, "user.delete", &subject, &error_outcome(&error), None)
                 .await?;

@@ -70,6 +70,17 @@ impl Provisioner {
             .db()
             .write(move |conn| -> Result<Loaded, ServiceError> {
                 let username = user_name(conn, user_id)?;
+                // `delete_user` marks the user before removing their secrets and row (see there).
+                let deleting: bool = conn.query_row_cached(
+                    "SELECT setup_state = 'deleting' FROM users WHERE user_id = ?1",
+                    [user_id],
+                    |r| r.get(0),
+                )?;
+                if deleting {
+                    return Err(ServiceError::FailedPrecondition(format!(
+                        "user {username} is being deleted"
+                    )));
+                }
                 let live = vms::live_vm(conn, user_id)?;
                 if let Some(vm) = &live {
                     if vm.state == VmState::Ready.as_str() {
