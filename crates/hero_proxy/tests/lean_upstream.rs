@@ -254,15 +254,19 @@ async fn every_response_framing_arrives_whole_and_reuse_follows_the_rules() {
     let (st, head, body) = c.get("GET", "/lean/interim").await.unwrap();
     assert_eq!((st, body.as_slice()), (200, &b"ok"[..]), "{head}");
 
-    // HEAD: the upstream's Content-Length reaches the client, no body is read, the connection stays usable.
+    // HEAD: the upstream's Content-Length reaches the client and no body is read; its connection is not reused
+    // (a late body after HEAD is the classic backend bug, see `lean::framing`), so the next GET opens a new one.
     let (st, head, _) = c.get("HEAD", "/lean/cl").await.unwrap();
     assert_eq!(st, 200);
     assert!(head.contains("content-length: 5"), "{head}");
     let (st, _, body) = c.get("GET", "/lean/cl").await.unwrap();
     assert_eq!((st, body.as_slice()), (200, &b"hello"[..]));
+    assert_eq!(up.conns(), 2, "no reuse after a HEAD");
+    // 204: no body, and the connection stays usable.
     let (st, _, body) = c.get("GET", "/lean/no-content").await.unwrap();
     assert_eq!((st, body.len()), (204, 0));
-    assert_eq!(up.conns(), 1);
+    let (st, _, _) = c.get("GET", "/lean/cl").await.unwrap();
+    assert_eq!((st, up.conns()), (200, 2));
 
     // A 1 MiB body across many reads arrives byte for byte.
     let (st, _, body) = c.get("GET", "/lean/large").await.unwrap();
@@ -271,13 +275,13 @@ async fn every_response_framing_arrives_whole_and_reuse_follows_the_rules() {
         .iter()
         .enumerate()
         .all(|(i, b)| *b == b'a' + (i % 26) as u8));
-    assert_eq!(up.conns(), 1);
+    assert_eq!(up.conns(), 2);
 
     // Read until the upstream closes: whole, and the next request needs a new connection.
     let (st, _, body) = c.get("GET", "/lean/close").await.unwrap();
     assert_eq!((st, body.as_slice()), (200, &b"until close"[..]));
     let (st, _, _) = c.get("GET", "/lean/cl").await.unwrap();
-    assert_eq!((st, up.conns()), (200, 2));
+    assert_eq!((st, up.conns()), (200, 3));
 
     // The upstream closes right after a complete answer (no `Connection: close`): the pooled connection is stale;
     // the next GET still gets its answer, on a fresh connection.
