@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method as HttpMethod, Request, StatusCode};
@@ -20,6 +21,30 @@ use crate::types::*;
 
 /// Largest number of idle connections kept for reuse.
 const MAX_IDLE: usize = 64;
+
+/// How long a call may take before the client gives up, unless [`Client::with_deadline`] says otherwise: a
+/// stopped or wedged server (or a network that drops packets) must not hang the CLI or the dashboard for ever.
+/// Generous, because it is a bound, not a target; the methods that are long by nature get more ([`deadline`]).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The deadline of one call of `method`: `base`, plus what the method may legitimately spend waiting — a name
+/// claim held by another call of the same user (`users::CLAIM_WAIT` on the server, 300 s), the backend's whole
+/// inventory (`reconcile`, through `tofu` on the grid), a fleet-wide probe round (`check_health`), or the
+/// long-poll the caller asked for (`job_events`' `wait_ms`).
+fn deadline(method: &str, params: &Value, base: Duration) -> Duration {
+    const CLAIM: Duration = Duration::from_secs(300);
+    match method {
+        "deployer.create_user" | "deployer.delete_user" | "deployer.reset_forge_password" => {
+            base + CLAIM
+        }
+        "deployer.reconcile" => base + Duration::from_secs(15 * 60),
+        "deployer.check_health" => base + Duration::from_secs(10 * 60),
+        "deployer.job_events" => {
+            base + Duration::from_millis(params.get("wait_ms").and_then(Value::as_u64).unwrap_or(0))
+        }
+        _ => base,
+    }
+}
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +143,8 @@ struct Inner {
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
     next_id: AtomicU64,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// The base of every call's deadline (see [`deadline`]).
+    deadline: Duration,
 }
 
 impl Client {
@@ -128,6 +155,20 @@ impl Client {
                 idle: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(1),
                 headers: Vec::new(),
+                deadline: DEFAULT_DEADLINE,
+            }),
+        }
+    }
+
+    /// The same client with another base deadline for its calls (see [`DEFAULT_DEADLINE`]).
+    pub fn with_deadline(&self, base: Duration) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                endpoint: self.inner.endpoint.clone(),
+                idle: Mutex::new(Vec::new()),
+                next_id: AtomicU64::new(1),
+                headers: self.inner.headers.clone(),
+                deadline: base,
             }),
         }
     }
@@ -146,6 +187,7 @@ impl Client {
                 idle: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(1),
                 headers,
+                deadline: self.inner.deadline,
             }),
         })
     }
@@ -170,11 +212,15 @@ impl Client {
     /// Calls any method with JSON params; returns the JSON result.
     pub async fn call_raw(&self, method: &str, params: Value) -> Result<Value, ClientError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let within = deadline(method, &params, self.inner.deadline);
         let body = json!({ "jsonrpc": "2.0", "method": method, "params": params, "id": id });
         let body = serde_json::to_vec(&body)
             .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
         let (status, bytes) = self
-            .request(HttpMethod::POST, "/rpc", Bytes::from(body))
+            .bounded(
+                within,
+                self.request(HttpMethod::POST, "/rpc", Bytes::from(body)),
+            )
             .await?;
         // Not the body: a socket of another service answers with an HTML page, which is noise
         // on a terminal; what the operator needs is "this is not the deployer".
@@ -194,40 +240,59 @@ impl Client {
 
     /// `GET path`, for `/health`, `/openrpc.json` and `/.well-known/heroservice.json`.
     pub async fn get(&self, path: &str) -> Result<(StatusCode, Bytes), ClientError> {
-        self.request(HttpMethod::GET, path, Bytes::new()).await
+        self.bounded(
+            self.inner.deadline,
+            self.request(HttpMethod::GET, path, Bytes::new()),
+        )
+        .await
     }
 
-    /// Sends one HTTP request on a pooled connection, with one retry on a fresh connection when a
-    /// pooled one turns out to be closed by the server.
+    /// `call` within `within`, connect and answer included.
+    async fn bounded<T>(
+        &self,
+        within: Duration,
+        call: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        tokio::time::timeout(within, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(self.transport(format!(
+                    "no answer within {} s (is the server stopped or overloaded?)",
+                    within.as_secs_f64()
+                )))
+            })
+    }
+
+    /// Sends one HTTP request on a pooled connection. When the pooled connection turns out to be closed before
+    /// the request went out, it is sent once more on a fresh one; once it may have reached the server it never
+    /// is, because a second `create_user` or `reset_forge_password` would act twice.
     async fn request(
         &self,
         method: HttpMethod,
         path: &str,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let pooled = self.take_idle();
-        let reused = pooled.is_some();
-        let sender = match pooled {
-            Some(s) => s,
-            None => self.connect().await?,
+        let request = self.build(method, path, body)?;
+        let Some(sender) = self.take_idle() else {
+            let fresh = self.connect().await?;
+            return self.send(fresh, request).await.map_err(|(e, _)| e);
         };
-        match self.send(sender, method.clone(), path, body.clone()).await {
+        match self.send(sender, request).await {
             Ok(ok) => Ok(ok),
-            Err(_) if reused => {
+            Err((_, Some(unsent))) => {
                 let fresh = self.connect().await?;
-                self.send(fresh, method, path, body).await
+                self.send(fresh, unsent).await.map_err(|(e, _)| e)
             }
-            Err(e) => Err(e),
+            Err((e, None)) => Err(e),
         }
     }
 
-    async fn send(
+    fn build(
         &self,
-        mut sender: SendRequest<Full<Bytes>>,
         method: HttpMethod,
         path: &str,
         body: Bytes,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
+    ) -> Result<Request<Full<Bytes>>, ClientError> {
         let host = match &self.inner.endpoint {
             Endpoint::Unix(_) => "localhost",
             Endpoint::Tcp(a) => a.as_str(),
@@ -240,20 +305,34 @@ impl Client {
         for (n, v) in &self.inner.headers {
             builder = builder.header(n, v);
         }
-        let request = builder
+        builder
             .body(Full::new(body))
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        sender.ready().await.map_err(|e| self.transport(e))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| self.transport(e))?;
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// One exchange on `sender`. On failure, the request comes back when hyper knows it was not sent (the
+    /// connection was already closed), so the caller may send it elsewhere.
+    async fn send(
+        &self,
+        mut sender: SendRequest<Full<Bytes>>,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Bytes), (ClientError, Option<Request<Full<Bytes>>>)> {
+        if let Err(e) = sender.ready().await {
+            return Err((self.transport(e), Some(request)));
+        }
+        let response = match sender.try_send_request(request).await {
+            Ok(r) => r,
+            Err(mut e) => {
+                let unsent = e.take_message();
+                return Err((self.transport(e.into_error()), unsent));
+            }
+        };
         let status = response.status();
         let bytes = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| self.transport(e))?
+            .map_err(|e| (self.transport(e), None))?
             .to_bytes();
         self.put_idle(sender);
         Ok((status, bytes))
