@@ -188,22 +188,54 @@ pub struct Line {
 #[derive(Default)]
 struct LineSplitter {
     buf: Vec<u8>,
+    /// Inside a line already cut at [`MAX_LINE`]: its rest is dropped up to the next newline.
+    skipping: bool,
 }
+
+/// The longest output line kept, in bytes; longer lines are cut (and say so). Without a bound, a remote command
+/// printing without a newline would grow this buffer without end.
+const MAX_LINE: usize = 8 * 1024;
 
 impl LineSplitter {
     fn push(&mut self, data: &[u8], stream: Stream, out: &mut impl FnMut(Line)) {
         self.buf.extend_from_slice(data);
-        while let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
-            let rest = self.buf.split_off(i + 1);
-            let mut line = std::mem::replace(&mut self.buf, rest);
-            line.pop();
+        loop {
+            let newline = self.buf.iter().position(|b| *b == b'\n');
+            if self.skipping {
+                match newline {
+                    Some(i) => {
+                        self.buf.drain(..=i);
+                        self.skipping = false;
+                        continue;
+                    }
+                    None => {
+                        self.buf.clear();
+                        return;
+                    }
+                }
+            }
+            let (mut line, cut) = match newline {
+                Some(i) if i <= MAX_LINE => {
+                    let rest = self.buf.split_off(i + 1);
+                    let mut line = std::mem::replace(&mut self.buf, rest);
+                    line.pop();
+                    (line, false)
+                }
+                _ if self.buf.len() > MAX_LINE => {
+                    let rest = self.buf.split_off(MAX_LINE);
+                    self.skipping = true;
+                    (std::mem::replace(&mut self.buf, rest), true)
+                }
+                _ => return,
+            };
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            out(Line {
-                stream,
-                text: String::from_utf8_lossy(&line).into_owned(),
-            });
+            let mut text = String::from_utf8_lossy(&line).into_owned();
+            if cut {
+                text.push_str(&format!(" … [line cut at {MAX_LINE} bytes]"));
+            }
+            out(Line { stream, text });
         }
     }
     fn finish(&mut self, stream: Stream, out: &mut impl FnMut(Line)) {
@@ -598,5 +630,37 @@ mod tests {
         s.push(b"ld\n\nlast", Stream::Stdout, &mut |l| got.push(l.text));
         s.finish(Stream::Stdout, &mut |l| got.push(l.text));
         assert_eq!(got, vec!["hello", "world", "", "last"]);
+    }
+
+    #[test]
+    fn a_line_without_end_is_cut_and_memory_stays_bounded() {
+        let mut s = LineSplitter::default();
+        let mut got = Vec::new();
+        // 1 MiB without a newline, in 4 KiB chunks, then the end of that line and a normal one.
+        for _ in 0..256 {
+            s.push(&[b'x'; 4096], Stream::Stdout, &mut |l| got.push(l.text));
+            assert!(s.buf.len() <= MAX_LINE + 4096, "{}", s.buf.len());
+        }
+        s.push(b"tail of it\nnext\n", Stream::Stdout, &mut |l| {
+            got.push(l.text)
+        });
+        // A long line whose newline arrives in the same chunk is cut too.
+        let mut long = vec![b'y'; MAX_LINE + 10];
+        long.extend_from_slice(b"\nafter\n");
+        s.push(&long, Stream::Stdout, &mut |l| got.push(l.text));
+        s.finish(Stream::Stdout, &mut |l| got.push(l.text));
+        assert_eq!(
+            got.len(),
+            4,
+            "{:?}",
+            got.iter().map(|l| l.len()).collect::<Vec<_>>()
+        );
+        assert!(
+            got[0].starts_with(&"x".repeat(MAX_LINE))
+                && got[0].ends_with("[line cut at 8192 bytes]")
+        );
+        assert_eq!(got[1], "next");
+        assert!(got[2].starts_with('y') && got[2].ends_with("[line cut at 8192 bytes]"));
+        assert_eq!(got[3], "after");
     }
 }
