@@ -249,7 +249,7 @@ impl Deployer {
         })
     }
 
-    /// Claims `name` for a create, delete or password reset (see `db/claims.rs`), waiting at most
+    /// Claims `name` for a create, delete, password reset, deploy or orphan removal (see `db/claims.rs`), waiting at most
     /// [`CLAIM_WAIT`] for one in flight.
     pub(crate) async fn claim_name(&self, name: &str) -> Result<crate::db::Claim, ServiceError> {
         self.db
@@ -257,7 +257,7 @@ impl Deployer {
             .await
             .ok_or_else(|| {
                 ServiceError::FailedPrecondition(format!(
-                    "another create, delete or password reset of {name} is still running after {} s; try again later",
+                    "another change of user {name} (create, delete, password reset, deploy, orphan removal) is still running after {} s; try again later",
                     CLAIM_WAIT.as_secs()
                 ))
             })

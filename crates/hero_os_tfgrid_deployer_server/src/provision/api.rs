@@ -65,6 +65,9 @@ impl Provisioner {
         let spec = hero_os_tfgrid_deployer_backends::VmSpec::default();
         let spec_json =
             serde_json::to_string(&spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        // Not while `reconcile --fix` removes an orphan of this user (its resource names are this job's).
+        let user = self.deployer().get_user(user_id).await?;
+        let _claim = self.deployer().claim_name(&user.forge_username).await?;
         // One write: checks and the new job see the same state, and it is one round trip.
         let created = self
             .db()

@@ -12,7 +12,9 @@
 //!   while the server runs):
 //!   `{"deploy_vm_timeouts": n, "deploy_vm_unavailable": n, "deploy_gateway_timeouts": n,
 //!     "deploy_gateway_unavailable": n, "ssh_refused": bool, "bootstrap_exit1": bool,
-//!     "health_503": bool, "stall_at": "<step>"}`.
+//!     "health_503": bool, "stall_at": "<step>", "inventory_hold": bool}`. `inventory_hold` makes a
+//!   backend's `inventory` wait (writing `<faults file>.inventory_held` when it starts waiting) until the switch
+//!   is off, at most 60 s: a reconcile whose snapshot is old by the time its findings arrive.
 //!   Counters are consumed (written back decremented) and passed to the local backend's own
 //!   fault hooks, so the backend itself fails the call.
 
@@ -159,6 +161,20 @@ impl Faults {
         }
     }
 
+    /// Holds an inventory while `inventory_hold` is on (see the module doc).
+    async fn hold_inventory(&self) {
+        #[cfg(feature = "test-hooks")]
+        if self.flag("inventory_hold") {
+            if let Some(path) = &self.file {
+                let _ = std::fs::write(path.with_extension("inventory_held"), "");
+            }
+            let until = Instant::now() + Duration::from_secs(60);
+            while self.flag("inventory_hold") && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
     /// Mirrors the `health_503` switch into the local gateway, which then really answers 503.
     fn sync_health(&self) {
         #[cfg(feature = "test-hooks")]
@@ -222,6 +238,7 @@ impl ComputeBackend for FaultyBackend {
         self.inner.delete_gateway(name, out).await
     }
     async fn inventory(&self) -> Result<Vec<Resource>, BackendError> {
+        self.faults.hold_inventory().await;
         self.inner.inventory().await
     }
 }

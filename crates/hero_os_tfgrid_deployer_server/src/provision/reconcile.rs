@@ -23,6 +23,48 @@ fn kind_str(k: ResourceKind) -> &'static str {
 }
 
 impl Provisioner {
+    /// Just before `fix` removes an orphan. The findings come from a snapshot that may be minutes old (a grid
+    /// inventory goes through `tofu`), and a deploy started since would own the resource by now (resource names
+    /// are fixed per user). So, under the user's name claim — which `provision_vm` takes too, so no deploy of that
+    /// user can start until the removal is over — the orphan is checked again: no active job of the user, no live
+    /// record of that name. `None`: not an orphan any more, leave it; otherwise the claim to hold while removing
+    /// (itself `None` when the user's record is gone: then no deploy of them can start at all).
+    async fn claim_orphan(
+        &self,
+        o: &ResourceRef,
+    ) -> Result<Option<Option<crate::db::Claim>>, ServiceError> {
+        let Some(user_id) = o.user_id else {
+            return Ok(Some(None));
+        };
+        let username: Option<String> = self
+            .db()
+            .call(move |conn| -> Result<_, ServiceError> {
+                Ok(crate::users::user_by_id(conn, user_id)?.map(|u| u.forge_username))
+            })
+            .await?;
+        let claim = match username {
+            Some(name) => Some(self.deployer().claim_name(&name).await?),
+            None => None,
+        };
+        let (kind, name) = (o.kind.clone(), o.name.clone());
+        let still = self
+            .db()
+            .call(move |conn| -> Result<bool, ServiceError> {
+                if super::store::active_job_of(conn, user_id)?.is_some() {
+                    return Ok(false);
+                }
+                let known = match kind.as_str() {
+                    "gateway" => vms::live_gateway_names(conn)?
+                        .iter()
+                        .any(|(g, _)| *g == name),
+                    _ => vms::live_vm_names(conn)?.iter().any(|(v, _, _)| *v == name),
+                };
+                Ok(!known)
+            })
+            .await?;
+        Ok(still.then_some(claim))
+    }
+
     pub async fn reconcile(
         &self,
         actor: &Actor,
@@ -119,9 +161,14 @@ impl Provisioner {
                 }
             }
             if p.fix {
+                let mut owned_since = Vec::new();
                 for o in report.orphans.iter().filter(|o| &o.backend == kind) {
                     let Some(name) = hero_os_tfgrid_deployer_backends::ResourceName::parse(&o.name)
                     else {
+                        continue;
+                    };
+                    let Some(_claim) = self.claim_orphan(o).await? else {
+                        owned_since.push(o.clone());
                         continue;
                     };
                     let r = match o.kind.as_str() {
@@ -155,6 +202,8 @@ impl Provisioner {
                         }
                     }
                 }
+                // What a deploy started since the snapshot owns now is no orphan: not reported as one.
+                report.orphans.retain(|o| !owned_since.contains(o));
             }
         }
         self.reconcile_oauth_apps(actor, &p, &live_vms, &busy, &mut report)
@@ -209,8 +258,17 @@ impl Provisioner {
                 user_id: Some(resource.user_id()),
                 backend: "forge".into(),
             };
+            let claimed = if p.fix {
+                match self.claim_orphan(&orphan).await? {
+                    Some(claim) => Some(claim),
+                    // Owned by a deploy started since the snapshot: no orphan.
+                    None => continue,
+                }
+            } else {
+                None
+            };
             report.orphans.push(orphan.clone());
-            if p.fix {
+            if let Some(_claim) = claimed {
                 let subject = format!("oauth_app:{} (id {})", n, app.id);
                 match apps.delete_oauth_app(app.id).await {
                     Ok(_) => {
