@@ -27,6 +27,19 @@ const MAX_IDLE: usize = 64;
 /// Generous, because it is a bound, not a target; the methods that are long by nature get more ([`deadline`]).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 
+/// Whether a call of `method` only reads, so sending it twice changes nothing (see `Client::request`): the
+/// `get_`, `list_` and `find_` methods, the job long-poll, the server facts, `rpc.discover`.
+fn reads_only(method: &str) -> bool {
+    let verb = method.strip_prefix("deployer.").unwrap_or(method);
+    ["get_", "list_", "find_"]
+        .iter()
+        .any(|p| verb.starts_with(p))
+        || matches!(
+            verb,
+            "job_events" | "server_info" | "vm_ssh_target" | "rpc.discover"
+        )
+}
+
 /// The deadline of one call of `method`: `base`, plus what the method may legitimately spend waiting — a name
 /// claim held by another call of the same user (`users::CLAIM_WAIT` on the server, 300 s), the backend's whole
 /// inventory (`reconcile`, through `tofu` on the grid), a fleet-wide probe round (`check_health`), or the
@@ -219,7 +232,12 @@ impl Client {
         let (status, bytes) = self
             .bounded(
                 within,
-                self.request(HttpMethod::POST, "/rpc", Bytes::from(body)),
+                self.request(
+                    HttpMethod::POST,
+                    "/rpc",
+                    Bytes::from(body),
+                    reads_only(method),
+                ),
             )
             .await?;
         // Not the body: a socket of another service answers with an HTML page, which is noise
@@ -242,7 +260,7 @@ impl Client {
     pub async fn get(&self, path: &str) -> Result<(StatusCode, Bytes), ClientError> {
         self.bounded(
             self.inner.deadline,
-            self.request(HttpMethod::GET, path, Bytes::new()),
+            self.request(HttpMethod::GET, path, Bytes::new(), true),
         )
         .await
     }
@@ -263,28 +281,31 @@ impl Client {
             })
     }
 
-    /// Sends one HTTP request on a pooled connection. When the pooled connection turns out to be closed before
-    /// the request went out, it is sent once more on a fresh one; once it may have reached the server it never
-    /// is, because a second `create_user` or `reset_forge_password` would act twice.
+    /// Sends one HTTP request on a pooled connection. When the pooled connection fails, the request is sent once
+    /// more on a fresh one only if that cannot make anything happen twice: hyper reports it was never sent (the
+    /// connection was already closed), or it only reads (`reads_only`: a second `create_user` or
+    /// `reset_forge_password` would act twice, a second `get_user` or `GET /health` is harmless — and is what
+    /// a server restarted since the connection was pooled needs).
     async fn request(
         &self,
         method: HttpMethod,
         path: &str,
         body: Bytes,
+        reads_only: bool,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let request = self.build(method, path, body)?;
+        let request = self.build(method.clone(), path, body.clone())?;
         let Some(sender) = self.take_idle() else {
             let fresh = self.connect().await?;
             return self.send(fresh, request).await.map_err(|(e, _)| e);
         };
-        match self.send(sender, request).await {
-            Ok(ok) => Ok(ok),
-            Err((_, Some(unsent))) => {
-                let fresh = self.connect().await?;
-                self.send(fresh, unsent).await.map_err(|(e, _)| e)
-            }
-            Err((e, None)) => Err(e),
-        }
+        let again = match self.send(sender, request).await {
+            Ok(ok) => return Ok(ok),
+            Err((_, Some(unsent))) => unsent,
+            Err((_, None)) if reads_only => self.build(method, path, body)?,
+            Err((e, None)) => return Err(e),
+        };
+        let fresh = self.connect().await?;
+        self.send(fresh, again).await.map_err(|(e, _)| e)
     }
 
     fn build(

@@ -1,7 +1,7 @@
 //! The client's bounds, against stand-in servers on real unix sockets: a server that accepts and
 //! never answers (stopped with SIGSTOP, wedged) costs a call its deadline, not for ever; and a
 //! request that may have reached the server is never sent a second time (a retried
-//! `reset_forge_password` would reset twice).
+//! `reset_forge_password` would reset twice), while a read is.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -107,6 +107,22 @@ async fn a_request_that_may_have_reached_the_server_is_not_sent_again() {
         seen.load(Ordering::SeqCst),
         2,
         "the reset reached the server once, not twice"
+    );
+    // A read is harmless to repeat: the same failure, then once more on a fresh connection, which answers
+    // (what a client needs after the server restarted under its pooled connection).
+    let _ = client
+        .call_raw("deployer.list_users", serde_json::json!({}))
+        .await;
+    let before = seen.load(Ordering::SeqCst);
+    let users = client
+        .call_raw("deployer.list_users", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(users["total"], 0);
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        before + 2,
+        "sent, lost, sent again"
     );
     server.abort();
 }
