@@ -355,18 +355,7 @@ impl Store {
         external_id: &str,
         now: u64,
     ) -> Result<bool> {
-        let c = self.c();
-        c.execute(
-            "INSERT OR IGNORE INTO admin_bindings(forge_username, provider, external_id, bound_at)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![login, provider, external_id, now as i64],
-        )?;
-        let (p, x): (String, String) = c.query_row(
-            "SELECT provider, external_id FROM admin_bindings WHERE forge_username = ?1",
-            [login],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        Ok(p == provider && x == external_id)
+        self.bind_first("admin_bindings", login, provider, external_id, now)
     }
 
     /// The owner's counterpart of [`Store::bind_admin`]: binds the machine owner's login (the `cockpit/FORGE_OWNER`
@@ -380,28 +369,40 @@ impl Store {
         external_id: &str,
         now: u64,
     ) -> Result<bool> {
+        self.bind_first("owner_binding", login, provider, external_id, now)
+    }
+
+    /// The one rule behind both bindings: `login` belongs to the first account admitted under it in `table`
+    /// (one of the two binding tables, a constant: never input). Admin and owner routes carry every click of the
+    /// people they admit, so the common case — the login already bound — is one read.
+    fn bind_first(
+        &self,
+        table: &'static str,
+        login: &str,
+        provider: &str,
+        external_id: &str,
+        now: u64,
+    ) -> Result<bool> {
         let c = self.c();
-        // Owner routes carry the owner's every click: the common case is one read.
-        let bound: Option<(String, String)> = c
-            .query_row(
-                "SELECT provider, external_id FROM owner_binding WHERE forge_username = ?1",
-                [login],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((p, x)) = bound {
-            return Ok(p == provider && x == external_id);
-        }
-        c.execute(
-            "INSERT OR IGNORE INTO owner_binding(forge_username, provider, external_id, bound_at)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![login, provider, external_id, now as i64],
-        )?;
-        let (p, x): (String, String) = c.query_row(
-            "SELECT provider, external_id FROM owner_binding WHERE forge_username = ?1",
-            [login],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let select = format!("SELECT provider, external_id FROM {table} WHERE forge_username = ?1");
+        let bound = |c: &Connection| {
+            c.query_row(&select, [login], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+        };
+        let (p, x) = match bound(&c).optional()? {
+            Some(b) => b,
+            None => {
+                c.execute(
+                    &format!(
+                        "INSERT OR IGNORE INTO {table}(forge_username, provider, external_id, bound_at)
+                         VALUES (?1, ?2, ?3, ?4)"
+                    ),
+                    params![login, provider, external_id, now as i64],
+                )?;
+                bound(&c)?
+            }
+        };
         Ok(p == provider && x == external_id)
     }
 
