@@ -206,19 +206,20 @@ impl Routes {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         };
-        let without_params: String = if has_params {
-            path.split('/')
+        // Only the readings that differ from the path as given.
+        let mut readings: Vec<String> = Vec::with_capacity(3);
+        if has_params {
+            let without: String = path
+                .split('/')
                 .map(|seg| seg.split(';').next().unwrap_or(""))
                 .collect::<Vec<_>>()
-                .join("/")
-        } else {
-            path.to_owned()
-        };
-        let readings = [
-            without_params.clone(),
-            path.to_ascii_lowercase(),
-            without_params.to_ascii_lowercase(),
-        ];
+                .join("/");
+            readings.push(without.to_ascii_lowercase());
+            readings.push(without);
+        }
+        if has_upper {
+            readings.push(path.to_ascii_lowercase());
+        }
         if readings.iter().all(|p| same(self.find(host, p))) {
             Ok(route)
         } else {
