@@ -11,6 +11,7 @@ pub mod compute;
 pub mod grid_names;
 pub mod gridproxy;
 pub mod hero_compute;
+pub mod lines;
 pub mod local;
 pub mod local_gateway;
 mod local_sshd_watch;

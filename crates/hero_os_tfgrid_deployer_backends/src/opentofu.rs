@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use zeroize::Zeroizing;
 
 use crate::compute::{
@@ -632,31 +632,26 @@ impl OpenTofuBackend {
                 l
             }
         };
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(bool, String)>();
-        let tx2 = tx.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                if tx.send((false, l)).is_err() {
-                    break;
-                }
-            }
-        });
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                if tx2.send((true, l)).is_err() {
-                    break;
-                }
-            }
-        });
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Piped>();
+        tokio::spawn(read_lines(stdout, false, tx.clone()));
+        tokio::spawn(read_lines(stderr, true, tx));
         let mut stdout_lines = Vec::new();
         let mut tail: Vec<String> = Vec::new();
         let run = async {
-            while let Some((is_err, l)) = rx.recv().await {
+            while let Some(msg) = rx.recv().await {
+                let (is_err, l) = match msg {
+                    Piped::Line { stderr, text } => (stderr, text),
+                    Piped::TooMuch => {
+                        return Err(std::io::Error::other(format!(
+                            "it printed more than {} MiB on stdout (child killed)",
+                            MAX_STDOUT >> 20
+                        )))
+                    }
+                };
                 let l = clean(&l);
-                out(&l);
-                tail.push(l.clone());
+                let display = crate::lines::for_people(&l);
+                out(&display);
+                tail.push(display);
                 if tail.len() > 30 {
                     tail.remove(0);
                 }
@@ -1146,6 +1141,58 @@ impl ComputeBackend for OpenTofuBackend {
         }
         Ok(res)
     }
+}
+
+/// How much `tofu` may print on stdout, which is kept whole for parsing (`providers schema -json` is one line of
+/// a few MiB). Past it the run fails rather than grow the deployer's memory.
+const MAX_STDOUT: usize = 64 << 20;
+
+/// The longest stderr line read. Lines are shown cut at `lines::MAX_LINE`, but only after the mnemonic is
+/// redacted from them, so the read bound is well above the shown one: a cut in the middle of the mnemonic would
+/// otherwise show its first words.
+const MAX_STDERR_LINE: usize = 64 * 1024;
+
+/// What a reader of one of `tofu`'s pipes hands the run.
+enum Piped {
+    Line {
+        stderr: bool,
+        text: String,
+    },
+    /// Stdout went past [`MAX_STDOUT`].
+    TooMuch,
+}
+
+/// Reads one of `tofu`'s pipes to its end as lines: stdout's whole up to [`MAX_STDOUT`] in total, stderr's cut
+/// at [`MAX_STDERR_LINE`].
+async fn read_lines(
+    mut pipe: impl tokio::io::AsyncRead + Unpin,
+    stderr: bool,
+    tx: tokio::sync::mpsc::UnboundedSender<Piped>,
+) {
+    let mut split = if stderr {
+        crate::lines::LineSplitter::new(MAX_STDERR_LINE)
+    } else {
+        crate::lines::LineSplitter::new(MAX_STDOUT)
+    };
+    let mut chunk = vec![0u8; 16 * 1024];
+    let mut total = 0usize;
+    let mut send = |text| {
+        let _ = tx.send(Piped::Line { stderr, text });
+    };
+    loop {
+        match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                total += n;
+                if !stderr && total > MAX_STDOUT {
+                    let _ = tx.send(Piped::TooMuch);
+                    return;
+                }
+                split.push(&chunk[..n], &mut send);
+            }
+        }
+    }
+    split.finish(&mut send);
 }
 
 #[cfg(test)]

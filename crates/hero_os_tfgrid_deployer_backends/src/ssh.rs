@@ -16,6 +16,7 @@ use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::ChannelMsg;
 use tokio::time::Instant;
 
+use crate::lines::LineSplitter;
 use crate::process::shell_quote;
 
 /// Where to connect and as whom.
@@ -182,71 +183,6 @@ pub struct Line {
     pub stream: Stream,
     /// Text.
     pub text: String,
-}
-
-/// Splits a byte stream into lines, keeping a partial last line until more data or the end.
-#[derive(Default)]
-struct LineSplitter {
-    buf: Vec<u8>,
-    /// Inside a line already cut at [`MAX_LINE`]: its rest is dropped up to the next newline.
-    skipping: bool,
-}
-
-/// The longest output line kept, in bytes; longer lines are cut (and say so). Without a bound, a remote command
-/// printing without a newline would grow this buffer without end.
-const MAX_LINE: usize = 8 * 1024;
-
-impl LineSplitter {
-    fn push(&mut self, data: &[u8], stream: Stream, out: &mut impl FnMut(Line)) {
-        self.buf.extend_from_slice(data);
-        loop {
-            let newline = self.buf.iter().position(|b| *b == b'\n');
-            if self.skipping {
-                match newline {
-                    Some(i) => {
-                        self.buf.drain(..=i);
-                        self.skipping = false;
-                        continue;
-                    }
-                    None => {
-                        self.buf.clear();
-                        return;
-                    }
-                }
-            }
-            let (mut line, cut) = match newline {
-                Some(i) if i <= MAX_LINE => {
-                    let rest = self.buf.split_off(i + 1);
-                    let mut line = std::mem::replace(&mut self.buf, rest);
-                    line.pop();
-                    (line, false)
-                }
-                _ if self.buf.len() > MAX_LINE => {
-                    let rest = self.buf.split_off(MAX_LINE);
-                    self.skipping = true;
-                    (std::mem::replace(&mut self.buf, rest), true)
-                }
-                _ => return,
-            };
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            let mut text = String::from_utf8_lossy(&line).into_owned();
-            if cut {
-                text.push_str(&format!(" … [line cut at {MAX_LINE} bytes]"));
-            }
-            out(Line { stream, text });
-        }
-    }
-    fn finish(&mut self, stream: Stream, out: &mut impl FnMut(Line)) {
-        if !self.buf.is_empty() {
-            let line = std::mem::take(&mut self.buf);
-            out(Line {
-                stream,
-                text: String::from_utf8_lossy(&line).into_owned(),
-            });
-        }
-    }
 }
 
 /// The russh handler: records the presented host key and refuses one that differs from the pin.
@@ -521,6 +457,7 @@ impl SshSession {
             .eof()
             .await
             .map_err(|e| SshError::Channel(e.to_string()))?;
+        // Lines are cut at `lines::MAX_LINE`: a remote command printing without a newline must not grow this.
         let mut out = LineSplitter::default();
         let mut err = LineSplitter::default();
         let mut status = ExitStatus {
@@ -529,10 +466,18 @@ impl SshSession {
         };
         while let Some(msg) = channel.wait().await {
             match msg {
-                ChannelMsg::Data { data } => out.push(&data, Stream::Stdout, &mut on_line),
-                ChannelMsg::ExtendedData { data, ext: 1 } => {
-                    err.push(&data, Stream::Stderr, &mut on_line)
-                }
+                ChannelMsg::Data { data } => out.push(&data, &mut |text| {
+                    on_line(Line {
+                        stream: Stream::Stdout,
+                        text,
+                    })
+                }),
+                ChannelMsg::ExtendedData { data, ext: 1 } => err.push(&data, &mut |text| {
+                    on_line(Line {
+                        stream: Stream::Stderr,
+                        text,
+                    })
+                }),
                 ChannelMsg::ExitStatus { exit_status } => status.code = Some(exit_status),
                 ChannelMsg::ExitSignal { signal_name, .. } => {
                     status.signal = Some(format!("{signal_name:?}"))
@@ -540,8 +485,18 @@ impl SshSession {
                 _ => {}
             }
         }
-        out.finish(Stream::Stdout, &mut on_line);
-        err.finish(Stream::Stderr, &mut on_line);
+        out.finish(&mut |text| {
+            on_line(Line {
+                stream: Stream::Stdout,
+                text,
+            })
+        });
+        err.finish(&mut |text| {
+            on_line(Line {
+                stream: Stream::Stderr,
+                text,
+            })
+        });
         Ok(status)
     }
 
@@ -615,52 +570,4 @@ pub async fn tcp_reachable(host: &str, port: u16, timeout: Duration) -> bool {
         tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await,
         Ok(Ok(_))
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_lines_across_chunks() {
-        let mut s = LineSplitter::default();
-        let mut got = Vec::new();
-        s.push(b"hel", Stream::Stdout, &mut |l| got.push(l.text));
-        s.push(b"lo\r\nwor", Stream::Stdout, &mut |l| got.push(l.text));
-        s.push(b"ld\n\nlast", Stream::Stdout, &mut |l| got.push(l.text));
-        s.finish(Stream::Stdout, &mut |l| got.push(l.text));
-        assert_eq!(got, vec!["hello", "world", "", "last"]);
-    }
-
-    #[test]
-    fn a_line_without_end_is_cut_and_memory_stays_bounded() {
-        let mut s = LineSplitter::default();
-        let mut got = Vec::new();
-        // 1 MiB without a newline, in 4 KiB chunks, then the end of that line and a normal one.
-        for _ in 0..256 {
-            s.push(&[b'x'; 4096], Stream::Stdout, &mut |l| got.push(l.text));
-            assert!(s.buf.len() <= MAX_LINE + 4096, "{}", s.buf.len());
-        }
-        s.push(b"tail of it\nnext\n", Stream::Stdout, &mut |l| {
-            got.push(l.text)
-        });
-        // A long line whose newline arrives in the same chunk is cut too.
-        let mut long = vec![b'y'; MAX_LINE + 10];
-        long.extend_from_slice(b"\nafter\n");
-        s.push(&long, Stream::Stdout, &mut |l| got.push(l.text));
-        s.finish(Stream::Stdout, &mut |l| got.push(l.text));
-        assert_eq!(
-            got.len(),
-            4,
-            "{:?}",
-            got.iter().map(|l| l.len()).collect::<Vec<_>>()
-        );
-        assert!(
-            got[0].starts_with(&"x".repeat(MAX_LINE))
-                && got[0].ends_with("[line cut at 8192 bytes]")
-        );
-        assert_eq!(got[1], "next");
-        assert!(got[2].starts_with('y') && got[2].ends_with("[line cut at 8192 bytes]"));
-        assert_eq!(got[3], "after");
-    }
 }

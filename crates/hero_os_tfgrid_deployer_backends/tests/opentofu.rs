@@ -381,6 +381,49 @@ async fn failures_are_typed_and_the_mnemonic_is_redacted() {
     be.delete_vm(&req().name, discard_output()).await.unwrap();
 }
 
+/// A tool printing without a newline or without end must not grow the deployer's memory: every line shown is
+/// cut at `lines::MAX_LINE`, and stdout (kept whole for parsing) fails the run past its bound.
+#[tokio::test]
+async fn endless_tool_output_is_bounded() {
+    let fake = Fake::new();
+    let be = fake.backend(4);
+    // The mnemonic is redacted before a line is cut for showing: one placed across the shown bound is not
+    // shown in part.
+    let pad = "p".repeat(8192 - 10);
+    fake.control(&format!("fail=apply\nmessage={pad}{MNEMONIC}\n"));
+    let (out, lines) = collect();
+    let err = be.deploy_vm(&req(), out).await.unwrap_err();
+    let first_words = &MNEMONIC[..8];
+    assert!(!err.to_string().contains(first_words), "{err}");
+    assert!(lines
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|l| !l.contains(first_words)));
+
+    fake.control("flood=apply\n");
+    let (out, lines) = collect();
+    be.deploy_vm(&req(), out).await.unwrap();
+    let lines = std::mem::take(&mut *lines.lock().unwrap());
+    assert!(lines.len() > 3000, "{}", lines.len());
+    assert!(
+        lines.iter().all(|l| l.len() <= 8192 + 64),
+        "a line was not cut"
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("xxxx") && l.ends_with("[line cut at 8192 bytes]")));
+    assert!(lines.iter().any(|l| l == "progress line 3000"));
+
+    fake.control("flood_stdout=output\n");
+    let err = be.deploy_vm(&req(), discard_output()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("printed more than 64 MiB on stdout"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn hung_child_times_out_and_is_killed() {
     let fake = Fake::new();

@@ -206,14 +206,14 @@ impl StepRecords for SqliteRecorder {
 
     fn sink(&self, at: StepAt, attempt: u32, started: Instant) -> OutputSink {
         let me = self.0.clone();
-        Arc::new(move |line: &str| {
+        crate::provision::output_log::capped_sink(move |message| {
             me.line(
                 at,
                 OutLine {
                     level: EventLevel::Output,
                     attempt: Some(attempt),
                     elapsed: Some(started.elapsed()),
-                    message: line.to_owned(),
+                    message,
                 },
             )
         })

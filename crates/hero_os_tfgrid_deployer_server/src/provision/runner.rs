@@ -571,7 +571,9 @@ impl Provisioner {
         let out: hero_os_tfgrid_deployer_backends::OutputSink = {
             // Cleanup output is the job's, not a step's.
             let rec = rec.clone();
-            Arc::new(move |l: &str| rec.note(Draft::info(l).level(EventLevel::Output)))
+            crate::provision::output_log::capped_sink(move |l| {
+                rec.note(Draft::info(l).level(EventLevel::Output))
+            })
         };
         let mut last = None;
         for tries in 1..=self.inner.cfg.max_attempts {
