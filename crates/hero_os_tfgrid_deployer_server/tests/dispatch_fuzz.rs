@@ -133,3 +133,51 @@ proptest! {
         }
     }
 }
+
+/// A batch is answered in order up to `MAX_BATCH` requests; a longer one is refused whole, before anything in it
+/// runs (a batch of 2000 `rpc.discover` used to hold 96 MB of answers at once).
+#[test]
+fn batches_are_bounded_and_answered_in_order() {
+    use hero_os_tfgrid_deployer_server::rpc::MAX_BATCH;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let reg = registry();
+    let caller = Caller {
+        actor: Actor::local("fuzz"),
+        local: true,
+    };
+    let batch = |n: usize| {
+        let items: Vec<Value> = (0..n)
+            .map(|i| serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "rpc.discover"}))
+            .collect();
+        Value::Array(items).to_string()
+    };
+    let v = rt
+        .block_on(reg.handle_body(&caller, batch(MAX_BATCH).as_bytes()))
+        .unwrap();
+    let ids: Vec<u64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(r.get("result").is_some(), "{r}");
+            r["id"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(ids, (0..MAX_BATCH as u64).collect::<Vec<_>>());
+    for n in [MAX_BATCH + 1, 2000] {
+        let v = rt
+            .block_on(reg.handle_body(&caller, batch(n).as_bytes()))
+            .unwrap();
+        assert_eq!(v["error"]["code"], -32600, "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("a batch of {n} requests; at most {MAX_BATCH}")),
+            "{v}"
+        );
+    }
+}

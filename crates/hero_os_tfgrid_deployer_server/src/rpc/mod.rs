@@ -28,6 +28,12 @@ pub struct Caller {
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Handler = Arc<dyn Fn(Caller, Value) -> BoxFuture<Result<Value, RpcError>> + Send + Sync>;
 
+/// The most requests one JSON-RPC batch may carry, and how many of them run at once. One body must not be able to
+/// make the server hold thousands of answers (a batch of 2000 `rpc.discover` grew it by 850 MB) or start thousands
+/// of health probes and long-polls together. No client of this service sends batches; the bound is for the rest.
+pub const MAX_BATCH: usize = 50;
+const BATCH_CONCURRENCY: usize = 4;
+
 /// Method name → handler.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -108,7 +114,8 @@ impl Registry {
         names
     }
 
-    /// Handles one HTTP body: a single request or a batch. `None` means "no response" (only
+    /// Handles one HTTP body: a single request or a batch of at most [`MAX_BATCH`], run [`BATCH_CONCURRENCY`] at
+    /// a time. `None` means "no response" (only
     /// notifications).
     pub async fn handle_body(&self, caller: &Caller, body: &[u8]) -> Option<Value> {
         let parsed: Value = match serde_json::from_slice(body) {
@@ -125,14 +132,24 @@ impl Registry {
                 Value::Null,
                 RpcError::new(ErrorKind::InvalidRequest, "empty batch"),
             ))),
+            Value::Array(items) if items.len() > MAX_BATCH => Some(to_json(Response::failure(
+                Value::Null,
+                RpcError::new(
+                    ErrorKind::InvalidRequest,
+                    format!(
+                        "a batch of {} requests; at most {MAX_BATCH} are served in one",
+                        items.len()
+                    ),
+                ),
+            ))),
             Value::Array(items) => {
-                let responses: Vec<Value> = futures::future::join_all(
-                    items.into_iter().map(|i| self.handle_one(caller, i)),
-                )
-                .await
-                .into_iter()
-                .flatten()
-                .collect();
+                use futures::StreamExt;
+                let responses: Vec<Value> = futures::stream::iter(items)
+                    .map(|i| self.handle_one(caller, i))
+                    .buffered(BATCH_CONCURRENCY)
+                    .filter_map(|r| async move { r })
+                    .collect()
+                    .await;
                 (!responses.is_empty()).then_some(Value::Array(responses))
             }
             single => self.handle_one(caller, single).await,
