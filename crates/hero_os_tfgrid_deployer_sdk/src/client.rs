@@ -28,16 +28,9 @@ const MAX_IDLE: usize = 64;
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Whether a call of `method` only reads, so sending it twice changes nothing (see `Client::request`): the
-/// `get_`, `list_` and `find_` methods, the job long-poll, the server facts, `rpc.discover`.
+/// methods declared `reads` ([`crate::methods::READ_METHOD_NAMES`]) and `rpc.discover`.
 fn reads_only(method: &str) -> bool {
-    let verb = method.strip_prefix("deployer.").unwrap_or(method);
-    ["get_", "list_", "find_"]
-        .iter()
-        .any(|p| verb.starts_with(p))
-        || matches!(
-            verb,
-            "job_events" | "server_info" | "vm_ssh_target" | "rpc.discover"
-        )
+    method == "rpc.discover" || crate::methods::READ_METHOD_NAMES.contains(&method)
 }
 
 /// The deadline of one call of `method`: `base`, plus what the method may legitimately spend waiting — a name

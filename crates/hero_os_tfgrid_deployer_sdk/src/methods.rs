@@ -25,6 +25,11 @@ pub trait Method {
     /// handler runs (`Forbidden`). Declared here, next to the method, so a new secret-returning method
     /// cannot be served over TCP by forgetting a check in its handler.
     const LOCAL_ONLY: bool;
+    /// Only reads: a call changes nothing (no row, no secret, no Forge or grid resource, no probe), so sending
+    /// it twice is harmless (the client retries these) and it may be served over TCP. Every other method is
+    /// served only over the local unix socket: nothing on the TCP listener proves who is calling, so there it is
+    /// read-only, refused in one place before the handler runs (`Forbidden`).
+    const READS: bool;
 }
 
 /// Name, summary, errors and schemas of one method, for the OpenRPC document.
@@ -55,12 +60,43 @@ fn short_type_name<T>() -> &'static str {
     base.rsplit("::").next().unwrap_or(base)
 }
 
-/// One entry per method: `Type = "deployer.name", "summary", (Params) -> Output, [errors];`, with
-/// `local_only` after the errors for a method that must never be served over TCP ([`Method::LOCAL_ONLY`]).
+/// One entry per method: `Type = "deployer.name", "summary", (Params) -> Output, [errors];`, with flags after
+/// the errors: `reads` for a method that only reads ([`Method::READS`]), `local_only` for one whose result or
+/// params carry a secret ([`Method::LOCAL_ONLY`]).
 macro_rules! methods {
     (@local) => { false };
-    (@local local_only) => { true };
-    ($( $(#[$doc:meta])* $ty:ident = $name:literal, $summary:literal, ($params:ty) -> $out:ty, [$($err:ident),*] $($local:ident)?;)*) => {
+    (@local local_only $($rest:ident)*) => { true };
+    (@local $other:ident $($rest:ident)*) => { methods!(@local $($rest)*) };
+    (@reads) => { false };
+    (@reads reads $($rest:ident)*) => { true };
+    (@reads $other:ident $($rest:ident)*) => { methods!(@reads $($rest)*) };
+    (@names $flag:ident; $(($name:literal, $ty:ident)),*) => {{
+        const ALL: [(&str, bool); [$($name),*].len()] = [$(($name, methods!(@flag $flag $ty))),*];
+        const N: usize = {
+            let mut n = 0;
+            let mut i = 0;
+            while i < ALL.len() {
+                if ALL[i].1 {
+                    n += 1;
+                }
+                i += 1;
+            }
+            n
+        };
+        let mut out = [""; N];
+        let (mut i, mut j) = (0, 0);
+        while i < ALL.len() {
+            if ALL[i].1 {
+                out[j] = ALL[i].0;
+                j += 1;
+            }
+            i += 1;
+        }
+        out
+    }};
+    (@flag local $ty:ident) => { <$ty as Method>::LOCAL_ONLY };
+    (@flag reads $ty:ident) => { <$ty as Method>::READS };
+    ($( $(#[$doc:meta])* $ty:ident = $name:literal, $summary:literal, ($params:ty) -> $out:ty, [$($err:ident),*] $($flag:ident)*;)*) => {
         $(
             $(#[$doc])*
             pub struct $ty;
@@ -70,35 +106,17 @@ macro_rules! methods {
                 const ERRORS: &'static [crate::ErrorKind] = &[$(crate::ErrorKind::$err),*];
                 type Params = $params;
                 type Output = $out;
-                const LOCAL_ONLY: bool = methods!(@local $($local)?);
+                const LOCAL_ONLY: bool = methods!(@local $($flag)*);
+                const READS: bool = methods!(@reads $($flag)*);
             }
         )*
 
-        /// The methods served only over the local unix socket ([`Method::LOCAL_ONLY`]), in document order.
-        pub const LOCAL_ONLY_METHOD_NAMES: &[&str] = &{
-            const ALL: [(&str, bool); [$($name),*].len()] = [$(($name, <$ty as Method>::LOCAL_ONLY)),*];
-            const N: usize = {
-                let mut n = 0;
-                let mut i = 0;
-                while i < ALL.len() {
-                    if ALL[i].1 {
-                        n += 1;
-                    }
-                    i += 1;
-                }
-                n
-            };
-            let mut out = [""; N];
-            let (mut i, mut j) = (0, 0);
-            while i < ALL.len() {
-                if ALL[i].1 {
-                    out[j] = ALL[i].0;
-                    j += 1;
-                }
-                i += 1;
-            }
-            out
-        };
+        /// The methods whose result or params carry a secret ([`Method::LOCAL_ONLY`]), in document order.
+        pub const LOCAL_ONLY_METHOD_NAMES: &[&str] = &methods!(@names local; $(($name, $ty)),*);
+
+        /// The methods that only read ([`Method::READS`]): the only ones served over TCP, and the only ones the
+        /// client sends again on a fresh connection. In document order.
+        pub const READ_METHOD_NAMES: &[&str] = &methods!(@names reads; $(($name, $ty)),*);
 
         /// Every method of the service, in document order.
         pub fn describe_all() -> Vec<MethodDescription> {
@@ -117,11 +135,11 @@ methods! {
         (CreateUserParams) -> CreateUserResult,
         [InvalidUsername, AlreadyExists, ForgeUnavailable, ForgeAuthRejected, ForgeConflict, ForgeProtocol, SecretStore];
     GetUser = "deployer.get_user", "Get one user by id",
-        (UserIdParams) -> User, [NotFound];
+        (UserIdParams) -> User, [NotFound] reads;
     FindUser = "deployer.find_user", "Get one user by Forge username",
-        (FindUserParams) -> User, [NotFound, InvalidUsername];
+        (FindUserParams) -> User, [NotFound, InvalidUsername] reads;
     ListUsers = "deployer.list_users", "List users by username, with prefix search and stable cursor paging",
-        (ListUsersParams) -> UsersPage, [];
+        (ListUsersParams) -> UsersPage, [] reads;
     DeleteUser = "deployer.delete_user",
         "Forget a user and their secrets; the Forge account is kept. Refused while the user has a live VM",
         (UserIdParams) -> DeleteUserResult, [NotFound, FailedPrecondition, SecretStore];
@@ -129,7 +147,7 @@ methods! {
         "Show a user's initial Forge password again (local socket only; audited)",
         (UserIdParams) -> RevealPasswordResult, [NotFound, Forbidden, FailedPrecondition, SecretStore] local_only;
     ListEvents = "deployer.list_events", "Read the audit log, newest first, with filters",
-        (ListEventsParams) -> EventsPage, [];
+        (ListEventsParams) -> EventsPage, [] reads;
     SecretSet = "deployer.secret_set", "Store a secret in a slot (local socket only; audited, value never logged)",
         (SecretSetParams) -> Ack, [Forbidden, SecretStore, InvalidParams] local_only;
     SecretGet = "deployer.secret_get", "Read a secret (local socket only; audited)",
@@ -139,7 +157,7 @@ methods! {
     SecretDelete = "deployer.secret_delete", "Delete a secret (local socket only; audited)",
         (SecretSlotParams) -> Ack, [Forbidden, NotFound, SecretStore] local_only;
     GetServerInfo = "deployer.server_info", "Version, Forge in use, data dir and counts",
-        (NoParams) -> ServerInfo, [];
+        (NoParams) -> ServerInfo, [] reads;
     ProvisionVm = "deployer.provision_vm",
         "Start a provision job for a user: forge_user, ssh_key, select_node, deploy_vm, deploy_gateway, register_sso, wait_ssh, push_manifest, configure_sso, run_bootstrap, verify_health, finalize",
         (ProvisionVmParams) -> Job, [NotFound, JobConflict, FailedPrecondition, Backend];
@@ -152,8 +170,8 @@ methods! {
     RedeployVm = "deployer.redeploy_vm",
         "Start a redeploy job on the user's ready VM with another service profile: the repair steps with the new profile's services.toml; the VM records the profile when the job succeeds",
         (RedeployVmParams) -> Job, [NotFound, JobConflict, FailedPrecondition, InvalidParams];
-    GetJob = "deployer.get_job", "Get one job with its steps", (JobIdParams) -> Job, [NotFound];
-    ListJobs = "deployer.list_jobs", "List jobs, newest first", (ListJobsParams) -> JobsPage, [];
+    GetJob = "deployer.get_job", "Get one job with its steps", (JobIdParams) -> Job, [NotFound] reads;
+    ListJobs = "deployer.list_jobs", "List jobs, newest first", (ListJobsParams) -> JobsPage, [] reads;
     CancelJob = "deployer.cancel_job",
         "Cancel an active job; a provision cleans up what it made",
         (JobIdParams) -> Job, [NotFound, FailedPrecondition];
@@ -161,15 +179,15 @@ methods! {
         (JobIdParams) -> Job, [NotFound, FailedPrecondition, JobConflict];
     JobEvents = "deployer.job_events",
         "Follow a job's events: replay after a sequence number and long-poll for new ones",
-        (JobEventsParams) -> JobEventsPage, [NotFound];
+        (JobEventsParams) -> JobEventsPage, [NotFound] reads;
     GetVm = "deployer.get_vm", "A user's current VM, earlier VMs, and SSH key facts",
-        (UserIdParams) -> VmDetails, [NotFound];
+        (UserIdParams) -> VmDetails, [NotFound] reads;
     ExtendVm = "deployer.extend_vm",
         "Move a live VM's expiry N days later, or make it never expire (audited)",
         (ExtendVmParams) -> VmRecord, [NotFound, FailedPrecondition, InvalidParams];
     ListVms = "deployer.list_vms",
         "Every live VM in username order: state, URL, backend, node and the health watch's last verdict",
-        (ListVmsParams) -> VmList, [];
+        (ListVmsParams) -> VmList, [] reads;
     CheckHealth = "deployer.check_health",
         "Probe the public /health of every ready VM (or one user's) through its gateway now; transitions are audited",
         (CheckHealthParams) -> VmList, [NotFound];
@@ -184,7 +202,7 @@ methods! {
         (ReconcileParams) -> ReconcileReport, [Backend];
     VmSshTarget = "deployer.vm_ssh_target",
         "Where to reach a user's live VM over SSH now: host, port, login and the pinned host key fingerprint",
-        (UserIdParams) -> VmSshAccess, [NotFound, FailedPrecondition, Backend];
+        (UserIdParams) -> VmSshAccess, [NotFound, FailedPrecondition, Backend] reads;
     ResetForgePassword = "deployer.reset_forge_password",
         "Give a user's Forge account a new random password through the admin API and show it once (local socket only; audited)",
         (UserIdParams) -> ResetPasswordResult,

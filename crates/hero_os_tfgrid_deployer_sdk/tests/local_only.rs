@@ -83,3 +83,39 @@ fn every_method_that_hands_out_or_writes_a_secret_is_local_only() {
     assert_eq!(must, declared);
     assert!(must.contains(&"deployer.reset_forge_password"), "{must:?}");
 }
+
+/// The `reads` declarations (TCP serves only these; the client retries only these) against the names: every
+/// `get_`/`list_`/`find_` method is declared a read, and a read is one of those or one of three named
+/// exceptions. A method that acts (create, delete, provision, cancel, probe, reconcile…) declared `reads` would
+/// be served to anyone on TCP and sent twice by the client.
+#[test]
+fn the_methods_declared_reads_are_the_ones_that_only_read() {
+    use hero_os_tfgrid_deployer_sdk::methods::{ALL_METHOD_NAMES, READ_METHOD_NAMES};
+    const OTHER_READS: &[&str] = &[
+        "deployer.job_events",
+        "deployer.server_info",
+        "deployer.vm_ssh_target",
+    ];
+    for name in ALL_METHOD_NAMES {
+        let verb = name.strip_prefix("deployer.").unwrap();
+        let by_name = ["get_", "list_", "find_"]
+            .iter()
+            .any(|p| verb.starts_with(p))
+            || OTHER_READS.contains(name);
+        assert_eq!(
+            READ_METHOD_NAMES.contains(name),
+            by_name,
+            "{name}: declared reads = {}",
+            READ_METHOD_NAMES.contains(name)
+        );
+    }
+    for name in LOCAL_ONLY_METHOD_NAMES {
+        let writes_secret = ["secret_set", "secret_delete", "reset_forge_password"]
+            .iter()
+            .any(|w| name.ends_with(w));
+        assert!(
+            !(writes_secret && READ_METHOD_NAMES.contains(name)),
+            "{name}"
+        );
+    }
+}

@@ -48,8 +48,7 @@ pub fn router(registry: Registry, openrpc: &Value, local: bool, max_body: usize)
 /// in (the operator's CLI, the dashboard behind the SSO edge), so its `X-Hero-User` is taken as
 /// said. Over TCP nothing proves the header came from the SSO edge (the deployer does not verify
 /// hero_proxy's signed assertion), so a name given there is recorded as `unverified:<name>` and
-/// never grants anything: every method that hands out a secret is local-socket-only
-/// (`rpc/handlers.rs`, `require_local`).
+/// never grants anything: TCP serves only reads (`Method::READS`, enforced in `rpc::Registry`).
 fn actor(headers: &HeaderMap, local: bool) -> Actor {
     let named = headers
         .get(ACTING_USER_HEADER)

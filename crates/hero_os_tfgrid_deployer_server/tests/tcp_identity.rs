@@ -1,11 +1,13 @@
-//! The TCP listener and identity: nothing there proves who is calling, so a forged
-//! `X-Hero-User` (any name, including the local operator's) gets no secret and is audited as
-//! `unverified:<name>`. Real server, real dev Forge.
+//! The TCP listener and identity: nothing there proves who is calling, so TCP is read-only — a
+//! forged `X-Hero-User` (any name, including the local operator's) or none changes nothing and
+//! gets no secret. Real server, real dev Forge.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
-use hero_os_tfgrid_deployer_sdk::methods::LOCAL_ONLY_METHOD_NAMES;
+use hero_os_tfgrid_deployer_sdk::methods::{
+    ALL_METHOD_NAMES, LOCAL_ONLY_METHOD_NAMES, READ_METHOD_NAMES,
+};
 use hero_os_tfgrid_deployer_sdk::{Client, Endpoint, ErrorKind};
 use serde_json::json;
 use support::*;
@@ -14,7 +16,7 @@ use support::*;
 const FORGED: &[&str] = &["admin", "local:operator", "system", "forgeadmin", "alice"];
 
 #[tokio::test]
-async fn a_forged_identity_over_tcp_gets_no_secret_and_is_audited_as_unverified() {
+async fn over_tcp_only_reads_are_served_whoever_claims_to_call() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -26,55 +28,62 @@ async fn a_forged_identity_over_tcp_gets_no_secret_and_is_audited_as_unverified(
     )])
     .await;
     let tcp = Client::new(Endpoint::Tcp(format!("127.0.0.1:{port}")));
+    let local = stack.client();
+    let created = local.create_user("tina", None, None).await.unwrap();
+    let id = created.user_id;
 
-    // Created over TCP: the account and its password exist, the password is not handed out.
-    let created = tcp
-        .acting_as("admin")
-        .unwrap()
-        .create_user("tina", None, None)
-        .await
-        .unwrap();
-    assert_eq!(created.initial_password, None);
-    assert!(created.user.initial_password_held && created.forge_token_set);
+    // Reads are served over TCP.
+    assert_eq!(tcp.get_user(id).await.unwrap().forge_username, "tina");
 
-    // Every method the SDK marks local-only is refused over TCP, for every forged name, with
-    // params that would otherwise succeed — among them `reset_forge_password`, which would hand
-    // out a fresh password for the account (and so the person's SSO login to their VM).
+    // Every other method is refused over TCP, for every forged name, with params that would otherwise do
+    // something — among them `create_user` (a Forge account made with the admin token), `delete_user`,
+    // `provision_vm` (which spends TFT) and `reset_forge_password`, which would hand out a fresh password for the
+    // account (and so the person's SSO login to their VM).
     assert!(
         LOCAL_ONLY_METHOD_NAMES.contains(&"deployer.reset_forge_password"),
         "{LOCAL_ONLY_METHOD_NAMES:?}"
     );
-    let id = created.user_id;
     let params = |method: &str| match method {
         "deployer.secret_get" | "deployer.secret_delete" => {
             json!({"slot": "deployer/forge_admin_token"})
         }
         "deployer.secret_list" => json!({}),
         "deployer.secret_set" => json!({"slot": "deployer/forge_admin_token", "value": "x"}),
+        "deployer.create_user" => json!({"username": "mallory"}),
+        "deployer.reconcile" => json!({"fix": true}),
+        "deployer.forget_vm" => json!({"user_id": id, "force": true}),
+        "deployer.check_health" => json!({}),
+        "deployer.cancel_job" | "deployer.retry_job" => json!({"job_id": 1}),
         _ => json!({ "user_id": id }),
     };
-    for name in FORGED {
-        let forger = tcp.acting_as(name).unwrap();
-        for method in LOCAL_ONLY_METHOD_NAMES {
-            let err = forger.call_raw(method, params(method)).await.unwrap_err();
+    let refused: Vec<&str> = ALL_METHOD_NAMES
+        .iter()
+        .copied()
+        .filter(|m| !READ_METHOD_NAMES.contains(m))
+        .collect();
+    assert!(refused.len() >= 15, "{refused:?}");
+    for name in FORGED.iter().map(Some).chain([None]) {
+        let caller = match name {
+            Some(name) => tcp.acting_as(name).unwrap(),
+            None => tcp.clone(),
+        };
+        for method in &refused {
+            let err = caller.call_raw(method, params(method)).await.unwrap_err();
             assert_eq!(
                 err.kind(),
                 Some(ErrorKind::Forbidden),
-                "{name} {method}: {err}"
+                "{name:?} {method}: {err}"
             );
         }
     }
-    assert_eq!(
-        LOCAL_ONLY_METHOD_NAMES.len(),
-        7,
-        "a new local-only method needs its params above: {LOCAL_ONLY_METHOD_NAMES:?}"
-    );
 
-    // The local socket still reveals it, and it is the password Forge holds: none of the refused
-    // calls above changed it.
-    let local = stack.client();
+    // None of the refused calls reached the core: no account, no job, the same password on Forge.
+    assert_eq!(
+        local.find_user("mallory").await.unwrap_err().kind(),
+        Some(ErrorKind::NotFound)
+    );
     let password = local
-        .reveal_initial_password(created.user_id)
+        .reveal_initial_password(id)
         .await
         .unwrap()
         .initial_password;
@@ -85,35 +94,14 @@ async fn a_forged_identity_over_tcp_gets_no_secret_and_is_audited_as_unverified(
         .await
         .unwrap();
     assert_eq!(me.status(), 200);
-
-    // The audit names the claimed identity as unverified, never as the identity itself.
     let events = local.list_events(&Default::default()).await.unwrap();
-    let create = events
-        .events
-        .iter()
-        .find(|e| e.action == "user.create")
-        .unwrap();
-    assert_eq!(create.actor, "unverified:admin");
     assert!(
+        events.events.iter().all(|e| e.actor == "local:operator"),
+        "{:?}",
         events
             .events
             .iter()
-            .filter(|e| e.actor != "local:operator")
-            .all(|e| e.actor.starts_with("unverified:")),
-        "{:?}",
-        events.events.iter().map(|e| &e.actor).collect::<Vec<_>>()
+            .map(|e| (&e.actor, &e.action))
+            .collect::<Vec<_>>()
     );
-    assert!(
-        !events
-            .events
-            .iter()
-            .any(|e| e.action == "user.reset_forge_password"),
-        "a refused call never reaches the core"
-    );
-    let reveal = events
-        .events
-        .iter()
-        .find(|e| e.action == "user.reveal_password")
-        .unwrap();
-    assert_eq!(reveal.actor, "local:operator");
 }

@@ -70,6 +70,15 @@ impl Registry {
                     ))
                     .to_rpc());
                 }
+                // The TCP listener is read-only (see `Method::READS`): nothing there proves who is calling, so
+                // nothing there may create, delete, deploy, cancel or probe — for every caller, in one place.
+                if !M::READS && !caller.local {
+                    return Err(ServiceError::Forbidden(format!(
+                        "{} changes state and is only allowed over the local unix socket (TCP is read-only)",
+                        M::NAME
+                    ))
+                    .to_rpc());
+                }
                 // Absent params mean "no params": an empty object.
                 let params = if params.is_null() {
                     Value::Object(Default::default())
