@@ -331,7 +331,7 @@ async fn tcp_listener_forbids_secrets_and_writes() {
         .local_addr()
         .unwrap()
         .port();
-    let server = Server::start(
+    let _server = Server::start(
         dir.path(),
         ServerOptions {
             forge_url: "http://127.0.0.1:9".into(),
