@@ -3,9 +3,11 @@
 //! Identity comes only from the SSO edge's injected headers (`hero_identity`):
 //! * [`AuthMode::Signed`] (production): `X-Hero-Assertion` must verify against hero_proxy's key;
 //! * [`AuthMode::Headers`]: plain `X-Hero-User` / `X-Hero-Claims`, trusted because the dashboard is
-//!   reachable only through the proxy (its unix socket, or loopback TCP);
-//! * [`AuthMode::Dev`] (DEVELOPMENT ONLY): loopback or unix-socket peers only, plain headers when
-//!   present, else a fixed dev user; every page shows a banner.
+//!   reachable only through the proxy: its unix socket only (`main.rs` refuses `--listen`, since any
+//!   local process can reach a loopback port);
+//! * [`AuthMode::Dev`] (DEVELOPMENT ONLY): unix-socket peers, or loopback TCP peers asking for a
+//!   loopback `Host` (see [`loopback_host`]); plain headers when present, else a fixed dev user;
+//!   every page shows a banner.
 //!
 //! Access: the Forge username must be in the secret `deployer/ADMIN_FORGE_USERS` (comma-separated,
 //! re-read on every request, so an edit takes effect at once) or the identity must hold the
@@ -95,7 +97,8 @@ pub fn identify(
         }
         AuthMode::Headers => unsigned(headers),
         AuthMode::Dev { user } => {
-            let local = unix || peer.is_some_and(|p| p.ip().is_loopback());
+            let local =
+                unix || (peer.is_some_and(|p| p.ip().is_loopback()) && loopback_host(headers));
             if !local {
                 return Err(IdentityError::DevModeNotLoopback);
             }
@@ -114,6 +117,30 @@ pub fn identify(
             }
         }
     }
+}
+
+/// Whether the request's `Host` names this machine's loopback (`localhost`, `127.0.0.0/8`, `[::1]`, any port).
+///
+/// Why dev mode needs it on top of a loopback peer: with DNS rebinding, any web page the developer opens can
+/// point its own name at 127.0.0.1 and then read and post to the dashboard as same-origin — the peer is
+/// loopback, but the `Host` is the attacker's name. A browser sends the name it resolved, so a loopback `Host`
+/// is what tells a local caller from a rebound page.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, port)) if port.is_empty() || port.starts_with(':') => ip,
+            _ => return false,
+        },
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Parses the allowlist secret with the one parser hero_proxy uses too.

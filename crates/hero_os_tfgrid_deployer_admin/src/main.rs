@@ -42,7 +42,7 @@ struct Args {
     /// Root of Hero sockets (default ~/hero/var/sockets).
     #[arg(long, env = "HERO_SOCKET_DIR")]
     socket_dir: Option<PathBuf>,
-    /// Also listen on this TCP address (loopback only unless --auth-mode signed).
+    /// Also listen on this TCP address (signed mode; dev mode on loopback only; never in headers mode).
     #[arg(long, env = "HERO_DEPLOYER_ADMIN_LISTEN")]
     listen: Option<SocketAddr>,
     /// Do not serve the unix socket (e.g. a second dev instance on TCP only).
@@ -112,6 +112,13 @@ fn main() -> anyhow::Result<()> {
         },
     };
     if let Some(addr) = args.listen {
+        // Headers mode trusts plain identity headers: only a socket nothing but the proxy can reach makes that
+        // safe, and every local process (and a DNS-rebound web page) can reach a loopback TCP port.
+        if matches!(auth, AuthMode::Headers) {
+            bail!(
+                "--auth-mode headers serves only the unix socket (anything on this machine can reach {addr}); use --auth-mode signed for TCP"
+            );
+        }
         if !matches!(auth, AuthMode::Signed(_)) && !addr.ip().is_loopback() {
             bail!(
                 "--auth-mode {} only listens on loopback; {addr} is not (use --auth-mode signed)",

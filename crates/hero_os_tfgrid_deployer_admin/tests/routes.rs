@@ -544,17 +544,56 @@ async fn dev_mode_is_loopback_only_with_a_banner() {
     let app = router(stack.state(AuthMode::Dev {
         user: "dev-admin".into(),
     }));
-    let from = |ip: &str| {
+    let from = |ip: &str, host: Option<&str>| {
         let addr: SocketAddr = format!("{ip}:40000").parse().unwrap();
-        let mut req = Request::get("/users").body(Body::empty()).unwrap();
+        let mut req = Request::get("/users");
+        if let Some(host) = host {
+            req = req.header("host", host);
+        }
+        let mut req = req.body(Body::empty()).unwrap();
         req.extensions_mut().insert(ConnectInfo(addr));
         req
     };
-    let r = send(&app, from("127.0.0.1")).await;
+    let r = send(&app, from("127.0.0.1", Some("127.0.0.1:8080"))).await;
     assert_eq!(r.status, 200);
     assert!(r.text.contains("Development mode"));
     assert!(r.text.contains("dev-admin"));
-    assert_eq!(send(&app, from("192.0.2.7")).await.status, 401);
+    assert_eq!(
+        send(&app, from("192.0.2.7", Some("127.0.0.1:8080")))
+            .await
+            .status,
+        401
+    );
+    // A loopback peer is not enough: a DNS-rebound page connects from loopback but asks for its own name.
+    for host in [
+        "localhost:1",
+        "LOCALHOST",
+        "127.0.0.9:80",
+        "[::1]:8080",
+        "[::1]",
+    ] {
+        assert_eq!(
+            send(&app, from("127.0.0.1", Some(host))).await.status,
+            200,
+            "{host}"
+        );
+    }
+    for host in [
+        None,
+        Some("rebind.attacker.example:8080"),
+        Some("attacker.example"),
+        Some("127.0.0.1.attacker.example"),
+        Some("localhost.attacker.example:80"),
+        Some("[::1]x:80"),
+        Some("0.0.0.0:8080"),
+        Some(""),
+    ] {
+        assert_eq!(
+            send(&app, from("127.0.0.1", host)).await.status,
+            401,
+            "{host:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -580,10 +619,13 @@ async fn binary_serves_the_socket_and_tcp() {
         "the local socket counts as loopback in dev mode"
     );
 
-    // Dev mode refuses a non-loopback address; signed mode refuses to start without a key.
+    // Dev mode refuses a non-loopback address; signed mode refuses to start without a key; headers mode refuses
+    // TCP.
     for args in [
         vec!["--auth-mode", "dev", "--listen", "0.0.0.0:0", "--no-socket"],
         vec!["--auth-mode", "signed", "--no-socket"],
+        // Headers mode trusts plain headers: never on TCP, loopback included.
+        vec!["--auth-mode", "headers", "--listen", "127.0.0.1:0"],
     ] {
         let out = std::process::Command::new(support::binary("hero_os_tfgrid_deployer_admin"))
             .args(["--secrets-dir"])
