@@ -261,8 +261,12 @@ mod tests {
         let remote: SocketAddr = "10.0.0.1:5000".parse().unwrap_or_else(|_| unreachable!());
         let local: SocketAddr = "127.0.0.1:5000".parse().unwrap_or_else(|_| unreachable!());
         assert!(identify(&mode, &HeaderMap::new(), Some(remote), false).is_err());
-        let id = identify(&mode, &HeaderMap::new(), Some(local), false);
+        let host = h(&[("host", "127.0.0.1:5000")]);
+        assert!(identify(&mode, &host, Some(remote), false).is_err());
+        let id = identify(&mode, &host, Some(local), false);
         assert_eq!(id.map(|i| i.user).ok().as_deref(), Some("dev"));
+        // A loopback peer without a loopback Host (a DNS-rebound page) is not local.
+        assert!(identify(&mode, &HeaderMap::new(), Some(local), false).is_err());
         let id = identify(&mode, &h(&[("x-hero-user", "eve")]), None, true);
         assert_eq!(id.map(|i| i.user).ok().as_deref(), Some("eve"));
         assert!(identify(&AuthMode::Headers, &HeaderMap::new(), None, true).is_err());

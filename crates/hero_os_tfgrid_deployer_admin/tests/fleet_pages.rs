@@ -221,6 +221,23 @@ async fn users_list_batches_and_vm_care_against_the_real_server() {
     )
     .await;
     assert_eq!(status, 403);
+    // …and the token is checked before the fields are read: a cross-site post of a huge or broken form is a 403
+    // too, not a parse of 150 000 ids.
+    for users in [
+        vec!["x".to_string()],
+        (0..150_000).map(|i| i.to_string()).collect(),
+    ] {
+        let mut form = vec![("action", "deploy".to_string())];
+        form.extend(users.into_iter().map(|u| ("user", u)));
+        let (status, _) = post(&app, "/users/batch", &form).await;
+        assert_eq!(status, 403);
+    }
+    // With the token, a batch past the bound is refused whole.
+    let mut form = vec![("csrf", csrf.clone()), ("action", "deploy".to_string())];
+    form.extend((0..150_000).map(|i| ("user", (i % 1000).to_string())));
+    let (status, html) = post(&app, "/users/batch", &form).await;
+    assert_eq!(status, 400, "{html}");
+    assert!(html.contains("at most 500"), "{html}");
 
     // A ready VM's care card: redeploy with a profile the server knows (a redeploy job), a
     // refusal for one it does not, and "never expire".
