@@ -382,6 +382,58 @@ async fn cancel_mid_job_deletes_what_the_job_made() {
     assert_eq!(follow(c, job.job_id).await.0.state, JobState::Succeeded);
 }
 
+/// A cancel's cleanup can take as long as a step (a grid `destroy`): it writes the heartbeat meanwhile, so the hang
+/// detector leaves it alone, and the cancelled job is never resumed by `retry_job` (which would deploy again what
+/// the operator cancelled). Before, the reaper failed it after `stale_after_ms` and a retry re-provisioned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_cancel_cleanup_is_not_reaped_and_is_never_retried() {
+    use std::time::{Duration, Instant};
+    let (stack, faults) = stack(Vec::new()).await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    let user_id = new_user(c, "cleo").await;
+    set_faults(&faults, json!({"ssh_refused": true, "delete_hold": true}));
+    let job = c.provision_vm(user_id, None).await.unwrap();
+    wait_event(c, job.job_id, |e| {
+        e.step.as_deref() == Some("wait_ssh") && e.level == EventLevel::Warn
+    })
+    .await;
+    c.cancel_job(job.job_id).await.unwrap();
+    let held = faults.with_extension("delete_held");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !held.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the cleanup never reached delete_vm"
+        );
+        support::poll_pause();
+    }
+    // Held for twice the hang detector's bound (`stale_after_ms = 3000` in FAST_CONFIG): still cancelling.
+    let window = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < window {
+        let now = c.get_job(job.job_id).await.unwrap();
+        assert_eq!(now.state, JobState::Cancelling, "{:?}", now.error);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    set_faults(&faults, json!({"ssh_refused": true}));
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(
+        job.state,
+        JobState::Cancelled,
+        "{:?}\n{}",
+        job.error,
+        messages(&events)
+    );
+    let error = job.error.clone().unwrap();
+    assert!(
+        error.contains("cleanup removed the gateway and VM"),
+        "{error}"
+    );
+    assert!(sandboxes(&stack).is_empty());
+    let err = c.retry_job(job.job_id).await.unwrap_err();
+    assert!(err.to_string().contains("cancelled"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reaper_fails_a_job_whose_heartbeat_stopped_and_retry_resumes_it() {
     let (stack, faults) = stack(Vec::new()).await;

@@ -12,9 +12,10 @@
 //!   while the server runs):
 //!   `{"deploy_vm_timeouts": n, "deploy_vm_unavailable": n, "deploy_gateway_timeouts": n,
 //!     "deploy_gateway_unavailable": n, "ssh_refused": bool, "bootstrap_exit1": bool,
-//!     "health_503": bool, "stall_at": "<step>", "inventory_hold": bool}`. `inventory_hold` makes a
-//!   backend's `inventory` wait (writing `<faults file>.inventory_held` when it starts waiting) until the switch
-//!   is off, at most 60 s: a reconcile whose snapshot is old by the time its findings arrive.
+//!     "health_503": bool, "stall_at": "<step>", "inventory_hold": bool, "delete_hold": bool}`.
+//!   `inventory_hold` makes a backend's `inventory` wait (writing `<faults file>.inventory_held` when it starts
+//!   waiting) until the switch is off, at most 60 s: a reconcile whose snapshot is old by the time its findings
+//!   arrive. `delete_hold` does the same to `delete_vm` (`<faults file>.delete_held`): a slow cleanup.
 //!   Counters are consumed (written back decremented) and passed to the local backend's own
 //!   fault hooks, so the backend itself fails the call.
 
@@ -161,15 +162,16 @@ impl Faults {
         }
     }
 
-    /// Holds an inventory while `inventory_hold` is on (see the module doc).
-    async fn hold_inventory(&self) {
+    /// Waits while the switch `name` (`inventory_hold`, `delete_hold`) is on, at most 60 s, having written
+    /// `<faults file>.<name>` when it starts waiting (see the module doc).
+    async fn hold(&self, _name: &str) {
         #[cfg(feature = "test-hooks")]
-        if self.flag("inventory_hold") {
+        if self.flag(_name) {
             if let Some(path) = &self.file {
-                let _ = std::fs::write(path.with_extension("inventory_held"), "");
+                let _ = std::fs::write(path.with_extension(_name.replace("_hold", "_held")), "");
             }
             let until = Instant::now() + Duration::from_secs(60);
-            while self.flag("inventory_hold") && Instant::now() < until {
+            while self.flag(_name) && Instant::now() < until {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -217,6 +219,7 @@ impl ComputeBackend for FaultyBackend {
         self.inner.get_vm(name).await
     }
     async fn delete_vm(&self, name: &ResourceName, out: OutputSink) -> Result<(), BackendError> {
+        self.faults.hold("delete_hold").await;
         self.inner.delete_vm(name, out).await
     }
     async fn deploy_gateway(
@@ -238,7 +241,7 @@ impl ComputeBackend for FaultyBackend {
         self.inner.delete_gateway(name, out).await
     }
     async fn inventory(&self) -> Result<Vec<Resource>, BackendError> {
-        self.faults.hold_inventory().await;
+        self.faults.hold("inventory_hold").await;
         self.inner.inventory().await
     }
 }

@@ -37,7 +37,7 @@ impl Provisioner {
             })
             .await?;
         let mut reaped = Vec::new();
-        for (job_id, heartbeat, step) in stale {
+        for (job_id, heartbeat, step, cancelling) in stale {
             if let Ok(mut workers) = self.inner.workers.lock() {
                 if let Some(w) = workers.remove(&job_id) {
                     w.abort();
@@ -45,10 +45,19 @@ impl Provisioner {
             }
             let silent = heartbeat.map(|h| human(Duration::from_millis((now - h).max(0) as u64)));
             let step = step.unwrap_or_else(|| "start".into());
-            let reason = format!(
-                "no heartbeat for {} during step {step}: the worker hung or died; retry_job resumes from this step",
-                silent.unwrap_or_else(|| "ever".into())
-            );
+            let silent = silent.unwrap_or_else(|| "ever".into());
+            // A job stopped in its cancel cleanup ends cancelled (see `Ending::cancel_incomplete`): retrying it
+            // would deploy again what the operator cancelled.
+            let ending = if cancelling {
+                Ending::cancel_incomplete(format!(
+                    "cancelled during step {step}, but its cleanup stopped (no heartbeat for {silent}): the gateway \
+                     and VM may remain; run `vm delete` for this user or `reconcile --fix`"
+                ))
+            } else {
+                Ending::failed(format!(
+                    "no heartbeat for {silent} during step {step}: the worker hung or died; retry_job resumes from this step"
+                ))
+            };
             let step2 = step.clone();
             let now2 = now;
             self.db()
@@ -72,7 +81,7 @@ impl Provisioner {
                     Ok(())
                 })
                 .await?;
-            self.finish(job_id, Ending::failed(reason)).await?;
+            self.finish(job_id, ending).await?;
             tracing::warn!(job_id, step = %step, "reaped a job whose heartbeat stopped");
             reaped.push(job_id);
         }

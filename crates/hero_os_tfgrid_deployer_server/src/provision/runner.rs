@@ -121,6 +121,22 @@ impl Provisioner {
         }
     }
 
+    /// Runs `fut` while writing the heartbeat, without watching for cancellation: for the cleanup of a job
+    /// already cancelled, which can take as long as a step (a grid `destroy`) and must not look dead to the
+    /// reaper meanwhile.
+    async fn beating<F: Future>(&self, rec: &dyn JobRecorder, fut: F) -> F::Output {
+        tokio::pin!(fut);
+        let period = self.inner.cfg.heartbeat();
+        let mut hb = tokio::time::interval_at(Instant::now() + period, period);
+        hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                out = &mut fut => return out,
+                _ = hb.tick() => { let _ = rec.heartbeat().await; }
+            }
+        }
+    }
+
     /// Runs `fut` while writing the heartbeat and watching for cancellation.
     async fn guarded<F: Future>(
         &self,
@@ -577,7 +593,10 @@ impl Provisioner {
         };
         let mut last = None;
         for tries in 1..=self.inner.cfg.max_attempts {
-            match steps::remove_resources(&*backend, &name, out.clone()).await {
+            let removed = self
+                .beating(rec, steps::remove_resources(&*backend, &name, out.clone()))
+                .await;
+            match removed {
                 Ok(()) => {
                     // The VM's OAuth app goes with it (register_sso may have made one).
                     match steps::delete_sso_app::delete_vm_app(
@@ -621,7 +640,8 @@ impl Provisioner {
                     if !retry {
                         break;
                     }
-                    tokio::time::sleep(self.backoff(tries)).await;
+                    self.beating(rec, tokio::time::sleep(self.backoff(tries)))
+                        .await;
                 }
             }
         }
@@ -630,7 +650,7 @@ impl Provisioner {
             last.map(|e| e.to_string()).unwrap_or_default(),
             job.forge_username
         );
-        rec.finish(Ending::failed(reason)).await
+        rec.finish(Ending::cancel_incomplete(reason)).await
     }
 }
 
@@ -647,6 +667,19 @@ impl Ending {
     pub(crate) fn failed(reason: String) -> Ending {
         Ending {
             state: JobState::Failed,
+            error: Some(reason),
+            result: None,
+            vm_status: Some(VmStatus::Failed),
+            level: EventLevel::Error,
+        }
+    }
+
+    /// A cancelled job whose cleanup did not finish. Cancelled, not failed: `retry_job` resumes failed jobs,
+    /// and resuming this one would deploy again the VM the operator cancelled. What may remain is for `vm
+    /// delete` or `reconcile --fix`, as the reason says.
+    pub(crate) fn cancel_incomplete(reason: String) -> Ending {
+        Ending {
+            state: JobState::Cancelled,
             error: Some(reason),
             result: None,
             vm_status: Some(VmStatus::Failed),

@@ -278,14 +278,15 @@ pub fn active_job_ids(conn: &Connection) -> rusqlite::Result<Vec<JobId>> {
 
 /// Running or cancelling jobs whose heartbeat is older than `before_ms`.
 /// A job the reaper should fail: id, last heartbeat, step it was in.
-pub type StaleJob = (JobId, Option<i64>, Option<String>);
+/// A job whose heartbeat stopped: id, last beat, current step, and whether it was cancelling (its cleanup).
+pub type StaleJob = (JobId, Option<i64>, Option<String>, bool);
 
 pub fn stale_jobs(conn: &Connection, before_ms: i64) -> rusqlite::Result<Vec<StaleJob>> {
     conn.prepare_cached(
-        "SELECT job_id, heartbeat_at_ms, current_step FROM jobs \
+        "SELECT job_id, heartbeat_at_ms, current_step, state = 'cancelling' FROM jobs \
          WHERE state IN ('running','cancelling') AND COALESCE(heartbeat_at_ms, started_at_ms, created_at_ms) < ?1",
     )?
-    .query_map([before_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    .query_map([before_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
     .collect()
 }
 
