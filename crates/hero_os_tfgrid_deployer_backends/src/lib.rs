@@ -8,6 +8,7 @@
 //! them. Secrets (private keys, the mnemonic) are never logged nor put on a command line.
 
 pub mod compute;
+pub mod graceful_child;
 pub mod grid_names;
 pub mod gridproxy;
 pub mod hero_compute;

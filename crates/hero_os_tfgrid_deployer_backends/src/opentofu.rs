@@ -41,6 +41,7 @@ use crate::compute::{
     BackendError, ComputeBackend, GatewayInfo, GatewayRequest, OutputSink, Resource, ResourceKind,
     ResourceName, VmInfo, VmRequest,
 };
+use crate::graceful_child::GracefulChild;
 use crate::grid_names::{gateway_label_problem, gateway_labels, GridNames};
 use crate::gridproxy::Network;
 use crate::provider_pin::{default_version, ProviderVersion};
@@ -615,12 +616,15 @@ impl OpenTofuBackend {
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
+            .stderr(Stdio::piped());
+        // Interrupted, not killed, when this call is given up (timeout, cancel, deadline, server stop): see
+        // `graceful_child`.
+        let mut child = GracefulChild::spawn(&mut cmd, INTERRUPT_GRACE).map_err(|e| {
             BackendError::Config(format!("cannot run {}: {e}", self.cfg.tofu_bin.display()))
         })?;
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        let (Some(stdout), Some(stderr)) =
+            (child.child().stdout.take(), child.child().stderr.take())
+        else {
             return Err(BackendError::Config("tofu child has no pipes".into()));
         };
         let mnemonic = self.cfg.mnemonic.clone();
@@ -643,7 +647,7 @@ impl OpenTofuBackend {
                     Piped::Line { stderr, text } => (stderr, text),
                     Piped::TooMuch => {
                         return Err(std::io::Error::other(format!(
-                            "it printed more than {} MiB on stdout (child killed)",
+                            "it printed more than {} MiB on stdout (child interrupted)",
                             MAX_STDOUT >> 20
                         )))
                     }
@@ -669,7 +673,7 @@ impl OpenTofuBackend {
             Err(_) => {
                 return Err(BackendError::Timeout {
                     op: shown,
-                    detail: format!("no result within {timeout:?} (child killed)"),
+                    detail: format!("no result within {timeout:?} (child interrupted)"),
                 })
             }
         };
@@ -1151,6 +1155,9 @@ const MAX_STDOUT: usize = 64 << 20;
 /// redacted from them, so the read bound is well above the shown one: a cut in the middle of the mnemonic would
 /// otherwise show its first words.
 const MAX_STDERR_LINE: usize = 64 * 1024;
+
+/// How long an interrupted `tofu` may take to stop its provider and write its state before it is killed.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(300);
 
 /// What a reader of one of `tofu`'s pipes hands the run.
 enum Piped {

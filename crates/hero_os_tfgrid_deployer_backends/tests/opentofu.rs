@@ -441,6 +441,49 @@ async fn hung_child_times_out_and_is_killed() {
     assert!(err.is_transient());
 }
 
+/// A call given up on (here its timeout; in the server also a cancel, a step deadline or a stop) interrupts tofu
+/// rather than SIGKILLing it: OpenTofu then stops its provider and writes the state of what it made, where a
+/// kill mid-apply can leave grid contracts no state knows. The stand-in records the SIGINT it got.
+#[tokio::test]
+async fn a_given_up_call_interrupts_tofu_instead_of_killing_it() {
+    let fake = Fake::new();
+    let mut be_cfg = || {
+        let mut cfg =
+            OpenTofuConfig::new(&fake.root, Network::Test, Zeroizing::new(MNEMONIC.into()));
+        cfg.tofu_bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-tofu");
+        cfg.extra_env = vec![
+            ("FAKE_TOFU_LOG".into(), fake.log.display().to_string()),
+            (
+                "FAKE_TOFU_CONTROL".into(),
+                fake.control.display().to_string(),
+            ),
+            ("FAKE_TOFU_SCHEMA".into(), fake.schema.display().to_string()),
+        ];
+        cfg.short_timeout = Duration::from_secs(20);
+        cfg.apply_timeout = Duration::from_millis(800);
+        cfg
+    };
+    let be = OpenTofuBackend::new(
+        be_cfg(),
+        Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(5)),
+    );
+    fake.control("hang_int=apply\n");
+    let err = be.deploy_vm(&req(), discard_output()).await.unwrap_err();
+    assert_eq!(err.code(), "backend.timeout", "{err}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = std::fs::read_to_string(&fake.log).unwrap_or_default();
+        if log.contains("INTERRUPTED apply") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tofu was not interrupted (killed outright?): {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn missing_node_or_binary_is_a_config_error() {
     let fake = Fake::new();
