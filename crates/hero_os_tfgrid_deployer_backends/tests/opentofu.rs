@@ -447,7 +447,7 @@ async fn hung_child_times_out_and_is_killed() {
 #[tokio::test]
 async fn a_given_up_call_interrupts_tofu_instead_of_killing_it() {
     let fake = Fake::new();
-    let mut be_cfg = || {
+    let be_cfg = || {
         let mut cfg =
             OpenTofuConfig::new(&fake.root, Network::Test, Zeroizing::new(MNEMONIC.into()));
         cfg.tofu_bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-tofu");
