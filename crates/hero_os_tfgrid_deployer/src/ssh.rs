@@ -77,6 +77,11 @@ pub fn run(access: &VmSshAccess, private_key: &str, command: &[String]) -> anyho
         )
         .into());
     };
+    // The temp dir below holds the user's private key until this function returns. Ctrl-C, a closed terminal or
+    // a `kill` while ssh runs would end this process by default and leave it there in clear, so they are caught
+    // for as long as this process lives (tokio installs a handler, not SIG_IGN, so ssh still starts with the
+    // default dispositions and reacts itself); ssh ends, and the dir goes with the return.
+    let _caught = catch_ending_signals()?;
     let dir = tempfile::Builder::new()
         .prefix("hero-vm-ssh-")
         .tempdir()
@@ -133,6 +138,20 @@ pub fn run(access: &VmSshAccess, private_key: &str, command: &[String]) -> anyho
         .status()
         .context("cannot run ssh (install openssh-client)")?;
     Ok(status.code().unwrap_or(255))
+}
+
+/// Catches SIGINT, SIGTERM, SIGHUP and SIGQUIT (see [`run`]); the returned streams are never read.
+fn catch_ending_signals() -> anyhow::Result<Vec<tokio::signal::unix::Signal>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+        SignalKind::quit(),
+    ]
+    .into_iter()
+    .map(|kind| signal(kind).context("cannot install a signal handler"))
+    .collect()
 }
 
 #[cfg(test)]

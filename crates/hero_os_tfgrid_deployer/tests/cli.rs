@@ -442,6 +442,49 @@ async fn vm_walk_through_the_cli() {
         "{err}"
     );
 
+    // Ctrl-C (SIGINT to the foreground group) while ssh runs: the temporary copy of the private key goes with
+    // the CLI, as it does on a normal exit. Before, the signal ended the CLI and left the key in $TMPDIR.
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGHUP,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        use std::os::unix::process::CommandExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
+            .arg("--server")
+            .arg(format!("unix:{}", stack.server.socket.display()))
+            .args(["vm", "ssh", "alice", "--", "sleep", "60"])
+            .env("TMPDIR", tmp.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut child = ProcessGuard {
+            child,
+            name: "vm ssh".into(),
+        };
+        let key_written = || {
+            std::fs::read_dir(tmp.path())
+                .unwrap()
+                .flatten()
+                .any(|d| d.path().join("id").exists())
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !key_written() {
+            assert!(std::time::Instant::now() < deadline, "ssh never started");
+            poll_pause();
+        }
+        let group = nix::unistd::Pid::from_raw(child.pid() as i32);
+        nix::sys::signal::killpg(group, signal).unwrap();
+        let status = wait_exit(&mut child.child, std::time::Duration::from_secs(30));
+        assert!(!status.success(), "{signal:?}: {status:?}");
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{signal:?} left {left:?}");
+    }
+
     // ssh-key --json: an object, never the bare key.
     let o = cli(&stack, &["--json", "vm", "ssh-key", "alice"], None);
     let key: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
