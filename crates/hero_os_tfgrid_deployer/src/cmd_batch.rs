@@ -197,8 +197,10 @@ fn transient(e: &ClientError) -> bool {
 /// Creates one person; a refused line leaves nothing this call made. A failed `create_user`
 /// keeps its `pending` record for a repeat call to resume — right for one user typed by hand,
 /// but a batch line must end created or absent, so when Forge or the server *refused* it (an
-/// email taken on Forge, …) the record this batch made is removed, its password slot with it
-/// (Forge made no account: it refused). Only when Forge stayed unreachable through a retry is
+/// email taken on Forge, …) before any account existed, the record this batch made is removed,
+/// its password slot with it. A record whose Forge account exists (`forge_user_id`, recorded by
+/// the server as soon as the account does; a token mint refused afterwards) is kept: its password
+/// is the only one that opens the account. Only when Forge stayed unreachable through a retry is
 /// the record kept, and the line says so: a timed-out account creation may have happened on
 /// Forge, and only the held password lets a rerun finish it instead of orphaning the account.
 async fn create_one(client: &Client, p: Person, resuming: bool) -> Outcome {
@@ -226,6 +228,12 @@ async fn create_one(client: &Client, p: Person, resuming: bool) -> Outcome {
         );
     } else if !refused_before_any_write(&error) && !resuming {
         match client.find_user(&p.username).await {
+            // Forge has the account (the server records it as soon as it exists): the record holds the only
+            // password that opens it, so it stays for a rerun to finish.
+            Ok(u) if !u.setup_complete && u.forge_user_id != 0 => reason.push_str(&format!(
+                "; Forge has the account, so its record and password are kept (pending): run the same command again to finish, or `user delete {}`",
+                p.username
+            )),
             Ok(u) if !u.setup_complete => match client.delete_user(u.user_id).await {
                 Ok(_) => reason.push_str("; nothing was kept"),
                 Err(e) => reason.push_str(&format!(

@@ -400,3 +400,61 @@ async fn deploy_many_under_the_concurrency_limit_with_one_progress_view() {
     let o = cli(&stack, &["vm", "deploy", "ann", "--users", "ben"]);
     assert!(!o.status.success());
 }
+
+/// A batch line that fails *after* Forge made the account (here the token mint, refused for a scope Forge does
+/// not know) keeps its record and the password that opens the account; before, the line said "nothing was kept"
+/// and threw the password away, leaving an account on Forge nobody could open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_refused_after_forge_made_the_account_keeps_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("deployer.toml");
+    std::fs::write(
+        &config,
+        format!("{CONFIG}\n[forge]\nuser_token_scopes = [\"bogus:scope\"]\n"),
+    )
+    .unwrap();
+    let forge = DevForge::start(dir.path());
+    let server = Server::start(
+        dir.path(),
+        ServerOptions {
+            forge_url: forge.url.clone(),
+            extra_env: vec![("HERO_DEPLOYER_CONFIG".into(), config.display().to_string())],
+        },
+    );
+    server.set_admin_token(&forge.admin_token()).await;
+    let stack = Stack {
+        _dir: dir,
+        forge,
+        server,
+    };
+    let file = stack._dir.path().join("people.csv");
+    std::fs::write(&file, "username\nerin\n").unwrap();
+    let o = cli(
+        &stack,
+        &["user", "create", "--from-file", file.to_str().unwrap()],
+    );
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}{err}");
+    let line = result_of(&out, 2);
+    assert!(line.contains("Forge has the account"), "{line}");
+    assert!(!line.contains("nothing was kept"), "{line}");
+
+    let c = stack.client();
+    let erin = c.find_user("erin").await.unwrap();
+    assert!(
+        !erin.setup_complete && erin.initial_password_held,
+        "{erin:?}"
+    );
+    let password = c
+        .reveal_initial_password(erin.user_id)
+        .await
+        .unwrap()
+        .initial_password;
+    let me = reqwest::Client::new()
+        .get(format!("{}/api/v1/user", stack.forge.url))
+        .basic_auth("erin", Some(&password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200, "the kept password opens the account");
+}

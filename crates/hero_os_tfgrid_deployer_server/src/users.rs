@@ -324,6 +324,19 @@ impl Deployer {
                 }
             }
         };
+        // The account exists from here on, opened by the password we hold: recorded now, so that a later failure
+        // (the token mint, the secret store) leaves a pending record that says so, and nobody takes it for
+        // "Forge made nothing" and throws away the only password that opens the account.
+        let forge_id = forge_user.id;
+        self.db
+            .write(move |conn| -> Result<(), ServiceError> {
+                conn.execute_cached(
+                    "UPDATE users SET forge_user_id = ?2, forge_created = 1, initial_password_held = 1 WHERE user_id = ?1",
+                    params![user_id, forge_id],
+                )?;
+                Ok(())
+            })
+            .await?;
         let name_of_token = token_name(user_id);
         let mut minted = self
             .forge
