@@ -98,7 +98,7 @@ async fn cockpit(
 ) -> Running {
     let log = dir.join("requests.jsonl");
     let c = Cockpit::new(CockpitConfig {
-        verifier: IdentityVerifier::Signed(signer.verifier("cockpit")),
+        verifier: IdentityVerifier::Signed(signer.verifier("cockpit").unwrap()),
         forge_url: forge_url.into(),
         secrets,
         request_log: log.clone(),
@@ -146,7 +146,7 @@ async fn identity_forms_health_and_the_request_log() {
         ),
         (
             "/",
-            vec![("x-hero-assertion", signer.sign(&payload("carol", -10)))],
+            vec![("x-hero-assertion", signer.sign(&payload("carol", -(hero_identity::CLOCK_LEEWAY_SECS as i64) - 10)))],
             401,
         ),
         ("/", vec![("x-hero-assertion", format!("{good}x"))], 401),

@@ -87,12 +87,13 @@ impl AssertionSigner {
         } ] })
     }
 
-    /// A verifier for this signer's key and `audience` (tests, and a proxy verifying its own output).
-    pub fn verifier(&self, audience: &str) -> AssertionVerifier {
-        AssertionVerifier {
+    /// A verifier for this signer's key and `audience` (tests, and a proxy verifying its own output). The audience
+    /// is checked like [`AssertionVerifier::from_jwks_json`]'s: an empty one would accept assertions with no `aud`.
+    pub fn verifier(&self, audience: &str) -> Result<AssertionVerifier, IdentityError> {
+        Ok(AssertionVerifier {
             keys: vec![(self.kid.clone(), self.key.verifying_key())],
-            audience: audience.to_owned(),
-        }
+            audience: check_audience(audience)?,
+        })
     }
 
     /// Signs `payload` into a compact JWS.
@@ -111,6 +112,30 @@ impl AssertionSigner {
         out.push_str(&B64.encode(sig.to_bytes()));
         out
     }
+}
+
+/// How far the proxy's clock and a backend's may disagree. The proxy re-signs an assertion once less than a fifth
+/// of its 5-minute lifetime is left, so without leeway a backend whose clock runs a minute ahead refuses
+/// assertions the proxy still considers fresh.
+pub const CLOCK_LEEWAY_SECS: u64 = 60;
+
+/// The longest lifetime (`exp - iat`) accepted. The proxy signs for 5 minutes; a longer-lived assertion is not
+/// the proxy's (a leaked key, a bug) and would be a replayable identity for as long as it says.
+pub const MAX_LIFETIME_SECS: u64 = 3600;
+
+/// The time rules, in one place: issued no later than now (within the leeway), unexpired (within the leeway),
+/// and valid for no longer than [`MAX_LIFETIME_SECS`].
+fn check_times(p: &AssertionPayload, now: u64) -> Result<(), IdentityError> {
+    if p.iat > now.saturating_add(CLOCK_LEEWAY_SECS) {
+        return Err(IdentityError::Malformed("issued in the future"));
+    }
+    if p.exp < p.iat || p.exp - p.iat > MAX_LIFETIME_SECS {
+        return Err(IdentityError::Malformed("lifetime longer than an hour"));
+    }
+    if p.exp.saturating_add(CLOCK_LEEWAY_SECS) <= now {
+        return Err(IdentityError::Expired);
+    }
+    Ok(())
 }
 
 /// Held by backends: the proxy's public key(s) and the one audience (route id) this backend accepts.
@@ -191,7 +216,8 @@ impl AssertionVerifier {
         Ok((kid_for(&key), key))
     }
 
-    /// Verifies signature, issuer, expiry and audience (`now` = unix seconds, a parameter so tests control time).
+    /// Verifies signature, issuer, times ([`check_times`]) and audience (`now` = unix seconds, a parameter so
+    /// tests control time).
     pub fn verify(&self, token: &str, now: u64) -> Result<AssertionPayload, IdentityError> {
         if token.len() > MAX_ASSERTION_LEN {
             return Err(IdentityError::Malformed("too long"));
@@ -235,9 +261,7 @@ impl AssertionVerifier {
         if payload.iss != ASSERTION_ISSUER {
             return Err(IdentityError::Malformed("issuer"));
         }
-        if payload.exp <= now {
-            return Err(IdentityError::Expired);
-        }
+        check_times(&payload, now)?;
         if payload.aud != self.audience {
             return Err(IdentityError::WrongAudience);
         }
@@ -283,7 +307,12 @@ mod tests {
         let v = AssertionVerifier::from_jwks_json(&s.public_jwks().to_string(), "cockpit").unwrap();
         let tok = s.sign(&payload(200));
         assert_eq!(v.verify(&tok, 150).unwrap(), payload(200));
-        assert_eq!(v.verify(&tok, 200), Err(IdentityError::Expired));
+        // Expiry with the clock leeway: still valid just inside it, expired at its end.
+        assert!(v.verify(&tok, 200 + CLOCK_LEEWAY_SECS - 1).is_ok());
+        assert_eq!(
+            v.verify(&tok, 200 + CLOCK_LEEWAY_SECS),
+            Err(IdentityError::Expired)
+        );
         // Tampered payload: swap in a different user, keep the signature.
         let mut parts: Vec<String> = tok.split('.').map(String::from).collect();
         let mut other = payload(200);
@@ -334,6 +363,36 @@ mod tests {
         );
         for empty in ["", "  "] {
             assert!(AssertionVerifier::from_jwks_json(&jwks, empty).is_err());
+            assert!(s.verifier(empty).is_err(), "the signer's verifier checks it too");
+        }
+    }
+
+    /// Issued in the future (beyond the leeway), living longer than an hour, or ending before it starts: not an
+    /// assertion the proxy makes, whatever its signature.
+    #[test]
+    fn the_time_window_is_checked() {
+        let s = AssertionSigner::from_seed(&[7u8; 32]);
+        let v = s.verifier("cockpit").unwrap();
+        let now = 10_000;
+        let at = |iat: u64, exp: u64| {
+            let mut p = payload(exp);
+            p.iat = iat;
+            v.verify(&s.sign(&p), now)
+        };
+        assert!(at(now, now + 300).is_ok());
+        assert!(at(now + CLOCK_LEEWAY_SECS, now + 300).is_ok(), "a proxy clock a minute ahead");
+        for (iat, exp) in [
+            (now + CLOCK_LEEWAY_SECS + 1, now + 300),
+            (4_102_444_800, 4_133_980_800),
+            (now, now + MAX_LIFETIME_SECS + 1),
+            (0, u64::MAX),
+            (now, now - 1),
+        ] {
+            assert!(
+                matches!(at(iat, exp), Err(IdentityError::Malformed(_))),
+                "iat {iat} exp {exp}: {:?}",
+                at(iat, exp)
+            );
         }
     }
 }

@@ -13,7 +13,10 @@ pub mod extract;
 pub mod headers;
 pub mod identity;
 
-pub use assertion::{AssertionPayload, AssertionSigner, AssertionVerifier, ASSERTION_ISSUER};
+pub use assertion::{
+    AssertionPayload, AssertionSigner, AssertionVerifier, ASSERTION_ISSUER, CLOCK_LEEWAY_SECS,
+    MAX_LIFETIME_SECS,
+};
 pub use claim::{
     format_claims_header, parse_claims_header, validate_claim, Claim, ClaimRule,
     LEGACY_ADMIN_CLAIM, MAX_CLAIM_LEN, MAX_CLAIM_SEGMENTS,

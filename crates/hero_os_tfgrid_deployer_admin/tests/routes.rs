@@ -497,7 +497,7 @@ async fn signed_assertions_from_the_proxy() {
     let stack = Stack::start().await;
     stack.set_allowlist("alice").await;
     let signer = AssertionSigner::from_seed(&[7u8; 32]);
-    let app = router(stack.state(AuthMode::Signed(signer.verifier("admin"))));
+    let app = router(stack.state(AuthMode::Signed(signer.verifier("admin").unwrap())));
     let with = |token: String, user: Option<&str>| {
         let mut r = Request::get("/users").header("x-hero-assertion", token);
         if let Some(u) = user {
@@ -517,7 +517,8 @@ async fn signed_assertions_from_the_proxy() {
         401,
         "header disagrees"
     );
-    let expired = assertion(&signer, "alice", &[], -10);
+    // Past its expiry by more than the clock leeway.
+    let expired = assertion(&signer, "alice", &[], -(hero_identity::CLOCK_LEEWAY_SECS as i64) - 10);
     assert_eq!(send(&app, with(expired, None)).await.status, 401);
     let other = AssertionSigner::from_seed(&[8u8; 32]);
     assert_eq!(
