@@ -146,7 +146,13 @@ async fn identity_forms_health_and_the_request_log() {
         ),
         (
             "/",
-            vec![("x-hero-assertion", signer.sign(&payload("carol", -(hero_identity::CLOCK_LEEWAY_SECS as i64) - 10)))],
+            vec![(
+                "x-hero-assertion",
+                signer.sign(&payload(
+                    "carol",
+                    -(hero_identity::CLOCK_LEEWAY_SECS as i64) - 10,
+                )),
+            )],
             401,
         ),
         ("/", vec![("x-hero-assertion", format!("{good}x"))], 401),

@@ -363,7 +363,10 @@ mod tests {
         );
         for empty in ["", "  "] {
             assert!(AssertionVerifier::from_jwks_json(&jwks, empty).is_err());
-            assert!(s.verifier(empty).is_err(), "the signer's verifier checks it too");
+            assert!(
+                s.verifier(empty).is_err(),
+                "the signer's verifier checks it too"
+            );
         }
     }
 
@@ -380,7 +383,10 @@ mod tests {
             v.verify(&s.sign(&p), now)
         };
         assert!(at(now, now + 300).is_ok());
-        assert!(at(now + CLOCK_LEEWAY_SECS, now + 300).is_ok(), "a proxy clock a minute ahead");
+        assert!(
+            at(now + CLOCK_LEEWAY_SECS, now + 300).is_ok(),
+            "a proxy clock a minute ahead"
+        );
         for (iat, exp) in [
             (now + CLOCK_LEEWAY_SECS + 1, now + 300),
             (4_102_444_800, 4_133_980_800),

@@ -518,7 +518,12 @@ async fn signed_assertions_from_the_proxy() {
         "header disagrees"
     );
     // Past its expiry by more than the clock leeway.
-    let expired = assertion(&signer, "alice", &[], -(hero_identity::CLOCK_LEEWAY_SECS as i64) - 10);
+    let expired = assertion(
+        &signer,
+        "alice",
+        &[],
+        -(hero_identity::CLOCK_LEEWAY_SECS as i64) - 10,
+    );
     assert_eq!(send(&app, with(expired, None)).await.status, 401);
     let other = AssertionSigner::from_seed(&[8u8; 32]);
     assert_eq!(
