@@ -262,6 +262,9 @@ impl AssertionVerifier {
             return Err(IdentityError::Malformed("issuer"));
         }
         check_times(&payload, now)?;
+        if !crate::identity::is_local_username(&payload.sub) {
+            return Err(IdentityError::Malformed("sub is not a local username"));
+        }
         if payload.aud != self.audience {
             return Err(IdentityError::WrongAudience);
         }
@@ -368,6 +371,32 @@ mod tests {
                 "the signer's verifier checks it too"
             );
         }
+    }
+
+    #[test]
+    fn sub_must_be_a_local_username() {
+        let s = AssertionSigner::from_seed(&[7u8; 32]);
+        let v = s.verifier("cockpit").unwrap();
+        for (sub, ok) in [
+            ("alice", true),
+            ("alice-2", true),
+            ("a_b-c9", true),
+            ("9lives", true),
+            ("", false),
+            ("Alice", false),
+            ("-alice", false),
+            ("alice\n", false),
+            ("al ice", false),
+            ("аlice", false), // Cyrillic а
+            ("alice.smith", false),
+        ] {
+            let mut p = payload(200);
+            p.sub = sub.into();
+            assert_eq!(v.verify(&s.sign(&p), 150).is_ok(), ok, "{sub:?}");
+        }
+        let mut p = payload(200);
+        p.sub = "a".repeat(65);
+        assert!(v.verify(&s.sign(&p), 150).is_err());
     }
 
     /// Issued in the future (beyond the leeway), living longer than an hour, or ending before it starts: not an

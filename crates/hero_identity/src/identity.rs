@@ -12,6 +12,19 @@ use crate::headers::{
     X_HERO_PROVIDER, X_HERO_USER,
 };
 
+/// Whether `name` has the shape of a hero_proxy local username: `[a-z0-9_-]`, starting with a letter or digit,
+/// at most 64 bytes (32 from the provider's login, plus a collision suffix such as `-2`). The proxy makes no other
+/// (`hero_proxy::store::sanitize_username`), so anything else in `sub` or `X-Hero-User` — empty, upper case, a
+/// newline, a confusable letter — is refused before a backend uses it as a key or shows it.
+pub fn is_local_username(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase() || *c == b'_' || *c == b'-')
+}
+
 /// A signed-in user as established by hero_proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -112,6 +125,11 @@ impl IdentityVerifier {
                 let user = header(headers, X_HERO_USER)?
                     .ok_or(IdentityError::Missing)?
                     .to_owned();
+                if !is_local_username(&user) {
+                    return Err(IdentityError::Malformed(
+                        "X-Hero-User is not a local username",
+                    ));
+                }
                 let mut claims =
                     parse_claims_header(header(headers, X_HERO_CLAIMS)?.unwrap_or_default())?;
                 claims.sort();

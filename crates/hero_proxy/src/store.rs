@@ -1027,6 +1027,35 @@ mod tests {
         assert_eq!(sanitize_username("???"), "user");
     }
 
+    /// Every local name the proxy makes has the shape backends are told to expect (`hero_identity::is_local_username`,
+    /// which refuses anything else in an assertion), collision suffix included.
+    #[test]
+    fn every_local_username_made_passes_the_contract_check() {
+        let long = "x".repeat(200);
+        for login in [
+            "alice",
+            "Alice.Smith",
+            "..Bob Smith!",
+            "???",
+            "",
+            "-x",
+            "_x",
+            "ünïcödé",
+            "аlice",
+            "a\nb",
+            "9",
+            &long,
+        ] {
+            let base = sanitize_username(login);
+            for name in [base.clone(), format!("{base}-2"), format!("{base}-9999")] {
+                assert!(
+                    hero_identity::is_local_username(&name),
+                    "{login:?} -> {name:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn claims_through_nested_groups_and_admin_sync() {
         let s = Store::open_in_memory().unwrap();
