@@ -301,6 +301,16 @@ impl Config {
                 return Err(ProxyError::Config(format!("{name} must be positive")));
             }
         }
+        // Backends refuse an assertion living longer than hero_identity's bound, so a longer ttl would lock
+        // every verifying backend out; one shorter than the verifiers' clock leeway would be refreshed on
+        // almost every request.
+        let ttl = cfg.assertion_ttl_secs;
+        if !(10..=hero_identity::MAX_LIFETIME_SECS).contains(&ttl) {
+            return Err(ProxyError::Config(format!(
+                "assertion_ttl_secs = {ttl}: give 10 to {} seconds (backends refuse longer-lived assertions)",
+                hero_identity::MAX_LIFETIME_SECS
+            )));
+        }
         Ok(cfg)
     }
 
@@ -383,5 +393,21 @@ mod tests {
         );
         let env = vec![("HERO_PROXY_NOPE".to_string(), "1".to_string())];
         assert!(Config::from_toml_with_env("redirect_uri_from_host = true", env).is_err());
+    }
+
+    #[test]
+    fn the_assertion_ttl_stays_within_what_backends_accept() {
+        for (ttl, ok) in [
+            (300, true),
+            (10, true),
+            (3600, true),
+            (0, false),
+            (9, false),
+            (3601, false),
+        ] {
+            let text = format!("redirect_uri_from_host = true\nassertion_ttl_secs = {ttl}");
+            let r = Config::from_toml_with_env(&text, Vec::new());
+            assert_eq!(r.is_ok(), ok, "{ttl}: {:?}", r.err());
+        }
     }
 }
