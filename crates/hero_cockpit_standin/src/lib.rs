@@ -118,7 +118,29 @@ pub fn app(c: Cockpit) -> Router {
             c.clone(),
             log_requests,
         ))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(c)
+}
+
+/// What every answer carries, as the reference backend of the identity contract should: the page is one person's
+/// (their private repositories), so no shared cache may keep it; nothing may frame it; it loads nothing, runs no
+/// script and sends no Referer (a repository link must not leak the cockpit's URL).
+async fn security_headers(mut resp: Response) -> Response {
+    use axum::http::{header, HeaderValue};
+    let h = resp.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    resp
 }
 
 /// What the cockpit knows about the signed-in person.

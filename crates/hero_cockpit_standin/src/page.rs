@@ -61,11 +61,21 @@ pub fn render(me: &Me) -> String {
     }
     h.push_str("<ul id=\"repos\">\n");
     for r in &me.repositories.repos {
+        // Forge's `html_url` becomes a link only when it is one: escaping keeps it inside the attribute, but a
+        // `javascript:` URL would still run on click.
+        let lower = r.html_url.to_ascii_lowercase();
+        let name = if lower.starts_with("https://") || lower.starts_with("http://") {
+            format!(
+                "<a href=\"{}\">{}</a>",
+                escape(&r.html_url),
+                escape(&r.full_name)
+            )
+        } else {
+            escape(&r.full_name)
+        };
         let _ = writeln!(
             h,
-            "<li><a href=\"{url}\">{name}</a>{private}{desc}</li>",
-            url = escape(&r.html_url),
-            name = escape(&r.full_name),
+            "<li>{name}{private}{desc}</li>",
             private = if r.private { " (private)" } else { "" },
             desc = if r.description.is_empty() {
                 String::new()
@@ -79,4 +89,59 @@ pub fn render(me: &Me) -> String {
     }
     h.push_str("</ul>\n<p><a href=\"/oauth/logout\">Sign out</a></p>\n</body></html>\n");
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repos::Repo;
+    use crate::{Me, RepoList, TokenSource};
+
+    #[test]
+    fn only_http_urls_become_links() {
+        let repo = |url: &str| Repo {
+            full_name: "carol/r".into(),
+            description: String::new(),
+            private: false,
+            html_url: url.into(),
+        };
+        let me = Me {
+            user: "carol".into(),
+            claims: vec![],
+            provider: "forge".into(),
+            external_id: "1".into(),
+            context: None,
+            verified: true,
+            repositories: RepoList {
+                token: TokenSource::None,
+                repos: [
+                    "https://forge.example/carol/r",
+                    "HTTP://forge.example/x",
+                    "javascript:alert(1)",
+                    " JavaScript:alert(1)",
+                    "data:text/html,x",
+                    "//evil.example/",
+                ]
+                .iter()
+                .map(|u| repo(u))
+                .collect(),
+                error: None,
+            },
+        };
+        let page = render(&me);
+        assert_eq!(
+            page.matches("<a href=\"https://forge.example").count(),
+            1,
+            "{page}"
+        );
+        assert_eq!(
+            page.matches("<a href=\"HTTP://forge.example").count(),
+            1,
+            "{page}"
+        );
+        for bad in ["javascript:", "JavaScript:", "data:", "//evil"] {
+            assert!(!page.contains(&format!("href=\"{bad}")), "{bad}: {page}");
+            assert!(!page.contains(&format!("href=\" {bad}")), "{bad}: {page}");
+        }
+    }
 }

@@ -126,6 +126,7 @@ async fn identity_forms_health_and_the_request_log() {
     let ck = cockpit(dir.path(), &signer, &forge_url, None).await;
     let http = reqwest::Client::new();
     let good = signer.sign(&payload("carol", 300));
+
     let cases: Vec<Case> = vec![
         ("/health", vec![], 200),
         ("/", vec![], 401),
@@ -219,6 +220,25 @@ async fn identity_forms_health_and_the_request_log() {
         std::fs::metadata(&ck.log).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    // Every answer carries the reference backend's security headers.
+    let r = http
+        .get(format!("{}/", ck.url))
+        .header("x-hero-assertion", &good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for (name, value) in [
+        ("cache-control", "no-store"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(r.headers()[name], value, "{name}");
+    }
+    assert!(r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
 }
 
 #[tokio::test]
