@@ -40,7 +40,7 @@ pub struct AssertionPayload {
     pub aud: String,
     /// Local username.
     pub sub: String,
-    /// Route context, if the route has one.
+    /// The signed-in user's context id as a decimal string (`"42"`), if one is set; never the route's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ctx: Option<String>,
     /// Claims, sorted.

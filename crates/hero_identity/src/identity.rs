@@ -30,7 +30,7 @@ pub fn is_local_username(name: &str) -> bool {
 pub struct Identity {
     /// Local username (`X-Hero-User`).
     pub user: String,
-    /// Route context (`X-Hero-Context`).
+    /// The signed-in user's context id, a decimal string (`X-Hero-Context`, the assertion's `ctx`).
     pub context: Option<String>,
     /// Claims, sorted (`X-Hero-Claims`).
     pub claims: Vec<Claim>,
