@@ -29,6 +29,7 @@ fn payload(user: &str, exp_in: i64) -> AssertionPayload {
         aud: "cockpit".into(),
         claims: vec![Claim::parse(&format!("users.{user}")).unwrap()],
         prv: "forge".into(),
+        lgn: user.into(),
         xid: "42".into(),
         iat: n,
         exp: (n as i64 + exp_in) as u64,

@@ -47,6 +47,10 @@ pub struct AssertionPayload {
     pub claims: Vec<Claim>,
     /// Provider id.
     pub prv: String,
+    /// The login at the provider (the Forge username, as Forge spells it). Empty from a proxy older than this
+    /// field, which then matches no allowlist of logins.
+    #[serde(default)]
+    pub lgn: String,
     /// Provider subject (external id).
     pub xid: String,
     /// Issued at, unix seconds.
@@ -279,6 +283,7 @@ impl AssertionVerifier {
             context: p.ctx,
             claims: p.claims,
             provider: p.prv,
+            login: p.lgn,
             external_id: p.xid,
             expires_at: Some(p.exp),
             verified: true,
@@ -298,6 +303,7 @@ mod tests {
             ctx: Some("cockpit".into()),
             claims: vec![Claim::parse("users.alice").unwrap()],
             prv: "forge".into(),
+            lgn: "Alice".into(),
             xid: "1001".into(),
             iat: 100,
             exp,

@@ -5,8 +5,11 @@
 
 /// Local username of the signed-in user (the proxy's `users.username`, not necessarily the Forge login).
 pub const X_HERO_USER: &str = "x-hero-user";
-/// The route's context (which deployment/backend the request is for), from the proxy's route configuration.
+/// The signed-in user's context id (a decimal string), from their record in the proxy.
 pub const X_HERO_CONTEXT: &str = "x-hero-context";
+/// The user's login at their provider as the provider spells it (the Forge username): what an allowlist of Forge
+/// logins must be compared with, since the local username is a lossy, first-come mapping of it.
+pub const X_HERO_LOGIN: &str = "x-hero-login";
 /// The user's claims, comma-separated, sorted, each valid per [`crate::Claim`].
 pub const X_HERO_CLAIMS: &str = "x-hero-claims";
 /// Provider id the user signed in with (e.g. `forge`).
@@ -26,8 +29,9 @@ pub const HERO_HEADER_PREFIX: &str = "x-hero-";
 pub const PROXY_KEY_PATH: &str = "/.well-known/hero-proxy-key";
 
 /// All injected identity headers (the assertion included).
-pub const IDENTITY_HEADERS: [&str; 7] = [
+pub const IDENTITY_HEADERS: [&str; 8] = [
     X_HERO_USER,
+    X_HERO_LOGIN,
     X_HERO_CONTEXT,
     X_HERO_CLAIMS,
     X_HERO_PROVIDER,

@@ -9,7 +9,7 @@ use crate::claim::{parse_claims_header, Claim, ClaimRule};
 use crate::error::IdentityError;
 use crate::headers::{
     X_HERO_ASSERTION, X_HERO_CLAIMS, X_HERO_CONTEXT, X_HERO_EXTERNAL_ID, X_HERO_FORGE_TOKEN,
-    X_HERO_PROVIDER, X_HERO_USER,
+    X_HERO_LOGIN, X_HERO_PROVIDER, X_HERO_USER,
 };
 
 /// Whether `name` has the shape of a hero_proxy local username: `[a-z0-9_-]`, starting with a letter or digit,
@@ -36,6 +36,9 @@ pub struct Identity {
     pub claims: Vec<Claim>,
     /// Provider id (`X-Hero-Provider`).
     pub provider: String,
+    /// The login at the provider (`X-Hero-Login`; the assertion's `lgn`): compare allowlists of Forge logins with
+    /// this and `provider`, never with `user`.
+    pub login: String,
     /// Provider subject (`X-Hero-External-Id`).
     pub external_id: String,
     /// Assertion expiry (unix seconds); `None` in dev mode.
@@ -109,6 +112,7 @@ impl IdentityVerifier {
                 let id = v.verify_identity(token, now)?;
                 check_agrees(headers, X_HERO_USER, Some(&id.user))?;
                 check_agrees(headers, X_HERO_PROVIDER, Some(&id.provider))?;
+                check_agrees(headers, X_HERO_LOGIN, Some(&id.login))?;
                 check_agrees(headers, X_HERO_EXTERNAL_ID, Some(&id.external_id))?;
                 check_agrees(headers, X_HERO_CONTEXT, id.context.as_deref())?;
                 if let Some(c) = header(headers, X_HERO_CLAIMS)? {
@@ -130,6 +134,9 @@ impl IdentityVerifier {
                         "X-Hero-User is not a local username",
                     ));
                 }
+                let login = header(headers, X_HERO_LOGIN)?
+                    .unwrap_or(user.as_str())
+                    .to_owned();
                 let mut claims =
                     parse_claims_header(header(headers, X_HERO_CLAIMS)?.unwrap_or_default())?;
                 claims.sort();
@@ -140,6 +147,7 @@ impl IdentityVerifier {
                     provider: header(headers, X_HERO_PROVIDER)?
                         .unwrap_or("dev")
                         .to_owned(),
+                    login,
                     external_id: header(headers, X_HERO_EXTERNAL_ID)?
                         .unwrap_or_default()
                         .to_owned(),

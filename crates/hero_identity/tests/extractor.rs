@@ -41,6 +41,7 @@ fn signed(signer: &AssertionSigner, claims: &[&str]) -> (String, String) {
         ctx: None,
         claims: claims.clone(),
         prv: "forge".into(),
+        lgn: "alice".into(),
         xid: "1001".into(),
         iat: now(),
         exp: now() + 60,

@@ -110,6 +110,7 @@ pub fn identify(
                     context: None,
                     claims: Vec::new(),
                     provider: "dev".into(),
+                    login: user.clone(),
                     external_id: String::new(),
                     expires_at: None,
                     verified: false,
@@ -150,10 +151,23 @@ pub fn parse_allowlist(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// Why an identified user is let in, if they are.
+/// The provider id hero_proxy gives Forge (its default `provider` and `admin_provider`): the allowlist holds Forge
+/// logins, so only a Forge identity can match it.
+pub const FORGE_PROVIDER: &str = "forge";
+
+/// Why an identified user is let in, if they are: their **Forge login** is on the allowlist, or they hold
+/// `groups.admin`.
+///
+/// Why the login and the provider, never the local username: the local name is the proxy's first-come, lossy
+/// mapping of a login (`bob.smith` signing in first holds `bob-smith`, so the real `bob-smith` becomes
+/// `bob-smith-2`), and another provider's `alice` is not Forge's. An unsigned identity that names no provider
+/// (dev mode's own, or plain headers without `X-Hero-Provider`, which `hero_identity` calls `dev`) is taken at
+/// its transport's word, as those modes take everything.
 pub fn admitted(identity: &Identity, allowlist: &[String]) -> Option<&'static str> {
-    let user = identity.user.to_ascii_lowercase();
-    if allowlist.contains(&user) {
+    let login = identity.login.to_ascii_lowercase();
+    let forge =
+        identity.provider == FORGE_PROVIDER || (!identity.verified && identity.provider == "dev");
+    if forge && !login.is_empty() && allowlist.contains(&login) {
         Some("allowlist")
     } else if identity.is_admin() {
         Some("groups.admin")
@@ -241,7 +255,36 @@ mod tests {
         .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(admitted(&id, &list), Some("allowlist"));
         id.user = "mallory".into();
+        id.login = "mallory".into();
         assert_eq!(admitted(&id, &list), None);
+        // The Forge login decides, not the local name: Forge `bob.smith` holding local `bob` is not `bob`, and
+        // Forge `bob` holding `bob-2` is.
+        let as_proxy_says = |user: &str, login: &str, provider: &str| {
+            identify(
+                &AuthMode::Headers,
+                &h(&[
+                    ("x-hero-user", user),
+                    ("x-hero-login", login),
+                    ("x-hero-provider", provider),
+                ]),
+                None,
+                true,
+            )
+            .unwrap_or_else(|e| unreachable!("{e}"))
+        };
+        assert_eq!(
+            admitted(&as_proxy_says("bob", "bob.smith", "forge"), &list),
+            None
+        );
+        assert_eq!(
+            admitted(&as_proxy_says("bob-2", "Bob", "forge"), &list),
+            Some("allowlist")
+        );
+        // Another provider's `alice` is not Forge's.
+        assert_eq!(
+            admitted(&as_proxy_says("alice", "alice", "github"), &list),
+            None
+        );
         let id = identify(
             &AuthMode::Headers,
             &h(&[

@@ -486,6 +486,7 @@ fn assertion(signer: &AssertionSigner, user: &str, claims: &[&str], exp_in: i64)
         ctx: None,
         claims: claims.iter().map(|c| Claim::parse(c).unwrap()).collect(),
         prv: "forge".into(),
+        lgn: user.into(),
         xid: "42".into(),
         iat: now,
         exp: (now as i64 + exp_in) as u64,

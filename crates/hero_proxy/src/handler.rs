@@ -8,7 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hero_identity::{
     AssertionPayload, ASSERTION_ISSUER, PROXY_KEY_PATH, X_HERO_ASSERTION, X_HERO_CLAIMS,
-    X_HERO_CONTEXT, X_HERO_EXTERNAL_ID, X_HERO_FORGE_TOKEN, X_HERO_PROVIDER, X_HERO_USER,
+    X_HERO_CONTEXT, X_HERO_EXTERNAL_ID, X_HERO_FORGE_TOKEN, X_HERO_LOGIN, X_HERO_PROVIDER,
+    X_HERO_USER,
 };
 use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, LOCATION, SET_COOKIE, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
@@ -33,6 +34,7 @@ pub use crate::headers::LOGIN_COOKIE;
 // The identity headers as `HeaderName`s: inserting by a `&str` name parses it again on every request.
 const HERO_USER: HeaderName = HeaderName::from_static(X_HERO_USER);
 const HERO_PROVIDER: HeaderName = HeaderName::from_static(X_HERO_PROVIDER);
+const HERO_LOGIN: HeaderName = HeaderName::from_static(X_HERO_LOGIN);
 const HERO_EXTERNAL_ID: HeaderName = HeaderName::from_static(X_HERO_EXTERNAL_ID);
 const HERO_CLAIMS: HeaderName = HeaderName::from_static(X_HERO_CLAIMS);
 const HERO_CONTEXT: HeaderName = HeaderName::from_static(X_HERO_CONTEXT);
@@ -556,6 +558,9 @@ impl App {
         let id = s.identity.as_deref().ok_or_else(invalid)?;
         h.insert(HERO_USER, id.user.clone());
         h.insert(HERO_PROVIDER, id.provider.clone());
+        if let Some(login) = &id.login {
+            h.insert(HERO_LOGIN, login.clone());
+        }
         h.insert(HERO_EXTERNAL_ID, id.external_id.clone());
         h.insert(HERO_CLAIMS, s.claims_header.clone());
         // The stack's convention: the context is the signed-in user's integer id from their record.
@@ -576,6 +581,7 @@ impl App {
                         ctx: s.user.context.map(|c| c.to_string()),
                         claims: s.claims.as_ref().clone(),
                         prv: s.user.provider.clone(),
+                        lgn: s.user.forge_username.clone(),
                         xid: s.user.external_id.clone(),
                         iat: now,
                         exp: now + ttl,

@@ -56,6 +56,8 @@ pub struct IdentityHeaders {
     pub user: HeaderValue,
     /// `X-Hero-Provider`.
     pub provider: HeaderValue,
+    /// `X-Hero-Login` (the login at the provider), when it is header-safe (a Forge login always is).
+    pub login: Option<HeaderValue>,
     /// `X-Hero-External-Id`.
     pub external_id: HeaderValue,
     /// `X-Hero-Context` (the user's context id), if any.
@@ -69,6 +71,7 @@ impl IdentityHeaders {
         Some(IdentityHeaders {
             user: v(&user.username)?,
             provider: v(&user.provider)?,
+            login: v(&user.forge_username),
             external_id: v(&user.external_id)?,
             context: match user.context {
                 Some(c) => Some(v(&c.to_string())?),

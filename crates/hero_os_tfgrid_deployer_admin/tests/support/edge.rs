@@ -85,6 +85,7 @@ async fn forward(State(s): State<EdgeState>, mut req: Request) -> Response {
         ctx: None,
         claims,
         prv: "forge".into(),
+        lgn: s.identity.user.clone(),
         xid: "1".into(),
         iat: now,
         exp: now + 300,
