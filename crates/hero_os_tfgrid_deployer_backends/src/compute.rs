@@ -12,6 +12,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -392,6 +393,12 @@ impl Placement {
 pub trait ComputeBackend: Send + Sync {
     /// `local`, `opentofu` or `hero_compute`.
     fn kind(&self) -> &'static str;
+    /// The longest one call (`deploy_vm`, `delete_gateway`…) may legitimately take, when it is long enough to
+    /// matter: a step that calls the backend gives it at least this much before its own deadline gives up (and so
+    /// interrupts it). `None`: the step's own deadline is ample.
+    fn longest_call(&self) -> Option<Duration> {
+        None
+    }
     /// Where this backend puts a VM. The pipeline asks this instead of comparing [`Self::kind`]
     /// with a name, so a new backend (or a stand-in) says what it is in one place.
     fn placement(&self) -> Placement {

@@ -235,11 +235,27 @@ impl OpenTofuConfig {
             ssh_user: "root".into(),
             manifest_path: "/home/driver/hero/cfg/cockpit/services.toml".into(),
             work_dir: "/root/hero_bootstrap".into(),
-            short_timeout: Duration::from_secs(10 * 60),
-            apply_timeout: Duration::from_secs(50 * 60),
+            short_timeout: DEFAULT_SHORT_TIMEOUT,
+            apply_timeout: DEFAULT_APPLY_TIMEOUT,
         }
     }
+
+    /// The longest one backend call may take with these timeouts: `init`, the schema read and `output` (short
+    /// each) and `apply`.
+    pub fn longest_call(&self) -> Duration {
+        longest_call_with(self.short_timeout, self.apply_timeout)
+    }
 }
+
+/// The longest one backend call may take with timeouts `short` and `apply` (see [`OpenTofuConfig::longest_call`]).
+pub fn longest_call_with(short: Duration, apply: Duration) -> Duration {
+    short * 3 + apply
+}
+
+/// `tofu init`, `providers schema`, `output`, `destroy` of one name: minutes at most.
+pub const DEFAULT_SHORT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// `tofu apply`: the provider's own create timeout is 45 minutes.
+pub const DEFAULT_APPLY_TIMEOUT: Duration = Duration::from_secs(50 * 60);
 
 /// Parent-environment variables the `tofu` child keeps, and why: `PATH` (tofu finds nothing else
 /// through it, but a provider may exec helpers), `HOME` (the CLI config `~/.tofurc` and plugin
@@ -858,6 +874,11 @@ impl OpenTofuBackend {
 impl ComputeBackend for OpenTofuBackend {
     fn kind(&self) -> &'static str {
         "opentofu"
+    }
+
+    /// A deploy is `init`, the schema read, `apply` and `output`, each with its own timeout.
+    fn longest_call(&self) -> Option<Duration> {
+        Some(self.cfg.longest_call())
     }
 
     fn check_prerequisites(&self) -> Result<(), BackendError> {

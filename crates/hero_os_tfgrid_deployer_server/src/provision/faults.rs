@@ -200,6 +200,9 @@ impl ComputeBackend for FaultyBackend {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
+    fn longest_call(&self) -> Option<Duration> {
+        self.inner.longest_call()
+    }
     fn placement(&self) -> Placement {
         self.inner.placement()
     }

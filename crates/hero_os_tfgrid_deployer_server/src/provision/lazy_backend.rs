@@ -26,6 +26,8 @@ pub struct LazyBackend {
     kind: &'static str,
     build: Build,
     precheck: Option<Precheck>,
+    /// What [`ComputeBackend::longest_call`] says before the backend is built (the first deploy builds it).
+    longest_call: Option<std::time::Duration>,
     cell: tokio::sync::OnceCell<Arc<dyn ComputeBackend>>,
 }
 
@@ -35,6 +37,7 @@ impl LazyBackend {
             kind,
             build,
             precheck: None,
+            longest_call: None,
             cell: tokio::sync::OnceCell::new(),
         }
     }
@@ -42,6 +45,12 @@ impl LazyBackend {
     /// What [`ComputeBackend::prerequisites`] checks while the backend is not built yet.
     pub fn with_precheck(mut self, precheck: Precheck) -> LazyBackend {
         self.precheck = Some(precheck);
+        self
+    }
+
+    /// What [`ComputeBackend::longest_call`] answers while the backend is not built yet.
+    pub fn with_longest_call(mut self, longest: std::time::Duration) -> LazyBackend {
+        self.longest_call = Some(longest);
         self
     }
 
@@ -54,6 +63,12 @@ impl LazyBackend {
 impl ComputeBackend for LazyBackend {
     fn kind(&self) -> &'static str {
         self.kind
+    }
+    fn longest_call(&self) -> Option<std::time::Duration> {
+        match self.cell.get() {
+            Some(built) => built.longest_call(),
+            None => self.longest_call,
+        }
     }
     fn check_prerequisites(&self) -> Result<(), BackendError> {
         match self.cell.get() {

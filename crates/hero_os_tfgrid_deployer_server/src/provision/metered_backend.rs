@@ -37,6 +37,9 @@ impl ComputeBackend for MeteredBackend {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
+    fn longest_call(&self) -> Option<std::time::Duration> {
+        self.inner.longest_call()
+    }
     fn placement(&self) -> Placement {
         self.inner.placement()
     }

@@ -332,11 +332,18 @@ impl Provisioner {
         cancel: &mut watch::Receiver<bool>,
     ) -> Result<StepOutcome, ServiceError> {
         let cfg = &self.inner.cfg;
-        let budget = cfg
-            .step_deadline_secs
-            .get(at.name)
-            .map(|s| Duration::from_secs(*s))
-            .unwrap_or_else(|| step.deadline());
+        let longest = if step.calls_backend() {
+            self.backend(&job.backend)
+                .ok()
+                .and_then(|b| b.longest_call())
+        } else {
+            None
+        };
+        let budget = step_budget(
+            cfg.step_deadline_secs.get(at.name).copied(),
+            step.deadline(),
+            longest,
+        );
         let started = Instant::now();
         let deadline = started + budget;
         let started_at_ms = self.now_ms();
@@ -654,6 +661,22 @@ impl Provisioner {
     }
 }
 
+/// What a step may spend, all attempts included: the operator's `[provision.step_deadline_secs]` entry if there
+/// is one; else the step's own deadline, stretched for a backend call to the backend's longest call plus a
+/// minute. Why: the step deadline gives up on the call, which interrupts it (`tofu` on SIGINT), and a grid apply
+/// may take its full 50 minutes; a 15-minute step deadline cut every slow apply short.
+pub(crate) fn step_budget(
+    configured_secs: Option<u64>,
+    default: Duration,
+    backend_longest_call: Option<Duration>,
+) -> Duration {
+    match (configured_secs, backend_longest_call) {
+        (Some(secs), _) => Duration::from_secs(secs),
+        (None, Some(longest)) => default.max(longest + Duration::from_secs(60)),
+        (None, None) => default,
+    }
+}
+
 /// How a job ends: its final state, why, its result, and what the user's VM status becomes.
 pub struct Ending {
     state: JobState,
@@ -732,4 +755,40 @@ fn record_redeployed_profile(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_step_gets_at_least_the_backends_longest_call() {
+        let m = Duration::from_secs;
+        // The operator's entry wins; else the default, stretched to the backend's longest call plus a minute.
+        assert_eq!(step_budget(Some(30), m(900), Some(m(4200))), m(30));
+        assert_eq!(step_budget(None, m(900), Some(m(4200))), m(4260));
+        assert_eq!(step_budget(None, m(900), Some(m(60))), m(900));
+        assert_eq!(step_budget(None, m(900), None), m(900));
+        // OpenTofu's defaults: a 50-minute apply no longer outlives a 15-minute step.
+        use hero_os_tfgrid_deployer_backends::opentofu as tofu;
+        let longest =
+            tofu::longest_call_with(tofu::DEFAULT_SHORT_TIMEOUT, tofu::DEFAULT_APPLY_TIMEOUT);
+        assert!(step_budget(None, m(900), Some(longest)) > tofu::DEFAULT_APPLY_TIMEOUT);
+    }
+
+    #[test]
+    fn exactly_the_steps_that_call_the_backend_say_so() {
+        let calling = |table: &[&dyn steps::Step]| -> Vec<&'static str> {
+            table
+                .iter()
+                .filter(|s| s.calls_backend())
+                .map(|s| s.name())
+                .collect()
+        };
+        assert_eq!(calling(steps::PROVISION), ["deploy_vm", "deploy_gateway"]);
+        assert_eq!(
+            calling(steps::DECOMMISSION),
+            ["delete_gateway", "delete_vm"]
+        );
+    }
 }

@@ -87,7 +87,14 @@ pub async fn build(
                 .with_precheck(Box::new(move || {
                     let check = check.clone();
                     Box::pin(async move { check.config().await.map(drop) })
-                })),
+                }))
+                .with_longest_call({
+                    use hero_os_tfgrid_deployer_backends::opentofu as tofu;
+                    tofu::longest_call_with(
+                        tofu::DEFAULT_SHORT_TIMEOUT,
+                        tofu::DEFAULT_APPLY_TIMEOUT,
+                    )
+                }),
             ),
         );
     }

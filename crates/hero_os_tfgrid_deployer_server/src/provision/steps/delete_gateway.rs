@@ -23,6 +23,10 @@ impl Step for DeleteGateway {
         Duration::from_secs(300)
     }
 
+    fn calls_backend(&self) -> bool {
+        true
+    }
+
     async fn run(&self, s: &StepCx<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
         let name = s.resource_name()?;
         if ctx.backend_untouched {

@@ -22,6 +22,10 @@ impl Step for DeleteVm {
         Duration::from_secs(600)
     }
 
+    fn calls_backend(&self) -> bool {
+        true
+    }
+
     async fn run(&self, s: &StepCx<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
         let name = s.resource_name()?;
         if ctx.backend_untouched {

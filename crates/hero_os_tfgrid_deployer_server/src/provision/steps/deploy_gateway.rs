@@ -25,6 +25,10 @@ impl Step for DeployGateway {
         Duration::from_secs(300)
     }
 
+    fn calls_backend(&self) -> bool {
+        true
+    }
+
     async fn run(&self, s: &StepCx<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
         let vm = match ctx.vm.clone() {
             Some(vm) => vm,

@@ -25,6 +25,10 @@ impl Step for DeployVm {
         Duration::from_secs(900)
     }
 
+    fn calls_backend(&self) -> bool {
+        true
+    }
+
     async fn run(&self, s: &StepCx<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
         let name = s.resource_name()?;
         let spec = ctx.spec.get_or_insert_with(VmSpec::default).clone();

@@ -64,6 +64,11 @@ pub trait Step: Send + Sync + 'static {
     /// How long one run of the step may take, all attempts included (overridable per step in
     /// `[provision.step_deadline_secs]`). Generous for the grid, short for bookkeeping.
     fn deadline(&self) -> Duration;
+    /// True for the steps that call the compute backend (deploy and delete of the VM and the gateway): their
+    /// default deadline stretches to the backend's [`ComputeBackend::longest_call`] (see `runner::step_budget`).
+    fn calls_backend(&self) -> bool {
+        false
+    }
     /// One attempt. Must be idempotent: adopt what an earlier attempt made.
     async fn run(&self, cx: &StepCx<'_>, ctx: &mut JobContext) -> Result<String, StepError>;
 }
