@@ -363,7 +363,7 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
             let user_id = resolve_user(client, &user).await?;
             let access = client.vm_ssh_target(user_id).await?;
             let key = client.export_ssh_key(user_id).await?;
-            let code = crate::ssh::run(&access, &key.private_key, &command)?;
+            let code = crate::ssh::run(&access, &key.private_key, &command).await?;
             std::process::exit(code);
         }
         VmCmd::List { filter } => {

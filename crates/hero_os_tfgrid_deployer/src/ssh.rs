@@ -1,11 +1,14 @@
 //! `vm ssh`: OpenSSH with the user's held key and the host key the deployer pinned on first
 //! contact. Nothing lands in `~/.ssh`: the key and a one-host `known_hosts` live in a private
-//! temporary directory removed when `ssh` exits.
+//! temporary directory removed when `ssh` exits or a signal ends the command.
 
+use std::future::Future;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
+
+use tokio::process::Command;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use anyhow::Context;
 use hero_os_tfgrid_deployer_sdk::jobs::VmSshAccess;
@@ -66,7 +69,11 @@ fn private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Runs `ssh` to the VM (with `command`, or interactive) and returns its exit code.
-pub fn run(access: &VmSshAccess, private_key: &str, command: &[String]) -> anyhow::Result<i32> {
+pub async fn run(
+    access: &VmSshAccess,
+    private_key: &str,
+    command: &[String],
+) -> anyhow::Result<i32> {
     let Some(pin) = access.host_key_fingerprint.as_deref() else {
         return Err(CliError::new(
             "no_host_key",
@@ -78,27 +85,37 @@ pub fn run(access: &VmSshAccess, private_key: &str, command: &[String]) -> anyho
         .into());
     };
     // The temp dir below holds the user's private key until this function returns. Ctrl-C, a closed terminal or
-    // a `kill` while ssh runs would end this process by default and leave it there in clear, so they are caught
-    // for as long as this process lives (tokio installs a handler, not SIG_IGN, so ssh still starts with the
-    // default dispositions and reacts itself); ssh ends, and the dir goes with the return.
-    let _caught = catch_ending_signals()?;
+    // a `kill` would end this process by default and leave it there in clear, so they are caught for as long as
+    // this function runs, and every wait below gives way to them: the child is killed, `run` returns, the dir
+    // goes with it.
+    let mut signals = EndingSignals::catch()?;
     let dir = tempfile::Builder::new()
         .prefix("hero-vm-ssh-")
         .tempdir()
         .context("cannot create a temporary directory")?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
     let port = access.port.to_string();
-    let scan = Command::new("ssh-keyscan")
-        .args(["-T", "10", "-p", &port, &access.host])
-        .output()
+    let scan = signals
+        .unless_interrupted(
+            Command::new("ssh-keyscan")
+                .args(["-T", "10", "-p", &port, &access.host])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await?
         .context("cannot run ssh-keyscan (install openssh-client)")?;
     let scanned = String::from_utf8_lossy(&scan.stdout).into_owned();
     let scan_file = dir.path().join("scanned");
     private_file(&scan_file, scanned.as_bytes())?;
-    let fps = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(&scan_file)
-        .output()
+    let fps = signals
+        .unless_interrupted(
+            Command::new("ssh-keygen")
+                .arg("-lf")
+                .arg(&scan_file)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await?
         .context("cannot run ssh-keygen")?;
     let known = pinned_known_hosts(&scanned, &String::from_utf8_lossy(&fps.stdout), pin).map_err(
         |why| {
@@ -116,7 +133,7 @@ pub fn run(access: &VmSshAccess, private_key: &str, command: &[String]) -> anyho
         "ssh {}@{} port {} (host key {pin}, as pinned by the deployer)",
         access.login, access.host, access.port
     );
-    let status = Command::new("ssh")
+    let mut ssh = Command::new("ssh")
         .arg("-i")
         .arg(&key)
         .arg("-o")
@@ -135,23 +152,56 @@ pub fn run(access: &VmSshAccess, private_key: &str, command: &[String]) -> anyho
         ])
         .arg(format!("{}@{}", access.login, access.host))
         .args(command)
-        .status()
+        .kill_on_drop(true)
+        .spawn()
         .context("cannot run ssh (install openssh-client)")?;
+    // A signal that came before ssh existed never reached it (it shares our process group only from now on):
+    // without this wait giving way, that Ctrl-C would be swallowed and ssh would run on.
+    let status = signals
+        .unless_interrupted(ssh.wait())
+        .await?
+        .context("ssh did not run")?;
     Ok(status.code().unwrap_or(255))
 }
 
-/// Catches SIGINT, SIGTERM, SIGHUP and SIGQUIT (see [`run`]); the returned streams are never read.
-fn catch_ending_signals() -> anyhow::Result<Vec<tokio::signal::unix::Signal>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    [
-        SignalKind::interrupt(),
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-        SignalKind::quit(),
-    ]
-    .into_iter()
-    .map(|kind| signal(kind).context("cannot install a signal handler"))
-    .collect()
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT, caught while [`run`] holds the key on disk.
+struct EndingSignals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+    quit: Signal,
+}
+
+impl EndingSignals {
+    fn catch() -> anyhow::Result<EndingSignals> {
+        let catch = |kind| signal(kind).context("cannot install a signal handler");
+        Ok(EndingSignals {
+            int: catch(SignalKind::interrupt())?,
+            term: catch(SignalKind::terminate())?,
+            hup: catch(SignalKind::hangup())?,
+            quit: catch(SignalKind::quit())?,
+        })
+    }
+
+    /// `work`, unless one of the signals comes first (or came already): then `work` is dropped (children are
+    /// spawned `kill_on_drop`) and the answer is an `interrupted` error.
+    async fn unless_interrupted<T>(&mut self, work: impl Future<Output = T>) -> anyhow::Result<T> {
+        let name = tokio::select! {
+            biased;
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+            _ = self.quit.recv() => "SIGQUIT",
+            done = work => return Ok(done),
+        };
+        Err(CliError::new(
+            "interrupted",
+            format!(
+                "interrupted by {name}; ssh stopped and the temporary copy of the key is removed"
+            ),
+        )
+        .into())
+    }
 }
 
 #[cfg(test)]

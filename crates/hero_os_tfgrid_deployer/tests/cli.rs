@@ -443,11 +443,16 @@ async fn vm_walk_through_the_cli() {
     );
 
     // Ctrl-C (SIGINT to the foreground group) while ssh runs: the temporary copy of the private key goes with
-    // the CLI, as it does on a normal exit. Before, the signal ended the CLI and left the key in $TMPDIR.
-    for signal in [
-        nix::sys::signal::Signal::SIGINT,
-        nix::sys::signal::Signal::SIGHUP,
-        nix::sys::signal::Signal::SIGTERM,
+    // the CLI, as it does on a normal exit. Before, the signal ended the CLI and left the key in $TMPDIR. A
+    // signal to the CLI alone (`kill PID`, or one that came before ssh was spawned and so never reached it)
+    // stops ssh too: before, the CLI swallowed it and waited out the remote `sleep` with the key on disk.
+    use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGTERM};
+    for (signal, whole_group) in [
+        (SIGINT, true),
+        (SIGHUP, true),
+        (SIGTERM, true),
+        (SIGINT, false),
+        (SIGTERM, false),
     ] {
         use std::os::unix::process::CommandExt;
         let tmp = tempfile::tempdir().unwrap();
@@ -477,12 +482,19 @@ async fn vm_walk_through_the_cli() {
             assert!(std::time::Instant::now() < deadline, "ssh never started");
             poll_pause();
         }
-        let group = nix::unistd::Pid::from_raw(child.pid() as i32);
-        nix::sys::signal::killpg(group, signal).unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.pid() as i32);
+        if whole_group {
+            nix::sys::signal::killpg(pid, signal).unwrap();
+        } else {
+            nix::sys::signal::kill(pid, signal).unwrap();
+        }
         let status = wait_exit(&mut child.child, std::time::Duration::from_secs(30));
         assert!(!status.success(), "{signal:?}: {status:?}");
         let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
-        assert!(left.is_empty(), "{signal:?} left {left:?}");
+        assert!(
+            left.is_empty(),
+            "{signal:?} (group: {whole_group}) left {left:?}"
+        );
     }
 
     // ssh-key --json: an object, never the bare key.
