@@ -10,7 +10,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::peer_body::{self, PeerBodyError};
 use crate::spec::Capacity;
+
+/// The longest gridproxy answer accepted: a page of candidate nodes is tens of kilobytes; this is a broken or
+/// hostile mirror ([`peer_body`]).
+const MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// A ThreeFold Grid network. Each has its own gridproxy, chain and relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -377,17 +382,20 @@ impl GridProxyClient {
             .await
             .map_err(|e| GridProxyError::Transport(e.to_string()))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| GridProxyError::Transport(e.to_string()))?;
         if !(200..300).contains(&status) && status != 404 {
             return Err(GridProxyError::Http {
                 status,
                 url,
-                body: body.chars().take(300).collect(),
+                body: peer_body::error_excerpt(resp).await,
             });
         }
+        let body = peer_body::read_capped(resp, MAX_BODY)
+            .await
+            .map_err(|e| match e {
+                PeerBodyError::TooLong { .. } => GridProxyError::Decode(e.to_string()),
+                PeerBodyError::Read(why) => GridProxyError::Transport(why),
+            })?;
+        let body = String::from_utf8_lossy(&body).into_owned();
         Ok((status, body))
     }
 
@@ -420,7 +428,7 @@ impl GridProxyClient {
             return Err(GridProxyError::Http {
                 status,
                 url,
-                body: body.chars().take(300).collect(),
+                body: peer_body::excerpt(&body),
             });
         }
         parse_nodes(&body)

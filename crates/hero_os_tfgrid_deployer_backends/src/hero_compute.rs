@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
@@ -27,7 +27,12 @@ use crate::compute::{
     BackendError, ComputeBackend, GatewayInfo, GatewayRequest, OutputSink, Resource, ResourceKind,
     ResourceName, VmInfo, VmRequest,
 };
+use crate::peer_body;
 use crate::ssh::SshTarget;
+
+/// The longest JSON-RPC answer accepted from hero_compute (its answers are a VM's record, a few kilobytes; more
+/// is a broken peer, [`peer_body`]).
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
 
 /// Configuration of the hero_compute client.
 #[derive(Debug, Clone)]
@@ -201,19 +206,13 @@ impl HeroComputeBackend {
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
+        let bytes = peer_body::collect_capped(resp.into_body(), MAX_ANSWER)
             .await
-            .map_err(|e| unavailable(e.to_string()))?
-            .to_bytes();
+            .map_err(|e| unavailable(e.to_string()))?;
         if status.is_server_error() {
             return Err(unavailable(format!(
                 "HTTP {status}: {}",
-                String::from_utf8_lossy(&bytes)
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
+                peer_body::excerpt(&String::from_utf8_lossy(&bytes))
             )));
         }
         let v: Value = serde_json::from_slice(&bytes).map_err(|e| BackendError::Protocol {
@@ -223,11 +222,11 @@ impl HeroComputeBackend {
         if let Some(err) = v.get("error") {
             return Ok(Err(RpcError {
                 code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
-                message: err
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
+                message: peer_body::excerpt(
+                    err.get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                ),
             }));
         }
         match v.get("result") {

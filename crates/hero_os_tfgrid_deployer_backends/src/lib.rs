@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod node_selection;
 pub mod node_selector;
 pub mod opentofu;
+pub mod peer_body;
 pub mod provider_pin;
 pub mod provider_schema;
 pub mod spec;

@@ -454,3 +454,46 @@ fn which_deploy_failures_exclude_the_node() {
         assert!(!exclude_node_after(&ours), "{ours}");
     }
 }
+
+/// A hostile or broken gridproxy mirror (it is a public third-party service): an answer that never ends is cut at
+/// the cap instead of growing the deployer's memory, and an error body reaches the error only as a short
+/// printable excerpt — no terminal escapes, no line breaks, not a megabyte of text. Before, `text()` read
+/// everything and the first 300 characters went into the error verbatim.
+#[tokio::test]
+async fn a_hostile_gridproxy_cannot_flood_memory_or_the_operators_terminal() {
+    use axum::body::{Body, Bytes};
+    let endless = || {
+        Body::from_stream(futures::stream::repeat_with(|| {
+            Ok::<_, std::convert::Infallible>(Bytes::from(vec![b' '; 64 * 1024]))
+        }))
+    };
+    let app = Router::new()
+        .route("/nodes/{id}", get(move || async move { endless() }))
+        .route(
+            "/nodes",
+            get(|| async {
+                let mut body =
+                    "\u{1b}[2J\u{1b}]0;pwned\u{7}busy\r\nretry later \u{202e}".to_string();
+                body.push_str(&"x".repeat(1 << 20));
+                (StatusCode::SERVICE_UNAVAILABLE, body)
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = GridProxyClient::with_base_url(format!("http://{addr}")).unwrap();
+
+    let err = client.node(1).await.unwrap_err();
+    assert_eq!(err.code(), "gridproxy.decode", "{err}");
+    assert!(err.to_string().contains("longer than"), "{err}");
+
+    let err = client.nodes_by_ids(&[1]).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("busy retry later"), "{text}");
+    assert!(
+        !text.chars().any(|c| c.is_control() || c == '\u{202e}'),
+        "{text:?}"
+    );
+    assert!(text.chars().count() < 400, "{} chars", text.chars().count());
+}

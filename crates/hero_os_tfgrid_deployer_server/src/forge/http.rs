@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use hero_os_tfgrid_deployer_backends::peer_body;
 use hero_secrets::{SecretStore, SecretValue};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
@@ -98,6 +99,9 @@ struct TokenBody {
     #[serde(default)]
     scopes: Vec<String>,
 }
+
+/// The longest success answer accepted from Forge (more is a broken or hostile server, [`peer_body`]).
+const MAX_ANSWER: usize = 4 * 1024 * 1024;
 
 #[derive(Deserialize)]
 struct VersionBody {
@@ -262,32 +266,38 @@ fn describe(e: &reqwest::Error) -> String {
     out
 }
 
+/// The error answer's message: Forgejo's `{"message": …}` when it sent one, else the start of the body, else the
+/// status — as a short printable excerpt whichever it is ([`peer_body`]: it lands in job rows, the audit log and
+/// the operator's terminal).
 async fn message(response: Response) -> String {
     let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    serde_json::from_str::<ApiMessage>(&text)
+    let body = peer_body::error_body(response).await;
+    let text = serde_json::from_slice::<ApiMessage>(&body)
         .map(|m| m.message)
         .ok()
-        .filter(|m| !m.is_empty())
-        .unwrap_or_else(|| {
-            let t: String = text.chars().take(200).collect();
-            if t.is_empty() {
-                status.to_string()
-            } else {
-                t
-            }
-        })
+        .filter(|m| !m.trim().is_empty())
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    let text = peer_body::excerpt(&text);
+    if text.is_empty() {
+        status.to_string()
+    } else {
+        text
+    }
 }
 
+/// A success answer's JSON, read with a cap (Forge's answers here are one user or one token, a few kilobytes).
 async fn decode<T: for<'de> Deserialize<'de>>(response: Response) -> Result<T, ForgeError> {
     let status = response.status().as_u16();
-    response
-        .json::<T>()
+    let body = peer_body::read_capped(response, MAX_ANSWER)
         .await
         .map_err(|e| ForgeError::Protocol {
             status,
-            message: format!("unexpected body: {e}"),
-        })
+            message: e.to_string(),
+        })?;
+    serde_json::from_slice(&body).map_err(|e| ForgeError::Protocol {
+        status,
+        message: format!("unexpected body: {e}"),
+    })
 }
 
 fn conflict_reason(message: &str) -> ConflictReason {
