@@ -175,7 +175,11 @@ impl Sessions {
             return Ok(None);
         }
         if now.saturating_sub(s.last_seen) >= TOUCH_EVERY_SECS {
-            self.store.touch_session(&h, now)?;
+            if !self.store.touch_session(&h, now)? {
+                // Revoked since it was cached (another worker's logout or refusal): gone, not re-cached.
+                self.revoke(&h)?;
+                return Ok(None);
+            }
             Arc::make_mut(&mut s).last_seen = now;
             changed = true;
         }
@@ -237,20 +241,36 @@ impl Sessions {
     }
 
     /// Ends one session.
+    ///
+    /// Why the generation moves too: a lookup on another worker may have read the row just before the delete
+    /// and put its copy back into the cache just after the removal below. Entries carry the generation they
+    /// were loaded at, so once it moves (after the delete) such a copy is reloaded, finds no row, and is never
+    /// served again; without it a signed-out session lived on in the cache until the next sign-in anywhere. (It
+    /// moves only when a row went: whoever deleted a row already gone moved it then.)
     pub fn revoke(&self, h: &str) -> Result<bool> {
         self.cache
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(h);
-        self.store.delete_session(h)
+        let gone = self.store.delete_session(h)?;
+        if gone {
+            self.bump_generation();
+        }
+        Ok(gone)
     }
 
-    /// Ends a user's sessions (only admin-granted ones if `admin_only`); returns how many.
+    /// Ends a user's sessions (only admin-granted ones if `admin_only`); returns how many. The generation moves
+    /// for the reason [`Sessions::revoke`] gives.
     pub fn revoke_user(&self, user_id: i64, admin_only: bool) -> Result<usize> {
         let hashes = self.store.delete_user_sessions(user_id, admin_only)?;
-        let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        for h in &hashes {
-            c.remove(h);
+        {
+            let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
+            for h in &hashes {
+                c.remove(h);
+            }
+        }
+        if !hashes.is_empty() {
+            self.bump_generation();
         }
         Ok(hashes.len())
     }
@@ -297,5 +317,43 @@ mod tests {
         assert!(s.lookup(&id4, 5001).unwrap().is_none());
         assert!(s.lookup("nonexistent", 5001).unwrap().is_none());
         assert!(!set_cookie("x", 5).contains("Domain"));
+    }
+
+    /// The two interleavings by which a revoked session came back: a lookup on another worker that put its copy
+    /// back into the cache after `revoke` removed it (here: re-inserted by hand), and one that still held the
+    /// cached entry when the row went and touched a row that no longer exists. Both served the session after
+    /// logout, until the next sign-in anywhere.
+    #[test]
+    fn a_revoked_session_never_comes_back_from_the_cache() {
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        let u = store.provision("forge", "1", "alice", 0).unwrap();
+        let s = Sessions::new(store.clone(), 1000, 10_000);
+
+        let id = s.create(&u, 0).unwrap();
+        let held = s.lookup(&id, 0).unwrap().unwrap();
+        let h = hash_id(&id);
+        assert!(s.revoke(&h).unwrap());
+        s.cache.write().unwrap().insert(h.clone(), held);
+        assert!(
+            s.lookup(&id, 1).unwrap().is_none(),
+            "re-cached after revoke"
+        );
+
+        let id = s.create(&u, 0).unwrap();
+        assert!(s.lookup(&id, 0).unwrap().is_some());
+        store.delete_session(&hash_id(&id)).unwrap();
+        assert!(
+            s.lookup(&id, TOUCH_EVERY_SECS + 1).unwrap().is_none(),
+            "touched a deleted row"
+        );
+
+        let id = s.create(&u, 0).unwrap();
+        let held = s.lookup(&id, 0).unwrap().unwrap();
+        assert_eq!(s.revoke_user(u.id, false).unwrap(), 1);
+        s.cache.write().unwrap().insert(hash_id(&id), held);
+        assert!(
+            s.lookup(&id, 1).unwrap().is_none(),
+            "re-cached after revoke_user"
+        );
     }
 }

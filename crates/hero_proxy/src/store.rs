@@ -547,12 +547,13 @@ impl Store {
     }
 
     /// Updates `last_seen`.
-    pub fn touch_session(&self, id_hash: &str, now: u64) -> Result<()> {
-        self.c().execute(
+    /// False when the session row is gone (revoked meanwhile).
+    pub fn touch_session(&self, id_hash: &str, now: u64) -> Result<bool> {
+        let n = self.c().execute(
             "UPDATE sessions SET last_seen = ?1 WHERE id_hash = ?2",
             params![now as i64, id_hash],
         )?;
-        Ok(())
+        Ok(n > 0)
     }
 
     /// Marks that the session passed an admin check.
