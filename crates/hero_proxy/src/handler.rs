@@ -283,7 +283,10 @@ impl App {
             Err(StateError::Expired) => return bad("This sign-in attempt expired."),
         };
         if let Some(err) = q.get("error") {
-            tracing::info!(error = %err, "provider returned an error to the callback");
+            tracing::info!(
+                error = oauth_error_code(err),
+                "provider returned an error to the callback"
+            );
             return bad("The identity provider refused the sign-in.");
         }
         let Some(code) = q.get("code") else {
@@ -693,5 +696,19 @@ impl App {
             return Response::from_parts(parts, full(Bytes::new()));
         }
         resp
+    }
+}
+
+/// The callback's `error` parameter as it may go into the log: an RFC 6749 §4.1.2.1 code (`access_denied`, …) as
+/// is, anything else as `(malformed)`. Why: anyone can start a sign-in of their own and send its callback any
+/// `error` text, which would otherwise reach the log verbatim — line breaks forging entries included.
+fn oauth_error_code(raw: &str) -> &str {
+    if !raw.is_empty()
+        && raw.len() <= 64
+        && raw.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    {
+        raw
+    } else {
+        "(malformed)"
     }
 }

@@ -116,12 +116,38 @@ async fn binary_signs_in_and_never_writes_secrets_to_log_or_db() {
         200
     );
 
+    // A callback carrying an `error` of the caller's choosing (anyone can start a sign-in of their own to get a
+    // valid state): whatever its spelling, nothing of it reaches the log but a bare RFC 6749 code. Before, the
+    // text went in verbatim, line breaks and all, so a forged entry could follow.
+    for hostile in [
+        "access_denied%0A2026-01-01T00:00:00Z%20INFO%20hero_proxy:%20forged-entry",
+        "x%0D%0Aforged-entry",
+        "%1B%5B2Jforged-entry",
+        "forged-entry",
+    ] {
+        let (authorize, login_cookie) = begin_login(&base, "/", "alice").await;
+        let state = query(&authorize)["state"].clone();
+        let r = Harness::client()
+            .get(format!(
+                "{base}/oauth/callback?state={state}&error={hostile}"
+            ))
+            .header("cookie", &login_cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{hostile}");
+    }
+
     let mut haystack = std::fs::read(&log_path).unwrap();
     for entry in std::fs::read_dir(&state).unwrap() {
         haystack.extend(std::fs::read(entry.unwrap().path()).unwrap());
     }
     let text = String::from_utf8_lossy(&haystack);
     assert!(text.contains("signed in"), "the log is being written");
+    assert!(
+        text.contains("provider returned an error") && !text.contains("forged-entry"),
+        "{text}"
+    );
     for (what, secret) in [
         ("access token", access.expose()),
         ("refresh token", refresh.expose()),
