@@ -131,6 +131,22 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
+/// A provider's login names are unique at any moment, so the account that just proved `login` owns it: any
+/// other row of the same provider still carrying it (an account renamed, or deleted and recreated under the
+/// same name) loses it, and with it whatever the admin allowlist granted by name. Returns how many rows.
+fn release_forge_username(
+    c: &Connection,
+    provider: &str,
+    external_id: &str,
+    login: &str,
+) -> Result<usize> {
+    Ok(c.execute(
+        "UPDATE users SET forge_username = '' WHERE provider = ?1 AND external_id <> ?2
+         AND forge_username = ?3 COLLATE NOCASE",
+        params![provider, external_id, login],
+    )?)
+}
+
 fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: r.get(0)?,
@@ -276,6 +292,10 @@ impl Store {
 
     /// Finds or provisions the user keyed by (provider, sub). A new user gets `sanitize(preferred_username)`, or
     /// `<name>-2`, `<name>-3`, … if taken. An existing user keeps their username; the Forge login is refreshed.
+    ///
+    /// One transaction under the connection's lock from the first read: two first sign-ins of the same account
+    /// at once (two tabs, a double click) both find "no such user" otherwise, and the second insert fails on
+    /// the unique (provider, external_id) — a 500 for a sign-in that did nothing wrong.
     pub fn provision(
         &self,
         provider: &str,
@@ -283,22 +303,30 @@ impl Store {
         preferred: &str,
         now: u64,
     ) -> Result<User> {
-        self.release_forge_username(provider, external_id, preferred)?;
-        if let Some(u) = self.user_by_external(provider, external_id)? {
+        let mut c = self.c();
+        let tx = c.transaction()?;
+        release_forge_username(&tx, provider, external_id, preferred)?;
+        let existing = tx
+            .query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE provider = ?1 AND external_id = ?2"),
+                params![provider, external_id],
+                user_from_row,
+            )
+            .optional()?;
+        if let Some(u) = existing {
             if u.forge_username != preferred {
-                self.c().execute(
+                tx.execute(
                     "UPDATE users SET forge_username = ?1 WHERE id = ?2",
                     params![preferred, u.id],
                 )?;
             }
+            tx.commit()?;
             return Ok(User {
                 forge_username: preferred.to_owned(),
                 ..u
             });
         }
         let base = sanitize_username(preferred);
-        let mut c = self.c();
-        let tx = c.transaction()?;
         let mut chosen = None;
         for n in 1..10_000u32 {
             let candidate = if n == 1 {
@@ -327,22 +355,6 @@ impl Store {
         drop(c);
         self.user(id)?
             .ok_or_else(|| ProxyError::NotFound(format!("user {id}")))
-    }
-
-    /// A provider's login names are unique at any moment, so the account that just proved `login` owns it: any
-    /// other row of the same provider still carrying it (an account renamed, or deleted and recreated under the
-    /// same name) loses it, and with it whatever the admin allowlist granted by name. Returns how many rows.
-    fn release_forge_username(
-        &self,
-        provider: &str,
-        external_id: &str,
-        login: &str,
-    ) -> Result<usize> {
-        Ok(self.c().execute(
-            "UPDATE users SET forge_username = '' WHERE provider = ?1 AND external_id <> ?2
-             AND forge_username = ?3 COLLATE NOCASE",
-            params![provider, external_id, login],
-        )?)
     }
 
     /// Binds an allowlisted login name to the account first admitted under it; `true` if `(provider,
@@ -1094,5 +1106,31 @@ mod tests {
         s.set_admin(u.id, false).unwrap();
         let (groups, _) = s.claims_for(&u).unwrap();
         assert!(!groups.contains("admin"));
+    }
+
+    /// Two first sign-ins of the same account at once (two tabs, a double click) both land on one user. Before,
+    /// both could find no user, and the second insert failed on the unique (provider, external_id): a 500.
+    #[test]
+    fn concurrent_first_sign_ins_of_one_account_share_one_user() {
+        use std::sync::Arc;
+        let s = Arc::new(Store::open_in_memory().unwrap());
+        for round in 0..40 {
+            let sub = format!("sub-{round}");
+            let start = Arc::new(std::sync::Barrier::new(4));
+            let ids: Vec<i64> = (0..4)
+                .map(|_| {
+                    let (s, start, sub) = (s.clone(), start.clone(), sub.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        s.provision("forge", &sub, "carol", 0).unwrap().id
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect();
+            assert!(ids.iter().all(|&id| id == ids[0]), "round {round}: {ids:?}");
+        }
+        assert_eq!(s.users().unwrap().len(), 40);
     }
 }
