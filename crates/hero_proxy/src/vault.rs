@@ -16,6 +16,13 @@ use crate::store::Store;
 /// Refresh this many seconds before the access token expires.
 pub const REFRESH_LEEWAY_SECS: u64 = 60;
 
+/// After a refresh failed for a reason other than a refusal (the provider down, slow, answering 5xx), no new
+/// attempt for that identity for this long: requests meanwhile go on with the token they have. Why: each attempt
+/// may take the provider client's whole 15 s timeout under the identity's lock, so without a pause the k-th
+/// request queued behind it waited k × 15 s — an outage at Forge turned every click into a hung page and sent
+/// the provider one more request per click.
+pub const REFRESH_RETRY_SECS: u64 = 30;
+
 /// First 16 hex characters of SHA-256(sub): the identity's key inside its provider.
 pub fn identity_hash(external_id: &str) -> String {
     let mut h = hex::encode(Sha256::digest(external_id.as_bytes()));
@@ -38,6 +45,8 @@ pub struct TokenVault {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Cache of access-token expiries so the common path touches neither sqlite nor the secret store.
     expiry: RwLock<HashMap<String, u64>>,
+    /// Per identity: no refresh attempt before this time ([`REFRESH_RETRY_SECS`]).
+    retry_after: RwLock<HashMap<String, u64>>,
     refreshes: AtomicU64,
 }
 
@@ -49,6 +58,7 @@ impl TokenVault {
             store,
             locks: Mutex::new(HashMap::new()),
             expiry: RwLock::new(HashMap::new()),
+            retry_after: RwLock::new(HashMap::new()),
             refreshes: AtomicU64::new(0),
         }
     }
@@ -76,7 +86,7 @@ impl TokenVault {
                 .set(&token_slot(provider, external_id, "refresh_token"), r)
                 .await?;
         }
-        let exp = now + t.expires_in;
+        let exp = now.saturating_add(t.expires_in);
         self.store
             .set_token_expiry(provider, &identity_hash(external_id), exp)?;
         self.expiry
@@ -101,6 +111,22 @@ impl TokenVault {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&Self::key(provider, external_id));
         Ok(())
+    }
+
+    /// `Err` while the identity is in the pause after a failed refresh ([`REFRESH_RETRY_SECS`]).
+    fn not_backing_off(&self, key: &str, now: u64) -> Result<()> {
+        match self
+            .retry_after
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
+            Some(&until) if now < until => Err(ProxyError::Provider(format!(
+                "token refresh paused for {} s after a failed attempt",
+                until - now
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn cached_expiry(&self, key: &str) -> Option<u64> {
@@ -140,8 +166,11 @@ impl TokenVault {
         {
             return Ok(());
         }
+        self.not_backing_off(&key, now)?;
         let lock = self.lock_for(&key);
         let _guard = lock.lock().await;
+        // Queued behind an attempt that just failed: do not repeat it.
+        self.not_backing_off(&key, now)?;
         let exp = match self.cached_expiry(&key) {
             Some(e) => Some(e),
             None => self
@@ -162,7 +191,19 @@ impl TokenVault {
             .get(&token_slot(&provider.id, external_id, "refresh_token"))
             .await?
             .ok_or(ProxyError::ReloginRequired)?;
-        match provider.refresh(refresh.expose()).await {
+        let outcome = provider.refresh(refresh.expose()).await;
+        {
+            let mut retry = self.retry_after.write().unwrap_or_else(|p| p.into_inner());
+            match &outcome {
+                Err(e) if !matches!(e, ProxyError::ReloginRequired) => {
+                    retry.insert(key.clone(), now.saturating_add(REFRESH_RETRY_SECS));
+                }
+                _ => {
+                    retry.remove(&key);
+                }
+            }
+        }
+        match outcome {
             Ok(t) => {
                 self.refreshes.fetch_add(1, Ordering::SeqCst);
                 self.put(&provider.id, external_id, &t, now).await?;

@@ -350,6 +350,57 @@ async fn refresh_is_single_flight_and_rotates() {
     assert_eq!(h.peer.stats().await["refresh"], 2);
 }
 
+/// An outage at the identity provider (its token endpoint answering 503): one refresh attempt per pause, not one
+/// per click, and every click still answered with the token the user has. Before, each request queued on the
+/// identity's lock repeated the failed refresh in turn (each up to the client's 15 s timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_provider_outage_costs_one_refresh_attempt_per_pause() {
+    use hero_proxy::vault::REFRESH_RETRY_SECS;
+    let h = Harness::start().await;
+    let cookie = h.login("alice").await;
+    let app = h.proxy.app.clone();
+    h.clock.advance(3600 - 59);
+    h.peer.outage(true).await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let url = format!("{}/tok", h.base);
+        let c = cookie.clone();
+        tasks.push(tokio::spawn(async move {
+            Harness::client()
+                .get(url)
+                .header("cookie", c)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let refused = |v: serde_json::Value| v["outage_refused"].as_u64().unwrap();
+    assert_eq!(
+        refused(h.peer.stats().await),
+        1,
+        "one attempt for 20 requests"
+    );
+    h.clock.advance(REFRESH_RETRY_SECS - 1);
+    assert_eq!(h.get("/tok", &cookie).await.status(), 200);
+    assert_eq!(refused(h.peer.stats().await), 1, "still in the pause");
+    h.clock.advance(1);
+    assert_eq!(h.get("/tok", &cookie).await.status(), 200);
+    assert_eq!(refused(h.peer.stats().await), 2, "the pause is over");
+    h.peer.outage(false).await;
+    h.clock.advance(REFRESH_RETRY_SECS);
+    assert_eq!(h.get("/tok", &cookie).await.status(), 200);
+    assert_eq!(
+        app.vault.refresh_count(),
+        1,
+        "refreshed once the provider is back"
+    );
+    assert_eq!(h.peer.stats().await["refresh"], 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_refresh_ends_the_session() {
     let h = Harness::start().await;

@@ -97,6 +97,16 @@ impl Peer {
         }
     }
 
+    /// Makes the token endpoint answer 503 (an outage at the identity provider) or serve again.
+    pub async fn outage(&self, on: bool) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/__peer/outage?on={}", self.issuer, u8::from(on)))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
     pub async fn stats(&self) -> serde_json::Value {
         reqwest::get(format!("{}/__peer/stats", self.issuer))
             .await

@@ -5,7 +5,7 @@
 // Clients: `hero-proxy` (confidential, client_secret_post, secret "peer-test-secret") and `hero-proxy-public`
 // (public, PKCE only). Accounts: 1001 alice, 1002 bob, 1003 carol (chosen with login_hint, default alice), 2001
 // a recreated alice (login_hint=2001).
-// Counters at GET /__peer/stats: { refresh: <number of refresh_token grants> }.
+// Counters at GET /__peer/stats: { refresh: <number of refresh_token grants>, code, outage_refused }.
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -24,7 +24,9 @@ const ACCOUNTS = {
   '2001': { preferred_username: 'alice', name: 'Alice Recreated', groups: [] },
 };
 const BY_NAME = Object.fromEntries(Object.entries(ACCOUNTS).filter(([id]) => id !== '2001').map(([id, a]) => [a.preferred_username, id]));
-const stats = { refresh: 0, code: 0 };
+const stats = { refresh: 0, code: 0, outage_refused: 0 };
+// POST /__peer/outage?on=1|0: while on, the token endpoint answers 503 (an IdP outage), counted in outage_refused.
+let outage = false;
 
 const server = http.createServer();
 await new Promise((r) => server.listen(0, '127.0.0.1', r));
@@ -79,6 +81,17 @@ server.on('request', async (req, res) => {
     if (req.url === '/__peer/stats') {
       res.setHeader('content-type', 'application/json');
       res.end(JSON.stringify(stats));
+      return;
+    }
+    if (req.method === 'POST' && req.url.startsWith('/__peer/outage')) {
+      outage = req.url.endsWith('on=1');
+      res.end('ok');
+      return;
+    }
+    if (outage && req.url.startsWith('/login/oauth/access_token')) {
+      stats.outage_refused += 1;
+      res.statusCode = 503;
+      res.end('temporarily unavailable');
       return;
     }
     if (req.url.startsWith('/interaction/')) {
