@@ -176,7 +176,9 @@ impl App {
         match path.as_str() {
             "/oauth/login" => self.login(&req, client.peer, host.as_deref()).await,
             "/oauth/callback" => self.callback(&req).await,
-            "/oauth/logout" if req.method() == Method::POST => self.logout(&req, host.as_deref()),
+            "/oauth/logout" if req.method() == Method::POST => {
+                self.logout(&req, host.as_deref()).await
+            }
             "/oauth/logout" => html(StatusCode::OK, pages::confirm_logout()),
             p if p == PROXY_KEY_PATH => {
                 respond(StatusCode::OK, "application/json", self.jwks_body.clone())
@@ -317,6 +319,7 @@ impl App {
                 return Err(ProxyError::LoginRejected("account disabled"));
             }
             self.apply_group_map(user.id, &claims.groups)?;
+            let _identity = self.vault.lock_identity(&provider.id, &claims.sub).await;
             self.vault
                 .put(&provider.id, &claims.sub, &tokens, now)
                 .await?;
@@ -372,7 +375,7 @@ impl App {
     /// Signs out, by POST only and never from another site: a GET (a link, an image) any page can make the
     /// browser send, so a plain GET logout lets any site sign the person out. A browser says where a POST comes
     /// from (`Sec-Fetch-Site`, else `Origin`); one from another site is refused.
-    fn logout(&self, req: &Request<Incoming>, host: Option<&str>) -> Response<ProxyBody> {
+    async fn logout(&self, req: &Request<Incoming>, host: Option<&str>) -> Response<ProxyBody> {
         let h = req.headers();
         let site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
         let same_origin = match (
@@ -396,13 +399,36 @@ impl App {
             );
         }
         if let Some(c) = get_cookie(req.headers(), SESSION_COOKIE) {
-            if let Err(e) = self.sessions.revoke(&crate::session::hash_id(c)) {
+            if let Err(e) = self.sign_out(&crate::session::hash_id(c)).await {
                 return internal(&e);
             }
         }
         let mut r = html(StatusCode::OK, pages::signed_out());
         add_cookie(&mut r, &clear_cookie());
         r
+    }
+
+    /// Ends the session; with the person's last session the proxy also forgets their Forge tokens. Why: a
+    /// refresh token left in the vault after sign-out stays valid at Forge for as long as the grant lives, held
+    /// for nobody. Other devices' sessions keep them.
+    async fn sign_out(&self, id_hash: &str) -> crate::error::Result<()> {
+        let Some(row) = self.store.session(id_hash)? else {
+            return Ok(());
+        };
+        let Some(user) = self.store.user(row.user_id)? else {
+            self.sessions.revoke(id_hash)?;
+            return Ok(());
+        };
+        let _identity = self
+            .vault
+            .lock_identity(&user.provider, &user.external_id)
+            .await;
+        self.sessions.revoke(id_hash)?;
+        if self.store.count_user_sessions(user.id)? == 0 {
+            self.vault.forget(&user.provider, &user.external_id).await?;
+            tracing::info!(user = %user.username, "signed out; tokens forgotten with the last session");
+        }
+        Ok(())
     }
 
     fn unauthenticated(

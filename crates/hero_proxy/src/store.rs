@@ -585,6 +585,15 @@ impl Store {
             > 0)
     }
 
+    /// How many sessions the user has.
+    pub fn count_user_sessions(&self, user_id: i64) -> Result<u64> {
+        Ok(self.c().query_row(
+            "SELECT COUNT(*) FROM sessions WHERE user_id = ?1",
+            [user_id],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Deletes a user's sessions (only those that passed an admin check if `admin_only`); returns their hashes.
     pub fn delete_user_sessions(&self, user_id: i64, admin_only: bool) -> Result<Vec<String>> {
         let c = self.c();

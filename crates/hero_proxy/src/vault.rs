@@ -137,6 +137,19 @@ impl TokenVault {
             .copied()
     }
 
+    /// Holds the identity's lock (the one refreshes take): what stores its tokens and what forgets them take it
+    /// too, so a sign-in and a sign-out of the same person on two devices cannot interleave between "no session
+    /// left" and "forget the tokens".
+    pub async fn lock_identity(
+        &self,
+        provider: &str,
+        external_id: &str,
+    ) -> tokio::sync::OwnedMutexGuard<()> {
+        self.lock_for(&Self::key(provider, external_id))
+            .lock_owned()
+            .await
+    }
+
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut m = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(key.to_owned()).or_default().clone()

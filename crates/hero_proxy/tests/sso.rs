@@ -565,6 +565,64 @@ async fn logout_is_a_same_site_post() {
     assert_eq!(h.get("/x", &cookie).await.status(), 302, "signed out");
 }
 
+/// Signing out of the last session forgets the person's Forge tokens; signing out of one of two devices keeps
+/// them for the other. Before, the refresh token stayed in the vault after every sign-out, valid at Forge for
+/// as long as the grant lived and held for nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_of_the_last_session_forgets_the_tokens() {
+    let h = Harness::start().await;
+    let laptop = h.login("alice").await;
+    let phone = h.login("alice").await;
+    let slot = |kind| hero_proxy::vault::token_slot("forge", "1001", kind);
+    let held = || async {
+        (
+            h.secrets
+                .get(&slot("access_token"))
+                .await
+                .unwrap()
+                .is_some(),
+            h.secrets
+                .get(&slot("refresh_token"))
+                .await
+                .unwrap()
+                .is_some(),
+        )
+    };
+    let logout_url = format!("{}/oauth/logout", h.base);
+    let sign_out = |cookie: String| {
+        let url = logout_url.clone();
+        async move {
+            let r = Harness::client()
+                .post(url)
+                .header("cookie", cookie)
+                .header("sec-fetch-site", "same-origin")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    assert_eq!(held().await, (true, true));
+    sign_out(laptop.clone()).await;
+    assert_eq!(h.get("/x", &laptop).await.status(), 302);
+    assert_eq!(
+        h.get("/tok", &phone).await.status(),
+        200,
+        "the phone stays signed in"
+    );
+    assert_eq!(held().await, (true, true), "kept for the phone");
+    sign_out(phone.clone()).await;
+    assert_eq!(
+        held().await,
+        (false, false),
+        "forgotten with the last session"
+    );
+    // Signing in again stores fresh ones.
+    let again = h.login("alice").await;
+    assert_eq!(h.get("/tok", &again).await.status(), 200);
+    assert_eq!(held().await, (true, true));
+}
+
 /// `owner` routes: the Forge login in `cockpit/FORGE_OWNER` or an admin; read on every request; no
 /// owner stored = admins only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
