@@ -493,14 +493,16 @@ impl App {
             Some(Err(e)) => return internal(&e),
             None => None,
         };
-        let session = match (&route.policy, session) {
+        let mut session = match (&route.policy, session) {
             (Policy::Public, s) => s,
             (_, None) => return self.unauthenticated(&req, &pq, had_cookie),
             (_, Some(s)) => Some(s),
         };
-        if let Some(s) = &session {
-            let check = route.policy != Policy::Public || route.pass_token;
-            if check && !self.vault.is_fresh(&s.token_key, now) {
+        // Every route that will carry this session's identity checks the token's freshness, public ones too:
+        // the refresh is where the proxy learns that Forge revoked the grant or deleted the account, and without
+        // it a public route went on announcing that person to its backend until the session's own timeout.
+        if let Some(s) = session.clone() {
+            if !self.vault.is_fresh(&s.token_key, now) {
                 if let Some(p) = self.provider(&s.user.provider) {
                     match self.vault.ensure_fresh(&p, &s.user.external_id, now).await {
                         Ok(()) => {}
@@ -508,7 +510,11 @@ impl App {
                             if let Err(e) = self.sessions.revoke_user(s.user.id, false) {
                                 return internal(&e);
                             }
-                            return self.unauthenticated(&req, &pq, true);
+                            if route.policy != Policy::Public {
+                                return self.unauthenticated(&req, &pq, true);
+                            }
+                            // A public page is served anyway, to nobody in particular.
+                            session = None;
                         }
                         Err(e) => {
                             tracing::warn!(code = e.code(), error = %e, "token refresh failed; continuing")

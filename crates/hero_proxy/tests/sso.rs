@@ -424,6 +424,31 @@ async fn refused_refresh_ends_the_session() {
     assert_eq!(h.get("/x", &cookie).await.status(), 302);
 }
 
+/// A public route too learns of a refused refresh (the grant revoked, the account deleted) and stops naming that
+/// person to its backend. Before, only routes that required a session or passed the token checked, so a public
+/// route kept sending `X-Hero-User` until the session's idle or absolute timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_refresh_ends_the_identity_on_public_routes_too() {
+    let h = Harness::start().await;
+    let cookie = h.login("alice").await;
+    let seen = h.get_seen("/public", &cookie).await;
+    assert_eq!(seen.one("x-hero-user"), Some("alice"));
+    let slot = hero_proxy::vault::token_slot("forge", "1001", "refresh_token");
+    h.secrets
+        .set(&slot, "revoked-by-the-provider")
+        .await
+        .unwrap();
+    h.clock.advance(3600);
+    let seen = h.get_seen("/public", &cookie).await;
+    assert_eq!(seen.one("x-hero-user"), None, "{:?}", seen.0);
+    assert_eq!(seen.one("x-hero-identity"), None);
+    assert_eq!(
+        h.get("/x", &cookie).await.status(),
+        302,
+        "the session ended"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_live_in_slots_keyed_by_provider_and_hashed_sub() {
     let h = Harness::start().await;
