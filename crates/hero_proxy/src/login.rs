@@ -65,15 +65,29 @@ impl Table {
     }
 }
 
+/// The unit a per-client bound counts in: an IPv4 address, or an IPv6 address's /64 (an IPv4-mapped IPv6
+/// address counts as its IPv4 one). Why /64: it is the smallest block a site is handed, so one host (or one
+/// customer) picks freely among 2^64 addresses in it — counted per address, a single machine could pose as as
+/// many clients as it liked and push everyone else's logins out of the table.
+pub fn client_bucket(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
 /// The in-flight table (in memory: a restart only costs logins that were mid-flight).
 ///
 /// Why bounded per client, by eviction rather than refusal: `/oauth/login` is unauthenticated, so a flood must
 /// not grow memory, and refusing when full (as a global cap alone does) hands the flood a lock-out of every real
 /// sign-in for the state TTL. Here a client holds at most `per_client` logins (its oldest is dropped for a new
-/// one), and when the whole table is full the oldest login of the client holding the most is dropped. A flood from
-/// one address therefore only ever churns its own entries; to push out someone else's login an attacker needs
-/// more addresses than the table has room for per address. Behind a gateway set `trusted_proxies`, or every
-/// visitor is one client.
+/// one), and when the whole table is full the oldest login of the client holding the most is dropped. A client is
+/// an IPv4 address or an IPv6 /64 ([`client_bucket`]). A flood from one client therefore only ever churns its own
+/// entries; to push out someone else's login an attacker needs more clients than the table has room for per
+/// client. Behind a gateway set `trusted_proxies`, or every visitor is one client.
 pub struct PendingLogins {
     ttl: u64,
     max: usize,
@@ -95,6 +109,8 @@ impl PendingLogins {
     /// Stores a login under `state`, evicting as described on the type (never refuses).
     pub fn insert(&self, state: String, p: PendingLogin, now: u64) {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = p;
+        p.client = client_bucket(p.client);
         let client = p.client;
         while t.by_client.get(&client).map_or(0, VecDeque::len) >= self.per_client {
             let Some(old) = t.by_client.get_mut(&client).and_then(VecDeque::pop_front) else {
@@ -228,6 +244,47 @@ mod tests {
         );
         // The flood's newest logins still work: nobody is refused.
         assert!(t.take("five999", 1001).is_ok());
+    }
+
+    /// The same flood from one IPv6 host, which has a /64 to pick addresses from (and the same host through an
+    /// IPv4-mapped address): one client. Before, each address counted alone, so the host held the whole table.
+    #[test]
+    fn a_flood_from_one_ipv6_block_is_one_client() {
+        let t = PendingLogins::new(600, 20, 4);
+        t.insert("victim".into(), from(1000, [10, 0, 0, 1]), 1000);
+        let v6 = |i: u64| {
+            let base: u128 = 0x2001_0db8_0000_0042 << 64;
+            IpAddr::V6(std::net::Ipv6Addr::from(
+                base | u128::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            ))
+        };
+        for i in 0..1000u64 {
+            let mut login = p(1000);
+            login.client = v6(i);
+            t.insert(format!("v6-{i}"), login, 1000);
+            let mut mapped = p(1000);
+            mapped.client = IpAddr::V6(std::net::Ipv4Addr::new(6, 6, 6, 6).to_ipv6_mapped());
+            t.insert(format!("mapped-{i}"), mapped, 1000);
+            t.insert(format!("v4-{i}"), from(1000, [6, 6, 6, 6]), 1000);
+        }
+        assert!(t.len() <= 20);
+        assert!(
+            t.take("victim", 1001).is_ok(),
+            "the victim's login survived"
+        );
+        assert!(t.take("v6-999", 1001).is_ok());
+        assert!(t.take("v4-999", 1001).is_ok());
+        assert_eq!(
+            client_bucket(IpAddr::V6(
+                std::net::Ipv4Addr::new(6, 6, 6, 6).to_ipv6_mapped()
+            )),
+            IpAddr::from([6, 6, 6, 6])
+        );
+        assert_eq!(client_bucket(v6(1)), client_bucket(v6(2)));
+        assert_ne!(
+            client_bucket(v6(1)),
+            client_bucket("2001:db8:0:43::1".parse().unwrap())
+        );
     }
 
     #[test]
