@@ -14,7 +14,7 @@ use crate::login::PendingLogins;
 use crate::oidc::{Provider, FORGE_SCOPE};
 use crate::routes::{Route, Routes};
 use crate::session::Sessions;
-use crate::store::{ProviderRow, Store};
+use crate::store::{ProviderRow, Store, User};
 use crate::vault::TokenVault;
 
 /// Secret slots read at boot to seed the `forge` provider.
@@ -317,6 +317,39 @@ impl App {
                 "the owner's login is bound to another account of the provider; refused");
         }
         Ok(bound)
+    }
+
+    /// Ends every timed-out session ([`Sessions::sweep`]) and forgets the Forge tokens of whoever has no session
+    /// left (periodic), as a sign-out of the last session does. Returns how many people lost a session.
+    pub async fn sweep_sessions(&self) -> Result<usize> {
+        let users = self.sessions.sweep(self.clock.now())?;
+        for id in &users {
+            if let Some(user) = self.store.user(*id)? {
+                self.end_then_forget_unused_tokens(&user, || Ok(())).await?;
+            }
+        }
+        Ok(users.len())
+    }
+
+    /// Runs `end` (ending some of `user`'s sessions) and then, if they have none left, forgets their Forge tokens —
+    /// all under the identity's lock, which the callback's storing of new tokens takes too, so a sign-in on another
+    /// device cannot fall between "no session left" and the forgetting. Why forget: a refresh token kept after the
+    /// last session stays valid at Forge for as long as the grant lives, held for nobody. Returns whether it did.
+    pub async fn end_then_forget_unused_tokens(
+        &self,
+        user: &User,
+        end: impl FnOnce() -> Result<()>,
+    ) -> Result<bool> {
+        let _identity = self
+            .vault
+            .lock_identity(&user.provider, &user.external_id)
+            .await;
+        end()?;
+        if self.store.count_user_sessions(user.id)? > 0 {
+            return Ok(false);
+        }
+        self.vault.forget(&user.provider, &user.external_id).await?;
+        Ok(true)
     }
 
     /// Revokes the admin sessions of users no longer allowed (periodic; requests also check on their own).

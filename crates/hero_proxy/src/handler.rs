@@ -331,6 +331,13 @@ impl App {
         .await;
         match result {
             Ok(sid) => {
+                // The session this browser held before (another account's, or an older one of the same) is
+                // replaced by the new cookie: end it here rather than leave it live, unreachable, until it times out.
+                if let Some(old) = get_cookie(req.headers(), SESSION_COOKIE) {
+                    if let Err(e) = self.sign_out(&crate::session::hash_id(old)).await {
+                        tracing::warn!(code = e.code(), error = %e, "the replaced session could not be ended");
+                    }
+                }
                 let mut r = redirect(StatusCode::SEE_OTHER, &pending.return_to);
                 add_cookie(&mut r, &set_cookie(&sid, self.sessions.absolute_secs()));
                 add_cookie(
@@ -408,9 +415,8 @@ impl App {
         r
     }
 
-    /// Ends the session; with the person's last session the proxy also forgets their Forge tokens. Why: a
-    /// refresh token left in the vault after sign-out stays valid at Forge for as long as the grant lives, held
-    /// for nobody. Other devices' sessions keep them.
+    /// Ends the session; with the person's last session the proxy also forgets their Forge tokens
+    /// ([`App::end_then_forget_unused_tokens`]); other devices' sessions keep them.
     async fn sign_out(&self, id_hash: &str) -> crate::error::Result<()> {
         let Some(row) = self.store.session(id_hash)? else {
             return Ok(());
@@ -419,13 +425,8 @@ impl App {
             self.sessions.revoke(id_hash)?;
             return Ok(());
         };
-        let _identity = self
-            .vault
-            .lock_identity(&user.provider, &user.external_id)
-            .await;
-        self.sessions.revoke(id_hash)?;
-        if self.store.count_user_sessions(user.id)? == 0 {
-            self.vault.forget(&user.provider, &user.external_id).await?;
+        let end = || self.sessions.revoke(id_hash).map(drop);
+        if self.end_then_forget_unused_tokens(&user, end).await? {
             tracing::info!(user = %user.username, "signed out; tokens forgotten with the last session");
         }
         Ok(())

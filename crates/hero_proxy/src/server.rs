@@ -99,6 +99,9 @@ pub async fn start(
             if let Err(e) = sweeper.sweep_admin_sessions().await {
                 tracing::warn!(error = %e, "admin session sweep failed");
             }
+            if let Err(e) = sweeper.sweep_sessions().await {
+                tracing::warn!(error = %e, "session sweep failed");
+            }
         }
     }));
     tracing::info!(%addr, tls = tls.is_some(), rpc = %rpc_socket.display(), "hero_proxy listening");

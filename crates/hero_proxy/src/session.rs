@@ -4,7 +4,7 @@
 //! The cache is invalidated by a global generation counter bumped on every change to users, groups, roles or
 //! admin flags, so claim changes apply on the next request.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -257,6 +257,28 @@ impl Sessions {
             self.bump_generation();
         }
         Ok(gone)
+    }
+
+    /// Deletes every timed-out session (periodic). Why: a lookup ends only the sessions whose cookie comes back,
+    /// and most never do (a cleared browser, a machine handed back), so without this the table and the cache
+    /// grew for as long as the proxy ran. Returns the users who lost one, for their tokens' sake.
+    pub fn sweep(&self, now: u64) -> Result<BTreeSet<i64>> {
+        // The same bounds as `lookup`: idle for more than `idle`, older than `absolute`.
+        let gone = self.store.delete_expired_sessions(
+            now.saturating_sub(self.idle),
+            now.saturating_sub(self.absolute),
+        )?;
+        if gone.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        {
+            let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
+            for (h, _) in &gone {
+                c.remove(h);
+            }
+        }
+        self.bump_generation();
+        Ok(gone.into_iter().map(|(_, user)| user).collect())
     }
 
     /// Ends a user's sessions (only admin-granted ones if `admin_only`); returns how many. The generation moves

@@ -585,6 +585,25 @@ impl Store {
             > 0)
     }
 
+    /// Deletes the sessions idle since before `idle_before` or created before `created_before`; returns their
+    /// hashes and users.
+    pub fn delete_expired_sessions(
+        &self,
+        idle_before: u64,
+        created_before: u64,
+    ) -> Result<Vec<(String, i64)>> {
+        let c = self.c();
+        let mut st = c.prepare(
+            "DELETE FROM sessions WHERE last_seen < ?1 OR created_at < ?2 RETURNING id_hash, user_id",
+        )?;
+        let rows = st
+            .query_map(params![idle_before as i64, created_before as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     /// How many sessions the user has.
     pub fn count_user_sessions(&self, user_id: i64) -> Result<u64> {
         Ok(self.c().query_row(

@@ -648,6 +648,56 @@ async fn signing_out_of_the_last_session_forgets_the_tokens() {
     assert_eq!(held().await, (true, true));
 }
 
+/// Sessions nobody comes back to are swept (with the tokens of whoever has none left), and a new sign-in in a
+/// browser ends the session its old cookie named. Before, a session row lived until its own cookie came back,
+/// so the table, the cache and the vault grew for as long as the proxy ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_and_replaced_sessions_are_ended() {
+    let h = Harness::start().await;
+    let app = h.proxy.app.clone();
+    let store = &app.store;
+    let first = h.login("alice").await;
+    // Signing in again from the same browser (its cookie sent along) replaces the session instead of adding one.
+    let (authorize, login_cookie) = h.begin_login("/", "alice").await;
+    let callback = h.walk_peer(&authorize).await;
+    let r = Harness::client()
+        .get(&callback)
+        .header("cookie", format!("{login_cookie}; {first}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let second = session_pair(&r).unwrap();
+    assert_eq!(
+        h.get("/x", &first).await.status(),
+        302,
+        "the replaced session ended"
+    );
+    assert_eq!(h.get("/x", &second).await.status(), 200);
+    let alice = store.user_by_external("forge", "1001").unwrap().unwrap();
+    assert_eq!(store.count_user_sessions(alice.id).unwrap(), 1);
+
+    let bob = h.login("bob").await;
+    let bob_user = store.user_by_external("forge", "1002").unwrap().unwrap();
+    let slots = || async { h.secrets.list("hero_proxy/tokens/").await.unwrap().len() };
+    assert_eq!(slots().await, 4);
+    // Bob keeps using his; alice's is abandoned, and the idle timeout (8 h) passes for her.
+    for _ in 0..9 {
+        h.clock.advance(3600);
+        assert_eq!(h.get("/x", &bob).await.status(), 200);
+    }
+    assert_eq!(app.sweep_sessions().await.unwrap(), 1);
+    assert_eq!(store.count_user_sessions(alice.id).unwrap(), 0);
+    assert_eq!(store.count_user_sessions(bob_user.id).unwrap(), 1);
+    assert_eq!(
+        slots().await,
+        2,
+        "alice's tokens went with her last session"
+    );
+    assert_eq!(app.sweep_sessions().await.unwrap(), 0);
+    assert_eq!(h.get("/x", &second).await.status(), 302);
+}
+
 /// `owner` routes: the Forge login in `cockpit/FORGE_OWNER` or an admin; read on every request; no
 /// owner stored = admins only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
