@@ -306,7 +306,7 @@ impl App {
                 .as_deref()
                 .ok_or(ProxyError::LoginRejected("no id_token"))?;
             let claims = provider
-                .validate_id_token(id_token, &pending.nonce, now)
+                .validate_id_token(id_token, Some(&pending.nonce), now)
                 .await?;
             let login = claims
                 .preferred_username
@@ -377,6 +377,32 @@ impl App {
             .cloned()
             .collect();
         self.store.sync_mapped_groups(user_id, &targets, &wanted)
+    }
+
+    /// Brings a signed-in identity up to date from the id_token of a refresh: its Forge login and the groups
+    /// mapped from its Forge teams. Why: both were read only at sign-in, and a session refreshes for up to its
+    /// absolute timeout (7 days), so someone taken off a Forge team kept the `claim:` routes that team opened for
+    /// that long. The token must be valid as at sign-in (signature, issuer, audience, expiry) and name the same
+    /// subject.
+    async fn refresh_identity(
+        &self,
+        provider: &crate::oidc::Provider,
+        user: &crate::store::User,
+        id_token: &str,
+        now: u64,
+    ) -> Result<(), ProxyError> {
+        let claims = provider.validate_id_token(id_token, None, now).await?;
+        if claims.sub != user.external_id {
+            return Err(ProxyError::LoginRejected(
+                "the refreshed id_token names another subject",
+            ));
+        }
+        let login = claims.preferred_username.as_deref().unwrap_or(&claims.sub);
+        self.store
+            .provision(&provider.id, &claims.sub, login, now)?;
+        self.apply_group_map(user.id, &claims.groups)?;
+        self.sessions.bump_generation();
+        Ok(())
     }
 
     /// Signs out, by POST only and never from another site: a GET (a link, an image) any page can make the
@@ -506,7 +532,22 @@ impl App {
             if !self.vault.is_fresh(&s.token_key, now) {
                 if let Some(p) = self.provider(&s.user.provider) {
                     match self.vault.ensure_fresh(&p, &s.user.external_id, now).await {
-                        Ok(()) => {}
+                        Ok(None) => {}
+                        Ok(Some(id_token)) => {
+                            match self.refresh_identity(&p, &s.user, &id_token, now).await {
+                                // The groups and login may have changed: this request already goes by the new.
+                                Ok(()) => match cookie.map(|c| self.sessions.lookup(c, now)) {
+                                    Some(Ok(Some(fresh))) => session = Some(fresh),
+                                    Some(Err(e)) => return internal(&e),
+                                    _ if route.policy != Policy::Public => {
+                                        return self.unauthenticated(&req, &pq, true)
+                                    }
+                                    _ => session = None,
+                                },
+                                Err(e) => tracing::warn!(code = e.code(), error = %e,
+                                    "the refreshed id_token was not usable; groups left as they were"),
+                            }
+                        }
                         Err(ProxyError::ReloginRequired) => {
                             if let Err(e) = self.sessions.revoke_user(s.user.id, false) {
                                 return internal(&e);

@@ -319,7 +319,15 @@ impl Provider {
     /// Validates an id_token: signature by the JWKS key named by `kid` (refetching the JWKS once for an unknown
     /// kid, to follow key rotation), asymmetric algorithms only, `iss` equal to discovery's verbatim, `aud` contains
     /// our client id, `nonce` equal to ours, `exp` in the future.
-    pub async fn validate_id_token(&self, token: &str, nonce: &str, now: u64) -> Result<IdClaims> {
+    ///
+    /// `nonce` is `None` for the id_token of a refresh, which answers no authorization request (OIDC Core §12.2);
+    /// the caller then checks that `sub` is the signed-in identity's.
+    pub async fn validate_id_token(
+        &self,
+        token: &str,
+        nonce: Option<&str>,
+        now: u64,
+    ) -> Result<IdClaims> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ProxyError::LoginRejected("id_token header"))?;
         let asymmetric = matches!(
@@ -374,8 +382,10 @@ impl Provider {
         if !aud_ok {
             return Err(ProxyError::LoginRejected("id_token audience"));
         }
-        if c.get("nonce").and_then(|v| v.as_str()) != Some(nonce) {
-            return Err(ProxyError::LoginRejected("id_token nonce"));
+        if let Some(nonce) = nonce {
+            if c.get("nonce").and_then(|v| v.as_str()) != Some(nonce) {
+                return Err(ProxyError::LoginRejected("id_token nonce"));
+            }
         }
         let exp = c
             .get("exp")

@@ -165,19 +165,20 @@ impl TokenVault {
     /// Makes sure the identity's access token is valid for at least [`REFRESH_LEEWAY_SECS`], refreshing it if not.
     /// Concurrent callers for the same identity wait on one lock; the first refreshes, the others re-read the new
     /// expiry after the lock and reuse the result. `Err(ReloginRequired)` when the provider refuses the refresh or
-    /// there is no refresh token: the caller ends the session.
+    /// there is no refresh token: the caller ends the session. `Ok(Some(id_token))` when this call refreshed and
+    /// the provider sent a new id_token with it: the caller brings the identity's groups and login up to date.
     pub async fn ensure_fresh(
         &self,
         provider: &Provider,
         external_id: &str,
         now: u64,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let key = Self::key(&provider.id, external_id);
         if self
             .cached_expiry(&key)
             .is_some_and(|exp| exp > now + REFRESH_LEEWAY_SECS)
         {
-            return Ok(());
+            return Ok(None);
         }
         self.not_backing_off(&key, now)?;
         let lock = self.lock_for(&key);
@@ -196,7 +197,7 @@ impl TokenVault {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(key.clone(), e);
             if e > now + REFRESH_LEEWAY_SECS {
-                return Ok(());
+                return Ok(None);
             }
         }
         let refresh = self
@@ -221,7 +222,7 @@ impl TokenVault {
                 self.refreshes.fetch_add(1, Ordering::SeqCst);
                 self.put(&provider.id, external_id, &t, now).await?;
                 tracing::info!(provider = %provider.id, identity = %identity_hash(external_id), "access token refreshed");
-                Ok(())
+                Ok(t.id_token.clone())
             }
             Err(ProxyError::ReloginRequired) => {
                 tracing::info!(provider = %provider.id, identity = %identity_hash(external_id), "refresh refused; sign-in required");

@@ -520,6 +520,48 @@ async fn admin_allowlist_applies_on_the_next_request_and_revokes() {
     );
 }
 
+/// Taken off a Forge team, a signed-in person loses what the team's mapped group opened at the next token
+/// refresh (within the access token's hour) — the very request that refreshes already goes by the new groups.
+/// (Joining a team arrives the same way; one refresh is all this test can make, as the peer signs with the real
+/// clock and the proxy's is advanced by hand.) Before, groups were read only at sign-in, so the session kept the team's
+/// `claim:` routes for up to its absolute timeout (7 days).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forge_team_changes_reach_the_claims_at_the_next_refresh() {
+    let h = Harness::start_with(Opts {
+        extra_toml: "[group_map]\n\"org1:owners\" = [\"owners\"]\n\"org1\" = [\"org1-members\"]\n"
+            .into(),
+        ..Opts::default()
+    })
+    .await;
+    let store = &h.proxy.app.store;
+    store.create_group("owners").unwrap();
+    store.create_role("dns-admin").unwrap();
+    store.add_role_claim("dns-admin", "dns.zone.write").unwrap();
+    store.grant_role("owners", "dns-admin").unwrap();
+    let alice = h.login("alice").await; // groups org1, org1:owners
+    assert_eq!(h.get("/dns/zones", &alice).await.status(), 200);
+
+    h.peer.set_groups("1001", &["org1"]).await;
+    assert_eq!(
+        h.get("/dns/zones", &alice).await.status(),
+        200,
+        "until the refresh"
+    );
+    h.clock.advance(3600);
+    assert_eq!(
+        h.get("/dns/zones", &alice).await.status(),
+        403,
+        "off the team"
+    );
+    let seen = h.get_seen("/x", &alice).await;
+    assert_eq!(
+        seen.one("x-hero-claims"),
+        Some("groups.org1-members,users.alice")
+    );
+
+    assert_eq!(h.proxy.app.vault.refresh_count(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_from_mapped_forge_groups_and_roles() {
     let h = Harness::start_with(Opts {

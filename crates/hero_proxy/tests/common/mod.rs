@@ -97,6 +97,20 @@ impl Peer {
         }
     }
 
+    /// Sets an account's Forge groups at the peer (its next id_token carries them).
+    pub async fn set_groups(&self, account: &str, groups: &[&str]) {
+        let r = reqwest::Client::new()
+            .post(format!(
+                "{}/__peer/groups?account={account}&groups={}",
+                self.issuer,
+                groups.join(",")
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
     /// Makes the token endpoint answer 503 (an outage at the identity provider) or serve again.
     pub async fn outage(&self, on: bool) {
         let r = reqwest::Client::new()

@@ -83,6 +83,13 @@ server.on('request', async (req, res) => {
       res.end(JSON.stringify(stats));
       return;
     }
+    if (req.method === 'POST' && req.url.startsWith('/__peer/groups')) {
+      // POST /__peer/groups?account=1001&groups=a,b: the account's Forge groups from now on (a team change).
+      const q = new URL(req.url, issuer).searchParams;
+      ACCOUNTS[q.get('account')].groups = (q.get('groups') || '').split(',').filter(Boolean);
+      res.end('ok');
+      return;
+    }
     if (req.method === 'POST' && req.url.startsWith('/__peer/outage')) {
       outage = req.url.endsWith('on=1');
       res.end('ok');
