@@ -531,7 +531,12 @@ impl App {
         if let Some(s) = session.clone() {
             if !self.vault.is_fresh(&s.token_key, now) {
                 if let Some(p) = self.provider(&s.user.provider) {
-                    match self.vault.ensure_fresh(&p, &s.user.external_id, now).await {
+                    let end_sessions = || self.sessions.revoke_user(s.user.id, false).map(drop);
+                    match self
+                        .vault
+                        .ensure_fresh(&p, &s.user.external_id, now, end_sessions)
+                        .await
+                    {
                         Ok(None) => {}
                         Ok(Some(id_token)) => {
                             match self.refresh_identity(&p, &s.user, &id_token, now).await {
@@ -549,9 +554,6 @@ impl App {
                             }
                         }
                         Err(ProxyError::ReloginRequired) => {
-                            if let Err(e) = self.sessions.revoke_user(s.user.id, false) {
-                                return internal(&e);
-                            }
                             if route.policy != Policy::Public {
                                 return self.unauthenticated(&req, &pq, true);
                             }

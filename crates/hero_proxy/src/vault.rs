@@ -165,13 +165,20 @@ impl TokenVault {
     /// Makes sure the identity's access token is valid for at least [`REFRESH_LEEWAY_SECS`], refreshing it if not.
     /// Concurrent callers for the same identity wait on one lock; the first refreshes, the others re-read the new
     /// expiry after the lock and reuse the result. `Err(ReloginRequired)` when the provider refuses the refresh or
-    /// there is no refresh token: the caller ends the session. `Ok(Some(id_token))` when this call refreshed and
-    /// the provider sent a new id_token with it: the caller brings the identity's groups and login up to date.
+    /// there is no refresh token; `end_sessions` has then ended the identity's sessions. `Ok(Some(id_token))` when
+    /// this call refreshed and the provider sent a new id_token with it: the caller brings the identity's groups
+    /// and login up to date.
+    ///
+    /// Why `end_sessions` runs here, under the identity's lock: a sign-in on another device stores its tokens and
+    /// makes its session under the same lock, so it falls wholly before this attempt (which then reads its new
+    /// refresh token and succeeds) or wholly after the sessions were ended (and survives). Ended by the caller
+    /// after the lock, the refusal of an old refresh token also ended a session signed in meanwhile.
     pub async fn ensure_fresh(
         &self,
         provider: &Provider,
         external_id: &str,
         now: u64,
+        end_sessions: impl FnOnce() -> Result<()>,
     ) -> Result<Option<String>> {
         let key = Self::key(&provider.id, external_id);
         if self
@@ -200,11 +207,14 @@ impl TokenVault {
                 return Ok(None);
             }
         }
-        let refresh = self
+        let Some(refresh) = self
             .secrets
             .get(&token_slot(&provider.id, external_id, "refresh_token"))
             .await?
-            .ok_or(ProxyError::ReloginRequired)?;
+        else {
+            end_or_log(end_sessions);
+            return Err(ProxyError::ReloginRequired);
+        };
         let outcome = provider.refresh(refresh.expose()).await;
         {
             let mut retry = self.retry_after.write().unwrap_or_else(|p| p.into_inner());
@@ -226,6 +236,7 @@ impl TokenVault {
             }
             Err(ProxyError::ReloginRequired) => {
                 tracing::info!(provider = %provider.id, identity = %identity_hash(external_id), "refresh refused; sign-in required");
+                end_or_log(end_sessions);
                 self.forget(&provider.id, external_id).await?;
                 Err(ProxyError::ReloginRequired)
             }
@@ -243,6 +254,14 @@ impl TokenVault {
             .secrets
             .get(&token_slot(provider, external_id, "access_token"))
             .await?)
+    }
+}
+
+/// Runs `end_sessions` for a refusal. A failure is logged, not returned: the answer stays `ReloginRequired`, so
+/// this request is refused either way (failing closed), and the next finds no refresh token and tries again.
+fn end_or_log(end_sessions: impl FnOnce() -> Result<()>) {
+    if let Err(e) = end_sessions() {
+        tracing::warn!(code = e.code(), error = %e, "ending the sessions of a refused identity failed");
     }
 }
 
