@@ -129,7 +129,40 @@ pub struct Provider {
     pub scope: String,
     http: reqwest::Client,
     discovery: RwLock<Option<Discovery>>,
+    /// Held while discovery is fetched (one fetch at a time); the last failure and when it happened.
+    discovery_fetch: tokio::sync::Mutex<Option<(std::time::Instant, String)>>,
     jwks: RwLock<Option<JwkSet>>,
+}
+
+/// After discovery failed, callers within this long get that failure again without a new fetch. Why:
+/// `/oauth/login` is unauthenticated and needs discovery, so with the provider down every request to it started
+/// an outbound fetch of up to the client's 15 s timeout — a flood of logins became a flood at the provider and a
+/// pile of waiting tasks here.
+pub const DISCOVERY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The longest answer read from a provider (discovery, JWKS, tokens: a few kilobytes each). More is a broken or
+/// hostile provider, refused before it fills memory.
+const MAX_PROVIDER_ANSWER: usize = 1024 * 1024;
+
+/// `resp`'s JSON body, read with [`MAX_PROVIDER_ANSWER`] as the cap.
+async fn capped_json<T: serde::de::DeserializeOwned>(
+    mut resp: reqwest::Response,
+    what: &str,
+) -> Result<T> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_PROVIDER_ANSWER as u64)
+    {
+        return Err(provider_err(what, "answer too long"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| provider_err(what, e))? {
+        if body.len() + chunk.len() > MAX_PROVIDER_ANSWER {
+            return Err(provider_err(what, "answer too long"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| provider_err(what, e))
 }
 
 fn provider_err(what: &str, e: impl std::fmt::Display) -> ProxyError {
@@ -167,15 +200,40 @@ impl Provider {
             scope: scope.to_owned(),
             http,
             discovery: RwLock::new(None),
+            discovery_fetch: tokio::sync::Mutex::new(None),
             jwks: RwLock::new(None),
         })
     }
 
-    /// Discovery document, fetched once.
+    /// Discovery document, fetched once (one fetch at a time; a failure is answered again for
+    /// [`DISCOVERY_RETRY`] without a new fetch).
     pub async fn discovery(&self) -> Result<Discovery> {
         if let Some(d) = self.discovery.read().await.as_ref() {
             return Ok(d.clone());
         }
+        let mut last_failure = self.discovery_fetch.lock().await;
+        if let Some(d) = self.discovery.read().await.as_ref() {
+            return Ok(d.clone());
+        }
+        if let Some((at, why)) = last_failure.as_ref() {
+            if at.elapsed() < DISCOVERY_RETRY {
+                return Err(ProxyError::Provider(why.clone()));
+            }
+        }
+        match self.fetch_discovery().await {
+            Ok(d) => {
+                *self.discovery.write().await = Some(d.clone());
+                *last_failure = None;
+                Ok(d)
+            }
+            Err(e) => {
+                *last_failure = Some((std::time::Instant::now(), e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch_discovery(&self) -> Result<Discovery> {
         let url = format!(
             "{}/.well-known/openid-configuration",
             self.issuer_url.trim_end_matches('/')
@@ -189,12 +247,7 @@ impl Provider {
         if !resp.status().is_success() {
             return Err(provider_err("discovery", resp.status()));
         }
-        let d: Discovery = resp
-            .json()
-            .await
-            .map_err(|e| provider_err("discovery JSON", e))?;
-        *self.discovery.write().await = Some(d.clone());
-        Ok(d)
+        capped_json(resp, "discovery JSON").await
     }
 
     /// The authorize URL for one login attempt.
@@ -247,10 +300,7 @@ impl Provider {
         if !status.is_success() {
             return Err(provider_err("token endpoint", status));
         }
-        let raw: RawTokens = resp
-            .json()
-            .await
-            .map_err(|e| provider_err("token JSON", e))?;
+        let raw: RawTokens = capped_json(resp, "token JSON").await?;
         if let Some(t) = &raw.token_type {
             if !t.eq_ignore_ascii_case("bearer") {
                 return Err(ProxyError::Provider(format!("unexpected token_type {t:?}")));
@@ -308,10 +358,7 @@ impl Provider {
             .send()
             .await
             .map_err(|e| provider_err("jwks", e))?;
-        let set: JwkSet = resp
-            .json()
-            .await
-            .map_err(|e| provider_err("jwks JSON", e))?;
+        let set: JwkSet = capped_json(resp, "jwks JSON").await?;
         *self.jwks.write().await = Some(set.clone());
         Ok(set)
     }
