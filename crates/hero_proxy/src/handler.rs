@@ -22,7 +22,10 @@ use crate::error::ProxyError;
 use crate::headers::{
     get_cookie, remove_hop_by_hop, remove_session_cookie, set_forwarded, strip_reserved, PeerAddr,
 };
-use crate::login::{safe_return_to, PendingLogin, StateError};
+use crate::login::{
+    login_cookie_names, login_cookie_with, login_cookie_without, safe_return_to, PendingLogin,
+    StateError,
+};
 use crate::oidc::{pkce, random_token};
 use crate::pages;
 use crate::routes::{Policy, Route};
@@ -255,18 +258,45 @@ impl App {
         };
         self.pending.insert(state.clone(), pending, now);
         let mut r = redirect(StatusCode::FOUND, &url);
+        let states = login_cookie_with(get_cookie(req.headers(), LOGIN_COOKIE), &state);
         add_cookie(
             &mut r,
             &format!(
-                "{LOGIN_COOKIE}={state}; Path=/; Max-Age={}; Secure; HttpOnly; SameSite=Lax",
+                "{LOGIN_COOKIE}={states}; Path=/; Max-Age={}; Secure; HttpOnly; SameSite=Lax",
                 self.cfg.login_state_ttl_secs
             ),
         );
         r
     }
 
+    /// The callback; whatever its outcome, a state this browser's login cookie held is taken out of it (used up
+    /// or refused, it can never succeed again), and the cookie goes with its last state.
     async fn callback(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
         let q = query_map(req.uri().query());
+        let mut r = self.callback_outcome(req, &q).await;
+        let cookie = get_cookie(req.headers(), LOGIN_COOKIE);
+        if let Some(state) = q.get("state").filter(|s| login_cookie_names(cookie, s)) {
+            let rest = login_cookie_without(cookie, state);
+            let max_age = if rest.is_empty() {
+                0
+            } else {
+                self.cfg.login_state_ttl_secs
+            };
+            add_cookie(
+                &mut r,
+                &format!(
+                    "{LOGIN_COOKIE}={rest}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax"
+                ),
+            );
+        }
+        r
+    }
+
+    async fn callback_outcome(
+        &self,
+        req: &Request<Incoming>,
+        q: &HashMap<String, String>,
+    ) -> Response<ProxyBody> {
         let now = self.clock.now();
         let bad = |msg: &str| html(StatusCode::BAD_REQUEST, pages::error("Sign-in failed", msg));
         let Some(state) = q.get("state") else {
@@ -274,7 +304,7 @@ impl App {
         };
         // The browser binding is checked before the state is consumed: whoever opens a leaked callback URL
         // without the login cookie must not burn the sign-in of the browser that started it.
-        if get_cookie(req.headers(), LOGIN_COOKIE) != Some(state.as_str()) {
+        if !login_cookie_names(get_cookie(req.headers(), LOGIN_COOKIE), state) {
             return bad("This sign-in was started in another browser.");
         }
         let pending = match self.pending.take(state, now) {
@@ -340,10 +370,6 @@ impl App {
                 }
                 let mut r = redirect(StatusCode::SEE_OTHER, &pending.return_to);
                 add_cookie(&mut r, &set_cookie(&sid, self.sessions.absolute_secs()));
-                add_cookie(
-                    &mut r,
-                    &format!("{LOGIN_COOKIE}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Lax"),
-                );
                 r
             }
             Err(ProxyError::LoginRejected(why)) => {

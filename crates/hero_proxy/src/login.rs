@@ -65,6 +65,43 @@ impl Table {
     }
 }
 
+/// How many sign-ins one browser may have in flight at once — tabs opened while signed out each start one, and
+/// each must be able to finish. The login cookie holds their states, newest first.
+pub const LOGIN_COOKIE_STATES: usize = 4;
+
+/// The login cookie's value once a new sign-in with `state` starts: it first, then up to
+/// [`LOGIN_COOKIE_STATES`] − 1 of the states already in `current` (states are base64url, so `.` separates).
+/// Why a list: with one state per cookie, the second tab's sign-in overwrote the first's, and the first tab then
+/// failed with "started in another browser".
+pub fn login_cookie_with(current: Option<&str>, state: &str) -> String {
+    std::iter::once(state)
+        .chain(login_cookie_states(current).filter(|s| *s != state))
+        .take(LOGIN_COOKIE_STATES)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Whether the login cookie names `state` (the callback's browser binding).
+pub fn login_cookie_names(current: Option<&str>, state: &str) -> bool {
+    !state.is_empty() && login_cookie_states(current).any(|s| s == state)
+}
+
+/// The login cookie's value once `state` is used up (empty: the cookie goes).
+pub fn login_cookie_without(current: Option<&str>, state: &str) -> String {
+    login_cookie_states(current)
+        .filter(|s| *s != state)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn login_cookie_states(current: Option<&str>) -> impl Iterator<Item = &str> {
+    current
+        .unwrap_or("")
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .take(LOGIN_COOKIE_STATES)
+}
+
 /// The unit a per-client bound counts in: an IPv4 address, or an IPv6 address's /64 (an IPv4-mapped IPv6
 /// address counts as its IPv4 one). Why /64: it is the smallest block a site is handed, so one host (or one
 /// customer) picks freely among 2^64 addresses in it — counted per address, a single machine could pose as as
@@ -285,6 +322,26 @@ mod tests {
             client_bucket(v6(1)),
             client_bucket("2001:db8:0:43::1".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn the_login_cookie_holds_the_newest_few_states() {
+        let mut c = String::new();
+        for s in ["a", "b", "c", "d", "e"] {
+            c = login_cookie_with(Some(&c), s);
+        }
+        assert_eq!(c, "e.d.c.b");
+        assert!(login_cookie_names(Some(&c), "b"));
+        assert!(!login_cookie_names(Some(&c), "a"), "the oldest made room");
+        assert!(!login_cookie_names(Some(&c), ""));
+        assert!(!login_cookie_names(Some("e..d"), ""));
+        assert!(!login_cookie_names(None, "e"));
+        assert_eq!(login_cookie_with(Some(&c), "c"), "c.e.d.b", "no duplicates");
+        assert_eq!(login_cookie_without(Some(&c), "d"), "e.c.b");
+        assert_eq!(login_cookie_without(Some("e"), "e"), "");
+        // A cookie stuffed by hand is read only as far as the bound.
+        let stuffed = vec!["x"; 1000].join(".") + ".late";
+        assert!(!login_cookie_names(Some(&stuffed), "late"));
     }
 
     #[test]

@@ -740,6 +740,52 @@ async fn abandoned_and_replaced_sessions_are_ended() {
     assert_eq!(h.get("/x", &second).await.status(), 302);
 }
 
+/// Two tabs opened while signed out each start a sign-in in the same browser; both finish, each back on its own
+/// page, and a used state stays used. Before, the second tab's login cookie replaced the first's, so the first
+/// tab failed with "started in another browser".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tabs_signing_in_at_once_both_finish() {
+    let h = Harness::start().await;
+    let (first_authorize, cookie) = h.begin_login("/first", "alice").await;
+    let r = Harness::client()
+        .get(format!(
+            "{}/oauth/login?rd=%2Fsecond&login_hint=alice",
+            h.base
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let second_authorize = r.headers()["location"].to_str().unwrap().to_owned();
+    let login_cookie = |r: &reqwest::Response| {
+        set_cookies(r)
+            .into_iter()
+            .find(|c| c.starts_with("__Host-hero_login="))
+            .unwrap()
+    };
+    let both = login_cookie(&r).split(';').next().unwrap().to_owned();
+
+    let first_callback = h.walk_peer(&first_authorize).await;
+    let second_callback = h.walk_peer(&second_authorize).await;
+    let r = h.callback(&first_callback, &both).await;
+    assert_eq!(r.status(), 303, "the first tab finishes");
+    assert_eq!(r.headers()["location"], "/first");
+    let left = login_cookie(&r).split(';').next().unwrap().to_owned();
+    assert!(login_cookie(&r).contains("Max-Age=600"), "{left}");
+    let r = h.callback(&first_callback, &both).await;
+    assert_eq!(r.status(), 400, "a used state stays used");
+    let r = h.callback(&second_callback, &left).await;
+    assert_eq!(r.status(), 303, "the second tab finishes");
+    assert_eq!(r.headers()["location"], "/second");
+    assert!(
+        login_cookie(&r).contains("Max-Age=0"),
+        "the cookie goes with its last state"
+    );
+    let session = session_pair(&r).unwrap();
+    assert_eq!(h.get("/x", &session).await.status(), 200);
+}
+
 /// `owner` routes: the Forge login in `cockpit/FORGE_OWNER` or an admin; read on every request; no
 /// owner stored = admins only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
