@@ -206,7 +206,7 @@ pub async fn require_admin(
     };
     let Some(via) = admitted(&identity, &allowlist) else {
         tracing::info!(user = %identity.user, "signed-in user is not an admin");
-        return errors::forbidden(&identity.user, dev).into_response();
+        return errors::forbidden(&identity, dev).into_response();
     };
     let client = match state.client_for(&identity.user) {
         Ok(c) => c,

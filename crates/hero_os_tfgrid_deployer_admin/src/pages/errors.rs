@@ -2,9 +2,10 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use hero_identity::IdentityError;
+use hero_identity::{Identity, IdentityError};
 use maud::{html, Markup};
 
+use crate::auth::FORGE_PROVIDER;
 use crate::layout::{no_store, shell, Nav};
 
 fn card(title: &str, body: Markup) -> Markup {
@@ -37,14 +38,25 @@ pub fn unauthorized(e: &IdentityError, dev: bool) -> Response {
 }
 
 /// Signed in, but neither allowlisted nor in `groups.admin`.
-pub fn forbidden(user: &str, dev: bool) -> Response {
+pub fn forbidden(identity: &Identity, dev: bool) -> Response {
+    let forge =
+        identity.provider == FORGE_PROVIDER || (!identity.verified && identity.provider == "dev");
     let body = card(
         "No access",
         html! {
-            p { "You are signed in as " strong data-testid="signed-in-as" { (user) } ", "
+            p { "You are signed in as " strong data-testid="signed-in-as" { (identity.user) } ", "
                 "but this account is not a deployer admin." }
-            p { "Ask an existing admin to add " code { (user) } " to the admin allowlist "
-                "(secret " code { "deployer/ADMIN_FORGE_USERS" } "). The change takes effect on your next page load." }
+            // The allowlist holds Forge logins (see `auth::admitted`): name the login, which for `bob.smith` is
+            // not the local `bob-smith` — adding that would let in whoever's Forge login it is instead.
+            @if forge && !identity.login.is_empty() {
+                p { "Ask an existing admin to add the Forge login " code data-testid="login-to-allow" { (identity.login) }
+                    " to the admin allowlist (secret " code { "deployer/ADMIN_FORGE_USERS" } "). "
+                    "The change takes effect on your next page load." }
+            } @else {
+                p { "You signed in through " code { (identity.provider) } ", and the admin allowlist holds Forge "
+                    "logins only: an existing admin can let you in by putting you in the proxy's "
+                    code { "admin" } " group." }
+            }
         },
     );
     respond(
