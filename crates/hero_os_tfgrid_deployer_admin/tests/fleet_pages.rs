@@ -209,6 +209,17 @@ async fn users_list_batches_and_vm_care_against_the_real_server() {
     );
     let (_, html) = get(&app, "/users?expiring=7").await;
     assert!(html.contains("No VM expires within 7 days."), "{html}");
+    // The one-VM form has the batch's bound (the server's): over ten years is refused, nothing extended.
+    for days in ["3651", "4000000000"] {
+        let (status, html) = post(
+            &app,
+            &format!("/users/{}/extend", ids["cat"]),
+            &[("csrf", csrf.clone()), ("days", days.into())],
+        )
+        .await;
+        assert_eq!(status, 400, "{days}: {html}");
+        assert!(html.contains("from 1 to 3650"), "{html}");
+    }
 
     // Without the CSRF token nothing happens.
     let (status, _) = post(
@@ -248,15 +259,36 @@ async fn users_list_batches_and_vm_care_against_the_real_server() {
     let (status, html) = post(
         &app,
         &format!("{ann}/redeploy"),
-        &[("csrf", csrf.clone()), ("profile", "nope".into())],
+        &[
+            ("csrf", csrf.clone()),
+            ("profile", "nope".into()),
+            ("confirm", "yes".into()),
+        ],
     )
     .await;
     assert_eq!(status, 422, "{html}");
     assert!(html.contains("unknown manifest profile"), "{html}");
-    let (status, _) = post(
+    // Without JavaScript the confirmation page comes first, carrying the chosen profile on.
+    let (status, html) = post(
         &app,
         &format!("{ann}/redeploy"),
         &[("csrf", csrf.clone()), ("profile", "demo".into())],
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("data-testid=\"confirm\"")
+            && html.contains("name=\"profile\" value=\"demo\""),
+        "{html}"
+    );
+    let (status, _) = post(
+        &app,
+        &format!("{ann}/redeploy"),
+        &[
+            ("csrf", csrf.clone()),
+            ("profile", "demo".into()),
+            ("confirm", "yes".into()),
+        ],
     )
     .await;
     assert_eq!(status, 303);

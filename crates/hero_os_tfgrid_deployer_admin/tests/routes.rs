@@ -52,6 +52,35 @@ async fn every_route_against_the_real_server() {
     let r = get(&app, "/users", Some("mallory")).await;
     assert_eq!(r.status, 403);
     assert!(r.text.contains("mallory"), "{}", r.text);
+    // The 403 names what the allowlist holds, the Forge login: for Forge `bob.smith` holding local `bob-smith`,
+    // adding `bob-smith` would admit whoever's Forge login that is. Another provider's user is told the way in.
+    for (login, provider, shown) in [
+        ("bob.smith", "forge", Some("bob.smith")),
+        ("bob.smith", "github", None),
+    ] {
+        let req = Request::get("/users")
+            .header("x-hero-user", "bob-smith")
+            .header("x-hero-login", login)
+            .header("x-hero-provider", provider)
+            .header("x-hero-claims", "users.bob-smith")
+            .body(Body::empty())
+            .unwrap();
+        let r = send(&app, req).await;
+        assert_eq!(r.status, 403);
+        match shown {
+            Some(login) => assert!(
+                r.text
+                    .contains(&format!("data-testid=\"login-to-allow\">{login}</code>")),
+                "{}",
+                r.text
+            ),
+            None => assert!(
+                !r.text.contains("login-to-allow") && r.text.contains("admin</code> group"),
+                "{}",
+                r.text
+            ),
+        }
+    }
     let r = get(&app, "/users", Some("erin")).await;
     assert_eq!(r.status, 200, "allowlist is case-insensitive");
     let req = Request::get("/users")
@@ -274,7 +303,33 @@ async fn every_route_against_the_real_server() {
             .status,
         403
     );
+    // Without JavaScript (no confirm=yes from the dialog) the confirmation page comes first; before, the repair
+    // started on the first post.
     let r = post(&app, &format!("{path}/repair"), "alice", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("data-testid=\"confirm\""), "{}", r.text);
+    let none_yet = stack
+        .client
+        .call::<methods::ListJobs>(&ListJobsParams {
+            user_id: Some(user.user_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .jobs;
+    assert!(
+        none_yet
+            .iter()
+            .all(|j| j.kind != hero_os_tfgrid_deployer_sdk::jobs::JobKind::Repair),
+        "{none_yet:?}"
+    );
+    let r = post(
+        &app,
+        &format!("{path}/repair"),
+        "alice",
+        &[("csrf", &csrf), ("confirm", "yes")],
+    )
+    .await;
     assert_eq!(r.status, 303, "{}", r.text);
     let repair = stack
         .client

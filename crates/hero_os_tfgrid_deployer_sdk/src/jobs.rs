@@ -338,7 +338,11 @@ pub struct RedeployVmParams {
     pub profile: String,
 }
 
-/// Params of `deployer.extend_vm`: exactly one of `days` and `never`.
+/// The longest extension one `deployer.extend_vm` may ask for: ten years. Why a bound: a few digits too many is a
+/// slip, not a plan, and the server refuses it rather than set an expiry nobody will ever see.
+pub const MAX_EXTEND_DAYS: u32 = 3650;
+
+/// Params of `deployer.extend_vm`: exactly one of `days` (1 to [`MAX_EXTEND_DAYS`]) and `never`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendVmParams {

@@ -105,17 +105,27 @@ async fn expired_vms_are_warned_then_decommissioned_by_system_expiry_even_after_
     let extends = audit(&c, "vm.extend").await;
     assert_eq!(extends.len(), 2);
     assert!(extends.iter().all(|e| e.actor == "local:operator"));
-    let err = c
-        .call::<hero_os_tfgrid_deployer_sdk::methods::ExtendVm>(&ExtendVmParams {
-            user_id: alice,
-            days: Some(0),
-            never: false,
-        })
-        .await
-        .unwrap_err();
+    // Zero days, and more than the ten-year bound (a slip of a few digits: before, a u32's worth was taken).
+    let max = hero_os_tfgrid_deployer_sdk::jobs::MAX_EXTEND_DAYS;
+    for days in [0, max + 1, u32::MAX] {
+        let err = c
+            .call::<hero_os_tfgrid_deployer_sdk::methods::ExtendVm>(&ExtendVmParams {
+                user_id: alice,
+                days: Some(days),
+                never: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            Some(hero_os_tfgrid_deployer_sdk::ErrorKind::InvalidParams),
+            "{days}: {err}"
+        );
+    }
     assert_eq!(
-        err.kind(),
-        Some(hero_os_tfgrid_deployer_sdk::ErrorKind::InvalidParams)
+        audit(&c, "vm.extend").await.len(),
+        2,
+        "nothing was extended"
     );
 
     // An hour before alice's expiry (the server down meanwhile): the start-up sweep warns.

@@ -41,6 +41,19 @@ fn confirm_page(
     button: &str,
     back: &str,
 ) -> Response {
+    confirm_page_keeping(admin, action, title, question, button, back, &[])
+}
+
+/// [`confirm_page`] for a form with fields of its own, posted again as hidden inputs.
+fn confirm_page_keeping(
+    admin: &Admin,
+    action: &str,
+    title: &str,
+    question: &str,
+    button: &str,
+    back: &str,
+    fields: &[(&str, &str)],
+) -> Response {
     let body = html! {
         section.card.narrow.center.confirm data-testid="confirm" {
             h1 { (title) }
@@ -48,6 +61,9 @@ fn confirm_page(
             div.actions {
                 form method="post" action=(action) {
                     (csrf_field(admin))
+                    @for (name, value) in fields {
+                        input type="hidden" name=(name) value=(value);
+                    }
                     input type="hidden" name="confirm" value="yes";
                     button.danger.solid type="submit" { (button) }
                 }
@@ -80,6 +96,20 @@ pub async fn repair(
     Form(f): Form<ActionForm>,
 ) -> PageResult<Response> {
     csrf::check(&admin, &f.csrf)?;
+    if !f.confirmed() {
+        let u = admin.client.get_user(id).await?;
+        return Ok(confirm_page(
+            &admin,
+            &format!("/users/{id}/repair"),
+            "Repair VM?",
+            &format!(
+                "The manifest, sign-in settings and bootstrap of {}'s VM run again on the same VM.",
+                u.forge_username
+            ),
+            "Repair",
+            &format!("/users/{id}"),
+        ));
+    }
     admin
         .client
         .call::<methods::RepairVm>(&UserIdParams { user_id: id })
@@ -93,6 +123,8 @@ pub struct RedeployForm {
     pub csrf: String,
     #[serde(default)]
     pub profile: String,
+    #[serde(default)]
+    pub confirm: Option<String>,
 }
 
 /// `POST /users/{id}/redeploy`: the ready VM runs another service profile (a job; the server
@@ -103,6 +135,19 @@ pub async fn redeploy(
     Form(f): Form<RedeployForm>,
 ) -> PageResult<Response> {
     csrf::check(&admin, &f.csrf)?;
+    if f.confirm.as_deref() != Some("yes") {
+        let u = admin.client.get_user(id).await?;
+        let profile = f.profile.trim();
+        return Ok(confirm_page_keeping(
+            &admin,
+            &format!("/users/{id}/redeploy"),
+            "Redeploy VM?",
+            &format!("{}'s VM is set up again with the profile {profile}, on the same VM; the URL and sign-in stay.", u.forge_username),
+            "Redeploy",
+            &format!("/users/{id}"),
+            &[("profile", profile)],
+        ));
+    }
     admin
         .client
         .call::<methods::RedeployVm>(&RedeployVmParams {
@@ -137,11 +182,17 @@ pub async fn extend(
         None
     } else {
         let raw = f.days.trim();
-        Some(raw.parse::<u32>().ok().filter(|d| *d >= 1).ok_or_else(|| {
-            PageError::BadRequest(format!(
-                "extend by {raw:?} days: give a whole number of days (at least 1)"
-            ))
-        })?)
+        let max = hero_os_tfgrid_deployer_sdk::jobs::MAX_EXTEND_DAYS;
+        Some(
+            raw.parse::<u32>()
+                .ok()
+                .filter(|d| (1..=max).contains(d))
+                .ok_or_else(|| {
+                    PageError::BadRequest(format!(
+                        "extend by {raw:?} days: give a whole number of days from 1 to {max}"
+                    ))
+                })?,
+        )
     };
     admin
         .client

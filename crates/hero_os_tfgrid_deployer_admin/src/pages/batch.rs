@@ -27,8 +27,8 @@ use crate::time;
 /// POST can make the dashboard do.
 pub const MAX_BATCH: usize = 500;
 
-/// Longest extension one batch may ask for (ten years), as in `vm extend`.
-const MAX_DAYS: u32 = 3650;
+/// Longest extension one batch may ask for: the server's bound, checked here before anything is sent.
+const MAX_DAYS: u32 = hero_os_tfgrid_deployer_sdk::jobs::MAX_EXTEND_DAYS;
 
 /// While a followed job is active, the progress page reloads after this long.
 const REFRESH_MS: u32 = 2000;

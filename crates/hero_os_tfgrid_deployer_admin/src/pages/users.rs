@@ -228,7 +228,7 @@ pub async fn list(
                         a.btn rel="prev" href=(href("/users", &[("q", q.clone()), ("expiring", expiring_param.clone()), ("before", prev.clone()), ("page", (page_no - 1).max(1).to_string())])) { "← Previous page" }
                     }
                     @if let Some(next) = &users.next_cursor {
-                        a.btn rel="next" href=(href("/users", &[("q", q.clone()), ("expiring", expiring_param.clone()), ("cursor", next.clone()), ("page", (page_no + 1).to_string())])) { "Next page →" }
+                        a.btn rel="next" href=(href("/users", &[("q", q.clone()), ("expiring", expiring_param.clone()), ("cursor", next.clone()), ("page", page_no.saturating_add(1).to_string())])) { "Next page →" }
                     }
                 }
             }

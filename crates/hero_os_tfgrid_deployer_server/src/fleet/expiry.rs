@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use hero_os_tfgrid_deployer_sdk::jobs::{ExtendVmParams, VmRecord};
+use hero_os_tfgrid_deployer_sdk::jobs::{ExtendVmParams, VmRecord, MAX_EXTEND_DAYS};
 use hero_os_tfgrid_deployer_sdk::types::UserId;
 use rusqlite::params;
 use serde::Deserialize;
@@ -183,6 +183,11 @@ impl Provisioner {
                 return Err(ServiceError::InvalidParams(
                     "give either days (at least 1) or never".into(),
                 ))
+            }
+            (Some(d), false) if d > MAX_EXTEND_DAYS => {
+                return Err(ServiceError::InvalidParams(format!(
+                    "extend by {d} days: at most {MAX_EXTEND_DAYS} (ten years) at a time"
+                )))
             }
             (Some(d), false) => Some(d),
             (None, true) => None,
