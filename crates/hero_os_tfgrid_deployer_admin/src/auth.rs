@@ -63,6 +63,8 @@ pub struct Admin {
     pub client: Client,
     /// CSRF token for their forms.
     pub csrf: String,
+    /// The claimed one-time form tokens (see [`crate::once`]).
+    pub once: std::sync::Arc<crate::once::OnceTokens>,
     /// Dev mode banner.
     pub dev: bool,
 }
@@ -217,6 +219,7 @@ pub async fn require_admin(
     };
     let admin = Admin {
         csrf: state.csrf().token(&identity.user),
+        once: state.once(),
         user: identity.user,
         via,
         client,

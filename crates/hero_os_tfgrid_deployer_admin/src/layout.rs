@@ -98,8 +98,12 @@ pub fn no_store(markup: Markup) -> Response {
 }
 
 /// The hidden CSRF field.
+/// The hidden fields every form carries: the admin's CSRF token and a fresh one-time token ([`crate::once`]).
 pub fn csrf_field(admin: &Admin) -> Markup {
-    html! { input type="hidden" name=(crate::csrf::FIELD) value=(admin.csrf); }
+    html! {
+        input type="hidden" name=(crate::csrf::FIELD) value=(admin.csrf);
+        input type="hidden" name=(crate::once::FIELD) value=(crate::once::OnceTokens::issue());
+    }
 }
 
 pub fn vm_badge(s: VmStatus) -> Markup {

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod csrf;
 pub mod error;
 pub mod layout;
+pub mod once;
 pub mod pages;
 pub mod serve;
 pub mod sse;

@@ -8,6 +8,7 @@ use hero_secrets::SecretStore;
 
 use crate::auth::AuthMode;
 use crate::csrf::CsrfKey;
+use crate::once::OnceTokens;
 
 /// Secret slot holding the comma-separated Forge usernames allowed in.
 pub const ALLOWLIST_SLOT: &str = hero_secrets::slots::ADMIN_FORGE_USERS;
@@ -23,6 +24,8 @@ struct Inner {
     auth: AuthMode,
     secrets: Arc<dyn SecretStore>,
     csrf: CsrfKey,
+    /// Claimed one-time form tokens ([`crate::once`]).
+    once: Arc<OnceTokens>,
     /// One SDK client per acting admin, so their connections are pooled.
     acting: Mutex<HashMap<String, Client>>,
 }
@@ -38,6 +41,7 @@ impl AppState {
                 auth,
                 secrets,
                 csrf: CsrfKey::random(),
+                once: Arc::new(OnceTokens::default()),
                 acting: Mutex::new(HashMap::new()),
             }),
         }
@@ -53,6 +57,11 @@ impl AppState {
 
     pub fn csrf(&self) -> &CsrfKey {
         &self.inner.csrf
+    }
+
+    /// The claimed one-time form tokens.
+    pub fn once(&self) -> Arc<OnceTokens> {
+        self.inner.once.clone()
     }
 
     /// The SDK client acting for `user`: every call carries `X-Hero-User: user`, so the server's

@@ -23,8 +23,13 @@ async fn get(app: &Router, path: &str) -> (StatusCode, String) {
     (r.status, r.text)
 }
 
+/// Posts `form` as a freshly rendered form would: with a new one-time token unless it names one.
 async fn post(app: &Router, path: &str, form: &[(&str, String)]) -> (StatusCode, String) {
-    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let once = hero_os_tfgrid_deployer_admin::once::OnceTokens::issue();
+    let mut pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    if !pairs.iter().any(|(k, _)| *k == "once") {
+        pairs.push(("once", &once));
+    }
     let r = oneshot::post(app, path, "alice", &pairs).await;
     (r.status, r.text)
 }
@@ -209,6 +214,33 @@ async fn users_list_batches_and_vm_care_against_the_real_server() {
     );
     let (_, html) = get(&app, "/users?expiring=7").await;
     assert!(html.contains("No VM expires within 7 days."), "{html}");
+    // A reload of a batch's result page sends the same form again: refused, nothing extended twice. Before,
+    // the CSRF token still being valid, every reload added the days again.
+    let expires = |html: &str| row(html, "cat").split("expires").nth(1).map(str::to_owned);
+    let (_, before) = get(&app, "/users").await;
+    let form = [
+        ("csrf", csrf.clone()),
+        (
+            "once",
+            hero_os_tfgrid_deployer_admin::once::OnceTokens::issue(),
+        ),
+        ("action", "extend".into()),
+        ("days", "3".into()),
+        ("user", ids["cat"].to_string()),
+    ];
+    let (status, html) = post(&app, "/users/batch", &form).await;
+    assert_eq!(status, 200, "{html}");
+    let (_, once_extended) = get(&app, "/users").await;
+    assert_ne!(expires(&before), expires(&once_extended));
+    let (status, html) = post(&app, "/users/batch", &form).await;
+    assert_eq!(status, 409, "{html}");
+    assert!(html.contains("data-testid=\"already-done\""), "{html}");
+    let (_, after) = get(&app, "/users").await;
+    assert_eq!(
+        expires(&once_extended),
+        expires(&after),
+        "not extended again"
+    );
     // The one-VM form has the batch's bound (the server's): over ten years is refused, nothing extended.
     for days in ["3651", "4000000000"] {
         let (status, html) = post(

@@ -232,6 +232,38 @@ async fn every_route_against_the_real_server() {
     assert!(no_store(&r));
     assert!(r.text.contains("data-testid=\"initial-password\""));
 
+    // Reset the Forge password: shown once; a reload of that page (the same form again) resets nothing more, so
+    // the password just handed over keeps working. Before, every reload reset it again.
+    let once = hero_os_tfgrid_deployer_admin::once::OnceTokens::issue();
+    let form = [("csrf", csrf.as_str()), ("confirm", "yes"), ("once", &once)];
+    let r = post(&app, &format!("{path}/reset-password"), "alice", &form).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("data-testid=\"new-password\""));
+    let r = post(&app, &format!("{path}/reset-password"), "alice", &form).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("data-testid=\"already-done\"") && !r.text.contains("new-password"));
+    let resets = stack
+        .client
+        .call::<methods::ListEvents>(&ListEventsParams::default())
+        .await
+        .unwrap()
+        .events
+        .into_iter()
+        .filter(|e| e.action == "user.reset_forge_password")
+        .count();
+    assert_eq!(resets, 1, "one reset for two posts");
+    let r = post(
+        &app,
+        &format!("{path}/reset-password"),
+        "alice",
+        &[("csrf", &csrf), ("confirm", "yes")],
+    )
+    .await;
+    assert_eq!(
+        r.status, 409,
+        "a form without its one-time token acts never"
+    );
+
     // Deploy: a redirect to the user page, which then shows the job.
     let r = post(&app, &format!("{path}/deploy"), "alice", &[("csrf", &csrf)]).await;
     assert_eq!(r.status, 303, "{}", r.text);

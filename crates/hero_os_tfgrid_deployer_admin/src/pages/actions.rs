@@ -24,12 +24,29 @@ pub struct ActionForm {
     pub csrf: String,
     #[serde(default)]
     pub confirm: Option<String>,
+    /// The form's one-time token ([`crate::once`]), claimed by the actions whose answer is their result page.
+    #[serde(default)]
+    pub once: String,
 }
 
 impl ActionForm {
     fn confirmed(&self) -> bool {
         self.confirm.as_deref() == Some("yes")
     }
+}
+
+/// The answer to a form sent a second time (a reload or Back on a result page): nothing done again.
+pub fn already_done(admin: &Admin, back: &str, what: &str) -> Response {
+    let body = html! {
+        section.card.narrow.center data-testid="already-done" {
+            h1 { "Already done" }
+            p { "This form was sent before — reloading a result page does not repeat its action. " (what) }
+            p { a.btn href=(back) { "Back" } }
+        }
+    };
+    let mut r = no_store(page(admin, "Already done", Nav::None, body));
+    *r.status_mut() = axum::http::StatusCode::CONFLICT;
+    r
 }
 
 /// The no-JS confirmation step.
@@ -376,6 +393,9 @@ pub async fn reset_password(
             "Reset password",
             &format!("/users/{id}"),
         ));
+    }
+    if !admin.once.claim(&f.once) {
+        return Ok(already_done(&admin, &format!("/users/{id}"), "The password was reset when this form was first sent; the new one was shown then. Reset again from the user's page if it was lost."));
     }
     let r = admin.client.reset_forge_password(id).await?;
     let body = html! {

@@ -8,7 +8,7 @@
 use axum::extract::{Form, Query};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use futures::future::join_all;
+use futures::{StreamExt, TryStreamExt};
 use hero_os_tfgrid_deployer_sdk::jobs::{
     ExtendVmParams, Job, JobIdParams, JobState, ProvisionVmParams, StepState,
 };
@@ -20,6 +20,7 @@ use crate::auth::Admin;
 use crate::csrf;
 use crate::error::{PageError, PageResult};
 use crate::layout::{csrf_field, job_badge, no_store, page, Nav};
+use crate::pages::actions::already_done;
 use crate::pages::users::kind_label;
 use crate::time;
 
@@ -29,6 +30,10 @@ pub const MAX_BATCH: usize = 500;
 
 /// Longest extension one batch may ask for: the server's bound, checked here before anything is sent.
 const MAX_DAYS: u32 = hero_os_tfgrid_deployer_sdk::jobs::MAX_EXTEND_DAYS;
+
+/// How many server calls one batch page makes at once: a batch of 500 must not open 500 connections to the
+/// server together (in order, so the results line up with the rows).
+const CONCURRENT_CALLS: usize = 8;
 
 /// While a followed job is active, the progress page reloads after this long.
 const REFRESH_MS: u32 = 2000;
@@ -162,7 +167,23 @@ pub async fn submit(
     if form.action == Action::Decommission && !form.confirmed {
         return Ok(confirm_decommission(&admin, &form.users, &names));
     }
-    let outcomes = join_all(form.users.iter().map(|id| apply(&admin, form.action, *id))).await;
+    let once = pairs
+        .iter()
+        .find(|(n, _)| n == crate::once::FIELD)
+        .map_or("", |(_, v)| v.as_str());
+    if !admin.once.claim(once) {
+        return Ok(already_done(
+            &admin,
+            "/users",
+            "Its outcome was shown then; the users list has where everyone stands now.",
+        ));
+    }
+    // A few calls at a time: a batch of 500 must not open 500 connections to the server at once.
+    let outcomes: Vec<Outcome> = futures::stream::iter(form.users.iter().copied())
+        .map(|id| apply(&admin, form.action, id))
+        .buffered(CONCURRENT_CALLS)
+        .collect()
+        .await;
     let jobs: Vec<i64> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -221,8 +242,12 @@ fn outcome_cell(o: &Outcome) -> Markup {
 /// Usernames for the ids, in order (`#id` for one the server does not know: its refusal says
 /// why on the result page).
 async fn names_of(admin: &Admin, ids: &[UserId]) -> Vec<String> {
-    join_all(ids.iter().map(|id| admin.client.get_user(*id)))
-        .await
+    let found: Vec<_> = futures::stream::iter(ids.iter().copied())
+        .map(|id| admin.client.get_user(id))
+        .buffered(CONCURRENT_CALLS)
+        .collect()
+        .await;
+    found
         .into_iter()
         .zip(ids)
         .map(|(r, id)| {
@@ -271,14 +296,15 @@ pub async fn progress(
         )));
     }
     let client = &admin.client;
-    let jobs: Vec<Job> = join_all(ids.iter().map(|job_id| async move {
-        client
-            .call::<methods::GetJob>(&JobIdParams { job_id: *job_id })
-            .await
-    }))
-    .await
-    .into_iter()
-    .collect::<Result<_, _>>()?;
+    let jobs: Vec<Job> = futures::stream::iter(ids.iter().copied())
+        .map(|job_id| async move {
+            client
+                .call::<methods::GetJob>(&JobIdParams { job_id })
+                .await
+        })
+        .buffered(CONCURRENT_CALLS)
+        .try_collect()
+        .await?;
     let total_steps: usize = jobs.iter().map(|j| j.steps.len()).sum();
     let done_steps: usize = jobs
         .iter()
