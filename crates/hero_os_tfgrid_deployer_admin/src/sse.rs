@@ -27,6 +27,12 @@ use crate::error::PageResult;
 /// Longest single long-poll; short enough to notice a closed browser soon.
 const WAIT_MS: u32 = 15_000;
 
+/// How long one stream lives before it ends and the browser's EventSource reconnects (resuming with
+/// `Last-Event-ID`). Why: admission is checked per request, and a stream is one request — without an end, an
+/// admin taken off the allowlist (or whose five-minute signed identity ran out) kept watching a stuck job for as
+/// long as it stayed stuck. Each reconnect passes the admission check again.
+pub const STREAM_LIFETIME: Duration = Duration::from_secs(300);
+
 #[derive(Debug, Default, Deserialize)]
 pub struct EventsQuery {
     #[serde(default)]
@@ -49,7 +55,7 @@ pub async fn job_events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i64>().ok());
     let after = resume.or(q.after).unwrap_or(0).max(0);
-    let stream = follow(admin.client.clone(), job_id, after);
+    let stream = follow(admin.client.clone(), job_id, after, STREAM_LIFETIME);
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
@@ -60,21 +66,30 @@ pub async fn job_events(
     Ok(resp)
 }
 
-/// The event stream of one job. Ends when the job is final, the browser goes away, or the server
-/// errs (the browser's EventSource then reconnects with `Last-Event-ID`).
+/// The event stream of one job. Ends when the job is final, the browser goes away, the server errs, or
+/// `lifetime` has passed (the browser's EventSource then reconnects with `Last-Event-ID`).
 pub fn follow(
     client: Client,
     job_id: i64,
     mut after: i64,
+    lifetime: Duration,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
+    let ends = tokio::time::Instant::now() + lifetime;
     tokio::spawn(async move {
         loop {
+            let left = ends.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let wait_ms = u32::try_from(left.as_millis())
+                .unwrap_or(u32::MAX)
+                .min(WAIT_MS);
             let page = match client
                 .call::<methods::JobEvents>(&JobEventsParams {
                     job_id,
                     after_seq: after,
-                    wait_ms: WAIT_MS,
+                    wait_ms,
                     limit: Some(500),
                 })
                 .await

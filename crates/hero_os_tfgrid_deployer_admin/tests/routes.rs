@@ -309,6 +309,17 @@ async fn every_route_against_the_real_server() {
     assert!(resp.text.contains("event: job"));
     assert!(resp.text.contains("event: done"));
     assert!(resp.text.contains("id: 1\n"));
+    // A stream has a lifetime (then the browser reconnects through the admission check): past it, nothing more.
+    use futures::StreamExt;
+    let late: Vec<_> = hero_os_tfgrid_deployer_admin::sse::follow(
+        stack.client.clone(),
+        job.job_id,
+        0,
+        std::time::Duration::ZERO,
+    )
+    .collect()
+    .await;
+    assert!(late.is_empty());
     let r = get(&app, &jpath, Some("alice")).await;
     assert_eq!(r.status, 200);
     assert!(
