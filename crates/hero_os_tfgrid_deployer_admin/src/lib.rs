@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/retry", post(pages::actions::retry_job))
         .route("/jobs/{id}/events", get(sse::job_events))
         .route("/audit", get(pages::audit::list))
+        .layer(middleware::map_response(pages::errors::rejection_page))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,

@@ -442,6 +442,43 @@ async fn every_route_against_the_real_server() {
         get(&app, "/jobs/999999/events", Some("alice")).await.status,
         404
     );
+    // An extractor's refusal is the dashboard's error page with its reason, not a bare line of plain text.
+    let wrong_type = Request::post("/users/1/deploy")
+        .header("x-hero-user", "alice")
+        .header("content-type", "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+    let huge = Request::post("/users/1/deploy")
+        .header("x-hero-user", "alice")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(vec![b'a'; 3 << 20]))
+        .unwrap();
+    for (what, r) in [
+        (
+            "path id",
+            get(&app, "/users/notanumber", Some("alice")).await,
+        ),
+        ("job id", get(&app, "/jobs/1x", Some("alice")).await),
+        ("page", get(&app, "/users?page=x", Some("alice")).await),
+        (
+            "events after",
+            get(&app, "/jobs/1/events?after=x", Some("alice")).await,
+        ),
+        ("form type", send(&app, wrong_type).await),
+        ("form size", send(&app, huge).await),
+    ] {
+        assert!(r.status.is_client_error(), "{what}: {}", r.status);
+        assert!(
+            r.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+                && r.text.contains("data-testid=\"error-reason\"")
+                && no_store(&r),
+            "{what}: {}",
+            r.text
+        );
+    }
 
     let r = get(&app, "/audit", Some("alice")).await;
     assert_eq!(r.status, 200);

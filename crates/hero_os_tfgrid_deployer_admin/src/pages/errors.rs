@@ -97,6 +97,36 @@ pub fn page_error(status: StatusCode, message: &str) -> Response {
     respond(status, shell(title, None, false, Nav::None, body))
 }
 
+/// An extractor's refusal (a path id that is not a number, `?page=x`, a form of the wrong type or over the body
+/// limit) as the dashboard's error page. axum answers those in plain text, a bare line in the browser with none
+/// of the headers or the way back the other pages have; this layer, on the admitted routes, is the one place
+/// that turns every such answer — whichever extractor it came from — into [`page_error`] with its reason.
+/// The pages themselves answer in HTML, so a plain-text client error can only be a rejection.
+pub async fn rejection_page(resp: Response) -> Response {
+    let plain = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/plain"));
+    if !plain || !resp.status().is_client_error() {
+        return resp;
+    }
+    let status = resp.status();
+    let reason = match axum::body::to_bytes(resp.into_body(), 4096).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => String::new(),
+    };
+    let reason = if reason.trim().is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("bad request")
+            .to_owned()
+    } else {
+        reason
+    };
+    page_error(status, reason.trim())
+}
+
 /// Fallback for unknown paths.
 pub async fn not_found() -> Response {
     page_error(StatusCode::NOT_FOUND, "There is no page at this address.")
