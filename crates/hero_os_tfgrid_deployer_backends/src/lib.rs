@@ -23,6 +23,7 @@ pub mod opentofu;
 pub mod peer_body;
 pub mod provider_pin;
 pub mod provider_schema;
+pub mod run_lock;
 pub mod spec;
 
 pub use gridproxy::{GridProxyClient, GridProxyError, Network, Node};

@@ -355,6 +355,7 @@ impl OpenTofuConfig {
             ));
         }
         find_executable(&self.tofu_bin)?;
+        crate::run_lock::check_installed()?;
         self.resolved_provider_version()?;
         if let Some((k, _)) = self.extra_env.iter().find(|(k, _)| forbidden_extra(k)) {
             return Err(BackendError::Config(format!(
@@ -620,7 +621,13 @@ impl OpenTofuBackend {
         out: &OutputSink,
     ) -> Result<Vec<String>, BackendError> {
         let shown = format!("tofu {}", args.join(" "));
-        let mut cmd = tokio::process::Command::new(&self.cfg.tofu_bin);
+        if crate::run_lock::busy(dir) {
+            out(&format!(
+                "another tofu still runs in {} (one an earlier deployer process left running?): waiting up to {timeout:?} for it to finish",
+                dir.display()
+            ));
+        }
+        let mut cmd = crate::run_lock::locked_command(dir, &self.cfg.tofu_bin, timeout);
         let env = child_env(
             parent_env(),
             &self.cfg.extra_env,
@@ -693,6 +700,15 @@ impl OpenTofuBackend {
                 })
             }
         };
+        if status.code() == Some(crate::run_lock::BUSY_EXIT) {
+            return Err(BackendError::Timeout {
+                op: shown,
+                detail: format!(
+                    "another tofu held the working dir {} for all of {timeout:?}",
+                    dir.display()
+                ),
+            });
+        }
         if !status.success() {
             let transient = looks_transient(&tail);
             if args.first() == Some(&"apply") && chain_name_exists(&tail) {

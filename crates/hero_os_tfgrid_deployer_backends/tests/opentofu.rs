@@ -765,3 +765,77 @@ async fn working_dirs_from_before_the_pin_are_destroyed_with_it() {
         &log[log_before..]
     );
 }
+
+/// A `tofu` still running in a VM's working dir from a deployer that was killed outright (it runs in its own
+/// process group, so it outlives its parent) holds the dir: the next deployer's run says so and waits for it,
+/// and starts only once it ended. Before, the two ran side by side in one dir. The orphan here is util-linux
+/// `flock` holding the lock the way the backend's own runs do, around a process the test ends.
+#[tokio::test]
+async fn a_tofu_left_running_by_a_dead_deployer_holds_its_working_dir() {
+    use std::io::Write;
+    let fake = Fake::new();
+    let be = fake.backend(9);
+    let dir = be.work_dir(&req().name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = dir.join(hero_os_tfgrid_deployer_backends::run_lock::LOCK_FILE);
+    let log = fake.log.clone();
+    /// Killed by PID if the test ends early.
+    struct Orphan(std::process::Child);
+    impl Drop for Orphan {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut orphan = Orphan(
+        std::process::Command::new("flock")
+            .arg("--no-fork")
+            .arg(&lock)
+            .arg("sh")
+            .arg("-c")
+            .arg(format!("read _; echo ORPHAN-ENDED >> '{}'", log.display()))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !hero_os_tfgrid_deployer_backends::run_lock::busy(&dir) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphan never took the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (out, lines) = collect();
+    let deploy = tokio::spawn(async move { be.deploy_vm(&req(), out).await });
+    // The run announces the wait before it starts waiting; nothing has run in the dir yet.
+    loop {
+        if lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("another tofu still runs"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no wait announced: {:?}",
+            lines.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        fake.calls().is_empty(),
+        "ran beside the orphan: {:?}",
+        fake.calls()
+    );
+    orphan.0.stdin.take().unwrap().write_all(b"done\n").unwrap();
+    assert!(orphan.0.wait().unwrap().success());
+    let info = deploy.await.unwrap().unwrap();
+    assert_eq!(info.node_id, Some(8));
+    let log = std::fs::read_to_string(&fake.log).unwrap();
+    let ended = log.find("ORPHAN-ENDED").unwrap();
+    let first_call = log.find("CALL ").unwrap();
+    assert!(ended < first_call, "{log}");
+}
