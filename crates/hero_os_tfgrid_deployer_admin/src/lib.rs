@@ -70,6 +70,10 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/heroservice.json", get(serve::heroservice))
         .route("/assets/{name}", get(assets::serve))
         .fallback(pages::errors::not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            pages::errors::mode_scope,
+        ))
         .layer(middleware::from_fn(serve::security_headers))
         .with_state(state)
 }

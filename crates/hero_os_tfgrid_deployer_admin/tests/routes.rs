@@ -700,6 +700,18 @@ async fn dev_mode_is_loopback_only_with_a_banner() {
     assert_eq!(r.status, 200);
     assert!(r.text.contains("Development mode"));
     assert!(r.text.contains("dev-admin"));
+    // Error pages too carry the banner (before, they were built without it).
+    for path in ["/users/notanumber", "/users/999999", "/no-such-page"] {
+        let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let mut req = Request::get(path)
+            .header("host", "127.0.0.1:8080")
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut().insert(ConnectInfo(addr));
+        let r = send(&app, req).await;
+        assert!(r.status.is_client_error(), "{path}: {}", r.status);
+        assert!(r.text.contains("Development mode"), "{path}: {}", r.text);
+    }
     assert_eq!(
         send(&app, from("192.0.2.7", Some("127.0.0.1:8080")))
             .await

@@ -77,6 +77,22 @@ pub fn allowlist_unavailable(dev: bool) -> Response {
     )
 }
 
+tokio::task_local! {
+    /// Whether the request being answered is served in dev mode. Set around every request ([`mode_scope`]) because
+    /// the error pages are built where no request state reaches (a `PageError`, a rejection, the fallback), and
+    /// they must carry the dev banner like every other page.
+    static DEV_MODE: bool;
+}
+
+/// Middleware around every request: makes the auth mode known to [`page_error`].
+pub async fn mode_scope(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    DEV_MODE.scope(state.auth().is_dev(), next.run(req)).await
+}
+
 /// A failed page action, with the server's reason.
 pub fn page_error(status: StatusCode, message: &str) -> Response {
     let title = match status {
@@ -94,7 +110,8 @@ pub fn page_error(status: StatusCode, message: &str) -> Response {
             p { a href="/users" { "Back to users" } }
         },
     );
-    respond(status, shell(title, None, false, Nav::None, body))
+    let dev = DEV_MODE.try_with(|d| *d).unwrap_or(false);
+    respond(status, shell(title, None, dev, Nav::None, body))
 }
 
 /// An extractor's refusal (a path id that is not a number, `?page=x`, a form of the wrong type or over the body
