@@ -463,3 +463,63 @@ async fn the_reaper_fails_a_job_whose_heartbeat_stopped_and_retry_resumes_it() {
 fn wait_ssh_at() -> usize {
     STEPS.iter().position(|s| *s == "wait_ssh").unwrap() + 1
 }
+
+/// What a retry may still act on. A failed provision of a user deleted since must not come back: before, it
+/// deployed a VM (and gateway, and OAuth app) for a user row that no longer existed, which neither decommission
+/// nor reconcile could then find. And a failed repair retried after the VM was decommissioned must not act on
+/// what came after it: before, it set the user `ready` with no VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_never_acts_for_a_deleted_user_or_after_a_newer_job() {
+    let (stack, faults) = stack(Vec::new()).await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    let precondition = |e: hero_os_tfgrid_deployer_sdk::ClientError| {
+        assert_eq!(
+            e.kind(),
+            Some(hero_os_tfgrid_deployer_sdk::ErrorKind::FailedPrecondition),
+            "{e}"
+        );
+        e.to_string()
+    };
+
+    // A deleted user's failed provision.
+    let gone = new_user(c, "gone").await;
+    set_faults(&faults, json!({"deploy_vm_unavailable": 100}));
+    let provision = c.provision_vm(gone, None).await.unwrap();
+    assert_eq!(follow(c, provision.job_id).await.0.state, JobState::Failed);
+    set_faults(&faults, json!({}));
+    let decommission = c.decommission_vm(gone).await.unwrap();
+    assert_eq!(
+        follow(c, decommission.job_id).await.0.state,
+        JobState::Succeeded
+    );
+    c.delete_user(gone).await.unwrap();
+    let why = precondition(c.retry_job(provision.job_id).await.unwrap_err());
+    assert!(why.contains("was deleted"), "{why}");
+    assert!(sandboxes(&stack).is_empty(), "{:?}", sandboxes(&stack));
+    let report = c.reconcile(false).await.unwrap();
+    assert!(report.orphans.is_empty(), "{report:?}");
+
+    // A failed repair, then a decommission: the repair is history.
+    let later = new_user(c, "later").await;
+    let provision = c.provision_vm(later, None).await.unwrap();
+    assert_eq!(
+        follow(c, provision.job_id).await.0.state,
+        JobState::Succeeded
+    );
+    set_faults(&faults, json!({"bootstrap_exit1": true}));
+    let repair = c.repair_vm(later).await.unwrap();
+    assert_eq!(follow(c, repair.job_id).await.0.state, JobState::Failed);
+    set_faults(&faults, json!({}));
+    let decommission = c.decommission_vm(later).await.unwrap();
+    assert_eq!(
+        follow(c, decommission.job_id).await.0.state,
+        JobState::Succeeded
+    );
+    let why = precondition(c.retry_job(repair.job_id).await.unwrap_err());
+    assert!(why.contains("not the latest"), "{why}");
+    assert_eq!(
+        c.get_user(later).await.unwrap().vm_status,
+        VmStatus::Decommissioned
+    );
+}

@@ -3,7 +3,7 @@
 
 use hero_os_tfgrid_deployer_sdk::jobs::*;
 use hero_os_tfgrid_deployer_sdk::types::UserId;
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use hero_os_tfgrid_deployer_sdk::types::VmStatus;
 
@@ -469,6 +469,46 @@ impl Provisioner {
                         "job {job_id} is {}; only failed jobs can be retried",
                         job.state.as_str()
                     )));
+                }
+                // What a retry may still act on. The user must exist and not be on its way out: a retried
+                // provision of a deleted user made a VM no user owns, which neither decommission nor reconcile
+                // could then find. And a job that is not about making a VM (decommission, repair, redeploy)
+                // is retried only while it is the user's latest: after a newer job it would act on a VM it was
+                // never about (delete a VM made since, or mark a decommissioned one ready).
+                let setup: Option<String> = conn
+                    .query_row_cached(
+                        "SELECT setup_state FROM users WHERE user_id = ?1",
+                        [job.user_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match setup.as_deref() {
+                    None => {
+                        return Err(ServiceError::FailedPrecondition(format!(
+                            "user {} was deleted; job {job_id} cannot be retried",
+                            job.forge_username
+                        )))
+                    }
+                    Some("deleting") => {
+                        return Err(ServiceError::FailedPrecondition(format!(
+                            "user {} is being deleted; job {job_id} cannot be retried",
+                            job.forge_username
+                        )))
+                    }
+                    Some(_) => {}
+                }
+                if job.kind != JobKind::Provision {
+                    let latest: JobId = conn.query_row_cached(
+                        "SELECT MAX(job_id) FROM jobs WHERE user_id = ?1",
+                        [job.user_id],
+                        |r| r.get(0),
+                    )?;
+                    if latest != job_id {
+                        return Err(ServiceError::FailedPrecondition(format!(
+                            "job {job_id} is not the latest of user {} (job {latest} came after it), so what it was for has moved on; start the action again instead",
+                            job.forge_username
+                        )));
+                    }
                 }
                 if job.kind == JobKind::Provision {
                     if let Some(vm) = vms::live_vm(conn, job.user_id)? {
