@@ -80,8 +80,10 @@ async fn expired_vms_are_warned_then_decommissioned_by_system_expiry_even_after_
     let c = stack.client().clone();
     let alice = new_user(&c, "alice").await;
     let bob = new_user(&c, "bob").await;
+    let carl = new_user(&c, "carl").await;
     deploy(&c, alice, Some(3)).await;
     deploy(&c, bob, None).await;
+    deploy(&c, carl, Some(1)).await;
 
     let a = c.get_vm(alice).await.unwrap().vm.unwrap();
     assert_eq!(a.expires_at, Some(a.created_at + 3 * DAY));
@@ -98,9 +100,10 @@ async fn expired_vms_are_warned_then_decommissioned_by_system_expiry_even_after_
     let b = c.extend_vm(bob, None).await.unwrap();
     assert_eq!(b.expires_at, None);
     let listed = c.list_vms(None).await.unwrap();
+    let carl_deployed = c.get_vm(carl).await.unwrap().vm.unwrap();
     assert_eq!(
         listed.vms.iter().map(|v| v.expires_at).collect::<Vec<_>>(),
-        [a.expires_at, None]
+        [a.expires_at, None, Some(carl_deployed.created_at + DAY)]
     );
     let extends = audit(&c, "vm.extend").await;
     assert_eq!(extends.len(), 2);
@@ -128,8 +131,9 @@ async fn expired_vms_are_warned_then_decommissioned_by_system_expiry_even_after_
         "nothing was extended"
     );
 
-    // An hour before alice's expiry (the server down meanwhile): the start-up sweep warns.
-    std::fs::write(&offset, (5 * DAY - 3600).to_string()).unwrap();
+    // 47.5 hours before alice's expiry, within one sweep interval of her warning time (the server down
+    // meanwhile): the start-up sweep warns, on time, her expiry unmoved.
+    std::fs::write(&offset, (5 * DAY - 47 * 3600 - 1800).to_string()).unwrap();
     stack.server.restart_after_crash();
     let warning = wait_audit(&c, "vm.expiry_warning", "user:alice").await;
     assert_eq!(warning.actor, "system:expiry");
@@ -143,17 +147,33 @@ async fn expired_vms_are_warned_then_decommissioned_by_system_expiry_even_after_
     );
     assert_eq!(
         audit(&c, "vm.expiry_warning").await.len(),
-        1,
-        "bob never expires"
+        2,
+        "alice and carl; bob never expires"
     );
+    let a_warned = c.get_vm(alice).await.unwrap().vm.unwrap();
     assert_eq!(
-        c.get_vm(alice).await.unwrap().vm.unwrap().state,
-        "ready",
+        (a_warned.state.as_str(), a_warned.expires_at),
+        ("ready", a.expires_at),
         "warned, not yet decommissioned"
     );
+    // carl's day passed while the server was down, his warning window with it: warned now, and his expiry
+    // moved to the full notice from now. Before, the first sweep decommissioned him unwarned.
+    let carl_warning = wait_audit(&c, "vm.expiry_warning", "user:carl").await;
+    assert!(
+        carl_warning
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("could not be given in time"),
+        "{carl_warning:?}"
+    );
+    let carl_vm = c.get_vm(carl).await.unwrap().vm.unwrap();
+    assert_eq!(carl_vm.state, "ready");
+    assert_eq!(carl_vm.expires_at, Some(carl_warning.at + 48 * 3600));
 
-    // An hour after it, the server down at expiry time: caught up on start.
-    std::fs::write(&offset, (5 * DAY + 3600).to_string()).unwrap();
+    // A quarter of an hour after alice's expiry, the server down at expiry time: caught up on start. carl's notice
+    // runs another quarter of an hour.
+    std::fs::write(&offset, (5 * DAY + 900).to_string()).unwrap();
     stack.server.restart_after_crash();
     let requested = wait_audit(&c, "vm.decommission_requested", "user:alice").await;
     assert_eq!(requested.actor, "system:expiry");
@@ -181,7 +201,9 @@ async fn expired_vms_are_warned_then_decommissioned_by_system_expiry_even_after_
         c.get_user(alice).await.unwrap().vm_status,
         VmStatus::Decommissioned
     );
-    assert_eq!(sandboxes(&stack), vec![b.name.clone()]);
+    let mut kept = vec![b.name.clone(), carl_vm.name.clone()];
+    kept.sort();
+    assert_eq!(sandboxes(&stack), kept, "carl's notice is not over yet");
     let b_now = c.get_vm(bob).await.unwrap().vm.unwrap();
     assert_eq!((b_now.state.as_str(), b_now.expires_at), ("ready", None));
     assert_eq!(

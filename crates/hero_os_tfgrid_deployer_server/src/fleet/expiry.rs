@@ -2,7 +2,8 @@
 //! `expiry.default_days` or the call's `expires_in_days`, moved by `deployer.extend_vm`. The
 //! sweep (at start, so a server that was down at expiry time catches up, then every
 //! `check_interval_secs`) warns once per expiry in the audit log (`vm.expiry_warning`)
-//! `warn_before_hours` ahead, and decommissions an expired ready VM as a normal decommission job
+//! `warn_before_hours` ahead (moving a late one's expiry to the full notice), and decommissions an expired, warned,
+//! ready VM as a normal decommission job
 //! whose actor is `system:expiry`. Time comes from the core's clock only.
 
 use std::time::Duration;
@@ -88,10 +89,18 @@ pub fn spawn(p: Provisioner) -> tokio::task::JoinHandle<()> {
 }
 
 /// One sweep: warnings for VMs expiring within `warn_before_hours`, decommission jobs for
-/// expired ready VMs (a user with an active job is left for the next sweep).
+/// expired ready VMs that were warned (a user with an active job is left for the next sweep).
+///
+/// Nobody loses a VM without the full notice: a warning that comes late — the server was down through the
+/// warning window, or the clock jumped forward — moves the expiry to `warn_before_hours` from now (saying so),
+/// and only a warned VM is decommissioned. Before, the first sweep after such a gap decommissioned every VM in
+/// it unwarned.
 pub async fn sweep(p: &Provisioner) -> Result<Sweep, ServiceError> {
     let now = p.deployer().clock.now();
-    let warn_until = now.saturating_add(i64::from(p.expiry_config().warn_before_hours) * 3600);
+    let notice = i64::from(p.expiry_config().warn_before_hours) * 3600;
+    let warn_until = now.saturating_add(notice);
+    // A warning within one sweep interval of its time is on time (sweeps are that far apart).
+    let slack = i64::try_from(p.expiry_config().check_interval_secs).unwrap_or(i64::MAX);
     let actor = Actor(ACTOR.into());
     let warned = p
         .deployer()
@@ -100,21 +109,28 @@ pub async fn sweep(p: &Provisioner) -> Result<Sweep, ServiceError> {
             let due: Vec<(i64, String, i64)> = conn
                 .prepare_cached(
                     "SELECT vm_id, forge_username, expires_at FROM vms WHERE state = 'ready' \
-                     AND expires_at IS NOT NULL AND expires_at > ?1 AND expires_at <= ?2 \
+                     AND expires_at IS NOT NULL AND expires_at <= ?1 \
                      AND expiry_warned_at IS NULL ORDER BY expires_at",
                 )?
-                .query_map(params![now, warn_until], |r| {
+                .query_map(params![warn_until], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             let actor = Actor(ACTOR.into());
             let mut warned = Vec::new();
-            for (vm_id, user, at) in due {
+            for (vm_id, user, planned) in due {
+                let late = planned.saturating_add(slack) < warn_until;
+                let at = if late { warn_until } else { planned };
                 conn.execute_cached(
-                    "UPDATE vms SET expiry_warned_at = ?2 WHERE vm_id = ?1",
-                    params![vm_id, now],
+                    "UPDATE vms SET expiry_warned_at = ?2, expires_at = ?3 WHERE vm_id = ?1",
+                    params![vm_id, now, at],
                 )?;
                 let hours = (at - now + 3599) / 3600;
+                let moved = if late {
+                    format!(" (moved from {planned}: the warning could not be given in time)")
+                } else {
+                    String::new()
+                };
                 audit::append(
                     conn,
                     now,
@@ -124,7 +140,7 @@ pub async fn sweep(p: &Provisioner) -> Result<Sweep, ServiceError> {
                         subject: &format!("user:{user}"),
                         outcome: "warned",
                         detail: Some(&format!(
-                            "the VM expires at {at} (in about {hours} h) and is then decommissioned; `vm extend {user} --days N` keeps it"
+                            "the VM expires at {at}{moved} (in about {hours} h) and is then decommissioned; `vm extend {user} --days N` keeps it"
                         )),
                     },
                 )?;
@@ -140,7 +156,8 @@ pub async fn sweep(p: &Provisioner) -> Result<Sweep, ServiceError> {
             Ok(conn
                 .prepare_cached(
                     "SELECT user_id, forge_username FROM vms WHERE state = 'ready' \
-                     AND expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at",
+                     AND expires_at IS NOT NULL AND expires_at <= ?1 \
+                     AND expiry_warned_at IS NOT NULL ORDER BY expires_at",
                 )?
                 .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?)

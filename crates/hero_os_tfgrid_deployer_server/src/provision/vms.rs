@@ -56,13 +56,13 @@ pub fn live_vm(conn: &Connection, user_id: UserId) -> rusqlite::Result<Option<Vm
     .optional()
 }
 
-/// Whether the user's VM is ready and its expiry has passed at `now`: the expiry sweep's condition, checked again
+/// Whether the user's VM is ready, was warned, and its expiry has passed at `now`: the expiry sweep's condition, checked again
 /// inside the write that starts the decommission (`Provisioner::decommission_expired`), because the sweep reads the
 /// expired VMs first and an operator's `vm extend` (or `--never`) may land in between.
 pub fn still_expired(conn: &Connection, user_id: UserId, now: i64) -> rusqlite::Result<bool> {
     conn.query_row(
         "SELECT EXISTS(SELECT 1 FROM vms WHERE user_id = ?1 AND state = 'ready' \
-         AND expires_at IS NOT NULL AND expires_at <= ?2)",
+         AND expires_at IS NOT NULL AND expires_at <= ?2 AND expiry_warned_at IS NOT NULL)",
         rusqlite::params![user_id, now],
         |r| r.get(0),
     )
