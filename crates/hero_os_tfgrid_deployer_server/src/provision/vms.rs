@@ -146,8 +146,12 @@ pub fn record_planned(
 ) -> rusqlite::Result<i64> {
     if let Some(vm) = live {
         if vm.name == v.name && vm.backend == v.backend {
+            // A row a failed decommission left `decommissioning` is being deployed again now: it says so. Left
+            // as it was, a failure of this deploy (which marks only `deploying` rows failed) kept it
+            // `decommissioning` for good, and `extend_vm` refused it.
             conn.execute_cached(
-                "UPDATE vms SET job_id = COALESCE(?2, job_id), node_id = COALESCE(?3, node_id), updated_at = ?4 \
+                "UPDATE vms SET job_id = COALESCE(?2, job_id), node_id = COALESCE(?3, node_id), updated_at = ?4, \
+                 state = CASE WHEN state = 'decommissioning' THEN 'deploying' ELSE state END \
                  WHERE vm_id = ?1",
                 params![vm.vm_id, v.job_id, v.node_id, v.now],
             )?;
@@ -323,6 +327,14 @@ mod tests {
             let older: Vec<(i64, String)> =
                 history(conn, 1)?.into_iter().map(|v| (v.vm_id, v.state)).collect();
             assert_eq!(older, [(grid, "failed".to_owned())]);
+            // A row a failed decommission left behind, adopted by a new deploy, is deploying again.
+            conn.execute("UPDATE vms SET state = 'decommissioning' WHERE vm_id = ?1", [local])?;
+            let live = live_vm(conn, 1)?;
+            assert_eq!(
+                record_planned(conn, live.as_ref(), &planned("local", "hero_u1_alice"))?,
+                local
+            );
+            assert_eq!(live_vm(conn, 1)?.map(|v| v.state).as_deref(), Some("deploying"));
             // A stored state nobody knows is an error, not a guess.
             conn.execute("UPDATE vms SET state = 'deploing' WHERE vm_id = ?1", [grid])?;
             assert!(history(conn, 1).is_err());
