@@ -331,6 +331,9 @@ fn ready_targets(conn: &Connection, user: Option<UserId>) -> Result<Vec<Target>,
 /// began: two overlapping rounds then agree on what changed, and a transition is audited once.
 /// A verdict older than the one already recorded (a slow round finishing after a quick `vm
 /// check`) is dropped rather than undoing the newer one; a VM no longer ready keeps its end.
+/// "Older" by more than [`CLOCK_STEP_SECS`] is not a slow round but the wall clock stepped back,
+/// and that verdict is taken: dropped, every verdict until the clock caught up was lost, and a VM
+/// that went down meanwhile read healthy.
 fn record(
     conn: &Connection,
     verdicts: &[Verdict],
@@ -344,9 +347,10 @@ fn record(
             let previous: Option<Option<HealthState>> = conn
                 .prepare_cached(
                     "SELECT health_state FROM vms WHERE vm_id = ?1 AND state = 'ready' \
-                     AND (health_checked_at IS NULL OR health_checked_at <= ?2)",
+                     AND (health_checked_at IS NULL OR health_checked_at <= ?2 \
+                          OR health_checked_at > ?2 + ?3)",
                 )?
-                .query_row(params![v.target.vm_id, now], |r| r.get(0))
+                .query_row(params![v.target.vm_id, now, CLOCK_STEP_SECS], |r| r.get(0))
                 .optional()?;
             let Some(previous) = previous else { continue };
             conn.execute_cached(
@@ -387,6 +391,10 @@ fn record(
     write().map_err(|e| HealthError::Record(e.to_string()))
 }
 
+/// How much older than the recorded verdict a new one may be and still be a slow round's (no probe
+/// lasts this long); older still, the clock stepped back ([`record`]).
+const CLOCK_STEP_SECS: i64 = 600;
+
 fn prev_name(prev: Option<HealthState>) -> &'static str {
     prev.map(HealthState::as_str).unwrap_or("not probed")
 }
@@ -395,6 +403,50 @@ fn prev_name(prev: Option<HealthState>) -> &'static str {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A slow round's older verdict is dropped; one from before a backward clock step is not.
+    #[tokio::test]
+    async fn a_backward_clock_step_does_not_freeze_the_verdicts() {
+        let db = crate::db::Db::open_in_memory().unwrap();
+        db.write(|conn| -> Result<(), HealthError> {
+            let setup = || -> rusqlite::Result<()> {
+                conn.execute(
+                    "INSERT INTO users(forge_username, email, created_at, updated_at) VALUES ('alice','a@x.test',1,1)",
+                    [],
+                )?;
+                conn.execute(
+                    "INSERT INTO vms(user_id, forge_username, backend, name, state, spec_json, deployer_version, created_at, updated_at) \
+                     VALUES (1, 'alice', 'local', 'hero_u1_alice', 'ready', '{}', 'test', 1, 1)",
+                    [],
+                )?;
+                Ok(())
+            };
+            setup().map_err(|e| HealthError::Record(e.to_string()))?;
+            let verdict = |error: Option<&str>, checked_at| Verdict {
+                target: Target {
+                    vm_id: 1,
+                    forge_username: "alice".into(),
+                    url: "http://alice.localhost/".into(),
+                },
+                error: error.map(str::to_owned),
+                checked_at,
+            };
+            let state = || -> String {
+                conn.query_row("SELECT health_state FROM vms WHERE vm_id = 1", [], |r| r.get(0))
+                    .unwrap()
+            };
+            let t = 1_800_000_000;
+            record(conn, &[verdict(None, t)])?;
+            assert_eq!(state(), "healthy");
+            record(conn, &[verdict(Some("slow round"), t - 20)])?;
+            assert_eq!(state(), "healthy", "a slow round's older verdict is dropped");
+            record(conn, &[verdict(Some("connection refused"), t - 3600)])?;
+            assert_eq!(state(), "unreachable", "after the clock stepped back an hour");
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
 
     #[test]
     fn localhost_names_connect_to_the_loopback() {
