@@ -25,8 +25,15 @@ async fn a_vm_extended_after_the_sweep_read_it_is_no_longer_expired_for_the_deco
     .await
     .unwrap();
     let user = vms[0].user_id;
+    // Warned two days ago (only a warned VM is ever decommissioned: the last case).
+    db.write(|conn| -> Result<(), ServiceError> {
+        conn.execute("UPDATE vms SET expiry_warned_at = ?1", [NOW - 2 * 86400])?;
+        Ok(())
+    })
+    .await
+    .unwrap();
     // (what the row says by the time the decommission's write runs, still expired?)
-    let cases: [(&str, &str, bool); 6] = [
+    let cases: [(&str, &str, bool); 7] = [
         (
             "expired a second ago",
             "UPDATE vms SET expires_at = ?1 - 1",
@@ -56,6 +63,11 @@ async fn a_vm_extended_after_the_sweep_read_it_is_no_longer_expired_for_the_deco
             "ready again and expired",
             "UPDATE vms SET expires_at = ?1 - 1, state = 'ready'",
             true,
+        ),
+        (
+            "expired but never warned (the server down through the warning window)",
+            "UPDATE vms SET expires_at = ?1 - 1, expiry_warned_at = NULL",
+            false,
         ),
     ];
     for (what, sql, want) in cases {
