@@ -169,6 +169,10 @@ pub struct HealthWatch {
     random: Arc<dyn Random>,
     cfg: HealthConfig,
     health_path: String,
+    /// `concurrency` permits shared by every round: rounds may overlap (a `vm check` does not wait for a
+    /// periodic round), but the probes in flight never exceed `concurrency` — before, each caller of
+    /// `check_health` added a full round of its own.
+    probes: tokio::sync::Semaphore,
 }
 
 impl HealthWatch {
@@ -185,6 +189,7 @@ impl HealthWatch {
             agent,
             clock,
             random,
+            probes: tokio::sync::Semaphore::new(cfg.concurrency.max(1)),
             cfg,
             health_path,
         }
@@ -243,7 +248,11 @@ impl HealthWatch {
         let targets = self.db.call(move |conn| ready_targets(conn, user)).await?;
         let deadline = Duration::from_millis(self.cfg.probe_deadline_ms);
         let verdicts: Vec<Verdict> = futures::stream::iter(targets)
-            .map(|target| self.probe(target, deadline))
+            .map(|target| async move {
+                // Never closed, so the permit always comes; held for the probe.
+                let _permit = self.probes.acquire().await.ok();
+                self.probe(target, deadline).await
+            })
             .buffer_unordered(self.cfg.concurrency)
             .collect()
             .await;
@@ -446,6 +455,118 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+
+    /// Four callers asking for a full round at once probe at most `concurrency` VMs at a time between them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overlapping_rounds_share_one_bound_on_probes() {
+        use crate::provision::agent::{AttemptFn, HttpAnswer, LineFn, SshAccess};
+        use crate::provision::steps::StepError;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        /// Answers 200 after a short wait, counting the requests in flight at once.
+        #[derive(Default)]
+        struct CountingAgent {
+            now: AtomicUsize,
+            peak: AtomicUsize,
+        }
+        #[async_trait::async_trait]
+        impl VmAgent for CountingAgent {
+            async fn wait_ssh(
+                &self,
+                _: &SshAccess<'_>,
+                _: tokio::time::Instant,
+                _: Duration,
+                _: AttemptFn<'_>,
+            ) -> Result<String, StepError> {
+                Err(StepError::fatal("test", "not used"))
+            }
+            async fn upload(
+                &self,
+                _: &SshAccess<'_>,
+                _: &str,
+                _: &[u8],
+                _: Option<u32>,
+            ) -> Result<(), StepError> {
+                Err(StepError::fatal("test", "not used"))
+            }
+            async fn run(
+                &self,
+                _: &SshAccess<'_>,
+                _: &str,
+                _: LineFn<'_>,
+            ) -> Result<Option<u32>, StepError> {
+                Err(StepError::fatal("test", "not used"))
+            }
+            async fn run_with_stdin(
+                &self,
+                _: &SshAccess<'_>,
+                _: &str,
+                _: &[u8],
+                _: LineFn<'_>,
+            ) -> Result<Option<u32>, StepError> {
+                Err(StepError::fatal("test", "not used"))
+            }
+            async fn http_status(&self, _: &str, _: Option<&str>) -> Result<u16, StepError> {
+                Err(StepError::fatal("test", "not used"))
+            }
+            async fn http_get(&self, _: &str, _: Option<&str>) -> Result<HttpAnswer, StepError> {
+                let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.peak.fetch_max(n, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                self.now.fetch_sub(1, Ordering::SeqCst);
+                Ok(HttpAnswer {
+                    status: 200,
+                    location: None,
+                })
+            }
+        }
+
+        let db = Db::open_in_memory().unwrap();
+        db.write(|conn| -> Result<(), HealthError> {
+            let seed = || -> rusqlite::Result<()> {
+                for i in 1..=24 {
+                    conn.execute(
+                        "INSERT INTO users(forge_username, email, created_at, updated_at) VALUES (?1, 'x@x.test', 1, 1)",
+                        [format!("u{i}")],
+                    )?;
+                    conn.execute(
+                        "INSERT INTO vms(user_id, forge_username, backend, name, state, url, spec_json, deployer_version, created_at, updated_at) \
+                         VALUES (?1, ?2, 'local', ?3, 'ready', 'http://x.localhost/', '{}', 'test', 1, 1)",
+                        params![i, format!("u{i}"), format!("hero_u{i}_u{i}")],
+                    )?;
+                }
+                Ok(())
+            };
+            seed().map_err(|e| HealthError::Record(e.to_string()))
+        })
+        .await
+        .unwrap();
+        let agent = Arc::new(CountingAgent::default());
+        let cfg = HealthConfig {
+            concurrency: 3,
+            ..HealthConfig::default()
+        };
+        let watch = Arc::new(HealthWatch::new(
+            db,
+            agent.clone(),
+            Arc::new(crate::clock::SystemClock),
+            Arc::new(crate::clock::OsRandom),
+            cfg,
+            "/health".into(),
+        ));
+        let rounds: Vec<_> = (0..4)
+            .map(|_| {
+                let w = watch.clone();
+                tokio::spawn(async move { w.probe_now(None).await.unwrap().probed })
+            })
+            .collect();
+        for r in rounds {
+            assert_eq!(r.await.unwrap(), 24);
+        }
+        let peak = agent.peak.load(Ordering::SeqCst);
+        assert!((1..=3).contains(&peak), "peak {peak}");
     }
 
     #[test]
