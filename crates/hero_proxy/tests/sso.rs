@@ -316,6 +316,29 @@ async fn pkce_is_enforced_by_the_peer() {
     );
 }
 
+/// `n` GETs of `path` with `cookie`, all at once; their statuses.
+async fn gets_at_once(h: &Harness, path: &str, cookie: &str, n: usize) -> Vec<reqwest::StatusCode> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (url, c) = (format!("{}{path}", h.base), cookie.to_owned());
+            tokio::spawn(async move {
+                Harness::client()
+                    .get(url)
+                    .header("cookie", c)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_is_single_flight_and_rotates() {
     let h = Harness::start().await;
@@ -324,22 +347,8 @@ async fn refresh_is_single_flight_and_rotates() {
     assert_eq!(app.vault.refresh_count(), 0);
     // 59 minutes later the token is inside the 60 s leeway: 50 concurrent requests cause exactly one refresh.
     h.clock.advance(3600 - 59);
-    let mut tasks = Vec::new();
-    for _ in 0..50 {
-        let url = format!("{}/tok", h.base);
-        let c = cookie.clone();
-        tasks.push(tokio::spawn(async move {
-            Harness::client()
-                .get(url)
-                .header("cookie", c)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 200);
+    for status in gets_at_once(&h, "/tok", &cookie, 50).await {
+        assert_eq!(status, 200);
     }
     assert_eq!(app.vault.refresh_count(), 1);
     assert_eq!(h.peer.stats().await["refresh"], 1);
@@ -361,22 +370,8 @@ async fn an_identity_provider_outage_costs_one_refresh_attempt_per_pause() {
     let app = h.proxy.app.clone();
     h.clock.advance(3600 - 59);
     h.peer.outage(true).await;
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let url = format!("{}/tok", h.base);
-        let c = cookie.clone();
-        tasks.push(tokio::spawn(async move {
-            Harness::client()
-                .get(url)
-                .header("cookie", c)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 200);
+    for status in gets_at_once(&h, "/tok", &cookie, 20).await {
+        assert_eq!(status, 200);
     }
     let refused = |v: serde_json::Value| v["outage_refused"].as_u64().unwrap();
     assert_eq!(
