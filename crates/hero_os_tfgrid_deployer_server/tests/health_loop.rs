@@ -13,7 +13,7 @@
 mod support_fleet;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,6 +91,11 @@ struct StandInGateways {
     probes: Mutex<Vec<String>>,
     down: Mutex<BTreeSet<String>>,
     hold: Mutex<Option<Hold>>,
+    /// How long every probe takes (none: at once), so probes of overlapping rounds overlap.
+    linger: Option<Duration>,
+    in_flight: AtomicUsize,
+    /// The most probes in flight at once.
+    peak: AtomicUsize,
 }
 
 struct Hold {
@@ -157,6 +162,13 @@ impl VmAgent for StandInGateways {
             .and_then(|u| u.host_str().map(str::to_owned))
             .unwrap_or_default();
         self.probes.lock().unwrap().push(url.to_owned());
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        if let Some(linger) = self.linger {
+            // Not synchronisation: only keeps the probe in flight while other rounds start theirs.
+            tokio::time::sleep(linger).await;
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         let down = self.down.lock().unwrap().contains(&host);
         let held = {
             let hold = self.hold.lock().unwrap();
@@ -252,6 +264,15 @@ impl Fixture {
             })
             .await
             .unwrap()
+    }
+
+    /// `user`'s recorded `health_state`.
+    async fn health_of(&self, user: &str) -> Option<String> {
+        self.health_rows()
+            .await
+            .into_iter()
+            .find(|r| r.0 == user)
+            .and_then(|r| r.1)
     }
 
     /// `(actor, subject, outcome, at)` of every `vm.health` audit line, oldest first.
@@ -521,4 +542,76 @@ async fn an_overlapping_check_does_not_wait_and_a_stale_verdict_changes_nothing(
             T0 + 70
         )]
     );
+}
+
+/// A verdict from before a backward step of the wall clock is taken, not dropped as a slow round's: dropped,
+/// every verdict until the clock caught up was lost, and a VM that went down meanwhile read healthy. A verdict a
+/// little older than the recorded one (a slow round) is still dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backward_clock_step_does_not_freeze_the_verdicts() {
+    let f = fixture(HealthConfig::default(), Vec::new()).await;
+    let watch = f.watch();
+    watch.probe_now(None).await.unwrap();
+    assert_eq!(f.health_of("alice").await.as_deref(), Some("healthy"));
+    f.gateways
+        .down
+        .lock()
+        .unwrap()
+        .insert("alice.localhost".into());
+    f.clock.0.store(T0 - 20, Ordering::SeqCst);
+    watch.probe_now(None).await.unwrap();
+    assert_eq!(
+        f.health_of("alice").await.as_deref(),
+        Some("healthy"),
+        "a slow round's older verdict is dropped"
+    );
+    f.clock.0.store(T0 - 3600, Ordering::SeqCst);
+    watch.probe_now(None).await.unwrap();
+    assert_eq!(
+        f.health_of("alice").await.as_deref(),
+        Some("unreachable"),
+        "after the clock stepped back an hour"
+    );
+}
+
+/// Four callers asking for a full round at once probe at most `concurrency` VMs at a time between them. Before,
+/// each round had its own bound, so overlapping `check_health` calls each added a full round of probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_rounds_share_one_bound_on_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("state.db")).unwrap();
+    seed_ready_vms(
+        &db,
+        24,
+        |i| format!("u{i}"),
+        |i| format!("http://u{i}.localhost:8088/"),
+    )
+    .await
+    .unwrap();
+    let gateways = Arc::new(StandInGateways {
+        linger: Some(Duration::from_millis(5)),
+        ..StandInGateways::default()
+    });
+    let watch = Arc::new(HealthWatch::new(
+        db,
+        gateways.clone(),
+        Arc::new(TestClock(AtomicI64::new(T0))),
+        Arc::new(OsRandom),
+        HealthConfig {
+            concurrency: 3,
+            ..HealthConfig::default()
+        },
+        "/health".into(),
+    ));
+    let rounds: Vec<_> = (0..4)
+        .map(|_| {
+            let w = watch.clone();
+            tokio::spawn(async move { w.probe_now(None).await.unwrap().probed })
+        })
+        .collect();
+    for r in rounds {
+        assert_eq!(tokio::time::timeout(HANG, r).await.unwrap().unwrap(), 24);
+    }
+    let peak = gateways.peak.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&peak), "peak {peak}");
 }
