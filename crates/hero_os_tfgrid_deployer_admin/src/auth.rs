@@ -167,15 +167,19 @@ pub const FORGE_PROVIDER: &str = "forge";
 /// its transport's word, as those modes take everything.
 pub fn admitted(identity: &Identity, allowlist: &[String]) -> Option<&'static str> {
     let login = identity.login.to_ascii_lowercase();
-    let forge =
-        identity.provider == FORGE_PROVIDER || (!identity.verified && identity.provider == "dev");
-    if forge && !login.is_empty() && allowlist.contains(&login) {
+    if is_forge(identity) && !login.is_empty() && allowlist.contains(&login) {
         Some("allowlist")
     } else if identity.is_admin() {
         Some("groups.admin")
     } else {
         None
     }
+}
+
+/// Whether `identity`'s login is a Forge login the allowlist can hold ([`admitted`] says why the unsigned `dev`
+/// provider counts).
+pub fn is_forge(identity: &Identity) -> bool {
+    identity.provider == FORGE_PROVIDER || (!identity.verified && identity.provider == "dev")
 }
 
 /// Middleware on every page: 401 without identity, 403 when not admitted, 503 when the

@@ -261,10 +261,7 @@ impl App {
         let states = login_cookie_with(get_cookie(req.headers(), LOGIN_COOKIE), &state);
         add_cookie(
             &mut r,
-            &format!(
-                "{LOGIN_COOKIE}={states}; Path=/; Max-Age={}; Secure; HttpOnly; SameSite=Lax",
-                self.cfg.login_state_ttl_secs
-            ),
+            &login_cookie(&states, self.cfg.login_state_ttl_secs),
         );
         r
     }
@@ -282,12 +279,7 @@ impl App {
             } else {
                 self.cfg.login_state_ttl_secs
             };
-            add_cookie(
-                &mut r,
-                &format!(
-                    "{LOGIN_COOKIE}={rest}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax"
-                ),
-            );
+            add_cookie(&mut r, &login_cookie(&rest, max_age));
         }
         r
     }
@@ -799,6 +791,11 @@ impl App {
         }
         resp
     }
+}
+
+/// The login cookie's `Set-Cookie` value holding `states` (0 s: it goes).
+fn login_cookie(states: &str, max_age: u64) -> String {
+    format!("{LOGIN_COOKIE}={states}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax")
 }
 
 /// The callback's `error` parameter as it may go into the log: an RFC 6749 §4.1.2.1 code (`access_denied`, …) as

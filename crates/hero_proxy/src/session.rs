@@ -268,16 +268,7 @@ impl Sessions {
             now.saturating_sub(self.idle),
             now.saturating_sub(self.absolute),
         )?;
-        if gone.is_empty() {
-            return Ok(BTreeSet::new());
-        }
-        {
-            let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
-            for (h, _) in &gone {
-                c.remove(h);
-            }
-        }
-        self.bump_generation();
+        self.evict(gone.iter().map(|(h, _)| h.as_str()));
         Ok(gone.into_iter().map(|(_, user)| user).collect())
     }
 
@@ -285,16 +276,24 @@ impl Sessions {
     /// for the reason [`Sessions::revoke`] gives.
     pub fn revoke_user(&self, user_id: i64, admin_only: bool) -> Result<usize> {
         let hashes = self.store.delete_user_sessions(user_id, admin_only)?;
+        self.evict(hashes.iter().map(String::as_str));
+        Ok(hashes.len())
+    }
+
+    /// Drops the cached entries of sessions whose rows were just deleted, and moves the generation if there were
+    /// any, for the reason [`Sessions::revoke`] gives.
+    fn evict<'a>(&self, deleted: impl Iterator<Item = &'a str>) {
+        let mut any = false;
         {
             let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
-            for h in &hashes {
+            for h in deleted {
                 c.remove(h);
+                any = true;
             }
         }
-        if !hashes.is_empty() {
+        if any {
             self.bump_generation();
         }
-        Ok(hashes.len())
     }
 }
 

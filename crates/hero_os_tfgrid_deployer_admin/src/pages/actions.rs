@@ -31,8 +31,13 @@ pub struct ActionForm {
 
 impl ActionForm {
     fn confirmed(&self) -> bool {
-        self.confirm.as_deref() == Some("yes")
+        confirmed(&self.confirm)
     }
+}
+
+/// `confirm=yes`: set by the JS confirm dialog or by [`confirm_page`]'s form.
+fn confirmed(confirm: &Option<String>) -> bool {
+    confirm.as_deref() == Some("yes")
 }
 
 /// The answer to a form sent a second time (a reload or Back on a result page): nothing done again.
@@ -152,7 +157,7 @@ pub async fn redeploy(
     Form(f): Form<RedeployForm>,
 ) -> PageResult<Response> {
     csrf::check(&admin, &f.csrf)?;
-    if f.confirm.as_deref() != Some("yes") {
+    if !confirmed(&f.confirm) {
         let u = admin.client.get_user(id).await?;
         let profile = f.profile.trim();
         return Ok(confirm_page_keeping(

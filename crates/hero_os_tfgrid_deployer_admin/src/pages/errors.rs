@@ -5,7 +5,6 @@ use axum::response::{IntoResponse, Response};
 use hero_identity::{Identity, IdentityError};
 use maud::{html, Markup};
 
-use crate::auth::FORGE_PROVIDER;
 use crate::layout::{no_store, shell, Nav};
 
 fn card(title: &str, body: Markup) -> Markup {
@@ -39,8 +38,6 @@ pub fn unauthorized(e: &IdentityError, dev: bool) -> Response {
 
 /// Signed in, but neither allowlisted nor in `groups.admin`.
 pub fn forbidden(identity: &Identity, dev: bool) -> Response {
-    let forge =
-        identity.provider == FORGE_PROVIDER || (!identity.verified && identity.provider == "dev");
     let body = card(
         "No access",
         html! {
@@ -48,7 +45,7 @@ pub fn forbidden(identity: &Identity, dev: bool) -> Response {
                 "but this account is not a deployer admin." }
             // The allowlist holds Forge logins (see `auth::admitted`): name the login, which for `bob.smith` is
             // not the local `bob-smith` — adding that would let in whoever's Forge login it is instead.
-            @if forge && !identity.login.is_empty() {
+            @if crate::auth::is_forge(identity) && !identity.login.is_empty() {
                 p { "Ask an existing admin to add the Forge login " code data-testid="login-to-allow" { (identity.login) }
                     " to the admin allowlist (secret " code { "deployer/ADMIN_FORGE_USERS" } "). "
                     "The change takes effect on your next page load." }
