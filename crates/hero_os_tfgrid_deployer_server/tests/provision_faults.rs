@@ -187,7 +187,7 @@ async fn fails_then_retry_completes(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_faults_retry_then_fail_with_a_precise_reason_and_retry_job_completes() {
-    let (stack, faults) = stack(Vec::new()).await;
+    let (stack, faults) = stack_failing_fast(Vec::new()).await;
     let _reaper = SandboxReaper(local_root(&stack));
     fails_then_retry_completes(
         &stack,
@@ -301,7 +301,7 @@ async fn the_vm_row_comes_with_the_job_and_a_retry_after_decommission_records_a_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_mid_job_deletes_what_the_job_made() {
-    let (stack, faults) = stack(Vec::new()).await;
+    let (stack, faults) = stack_failing_fast(Vec::new()).await;
     let _reaper = SandboxReaper(local_root(&stack));
     let c = stack.client();
     let user_id = new_user(c, "carl").await;
@@ -388,7 +388,7 @@ async fn cancel_mid_job_deletes_what_the_job_made() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_cancel_cleanup_is_not_reaped_and_is_never_retried() {
     use std::time::{Duration, Instant};
-    let (stack, faults) = stack(Vec::new()).await;
+    let (stack, faults) = stack_failing_fast(Vec::new()).await;
     let _reaper = SandboxReaper(local_root(&stack));
     let c = stack.client();
     let user_id = new_user(c, "cleo").await;

@@ -12,8 +12,10 @@ use hero_os_tfgrid_deployer_sdk::Client;
 
 use crate::support::{Server, ServerOptions, Stack};
 
-/// `[provision]` settings that keep failing paths short: 3 attempts, 50 ms backoff, 4 s for the
-/// polling steps, a 3 s hang detector; and a second profile, `minimal`.
+/// `[provision]` settings that keep failing paths short: 3 attempts, 50 ms backoff, a 3 s hang
+/// detector; and a second profile, `minimal`. The polling steps get 20 s: on a loaded 2-core
+/// machine the sandbox web stack can take more than 4 s to answer, and a success-path test must
+/// not fail on that. Tests that make a polling step fail use [`stack_failing_fast`] (4 s).
 pub const FAST_CONFIG: &str = r#"
 [provision]
 max_attempts = 3
@@ -25,8 +27,8 @@ stale_after_ms = 3000
 reaper_interval_ms = 200
 
 [provision.step_deadline_secs]
-wait_ssh = 4
-verify_health = 4
+wait_ssh = 20
+verify_health = 20
 
 # A second service profile, for redeploys.
 [provision.profiles]
@@ -36,9 +38,22 @@ minimal = ["proxy", "cockpit"]
 /// Starts Forge + server with [`FAST_CONFIG`], a faults file (used only by `test-hooks`
 /// builds) and `extra` environment.
 pub async fn stack(extra: Vec<(String, String)>) -> (Stack, PathBuf) {
+    stack_with(FAST_CONFIG.to_owned(), extra).await
+}
+
+/// [`stack`] with 4 s polling-step deadlines, for the tests that wait for `wait_ssh` or
+/// `verify_health` to give up.
+pub async fn stack_failing_fast(extra: Vec<(String, String)>) -> (Stack, PathBuf) {
+    let long = "wait_ssh = 20\nverify_health = 20\n";
+    assert!(FAST_CONFIG.contains(long), "FAST_CONFIG's deadlines moved");
+    let config = FAST_CONFIG.replace(long, "wait_ssh = 4\nverify_health = 4\n");
+    stack_with(config, extra).await
+}
+
+async fn stack_with(config_text: String, extra: Vec<(String, String)>) -> (Stack, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("deployer.toml");
-    std::fs::write(&config, FAST_CONFIG).unwrap();
+    std::fs::write(&config, config_text).unwrap();
     let faults = dir.path().join("faults.json");
     std::fs::write(&faults, "{}").unwrap();
     let mut env = vec![(
