@@ -324,9 +324,10 @@ async fn the_loop_probes_on_its_own_repeats_within_the_jitter_bound_records_a_tr
         .spawn_with(Arc::new(GatedSleeper { waits: tx }))
         .expect("interval 60 s starts the loop");
 
-    // The loop waits before its first round: nothing probed while the first wait is pending.
+    // The first round waits for the jitter alone (a restart gives fresh verdicts at once):
+    // nothing probed while that wait is pending.
     let (wait, release) = next_wait(&mut waits).await;
-    assert_eq!(wait, interval, "jitter drawn 0");
+    assert_eq!(wait, Duration::ZERO, "jitter drawn 0");
     assert_eq!(f.gateways.probe_count(), 0);
     assert!(f.health_rows().await.iter().all(|r| r.1.is_none()));
 
@@ -429,7 +430,8 @@ async fn the_loop_probes_on_its_own_repeats_within_the_jitter_bound_records_a_tr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interval_zero_starts_no_loop_and_jitter_zero_waits_exactly_the_interval() {
+async fn interval_zero_starts_no_loop_and_jitter_zero_starts_at_once_then_waits_exactly_the_interval(
+) {
     let off = fixture(
         HealthConfig {
             interval_secs: 0,
@@ -466,7 +468,8 @@ async fn interval_zero_starts_no_loop_and_jitter_zero_waits_exactly_the_interval
         .unwrap();
     for round in 1..=3 {
         let (wait, release) = next_wait(&mut waits).await;
-        assert_eq!(wait, Duration::from_secs(5));
+        let first = if round == 1 { 0 } else { 5 };
+        assert_eq!(wait, Duration::from_secs(first), "round {round}");
         assert_eq!(exact.gateways.probe_count(), 3 * (round - 1));
         release.send(()).unwrap();
     }

@@ -197,7 +197,9 @@ impl HealthWatch {
 
     /// Runs rounds every `interval_secs` (+ jitter) until aborted; `None` when the interval is 0.
     /// Each wait starts when the previous round ended, so a slow round delays the next one
-    /// rather than overlapping it.
+    /// rather than overlapping it. The first round comes after the jitter alone: after a restart
+    /// the operator sees fresh verdicts within seconds, not one whole interval later, and
+    /// deployers restarted together still do not probe in step.
     pub fn spawn(self: Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
         self.spawn_with(Arc::new(TokioSleeper))
     }
@@ -212,8 +214,10 @@ impl HealthWatch {
             return None;
         }
         Some(tokio::spawn(async move {
+            let mut wait = self.jitter();
             loop {
-                sleeper.sleep(self.next_wait()).await;
+                sleeper.sleep(wait).await;
+                wait = Duration::from_secs(self.cfg.interval_secs) + self.jitter();
                 match self.probe_now(None).await {
                     Ok(round) => tracing::debug!(
                         probed = round.probed,
@@ -227,7 +231,8 @@ impl HealthWatch {
         }))
     }
 
-    fn next_wait(&self) -> Duration {
+    /// A random extra wait below `jitter_secs`.
+    fn jitter(&self) -> Duration {
         let jitter_ms = self.cfg.jitter_secs.saturating_mul(1000);
         let extra = if jitter_ms == 0 {
             0
@@ -237,7 +242,7 @@ impl HealthWatch {
                     .below(u32::try_from(jitter_ms).unwrap_or(u32::MAX)),
             )
         };
-        Duration::from_secs(self.cfg.interval_secs) + Duration::from_millis(extra)
+        Duration::from_millis(extra)
     }
 
     /// One round now: probes every ready VM (or only `user`'s), records the verdicts in one
