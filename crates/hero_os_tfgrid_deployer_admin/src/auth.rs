@@ -55,7 +55,7 @@ pub struct UnixPeer;
 /// The signed-in, allowed admin; handlers take it as an `Extension`.
 #[derive(Clone)]
 pub struct Admin {
-    /// Forge username of the admin.
+    /// Who the admin is, as the audit log names them ([`actor_name`]: the Forge login for a Forge identity).
     pub user: String,
     /// How they got in: `allowlist` or `groups.admin`.
     pub via: &'static str,
@@ -182,6 +182,22 @@ pub fn is_forge(identity: &Identity) -> bool {
     identity.provider == FORGE_PROVIDER || (!identity.verified && identity.provider == "dev")
 }
 
+/// The name the server's audit log and jobs record for this admin, and the dashboard shows: the Forge login for a
+/// Forge identity, `<login>@<provider>` for another provider's. Why not the local username: it is the proxy's
+/// first-come mapping ([`admitted`]), so Forge's `alice` may act as `alice-2` and another provider's `alice` as
+/// `alice`: the log would name the wrong person. A Forge login never holds `@`, so the two forms cannot meet.
+/// A login that is empty or not printable ASCII (the server records only that) falls back to the local username.
+pub fn actor_name(identity: &Identity) -> String {
+    let login = identity.login.as_str();
+    let printable =
+        !login.is_empty() && login.len() <= 64 && login.bytes().all(|b| b.is_ascii_graphic());
+    match (printable, is_forge(identity)) {
+        (true, true) => login.to_owned(),
+        (true, false) => format!("{login}@{}", identity.provider),
+        (false, _) => identity.user.clone(),
+    }
+}
+
 /// Middleware on every page: 401 without identity, 403 when not admitted, 503 when the
 /// allowlist cannot be read (fail closed). Inserts [`Admin`].
 pub async fn require_admin(
@@ -214,7 +230,8 @@ pub async fn require_admin(
         tracing::info!(user = %identity.user, "signed-in user is not an admin");
         return errors::forbidden(&identity, dev).into_response();
     };
-    let client = match state.client_for(&identity.user) {
+    let actor = actor_name(&identity);
+    let client = match state.client_for(&actor) {
         Ok(c) => c,
         Err(_) => {
             return errors::unauthorized(&IdentityError::Malformed("unusable user name"), dev)
@@ -222,9 +239,9 @@ pub async fn require_admin(
         }
     };
     let admin = Admin {
-        csrf: state.csrf().token(&identity.user),
+        csrf: state.csrf().token(&actor),
         once: state.once(),
-        user: identity.user,
+        user: actor,
         via,
         client,
         dev,
@@ -303,6 +320,38 @@ mod tests {
         )
         .unwrap_or_else(|e| unreachable!("{e}"));
         assert_eq!(admitted(&id, &list), Some("groups.admin"));
+    }
+
+    #[test]
+    fn the_actor_is_the_forge_login_or_login_at_provider_never_the_lossy_local_name() {
+        let id = |user: &str, login: Option<&str>, provider: Option<&str>| {
+            let mut headers = vec![("x-hero-user", user)];
+            headers.extend(login.map(|l| ("x-hero-login", l)));
+            headers.extend(provider.map(|p| ("x-hero-provider", p)));
+            identify(&AuthMode::Headers, &h(&headers), None, true)
+                .unwrap_or_else(|e| unreachable!("{e}"))
+        };
+        for (user, login, provider, actor) in [
+            // Forge's `alice`, who signed in after another provider's `alice` took the local name.
+            ("alice-2", Some("alice"), Some("forge"), "alice"),
+            ("bob-smith", Some("bob.smith"), Some("forge"), "bob.smith"),
+            // Another provider's `alice` holding the local name `alice` is not Forge's alice.
+            ("alice", Some("alice"), Some("github"), "alice@github"),
+            // Unsigned headers without a provider (`dev`), and without a login: as the transport says.
+            ("dora", None, None, "dora"),
+            // A login the server could not record (not printable ASCII): the local name.
+            ("eve", Some("a b"), Some("github"), "eve"),
+        ] {
+            assert_eq!(
+                actor_name(&id(user, login, provider)),
+                actor,
+                "{user} {login:?} {provider:?}"
+            );
+        }
+        // Headers are ASCII, but a signed assertion's login is JSON and may not be.
+        let mut signed = id("jose", Some("jose"), Some("forge"));
+        signed.login = "jos\u{e9}".into();
+        assert_eq!(actor_name(&signed), "jose");
     }
 
     #[test]

@@ -843,3 +843,89 @@ async fn test_users_are_flagged_and_incomplete_users_claim_nothing() {
         "{account}"
     );
 }
+
+/// The server's audit log names the admin as Forge knows them, never by the proxy's lossy local name: Forge's
+/// `alice` holding local `alice-2` (another provider's `alice` signed in first) is `alice`, and that other
+/// provider's `alice` (an admin through `groups.admin`) is `alice@github`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_names_the_admin_by_forge_login_not_by_local_name() {
+    let stack = Stack::start().await;
+    stack.set_allowlist("alice").await;
+    let app = router(stack.state(AuthMode::Headers));
+    let forge_alice = [
+        ("x-hero-user", "alice-2"),
+        ("x-hero-login", "alice"),
+        ("x-hero-provider", "forge"),
+        ("x-hero-claims", "users.alice-2"),
+    ];
+    let github_alice = [
+        ("x-hero-user", "alice"),
+        ("x-hero-login", "alice"),
+        ("x-hero-provider", "github"),
+        ("x-hero-claims", "groups.admin,users.alice"),
+    ];
+    let as_ = |who: &[(&str, &str)], mut req: axum::http::request::Builder| {
+        for (k, v) in who {
+            req = req.header(*k, *v);
+        }
+        req
+    };
+    for (who, created, actor) in [
+        (&forge_alice[..], "dora", "alice"),
+        (&github_alice[..], "erik", "alice@github"),
+    ] {
+        let page = send(
+            &app,
+            as_(who, Request::get("/users"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(page.status, 200, "{actor}: {}", page.text);
+        assert!(page.text.contains(actor), "the dashboard shows {actor}");
+        let form = serde_urlencoded::to_string([
+            ("csrf", csrf_of(&page.text).as_str()),
+            ("username", created),
+        ])
+        .unwrap();
+        let req = as_(who, Request::post("/users"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(form))
+            .unwrap();
+        let r = send(&app, req).await;
+        assert_eq!(r.status, 200, "{actor}: {}", r.text);
+        let events = stack
+            .client
+            .list_events(&ListEventsParams {
+                actor: Some(actor.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .events;
+        assert!(
+            events
+                .iter()
+                .any(|e| e.action == "user.create" && e.subject.contains(created)),
+            "{actor}: {events:?}"
+        );
+    }
+    for lossy in ["alice-2", "alice"] {
+        let events = stack
+            .client
+            .list_events(&ListEventsParams {
+                actor: Some(lossy.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .events;
+        let creates: Vec<_> = events
+            .iter()
+            .filter(|e| e.action == "user.create")
+            .collect();
+        // `alice` is Forge's alice: dora only; `alice-2` is nobody's name in the log.
+        let expect = usize::from(lossy == "alice");
+        assert_eq!(creates.len(), expect, "{lossy}: {creates:?}");
+    }
+}
