@@ -347,6 +347,63 @@ async fn users_list_batches_and_vm_care_against_the_real_server() {
         None
     );
 
+    // Batch redeploy: offered with the server's profiles; an unknown profile is refused whole before anything is
+    // asked; a known one asks first, naming everyone and carrying the profile; confirmed, a redeploy job per user
+    // with a ready VM and a refusal for dan, who has none.
+    let (_, html) = get(&app, "/users").await;
+    assert!(
+        html.contains("data-testid=\"batch-redeploy\"")
+            && html.contains("<option value=\"demo\" selected>"),
+        "{html}"
+    );
+    let redeploy = |profile: &str, confirm: bool| {
+        let mut form = vec![
+            ("csrf", csrf.clone()),
+            ("action", "redeploy".to_string()),
+            ("profile", profile.to_string()),
+        ];
+        if confirm {
+            form.push(("confirm", "yes".into()));
+        }
+        for name in ["ann", "ben", "dan"] {
+            form.push(("user", ids[name].to_string()));
+        }
+        form
+    };
+    let (status, html) = post(&app, "/users/batch", &redeploy("nope", true)).await;
+    assert_eq!(status, 400, "{html}");
+    assert!(
+        html.contains("unknown service profile &quot;nope&quot;; the server knows: demo"),
+        "{html}"
+    );
+    let (status, html) = post(&app, "/users/batch", &redeploy("demo", false)).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("Redeploy 3 VMs?")
+            && html.contains("<li>dan</li>")
+            && html.contains("name=\"profile\" value=\"demo\"")
+            && html.contains("name=\"confirm\" value=\"yes\""),
+        "{html}"
+    );
+    let (status, html) = post(&app, "/users/batch", &redeploy("demo", true)).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("2 done or started, 1 refused"), "{html}");
+    assert!(
+        row(&html, "dan").contains("data-outcome=\"refused\""),
+        "{html}"
+    );
+    let jobs = followed_jobs(&html);
+    assert_eq!(jobs.len(), 2, "{html}");
+    for job in &jobs {
+        let j = c.get_job(*job).await.unwrap();
+        assert_eq!((j.kind, j.actor.as_str()), (JobKind::Redeploy, "alice"));
+    }
+    wait_jobs(c, &jobs).await;
+    for name in ["ann", "ben"] {
+        let vm = c.get_vm(ids[name]).await.unwrap().vm.unwrap();
+        assert_eq!(vm.profile.as_deref(), Some("demo"), "{name}");
+    }
+
     // Batch decommission asks first, naming everyone; confirmed, it starts a job per user.
     let (status, html) = post(
         &app,

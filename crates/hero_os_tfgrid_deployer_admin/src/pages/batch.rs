@@ -1,6 +1,6 @@
-//! Batch actions on the rows selected in the users list: deploy, decommission (confirmed first),
-//! extend by N days. Each selected user is one ordinary call (`provision_vm`,
-//! `decommission_vm`, `extend_vm`), so the server's one-active-job-per-user rule, its global
+//! Batch actions on the rows selected in the users list: deploy, decommission and redeploy with a
+//! service profile (both confirmed first), extend by N days. Each selected user is one ordinary call
+//! (`provision_vm`, `decommission_vm`, `redeploy_vm`, `extend_vm`), so the server's one-active-job-per-user rule, its global
 //! concurrency limit and its audit apply unchanged; one user's refusal does not stop the others,
 //! and the result page says per user what happened. Started jobs are followed together on
 //! `/batches?job=…`: a line per user and one overall bar, refreshed while any job is active.
@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::{StreamExt, TryStreamExt};
 use hero_os_tfgrid_deployer_sdk::jobs::{
-    ExtendVmParams, Job, JobIdParams, JobState, ProvisionVmParams, StepState,
+    ExtendVmParams, Job, JobIdParams, JobState, ProvisionVmParams, RedeployVmParams, StepState,
 };
 use hero_os_tfgrid_deployer_sdk::methods;
 use hero_os_tfgrid_deployer_sdk::types::{UserId, UserIdParams};
@@ -38,20 +38,29 @@ const CONCURRENT_CALLS: usize = 8;
 /// While a followed job is active, the progress page reloads after this long.
 const REFRESH_MS: u32 = 2000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Action {
     Deploy,
     Decommission,
     Extend(u32),
+    /// With this service profile.
+    Redeploy(String),
 }
 
 impl Action {
-    fn verb(self) -> &'static str {
+    fn verb(&self) -> &'static str {
         match self {
             Action::Deploy => "Deploy",
             Action::Decommission => "Decommission",
             Action::Extend(_) => "Extend",
+            Action::Redeploy(_) => "Redeploy",
         }
+    }
+
+    /// Whether the batch asks first: what it does to a VM cannot be taken back (decommission), or
+    /// sets up again services people may be using at that moment (redeploy).
+    fn needs_confirmation(&self) -> bool {
+        matches!(self, Action::Decommission | Action::Redeploy(_))
     }
 }
 
@@ -97,6 +106,14 @@ fn parse(pairs: &[(String, String)]) -> Result<BatchForm, PageError> {
     let action = match one("action") {
         Some("deploy") => Action::Deploy,
         Some("decommission") => Action::Decommission,
+        Some("redeploy") => match one("profile").map(str::trim) {
+            Some(p) if !p.is_empty() => Action::Redeploy(p.to_owned()),
+            _ => {
+                return Err(bad(
+                    "redeploy: choose the service profile to redeploy with".into()
+                ))
+            }
+        },
         Some("extend") => {
             let raw = one("days").unwrap_or("").trim();
             match raw.parse::<u32>() {
@@ -125,7 +142,7 @@ enum Outcome {
     Refused(String),
 }
 
-async fn apply(admin: &Admin, action: Action, user_id: UserId) -> Outcome {
+async fn apply(admin: &Admin, action: &Action, user_id: UserId) -> Outcome {
     let c = &admin.client;
     let r = match action {
         Action::Deploy => c
@@ -142,11 +159,18 @@ async fn apply(admin: &Admin, action: Action, user_id: UserId) -> Outcome {
         Action::Extend(days) => c
             .call::<methods::ExtendVm>(&ExtendVmParams {
                 user_id,
-                days: Some(days),
+                days: Some(*days),
                 never: false,
             })
             .await
             .map(|vm| Outcome::Extended(vm.expires_at)),
+        Action::Redeploy(profile) => c
+            .call::<methods::RedeployVm>(&RedeployVmParams {
+                user_id,
+                profile: profile.clone(),
+            })
+            .await
+            .map(|j| Outcome::Started(Box::new(j))),
     };
     r.unwrap_or_else(|e| Outcome::Refused(e.to_string()))
 }
@@ -163,9 +187,20 @@ pub async fn submit(
         .map_or("", |(_, v)| v.as_str());
     csrf::check(&admin, token)?;
     let form = parse(&pairs)?;
+    if let Action::Redeploy(profile) = &form.action {
+        // Checked once, before anything is asked or started: an unknown profile would otherwise be one
+        // refusal per user, after a confirmation page naming them all.
+        let known = admin.client.server_info().await?.profiles;
+        if !known.contains(profile) {
+            return Err(PageError::BadRequest(format!(
+                "unknown service profile {profile:?}; the server knows: {}",
+                known.join(", ")
+            )));
+        }
+    }
     let names = names_of(&admin, &form.users).await;
-    if form.action == Action::Decommission && !form.confirmed {
-        return Ok(confirm_decommission(&admin, &form.users, &names));
+    if form.action.needs_confirmation() && !form.confirmed {
+        return Ok(confirm(&admin, &form.action, &form.users, &names));
     }
     let once = pairs
         .iter()
@@ -180,7 +215,7 @@ pub async fn submit(
     }
     // A few calls at a time: a batch of 500 must not open 500 connections to the server at once.
     let outcomes: Vec<Outcome> = futures::stream::iter(form.users.iter().copied())
-        .map(|id| apply(&admin, form.action, id))
+        .map(|id| apply(&admin, &form.action, id))
         .buffered(CONCURRENT_CALLS)
         .collect()
         .await;
@@ -257,26 +292,44 @@ async fn names_of(admin: &Admin, ids: &[UserId]) -> Vec<String> {
         .collect()
 }
 
-/// The no-JS-needed confirmation of a batch decommission: names every user it will hit.
-fn confirm_decommission(admin: &Admin, ids: &[UserId], names: &[String]) -> Response {
+/// The no-JS-needed confirmation of a batch decommission or redeploy: names every user it will hit and carries
+/// the form on, with `confirm=yes`.
+fn confirm(admin: &Admin, action: &Action, ids: &[UserId], names: &[String]) -> Response {
+    let (title, what, button) = match action {
+        Action::Redeploy(profile) => (
+            format!("Redeploy {} VMs?", ids.len()),
+            format!("The services of these users' VMs are set up again with the profile {profile}, on the same VMs; what runs there now restarts. The URLs and sign-in stay."),
+            format!("Redeploy {} VMs", ids.len()),
+        ),
+        _ => (
+            format!("Decommission {} VMs?", ids.len()),
+            "The VMs and gateways of these users are deleted and their URLs stop working. Their Forge accounts and VM records (for audit) stay.".to_owned(),
+            format!("Decommission {} VMs", ids.len()),
+        ),
+    };
+    let (value, profile) = match action {
+        Action::Redeploy(p) => ("redeploy", Some(p)),
+        _ => ("decommission", None),
+    };
     let body = html! {
         section.card.narrow.center.confirm data-testid="confirm" {
-            h1 { "Decommission " (ids.len()) " VMs?" }
-            p { "The VMs and gateways of these users are deleted and their URLs stop working. Their Forge accounts and VM records (for audit) stay." }
+            h1 { (title) }
+            p { (what) }
             ul data-testid="confirm-users" { @for n in names { li { (n) } } }
             div.actions {
                 form method="post" action="/users/batch" {
                     (csrf_field(admin))
-                    input type="hidden" name="action" value="decommission";
+                    input type="hidden" name="action" value=(value);
+                    @if let Some(p) = profile { input type="hidden" name="profile" value=(p); }
                     input type="hidden" name="confirm" value="yes";
                     @for id in ids { input type="hidden" name="user" value=(id); }
-                    button.danger.solid type="submit" data-testid="confirm-batch" { "Decommission " (ids.len()) " VMs" }
+                    button.danger.solid type="submit" data-testid="confirm-batch" { (button) }
                 }
                 a.btn href="/users" { "Keep them" }
             }
         }
     };
-    no_store(page(admin, "Decommission VMs?", Nav::None, body))
+    no_store(page(admin, &title, Nav::None, body))
 }
 
 fn progress_href(jobs: &[i64]) -> String {
@@ -413,10 +466,27 @@ mod tests {
                 "from 1 to 3650",
             ),
             (vec![("action", "extend"), ("user", "1")], "from 1 to 3650"),
+            (
+                vec![("action", "redeploy"), ("user", "1")],
+                "choose the service profile",
+            ),
+            (
+                vec![("action", "redeploy"), ("profile", "  "), ("user", "1")],
+                "choose the service profile",
+            ),
         ] {
             let err = parse(&pairs(&bad)).err().unwrap().to_string();
             assert!(err.contains(says), "{bad:?}: {err}");
         }
+        let f = parse(&pairs(&[
+            ("action", "redeploy"),
+            ("profile", " minimal "),
+            ("confirm", "yes"),
+            ("user", "2"),
+        ]))
+        .unwrap();
+        assert_eq!(f.action, Action::Redeploy("minimal".into()));
+        assert!(f.confirmed && f.action.needs_confirmation());
         let many: Vec<(String, String)> = std::iter::once(("action".into(), "deploy".into()))
             .chain((0..=MAX_BATCH).map(|i| ("user".into(), i.to_string())))
             .collect();

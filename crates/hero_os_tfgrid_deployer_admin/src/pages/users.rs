@@ -111,11 +111,14 @@ pub async fn list(
         limit: Some(200),
         ..Default::default()
     };
-    let (users, active) = tokio::join!(
+    let (users, active, info) = tokio::join!(
         admin.client.list_users(&params),
-        admin.client.call::<methods::ListJobs>(&active_params)
+        admin.client.call::<methods::ListJobs>(&active_params),
+        admin.client.server_info()
     );
     let users = users?;
+    // The service profiles the batch bar offers for a redeploy.
+    let info = info?;
     let active = optional(active)?.map(|p| p.jobs.len());
     let ids: Vec<UserId> = users.users.iter().map(|u| u.user_id).collect();
     let jobs = last_jobs(&admin.client, &ids).await;
@@ -160,6 +163,16 @@ pub async fn list(
                     button type="submit" name="action" value="extend" data-testid="batch-extend" { "Extend by" }
                     input type="number" name="days" value="14" min="1" max="3650" aria-label="Days to extend by" data-testid="batch-days";
                     " days"
+                }
+                @if !info.profiles.is_empty() {
+                    span.extend {
+                        button type="submit" name="action" value="redeploy" data-testid="batch-redeploy" { "Redeploy with" }
+                        select name="profile" aria-label="Service profile to redeploy with" data-testid="batch-profile" {
+                            @for p in &info.profiles {
+                                option value=(p) selected[info.default_profile.as_ref() == Some(p)] { (p) }
+                            }
+                        }
+                    }
                 }
             }
             div.table-wrap {
