@@ -58,12 +58,9 @@ pub enum JobCmd {
     },
 }
 
-/// A username or a numeric user id.
+/// A username or a numeric user id ([`crate::cmd_user::resolve`]).
 pub async fn resolve_user(client: &Client, user: &str) -> anyhow::Result<UserId> {
-    if let Ok(id) = user.parse::<UserId>() {
-        return Ok(client.get_user(id).await?.user_id);
-    }
-    Ok(client.find_user(user).await?.user_id)
+    Ok(crate::cmd_user::resolve(client, user).await?.user_id)
 }
 
 pub async fn run(cmd: JobCmd, client: &Client, out: &Output) -> anyhow::Result<()> {

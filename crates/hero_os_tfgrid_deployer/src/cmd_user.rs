@@ -94,12 +94,27 @@ pub struct EventsArgs {
     before: Option<i64>,
 }
 
-/// A user named by id or username.
+/// A user named by id or username. Digits are an id: usernames of digits only are refused
+/// (`username::validate`), so for any user made by this version the two cannot meet. A user named
+/// so before that rule (adopted, or made by an older version) would make `42` mean two people, and
+/// a `user delete 42 --yes` act on the wrong one: then the answer is an error naming both, never a
+/// guess.
 pub async fn resolve(client: &Client, user: &str) -> anyhow::Result<User> {
-    Ok(match user.parse::<UserId>() {
-        Ok(id) => client.get_user(id).await?,
-        Err(_) => client.find_user(user).await?,
-    })
+    let Ok(id) = user.parse::<UserId>() else {
+        return Ok(client.find_user(user).await?);
+    };
+    let by_id = client.get_user(id).await;
+    let by_name = client.find_user(user).await.ok();
+    match (by_id, by_name) {
+        (Ok(u), Some(named)) if named.user_id != u.user_id => anyhow::bail!(
+            "{user:?} is both user id {id} ({}) and the username of user id {}; name that user by its id",
+            u.forge_username,
+            named.user_id
+        ),
+        (Ok(u), _) => Ok(u),
+        (Err(_), Some(named)) => Ok(named),
+        (Err(e), None) => Err(e.into()),
+    }
 }
 
 fn user_fields(u: &User) -> Vec<(&'static str, String)> {

@@ -181,7 +181,9 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
             follow: f,
             yes,
         } => {
-            let user_id = resolve_user(client, &user).await?;
+            // The question names whom the answer acts on, as resolved, not as typed.
+            let u = crate::cmd_user::resolve(client, &user).await?;
+            let (user, user_id) = (u.forge_username, u.user_id);
             output::confirm(
                 &format!("Decommission the VM of {user} (its gateway and VM are deleted)?"),
                 yes,
@@ -190,7 +192,8 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
             return started(client, job, f, out).await;
         }
         VmCmd::Forget { user, force, yes } => {
-            let user_id = resolve_user(client, &user).await?;
+            let u = crate::cmd_user::resolve(client, &user).await?;
+            let (user, user_id) = (u.forge_username, u.user_id);
             output::confirm(
                 &if force {
                     format!("Forget the VM records of {user} without asking the backend whether its VM and gateway are gone?")

@@ -188,6 +188,24 @@ async fn operator_walk_through_the_cli() {
         let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(e["kind"], "confirmation_required", "{args:?}");
     }
+    // Named by id, the question names whom it acts on as resolved, not the digits typed.
+    let o = cli(&stack, &["--json", "user", "get", "alice"], None);
+    let id = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["user_id"].to_string();
+    for args in [["vm", "delete", id.as_str()], ["vm", "forget", id.as_str()]] {
+        let err = text(&cli(&stack, &args, None)).1;
+        assert!(
+            err.contains("VM of alice") || err.contains("records of alice"),
+            "{args:?}: {err}"
+        );
+    }
+    // Digits are an id, so a name of digits only is refused before anything is sent.
+    let o = cli(&stack, &["--json", "user", "create", "42"], None);
+    assert!(!o.status.success());
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        e["message"].as_str().unwrap().contains("digits only"),
+        "{e}"
+    );
     let o = cli(&stack, &["secret", "list"], None);
     assert!(
         text(&o).0.contains("deployer/forge_admin_token"),

@@ -12,8 +12,9 @@
 //!    does not), except that names starting with [`TEST_PREFIX`] may use `_` in that prefix;
 //! 5. starts with a letter or digit, does not end with `-`;
 //! 6. no `--` (Forgejo rejects runs of special characters);
-//! 7. not one of Forgejo's reserved names;
-//! 8. does not start with `deployer-test-`, whose grid name would collide with a test name.
+//! 7. not digits only: the CLI takes a user by id or by name, and `42` must mean one person;
+//! 8. not one of Forgejo's reserved names;
+//! 9. does not start with `deployer-test-`, whose grid name would collide with a test name.
 //!
 //! Grid resource names must match `^[a-zA-Z0-9_]+$`: see [`grid_name`].
 
@@ -69,6 +70,7 @@ pub enum UsernameError {
     BadStart,
     BadEnd,
     DoubleHyphen,
+    DigitsOnly,
     Reserved,
     CollidesWithTestPrefix,
 }
@@ -85,6 +87,7 @@ impl UsernameError {
             UsernameError::BadStart => "bad_start",
             UsernameError::BadEnd => "bad_end",
             UsernameError::DoubleHyphen => "double_hyphen",
+            UsernameError::DigitsOnly => "digits_only",
             UsernameError::Reserved => "reserved",
             UsernameError::CollidesWithTestPrefix => "test_prefix_collision",
         }
@@ -107,6 +110,10 @@ impl fmt::Display for UsernameError {
             UsernameError::BadStart => write!(f, "username must start with a letter or a digit"),
             UsernameError::BadEnd => write!(f, "username must not end with '-'"),
             UsernameError::DoubleHyphen => write!(f, "username must not contain '--'"),
+            UsernameError::DigitsOnly => write!(
+                f,
+                "username must not be digits only (a number names a user by id)"
+            ),
             UsernameError::Reserved => write!(f, "username is reserved by Forge"),
             UsernameError::CollidesWithTestPrefix => write!(
                 f,
@@ -151,6 +158,9 @@ pub fn validate(name: &str) -> Result<(), UsernameError> {
     }
     if name.contains("--") {
         return Err(UsernameError::DoubleHyphen);
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(UsernameError::DigitsOnly);
     }
     if RESERVED.contains(&name) {
         return Err(UsernameError::Reserved);
@@ -223,7 +233,9 @@ mod tests {
             "jan-de-vries",
             "user42",
             "7up",
+            "42a",
             "deployer_test_run1",
+            "deployer_test_42",
         ] {
             assert_eq!(validate(ok), Ok(()), "{ok}");
         }
@@ -243,6 +255,9 @@ mod tests {
             ("-abc", "bad_start"),
             ("abc-", "bad_end"),
             ("a--b", "double_hyphen"),
+            ("42", "digits_only"),
+            ("0", "digits_only"),
+            ("2024", "digits_only"),
             ("admin", "reserved"),
             ("ghost", "reserved"),
             ("deployer-test-x", "test_prefix_collision"),

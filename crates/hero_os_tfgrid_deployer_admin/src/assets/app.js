@@ -16,6 +16,7 @@
     if (name[0] === "-") return "username must start with a letter or a digit";
     if (name[name.length - 1] === "-") return "username must not end with '-'";
     if (name.indexOf("--") >= 0) return "username must not contain '--'";
+    if (/^[0-9]+$/.test(name)) return "username must not be digits only (a number names a user by id)";
     if (rules.reserved.indexOf(name) >= 0) return "username is reserved by Forge";
     if (name.indexOf("deployer-test-") === 0) return "usernames starting with 'deployer-test-' are not allowed; test users use the prefix '" + rules.prefix + "'";
     return null;
