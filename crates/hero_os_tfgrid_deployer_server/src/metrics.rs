@@ -46,6 +46,8 @@ pub trait MetricsSink: Send + Sync {
     fn forge_call_failed(&self, operation: &'static str, code: &str);
     /// A compute backend call ended in an error with `code`.
     fn backend_call_failed(&self, backend: &'static str, operation: &'static str, code: &str);
+    /// The job event channels now held in memory (one per job that runs or is followed).
+    fn event_channels(&self, _open: usize) {}
 }
 
 /// An error code as a label value: stable codes are short ASCII identifiers (`FRG006_conflict`,
@@ -156,6 +158,7 @@ pub struct Metrics {
     step_failures: Family<StepFailureLabels, Counter>,
     forge_errors: Family<ForgeLabels, Counter>,
     backend_errors: Family<BackendLabels, Counter>,
+    event_channels: Gauge,
 }
 
 impl Default for Metrics {
@@ -172,6 +175,7 @@ impl Metrics {
             step_failures: Family::default(),
             forge_errors: Family::default(),
             backend_errors: Family::default(),
+            event_channels: Gauge::default(),
         }
     }
 
@@ -224,6 +228,11 @@ impl Metrics {
             "Compute backend calls that ended in an error, by backend, operation and code",
             self.backend_errors.clone(),
         );
+        registry.register(
+            "job_event_channels",
+            "Job event channels held in memory: one per job that runs or is being followed",
+            self.event_channels.clone(),
+        );
         let mut out = String::new();
         // Writing into a String cannot fail; an encoder error would be a bug in a label type.
         prometheus_client::encoding::text::encode(&mut out, &registry)
@@ -240,6 +249,11 @@ impl Metrics {
 }
 
 impl MetricsSink for Metrics {
+    fn event_channels(&self, open: usize) {
+        self.event_channels
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
     fn step_finished(&self, kind: &'static str, step: &'static str, took: Duration) {
         self.step_seconds
             .get_or_create(&StepLabels { kind, step })

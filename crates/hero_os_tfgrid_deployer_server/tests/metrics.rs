@@ -346,3 +346,26 @@ async fn metrics_match_what_happened_on_socket_and_tcp() {
         1.0
     );
 }
+
+/// Following a job that does not exist holds nothing: `job_events` subscribes before it reads, and every unknown id
+/// asked for (negative ones, a caller walking ids) used to leave a channel behind for good. Ended jobs' channels go
+/// too: after everything, the gauge is back at 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_unknown_or_ended_jobs_holds_no_channel() {
+    let (stack, _faults) = stack(Vec::new()).await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    let channels = |text: &str| value(&parse(text), "hero_deployer_job_event_channels", &[]);
+    for job_id in (-50..0).chain(1_000..1_150) {
+        let err = c.job_events(job_id, 0, 0).await.unwrap_err();
+        assert!(err.to_string().contains("no job"), "{job_id}: {err}");
+    }
+    let (_, _, text) = get_unix(&stack.server, "/metrics").await;
+    assert_eq!(channels(&text), 0.0, "{text}");
+    let alice = new_user(c, "alice").await;
+    let job = c.provision_vm(alice, None).await.unwrap();
+    let (job, _) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    let (_, _, text) = get_unix(&stack.server, "/metrics").await;
+    assert_eq!(channels(&text), 0.0, "{text}");
+}

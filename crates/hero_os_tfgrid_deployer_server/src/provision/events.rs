@@ -139,7 +139,7 @@ impl Provisioner {
             rx.borrow_and_update();
             let job_id = p.job_id;
             let after = p.after_seq;
-            let (events, state) = self
+            let read = self
                 .db()
                 .call(
                     move |conn| -> Result<(Vec<JobEvent>, JobState), ServiceError> {
@@ -149,7 +149,15 @@ impl Provisioner {
                         Ok((store::events_after(conn, job_id, after, limit)?, state))
                     },
                 )
-                .await?;
+                .await;
+            let (events, state) = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    drop(rx);
+                    self.forget_unwatched_bus(job_id);
+                    return Err(e);
+                }
+            };
             let full_page = events.len() as u32 >= limit;
             if !state.is_active() {
                 // Ended: nothing will wake this job's channel again.

@@ -205,10 +205,16 @@ impl Provisioner {
 
     /// The notification channel of one job.
     pub(crate) fn bus(&self, job_id: JobId) -> Arc<tokio::sync::watch::Sender<u64>> {
-        lock(&self.inner.buses)
+        let mut buses = lock(&self.inner.buses);
+        let before = buses.len();
+        let bus = buses
             .entry(job_id)
             .or_insert_with(|| Arc::new(tokio::sync::watch::channel(0u64).0))
-            .clone()
+            .clone();
+        if buses.len() != before {
+            self.inner.metrics.event_channels(buses.len());
+        }
+        bus
     }
 
     /// Wakes the job's followers. The channel of a job that ended is dropped: its followers
@@ -224,7 +230,22 @@ impl Provisioner {
     }
 
     pub(crate) fn forget_bus(&self, job_id: JobId) {
-        lock(&self.inner.buses).remove(&job_id);
+        let mut buses = lock(&self.inner.buses);
+        if buses.remove(&job_id).is_some() {
+            self.inner.metrics.event_channels(buses.len());
+        }
+    }
+
+    /// Forgets the channel of a job that turned out not to exist, unless someone else waits on
+    /// it. Why: `job_events` subscribes before it reads, so every unknown id a caller asked for
+    /// (a typo, or a TCP caller walking ids) left a channel nothing would ever end, and the map
+    /// grew without bound.
+    pub(crate) fn forget_unwatched_bus(&self, job_id: JobId) {
+        let mut buses = lock(&self.inner.buses);
+        if buses.get(&job_id).is_some_and(|b| b.receiver_count() == 0) {
+            buses.remove(&job_id);
+            self.inner.metrics.event_channels(buses.len());
+        }
     }
 
     pub(crate) fn backend(&self, kind: &str) -> Result<Arc<dyn ComputeBackend>, ServiceError> {
