@@ -612,7 +612,7 @@ impl OpenTofuBackend {
     }
 
     /// Run `tofu <args>` in `dir` with `MNEMONIC` in its environment only; stream stdout/stderr
-    /// lines (ANSI stripped, mnemonic redacted) to `out`; return stdout lines.
+    /// lines (ANSI stripped, [`Self::secrets_of`] redacted) to `out`; return stdout lines.
     async fn tofu(
         &self,
         dir: &Path,
@@ -650,14 +650,15 @@ impl OpenTofuBackend {
         else {
             return Err(BackendError::Config("tofu child has no pipes".into()));
         };
-        let mnemonic = self.cfg.mnemonic.clone();
+        let secrets = self.secrets_of(dir);
         let clean = move |l: &str| -> String {
-            let l = strip_ansi(l);
-            if !mnemonic.is_empty() && l.contains(mnemonic.as_str()) {
-                l.replace(mnemonic.as_str(), "<redacted>")
-            } else {
-                l
+            let mut l = strip_ansi(l);
+            for s in secrets.iter().filter(|s| !s.is_empty()) {
+                if l.contains(s.as_str()) {
+                    l = l.replace(s.as_str(), "<redacted>");
+                }
             }
+            l
         };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Piped>();
         tokio::spawn(read_lines(stdout, false, tx.clone()));
@@ -725,6 +726,19 @@ impl OpenTofuBackend {
             });
         }
         Ok(stdout_lines)
+    }
+
+    /// What no line of a `tofu` run in `dir` may show: the mnemonic, and the VM network's mycelium key and IP
+    /// seed. Why the last two: `apply` and `destroy` print the plan, and the provider marks neither as sensitive,
+    /// so both reached job events, job errors and audit details (readable over TCP) and sqlite; the key is the
+    /// node's mycelium identity, and with the seed it fixes the VM's mycelium address.
+    fn secrets_of(&self, dir: &Path) -> Vec<Zeroizing<String>> {
+        let mut secrets = vec![self.cfg.mnemonic.clone()];
+        if let Ok(Some(d)) = self.read_desired(dir) {
+            secrets.push(Zeroizing::new(d.inputs.mycelium_key_hex.clone()));
+            secrets.push(Zeroizing::new(d.inputs.mycelium_ip_seed_hex.clone()));
+        }
+        secrets
     }
 
     /// `tofu init`, then the installed provider's schema check, then `tofu apply`.

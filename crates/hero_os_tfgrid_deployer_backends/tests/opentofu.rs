@@ -292,6 +292,36 @@ async fn deploy_get_gateway_delete_with_the_stand_in() {
     assert!(be.inventory().await.unwrap().is_empty());
 }
 
+/// `apply` prints the plan, where the provider shows the network's mycelium key and the VM's mycelium IP seed (it
+/// marks neither sensitive): neither reaches a shown line, as the mnemonic does not.
+#[tokio::test]
+async fn the_plan_shows_no_mycelium_key_or_seed() {
+    let fake = Fake::new();
+    let be = fake.backend(7);
+    let (out, lines) = collect();
+    be.deploy_vm(&req(), out).await.unwrap();
+    let desired: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(be.work_dir(&req().name).join("desired.json")).unwrap(),
+    )
+    .unwrap();
+    let key = desired["inputs"]["mycelium_key_hex"].as_str().unwrap();
+    let seed = desired["inputs"]["mycelium_ip_seed_hex"].as_str().unwrap();
+    assert_eq!((key.len(), seed.len()), (64, 12));
+    let lines = lines.lock().unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains("mycelium_keys"))
+            && lines.iter().any(|l| l.contains("mycelium_ip_seed")),
+        "the stand-in printed its plan: {lines:?}"
+    );
+    for l in lines.iter() {
+        assert!(!l.contains(key) && !l.contains(seed), "{l}");
+    }
+    assert!(
+        lines.iter().filter(|l| l.contains("<redacted>")).count() >= 2,
+        "{lines:?}"
+    );
+}
+
 #[tokio::test]
 async fn failures_are_typed_and_the_mnemonic_is_redacted() {
     let fake = Fake::new();
