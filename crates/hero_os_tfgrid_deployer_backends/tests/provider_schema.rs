@@ -52,7 +52,11 @@ fn username_space() -> Vec<String> {
     let mut out = Vec::new();
     for len in 1..=username::MAX_LEN {
         let letters: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
-        let digits: String = (0..len).map(|i| (b'0' + (i % 10) as u8) as char).collect();
+        // Digits then one letter (a name of digits only is not a username: it would read as an id).
+        let digits: String = (0..len - 1)
+            .map(|i| (b'0' + (i % 10) as u8) as char)
+            .chain(std::iter::once('z'))
+            .collect();
         // Hyphen every other character: a-b-c…, never first, last, or doubled.
         let hyphens: String = (0..len)
             .map(|i| {
