@@ -219,8 +219,8 @@ pub struct ProvisionOptions {
     /// Pin a node instead of selecting one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<u32>,
-    /// Days until the VM expires and is decommissioned; 0: never. Default: the server's
-    /// `expiry.default_days`.
+    /// Days until the VM expires and is decommissioned, at most [`MAX_EXTEND_DAYS`]; 0: never.
+    /// Default: the server's `expiry.default_days`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_days: Option<u32>,
 }
@@ -386,6 +386,7 @@ pub struct VmHealth {
 
 /// Params of `deployer.list_vms`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ListVmsParams {
     /// Only users whose name starts with this.
     #[serde(default)]
@@ -394,6 +395,7 @@ pub struct ListVmsParams {
 
 /// Params of `deployer.check_health`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CheckHealthParams {
     /// Probe only this user's VM (default: every ready VM).
     #[serde(default)]

@@ -130,6 +130,35 @@ async fn expired_vms_are_warned_then_decommissioned_by_system_expiry_even_after_
         2,
         "nothing was extended"
     );
+    // A deploy has the same bound: no expiry no extend could give, and no job started.
+    let dora = new_user(&c, "dora").await;
+    for days in [max + 1, u32::MAX] {
+        let options = Some(ProvisionOptions {
+            expires_in_days: Some(days),
+            ..Default::default()
+        });
+        let err = c.provision_vm(dora, options).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            Some(hero_os_tfgrid_deployer_sdk::ErrorKind::InvalidParams),
+            "{days}: {err}"
+        );
+        assert!(err.to_string().contains("at most 3650"), "{err}");
+    }
+    assert!(c.get_vm(dora).await.unwrap().vm.is_none());
+    // Params of list_vms and check_health are read strictly, as every other method's: a misspelt filter is
+    // refused rather than silently widened to everyone.
+    for (method, params) in [
+        ("deployer.list_vms", serde_json::json!({"username": "alice"})),
+        ("deployer.check_health", serde_json::json!({"user": alice})),
+    ] {
+        let err = c.call_raw(method, params).await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            Some(hero_os_tfgrid_deployer_sdk::ErrorKind::InvalidParams),
+            "{method}: {err}"
+        );
+    }
 
     // 47.5 hours before alice's expiry, within one sweep interval of her warning time (the server down
     // meanwhile): the start-up sweep warns, on time, her expiry unmoved.

@@ -56,12 +56,17 @@ impl Provisioner {
         let now = self.now_ms();
         let now_s = self.deployer().clock.now();
         // From the deploy request, with the same clock reading as the VM row's created_at.
-        let expires_at = crate::fleet::expiry::expires_at(
-            now_s,
-            options
-                .expires_in_days
-                .unwrap_or(self.inner.cfg.expiry.default_days),
-        );
+        let days = options
+            .expires_in_days
+            .unwrap_or(self.inner.cfg.expiry.default_days);
+        // The bound `extend_vm` has: a deploy must not get an expiry no extend could give.
+        if days > hero_os_tfgrid_deployer_sdk::jobs::MAX_EXTEND_DAYS {
+            return Err(ServiceError::InvalidParams(format!(
+                "expires_in_days {days}: at most {} (ten years), or 0 for never",
+                hero_os_tfgrid_deployer_sdk::jobs::MAX_EXTEND_DAYS
+            )));
+        }
+        let expires_at = crate::fleet::expiry::expires_at(now_s, days);
         let spec = hero_os_tfgrid_deployer_backends::VmSpec::default();
         let spec_json =
             serde_json::to_string(&spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
