@@ -80,7 +80,7 @@ pub struct EventsArgs {
     /// Only events by this actor (e.g. a Forge username or local:operator).
     #[arg(long)]
     actor: Option<String>,
-    /// Only events about this user.
+    /// Only events about this user (username or id; exactly this one: `ann` is not `anna`).
     #[arg(long)]
     user: Option<String>,
     /// Only actions starting with this (e.g. user. or vm.).
@@ -384,10 +384,16 @@ fn existing_record(e: &hero_os_tfgrid_deployer_sdk::ClientError) -> Option<User>
 }
 
 pub async fn events(args: EventsArgs, client: &Client, out: &Output) -> anyhow::Result<()> {
+    // An id is the user's name in the log; a name is taken as given (a forgotten user's events stay).
+    let user = match args.user {
+        Some(u) if u.parse::<UserId>().is_ok() => Some(resolve(client, &u).await?.forge_username),
+        other => other,
+    };
     let page = client
         .list_events(&ListEventsParams {
             actor: args.actor,
-            subject: args.user.map(|u| format!("user:{u}")),
+            subject: None,
+            user,
             action: args.action,
             before: args.before,
             limit: Some(args.limit),

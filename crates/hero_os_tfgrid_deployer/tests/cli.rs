@@ -222,6 +222,15 @@ async fn operator_walk_through_the_cli() {
         out.contains("user.delete") && out.contains("user.create"),
         "{out}"
     );
+    // Exactly that user: `alice` is not also `alice-b` (the subject used to be matched as a prefix).
+    let o = cli(&stack, &["user", "create", "alice-b"], None);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (out, _) = text(&cli(&stack, &["events", "--user", "alice"], None));
+    assert!(!out.contains("alice-b"), "{out}");
+    let (out, _) = text(&cli(&stack, &["events", "--user", "alice-b"], None));
+    assert!(out.contains("user.create"), "{out}");
+    let o = cli(&stack, &["user", "delete", "alice-b", "-y"], None);
+    assert!(o.status.success(), "{:?}", text(&o));
 
     // Paging hints under every listing that pages, and the hint works as printed.
     let o = cli(&stack, &["events", "--limit", "1"], None);

@@ -304,9 +304,13 @@ pub struct AuditEvent {
 pub struct ListEventsParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
-    /// Subject prefix, e.g. `user:alice`.
+    /// Subject prefix, e.g. `user:alice` (which also matches `user:alice-b`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// Exactly this user's events (subject `user:<name>`): unlike a `subject` prefix, `ann` is
+    /// not also `anna`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Action prefix, e.g. `user.`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,

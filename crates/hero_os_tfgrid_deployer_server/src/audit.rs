@@ -66,7 +66,7 @@ pub fn append(conn: &Connection, at: i64, e: Entry<'_>) -> rusqlite::Result<i64>
     Ok(conn.last_insert_rowid())
 }
 
-/// Newest first, filtered by prefix on subject/action and exact actor.
+/// Newest first, filtered by prefix on subject/action, exact actor and exact user.
 pub fn list(conn: &Connection, p: &ListEventsParams) -> rusqlite::Result<EventsPage> {
     let limit = i64::from(p.limit.unwrap_or(100).clamp(1, 500));
     let mut sql = String::from(
@@ -76,6 +76,10 @@ pub fn list(conn: &Connection, p: &ListEventsParams) -> rusqlite::Result<EventsP
     if let Some(actor) = &p.actor {
         args.push(actor.clone().into());
         sql.push_str(&format!(" AND actor = ?{}", args.len()));
+    }
+    if let Some(user) = &p.user {
+        args.push(format!("user:{user}").into());
+        sql.push_str(&format!(" AND subject = ?{}", args.len()));
     }
     for (column, prefix) in [("subject", &p.subject), ("action", &p.action)] {
         if let Some(prefix) = prefix {

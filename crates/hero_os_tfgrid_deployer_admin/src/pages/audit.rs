@@ -42,6 +42,7 @@ pub async fn list(
         .list_events(&ListEventsParams {
             actor: some(&actor),
             subject: some(&user).map(|u| format!("user:{u}")),
+            user: None,
             action: some(&action),
             before: q.before,
             limit: Some(100),
