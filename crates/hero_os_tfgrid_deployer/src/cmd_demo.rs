@@ -88,7 +88,7 @@ fn start_forge(dir: &Path) -> anyhow::Result<(ChildGuard, String, PathBuf)> {
     let data = dir.join("forge");
     let token = dir.join("forge-admin.token");
     if !token.exists() {
-        let status = Command::new(&forge)
+        let status = without_operator_env(&mut Command::new(&forge))
             .args(["seed-admin", "--username", "demoadmin", "--data-dir"])
             .arg(&data)
             .arg("--token-out")
@@ -103,7 +103,7 @@ fn start_forge(dir: &Path) -> anyhow::Result<(ChildGuard, String, PathBuf)> {
         );
     }
     let log = std::fs::File::create(dir.join("forge.log"))?;
-    let mut child = Command::new(&forge)
+    let mut child = without_operator_env(&mut Command::new(&forge))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .stdout(Stdio::piped())
@@ -181,15 +181,31 @@ async fn start_dev_dashboard(
     Ok((child, format!("http://{listen}/")))
 }
 
+/// Keeps the operator's `HERO_*` environment away from a demo child: only what the demo sets on
+/// `cmd` itself reaches it. Why: the demo's children are the real binaries, which read their
+/// config from the environment, so an exported `HERO_DEPLOYER_CONFIG`, `…_FORGE_ADMIN_TOKEN_FILE`
+/// or `…_SECRETS_BACKEND` of the operator's shell made the throw-away demo server load the
+/// production config, token and secrets.
+pub(crate) fn without_operator_env(cmd: &mut Command) -> &mut Command {
+    let set: Vec<std::ffi::OsString> = cmd.get_envs().map(|(k, _)| k.to_owned()).collect();
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("HERO_") && !set.contains(&k) {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd
+}
+
 /// Starts a demo child in a process group of its own (the demo alone gets the terminal's Ctrl-C),
-/// stdin closed, stdout and stderr appended to `log`.
+/// stdin closed, stdout and stderr appended to `log`, without the operator's `HERO_*` environment
+/// ([`without_operator_env`]).
 pub(crate) fn spawn_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .with_context(|| format!("cannot open {}", log.display()))?;
-    Ok(cmd
+    Ok(without_operator_env(cmd)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

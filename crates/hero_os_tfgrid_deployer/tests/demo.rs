@@ -35,6 +35,10 @@ fn demo_provisions_prints_the_url_and_cleans_up() {
         ])
         .arg(dir.path())
         .env("HOME", dir.path())
+        // An operator's production settings exported in the shell never reach the demo's children.
+        .env("HERO_DEPLOYER_CONFIG", dir.path().join("production.toml"))
+        .env("HERO_DEPLOYER_SECRETS_BACKEND", "hero_proc")
+        .env("HERO_DEPLOYER_FORGE_URL", "http://127.0.0.1:9")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
