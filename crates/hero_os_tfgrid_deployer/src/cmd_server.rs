@@ -53,25 +53,48 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// The data dir the server will use, as the server decides it: `HERO_DEPLOYER_DATA_DIR` over the
-/// config file's `data_dir` over the default. The log of a detached server goes there.
+/// A directory the server will use, as the server decides it: the environment variable `env` over
+/// the config file's top-level `key` (`None`: neither says). The config file is `--config`, else
+/// `HERO_DEPLOYER_CONFIG`, as the server reads it.
+fn server_dir(config: Option<&Path>, env: &str, key: &str) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(dir) = std::env::var_os(env).filter(|d| !d.is_empty()) {
+        return Ok(Some(PathBuf::from(dir)));
+    }
+    let from_env = std::env::var_os("HERO_DEPLOYER_CONFIG")
+        .filter(|c| !c.is_empty())
+        .map(PathBuf::from);
+    let Some(path) = config.map(Path::to_path_buf).or(from_env) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let value: toml::Value = toml::from_str(&text)
+        .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+    Ok(value.get(key).and_then(|d| d.as_str()).map(PathBuf::from))
+}
+
+/// The data dir the server will use (`HERO_DEPLOYER_DATA_DIR`, the config's `data_dir`, the
+/// default). The log of a detached server goes there.
 fn data_dir(config: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("HERO_DEPLOYER_DATA_DIR").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir));
-    }
-    if let Some(path) = config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let value: toml::Value = toml::from_str(&text)
-            .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
-        if let Some(dir) = value.get("data_dir").and_then(|d| d.as_str()) {
-            return Ok(PathBuf::from(dir));
-        }
-    }
-    Ok(std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"))
-        .join("hero/var/hero_os_tfgrid_deployer"))
+    Ok(server_dir(config, "HERO_DEPLOYER_DATA_DIR", "data_dir")?.unwrap_or_else(|| {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"))
+            .join("hero/var/hero_os_tfgrid_deployer")
+    }))
+}
+
+/// The client of the server about to start: on the socket its config names (`HERO_SOCKET_DIR`,
+/// else the config's `socket_dir`), else the CLI's own. Why: with a config naming another socket
+/// dir, `--detach` waited for an answer on the CLI's default socket, said the server never
+/// answered, and left it running.
+fn client_of_started(config: Option<&Path>, cli: &Client) -> anyhow::Result<Client> {
+    Ok(match server_dir(config, "HERO_SOCKET_DIR", "socket_dir")? {
+        Some(dir) => Client::new(Endpoint::Unix(
+            dir.join("hero_os_tfgrid_deployer/rpc.sock"),
+        )),
+        None => cli.clone(),
+    })
 }
 
 /// The line of the log that says why the server stopped (its `Error: …`), else its last line.
@@ -109,6 +132,7 @@ pub async fn run(cmd: ServerCmd, client: &Client, out: &Output) -> anyhow::Resul
             detach,
             log_file,
         } => {
+            let client = &client_of_started(config.as_deref(), client)?;
             refuse_if_running(client).await?;
             let server = sibling(SERVER_BIN)?;
             let mut command = std::process::Command::new(&server);
@@ -163,7 +187,14 @@ pub async fn run(cmd: ServerCmd, client: &Client, out: &Output) -> anyhow::Resul
                     break;
                 }
                 if tokio::time::Instant::now() > deadline {
-                    anyhow::bail!("server did not answer within 20 s; see {}", log.display());
+                    // Not left running unseen: the operator is told it failed, so it must be gone.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    anyhow::bail!(
+                        "server did not answer on {} within 20 s and was stopped; see {}",
+                        client.endpoint(),
+                        log.display()
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -134,3 +134,49 @@ fn start_detached_then_a_second_start_then_status_then_stop() {
         text(&stop_again)
     );
 }
+
+/// `--detach --config F` where F names its own `socket_dir` and `data_dir` (README's example): the CLI waits for
+/// the server on the socket the config names, not on its own default, and the log goes to the config's data dir.
+/// Before, it said the server never answered and left it running.
+#[test]
+fn start_detached_with_a_config_naming_its_own_socket_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let _reaper = ServerReaper {
+        data: root.join("cfgdata"),
+    };
+    let config = root.join("deployer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nsocket_dir = {:?}\n",
+            root.join("cfgdata").display().to_string(),
+            root.join("cfgsock").display().to_string()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", root.join("home"))
+            .env("HERO_DEPLOYER_FORGE_URL", "http://127.0.0.1:9")
+            .env("HERO_DEPLOYER_LOCAL_GATEWAY_LISTEN", "127.0.0.1:0")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let started = run(&["server", "start", "--detach", "--config", config.to_str().unwrap()]);
+    assert!(started.status.success(), "{}", text(&started));
+    let socket = root.join("cfgsock/hero_os_tfgrid_deployer/rpc.sock");
+    let out = String::from_utf8_lossy(&started.stdout).into_owned();
+    assert!(
+        out.contains(&socket.display().to_string())
+            && out.contains(&root.join("cfgdata/server.log").display().to_string()),
+        "{out}"
+    );
+    let server = format!("unix:{}", socket.display());
+    let stopped = run(&["--server", &server, "server", "stop"]);
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    assert!(!socket.exists());
+}
