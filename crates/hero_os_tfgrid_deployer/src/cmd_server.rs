@@ -76,12 +76,14 @@ fn server_dir(config: Option<&Path>, env: &str, key: &str) -> anyhow::Result<Opt
 /// The data dir the server will use (`HERO_DEPLOYER_DATA_DIR`, the config's `data_dir`, the
 /// default). The log of a detached server goes there.
 fn data_dir(config: Option<&Path>) -> anyhow::Result<PathBuf> {
-    Ok(server_dir(config, "HERO_DEPLOYER_DATA_DIR", "data_dir")?.unwrap_or_else(|| {
-        std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/root"))
-            .join("hero/var/hero_os_tfgrid_deployer")
-    }))
+    Ok(
+        server_dir(config, "HERO_DEPLOYER_DATA_DIR", "data_dir")?.unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/root"))
+                .join("hero/var/hero_os_tfgrid_deployer")
+        }),
+    )
 }
 
 /// The client of the server about to start: on the socket its config names (`HERO_SOCKET_DIR`,
@@ -90,9 +92,7 @@ fn data_dir(config: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// answered, and left it running.
 fn client_of_started(config: Option<&Path>, cli: &Client) -> anyhow::Result<Client> {
     Ok(match server_dir(config, "HERO_SOCKET_DIR", "socket_dir")? {
-        Some(dir) => Client::new(Endpoint::Unix(
-            dir.join("hero_os_tfgrid_deployer/rpc.sock"),
-        )),
+        Some(dir) => Client::new(Endpoint::Unix(dir.join("hero_os_tfgrid_deployer/rpc.sock"))),
         None => cli.clone(),
     })
 }

@@ -200,11 +200,9 @@ async fn thirty_users_from_a_csv_with_three_bad_lines() {
     // The rollback is in the audit log, after the refused create.
     let events = c
         .list_events(&ListEventsParams {
-            actor: None,
-            subject: Some("user:mallory".into()),
-            action: None,
-            before: None,
+            user: Some("mallory".into()),
             limit: Some(10),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -166,7 +166,13 @@ fn start_detached_with_a_config_naming_its_own_socket_dir() {
             .output()
             .unwrap()
     };
-    let started = run(&["server", "start", "--detach", "--config", config.to_str().unwrap()]);
+    let started = run(&[
+        "server",
+        "start",
+        "--detach",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     assert!(started.status.success(), "{}", text(&started));
     let socket = root.join("cfgsock/hero_os_tfgrid_deployer/rpc.sock");
     let out = String::from_utf8_lossy(&started.stdout).into_owned();

@@ -149,7 +149,10 @@ async fn expired_vms_are_warned_then_decommissioned_by_system_expiry_even_after_
     // Params of list_vms and check_health are read strictly, as every other method's: a misspelt filter is
     // refused rather than silently widened to everyone.
     for (method, params) in [
-        ("deployer.list_vms", serde_json::json!({"username": "alice"})),
+        (
+            "deployer.list_vms",
+            serde_json::json!({"username": "alice"}),
+        ),
         ("deployer.check_health", serde_json::json!({"user": alice})),
     ] {
         let err = c.call_raw(method, params).await.unwrap_err();
