@@ -200,9 +200,12 @@ methods! {
     Reconcile = "deployer.reconcile",
         "Compare the backend's inventory with the deployer's records; with fix, remove orphans (audited)",
         (ReconcileParams) -> ReconcileReport, [Backend];
+    // Not `reads`, so never over TCP: it asks the backend now, which runs `tofu output` (or takes the sandbox
+    // lock and may restart its sshd), and a TCP flood of it queued on the user's tofu lock. Its only use is
+    // with `export_ssh_key`, local-only anyway.
     VmSshTarget = "deployer.vm_ssh_target",
-        "Where to reach a user's live VM over SSH now: host, port, login and the pinned host key fingerprint",
-        (UserIdParams) -> VmSshAccess, [NotFound, FailedPrecondition, Backend] reads;
+        "Where to reach a user's live VM over SSH now: host, port, login and the pinned host key fingerprint (local socket only)",
+        (UserIdParams) -> VmSshAccess, [NotFound, FailedPrecondition, Backend];
     ResetForgePassword = "deployer.reset_forge_password",
         "Give a user's Forge account a new random password through the admin API and show it once (local socket only; audited)",
         (UserIdParams) -> ResetPasswordResult,
