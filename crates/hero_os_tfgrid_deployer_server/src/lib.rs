@@ -34,6 +34,9 @@ use crate::rpc::handlers::{register_all, ServerFacts};
 use crate::rpc::Registry;
 use crate::service::{CoreSettings, Deployer};
 
+/// Requests the TCP listener serves at once; more wait for a turn (see where it is applied).
+const TCP_IN_FLIGHT: usize = 64;
+
 /// Why the server could not start. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -219,8 +222,13 @@ pub async fn serve(
         let addr = tcp
             .local_addr()
             .map_err(|e| StartError::Listen(e.to_string()))?;
+        // At most TCP_IN_FLIGHT requests served at once, the rest wait for a turn: TCP is reachable by more
+        // than the operator, and nothing else bounded how many answers (or long-polls) it held together.
         let app = http::router(registry, &doc, false, config.max_body_bytes)
-            .merge(metrics.clone().router(deployer_db.clone()));
+            .merge(metrics.clone().router(deployer_db.clone()))
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                TCP_IN_FLIGHT,
+            ));
         let mut rx = stop_rx.clone();
         tracing::info!(%addr, "listening on TCP (expected behind the SSO edge)");
         tasks.push(tokio::spawn(async move {

@@ -153,19 +153,36 @@ impl Registry {
             ))),
             Value::Array(items) => {
                 use futures::StreamExt;
+                // One `rpc.discover` per batch: each answer is the whole OpenRPC document (~0.4 MB as a
+                // `Value`), so a 3 KB body of 50 of them held 21 MB until the batch was written.
+                let mut discovers = 0;
+                let items: Vec<(Value, bool)> = items
+                    .into_iter()
+                    .map(|i| {
+                        if i.get("method").and_then(Value::as_str) == Some("rpc.discover") {
+                            discovers += 1;
+                        }
+                        (i, discovers <= 1)
+                    })
+                    .collect();
                 let responses: Vec<Value> = futures::stream::iter(items)
-                    .map(|i| self.handle_one(caller, i))
+                    .map(|(i, discover_allowed)| self.handle_one(caller, i, discover_allowed))
                     .buffered(BATCH_CONCURRENCY)
                     .filter_map(|r| async move { r })
                     .collect()
                     .await;
                 (!responses.is_empty()).then_some(Value::Array(responses))
             }
-            single => self.handle_one(caller, single).await,
+            single => self.handle_one(caller, single, true).await,
         }
     }
 
-    async fn handle_one(&self, caller: &Caller, item: Value) -> Option<Value> {
+    async fn handle_one(
+        &self,
+        caller: &Caller,
+        item: Value,
+        discover_allowed: bool,
+    ) -> Option<Value> {
         let Value::Object(mut obj) = item else {
             return Some(to_json(Response::failure(
                 Value::Null,
@@ -194,7 +211,12 @@ impl Registry {
             )));
         };
         let params = obj.remove("params").unwrap_or(Value::Null);
-        let result = if method == "rpc.discover" {
+        let result = if method == "rpc.discover" && !discover_allowed {
+            Err(RpcError::new(
+                ErrorKind::InvalidRequest,
+                "rpc.discover is answered once per batch (its answer is the whole OpenRPC document)",
+            ))
+        } else if method == "rpc.discover" {
             Ok((*self.discover).clone())
         } else {
             match self.handlers.get(method.as_str()) {
