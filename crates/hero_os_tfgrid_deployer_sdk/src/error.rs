@@ -159,8 +159,24 @@ pub struct ErrorData {
 pub struct RpcError {
     pub code: i64,
     pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `None` as well when `data` is there but this SDK cannot read it ([`lenient_data`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_data"
+    )]
     pub data: Option<ErrorData>,
+}
+
+/// Reads `data` if this SDK knows its kind, else drops it. Why: a newer server adds kinds at the end (see the
+/// module doc), and with a closed enum one unknown kind failed the whole response, so an old CLI reported a
+/// working server as "not JSON-RPC". The code and the message still say what happened.
+fn lenient_data<'de, D>(d: D) -> Result<Option<ErrorData>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let raw = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(raw.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 impl RpcError {
@@ -225,5 +241,26 @@ mod tests {
             let json = serde_json::to_value(kind).unwrap();
             assert_eq!(json, serde_json::Value::String(kind.as_str().to_owned()));
         }
+    }
+
+    #[test]
+    fn an_error_of_a_kind_this_sdk_does_not_know_still_reads() {
+        let e: RpcError = serde_json::from_value(serde_json::json!({
+            "code": -32098,
+            "message": "a newer server's refusal",
+            "data": {"kind": "brand_new_kind", "detail": {"x": 1}}
+        }))
+        .unwrap();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (-32098, "a newer server's refusal")
+        );
+        assert!(e.data.is_none());
+        // A known kind still reads in full.
+        let e: RpcError = serde_json::from_value(
+            serde_json::to_value(RpcError::new(ErrorKind::NotFound, "no")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(e.data.map(|d| d.kind), Some(ErrorKind::NotFound));
     }
 }
