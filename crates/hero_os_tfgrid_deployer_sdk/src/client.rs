@@ -40,9 +40,10 @@ fn reads_only(method: &str) -> bool {
 fn deadline(method: &str, params: &Value, base: Duration) -> Duration {
     const CLAIM: Duration = Duration::from_secs(300);
     match method {
-        "deployer.create_user" | "deployer.delete_user" | "deployer.reset_forge_password" => {
-            base + CLAIM
-        }
+        "deployer.create_user"
+        | "deployer.delete_user"
+        | "deployer.reset_forge_password"
+        | "deployer.provision_vm" => base + CLAIM,
         "deployer.reconcile" => base + Duration::from_secs(15 * 60),
         "deployer.check_health" => base + Duration::from_secs(10 * 60),
         "deployer.job_events" => {
@@ -632,6 +633,27 @@ impl Client {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
+
+    /// Every method whose server side waits for a user's name claim (`claim_name`: create, delete, password
+    /// reset, deploy) is given that wait on top of the base deadline: `vm deploy` behind a `reconcile --fix`
+    /// timed out at 120 s as "cannot reach the server" while the server went on and made the job.
+    #[test]
+    fn calls_that_wait_for_a_name_claim_get_the_claim_wait() {
+        let base = Duration::from_secs(120);
+        for m in [
+            "deployer.create_user",
+            "deployer.delete_user",
+            "deployer.reset_forge_password",
+            "deployer.provision_vm",
+        ] {
+            assert_eq!(
+                deadline(m, &Value::Null, base),
+                base + Duration::from_secs(300),
+                "{m}"
+            );
+        }
+        assert_eq!(deadline("deployer.get_user", &Value::Null, base), base);
+    }
 
     #[test]
     fn server_addresses_have_one_syntax() {
