@@ -70,8 +70,13 @@ enum Outcome {
     Refused(BadLine),
 }
 
-/// `user create --from-file FILE`.
-pub async fn create_from_file(path: &Path, client: &Client, out: &Output) -> anyhow::Result<()> {
+/// `user create --from-file FILE [--test-user]`.
+pub async fn create_from_file(
+    path: &Path,
+    test_user: bool,
+    client: &Client,
+    out: &Output,
+) -> anyhow::Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let parsed =
         people_csv::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -87,6 +92,19 @@ pub async fn create_from_file(path: &Path, client: &Client, out: &Output) -> any
     };
     let mut todo = Vec::new();
     for person in parsed.people {
+        // The rule of a single `user create`: a throw-away test name takes `--test-user`, or a line of a
+        // people file hands someone an account the test tooling may delete.
+        if username::is_test_user(&person.username) && !test_user {
+            report.refused.push(BadLine {
+                line: person.line,
+                username: Some(person.username.clone()),
+                reason: format!(
+                    "starts with {}, the prefix of throw-away end-to-end test users; pass --test-user if that is what you want",
+                    username::TEST_PREFIX
+                ),
+            });
+            continue;
+        }
         match existing.get(&person.username) {
             Some(u) if u.setup_complete => report.skipped.push(Skipped {
                 line: person.line,

@@ -208,8 +208,9 @@ pub async fn run(cmd: UserCmd, client: &Client, out: &Output) -> anyhow::Result<
     match cmd {
         UserCmd::Create {
             from_file: Some(path),
+            test_user,
             ..
-        } => return crate::cmd_batch::create_from_file(&path, client, out).await,
+        } => return crate::cmd_batch::create_from_file(&path, test_user, client, out).await,
         UserCmd::Create {
             username,
             display_name,

@@ -225,6 +225,35 @@ async fn thirty_users_from_a_csv_with_three_bad_lines() {
     assert!(!o.status.success());
     assert!(out.contains("0 created, 30 skipped, 3 refused"), "{out}");
 
+    // A throw-away test name in a people file takes --test-user, as a single `user create` does.
+    let test_file = file.with_file_name("test-people.csv");
+    std::fs::write(&test_file, "username\ndeployer_test_batch1\n").unwrap();
+    let o = cli(
+        &stack,
+        &["user", "create", "--from-file", test_file.to_str().unwrap()],
+    );
+    let (out, _) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        out.contains("0 created, 0 skipped, 1 refused") && out.contains("--test-user"),
+        "{out}"
+    );
+    let o = cli(
+        &stack,
+        &[
+            "user",
+            "create",
+            "--test-user",
+            "--from-file",
+            test_file.to_str().unwrap(),
+        ],
+    );
+    let (out, _) = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("1 created"), "{out}");
+    let o = cli(&stack, &["user", "delete", "deployer_test_batch1", "-y"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+
     // A file-level problem refuses the whole file, naming line 1.
     std::fs::write(&file, "login,email\nzoe,z@x.org\n").unwrap();
     let o = cli(
