@@ -13,7 +13,7 @@ use hero_os_tfgrid_deployer_sdk::types::{ListUsersParams, User, VmStatus};
 use hero_os_tfgrid_deployer_sdk::{username, Client, ClientError, ErrorKind};
 use serde::Serialize;
 
-use crate::output::{self, Output};
+use crate::output::{self, CliError, Output};
 use crate::people_csv::{self, BadLine, Person};
 use crate::progress::{self, Row};
 
@@ -139,7 +139,17 @@ pub async fn create_from_file(
     report.skipped.sort_by_key(|s| s.line);
     report.refused.sort_by_key(|b| b.line);
 
-    out.show(&report, |r| {
+    let failure = (!report.refused.is_empty()).then(|| {
+        CliError::new(
+            "lines_refused",
+            format!(
+                "{} line(s) of {} refused (listed above with the reason); fix them and run the same command again: created users are skipped",
+                report.refused.len(),
+                path.display()
+            ),
+        )
+    });
+    out.show_then_fail(&report, |r| {
         let mut rows: Vec<(u64, Vec<String>)> = Vec::new();
         for c in &r.created {
             let what = match (c.adopted, c.resumed) {
@@ -187,16 +197,7 @@ pub async fn create_from_file(
                  `hero_os_tfgrid_deployer user reveal-password <username>` and deliver it out of band."
             );
         }
-    });
-    if report.refused.is_empty() {
-        Ok(())
-    } else {
-        anyhow::bail!(
-            "{} line(s) of {} refused (listed above with the reason); fix them and run the same command again: created users are skipped",
-            report.refused.len(),
-            path.display()
-        )
-    }
+    }, failure)
 }
 
 /// Kinds of refusal that happen before the server writes anything (nothing to roll back).
@@ -373,16 +374,17 @@ pub async fn deploy_many(
     } else {
         progress::follow_all(client, rows).await
     };
-    out.show(&rows, |_| {});
     let bad = rows.iter().filter(|r| r.state != "succeeded").count();
-    if bad == 0 {
-        Ok(())
-    } else {
-        anyhow::bail!(
-            "{bad} of {} deploy(s) did not succeed (see above); retry a failed one with `hero_os_tfgrid_deployer job retry <job>`",
-            rows.len()
+    let failure = (bad > 0).then(|| {
+        CliError::new(
+            "deploys_failed",
+            format!(
+                "{bad} of {} deploy(s) did not succeed (see above); retry a failed one with `hero_os_tfgrid_deployer job retry <job>`",
+                rows.len()
+            ),
         )
-    }
+    });
+    out.show_then_fail(&rows, |_| {}, failure)
 }
 
 /// For `--json`: the same following, without the live view on stdout.

@@ -242,27 +242,38 @@ pub fn print_job(j: &Job) {
 
 /// Prints the outcome of a followed job; a failed or cancelled job is an error (exit 1).
 pub fn finish(job: &Job, out: &Output) -> anyhow::Result<()> {
-    out.show(job, |j| match (&j.state, &j.result) {
-        (JobState::Succeeded, Some(r)) => {
-            println!("job {} succeeded: {}", j.job_id, r.url);
-        }
-        (JobState::Succeeded, None) => println!("job {} succeeded", j.job_id),
-        _ => {}
-    });
-    match job.state {
-        JobState::Succeeded => Ok(()),
-        s => anyhow::bail!(
-            "job {} {}: {}{}",
-            job.job_id,
-            state(s),
-            job.error.clone().unwrap_or_default(),
-            if s == JobState::Failed {
-                format!(" (resume with `job retry {}`)", job.job_id)
+    let failure = match job.state {
+        JobState::Succeeded => None,
+        s => Some(CliError::new(
+            if s == JobState::Cancelled {
+                "job_cancelled"
             } else {
-                String::new()
+                "job_failed"
+            },
+            format!(
+                "job {} {}: {}{}",
+                job.job_id,
+                state(s),
+                job.error.clone().unwrap_or_default(),
+                if s == JobState::Failed {
+                    format!(" (resume with `job retry {}`)", job.job_id)
+                } else {
+                    String::new()
+                }
+            ),
+        )),
+    };
+    out.show_then_fail(
+        job,
+        |j| match (&j.state, &j.result) {
+            (JobState::Succeeded, Some(r)) => {
+                println!("job {} succeeded: {}", j.job_id, r.url);
             }
-        ),
-    }
+            (JobState::Succeeded, None) => println!("job {} succeeded", j.job_id),
+            _ => {}
+        },
+        failure,
+    )
 }
 
 /// Milliseconds since the Unix epoch, on this machine's clock.

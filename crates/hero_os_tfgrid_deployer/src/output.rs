@@ -28,6 +28,30 @@ impl Output {
             human(value);
         }
     }
+
+    /// [`Output::show`], then `failure` if there is one. With `--json` that is one document: the error, whose
+    /// `detail` is `value`. Why: showing the value and then failing printed two JSON documents on stdout (the
+    /// job, then the error), which no JSON reader of the output takes.
+    pub fn show_then_fail<T: Serialize>(
+        &self,
+        value: &T,
+        human: impl FnOnce(&T),
+        failure: Option<CliError>,
+    ) -> anyhow::Result<()> {
+        match failure {
+            None => {
+                self.show(value, human);
+                Ok(())
+            }
+            Some(e) if self.json => Err(e
+                .with_detail(serde_json::to_value(value).unwrap_or_default())
+                .into()),
+            Some(e) => {
+                human(value);
+                Err(e.into())
+            }
+        }
+    }
 }
 
 /// An error of the CLI itself (not of the server), with a stable kind for `--json`.
@@ -36,6 +60,8 @@ impl Output {
 pub struct CliError {
     pub kind: &'static str,
     pub message: String,
+    /// Shown as the JSON error's `detail` (what the command had got to, e.g. the failed job).
+    pub detail: Option<serde_json::Value>,
 }
 
 impl CliError {
@@ -43,7 +69,13 @@ impl CliError {
         CliError {
             kind,
             message: message.into(),
+            detail: None,
         }
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> CliError {
+        self.detail = Some(detail);
+        self
     }
 }
 
@@ -202,14 +234,18 @@ pub fn fail(out: &Output, e: &anyhow::Error) -> ! {
     let message = describe(e);
     if out.json {
         let mut v = serde_json::json!({ "kind": kind_of(e), "message": message });
-        if let Some(detail) = e
-            .downcast_ref::<ClientError>()
-            .and_then(|c| match c {
-                ClientError::Rpc(rpc) => rpc.data.as_ref(),
-                _ => None,
-            })
-            .and_then(|d| d.detail.clone())
-        {
+        let detail = e
+            .downcast_ref::<CliError>()
+            .and_then(|c| c.detail.clone())
+            .or_else(|| {
+                e.downcast_ref::<ClientError>()
+                    .and_then(|c| match c {
+                        ClientError::Rpc(rpc) => rpc.data.as_ref(),
+                        _ => None,
+                    })
+                    .and_then(|d| d.detail.clone())
+            });
+        if let Some(detail) = detail {
             v["detail"] = detail;
         }
         println!("{v:#}");

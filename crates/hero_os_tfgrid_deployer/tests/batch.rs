@@ -224,6 +224,32 @@ async fn thirty_users_from_a_csv_with_three_bad_lines() {
     let (out, _) = text(&o);
     assert!(!o.status.success());
     assert!(out.contains("0 created, 30 skipped, 3 refused"), "{out}");
+    // With --json: one document on stdout, the error carrying the report (before: the report, then a second
+    // document for the error).
+    let o = cli(
+        &stack,
+        &[
+            "--json",
+            "user",
+            "create",
+            "--from-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}): {}", text(&o).0));
+    assert_eq!(doc["kind"], "lines_refused", "{doc}");
+    assert_eq!(
+        doc["detail"]["refused"].as_array().unwrap().len(),
+        3,
+        "{doc}"
+    );
+    assert_eq!(
+        doc["detail"]["skipped"].as_array().unwrap().len(),
+        30,
+        "{doc}"
+    );
 
     // A throw-away test name in a people file takes --test-user, as a single `user create` does.
     let test_file = file.with_file_name("test-people.csv");
