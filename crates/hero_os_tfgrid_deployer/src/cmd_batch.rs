@@ -372,7 +372,13 @@ pub async fn deploy_many(
     let rows = if out.json {
         follow_quietly(client, rows).await
     } else {
-        progress::follow_all(client, rows).await
+        let (rows, detached) = progress::follow_all(client, rows).await;
+        if detached {
+            // As a single `job follow` does: the operator chose to stop watching; that is no failure, and
+            // the shell's code for Ctrl-C says so (follow_all printed where the jobs are).
+            std::process::exit(130);
+        }
+        rows
     };
     let bad = rows.iter().filter(|r| r.state != "succeeded").count();
     let failure = (bad > 0).then(|| {

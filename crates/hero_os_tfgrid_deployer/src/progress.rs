@@ -38,8 +38,12 @@ impl Row {
 type Table = Arc<Mutex<Vec<Row>>>;
 
 /// Follows `jobs` (and shows the `refused` rows beside them) until every job ended, or until
-/// Ctrl-C, which detaches: the jobs go on on the server. Returns the final rows.
-pub async fn follow_all(client: &Client, rows: Vec<Row>) -> Vec<Row> {
+/// Ctrl-C, which detaches: the jobs go on on the server. Returns the final rows, and whether the
+/// operator detached (then unfinished rows are not failures).
+pub async fn follow_all(client: &Client, rows: Vec<Row>) -> (Vec<Row>, bool) {
+    // Registered before anything is shown: a Ctrl-C the moment the table appears must detach, not
+    // meet the default action and kill the CLI.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let table: Table = Arc::new(Mutex::new(rows));
     let live = std::io::stdout().is_terminal();
     let mut tasks = tokio::task::JoinSet::new();
@@ -58,27 +62,36 @@ pub async fn follow_all(client: &Client, rows: Vec<Row>) -> Vec<Row> {
         });
     }
     let mut printer = Printer::new(live);
+    let mut detached = false;
     printer.show(&snapshot(&table));
     let mut tick = tokio::time::interval(Duration::from_millis(if live { 250 } else { 500 }));
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let interrupted = async {
+        match sigint.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::pin!(interrupted);
     loop {
         tokio::select! {
             done = tasks.join_next() => {
                 if done.is_none() { break; }
             }
             _ = tick.tick() => printer.show(&snapshot(&table)),
-            _ = &mut ctrl_c => {
+            _ = &mut interrupted => {
                 printer.show(&snapshot(&table));
                 eprintln!("detached: the jobs go on on the server; see them with `hero_os_tfgrid_deployer job list`");
                 tasks.abort_all();
+                detached = true;
                 break;
             }
         }
     }
     let rows = snapshot(&table);
     printer.show(&rows);
-    rows
+    (rows, detached)
 }
 
 fn snapshot(table: &Table) -> Vec<Row> {

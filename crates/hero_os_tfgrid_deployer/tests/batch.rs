@@ -447,6 +447,50 @@ async fn deploy_many_under_the_concurrency_limit_with_one_progress_view() {
     assert!(o.status.success());
     assert!(out.contains("nothing to deploy"), "{out}");
 
+    // Ctrl-C while following many deploys detaches, as `job follow` does: exit 130, "detached", no failure
+    // reported; the jobs go on on the server and succeed.
+    for name in ["eve", "fay"] {
+        c.create_user(name, None, None).await.unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hero_os_tfgrid_deployer"))
+        .arg("--server")
+        .arg(format!("unix:{}", stack.server.socket.display()))
+        .args(["vm", "deploy", "--users", "eve,fay"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap());
+        lines.read_line(&mut first).unwrap();
+        support::signal(child.id(), "INT");
+        let status = support::wait_exit(&mut child, std::time::Duration::from_secs(30));
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(130), "{first}\n{err}");
+        assert!(
+            err.contains("detached") && !err.contains("did not succeed"),
+            "{err}"
+        );
+    }
+    for name in ["eve", "fay"] {
+        let id = c.find_user(name).await.unwrap().user_id;
+        let job = c
+            .call::<hero_os_tfgrid_deployer_sdk::methods::ListJobs>(&ListJobsParams {
+                user_id: Some(id),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .jobs
+            .remove(0);
+        let job = c.follow_job(job.job_id, |_| {}).await.unwrap();
+        assert_eq!(job.state, JobState::Succeeded, "{name}: {:?}", job.error);
+    }
+
     // Neither a user nor a list: the argument parser says so.
     let o = cli(&stack, &["vm", "deploy"]);
     assert!(!o.status.success());
