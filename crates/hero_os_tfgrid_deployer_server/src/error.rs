@@ -82,7 +82,7 @@ impl ServiceError {
                 ForgeError::Unreachable { .. } | ForgeError::ServerError { .. } => {
                     ErrorKind::ForgeUnavailable
                 }
-                ForgeError::AdminTokenMissing
+                ForgeError::AdminTokenMissing { .. }
                 | ForgeError::AdminTokenRejected { .. }
                 | ForgeError::AdminTokenScopeMissing { .. } => ErrorKind::ForgeAuthRejected,
                 ForgeError::Conflict { .. } | ForgeError::PasswordRejected { .. } => {

@@ -72,7 +72,7 @@ impl FakeForge {
             delay().await;
         }
         match self.mode {
-            Mode::NoAdminToken => Err(ForgeError::AdminTokenMissing),
+            Mode::NoAdminToken => Err(ForgeError::AdminTokenMissing { file: None }),
             _ => Ok(()),
         }
     }

@@ -55,7 +55,12 @@ impl AdminTokenSource {
         };
         value
             .filter(|v| !v.expose().is_empty())
-            .ok_or(ForgeError::AdminTokenMissing)
+            .ok_or_else(|| ForgeError::AdminTokenMissing {
+                file: match self {
+                    AdminTokenSource::File(p) => Some(p.clone()),
+                    AdminTokenSource::Slot(_) => None,
+                },
+            })
     }
 }
 
@@ -511,5 +516,34 @@ impl ForgeApi for HttpForge {
 
     fn apps(&self) -> Option<&dyn super::apps::ForgeApps> {
         Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    /// With `forge.admin_token_file` set, a missing or empty file is named as such: the advice to `secret set` the
+    /// slot would change nothing, since the slot is not read then.
+    #[tokio::test]
+    async fn a_missing_or_empty_token_file_is_named_not_the_ignored_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.token");
+        std::fs::write(&empty, "  \n").unwrap();
+        for path in [dir.path().join("absent.token"), empty] {
+            let err = AdminTokenSource::File(path.clone())
+                .get()
+                .await
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(&path.display().to_string())
+                    && text.contains("forge.admin_token_file")
+                    && !text.contains("secret set"),
+                "{text}"
+            );
+            assert_eq!(err.code(), "FRG003_admin_token_missing");
+        }
     }
 }

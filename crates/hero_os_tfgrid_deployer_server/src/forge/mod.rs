@@ -48,8 +48,10 @@ pub enum ForgeError {
         status: u16,
         attempts: u32,
     },
-    #[error("no Forge admin token: set it with `hero_os_tfgrid_deployer secret set deployer/forge_admin_token` (reads stdin)")]
-    AdminTokenMissing,
+    /// `file`: the token is read from `forge.admin_token_file` (the secret slot is then ignored, so the advice
+    /// names the file).
+    #[error("{}", admin_token_missing(file.as_deref()))]
+    AdminTokenMissing { file: Option<std::path::PathBuf> },
     #[error("Forge rejected the admin token (HTTP {status}: {message}); set a valid site-admin token with `hero_os_tfgrid_deployer secret set deployer/forge_admin_token`")]
     AdminTokenRejected { status: u16, message: String },
     #[error(
@@ -70,6 +72,17 @@ pub enum ForgeError {
     AdminTokenScopeMissing { scope: String, message: String },
 }
 
+/// The advice for a missing admin token: where it is read from decides what to do.
+fn admin_token_missing(file: Option<&std::path::Path>) -> String {
+    match file {
+        Some(f) => format!(
+            "no Forge admin token: the file {} (forge.admin_token_file) is missing or empty; put a site-admin token there (the secret slot is not read while the file is configured)",
+            f.display()
+        ),
+        None => "no Forge admin token: set it with `hero_os_tfgrid_deployer secret set deployer/forge_admin_token` (reads stdin)".to_owned(),
+    }
+}
+
 /// What kind of name conflict Forge reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConflictReason {
@@ -87,7 +100,7 @@ impl ForgeError {
         match self {
             ForgeError::Unreachable { .. } => "FRG001_unreachable",
             ForgeError::ServerError { .. } => "FRG002_server_error",
-            ForgeError::AdminTokenMissing => "FRG003_admin_token_missing",
+            ForgeError::AdminTokenMissing { .. } => "FRG003_admin_token_missing",
             ForgeError::AdminTokenRejected { .. } => "FRG004_admin_token_rejected",
             ForgeError::UserCredentialsRejected { .. } => "FRG005_user_credentials_rejected",
             ForgeError::Conflict { .. } => "FRG006_conflict",
@@ -104,7 +117,7 @@ impl ForgeError {
     pub fn is_transient(&self) -> bool {
         match self {
             ForgeError::Unreachable { .. } | ForgeError::ServerError { .. } => true,
-            ForgeError::AdminTokenMissing
+            ForgeError::AdminTokenMissing { .. }
             | ForgeError::AdminTokenRejected { .. }
             | ForgeError::UserCredentialsRejected { .. }
             | ForgeError::Conflict { .. }
