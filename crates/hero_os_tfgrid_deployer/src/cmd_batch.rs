@@ -77,7 +77,18 @@ pub async fn create_from_file(
     client: &Client,
     out: &Output,
 ) -> anyhow::Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // At most one byte past the bound is read, so `parse` can refuse a file that is too big without this
+    // reading all of it first (a huge file, or /dev/zero, took the memory or never ended).
+    let mut bytes = Vec::new();
+    {
+        use std::io::Read;
+        std::fs::File::open(path)
+            .and_then(|f| {
+                f.take(people_csv::MAX_BYTES as u64 + 1)
+                    .read_to_end(&mut bytes)
+            })
+            .with_context(|| format!("cannot read {}", path.display()))?;
+    }
     let parsed =
         people_csv::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let existing: HashMap<String, User> = all_users(client)

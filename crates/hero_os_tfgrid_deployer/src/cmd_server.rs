@@ -224,9 +224,12 @@ pub async fn run(cmd: ServerCmd, client: &Client, out: &Output) -> anyhow::Resul
                     ),
                     (
                         "forge version",
-                        i.forge_version
-                            .clone()
-                            .unwrap_or_else(|| "unknown (not answering?)".into()),
+                        match (&i.forge_version, &i.forge_error) {
+                            (Some(v), _) => v.clone(),
+                            // Why Forge does not answer is what the operator needs here.
+                            (None, Some(why)) => format!("unknown: {why}"),
+                            (None, None) => "unknown (not answering?)".into(),
+                        },
                     ),
                     ("data dir", i.data_dir.clone()),
                     ("secret store", i.secret_store.clone()),

@@ -219,6 +219,14 @@ pub async fn run(cmd: UserCmd, client: &Client, out: &Output) -> anyhow::Result<
             ..
         } => {
             let username = username.unwrap_or_default();
+            // The rules first, before any network call, refused as the server would refuse them (same
+            // kind, message and rule), which checks them again.
+            if let Err(e) = hero_os_tfgrid_deployer_sdk::username::validate(&username) {
+                use hero_os_tfgrid_deployer_sdk::error::{ErrorKind, RpcError};
+                let refusal = RpcError::new(ErrorKind::InvalidUsername, e.to_string())
+                    .with_detail(serde_json::json!({ "rule": e.rule() }));
+                return Err(hero_os_tfgrid_deployer_sdk::ClientError::Rpc(refusal).into());
+            }
             // The test prefix is for end-to-end runs; an operator typing it by accident would
             // hand a person a throw-away account, so it takes a flag.
             if hero_os_tfgrid_deployer_sdk::username::is_test_user(&username) && !test_user {

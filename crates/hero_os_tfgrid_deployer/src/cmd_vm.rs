@@ -365,6 +365,7 @@ pub async fn run(cmd: VmCmd, client: &Client, out: &Output) -> anyhow::Result<()
         VmCmd::Ssh { user, command } => {
             let user_id = resolve_user(client, &user).await?;
             let access = client.vm_ssh_target(user_id).await?;
+            crate::ssh::require_pin(&access)?;
             let key = client.export_ssh_key(user_id).await?;
             let code = crate::ssh::run(&access, &key.private_key, &command).await?;
             std::process::exit(code);

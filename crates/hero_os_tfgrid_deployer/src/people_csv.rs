@@ -110,8 +110,7 @@ impl<'a> Lines<'a> {
 pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     if bytes.len() > MAX_BYTES {
         return Err(format!(
-            "the file has {} bytes; at most {MAX_BYTES} are read (split it)",
-            bytes.len()
+            "the file has more than {MAX_BYTES} bytes, the most one file may hold (split it)"
         ));
     }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);

@@ -68,22 +68,29 @@ fn private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `ssh` to the VM (with `command`, or interactive) and returns its exit code.
-pub async fn run(
-    access: &VmSshAccess,
-    private_key: &str,
-    command: &[String],
-) -> anyhow::Result<i32> {
-    let Some(pin) = access.host_key_fingerprint.as_deref() else {
-        return Err(CliError::new(
+/// The pinned host key of the VM, or the refusal to connect unverified. `vm ssh` asks this before
+/// it exports the key: an export is audited, and one for a connection that cannot happen is noise
+/// in the log (and a private key fetched for nothing).
+pub fn require_pin(access: &VmSshAccess) -> anyhow::Result<&str> {
+    access.host_key_fingerprint.as_deref().ok_or_else(|| {
+        CliError::new(
             "no_host_key",
             format!(
                 "no host key is pinned for {} yet (its provision has not reached wait_ssh); refusing to connect unverified",
                 access.vm_name
             ),
         )
-        .into());
-    };
+        .into()
+    })
+}
+
+/// Runs `ssh` to the VM (with `command`, or interactive) and returns its exit code.
+pub async fn run(
+    access: &VmSshAccess,
+    private_key: &str,
+    command: &[String],
+) -> anyhow::Result<i32> {
+    let pin = require_pin(access)?;
     // The temp dir below holds the user's private key until this function returns. Ctrl-C, a closed terminal or
     // a `kill` would end this process by default and leave it there in clear, so they are caught for as long as
     // this function runs, and every wait below gives way to them: the child is killed, `run` returns, the dir

@@ -297,6 +297,16 @@ async fn thirty_users_from_a_csv_with_three_bad_lines() {
         &["user", "create", "--from-file", "/nonexistent/people.csv"],
     );
     assert!(text(&o).1.contains("cannot read /nonexistent/people.csv"));
+    // An endless file is refused after one byte past the bound, not read to its end (it never ends).
+    let o = cli(&stack, &["user", "create", "--from-file", "/dev/zero"]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("more than 1048576 bytes"), "{err}");
+    // A single name breaking the rules is refused before anything is sent, with the rule.
+    let o = cli(&stack, &["--json", "user", "create", "Zoe"]);
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["kind"], "invalid_username", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("lowercase"), "{e}");
     // A username and --from-file together are refused by the argument parser.
     let o = cli(&stack, &["user", "create", "bob", "--from-file", "x.csv"]);
     assert!(!o.status.success());

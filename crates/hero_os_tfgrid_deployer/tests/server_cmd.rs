@@ -109,6 +109,15 @@ fn start_detached_then_a_second_start_then_status_then_stop() {
     assert!(status.status.success(), "{}", text(&status));
     let shown = String::from_utf8_lossy(&status.stdout).into_owned();
     assert!(shown.contains("http://127.0.0.1:9"), "{shown}");
+    // Forge does not answer there: the status says why, not only "unknown".
+    let forge_line = shown
+        .lines()
+        .find(|l| l.starts_with("forge version"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(
+        forge_line.contains("unknown: ") && forge_line.contains("unreachable"),
+        "{shown}"
+    );
 
     let stopped = cli(root, "sock", &["server", "stop"]);
     assert!(stopped.status.success(), "{}", text(&stopped));

@@ -34,6 +34,7 @@ fn the_forms_username_check_says_what_the_server_says() {
         "deployer-test-x",
         "deployer_test_",
         "deployer_test_A",
+        "deployer_test_-x",
         "deployer_test_run1",
         "deployer_test_42",
         "deployer_test_a-b",

@@ -150,7 +150,9 @@ pub fn validate(name: &str) -> Result<(), UsernameError> {
     {
         return Err(UsernameError::BadCharacter { ch });
     }
-    if name.starts_with('-') {
+    // The part after the test prefix too: `deployer_test_-x` holds `_-`, a run of special characters Forgejo
+    // refuses.
+    if name.starts_with('-') || body.starts_with('-') {
         return Err(UsernameError::BadStart);
     }
     if name.ends_with('-') {
@@ -262,6 +264,7 @@ mod tests {
             ("ghost", "reserved"),
             ("deployer-test-x", "test_prefix_collision"),
             ("deployer_test_", "bad_end"),
+            ("deployer_test_-x", "bad_start"),
             ("deployer_test_A", "uppercase"),
         ];
         for (name, rule) in cases {

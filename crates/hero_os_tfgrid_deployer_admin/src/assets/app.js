@@ -13,7 +13,7 @@
     if (body.length === 0) return "username must not end with '-'";
     var bad = body.match(/[^a-z0-9-]/);
     if (bad) return "username may only contain a-z, 0-9 and '-' (found " + JSON.stringify(bad[0]).replace(/^"|"$/g, "'") + "); it becomes a DNS label";
-    if (name[0] === "-") return "username must start with a letter or a digit";
+    if (name[0] === "-" || body[0] === "-") return "username must start with a letter or a digit";
     if (name[name.length - 1] === "-") return "username must not end with '-'";
     if (name.indexOf("--") >= 0) return "username must not contain '--'";
     if (/^[0-9]+$/.test(name)) return "username must not be digits only (a number names a user by id)";
