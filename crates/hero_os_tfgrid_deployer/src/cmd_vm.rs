@@ -36,8 +36,8 @@ pub enum VmCmd {
         /// Pin a grid node instead of selecting one.
         #[arg(long)]
         node: Option<u32>,
-        /// Days until the VM expires and is decommissioned, or `never` (default: the server's
-        /// `provision.expiry.default_days`).
+        /// Days until the VM expires and is decommissioned (1 to 3650), or `never` (also `0`)
+        /// (default: the server's `provision.expiry.default_days`).
         #[arg(long, value_name = "DAYS|never", value_parser = parse_days)]
         expires_in_days: Option<u32>,
     },

@@ -505,6 +505,28 @@ mod tests {
         assert!(err.contains("socket address"), "{err}");
     }
 
+    /// Refused when the server starts, not at the first grid job or deploy minutes later.
+    #[test]
+    fn a_mistyped_grid_network_or_an_expiry_past_the_bound_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        for (text, says) in [
+            (
+                "[provision.grid]\nnetwork = \"mian\"\n",
+                "provision.grid.network",
+            ),
+            ("[provision.expiry]\ndefault_days = 4000\n", "at most 3650"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+        for ok in ["main", "test", "qa", "dev"] {
+            std::fs::write(&file, format!("[provision.grid]\nnetwork = \"{ok}\"\n")).unwrap();
+            Config::load(Some(&file), env(&[])).unwrap();
+        }
+    }
+
     #[test]
     fn the_clis_variable_is_ignored_not_rejected() {
         let c = Config::load(

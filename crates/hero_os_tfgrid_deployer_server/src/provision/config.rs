@@ -193,6 +193,21 @@ impl ProvisionConfig {
                 self.default_profile
             ));
         }
+        // At start-up, not at the first grid job minutes later: a mistyped network is the config's error.
+        if let Err(e) = self
+            .grid
+            .network
+            .parse::<hero_os_tfgrid_deployer_backends::Network>()
+        {
+            return Err(format!("provision.grid.network: {e}"));
+        }
+        if self.expiry.default_days > hero_os_tfgrid_deployer_sdk::jobs::MAX_EXTEND_DAYS {
+            return Err(format!(
+                "provision.expiry.default_days {}: at most {} (ten years), or 0 for never",
+                self.expiry.default_days,
+                hero_os_tfgrid_deployer_sdk::jobs::MAX_EXTEND_DAYS
+            ));
+        }
         for name in self.step_deadline_secs.keys() {
             if !crate::provision::steps::is_step_name(name) {
                 return Err(format!(
