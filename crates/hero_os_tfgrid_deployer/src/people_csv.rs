@@ -368,6 +368,8 @@ mod tests {
             assert!(e.starts_with("line 1:"), "{e}");
         }
         let huge = vec![b'a'; MAX_BYTES + 1];
-        assert!(parse(&huge).unwrap_err().contains("at most"));
+        assert!(parse(&huge)
+            .unwrap_err()
+            .contains(&format!("more than {MAX_BYTES} bytes")));
     }
 }
