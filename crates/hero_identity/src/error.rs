@@ -35,8 +35,9 @@ pub enum IdentityError {
     /// Plain `X-Hero-*` headers disagree with the signed assertion.
     #[error("identity header {0} disagrees with the signed assertion")]
     HeaderMismatch(&'static str),
-    /// Dev mode (unsigned headers) was used from a non-loopback peer, or without a known peer address.
-    #[error("unsigned identity headers are only accepted from loopback in dev mode")]
+    /// Dev mode (unsigned headers) was used from a non-loopback peer, without a known peer address, or with a
+    /// `Host` that is not a loopback name.
+    #[error("unsigned identity headers are only accepted from loopback, with a loopback Host, in dev mode")]
     DevModeNotLoopback,
     /// The identity lacks a claim required by the handler.
     #[error("{user} lacks a claim matching {rule}")]

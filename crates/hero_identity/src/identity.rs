@@ -80,8 +80,37 @@ pub enum IdentityVerifier {
     Signed(AssertionVerifier),
     /// DEVELOPMENT ONLY: trust the plain `X-Hero-*` headers without a signature, and only when the TCP peer is a
     /// loopback address (so a developer can `curl -H 'X-Hero-User: alice'` against a local backend). A request whose
-    /// peer address is unknown (no `ConnectInfo<SocketAddr>`, e.g. a unix socket) is refused.
+    /// peer address is unknown (no `ConnectInfo<SocketAddr>`, e.g. a unix socket) is refused, and so is one whose
+    /// `Host` is not a loopback name ([`is_loopback_host`]): a web page whose own domain resolves to 127.0.0.1 (DNS
+    /// rebinding) reaches the backend from the developer's browser, over loopback, as same-origin.
     DevUnsignedLoopback,
+    /// The plain headers as given, with no check of the transport: for a backend nothing but the SSO edge can reach
+    /// (a unix socket only the proxy's user may open, a firewalled port; the contract's option 2), which makes that
+    /// check itself. The signature is the stronger guarantee.
+    TrustedTransport,
+}
+
+/// Whether the request's `Host` names this machine's loopback: `localhost` or a loopback address, with or without
+/// a port. Why dev mode asks: a loopback peer alone does not mean a local caller, since a browser follows a
+/// rebound DNS name to 127.0.0.1 and sends that name as the `Host`.
+pub fn is_loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, port)) if port.is_empty() || port.starts_with(':') => ip,
+            _ => return false,
+        },
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, IdentityError> {
@@ -123,9 +152,15 @@ impl IdentityVerifier {
                 Ok(id)
             }
             IdentityVerifier::DevUnsignedLoopback => {
-                if !peer.is_some_and(|p| p.ip().is_loopback()) {
+                // `to_canonical`: a dual-stack listener sees an IPv4 loopback peer as `::ffff:127.0.0.1`.
+                if !peer.is_some_and(|p| p.ip().to_canonical().is_loopback())
+                    || !is_loopback_host(headers)
+                {
                     return Err(IdentityError::DevModeNotLoopback);
                 }
+                IdentityVerifier::TrustedTransport.verify_headers(headers, peer, now)
+            }
+            IdentityVerifier::TrustedTransport => {
                 let user = header(headers, X_HERO_USER)?
                     .ok_or(IdentityError::Missing)?
                     .to_owned();

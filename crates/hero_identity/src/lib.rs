@@ -24,4 +24,4 @@ pub use claim::{
 pub use error::IdentityError;
 pub use extract::{ClaimRequirement, RequireClaim};
 pub use headers::*;
-pub use identity::{forge_token, is_local_username, Identity, IdentityVerifier};
+pub use identity::{forge_token, is_local_username, is_loopback_host, Identity, IdentityVerifier};

@@ -113,18 +113,52 @@ async fn signed_mode() {
 #[tokio::test]
 async fn dev_mode_is_loopback_only() {
     let v = IdentityVerifier::DevUnsignedLoopback;
-    let req = |peer: Option<&str>| {
+    let req_to = |peer: Option<&str>, host: Option<&str>| {
         let mut r = Request::get("/eng")
             .header(X_HERO_USER, "bob")
-            .header(X_HERO_CLAIMS, "engineers.bob")
-            .body(Body::empty())
-            .unwrap();
+            .header(X_HERO_CLAIMS, "engineers.bob");
+        if let Some(h) = host {
+            r = r.header("host", h);
+        }
+        let mut r = r.body(Body::empty()).unwrap();
         if let Some(p) = peer {
             r.extensions_mut()
                 .insert(ConnectInfo(p.parse::<SocketAddr>().unwrap()));
         }
         r
     };
+    let req = |peer: Option<&str>| req_to(peer, Some("localhost:5000"));
+    // The Host must be a loopback name too: a page on a domain rebound to 127.0.0.1 reaches the backend over
+    // loopback from the developer's browser, with its own domain as the Host.
+    for (host, expect) in [
+        (Some("localhost"), StatusCode::OK),
+        (Some("LOCALHOST:8080"), StatusCode::OK),
+        (Some("127.0.0.1:5000"), StatusCode::OK),
+        (Some("127.1.2.3"), StatusCode::OK),
+        (Some("[::1]:5000"), StatusCode::OK),
+        (Some("[::ffff:127.0.0.1]"), StatusCode::OK),
+        (Some("rebind.attacker.example"), StatusCode::UNAUTHORIZED),
+        (
+            Some("rebind.attacker.example:5000"),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (Some("localhost.attacker.example"), StatusCode::UNAUTHORIZED),
+        (Some("127.0.0.1.nip.io"), StatusCode::UNAUTHORIZED),
+        (Some("[::1"), StatusCode::UNAUTHORIZED),
+        (Some("10.0.0.5"), StatusCode::UNAUTHORIZED),
+        (None, StatusCode::UNAUTHORIZED),
+    ] {
+        assert_eq!(
+            status(app(v.clone()), req_to(Some("127.0.0.1:5000"), host)).await,
+            expect,
+            "{host:?}"
+        );
+    }
+    // A dual-stack listener's IPv4 loopback peer.
+    assert_eq!(
+        status(app(v.clone()), req(Some("[::ffff:127.0.0.1]:5000"))).await,
+        StatusCode::OK
+    );
     assert_eq!(
         status(app(v.clone()), req(Some("127.0.0.1:5000"))).await,
         StatusCode::OK
@@ -138,4 +172,18 @@ async fn dev_mode_is_loopback_only() {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(status(app(v), req(None)).await, StatusCode::UNAUTHORIZED);
+    // A backend whose transport only the proxy reaches takes the headers as given, whatever the peer and Host.
+    let trusted = IdentityVerifier::TrustedTransport;
+    assert_eq!(
+        status(
+            app(trusted.clone()),
+            req_to(None, Some("cockpit.example.org"))
+        )
+        .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(app(trusted), req_to(Some("10.0.0.5:5000"), None)).await,
+        StatusCode::OK
+    );
 }

@@ -13,7 +13,7 @@
 //! re-read on every request, so an edit takes effect at once) or the identity must hold the
 //! claim `groups.admin`. No identity → 401, identity but not allowed → 403 naming the account.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -84,23 +84,19 @@ pub fn identify(
     peer: Option<SocketAddr>,
     unix: bool,
 ) -> Result<Identity, IdentityError> {
-    // hero_identity's unsigned parser, applied after our own transport check: it checks only that
-    // the peer is loopback, which we decide here per mode.
-    let unsigned = |h: &HeaderMap| {
-        IdentityVerifier::DevUnsignedLoopback.verify_headers(
-            h,
-            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)),
-            now(),
-        )
-    };
+    // hero_identity's parser of plain headers, applied after our own transport check, decided
+    // here per mode.
+    let unsigned =
+        |h: &HeaderMap| IdentityVerifier::TrustedTransport.verify_headers(h, None, now());
     match mode {
         AuthMode::Signed(v) => {
             IdentityVerifier::Signed(v.clone()).verify_headers(headers, peer, now())
         }
         AuthMode::Headers => unsigned(headers),
         AuthMode::Dev { user } => {
-            let local =
-                unix || (peer.is_some_and(|p| p.ip().is_loopback()) && loopback_host(headers));
+            let local = unix
+                || (peer.is_some_and(|p| p.ip().is_loopback())
+                    && hero_identity::is_loopback_host(headers));
             if !local {
                 return Err(IdentityError::DevModeNotLoopback);
             }
@@ -120,30 +116,6 @@ pub fn identify(
             }
         }
     }
-}
-
-/// Whether the request's `Host` names this machine's loopback (`localhost`, `127.0.0.0/8`, `[::1]`, any port).
-///
-/// Why dev mode needs it on top of a loopback peer: with DNS rebinding, any web page the developer opens can
-/// point its own name at 127.0.0.1 and then read and post to the dashboard as same-origin — the peer is
-/// loopback, but the `Host` is the attacker's name. A browser sends the name it resolved, so a loopback `Host`
-/// is what tells a local caller from a rebound page.
-fn loopback_host(headers: &HeaderMap) -> bool {
-    let Some(host) = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-    else {
-        return false;
-    };
-    let name = match host.strip_prefix('[') {
-        Some(rest) => match rest.split_once(']') {
-            Some((ip, port)) if port.is_empty() || port.starts_with(':') => ip,
-            _ => return false,
-        },
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Parses the allowlist secret with the one parser hero_proxy uses too.
