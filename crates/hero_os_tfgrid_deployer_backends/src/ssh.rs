@@ -536,14 +536,21 @@ impl SshSession {
             shell_quote(&tmp),
             shell_quote(remote_path)
         ));
-        let mut stderr = Vec::new();
+        // The last lines only: the VM's side of the channel writes as much stderr as it likes, and
+        // every line was kept, so a VM flooding it ran the deployer out of memory (again after each
+        // restart, as the job resumed the upload).
+        let mut stderr = std::collections::VecDeque::with_capacity(UPLOAD_STDERR_LINES);
         let status = self
             .run_with_stdin(&cmd, Some(contents), |l| {
                 if l.stream == Stream::Stderr {
-                    stderr.push(l.text)
+                    if stderr.len() == UPLOAD_STDERR_LINES {
+                        stderr.pop_front();
+                    }
+                    stderr.push_back(l.text)
                 }
             })
             .await?;
+        let stderr: Vec<String> = stderr.into();
         if !status.success() {
             return Err(SshError::UploadFailed {
                 path: remote_path.to_string(),
@@ -562,6 +569,9 @@ impl SshSession {
             .await;
     }
 }
+
+/// The stderr lines of a failed upload kept for its error: the last ones.
+const UPLOAD_STDERR_LINES: usize = 30;
 
 /// One TCP connect attempt to `host:port` bounded by `timeout`: the cheap first probe before the
 /// SSH handshake (and how to tell "nothing listens" from "SSH misbehaves").

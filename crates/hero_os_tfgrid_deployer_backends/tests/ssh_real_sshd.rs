@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::{current_user, user_key, SshdGuard};
@@ -178,4 +179,47 @@ async fn waits_until_sshd_comes_up_or_the_deadline() {
     let st = session.run("exit 0", |_| {}).await.unwrap();
     assert!(st.success());
     drop(sshd);
+}
+
+/// A VM that floods stderr during an upload: the error keeps its last lines only. Every line was kept before, so
+/// the VM's side of the channel decided how much of the deployer's memory one upload took. The flood comes from a
+/// forced command in `authorized_keys` (OpenSSH's `command=`), run instead of the upload's own.
+#[tokio::test]
+async fn an_upload_keeps_only_the_last_lines_of_a_flood_of_stderr() {
+    use hero_os_tfgrid_deployer_backends::sshd::{self, SshdFiles, DEFAULT_SSHD};
+    let key = user_key(3);
+    let dir = tempfile::tempdir().unwrap();
+    let files = SshdFiles::new(dir.path().join("sshd"));
+    let port = free_loopback_port().unwrap();
+    let forced = format!(
+        "command=\"seq 1 200000 >&2; exit 1\" {}",
+        key.public_openssh().trim()
+    );
+    sshd::write_config(&files, port, &forced).await.unwrap();
+    let pid = sshd::start(
+        Path::new(DEFAULT_SSHD),
+        &files,
+        port,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let _guard = common::PidGuard(pid);
+    let session = SshClient::new(target(port), key.private_openssh(), None)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let err = session
+        .upload("/tmp/never-written", b"x", None)
+        .await
+        .unwrap_err();
+    match &err {
+        SshError::UploadFailed { stderr, .. } => {
+            let lines: Vec<&str> = stderr.lines().collect();
+            assert_eq!(lines.len(), 30, "{}", &stderr[..stderr.len().min(200)]);
+            assert_eq!(lines.last(), Some(&"200000"));
+        }
+        e => panic!("{e:?}"),
+    }
 }

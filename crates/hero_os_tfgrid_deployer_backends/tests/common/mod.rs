@@ -114,3 +114,17 @@ impl Drop for SandboxReaper {
         }
     }
 }
+
+/// Kills (SIGKILL) the process `0` when dropped, if it still runs.
+pub struct PidGuard(pub u32);
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        if pid_alive(self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0 as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
