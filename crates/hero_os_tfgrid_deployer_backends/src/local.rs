@@ -143,6 +143,8 @@ pub struct LocalBackend {
     /// Restarts a sandbox sshd that died (see `local_sshd_watch`).
     sshd_watch: crate::local_sshd_watch::SshdWatch,
     routes_lock: tokio::sync::Mutex<()>,
+    /// Held from picking a sandbox port until the record naming it is written ([`LocalBackend::fresh_port`]).
+    ports_lock: std::sync::Mutex<()>,
     #[cfg(feature = "test-hooks")]
     faults: Arc<LocalFaults>,
 }
@@ -246,6 +248,7 @@ impl LocalBackend {
             locks,
             sshd_watch,
             routes_lock: tokio::sync::Mutex::new(()),
+            ports_lock: std::sync::Mutex::new(()),
             #[cfg(feature = "test-hooks")]
             faults,
         })
@@ -300,6 +303,35 @@ impl LocalBackend {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
         }
+    }
+
+    /// A loopback port free now and held by no sandbox's record, nor in `also_taken`. Call it with
+    /// `ports_lock` held, and keep it until the record naming the port is written. Why: a port
+    /// that is free now may be a sandbox's whose hero_proxy is down or not yet started (its web port
+    /// stays unbound until the bootstrap runs), and two deploys picking at once both see it free;
+    /// the second user's route then pointed at the first user's proxy, and its health check passed.
+    fn fresh_port(&self, also_taken: &[u16]) -> Result<u16, BackendError> {
+        let sandboxes = self.cfg.root.join("sandboxes");
+        let mut taken: Vec<u16> = also_taken.to_vec();
+        if let Ok(rd) = std::fs::read_dir(&sandboxes) {
+            for e in rd.flatten() {
+                let Ok(text) = std::fs::read_to_string(e.path().join("sandbox.json")) else {
+                    continue;
+                };
+                if let Ok(rec) = serde_json::from_str::<SandboxRecord>(&text) {
+                    taken.extend([rec.ssh_port, rec.web_port]);
+                }
+            }
+        }
+        for _ in 0..64 {
+            let port = free_loopback_port().map_err(BackendError::io(&sandboxes))?;
+            if !taken.contains(&port) {
+                return Ok(port);
+            }
+        }
+        Err(BackendError::Config(
+            "no loopback port free of every sandbox's record after 64 tries".into(),
+        ))
     }
 
     fn read_record(&self, name: &ResourceName) -> Option<SandboxRecord> {
@@ -410,7 +442,8 @@ impl LocalBackend {
         let mut last = String::new();
         for attempt in 0..3 {
             if attempt > 0 {
-                rec.ssh_port = free_loopback_port().map_err(BackendError::io(&self.cfg.root))?;
+                let _ports = self.ports_lock.lock().unwrap_or_else(|e| e.into_inner());
+                rec.ssh_port = self.fresh_port(&[rec.web_port])?;
                 self.write_record(name, &rec)?;
             }
             sshd::write_config(&files, rec.ssh_port, &rec.public_key)
@@ -587,20 +620,21 @@ impl ComputeBackend for LocalBackend {
                 .await
                 .map_err(BackendError::io(&p))?;
         }
-        let ssh_port = free_loopback_port().map_err(BackendError::io(&dir))?;
-        let mut web_port = free_loopback_port().map_err(BackendError::io(&dir))?;
-        if web_port == ssh_port {
-            web_port = free_loopback_port().map_err(BackendError::io(&dir))?;
-        }
-        let rec = SandboxRecord {
-            name: name.to_string(),
-            ssh_port,
-            web_port,
-            public_key: req.ssh_public_key.trim().to_string(),
+        let rec = {
+            let _ports = self.ports_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let ssh_port = self.fresh_port(&[])?;
+            let web_port = self.fresh_port(&[ssh_port])?;
+            let rec = SandboxRecord {
+                name: name.to_string(),
+                ssh_port,
+                web_port,
+                public_key: req.ssh_public_key.trim().to_string(),
+            };
+            self.write_env(name, &rec)?;
+            // The record is written before sshd starts so a crash after this point is adopted.
+            self.write_record(name, &rec)?;
+            rec
         };
-        self.write_env(name, &rec)?;
-        // The record is written before sshd starts so a crash after this point is adopted.
-        self.write_record(name, &rec)?;
         let rec = self.ensure_sshd(name, rec, &out).await?;
         out(&format!(
             "sandbox {name} ready: ssh 127.0.0.1:{}, web port {}",
