@@ -301,12 +301,15 @@ impl ComputeBackend for HeroComputeBackend {
             .await?
             .map_err(|e| Self::rpc_failure(M, e))?;
         out(&format!("{}: deploy_vm accepted by hero_compute", req.name));
-        let vm = assumed::parse_vm(&r).unwrap_or(assumed::AssumedVm {
-            name: req.name.to_string(),
-            node_id: req.node_id,
-            mycelium_ip: None,
-            private_ip: None,
-        });
+        let vm = match assumed::parse_vm(&r) {
+            Some(vm) => the_one_asked(M, &req.name, vm)?,
+            None => assumed::AssumedVm {
+                name: req.name.to_string(),
+                node_id: req.node_id,
+                mycelium_ip: None,
+                private_ip: None,
+            },
+        };
         Ok(self.vm_info(&req.name, &vm))
     }
 
@@ -315,13 +318,18 @@ impl ComputeBackend for HeroComputeBackend {
         match self.call(M, assumed::name_params(name)).await? {
             Ok(Value::Null) => Ok(None),
             Ok(v) => match assumed::parse_vm(&v) {
-                Some(vm) => Ok(Some(self.vm_info(name, &vm))),
+                Some(vm) => Ok(Some(self.vm_info(name, &the_one_asked(M, name, vm)?))),
                 None => Err(BackendError::Protocol {
                     op: M.into(),
-                    detail: format!("result has no `name`: {v}"),
+                    detail: format!(
+                        "result has no `name`: {}",
+                        crate::peer_body::excerpt(&v.to_string())
+                    ),
                 }),
             },
-            Err(e) if assumed::is_not_found(e.code, &e.message) => Ok(None),
+            Err(e) if assumed::is_not_found(e.code, &e.message, "vm", &name.to_string()) => {
+                Ok(None)
+            }
             Err(e) => Err(Self::rpc_failure(M, e)),
         }
     }
@@ -333,7 +341,7 @@ impl ComputeBackend for HeroComputeBackend {
                 out(&format!("{name}: deleted by hero_compute"));
                 Ok(())
             }
-            Err(e) if assumed::is_not_found(e.code, &e.message) => Ok(()),
+            Err(e) if assumed::is_not_found(e.code, &e.message, "vm", &name.to_string()) => Ok(()),
             Err(e) => Err(Self::rpc_failure(M, e)),
         }
     }
@@ -355,7 +363,10 @@ impl ComputeBackend for HeroComputeBackend {
             .map_err(|e| Self::rpc_failure(M, e))?;
         let fqdn = assumed::parse_gateway_fqdn(&r).ok_or_else(|| BackendError::Protocol {
             op: M.into(),
-            detail: format!("result has no `fqdn`: {r}"),
+            detail: format!(
+                "result has no `fqdn`: {}",
+                crate::peer_body::excerpt(&r.to_string())
+            ),
         })?;
         let info = GatewayInfo {
             name: req.name.clone(),
@@ -387,7 +398,17 @@ impl ComputeBackend for HeroComputeBackend {
         const M: &str = "ComputeService.delete_webgateway";
         let r = match self.call(M, assumed::name_params(name)).await? {
             Ok(_) => Ok(()),
-            Err(e) if assumed::is_not_found(e.code, &e.message) => Ok(()),
+            Err(e)
+                if assumed::is_not_found(e.code, &e.message, "gateway", &name.to_string())
+                    || assumed::is_not_found(
+                        e.code,
+                        &e.message,
+                        "webgateway",
+                        &name.to_string(),
+                    ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(Self::rpc_failure(M, e)),
         };
         if r.is_ok() {
@@ -407,7 +428,10 @@ impl ComputeBackend for HeroComputeBackend {
             .map_err(|e| Self::rpc_failure(M, e))?;
         let vms = assumed::parse_vm_list(&r).ok_or_else(|| BackendError::Protocol {
             op: M.into(),
-            detail: format!("not a VM list: {r}"),
+            detail: format!(
+                "not a VM list: {}",
+                crate::peer_body::excerpt(&r.to_string())
+            ),
         })?;
         let mut out: Vec<Resource> = vms
             .into_iter()
@@ -435,5 +459,25 @@ impl ComputeBackend for HeroComputeBackend {
             }
         }
         Ok(out)
+    }
+}
+
+/// `vm` if it is the one asked for. Why: a wrong or mixed-up answer adopted another user's VM (its manifest and
+/// SSO secrets pushed to it, the gateway pointed at it).
+fn the_one_asked(
+    op: &str,
+    name: &ResourceName,
+    vm: assumed::AssumedVm,
+) -> Result<assumed::AssumedVm, BackendError> {
+    if vm.name == name.to_string() {
+        Ok(vm)
+    } else {
+        Err(BackendError::Protocol {
+            op: op.into(),
+            detail: format!(
+                "asked for VM {name}, hero_compute answered with VM {}",
+                crate::peer_body::excerpt(&vm.name)
+            ),
+        })
     }
 }

@@ -27,6 +27,10 @@ struct StandIn {
     gateways: HashMap<String, Value>,
     calls: Vec<(String, Value)>,
     fail_next_deploy: Option<(i64, String)>,
+    /// `get_vm` answers with this VM whatever was asked (a mixed-up peer).
+    answer_vm: Option<Value>,
+    /// `delete_vm` answers with this error.
+    fail_delete: Option<(i64, String)>,
 }
 
 type Shared = Arc<Mutex<StandIn>>;
@@ -63,6 +67,11 @@ async fn rpc(State(st): State<Shared>, Json(req): Json<Value>) -> Json<Value> {
             let vm = json!({"name": name, "node_id": params["node_id"], "mycelium_ip": "4ab:1::2", "private_ip": "10.1.3.2", "state": "running"});
             s.vms.insert(name, vm.clone());
             ok(vm)
+        }
+        "ComputeService.get_vm" if s.answer_vm.is_some() => ok(s.answer_vm.clone().unwrap()),
+        "ComputeService.delete_vm" if s.fail_delete.is_some() => {
+            let (code, msg) = s.fail_delete.take().unwrap();
+            err(code, &msg)
         }
         "ComputeService.get_vm" => match s.vms.get(&name) {
             Some(v) => ok(v.clone()),
@@ -234,8 +243,26 @@ async fn lifecycle_with_assumed_shapes() {
 
     be.delete_gateway(&name, discard_output()).await.unwrap();
     assert!(be.get_gateway(&name).await.unwrap().is_none());
+    // A "not found" about something else is not "the VM is gone": the delete fails, it does not report done.
+    for other in [
+        "node 13 not found",
+        "contract not found",
+        "twin not found on the grid",
+    ] {
+        st.lock().unwrap().fail_delete = Some((-32000, other.into()));
+        let e = be.delete_vm(&name, discard_output()).await.unwrap_err();
+        assert!(e.to_string().contains(other), "{other}: {e}");
+    }
+    // An answer about another VM is refused, not adopted.
+    st.lock().unwrap().answer_vm =
+        Some(json!({"name": "u9_mallory", "node_id": 13, "private_ip": "10.9.9.9"}));
+    let e = be.get_vm(&name).await.unwrap_err();
+    assert!(e.to_string().contains("answered with VM u9_mallory"), "{e}");
+    st.lock().unwrap().answer_vm = None;
     be.delete_vm(&name, discard_output()).await.unwrap();
-    be.delete_vm(&name, discard_output()).await.unwrap(); // already gone: Ok
+    be.delete_vm(&name, discard_output()).await.unwrap(); // already gone ("VM not found"): Ok
+    st.lock().unwrap().fail_delete = Some((-32000, format!("vm {name} not found")));
+    be.delete_vm(&name, discard_output()).await.unwrap(); // gone, named: Ok
     assert!(be.get_vm(&name).await.unwrap().is_none());
 }
 

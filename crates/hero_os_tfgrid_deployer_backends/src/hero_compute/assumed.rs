@@ -117,7 +117,15 @@ pub fn parse_gateway_fqdn(v: &Value) -> Option<String> {
     opt_str(v, &["fqdn", "domain"])
 }
 
-/// Is this JSON-RPC error a "does not exist"?
-pub fn is_not_found(code: i64, message: &str) -> bool {
-    code == NOT_FOUND_CODE || message.to_ascii_lowercase().contains("not found")
+/// Is this JSON-RPC error "the `kind` (`vm`, `gateway`) named `name` does not exist"? The assumed code, or a
+/// message that says "not found" of that resource: it names it, or starts with the kind ("VM not found"). Why not
+/// any "not found": "node 8 not found" or "contract not found" is about something else, and taking it for "gone"
+/// made a delete report done while the VM still ran (and was billed), or a lookup deploy a second one.
+pub fn is_not_found(code: i64, message: &str, kind: &str, name: &str) -> bool {
+    if code == NOT_FOUND_CODE {
+        return true;
+    }
+    let m = message.to_ascii_lowercase();
+    m.contains("not found")
+        && (m.contains(&name.to_ascii_lowercase()) || m.trim_start().starts_with(kind))
 }
