@@ -334,9 +334,22 @@ impl LocalBackend {
         ))
     }
 
-    fn read_record(&self, name: &ResourceName) -> Option<SandboxRecord> {
-        let text = std::fs::read_to_string(self.sandbox_dir(name).join("sandbox.json")).ok()?;
-        serde_json::from_str(&text).ok()
+    /// The sandbox's record; `None` when it has none. An unreadable record is an error, never "none":
+    /// a deploy takes a sandbox without a record for an interrupted attempt and removes it, with the
+    /// user's home and secrets in it.
+    fn read_record(&self, name: &ResourceName) -> Result<Option<SandboxRecord>, BackendError> {
+        let path = self.sandbox_dir(name).join("sandbox.json");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(BackendError::io(&path)(e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| BackendError::Protocol {
+                op: format!("read {}", path.display()),
+                detail: format!("{e}; the sandbox is left as it is: fix or move the record aside"),
+            })
     }
 
     fn write_record(&self, name: &ResourceName, rec: &SandboxRecord) -> Result<(), BackendError> {
@@ -594,7 +607,7 @@ impl ComputeBackend for LocalBackend {
         let lock = self.lock_for(&name.to_string());
         let _g = lock.lock().await;
         let dir = self.sandbox_dir(name);
-        if let Some(mut rec) = self.read_record(name) {
+        if let Some(mut rec) = self.read_record(name)? {
             out(&format!("sandbox {name} exists: adopting it"));
             rec.public_key = req.ssh_public_key.trim().to_string();
             self.write_record(name, &rec)?;
@@ -646,7 +659,7 @@ impl ComputeBackend for LocalBackend {
     async fn get_vm(&self, name: &ResourceName) -> Result<Option<VmInfo>, BackendError> {
         let lock = self.lock_for(&name.to_string());
         let _g = lock.lock().await;
-        let Some(rec) = self.read_record(name) else {
+        let Some(rec) = self.read_record(name)? else {
             return Ok(None);
         };
         let rec = self
@@ -818,7 +831,10 @@ impl ComputeBackend for LocalBackend {
         for e in entries {
             let raw = e.file_name().to_string_lossy().to_string();
             let name = ResourceName::parse(&raw);
-            let detail = match name.as_ref().and_then(|n| self.read_record(n)) {
+            let detail = match name
+                .as_ref()
+                .and_then(|n| self.read_record(n).ok().flatten())
+            {
                 Some(rec) => {
                     let sshd = match name.as_ref().and_then(|n| self.sshd_files(n).live_pid()) {
                         Some(pid) => format!("sshd pid {pid}"),

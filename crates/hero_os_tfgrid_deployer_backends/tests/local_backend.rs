@@ -405,3 +405,44 @@ async fn fault_hooks() {
     be.delete_gateway(&name, discard_output()).await.unwrap();
     be.delete_vm(&name, discard_output()).await.unwrap();
 }
+
+/// A sandbox whose record cannot be read is an error, and stays as it is: a deploy took it for an interrupted
+/// attempt and removed it, the user's home and secrets with it.
+#[tokio::test]
+async fn an_unreadable_record_is_an_error_and_the_sandbox_stays() {
+    let root = tempfile::tempdir().unwrap();
+    let _reaper = SandboxReaper {
+        root: root.path().to_path_buf(),
+    };
+    let key = user_key(12);
+    let name = ResourceName::new(10, "dora").unwrap();
+    let req = VmRequest {
+        name: name.clone(),
+        spec: VmSpec::default(),
+        ssh_public_key: key.public_openssh().to_string(),
+        node_id: None,
+    };
+    let be = backend(root.path()).await;
+    be.deploy_vm(&req, discard_output()).await.unwrap();
+    let dir = be.sandbox_dir(&name);
+    let keep = dir.join("home/hero/notes.txt");
+    std::fs::write(&keep, "the user's own file").unwrap();
+    std::fs::write(
+        dir.join("sandbox.json"),
+        "{\"name\": \"u10_dora\", \"ssh_po",
+    )
+    .unwrap();
+    for (what, err) in [
+        (
+            "deploy",
+            be.deploy_vm(&req, discard_output()).await.unwrap_err(),
+        ),
+        ("get", be.get_vm(&name).await.unwrap_err()),
+    ] {
+        assert!(err.to_string().contains("sandbox.json"), "{what}: {err}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&keep).unwrap(),
+        "the user's own file"
+    );
+}
