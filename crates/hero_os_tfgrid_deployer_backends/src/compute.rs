@@ -362,6 +362,17 @@ impl BackendError {
     }
 }
 
+/// Writes `contents` to `path` whole or not at all: to `<path>.tmp`, then a rename over `path`. Why: every file a
+/// backend keeps is read back after a crash, and one cut mid-write (a truncated port, a half record) was taken
+/// for a different value or for none.
+pub(crate) fn replace_file(path: &std::path::Path, contents: &[u8]) -> Result<(), BackendError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, contents).map_err(BackendError::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(BackendError::io(path))
+}
+
 /// Where a backend runs a VM, and what follows from it for the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {

@@ -205,7 +205,7 @@ async fn bind_gateway(
     };
     let dir = cfg.root.join("gateway");
     std::fs::create_dir_all(&dir).map_err(BackendError::io(&dir))?;
-    std::fs::write(&kept, served.0.to_string()).map_err(BackendError::io(&kept))?;
+    crate::compute::replace_file(&kept, served.0.to_string().as_bytes())?;
     Ok(served)
 }
 
@@ -354,14 +354,11 @@ impl LocalBackend {
 
     fn write_record(&self, name: &ResourceName, rec: &SandboxRecord) -> Result<(), BackendError> {
         let dir = self.sandbox_dir(name);
-        let path = dir.join("sandbox.json");
-        let tmp = dir.join("sandbox.json.tmp");
         let text = serde_json::to_string_pretty(rec).map_err(|e| BackendError::Protocol {
             op: "write sandbox record".into(),
             detail: e.to_string(),
         })?;
-        std::fs::write(&tmp, text).map_err(BackendError::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(BackendError::io(&path))
+        crate::compute::replace_file(&dir.join("sandbox.json"), text.as_bytes())
     }
 
     fn write_env(&self, name: &ResourceName, rec: &SandboxRecord) -> Result<(), BackendError> {
@@ -387,8 +384,7 @@ impl LocalBackend {
             bin = shell_quote(&self.cfg.bin_dir.to_string_lossy()),
             path = shell_quote(&path),
         );
-        let p = dir.join("env");
-        std::fs::write(&p, env).map_err(BackendError::io(&p))
+        crate::compute::replace_file(&dir.join("env"), env.as_bytes())
     }
 
     fn vm_info(&self, name: &ResourceName, rec: &SandboxRecord) -> VmInfo {

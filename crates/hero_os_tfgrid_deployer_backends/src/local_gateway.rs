@@ -54,14 +54,11 @@ impl RouteTable {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(BackendError::io(dir))?;
         }
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(self).map_err(|e| BackendError::Protocol {
             op: "save gateway routes".into(),
             detail: e.to_string(),
         })?;
-        std::fs::write(&tmp, text).map_err(BackendError::io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(BackendError::io(path))?;
-        Ok(())
+        crate::compute::replace_file(path, text.as_bytes())
     }
 }
 

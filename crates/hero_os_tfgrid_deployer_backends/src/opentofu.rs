@@ -591,12 +591,8 @@ impl OpenTofuBackend {
             )));
         }
         std::fs::create_dir_all(dir).map_err(BackendError::io(dir))?;
-        let write = |file: &str, v: String| -> Result<(), BackendError> {
-            let p = dir.join(file);
-            let tmp = dir.join(format!("{file}.tmp"));
-            std::fs::write(&tmp, v).map_err(BackendError::io(&tmp))?;
-            std::fs::rename(&tmp, &p).map_err(BackendError::io(&p))
-        };
+        let write =
+            |file: &str, v: String| crate::compute::replace_file(&dir.join(file), v.as_bytes());
         let desired = serde_json::to_string_pretty(d).map_err(|e| BackendError::Protocol {
             op: "write desired.json".into(),
             detail: e.to_string(),
