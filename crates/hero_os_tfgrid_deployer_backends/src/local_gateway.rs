@@ -228,15 +228,27 @@ impl GatewayState {
             "x-forwarded-proto",
             header::HeaderValue::from_static("http"),
         );
-        match self.client.request(req).await {
-            Ok(resp) => resp.map(|b| b.boxed()),
-            Err(e) => {
+        match tokio::time::timeout(UPSTREAM_HEAD_TIMEOUT, self.client.request(req)).await {
+            Ok(Ok(resp)) => resp.map(|b| b.boxed()),
+            Ok(Err(e)) => {
                 tracing::warn!(route = %route.name, target = %route.target, error = %e, "local gateway: machine not answering");
+                PlainPage::MachineDown.response()
+            }
+            Err(_) => {
+                tracing::warn!(route = %route.name, target = %route.target, "local gateway: no answer within the bound");
                 PlainPage::MachineDown.response()
             }
         }
     }
 }
+
+/// How long a sandbox may take to start answering a request (its response head). Why a bound: a sandbox that
+/// accepts and never answers held the gateway connection, and a task, for as long as the client waited.
+const UPSTREAM_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long a client has to send a request head. hyper enforces its own default only with a timer set; without
+/// one, a connection that never sends a head is held for ever.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Aborts the accept loop when dropped.
 pub(crate) struct GatewayTask(tokio::task::JoinHandle<()>);
@@ -272,6 +284,8 @@ pub(crate) async fn serve(
                     async move { Ok::<_, std::convert::Infallible>(state.handle(req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
