@@ -385,12 +385,21 @@ fn load_routes(store: &Store) -> Result<Vec<Route>> {
         .collect()
 }
 
-/// Loads the assertion signer from its slot, generating and storing a fresh seed on first use.
+/// Loads the assertion signer from its slot, generating and storing a fresh seed on first use. A seed that is
+/// there but unreadable is an error, never replaced: a new key silently overwrote it, and every backend that had
+/// loaded the old public key refused every request (`identity.unknown_key`) with nothing saying why.
 pub async fn load_signer(secrets: &dyn SecretStore) -> Result<AssertionSigner> {
     let seed = match secrets.get(ASSERTION_SEED_SLOT).await? {
-        Some(v) => hex::decode(v.expose().trim())
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok()),
+        Some(v) => Some(
+            hex::decode(v.expose().trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    ProxyError::Config(format!(
+                        "the secret slot {ASSERTION_SEED_SLOT} does not hold a 32-byte hex seed; restore it, or delete it to have a new key made (every backend must then load the new public key)"
+                    ))
+                })?,
+        ),
         None => None,
     };
     let seed = match seed {
@@ -404,4 +413,34 @@ pub async fn load_signer(secrets: &dyn SecretStore) -> Result<AssertionSigner> {
         }
     };
     Ok(AssertionSigner::from_seed(&seed))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    /// The key is made once and kept; a seed the slot holds but cannot be read is an error, and the slot is left
+    /// as it was (it used to be overwritten by a new key, silently breaking every verifying backend).
+    #[tokio::test]
+    async fn the_signing_seed_is_kept_and_an_unreadable_one_is_never_replaced() {
+        let store = hero_secrets::MemorySecretStore::new();
+        let first = load_signer(&store).await.unwrap();
+        let again = load_signer(&store).await.unwrap();
+        assert_eq!(first.public_jwks(), again.public_jwks());
+        for bad in ["not hex", "abcd", &"0".repeat(66)] {
+            store.set(ASSERTION_SEED_SLOT, bad).await.unwrap();
+            let err = load_signer(&store).await.err().unwrap().to_string();
+            assert!(err.contains(ASSERTION_SEED_SLOT), "{bad}: {err}");
+            assert_eq!(
+                store
+                    .get(ASSERTION_SEED_SLOT)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .expose(),
+                bad
+            );
+        }
+    }
 }
