@@ -101,6 +101,19 @@ async fn signed_mode() {
         status(app(v.clone()), mismatch).await,
         StatusCode::UNAUTHORIZED
     );
+    // A plain X-Hero-Claims that is no claims list at all: 401 like any disagreement (was a 500).
+    for bad in ["a b", "*", "x..y", ",,"] {
+        let r = Request::get("/me")
+            .header(X_HERO_ASSERTION, &tok)
+            .header(X_HERO_CLAIMS, bad)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            status(app(v.clone()), r).await,
+            StatusCode::UNAUTHORIZED,
+            "{bad}"
+        );
+    }
     // Two assertions: refused.
     let dup = Request::get("/me")
         .header(X_HERO_ASSERTION, &tok)
@@ -171,7 +184,15 @@ async fn dev_mode_is_loopback_only() {
         status(app(v.clone()), req(Some("10.0.0.5:5000"))).await,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(status(app(v), req(None)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(app(v.clone()), req(None)).await, StatusCode::UNAUTHORIZED);
+    // Unsigned, an unreadable claims header is a malformed identity (401), not the backend's error.
+    let r = req_to(Some("127.0.0.1:5000"), Some("localhost"));
+    let (mut parts, body) = r.into_parts();
+    parts.headers.insert(X_HERO_CLAIMS, "a b".parse().unwrap());
+    assert_eq!(
+        status(app(v.clone()), Request::from_parts(parts, body)).await,
+        StatusCode::UNAUTHORIZED
+    );
     // A backend whose transport only the proxy reaches takes the headers as given, whatever the peer and Host.
     let trusted = IdentityVerifier::TrustedTransport;
     assert_eq!(
