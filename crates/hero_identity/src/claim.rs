@@ -42,10 +42,13 @@ impl Claim {
         self.0.split('.')
     }
 
-    /// True if the claim lives under a prefix only the proxy may emit (`users.*`, `groups.*`, `admin`).
+    /// True if the claim lives under a prefix only the proxy may emit (`users.*`, `groups.*`, `admin`), in any
+    /// case: the grammar allows upper case, so `Groups.admin` or `ADMIN` as a role was harmless only while every
+    /// backend compared claims exactly; one that lower-cased them would grant admin.
     pub fn is_reserved(&self) -> bool {
-        let first = self.0.split('.').next().unwrap_or_default();
-        self.0 == LEGACY_ADMIN_CLAIM || (RESERVED_PREFIXES.contains(&first) && self.0.contains('.'))
+        let lower = self.0.to_ascii_lowercase();
+        let first = lower.split('.').next().unwrap_or_default();
+        lower == LEGACY_ADMIN_CLAIM || (RESERVED_PREFIXES.contains(&first) && lower.contains('.'))
     }
 }
 
@@ -265,6 +268,16 @@ mod tests {
         assert!(Claim::parse("users.alice").unwrap().is_reserved());
         assert!(Claim::parse("groups.admin").unwrap().is_reserved());
         assert!(Claim::parse("admin").unwrap().is_reserved());
+        for spelled in [
+            "ADMIN",
+            "Admin",
+            "Groups.admin",
+            "GROUPS.ADMIN",
+            "Users.bob",
+            "uSeRs.bob",
+        ] {
+            assert!(Claim::parse(spelled).unwrap().is_reserved(), "{spelled}");
+        }
         assert!(!Claim::parse("users").unwrap().is_reserved());
         assert!(!Claim::parse("dns.users").unwrap().is_reserved());
     }

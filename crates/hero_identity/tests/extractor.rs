@@ -184,7 +184,10 @@ async fn dev_mode_is_loopback_only() {
         status(app(v.clone()), req(Some("10.0.0.5:5000"))).await,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(status(app(v.clone()), req(None)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status(app(v.clone()), req(None)).await,
+        StatusCode::UNAUTHORIZED
+    );
     // Unsigned, an unreadable claims header is a malformed identity (401), not the backend's error.
     let r = req_to(Some("127.0.0.1:5000"), Some("localhost"));
     let (mut parts, body) = r.into_parts();
