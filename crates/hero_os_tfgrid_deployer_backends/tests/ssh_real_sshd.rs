@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::{current_user, user_key, SshdGuard};
@@ -186,25 +185,14 @@ async fn waits_until_sshd_comes_up_or_the_deadline() {
 /// forced command in `authorized_keys` (OpenSSH's `command=`), run instead of the upload's own.
 #[tokio::test]
 async fn an_upload_keeps_only_the_last_lines_of_a_flood_of_stderr() {
-    use hero_os_tfgrid_deployer_backends::sshd::{self, SshdFiles, DEFAULT_SSHD};
     let key = user_key(3);
     let dir = tempfile::tempdir().unwrap();
-    let files = SshdFiles::new(dir.path().join("sshd"));
     let port = free_loopback_port().unwrap();
     let forced = format!(
         "command=\"seq 1 200000 >&2; exit 1\" {}",
         key.public_openssh().trim()
     );
-    sshd::write_config(&files, port, &forced).await.unwrap();
-    let pid = sshd::start(
-        Path::new(DEFAULT_SSHD),
-        &files,
-        port,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
-    let _guard = common::PidGuard(pid);
+    let _sshd = SshdGuard::start_with_line(dir.path(), port, &forced).await;
     let session = SshClient::new(target(port), key.private_openssh(), None)
         .unwrap()
         .connect()

@@ -45,10 +45,14 @@ impl SshdGuard {
     }
 
     pub async fn start_on(dir: &Path, port: u16, authorized: &UserKeyPair) -> Self {
+        Self::start_with_line(dir, port, authorized.public_openssh()).await
+    }
+
+    /// [`SshdGuard::start_on`] with `authorized_keys` holding `line` as given (key options such as a forced
+    /// `command="…"` included).
+    pub async fn start_with_line(dir: &Path, port: u16, line: &str) -> Self {
         let files = SshdFiles::new(dir.join("sshd"));
-        sshd::write_config(&files, port, authorized.public_openssh())
-            .await
-            .unwrap();
+        sshd::write_config(&files, port, line).await.unwrap();
         let pid = sshd::start(
             Path::new(DEFAULT_SSHD),
             &files,
@@ -115,16 +119,3 @@ impl Drop for SandboxReaper {
     }
 }
 
-/// Kills (SIGKILL) the process `0` when dropped, if it still runs.
-pub struct PidGuard(pub u32);
-
-impl Drop for PidGuard {
-    fn drop(&mut self) {
-        if pid_alive(self.0) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.0 as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
