@@ -213,7 +213,22 @@ fn check_agrees(
 
 /// The user's Forge access token, present only on routes with token pass-through (`X-Hero-Forge-Token`).
 pub fn forge_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(X_HERO_FORGE_TOKEN)
-        .and_then(|v| v.to_str().ok())
+    // One, or none: with two the first was taken, and the proxy only ever sends one.
+    header(headers, X_HERO_FORGE_TOKEN).ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_forge_token_is_one_header_or_none() {
+        let mut h = HeaderMap::new();
+        assert_eq!(forge_token(&h), None);
+        h.append(X_HERO_FORGE_TOKEN, "t1".parse().unwrap());
+        assert_eq!(forge_token(&h), Some("t1"));
+        h.append(X_HERO_FORGE_TOKEN, "t2".parse().unwrap());
+        assert_eq!(forge_token(&h), None, "two: neither is taken");
+    }
 }

@@ -690,7 +690,9 @@ impl App {
             }
         };
         h.insert(HERO_ASSERTION, assertion);
-        if route.pass_token {
+        // Only a Forge token is passed as `X-Hero-Forge-Token`: a user signed in through another provider has that
+        // provider's access token in the vault, which a backend would send to Forge (and should never see).
+        if route.pass_token && s.user.provider == self.cfg.admin_provider {
             if let Some(tok) = self
                 .vault
                 .access_token(&s.user.provider, &s.user.external_id)

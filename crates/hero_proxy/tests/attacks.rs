@@ -946,3 +946,41 @@ async fn the_machine_owner_is_one_forge_account_not_a_name() {
     let old_again = login_at(&proxy.base, &forge, "alice").await;
     assert_eq!(mine(old_again).await, 403, "1001 again, bound to 2001 now");
 }
+
+/// Token pass-through hands a backend the user's Forge token only. A user of another provider passes with no
+/// `X-Hero-Forge-Token`: the vault holds that provider's access token, which went out under the Forge name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_pass_through_is_for_forge_tokens_only() {
+    let echo = Echo::start().await;
+    let proxy = ProxyBin::start_opts(
+        &format!(
+            "[[routes]]\npath = \"/\"\nupstream = \"http://{}\"\npass_token = true\n",
+            echo.addr
+        ),
+        true,
+    )
+    .await;
+    let seen = |cookie: String| {
+        let base = proxy.base.clone();
+        async move {
+            let r = Harness::client()
+                .get(format!("{base}/x"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let v: serde_json::Value = r.json().await.unwrap();
+            Seen(serde_json::from_value(v["headers"].clone()).unwrap())
+        }
+    };
+    let forge = login_at(&proxy.base, &proxy.peer.issuer, "alice").await;
+    let s = seen(forge).await;
+    assert_eq!(s.one("x-hero-provider"), Some("forge"));
+    assert!(s.one("x-hero-forge-token").is_some_and(|t| !t.is_empty()));
+    let other = proxy.peer2.as_ref().unwrap().issuer.clone();
+    let elsewhere = login_at(&proxy.base, &other, "bob&provider=other").await;
+    let s = seen(elsewhere).await;
+    assert_eq!(s.one("x-hero-provider"), Some("other"));
+    assert_eq!(s.one("x-hero-forge-token"), None);
+}
