@@ -156,7 +156,7 @@ pub struct Me {
 }
 
 async fn me_of(c: &Cockpit, id: Identity, headers: &http::HeaderMap) -> Me {
-    let repositories = repos::my_repositories(c, headers).await;
+    let repositories = repos::my_repositories(c, &id, headers).await;
     Me {
         user: id.user,
         claims: id.claims.iter().map(|c| c.as_str().to_owned()).collect(),

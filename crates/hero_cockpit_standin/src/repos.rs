@@ -51,12 +51,28 @@ pub struct RepoList {
     pub error: Option<String>,
 }
 
-/// The token to use and where it came from.
-async fn choose_token(c: &Cockpit, headers: &http::HeaderMap) -> (TokenSource, Option<String>) {
+/// The token to use and where it came from. The stored fallback is the VM owner's token, so it serves the owner
+/// alone (`cockpit/FORGE_OWNER`, a Forge identity): on a route without pass-through, or with an empty vault, any
+/// other signed-in user (an admin, or anyone on a route that is not owner-only) saw the owner's private repositories.
+async fn choose_token(
+    c: &Cockpit,
+    id: &hero_identity::Identity,
+    headers: &http::HeaderMap,
+) -> (TokenSource, Option<String>) {
     if let Some(t) = hero_identity::forge_token(headers).filter(|t| !t.is_empty()) {
         return (TokenSource::PassedThrough, Some(t.to_owned()));
     }
     if let Some(store) = &c.secrets {
+        let owner = store
+            .get(hero_secrets::slots::COCKPIT_FORGE_OWNER)
+            .await
+            .ok()
+            .flatten();
+        let is_owner = id.provider == "forge"
+            && owner.is_some_and(|o| o.expose().trim().eq_ignore_ascii_case(&id.login));
+        if !is_owner {
+            return (TokenSource::None, None);
+        }
         match store.get(USER_FORGE_TOKEN_SLOT).await {
             Ok(Some(v)) if !v.expose().trim().is_empty() => {
                 return (TokenSource::Stored, Some(v.expose().trim().to_owned()))
@@ -69,8 +85,12 @@ async fn choose_token(c: &Cockpit, headers: &http::HeaderMap) -> (TokenSource, O
 }
 
 /// Lists the signed-in user's repositories (first page of 50, alphabetical).
-pub async fn my_repositories(c: &Cockpit, headers: &http::HeaderMap) -> RepoList {
-    let (token, secret) = choose_token(c, headers).await;
+pub async fn my_repositories(
+    c: &Cockpit,
+    id: &hero_identity::Identity,
+    headers: &http::HeaderMap,
+) -> RepoList {
+    let (token, secret) = choose_token(c, id, headers).await;
     let Some(secret) = secret else {
         return RepoList {
             token,

@@ -277,8 +277,31 @@ async fn repositories_with_the_passed_token_the_stored_one_or_none() {
         .map(|r| r["full_name"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names, ["carol/hello-hero", "carol/notes"]);
-    // Stored fallback, used only when nothing is passed.
+    // Stored fallback, used only when nothing is passed, and for the VM's owner only.
     store.set(USER_FORGE_TOKEN_SLOT, &token).await.unwrap();
+    let v = me(None).await;
+    assert_eq!(
+        v["repositories"]["token"], "none",
+        "no owner recorded: nobody's"
+    );
+    store
+        .set(hero_secrets::slots::COCKPIT_FORGE_OWNER, "carol")
+        .await
+        .unwrap();
+    let dave = http
+        .get(format!("{}/api/me", ck.url))
+        .header("x-hero-assertion", signer.sign(&payload("dave", 300)))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        dave["repositories"]["token"], "none",
+        "another user: not the owner's token"
+    );
+    assert_eq!(dave["repositories"]["repos"], serde_json::json!([]));
     let v = me(None).await;
     assert_eq!(v["repositories"]["token"], "stored");
     assert_eq!(v["repositories"]["repos"].as_array().unwrap().len(), 2);
