@@ -219,7 +219,8 @@ impl HeroComputeBackend {
             op: method.to_string(),
             detail: format!("HTTP {status}, body is not JSON: {e}"),
         })?;
-        if let Some(err) = v.get("error") {
+        // `"error": null` beside a result is no error (some servers send both members).
+        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
             return Ok(Err(RpcError {
                 code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
                 message: peer_body::excerpt(

@@ -482,22 +482,46 @@ fn looks_transient(lines: &[String]) -> bool {
     })
 }
 
+/// A line of `tofu` output as it may be shown: ANSI colour (CSI) and OSC sequences removed, tabs as spaces, and no
+/// other control or invisible formatting character (`peer_body::printable`). Why the last: provider and node
+/// error text reaches job events and the dashboard, and a bidi override or a bare OSC there rewrites what an
+/// operator reads.
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
         if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for d in chars.by_ref() {
-                    if d.is_ascii_alphabetic() {
-                        break;
+            match chars.peek() {
+                Some('[') => {
+                    chars.next();
+                    for d in chars.by_ref() {
+                        if d.is_ascii_alphabetic() {
+                            break;
+                        }
                     }
                 }
+                // OSC: up to BEL or ST (ESC \).
+                Some(']') => {
+                    chars.next();
+                    while let Some(d) = chars.next() {
+                        if d == '\u{7}' {
+                            break;
+                        }
+                        if d == '\u{1b}' && chars.peek() == Some(&'\\') {
+                            chars.next();
+                            break;
+                        }
+                    }
+                }
+                _ => {}
             }
             continue;
         }
-        out.push(c);
+        if c == '\t' {
+            out.push(' ');
+        } else if crate::peer_body::printable(c) {
+            out.push(c);
+        }
     }
     out
 }
@@ -1259,6 +1283,16 @@ mod tests {
             strip_ansi("\u{1b}[1m\u{1b}[32mApply complete!\u{1b}[0m"),
             "Apply complete!"
         );
+        // OSC (title, hyperlink) sequences, other controls, C1 and bidi overrides are not shown; a tab is a space.
+        for (raw, shown) in [
+            ("\u{1b}]0;owned title\u{7}Error: x", "Error: x"),
+            ("\u{1b}]8;;https://evil.example\u{1b}\\link\u{1b}]8;;\u{1b}\\", "link"),
+            ("node\u{202e}txt.exe 8\u{200b} down", "nodetxt.exe 8 down"),
+            ("a\u{7}b\u{85}c\rd", "abcd"),
+            ("\u{2502}\tError:\tx", "\u{2502} Error: x"),
+        ] {
+            assert_eq!(strip_ansi(raw), shown, "{raw:?}");
+        }
         assert!(looks_transient(
             &["Error: context deadline exceeded".into()]
         ));

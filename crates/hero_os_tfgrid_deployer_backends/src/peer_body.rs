@@ -108,7 +108,7 @@ pub fn excerpt(text: &str) -> String {
 
 /// Not a control character (C0, DEL, C1) nor one of the invisible formatting characters that reorder or hide
 /// text on a terminal or a page (Unicode general category Cf in the ranges that matter here).
-fn printable(c: char) -> bool {
+pub(crate) fn printable(c: char) -> bool {
     !(c.is_control()
         || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'))
 }

@@ -31,6 +31,8 @@ struct StandIn {
     answer_vm: Option<Value>,
     /// `delete_vm` answers with this error.
     fail_delete: Option<(i64, String)>,
+    /// Results also carry `"error": null`, as some JSON-RPC servers send.
+    null_error: bool,
 }
 
 type Shared = Arc<Mutex<StandIn>>;
@@ -41,7 +43,14 @@ async fn rpc(State(st): State<Shared>, Json(req): Json<Value>) -> Json<Value> {
     let params = req["params"].clone();
     let mut s = st.lock().unwrap();
     s.calls.push((method.clone(), params.clone()));
-    let ok = |r: Value| Json(json!({"jsonrpc": "2.0", "id": id, "result": r}));
+    let null_error = s.null_error;
+    let ok = |r: Value| {
+        if null_error {
+            Json(json!({"jsonrpc": "2.0", "id": id, "result": r, "error": null}))
+        } else {
+            Json(json!({"jsonrpc": "2.0", "id": id, "result": r}))
+        }
+    };
     let err = |code: i64, msg: &str| {
         Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": msg}}))
     };
@@ -240,6 +249,10 @@ async fn lifecycle_with_assumed_shapes() {
 
     let inv = be.inventory().await.unwrap();
     assert!(inv.iter().any(|r| r.name.as_ref() == Some(&name)));
+    // A result beside `"error": null` is a result.
+    st.lock().unwrap().null_error = true;
+    assert_eq!(be.inventory().await.unwrap(), inv);
+    st.lock().unwrap().null_error = false;
 
     be.delete_gateway(&name, discard_output()).await.unwrap();
     assert!(be.get_gateway(&name).await.unwrap().is_none());
