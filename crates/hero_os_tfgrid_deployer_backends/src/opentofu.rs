@@ -1286,7 +1286,10 @@ mod tests {
         // OSC (title, hyperlink) sequences, other controls, C1 and bidi overrides are not shown; a tab is a space.
         for (raw, shown) in [
             ("\u{1b}]0;owned title\u{7}Error: x", "Error: x"),
-            ("\u{1b}]8;;https://evil.example\u{1b}\\link\u{1b}]8;;\u{1b}\\", "link"),
+            (
+                "\u{1b}]8;;https://evil.example\u{1b}\\link\u{1b}]8;;\u{1b}\\",
+                "link",
+            ),
             ("node\u{202e}txt.exe 8\u{200b} down", "nodetxt.exe 8 down"),
             ("a\u{7}b\u{85}c\rd", "abcd"),
             ("\u{2502}\tError:\tx", "\u{2502} Error: x"),
