@@ -279,11 +279,25 @@ impl From<RawNestedNode> for Node {
     }
 }
 
-/// Parse a `GET nodes` answer (a JSON array of flat node items).
+/// Parse a `GET nodes` answer (a JSON array of flat node items). A node this client cannot read (a field out of
+/// range or of another type) is left out, with a warning naming it, and counts as not known: one odd node used to
+/// fail the whole list, and with it every deploy whose candidates it was among.
 pub fn parse_nodes(body: &str) -> Result<Vec<Node>, GridProxyError> {
-    let raw: Vec<RawNode> =
+    let items: Vec<serde_json::Value> =
         serde_json::from_str(body).map_err(|e| GridProxyError::Decode(e.to_string()))?;
-    Ok(raw.into_iter().map(Node::from).collect())
+    Ok(items
+        .into_iter()
+        .filter_map(|item| {
+            let id = item.get("nodeId").cloned();
+            match serde_json::from_value::<RawNode>(item) {
+                Ok(raw) => Some(Node::from(raw)),
+                Err(e) => {
+                    tracing::warn!(node = ?id, error = %e, "gridproxy node left out: unreadable");
+                    None
+                }
+            }
+        })
+        .collect())
 }
 
 /// Parse a `GET nodes/{id}` answer (capacity nested under `capacity`).
@@ -406,7 +420,15 @@ impl GridProxyClient {
         if status == 404 {
             return Err(GridProxyError::NodeNotFound(node_id));
         }
-        parse_node(&body)
+        let node = parse_node(&body)?;
+        // The fresh answer is what selection re-checks a node against: one about another node would skip that.
+        if node.node_id != node_id {
+            return Err(GridProxyError::Decode(format!(
+                "asked for node {node_id}, the answer is about node {}",
+                node.node_id
+            )));
+        }
+        Ok(node)
     }
 
     /// `GET nodes?node_ids=a,b,c&size=n`: the listed nodes, whatever their state (selection

@@ -266,6 +266,53 @@ async fn selects_through_a_real_http_server() {
     assert_eq!(err.code(), "select.no_candidate");
 }
 
+/// One node gridproxy describes oddly (a farm id past u32, a fee that is a string) is left out as not known; the
+/// others are still read and chosen. Before, the whole list failed to decode and no deploy could proceed.
+#[tokio::test]
+async fn one_unreadable_node_does_not_fail_the_list() {
+    let base = serve(vec![
+        node(1, |n| n["farmId"] = json!(1u64 << 40)),
+        node(2, |n| n["extraFee"] = json!("lots")),
+        node(8, |_| {}),
+    ])
+    .await;
+    let client = GridProxyClient::with_base_url(base).unwrap();
+    let sel = select_from_gridproxy(&client, &[1, 2, 8], &need())
+        .await
+        .unwrap();
+    assert_eq!(sel.node.node_id, 8);
+    let why: HashMap<u32, String> = sel.rejected.into_iter().collect();
+    assert!(
+        why[&1].contains("not known") && why[&2].contains("not known"),
+        "{why:?}"
+    );
+}
+
+/// `nodes/{id}` answering about another node is an error, not a fresh view of the one asked.
+#[tokio::test]
+async fn a_node_answer_about_another_node_is_refused() {
+    let app = Router::new().route(
+        "/nodes/{id}",
+        get(|| async {
+            let mut n = node(99, |_| {});
+            let obj = n.as_object_mut().unwrap();
+            let total = obj.remove("total_resources").unwrap();
+            let used = obj.remove("used_resources").unwrap();
+            obj.insert(
+                "capacity".into(),
+                json!({"total_resources": total, "used_resources": used}),
+            );
+            n.to_string()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = GridProxyClient::with_base_url(format!("http://{addr}")).unwrap();
+    let err = client.node(8).await.unwrap_err();
+    assert!(err.to_string().contains("about node 99"), "{err}");
+}
+
 #[tokio::test]
 async fn unreachable_gridproxy_is_transient() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
