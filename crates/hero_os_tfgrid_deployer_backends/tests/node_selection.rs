@@ -181,6 +181,18 @@ fn all_rejected_lists_every_node_and_why() {
 /// server answers 400 to unknown ones, so the stand-in does too.
 const KNOWN_PARAMS: [&str; 2] = ["node_ids", "size"];
 
+/// A `nodes` list item as `nodes/{id}` answers it: capacity nested under `capacity`.
+fn nested(mut n: Value) -> Value {
+    let obj = n.as_object_mut().unwrap();
+    let total = obj.remove("total_resources").unwrap();
+    let used = obj.remove("used_resources").unwrap();
+    obj.insert(
+        "capacity".into(),
+        json!({"total_resources": total, "used_resources": used}),
+    );
+    n
+}
+
 async fn serve(items: Vec<Value>) -> String {
     let list = items.clone();
     let app = Router::new()
@@ -210,17 +222,7 @@ async fn serve(items: Vec<Value>) -> String {
                 let items = items.clone();
                 async move {
                     match items.into_iter().find(|n| n["nodeId"].as_u64() == Some(id)) {
-                        Some(mut n) => {
-                            // `nodes/{id}` nests capacity.
-                            let obj = n.as_object_mut().unwrap();
-                            let total = obj.remove("total_resources").unwrap();
-                            let used = obj.remove("used_resources").unwrap();
-                            obj.insert(
-                                "capacity".into(),
-                                json!({"total_resources": total, "used_resources": used}),
-                            );
-                            (StatusCode::OK, n.to_string())
-                        }
+                        Some(n) => (StatusCode::OK, nested(n).to_string()),
                         None => (StatusCode::NOT_FOUND, "node not found".to_string()),
                     }
                 }
@@ -293,17 +295,7 @@ async fn one_unreadable_node_does_not_fail_the_list() {
 async fn a_node_answer_about_another_node_is_refused() {
     let app = Router::new().route(
         "/nodes/{id}",
-        get(|| async {
-            let mut n = node(99, |_| {});
-            let obj = n.as_object_mut().unwrap();
-            let total = obj.remove("total_resources").unwrap();
-            let used = obj.remove("used_resources").unwrap();
-            obj.insert(
-                "capacity".into(),
-                json!({"total_resources": total, "used_resources": used}),
-            );
-            n.to_string()
-        }),
+        get(|| async { nested(node(99, |_| {})).to_string() }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

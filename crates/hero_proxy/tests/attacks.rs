@@ -960,27 +960,13 @@ async fn token_pass_through_is_for_forge_tokens_only() {
         true,
     )
     .await;
-    let seen = |cookie: String| {
-        let base = proxy.base.clone();
-        async move {
-            let r = Harness::client()
-                .get(format!("{base}/x"))
-                .header("cookie", &cookie)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            let v: serde_json::Value = r.json().await.unwrap();
-            Seen(serde_json::from_value(v["headers"].clone()).unwrap())
-        }
-    };
     let forge = login_at(&proxy.base, &proxy.peer.issuer, "alice").await;
-    let s = seen(forge).await;
+    let s = seen_at(&proxy.base, "/x", &forge).await;
     assert_eq!(s.one("x-hero-provider"), Some("forge"));
     assert!(s.one("x-hero-forge-token").is_some_and(|t| !t.is_empty()));
     let other = proxy.peer2.as_ref().unwrap().issuer.clone();
     let elsewhere = login_at(&proxy.base, &other, "bob&provider=other").await;
-    let s = seen(elsewhere).await;
+    let s = seen_at(&proxy.base, "/x", &elsewhere).await;
     assert_eq!(s.one("x-hero-provider"), Some("other"));
     assert_eq!(s.one("x-hero-forge-token"), None);
 }

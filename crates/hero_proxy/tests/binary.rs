@@ -69,15 +69,7 @@ async fn binary_signs_in_and_never_writes_secrets_to_log_or_db() {
     drop(reserved);
 
     let cookie = login_at(&base, &peer.issuer, "alice").await;
-    let r = Harness::client()
-        .get(format!("{base}/x"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: serde_json::Value = r.json().await.unwrap();
-    let seen = Seen(serde_json::from_value(v["headers"].clone()).unwrap());
+    let seen = seen_at(&base, "/x", &cookie).await;
     assert_eq!(seen.one("x-hero-user"), Some("alice"));
 
     let slot = |k| hero_proxy::vault::token_slot("forge", "1001", k);

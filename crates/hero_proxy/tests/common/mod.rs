@@ -341,11 +341,21 @@ pass_token = true
     }
 
     pub async fn get_seen(&self, path: &str, cookie: &str) -> Seen {
-        let r = self.get(path, cookie).await;
-        assert_eq!(r.status(), 200, "GET {path}");
-        let v: serde_json::Value = r.json().await.unwrap();
-        Seen(serde_json::from_value(v["headers"].clone()).unwrap())
+        seen_at(&self.base, path, cookie).await
     }
+}
+
+/// What the [`Echo`] upstream behind the proxy at `base` received for `GET <path>` with `cookie` (asserting a 200).
+pub async fn seen_at(base: &str, path: &str, cookie: &str) -> Seen {
+    let r = Harness::client()
+        .get(format!("{base}{path}"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "GET {path}");
+    let v: serde_json::Value = r.json().await.unwrap();
+    Seen(serde_json::from_value(v["headers"].clone()).unwrap())
 }
 
 pub fn set_cookies(r: &reqwest::Response) -> Vec<String> {
