@@ -143,7 +143,7 @@ pub struct LocalBackend {
     /// Restarts a sandbox sshd that died (see `local_sshd_watch`).
     sshd_watch: crate::local_sshd_watch::SshdWatch,
     routes_lock: tokio::sync::Mutex<()>,
-    /// Held from picking a sandbox port until the record naming it is written ([`LocalBackend::fresh_port`]).
+    /// Held from picking a sandbox port until the record naming it is written ([`LocalBackend::fresh_ports`]).
     ports_lock: std::sync::Mutex<()>,
     #[cfg(feature = "test-hooks")]
     faults: Arc<LocalFaults>,
@@ -305,12 +305,13 @@ impl LocalBackend {
         }
     }
 
-    /// A loopback port free now and held by no sandbox's record, nor in `also_taken`. Call it with
-    /// `ports_lock` held, and keep it until the record naming the port is written. Why: a port
-    /// that is free now may be a sandbox's whose hero_proxy is down or not yet started (its web port
-    /// stays unbound until the bootstrap runs), and two deploys picking at once both see it free;
-    /// the second user's route then pointed at the first user's proxy, and its health check passed.
-    fn fresh_port(&self, also_taken: &[u16]) -> Result<u16, BackendError> {
+    /// `N` distinct loopback ports free now and held by no sandbox's record, nor in `also_taken`
+    /// (the records are read once). Call it with `ports_lock` held, and keep the ports until the
+    /// record naming them is written. Why: a port that is free now may be a sandbox's whose
+    /// hero_proxy is down or not yet started (its web port stays unbound until the bootstrap runs),
+    /// and two deploys picking at once both see it free; the second user's route then pointed at the
+    /// first user's proxy, and its health check passed.
+    fn fresh_ports<const N: usize>(&self, also_taken: &[u16]) -> Result<[u16; N], BackendError> {
         let sandboxes = self.cfg.root.join("sandboxes");
         let mut taken: Vec<u16> = also_taken.to_vec();
         if let Ok(rd) = std::fs::read_dir(&sandboxes) {
@@ -323,15 +324,19 @@ impl LocalBackend {
                 }
             }
         }
-        for _ in 0..64 {
-            let port = free_loopback_port().map_err(BackendError::io(&sandboxes))?;
-            if !taken.contains(&port) {
-                return Ok(port);
-            }
+        let mut picked = [0u16; N];
+        for slot in picked.iter_mut() {
+            *slot = (0..64)
+                .map(|_| free_loopback_port().map_err(BackendError::io(&sandboxes)))
+                .find(|p| p.as_ref().map_or(true, |p| !taken.contains(p)))
+                .unwrap_or_else(|| {
+                    Err(BackendError::Config(
+                        "no loopback port free of every sandbox's record after 64 tries".into(),
+                    ))
+                })?;
+            taken.push(*slot);
         }
-        Err(BackendError::Config(
-            "no loopback port free of every sandbox's record after 64 tries".into(),
-        ))
+        Ok(picked)
     }
 
     /// The sandbox's record; `None` when it has none. An unreadable record is an error, never "none":
@@ -452,7 +457,7 @@ impl LocalBackend {
         for attempt in 0..3 {
             if attempt > 0 {
                 let _ports = self.ports_lock.lock().unwrap_or_else(|e| e.into_inner());
-                rec.ssh_port = self.fresh_port(&[rec.web_port])?;
+                [rec.ssh_port] = self.fresh_ports(&[rec.web_port])?;
                 self.write_record(name, &rec)?;
             }
             sshd::write_config(&files, rec.ssh_port, &rec.public_key)
@@ -631,8 +636,7 @@ impl ComputeBackend for LocalBackend {
         }
         let rec = {
             let _ports = self.ports_lock.lock().unwrap_or_else(|e| e.into_inner());
-            let ssh_port = self.fresh_port(&[])?;
-            let web_port = self.fresh_port(&[ssh_port])?;
+            let [ssh_port, web_port] = self.fresh_ports(&[])?;
             let rec = SandboxRecord {
                 name: name.to_string(),
                 ssh_port,
