@@ -53,6 +53,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_vm_profile",
         include_str!("../migrations/0007_vm_profile.sql"),
     ),
+    (
+        "0008_vm_backend_asked",
+        include_str!("../migrations/0008_vm_backend_asked.sql"),
+    ),
 ];
 
 /// Read connections open at most (the machine this runs on has few cores; more would only

@@ -459,6 +459,47 @@ async fn the_reaper_fails_a_job_whose_heartbeat_stopped_and_retry_resumes_it() {
     );
 }
 
+/// Two deploys of one VM row: the first asked the backend and failed (its outcome unknown: a timed-out deploy may
+/// have made the VM), the second failed before asking it. The decommission must still ask the backend. Before,
+/// the second job's id replaced the first's on the row, and the decommission said the VM "never reached the
+/// backend" and left whatever the first attempt made running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_deploy_that_failed_early_does_not_hide_that_the_first_asked_the_backend() {
+    let (stack, faults) = stack(Vec::new()).await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    let user_id = new_user(c, "twice").await;
+    set_faults(&faults, json!({"deploy_vm_timeouts": 100}));
+    let first = c.provision_vm(user_id, None).await.unwrap();
+    let (first, events) = follow(c, first.job_id).await;
+    assert_eq!(first.state, JobState::Failed, "{}", messages(&events));
+    assert!(
+        first
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("deploy_vm"),
+        "{:?}",
+        first.error
+    );
+    set_faults(&faults, json!({"stall_at": "select_node"}));
+    let second = c.provision_vm(user_id, None).await.unwrap();
+    let (second, events) = follow(c, second.job_id).await;
+    assert_eq!(second.state, JobState::Failed, "{}", messages(&events));
+    assert_eq!(
+        c.get_vm(user_id).await.unwrap().vm.and_then(|v| v.job_id),
+        Some(second.job_id),
+        "the second deploy adopted the row"
+    );
+    set_faults(&faults, json!({}));
+    let decommission = c.decommission_vm(user_id).await.unwrap();
+    let (decommission, events) = follow(c, decommission.job_id).await;
+    let text = messages(&events);
+    assert_eq!(decommission.state, JobState::Succeeded, "{text}");
+    assert!(!text.contains("never reached"), "{text}");
+    assert!(text.contains("delete_vm"), "{text}");
+}
+
 /// 1-based position of `wait_ssh` in the provision table.
 fn wait_ssh_at() -> usize {
     STEPS.iter().position(|s| *s == "wait_ssh").unwrap() + 1

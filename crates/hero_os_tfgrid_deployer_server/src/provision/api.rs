@@ -158,10 +158,7 @@ impl Provisioner {
                     },
                     now_s,
                 )?;
-                conn.execute_cached(
-                    "UPDATE vms SET job_id = ?2 WHERE vm_id = ?1",
-                    params![vm_id, created.0.job_id],
-                )?;
+                vms::set_job(conn, vm_id, created.0.job_id)?;
                 Ok(created)
             })
             .await?;

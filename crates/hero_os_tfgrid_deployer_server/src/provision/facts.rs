@@ -128,11 +128,14 @@ impl Fact {
                 node_id,
                 ssh_key_fingerprint,
                 now,
-            } => Ok(conn.execute_cached(
-                "UPDATE vms SET job_id = ?2, node_id = COALESCE(?3, node_id), ssh_key_fingerprint = ?4, \
-                 updated_at = ?5 WHERE vm_id = ?1",
-                params![vm_id, job_id, node_id, ssh_key_fingerprint, now],
-            )? as i64),
+            } => {
+                vms::set_job(conn, vm_id, job_id)?;
+                Ok(conn.execute_cached(
+                    "UPDATE vms SET node_id = COALESCE(?2, node_id), ssh_key_fingerprint = ?3, \
+                     updated_at = ?4 WHERE vm_id = ?1",
+                    params![vm_id, node_id, ssh_key_fingerprint, now],
+                )? as i64)
+            }
             Fact::VmAddresses {
                 vm_id,
                 private_ip,

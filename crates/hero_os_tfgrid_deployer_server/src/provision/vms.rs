@@ -149,11 +149,14 @@ pub fn record_planned(
             // A row a failed decommission left `decommissioning` is being deployed again now: it says so. Left
             // as it was, a failure of this deploy (which marks only `deploying` rows failed) kept it
             // `decommissioning` for good, and `extend_vm` refused it.
+            if let Some(job_id) = v.job_id {
+                set_job(conn, vm.vm_id, job_id)?;
+            }
             conn.execute_cached(
-                "UPDATE vms SET job_id = COALESCE(?2, job_id), node_id = COALESCE(?3, node_id), updated_at = ?4, \
+                "UPDATE vms SET node_id = COALESCE(?2, node_id), updated_at = ?3, \
                  state = CASE WHEN state = 'decommissioning' THEN 'deploying' ELSE state END \
                  WHERE vm_id = ?1",
-                params![vm.vm_id, v.job_id, v.node_id, v.now],
+                params![vm.vm_id, v.node_id, v.now],
             )?;
             return Ok(vm.vm_id);
         }
@@ -175,6 +178,35 @@ pub fn record_planned(
         ],
     )?;
     Ok(conn.last_insert_rowid())
+}
+
+/// The step condition "this job asked the backend to make something": a `deploy_vm` or `deploy_gateway` step that
+/// started (`job_steps` of `job_id = ?1`).
+const JOB_ASKED_BACKEND: &str = "SELECT EXISTS(SELECT 1 FROM job_steps WHERE job_id = ?1 \
+     AND name IN ('deploy_vm', 'deploy_gateway') AND (attempts > 0 OR state != 'pending'))";
+
+/// Makes `job_id` the job of VM row `vm_id` — the one way a row's job changes.
+///
+/// Why not a plain `UPDATE … SET job_id`: a row is adopted by every later deploy of the same VM, and the
+/// replaced job may have asked the backend (a deploy that timed out after tofu started applying). That proof
+/// lived only in the old job's steps, so a second attempt that failed early made [`may_exist_on_backend`] say
+/// "never asked", and decommission left the first attempt's VM running. The old job's answer is folded into the
+/// sticky `backend_asked` first, in the same write.
+pub fn set_job(conn: &Connection, vm_id: i64, job_id: i64) -> rusqlite::Result<()> {
+    let old: Option<i64> =
+        conn.query_row_cached("SELECT job_id FROM vms WHERE vm_id = ?1", [vm_id], |r| {
+            r.get(0)
+        })?;
+    if let Some(old) = old.filter(|old| *old != job_id) {
+        if conn.query_row_cached(JOB_ASKED_BACKEND, [old], |r| r.get::<_, bool>(0))? {
+            conn.execute_cached("UPDATE vms SET backend_asked = 1 WHERE vm_id = ?1", [vm_id])?;
+        }
+    }
+    conn.execute_cached(
+        "UPDATE vms SET job_id = ?2 WHERE vm_id = ?1",
+        params![vm_id, job_id],
+    )?;
+    Ok(())
 }
 
 /// Active gateway rows: `(name, user_id)`.
@@ -266,9 +298,10 @@ impl Provisioner {
 
 /// Whether anything of the VM row `vm` may exist on its backend: the backend reported it
 /// (addresses, backend id), the user has an active gateway row, or a job that wrote the row
-/// ever started `deploy_vm` or `deploy_gateway`. A row without a job counts as reached (we
-/// cannot tell). `false` means the backend was provably never asked, so decommissioning it needs
-/// no backend at all (a backend that is not configured cannot keep the record alive).
+/// ever started `deploy_vm` or `deploy_gateway` (its current job, or an earlier one: `backend_asked`,
+/// see [`set_job`]). A row without a job counts as reached (we cannot tell). `false` means the
+/// backend was provably never asked, so decommissioning it needs no backend at all (a backend
+/// that is not configured cannot keep the record alive).
 pub fn may_exist_on_backend(conn: &Connection, vm: &VmRecord) -> rusqlite::Result<bool> {
     if vm.private_ip.is_some() || vm.mycelium_ip.is_some() || vm.backend_id.is_some() {
         return Ok(true);
@@ -281,16 +314,18 @@ pub fn may_exist_on_backend(conn: &Connection, vm: &VmRecord) -> rusqlite::Resul
     if gateways > 0 {
         return Ok(true);
     }
+    let asked_before: bool = conn.query_row_cached(
+        "SELECT backend_asked FROM vms WHERE vm_id = ?1",
+        [vm.vm_id],
+        |r| r.get(0),
+    )?;
+    if asked_before {
+        return Ok(true);
+    }
     let Some(job_id) = vm.job_id else {
         return Ok(true);
     };
-    let started: i64 = conn.query_row_cached(
-        "SELECT COUNT(*) FROM job_steps WHERE job_id = ?1 AND name IN ('deploy_vm', 'deploy_gateway') \
-         AND (attempts > 0 OR state != 'pending')",
-        [job_id],
-        |r| r.get(0),
-    )?;
-    Ok(started > 0)
+    conn.query_row_cached(JOB_ASKED_BACKEND, [job_id], |r| r.get(0))
 }
 
 #[cfg(test)]
@@ -338,6 +373,63 @@ mod tests {
             // A stored state nobody knows is an error, not a guess.
             conn.execute("UPDATE vms SET state = 'deploing' WHERE vm_id = ?1", [grid])?;
             assert!(history(conn, 1).is_err());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_later_job_on_the_row_never_hides_that_an_earlier_one_asked_the_backend() {
+        let db = Db::open_in_memory().unwrap();
+        db.write(|conn| -> Result<(), ServiceError> {
+            conn.execute(
+                "INSERT INTO users(forge_username, email, created_at, updated_at) VALUES ('alice','a@x.test',1,1)",
+                [],
+            )?;
+            // A job whose deploy_vm step started (`asked`) or never did, with its two deploy steps.
+            let job = |asked: bool| -> rusqlite::Result<i64> {
+                conn.execute(
+                    "INSERT INTO jobs(user_id, forge_username, kind, state, backend, actor, created_at_ms) \
+                     VALUES (1, 'alice', 'provision', 'failed', 'opentofu', 'op', 1)",
+                    [],
+                )?;
+                let id = conn.last_insert_rowid();
+                conn.execute(
+                    "INSERT INTO job_steps(job_id, step_index, name, state, attempts) VALUES \
+                     (?1, 3, 'deploy_vm', ?2, ?3), (?1, 4, 'deploy_gateway', 'pending', 0)",
+                    params![id, if asked { "failed" } else { "pending" }, i64::from(asked)],
+                )?;
+                Ok(id)
+            };
+            let planned = |job_id| PlannedVm {
+                user_id: 1,
+                forge_username: "alice",
+                backend: "opentofu",
+                name: "hero_u1_alice",
+                node_id: None,
+                spec_json: "{}",
+                job_id: Some(job_id),
+                ssh_key_fingerprint: None,
+                now: 1,
+            };
+            let never = job(false)?;
+            let vm_id = record_planned(conn, None, &planned(never))?;
+            let vm = |conn: &Connection| live_vm(conn, 1).map(Option::unwrap);
+            assert!(!may_exist_on_backend(conn, &vm(conn)?)?, "no job asked");
+            // The first attempt asks and fails; a second adopts the row (record_planned) and fails early,
+            // a third is set by the job's own fact (set_job): each time the first one's call still counts.
+            let asked = job(true)?;
+            set_job(conn, vm_id, asked)?;
+            assert!(may_exist_on_backend(conn, &vm(conn)?)?);
+            let early = job(false)?;
+            assert_eq!(record_planned(conn, Some(&vm(conn)?), &planned(early))?, vm_id);
+            assert_eq!(vm(conn)?.job_id, Some(early));
+            assert!(may_exist_on_backend(conn, &vm(conn)?)?, "the first attempt's call is remembered");
+            let third = job(false)?;
+            set_job(conn, vm_id, third)?;
+            set_job(conn, vm_id, third)?;
+            assert!(may_exist_on_backend(conn, &vm(conn)?)?);
             Ok(())
         })
         .await
