@@ -212,6 +212,7 @@ impl App {
     fn install_routes(&self) -> Result<()> {
         let table = Routes::new(load_routes(&self.store)?);
         *self.routes.write().unwrap_or_else(|e| e.into_inner()) = table;
+        self.sessions.access_changed();
         Ok(())
     }
 

@@ -80,6 +80,10 @@ pub struct Config {
     /// Longest wait for an upstream's response head (connect included); then 504.
     #[serde(default = "default_upstream_timeout")]
     pub upstream_timeout_secs: u64,
+    /// Longest an open WebSocket tunnel goes without its access being checked again when nothing announced a
+    /// change (the admin allowlist and owner slot are written by other processes); see `crate::tunnel`.
+    #[serde(default = "default_tunnel_recheck")]
+    pub tunnel_recheck_secs: u64,
     /// Provider used by `/oauth/login` when none is named.
     #[serde(default = "default_provider")]
     pub default_provider: String,
@@ -121,7 +125,7 @@ pub struct ProviderConfig {
 }
 
 /// A route as written in the file; validated into `routes::Route`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Stable id (`routes.set`/`routes.remove`); default `<host or *><path>`, e.g. `*/cockpit`.
@@ -188,6 +192,9 @@ fn default_idle_timeout() -> u64 {
 fn default_upstream_timeout() -> u64 {
     60
 }
+fn default_tunnel_recheck() -> u64 {
+    30
+}
 fn default_provider() -> String {
     "forge".into()
 }
@@ -222,6 +229,7 @@ const INT_FIELDS: &[&str] = &[
     "header_read_timeout_secs",
     "idle_timeout_secs",
     "upstream_timeout_secs",
+    "tunnel_recheck_secs",
 ];
 const LIST_FIELDS: &[&str] = &["trusted_proxies"];
 const BOOL_FIELDS: &[&str] = &["redirect_uri_from_host"];
@@ -291,6 +299,7 @@ impl Config {
             ("header_read_timeout_secs", cfg.header_read_timeout_secs),
             ("idle_timeout_secs", cfg.idle_timeout_secs),
             ("upstream_timeout_secs", cfg.upstream_timeout_secs),
+            ("tunnel_recheck_secs", cfg.tunnel_recheck_secs),
             ("login_pending_max", cfg.login_pending_max as u64),
             (
                 "login_pending_per_client",

@@ -15,7 +15,6 @@ use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, LOCATION, SET_
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 
 use crate::app::App;
 use crate::error::ProxyError;
@@ -586,61 +585,74 @@ impl App {
             }
         }
         if let Some(s) = &session {
-            match &route.policy {
-                Policy::Owner if self.owner_allowed(&s.user).await.unwrap_or_else(|e| {
-                    tracing::warn!(code = e.code(), error = %e, "owner slot unreadable; admitting admins only");
-                    false
-                }) => {}
-                Policy::Admin | Policy::Owner => {
-                    let list = match self.admin_allowlist().await {
-                        Ok(l) => l,
-                        Err(e) => return internal(&e),
-                    };
-                    let allowed = match self.admin_allowed(&list, &s.user, &s.claims) {
-                        Ok(a) => a,
-                        Err(e) => return internal(&e),
-                    };
-                    if allowed {
-                        if !s.admin_granted {
-                            if let Err(e) = self.sessions.mark_admin_granted(&s.id_hash) {
-                                return internal(&e);
-                            }
-                        }
-                    } else {
-                        if s.admin_granted {
-                            if let Err(e) = self.sessions.revoke_user(s.user.id, true) {
-                                return internal(&e);
-                            }
-                        }
-                        let what = if route.policy == Policy::Owner {
-                            "this machine"
-                        } else {
-                            "the administration pages"
-                        };
-                        return html(
-                            StatusCode::FORBIDDEN,
-                            pages::forbidden(s.user.display_name(), what),
-                        );
-                    }
-                }
-                Policy::Claim(rule) if !rule.matches_any(s.claims.iter()) => {
+            match self.refused(&route, s).await {
+                Ok(None) => {}
+                Ok(Some(what)) => {
                     return html(
                         StatusCode::FORBIDDEN,
-                        pages::forbidden(s.user.display_name(), "this page"),
-                    );
+                        pages::forbidden(s.user.display_name(), what),
+                    )
                 }
-                _ => {}
+                Err(e) => return internal(&e),
             }
         }
+        // What a WebSocket tunnel this request may open is checked against while it lasts (`crate::tunnel`);
+        // built only for a request that asks to upgrade.
+        let grant = req.headers().contains_key(UPGRADE).then(|| {
+            let cookie = session
+                .as_ref()
+                .and(get_cookie(req.headers(), SESSION_COOKIE))
+                .map(str::to_owned);
+            crate::tunnel::Grant::new(host.clone(), path, &route, cookie)
+        });
         self.forward(
             req,
             &route,
             session.as_deref(),
             client,
             host.as_deref(),
-            now,
+            grant,
         )
         .await
+    }
+
+    /// The route's policy applied to a signed-in session: `None` admits it, `Some(what)` refuses it (the words for
+    /// what they may not see). The one decision, for a request and for an open tunnel (`crate::tunnel`). An admin
+    /// check that passes is remembered on the session; one that fails ends the session's earlier admin grants.
+    pub(crate) async fn refused(
+        &self,
+        route: &Route,
+        s: &Session,
+    ) -> Result<Option<&'static str>, ProxyError> {
+        match &route.policy {
+            Policy::Owner
+                if self.owner_allowed(&s.user).await.unwrap_or_else(|e| {
+                    tracing::warn!(code = e.code(), error = %e, "owner slot unreadable; admitting admins only");
+                    false
+                }) =>
+            {
+                Ok(None)
+            }
+            Policy::Admin | Policy::Owner => {
+                let list = self.admin_allowlist().await?;
+                if self.admin_allowed(&list, &s.user, &s.claims)? {
+                    if !s.admin_granted {
+                        self.sessions.mark_admin_granted(&s.id_hash)?;
+                    }
+                    return Ok(None);
+                }
+                if s.admin_granted {
+                    self.sessions.revoke_user(s.user.id, true)?;
+                }
+                Ok(Some(if route.policy == Policy::Owner {
+                    "this machine"
+                } else {
+                    "the administration pages"
+                }))
+            }
+            Policy::Claim(rule) if !rule.matches_any(s.claims.iter()) => Ok(Some("this page")),
+            _ => Ok(None),
+        }
     }
 
     async fn inject(
@@ -707,13 +719,13 @@ impl App {
     }
 
     async fn forward(
-        &self,
+        self: &Arc<Self>,
         mut req: Request<Incoming>,
         route: &Route,
         session: Option<&Session>,
         client: &Client,
         host: Option<&str>,
-        now: u64,
+        grant: Option<crate::tunnel::Grant>,
     ) -> Response<ProxyBody> {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, body) = req.into_parts();
@@ -736,7 +748,7 @@ impl App {
             h.insert(HOST, v);
         }
         if let Some(s) = session {
-            if let Err(e) = self.inject(h, route, s, now).await {
+            if let Err(e) = self.inject(h, route, s, self.clock.now()).await {
                 return internal(&e);
             }
         }
@@ -775,19 +787,12 @@ impl App {
             let h = resp.headers_mut();
             h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
             h.insert(UPGRADE, switched_to);
+            let Some(grant) = grant else {
+                // Unreachable (an upgrade was asked for, so the grant was made); refused rather than unchecked.
+                return internal(&ProxyError::Invalid("a tunnel without its grant".into()));
+            };
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((c, u)) => {
-                        let _ = tokio::io::copy_bidirectional(
-                            &mut TokioIo::new(c),
-                            &mut TokioIo::new(u),
-                        )
-                        .await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-                }
-            });
+            crate::tunnel::open(self.clone(), grant, client_upgrade, upstream_upgrade);
             let (parts, _) = resp.into_parts();
             return Response::from_parts(parts, full(Bytes::new()));
         }

@@ -2,7 +2,7 @@
 //!
 //! Codemap: [`config`] → [`routes`]/[`upstream`] (bodiless requests through [`lean`]; both keep idle connections in a per-thread [`pool`]) → [`handler`] (per request) using [`session`], [`vault`],
 //! [`oidc`], [`login`], [`headers`]; [`store`] is the sqlite state, [`claims`] the authorization model, [`rpc`] the
-//! admin API, [`server`] the listeners, [`tls`] optional TLS termination.
+//! admin API, [`server`] the listeners, [`tls`] optional TLS termination, [`tunnel`] WebSocket tunnels (closed when their access ends).
 //!
 //! Architecture invariant: every request that reaches an upstream went through `headers::strip_reserved` after
 //! `headers::remove_hop_by_hop` and before identity injection, whatever its route policy.
@@ -26,6 +26,7 @@ pub mod session;
 pub mod store;
 pub mod target;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 pub mod vault;
 

@@ -113,6 +113,10 @@ pub struct Sessions {
     /// Shared entries: a hit hands out one reference count, not a copy of the session (per request).
     cache: RwLock<HashMap<String, Arc<Session>>>,
     generation: AtomicU64,
+    /// Moves whenever something that decides access may have changed (every generation bump, and route edits
+    /// through [`Sessions::access_changed`]): what an open WebSocket tunnel waits on to check again whether the
+    /// access that opened it still holds (`crate::tunnel`).
+    access: tokio::sync::watch::Sender<u64>,
     idle: u64,
     absolute: u64,
 }
@@ -124,6 +128,7 @@ impl Sessions {
             store,
             cache: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(1),
+            access: tokio::sync::watch::Sender::new(0),
             idle,
             absolute,
         }
@@ -137,6 +142,17 @@ impl Sessions {
     /// Invalidates every cached claim set (call after any change to users, groups or roles).
     pub fn bump_generation(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.access_changed();
+    }
+
+    /// Tells the open tunnels that access may have changed (a session, user, claim or route).
+    pub fn access_changed(&self) {
+        self.access.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees every [`Sessions::access_changed`] from now on.
+    pub fn watch_access(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.access.subscribe()
     }
 
     /// Creates a session for `user`; returns the cookie value (never stored).

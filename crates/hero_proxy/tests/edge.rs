@@ -70,6 +70,205 @@ async fn websocket_through_the_proxy_carries_identity() {
     upstream.abort();
 }
 
+/// A WebSocket echo upstream for any number of connections; the task ends with the test.
+async fn ws_echo_upstream() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() && ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens `path` through the proxy with `cookie` and checks one echo.
+async fn open_ws(port: u16, path: &str, cookie: &str) -> Ws {
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://localhost:{port}{path}"),
+    )
+    .unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101, "{path}");
+    assert_echoes(&mut ws, path).await;
+    ws
+}
+
+async fn assert_echoes(ws: &mut Ws, what: &str) {
+    ws.send(Message::text(what)).await.unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no echo within 10 s"));
+    assert_eq!(echo.unwrap().unwrap().into_text().unwrap().as_str(), what);
+}
+
+/// Waits (at most 15 s) for the tunnel to end: the connection closed, with or without a close frame.
+async fn assert_closes(ws: &mut Ws, why: &str) {
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "{why}: the tunnel is still open");
+}
+
+/// A tunnel lives only while the access that opened it holds. Each way access ends through this proxy — sign-out,
+/// a revoked session, a disabled user, a claim taken away, the route's policy changed or the route removed, the
+/// session timing out — closes an open tunnel at once (the change is announced; the periodic recheck is set to an
+/// hour here, so it cannot be what closes them). A bystander's tunnel on another session stays open through all
+/// of it. Before, every one of these tunnels stayed open: a fired admin kept their terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_tunnel_closes_when_the_access_that_opened_it_ends() {
+    let (ws_addr, upstream) = ws_echo_upstream().await;
+    let route = |id: &str, policy: &str| {
+        format!("[[routes]]\nid = \"{id}\"\npath = \"/{id}\"\nupstream = \"http://{ws_addr}\"\npolicy = \"{policy}\"\n")
+    };
+    let h = Harness::start_with(Opts {
+        ws_upstream: Some(ws_addr),
+        settings: "tunnel_recheck_secs = 3600\nsession_absolute_secs = 3600\n".into(),
+        extra_toml: [
+            route("wsdns", "claim:dns.zone.write"),
+            route("wspolicy", "sso"),
+            route("wsgone", "sso"),
+        ]
+        .concat(),
+    })
+    .await;
+    let sock = h.proxy.rpc_socket.clone();
+    let call = |method: &'static str, params: Value| {
+        let sock = sock.clone();
+        async move {
+            let r = rpc(&sock, method, params).await;
+            assert!(r["error"].is_null(), "{method}: {r}");
+        }
+    };
+    let bob = h.login("bob").await;
+    let mut bystander = open_ws(h.port, "/ws", &bob).await;
+
+    let alice = h.login("alice").await;
+    let mut ws = open_ws(h.port, "/ws", &alice).await;
+    let r = Harness::client()
+        .post(format!("{}/oauth/logout", h.base))
+        .header("cookie", &alice)
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", &h.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_closes(&mut ws, "signed out").await;
+    assert_echoes(&mut bystander, "after a sign-out").await;
+
+    let alice = h.login("alice").await;
+    let mut ws = open_ws(h.port, "/ws", &alice).await;
+    call("sessions.revoke_user", json!({"username": "alice"})).await;
+    assert_closes(&mut ws, "sessions revoked").await;
+    assert_echoes(&mut bystander, "after a revocation").await;
+
+    let carol = h.login("carol").await;
+    let mut ws = open_ws(h.port, "/ws", &carol).await;
+    call(
+        "users.set_disabled",
+        json!({"username": "carol", "disabled": true}),
+    )
+    .await;
+    assert_closes(&mut ws, "user disabled").await;
+    assert_echoes(&mut bystander, "after a user was disabled").await;
+
+    call("roles.create", json!({"name": "dns"})).await;
+    call(
+        "roles.add_claim",
+        json!({"role": "dns", "claim": "dns.zone.write"}),
+    )
+    .await;
+    call("groups.create", json!({"name": "dns-team"})).await;
+    call(
+        "groups.grant_role",
+        json!({"group": "dns-team", "role": "dns"}),
+    )
+    .await;
+    let alice = h.login("alice").await;
+    call(
+        "groups.add_user",
+        json!({"group": "dns-team", "username": "alice"}),
+    )
+    .await;
+    let mut ws = open_ws(h.port, "/wsdns", &alice).await;
+    call(
+        "roles.remove_claim",
+        json!({"role": "dns", "claim": "dns.zone.write"}),
+    )
+    .await;
+    assert_closes(&mut ws, "claim removed").await;
+    assert_echoes(&mut bystander, "after a claim was removed").await;
+
+    let mut ws = open_ws(h.port, "/wspolicy", &alice).await;
+    let upstream_url = format!("http://{ws_addr}");
+    call(
+        "routes.set",
+        json!({"id": "wspolicy", "path": "/wspolicy", "upstream": upstream_url, "policy": "admin"}),
+    )
+    .await;
+    assert_closes(&mut ws, "route policy changed").await;
+    assert_echoes(&mut bystander, "after another route changed").await;
+
+    let mut ws = open_ws(h.port, "/wsgone", &alice).await;
+    call("routes.remove", json!({"id": "wsgone"})).await;
+    assert_closes(&mut ws, "route removed").await;
+    assert_echoes(&mut bystander, "after another route was removed").await;
+
+    // Time: every session is past its absolute lifetime; the periodic sweep ends them and says so.
+    let mut ws = open_ws(h.port, "/ws", &alice).await;
+    h.clock.advance(3601);
+    assert_closes(&mut ws, "session timed out").await;
+    assert_closes(&mut bystander, "the bystander's session timed out too").await;
+    upstream.abort();
+}
+
+/// The admin allowlist lives in the secret store, which other processes write without telling the proxy: an
+/// admin's tunnel is closed by the periodic recheck (`tunnel_recheck_secs`) once their name is taken off it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_tunnel_closes_when_the_name_leaves_the_allowlist() {
+    use hero_secrets::SecretStore;
+    let (ws_addr, upstream) = ws_echo_upstream().await;
+    let h = Harness::start_with(Opts {
+        ws_upstream: Some(ws_addr),
+        settings: "tunnel_recheck_secs = 1\n".into(),
+        extra_toml: format!(
+            "[[routes]]\npath = \"/wsadmin\"\nupstream = \"http://{ws_addr}\"\npolicy = \"admin\"\n"
+        ),
+    })
+    .await;
+    let slot = hero_proxy::app::ADMIN_ALLOWLIST_SLOT;
+    h.secrets.set(slot, "alice").await.unwrap();
+    let alice = h.login("alice").await;
+    let mut ws = open_ws(h.port, "/wsadmin", &alice).await;
+    // Her other session never passed an admin check, so losing admin does not end it (admin sessions end).
+    let laptop = h.login("alice").await;
+    let mut plain = open_ws(h.port, "/ws", &laptop).await;
+    h.secrets.set(slot, "bob").await.unwrap();
+    assert_closes(&mut ws, "name taken off the allowlist").await;
+    assert_echoes(&mut plain, "an sso tunnel of her other session").await;
+    upstream.abort();
+}
+
 async fn rpc_raw(sock: &std::path::Path, method: &str, path: &str, body: &str) -> (u16, Value) {
     let mut s = tokio::net::UnixStream::connect(sock).await.unwrap();
     let req = format!(

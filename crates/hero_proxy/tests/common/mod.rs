@@ -209,7 +209,10 @@ pub struct Harness {
 
 #[derive(Default, Clone)]
 pub struct Opts {
+    /// Routes and tables, after the standard routes (`$UPSTREAM`: the echo upstream).
     pub extra_toml: String,
+    /// Top-level settings (`key = value` lines), before any table.
+    pub settings: String,
     pub ws_upstream: Option<SocketAddr>,
 }
 
@@ -252,6 +255,7 @@ state_dir = "{state}"
 socket_dir = "{state}/sockets"
 public_scheme = "http"
 public_url = "{base}"
+{settings}
 [[routes]]
 path = "/"
 upstream = "{up}"
@@ -279,6 +283,7 @@ pass_token = true
             state = dir.path().display(),
             // `$UPSTREAM` in extra routes: the echo upstream, only known once it listens.
             extra = opts.extra_toml.replace("$UPSTREAM", &up),
+            settings = opts.settings,
         );
         let cfg = Config::from_toml_with_env(&toml, Vec::new()).unwrap();
         let clock = Arc::new(ManualClock::new(unix_now()));
