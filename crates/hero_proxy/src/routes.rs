@@ -89,15 +89,25 @@ impl Route {
         } else {
             c.path.clone()
         };
-        let host = c.host.as_ref().map(|h| h.to_ascii_lowercase());
-        if host.as_deref().is_some_and(|h| {
-            h.is_empty() || h.contains(|ch: char| ch.is_ascii_whitespace() || ch == '/')
-        }) {
-            return Err(ProxyError::Config(format!(
-                "route host {:?} is not a host name",
-                c.host
-            )));
-        }
+        let path = matchable_path(&path).ok_or_else(|| {
+            ProxyError::Config(format!(
+                "route path {:?} could never match: write it as requests are matched — canonical (no `//`, \
+                 `.` or `..` segments, no escapes of letters, digits or `-._~`), lower case, without `;`",
+                c.path
+            ))
+        })?;
+        let host = c
+            .host
+            .as_deref()
+            .map(|h| {
+                matchable_host(h).ok_or_else(|| {
+                    ProxyError::Config(format!(
+                        "route host {h:?} could never match: a host name or IP address without a port or \
+                         trailing dot (a request's port is ignored when routes are matched)"
+                    ))
+                })
+            })
+            .transpose()?;
         let id =
             c.id.clone()
                 .unwrap_or_else(|| format!("{}{path}", host.as_deref().unwrap_or("*")));
@@ -233,6 +243,33 @@ impl Routes {
     }
 }
 
+/// A route's path as requests will be compared with it, or `None` when no request could ever match it.
+///
+/// Why refuse rather than accept: a request path is canonicalised (`target::canonical_path`) and refused when
+/// another letter case or its `;parameters` would pick another route, so a route written `/Secret`, `//x`,
+/// `/%7Ex` or `/a;b` is never chosen — its requests silently fall to a broader route and its policy, and a
+/// backend that reads paths case-insensitively serves the protected area under it.
+fn matchable_path(path: &str) -> Option<String> {
+    let canonical = crate::target::canonical_path(path).ok()?;
+    (canonical == path && !path.contains(';') && !path.bytes().any(|b| b.is_ascii_uppercase()))
+        .then_some(canonical)
+}
+
+/// A route's host as requests will be compared with it (lower case, an IPv6 literal without brackets, as
+/// [`strip_port`] leaves a request's), or `None` when no request could match it: one with a port (a request's
+/// port is stripped before matching), a trailing dot or anything else a request's `Host` is refused for.
+fn matchable_host(host: &str) -> Option<String> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if bare.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Some(bare.to_ascii_lowercase());
+    }
+    let canonical = crate::target::canonical_authority(host).ok()?;
+    (!canonical.contains(':')).then_some(canonical)
+}
+
 /// `host:port` → `host`; keeps IPv6 literals intact.
 pub fn strip_port(h: &str) -> &str {
     if let Some(rest) = h.strip_prefix('[') {
@@ -328,5 +365,57 @@ mod tests {
         assert_eq!(strip_port("[::1]:80"), "::1");
         assert_eq!(route(Some("A.x"), "/api/", "sso").id, "a.x/api");
         assert_eq!(route(None, "/", "sso").id, "*/");
+    }
+
+    #[test]
+    fn a_route_no_request_could_match_is_refused() {
+        let make = |host: Option<&str>, path: &str| {
+            Route::from_config(&RouteConfig {
+                id: Some("r".into()),
+                host: host.map(str::to_owned),
+                path: path.into(),
+                upstream: "http://127.0.0.1:1".into(),
+                policy: "admin".into(),
+                context: None,
+                pass_token: false,
+            })
+        };
+        for path in [
+            "/Secret", "/ADMIN", "//x", "/a//b", "/./x", "/a/../b", "/%7Ex", "/%61dmin", "/a;b",
+            "/a%2fb", "/a\\b", "/..",
+        ] {
+            let e = make(None, path).expect_err(path).to_string();
+            assert!(e.contains("could never match"), "{path}: {e}");
+        }
+        for host in [
+            "adm.test:443",
+            "adm.test.",
+            "",
+            "adm..test",
+            "adm test",
+            "a/b",
+            "user@adm.test",
+            "[::1]:8080",
+            "[::1",
+        ] {
+            let e = make(Some(host), "/").expect_err(host).to_string();
+            assert!(e.contains("could never match"), "{host:?}: {e}");
+        }
+        // What requests are matched as is accepted, spelled the way they are compared.
+        for (host, want) in [
+            ("Adm.Test", "adm.test"),
+            ("10.0.0.1", "10.0.0.1"),
+            ("[::1]", "::1"),
+            ("::1", "::1"),
+            ("[FE80::1]", "fe80::1"),
+        ] {
+            assert_eq!(make(Some(host), "/").unwrap().host.as_deref(), Some(want));
+        }
+        for path in ["/", "/admin", "/admin/", "/a-b/c_d.e~f", "/a%20b"] {
+            assert!(make(None, path).is_ok(), "{path}");
+        }
+        // And each accepted host is found by a request that names it.
+        let routes = Routes::new(vec![make(Some("[::1]"), "/").unwrap()]);
+        assert!(routes.find(Some("[::1]:8080"), "/x").is_some());
     }
 }

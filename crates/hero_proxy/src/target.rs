@@ -263,7 +263,7 @@ pub fn canonical_host(
 }
 
 /// `name[:port]`, `a.b.c.d[:port]` or `[v6][:port]`, lower-cased; see [`canonical_host`].
-fn canonical_authority(s: &str) -> Result<String, TargetError> {
+pub(crate) fn canonical_authority(s: &str) -> Result<String, TargetError> {
     if let Some(rest) = s.strip_prefix('[') {
         let (v6, after) = rest.split_once(']').ok_or(TargetError::BadHost)?;
         v6.parse::<std::net::Ipv6Addr>()

@@ -123,6 +123,11 @@ async fn routes_set_and_remove_apply_on_the_next_request_and_persist() {
         json!({"id":"b4","path":"b","upstream":up,"policy":"public"}),
         json!({"id":"b5","path":"/b","upstream":up,"policy":"public","pass_token":"yes"}),
         json!({"id":"b6","host":"app.test","path":"/added","upstream":up,"policy":"public"}),
+        // Routes no request could match (their traffic fell to a broader route's policy).
+        json!({"id":"b7","host":"app.test:443","path":"/b","upstream":up,"policy":"admin"}),
+        json!({"id":"b8","host":"app.test.","path":"/b","upstream":up,"policy":"admin"}),
+        json!({"id":"b9","path":"/Secret","upstream":up,"policy":"admin"}),
+        json!({"id":"b10","path":"//b","upstream":up,"policy":"admin"}),
         json!({"path":"/b","upstream":up,"policy":"public"}),
     ] {
         let r = rpc(&sock, "routes.set", bad.clone()).await;
