@@ -8,7 +8,9 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, SET_COOKIE, UPGRADE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, COOKIE, SET_COOKIE, UPGRADE,
+};
 
 use crate::session::SESSION_COOKIE;
 
@@ -226,7 +228,37 @@ pub fn sanitize_response(h: &mut HeaderMap) -> Option<HeaderValue> {
     let upgrade = remove_hop_by_hop(h);
     remove_proxy_set_cookies(h);
     remove_cookie_clearing(h);
+    one_content_length(h);
     upgrade
+}
+
+/// A `Content-Length` sent as a list (`5, 5`) or repeated becomes one value. RFC 9110 §8.6: a recipient may
+/// accept a list of equal values, but a proxy forwarding such a message must send a single value — a client or
+/// cache downstream may read the list another way. The body was framed by these values already (unequal ones
+/// were refused, `lean::framing`; hyper's client does the same); a list that is not one number (a HEAD, 204 or
+/// 304 answer, whose length frames nothing) loses the header.
+fn one_content_length(h: &mut HeaderMap) {
+    let mut all = h.get_all(CONTENT_LENGTH).iter();
+    match (all.next(), all.next()) {
+        (None, _) => return,
+        (Some(v), None) if !v.as_bytes().contains(&b',') => return,
+        _ => {}
+    }
+    let mut values = h
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|part| {
+            std::str::from_utf8(part)
+                .ok()
+                .and_then(|p| p.trim().parse::<u64>().ok())
+        });
+    let first = values.next().flatten();
+    let one = first.filter(|n| values.all(|v| v == Some(*n)));
+    h.remove(CONTENT_LENGTH);
+    if let Some(n) = one {
+        h.insert(CONTENT_LENGTH, HeaderValue::from(n));
+    }
 }
 
 /// Whether a `Set-Cookie` value sets one of [`PROXY_COOKIES`]. A nameless cookie (`=__Host-hero_session=x`,

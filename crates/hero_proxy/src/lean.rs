@@ -253,6 +253,10 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, String> {
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(format!("malformed response head: {e}")),
     };
+    // The bound holds however the head arrived: in one read, a head longer than it was accepted whole.
+    if n > MAX_HEAD {
+        return Err("response head too large".into());
+    }
     let status = StatusCode::from_u16(r.code.unwrap_or(0)).map_err(|_| "invalid status code")?;
     let http10 = r.version == Some(0);
     // Offsets into the head, so the values can share its bytes instead of each being copied.
@@ -770,6 +774,17 @@ mod tests {
         }
         many.extend_from_slice(b"\r\n");
         assert!(parse_head(&mut BytesMut::from(&many[..])).is_err());
+        // A complete head longer than MAX_HEAD, all in the buffer at once (one read), is refused too.
+        let mut long = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..70 {
+            long.extend_from_slice(format!("x-{i}: {}\r\n", "v".repeat(1000)).as_bytes());
+        }
+        long.extend_from_slice(b"\r\n");
+        assert!(long.len() > MAX_HEAD);
+        assert_eq!(
+            parse_head(&mut BytesMut::from(&long[..])).unwrap_err(),
+            "response head too large"
+        );
     }
 
     /// The decoder's state survives every read boundary: the body arrives one byte per read.

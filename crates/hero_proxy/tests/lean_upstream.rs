@@ -37,6 +37,9 @@ fn answer(path: &str) -> (Vec<u8>, After) {
         ),
         "/conflict" => (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", ka),
         "/bad-length" => (b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello", ka),
+        "/cl-list" => (b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello", ka),
+        "/cl-twice" => (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", ka),
+        "/head-list" => (b"HTTP/1.1 204 No Content\r\nContent-Length: 5, 6\r\n\r\n", ka),
         "/te-and-cl" => (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n2\r\nok\r\n0\r\n\r\n",
             ka,
@@ -262,6 +265,17 @@ async fn every_response_framing_arrives_whole_and_reuse_follows_the_rules() {
     let (st, _, body) = c.get("GET", "/lean/cl").await.unwrap();
     assert_eq!((st, body.as_slice()), (200, &b"hello"[..]));
     assert_eq!(up.conns(), 2, "no reuse after a HEAD");
+    // Equal Content-Length values (a list, or repeated) frame the body, and the client gets one value (RFC 9110
+    // §8.6); on a 204, whose length frames nothing, a list that is not one number is dropped.
+    for path in ["/lean/cl-list", "/lean/cl-twice"] {
+        let (st, head, body) = c.get("GET", path).await.unwrap();
+        assert_eq!((st, body.as_slice()), (200, &b"hello"[..]), "{path}");
+        assert_eq!(head.matches("content-length").count(), 1, "{path}: {head}");
+        assert!(head.contains("content-length: 5\r\n"), "{path}: {head}");
+    }
+    let (st, head, _) = c.get("GET", "/lean/head-list").await.unwrap();
+    assert_eq!(st, 204);
+    assert!(!head.contains("content-length"), "{head}");
     // 204: no body, and the connection stays usable.
     let (st, _, body) = c.get("GET", "/lean/no-content").await.unwrap();
     assert_eq!((st, body.len()), (204, 0));
