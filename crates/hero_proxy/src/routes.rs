@@ -148,6 +148,15 @@ impl Route {
         }
     }
 
+    /// Whether the route applies to a request for `host` (port already stripped): any host, or this one.
+    fn serves_host(&self, host: Option<&str>) -> bool {
+        match (&self.host, host) {
+            (None, _) => true,
+            (Some(rh), Some(h)) => rh.eq_ignore_ascii_case(h),
+            (Some(_), None) => false,
+        }
+    }
+
     /// Segment-boundary prefix match on a canonical path (`target::canonical_path`); the root route matches
     /// every path, and only paths: a target that is not one never reaches here, and `/` is not a wildcard for it.
     fn path_matches(&self, path: &str) -> bool {
@@ -183,14 +192,7 @@ impl Routes {
         let host = host.map(strip_port);
         self.0
             .iter()
-            .find(|r| {
-                r.path_matches(path)
-                    && match (&r.host, host) {
-                        (None, _) => true,
-                        (Some(rh), Some(h)) => rh.eq_ignore_ascii_case(h),
-                        (Some(_), None) => false,
-                    }
-            })
+            .find(|r| r.path_matches(path) && r.serves_host(host))
             .cloned()
     }
 
@@ -200,12 +202,34 @@ impl Routes {
     /// case-insensitive servers read `/ADMIN`). Stripping or folding before matching would only move the bypass
     /// (`/pub;x` would then match a public `/pub` route while a literal backend serves a protected `/pub;x`), so
     /// the ambiguous path is refused instead. Only a path with `;` or an upper-case letter has other readings.
+    ///
+    /// One more reading, of every path: as string-prefix servers read it. nginx's `location /admin` also serves
+    /// `/adminsecret.txt`, so a non-public route longer than the chosen one whose path is a prefix of this path
+    /// but not at a `/` (`/admin` for `/admin.old/x`) would be such a backend's choice — with its protected
+    /// content, under the chosen route's weaker policy. That path is refused too, unless the longer route's policy
+    /// is the chosen one's (nothing to bypass) or public (nothing protected); an operator who wants `/admin-guide`
+    /// served gives it its own route.
     pub fn find_unambiguous(
         &self,
         host: Option<&str>,
         path: &str,
     ) -> Result<Option<Arc<Route>>, TargetError> {
         let route = self.find(host, path);
+        if let Some(chosen) = &route {
+            let host = host.map(strip_port);
+            let shadowed = self.0.iter().any(|r| {
+                r.path.len() > chosen.path.len()
+                    && r.policy != Policy::Public
+                    && r.policy != chosen.policy
+                    && r.serves_host(host)
+                    && path.len() > r.path.len()
+                    && path.starts_with(r.path.as_str())
+                    && path.as_bytes()[r.path.len()] != b'/'
+            });
+            if shadowed {
+                return Err(TargetError::AmbiguousRoute);
+            }
+        }
         let has_params = path.contains(';');
         let has_upper = path.bytes().any(|b| b.is_ascii_uppercase());
         if !has_params && !has_upper {
@@ -342,8 +366,17 @@ mod tests {
             ("/admin/Report.PDF", Some(Policy::Admin)),
             ("/pub/Logo.SVG;v=2", Some(Policy::Public)),
             ("/Other/x;y", Some(Policy::Sso)),
-            ("/administrator", Some(Policy::Sso)),
             ("/admin", Some(Policy::Admin)),
+            // As string-prefix servers read them (nginx `location /admin`): a stronger route's area reached under
+            // a weaker route is refused; a public one's, or the same policy's, is not.
+            ("/administrator", None),
+            ("/admin.old/x", None),
+            ("/admin-", None),
+            ("/admin%20x", None),
+            ("/pubx", Some(Policy::Sso)),
+            ("/pub.d/x", Some(Policy::Sso)),
+            ("/adm", Some(Policy::Sso)),
+            ("/x/admin", Some(Policy::Sso)),
         ];
         for (path, want) in cases {
             match (policy(path), want) {

@@ -163,6 +163,59 @@ async fn path_confusion_cannot_reach_a_protected_area_under_a_weaker_policy() {
     assert_eq!(r.status, 302, "{r:?}");
 }
 
+/// nginx prefix locations (`location /admin`), which string-match: `/adminsecret.txt` is in the admin area too.
+const PREFIX_AREAS: &str = r#"
+    location /admin { return 200 "ADMIN-AREA $request_uri\n"; }
+    location /dns { return 200 "DNS-AREA $request_uri\n"; }
+    location / { return 200 "open $request_uri\n"; }
+"#;
+
+/// A backend that matches locations as string prefixes (nginx's `location /admin`, a common way to write one)
+/// serves a protected area for paths the proxy's segment-bounded routes give to the weaker `/` route: each such
+/// spelling is refused, for anonymous and signed-in callers alike, while paths that are nobody's area still pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_string_prefix_backend_cannot_be_reached_past_a_protected_prefix() {
+    let nginx = Nginx::start(PREFIX_AREAS).await;
+    let proxy = ProxyBin::start(&routes(nginx.port)).await;
+    let alice = proxy.login("alice").await;
+    let alice_hdr = format!("Cookie: {alice}\r\n");
+    for p in ["admin", "dns"] {
+        let area = format!("{}-AREA", p.to_ascii_uppercase());
+        for template in [
+            "/{p}secret.txt",
+            "/{p}.old/secret",
+            "/{p}-",
+            "/{p}%20x",
+            "/{p}~/x",
+            "/public/../{p}x/secret",
+            "/%{hex1}{rest}x",
+        ] {
+            let target = spell(template, p);
+            let direct = raw_get(nginx.port, &target, "").await;
+            assert!(
+                direct.body.starts_with(&area),
+                "{target}: nginx itself should serve {area} for this: {direct:?}"
+            );
+            for (who, hdr) in [("anonymous", ""), ("alice", &*alice_hdr)] {
+                let r = raw_get(proxy.port, &target, hdr).await;
+                assert!(
+                    !r.body.contains(&area),
+                    "{who} {target}: reached {area}: {r:?}"
+                );
+                assert_eq!(r.status, 400, "{who} {target}: {r:?}");
+            }
+        }
+    }
+    for target in ["/adm", "/x/admin", "/public/dnsx", "/d"] {
+        let r = raw_get(proxy.port, target, "").await;
+        assert_eq!(
+            (r.status, r.body.starts_with("open ")),
+            (200, true),
+            "{target}: {r:?}"
+        );
+    }
+}
+
 /// `Upgrade` offers that are not a single `websocket` token, each with a spoofed identity header.
 const UPGRADE_FAMILY: &[(&str, &str)] = &[
     ("h2c", "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"),
