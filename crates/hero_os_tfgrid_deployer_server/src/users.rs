@@ -274,7 +274,10 @@ impl Deployer {
         let password_slot = slots::initial_password(user_id);
         let held = self.secrets.get(&password_slot).await?;
         let existing = self.forge.user_exists(name).await?;
-        let (forge_user, password) = match (existing, held) {
+        // `created_now`: this call's create_user made the account, so the password we hold is certainly its
+        // password (nobody else has ever known it); a refused token request then cannot mean "someone else made
+        // the account", and the password must not be thrown away.
+        let (forge_user, password, created_now) = match (existing, held) {
             (Some(user), None) => {
                 return Ok(ForgeOutcome {
                     forge_user_id: user.id,
@@ -285,7 +288,7 @@ impl Deployer {
                 })
             }
             // An earlier attempt created it with the password we hold.
-            (Some(user), Some(password)) => (user, password),
+            (Some(user), Some(password)) => (user, password, false),
             (None, held) => {
                 let password = match held {
                     Some(p) => p,
@@ -305,13 +308,13 @@ impl Deployer {
                     password: &password,
                 };
                 match self.forge.create_user(&new_user).await {
-                    Ok(user) => (user, password),
+                    Ok(user) => (user, password, true),
                     // A timed-out earlier POST may have created it after all: look again.
                     Err(ForgeError::Conflict {
                         reason: ConflictReason::NameTaken,
                         message,
                     }) => match self.forge.user_exists(name).await? {
-                        Some(user) => (user, password),
+                        Some(user) => (user, password, false),
                         None => {
                             return Err(ForgeError::Conflict {
                                 reason: ConflictReason::NameTaken,
@@ -379,6 +382,25 @@ impl Deployer {
                     forge_created: true,
                     token_set: true,
                     token_note: None,
+                    password: Some(password),
+                })
+            }
+            // The account this call created refuses its own password for a token: Forge refuses basic
+            // authentication (`[service] ENABLE_BASIC_AUTHENTICATION = false`, or a front that blocks it). The
+            // account is ours and its password held: the user is complete without a token. Before, this was read
+            // as "someone else created it", the only password was deleted and the account recorded as adopted.
+            Err(ForgeError::UserCredentialsRejected { status, .. }) if created_now => {
+                tracing::warn!(user_id, username = %name, status,
+                    "Forge refused the new account's password for a token; user created without one");
+                Ok(ForgeOutcome {
+                    forge_user_id: forge_user.id,
+                    forge_created: true,
+                    token_set: false,
+                    token_note: Some(format!(
+                        "Forge refused the new account's own password for a token (HTTP {status}): basic \
+                         authentication may be disabled on Forge; the user can bring their own token \
+                         (cockpit/USER_FORGE_TOKEN)"
+                    )),
                     password: Some(password),
                 })
             }
@@ -766,6 +788,43 @@ mod tests {
         assert_eq!(
             err.kind(),
             hero_os_tfgrid_deployer_sdk::ErrorKind::AlreadyExists
+        );
+    }
+
+    /// A Forge that refuses basic authentication answers the token request of an account this very call created
+    /// with 401: the account is still ours, its password the one we hold. Before, that was read as "someone else
+    /// created it", and the only password of the new account was deleted.
+    #[tokio::test]
+    async fn an_account_we_just_created_keeps_its_password_when_forge_refuses_basic_auth() {
+        let forge = Arc::new(FakeForge::new());
+        *forge.basic_auth_refused.lock().unwrap() = true;
+        let (d, secrets) = deployer(forge.clone());
+        let done = d
+            .create_user(&Actor::system(), params("dora"))
+            .await
+            .unwrap();
+        assert!(!done.adopted && !done.forge_token_set, "{done:?}");
+        assert!(done
+            .forge_token_note
+            .as_deref()
+            .unwrap()
+            .contains("basic authentication"));
+        let on_forge = forge.users.lock().unwrap()[0].1.clone();
+        assert_eq!(done.initial_password.as_deref(), Some(on_forge.as_str()));
+        assert_eq!(
+            secrets
+                .get(&slots::initial_password(done.user_id))
+                .await
+                .unwrap()
+                .unwrap()
+                .expose(),
+            on_forge
+        );
+        assert!(done.user.setup_complete);
+        let events = d.list_events(ListEventsParams::default()).await.unwrap();
+        assert_eq!(
+            events.events[0].detail.as_deref(),
+            Some("Forge account created; no token")
         );
     }
 

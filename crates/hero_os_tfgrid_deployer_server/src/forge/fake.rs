@@ -38,6 +38,8 @@ pub struct FakeForge {
     pub users: Mutex<Vec<(ForgeUser, String)>>,
     /// The next N token requests fail as unreachable.
     pub token_failures_left: Mutex<u32>,
+    /// Token requests are refused whatever the password (a Forge with basic authentication disabled).
+    pub basic_auth_refused: Mutex<bool>,
     /// Accounts created so far.
     pub creates: Mutex<u32>,
     /// OAuth apps of the admin account: (app, current secret); ids count from 1.
@@ -142,12 +144,13 @@ impl ForgeApi for FakeForge {
                 });
             }
         }
-        let ok = self
-            .users
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(u, p)| u.login == username && p == password.expose());
+        let ok = !*self.basic_auth_refused.lock().unwrap()
+            && self
+                .users
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(u, p)| u.login == username && p == password.expose());
         if !ok {
             return Err(ForgeError::UserCredentialsRejected {
                 status: 401,
