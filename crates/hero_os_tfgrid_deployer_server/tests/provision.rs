@@ -673,3 +673,87 @@ async fn a_record_that_never_reached_its_backend_leaves_no_dead_end() {
     assert!(vm.history.iter().all(|v| v.state == "decommissioned"));
     c.delete_user(user_id).await.unwrap();
 }
+
+/// A user with VM records on two backends (an attempt on the grid that failed, then a VM on this machine): a
+/// decommission deletes on one backend and marks only that backend's records. Before, it marked every record
+/// decommissioned, and one on the other backend — whose VM may still run — vanished from reconcile's view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommission_marks_only_its_own_backends_records() {
+    use hero_os_tfgrid_deployer_sdk::methods::SecretSet;
+    use hero_os_tfgrid_deployer_sdk::types::SecretSetParams;
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("deployer.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "{FAST_CONFIG}\n[provision.opentofu]\nbinary = \"/bin/true\"\n[provision.grid]\nnetwork = \"main\"\n"
+        ),
+    )
+    .unwrap();
+    let (stack, _) = stack(vec![
+        ("HERO_DEPLOYER_CONFIG".into(), conf.display().to_string()),
+        (
+            "HERO_DEPLOYER_GRIDPROXY_URL".into(),
+            "http://127.0.0.1:1".into(),
+        ),
+    ])
+    .await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    let user_id = new_user(c, "twoback").await;
+    c.call::<SecretSet>(&SecretSetParams {
+        slot: "deployer/tfgrid_mnemonic".into(),
+        value: "test mnemonic words for a stand in".into(),
+    })
+    .await
+    .unwrap();
+    let on = |backend: &str| {
+        Some(ProvisionOptions {
+            backend: Some(backend.into()),
+            profile: None,
+            node_id: None,
+            expires_in_days: None,
+        })
+    };
+    let grid = c.provision_vm(user_id, on("opentofu")).await.unwrap();
+    assert_eq!(follow(c, grid.job_id).await.0.state, JobState::Failed);
+    let local = c.provision_vm(user_id, on("local")).await.unwrap();
+    let (local, events) = follow(c, local.job_id).await;
+    assert_eq!(local.state, JobState::Succeeded, "{}", messages(&events));
+
+    let job = c.decommission_vm(user_id).await.unwrap();
+    assert_eq!(follow(c, job.job_id).await.0.state, JobState::Succeeded);
+    let vm = c.get_vm(user_id).await.unwrap();
+    let left = vm.vm.expect("the grid attempt's record is still live");
+    assert_eq!(left.backend, "opentofu");
+    assert_eq!(
+        c.get_user(user_id).await.unwrap().vm_status,
+        VmStatus::Failed
+    );
+    assert!(vm
+        .history
+        .iter()
+        .any(|v| v.backend == "local" && v.state == "decommissioned"));
+    let audit = c
+        .list_events(&hero_os_tfgrid_deployer_sdk::types::ListEventsParams::default())
+        .await
+        .unwrap();
+    assert!(
+        audit.events.iter().any(|e| e
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("on the opentofu backend remains")),
+        "{audit:?}"
+    );
+
+    // The second decommission goes to the grid record (which never reached its backend) and ends it.
+    let job = c.decommission_vm(user_id).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{}", messages(&events));
+    assert!(c.get_vm(user_id).await.unwrap().vm.is_none());
+    assert_eq!(
+        c.get_user(user_id).await.unwrap().vm_status,
+        VmStatus::Decommissioned
+    );
+}

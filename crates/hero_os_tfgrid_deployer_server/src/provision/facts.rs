@@ -81,10 +81,15 @@ pub enum Fact {
     NodeExcluded { job_id: i64, excluded: Vec<u32> },
     /// The user's gateway and VM were deleted: rows marked (kept for audit). Returns how many
     /// VM rows were marked.
-    ResourcesRemoved { user_id: UserId, now: i64 },
-    /// A decommission finished: rows marked, the user's status and the audit line, together.
+    ResourcesRemoved {
+        user_id: UserId,
+        backend: String,
+        now: i64,
+    },
+    /// A decommission finished on `backend`: rows marked, the user's status and the audit line, together.
     Decommissioned {
         user_id: UserId,
+        backend: String,
         now: i64,
         audit: OwnedEntry,
     },
@@ -220,23 +225,43 @@ impl Fact {
             Fact::GatewaysDeleted { user_id, now } => {
                 Ok(vms::mark_gateways_deleted(conn, user_id, now)? as i64)
             }
-            Fact::ResourcesRemoved { user_id, now } => {
-                let n = vms::mark_vms_decommissioned(conn, user_id, now)?;
+            Fact::ResourcesRemoved {
+                user_id,
+                backend,
+                now,
+            } => {
+                let n = vms::mark_vms_decommissioned(conn, user_id, &backend, now)?;
                 vms::mark_gateways_deleted(conn, user_id, now)?;
                 Ok(n as i64)
             }
             Fact::Decommissioned {
                 user_id,
+                backend,
                 now,
                 audit,
             } => {
-                let n = vms::mark_vms_decommissioned(conn, user_id, now)?;
+                let n = vms::mark_vms_decommissioned(conn, user_id, &backend, now)?;
                 vms::mark_gateways_deleted(conn, user_id, now)?;
-                store::set_user_vm_status(conn, user_id, VmStatus::Decommissioned, now)?;
+                // A record left on another backend (an earlier attempt there) is still the user's live VM: the
+                // status says failed, and the next decommission goes to that backend.
+                let left = vms::live_vm(conn, user_id)?;
+                let status = if left.is_some() {
+                    VmStatus::Failed
+                } else {
+                    VmStatus::Decommissioned
+                };
+                store::set_user_vm_status(conn, user_id, status, now)?;
                 let audit = OwnedEntry {
-                    detail: audit
-                        .detail
-                        .map(|d| d.replace("{n}", &n.to_string())),
+                    detail: audit.detail.map(|d| {
+                        let d = d.replace("{n}", &n.to_string());
+                        match &left {
+                            Some(vm) => format!(
+                                "{d}; the record of VM {} on the {} backend remains: decommission again to remove it",
+                                vm.name, vm.backend
+                            ),
+                            None => d,
+                        }
+                    }),
                     ..audit
                 };
                 audit.append(conn, now)?;

@@ -626,6 +626,7 @@ impl Provisioner {
                         use steps::StepRecords;
                         rec.record_now(Fact::ResourcesRemoved {
                             user_id: job.user_id,
+                            backend: job.backend.clone(),
                             now,
                         })
                         .await?

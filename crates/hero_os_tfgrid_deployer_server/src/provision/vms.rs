@@ -254,15 +254,19 @@ pub fn mark_gateways_deleted(
     )
 }
 
+/// Marks the user's live VM rows on `backend` decommissioned — only that backend's: a decommission or cleanup
+/// deletes on one backend, and a row another backend keeps (an earlier attempt there) may still stand for a VM.
+/// Marked with the others, it vanished from reconcile's view while its VM ran on.
 pub fn mark_vms_decommissioned(
     conn: &Connection,
     user_id: UserId,
+    backend: &str,
     now: i64,
 ) -> rusqlite::Result<usize> {
     conn.execute_cached(
         "UPDATE vms SET state = 'decommissioned', decommissioned_at = ?2, updated_at = ?2 \
-         WHERE user_id = ?1 AND state != 'decommissioned'",
-        params![user_id, now],
+         WHERE user_id = ?1 AND backend = ?3 AND state != 'decommissioned'",
+        params![user_id, now, backend],
     )
 }
 

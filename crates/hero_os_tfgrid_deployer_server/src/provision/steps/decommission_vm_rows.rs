@@ -31,6 +31,7 @@ impl Step for MarkDecommissioned {
     async fn run(&self, s: &StepCx<'_>, _ctx: &mut JobContext) -> Result<String, StepError> {
         s.record_with_outcome(Fact::Decommissioned {
             user_id: s.job.user_id,
+            backend: s.job.backend.clone(),
             now: s.now(),
             audit: OwnedEntry {
                 actor: Actor(s.job.actor.clone()),
