@@ -11,7 +11,10 @@ use hero_identity::{
     X_HERO_CONTEXT, X_HERO_EXTERNAL_ID, X_HERO_FORGE_TOKEN, X_HERO_LOGIN, X_HERO_PROVIDER,
     X_HERO_USER,
 };
-use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, LOCATION, SET_COOKIE, UPGRADE};
+use http::header::{
+    CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, LOCATION, SEC_WEBSOCKET_ACCEPT,
+    SEC_WEBSOCKET_KEY, SET_COOKIE, UPGRADE,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -756,6 +759,11 @@ impl App {
             h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
             h.insert(UPGRADE, u.clone());
         }
+        // The one answer a backend that really speaks WebSocket gives (see `headers::websocket_accept`).
+        let accept = upgrade
+            .as_ref()
+            .and(h.get(SEC_WEBSOCKET_KEY))
+            .map(crate::headers::websocket_accept);
         parts.version = http::Version::HTTP_11;
         let timeout = std::time::Duration::from_secs(self.cfg.upstream_timeout_secs);
         let mut resp = match route
@@ -773,9 +781,14 @@ impl App {
         // Before anything looks at the status: a 101 is sanitized like any other response (see the function).
         let switched_to = crate::headers::sanitize_response(resp.headers_mut());
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // A switch nobody asked for, or to another protocol than the one allowed, is never piped.
-            let Some(switched_to) = switched_to.filter(|_| upgrade.is_some()) else {
-                tracing::warn!(upstream = %route.upstream.describe(), "upstream switched protocols unasked; refused");
+            // A switch nobody asked for, to another protocol than the one allowed, or without the WebSocket
+            // handshake's answer to the client's key, is never piped.
+            let handshake_done =
+                accept.is_some() && resp.headers().get(SEC_WEBSOCKET_ACCEPT) == accept.as_ref();
+            let Some(switched_to) = switched_to.filter(|_| upgrade.is_some() && handshake_done)
+            else {
+                tracing::warn!(upstream = %route.upstream.describe(),
+                    "upstream switched protocols unasked or without a WebSocket handshake; refused");
                 return html(
                     StatusCode::BAD_GATEWAY,
                     pages::plain(

@@ -39,6 +39,25 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 /// `Upgrade`, which is what nginx does by default.
 pub const ALLOWED_UPGRADE: &str = "websocket";
 
+/// The `Sec-WebSocket-Accept` a WebSocket server answers to the client's `Sec-WebSocket-Key` (RFC 6455 §4.2.2):
+/// base64 of the SHA-1 of the key and the protocol's GUID.
+///
+/// Why the proxy checks a `101` against it: a backend that switches on the `Upgrade` header alone, without
+/// running the handshake (a generic upgrade handler), may go on reading HTTP from the tunnel, which would then
+/// carry requests with client-chosen paths and `x-hero-*` headers past routing, policy and header stripping, as
+/// an `h2c` tunnel would. Only a server that computed this value has spoken WebSocket.
+pub fn websocket_accept(key: &HeaderValue) -> HeaderValue {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut sha = sha1::Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(GUID);
+    let accept = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
+    // Base64 is always a valid header value.
+    HeaderValue::from_str(&accept).unwrap_or(HeaderValue::from_static(""))
+}
+
 /// True if `v` is exactly one `Upgrade` token equal to [`ALLOWED_UPGRADE`] (no list, no version suffix).
 pub fn is_allowed_upgrade(v: &HeaderValue) -> bool {
     v.to_str()
@@ -551,5 +570,12 @@ mod tests {
         remove_session_cookie(&mut h);
         assert_eq!(h.get_all(COOKIE).iter().count(), 1);
         assert_eq!(h[COOKIE], "a=1; b=2");
+    }
+
+    #[test]
+    fn websocket_accept_is_rfc_6455s() {
+        // RFC 6455 §1.3's example.
+        let key = HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(websocket_accept(&key), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 }

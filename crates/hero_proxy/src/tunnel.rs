@@ -10,6 +10,9 @@
 //! (default 30: the admin allowlist and the owner slot live in the secret store, which other processes write
 //! without telling the proxy), and closed at the first check that fails.
 //!
+//! A check looks the session up as a request does, so it counts as use: an open tunnel keeps its session from
+//! idling out, and the session's absolute lifetime still ends both.
+//!
 //! What it does not do: refresh the provider token. A tunnel is closed when its session ends, not when the
 //! token ages; the refresh happens on the person's next request, as for any page.
 
@@ -86,10 +89,18 @@ pub fn open(app: Arc<App>, grant: Grant, client: OnUpgrade, upstream: OnUpgrade)
         let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
         let pipe = tokio::io::copy_bidirectional(&mut c, &mut u);
         tokio::pin!(pipe);
+        // Subscribed before the first check, which runs at once: a change between the request's own check and
+        // this point is not missed (a receiver only sees changes made after it subscribed).
         let mut changes = app.sessions.watch_access();
         let every = Duration::from_secs(app.cfg.tunnel_recheck_secs);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
+            if !app.still_admits(&grant).await {
+                tracing::info!(route = %grant.route.id.as_deref().unwrap_or(""),
+                    "WebSocket tunnel closed: the access that opened it ended");
+                // Dropping the pipe closes both ends.
+                return;
+            }
             tokio::select! {
                 _ = &mut pipe => return,
                 changed = changes.changed() => {
@@ -98,12 +109,6 @@ pub fn open(app: Arc<App>, grant: Grant, client: OnUpgrade, upstream: OnUpgrade)
                     }
                 }
                 _ = tick.tick() => {}
-            }
-            if !app.still_admits(&grant).await {
-                tracing::info!(route = %grant.route.id.as_deref().unwrap_or(""),
-                    "WebSocket tunnel closed: the access that opened it ended");
-                // Dropping the pipe closes both ends.
-                return;
             }
         }
     });

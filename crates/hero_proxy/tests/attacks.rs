@@ -216,6 +216,120 @@ async fn a_string_prefix_backend_cannot_be_reached_past_a_protected_prefix() {
     }
 }
 
+/// A backend that switches to "websocket" on the header alone (and would go on reading HTTP): how it answers the
+/// handshake is chosen by the path. `/right` computes the accept value as RFC 6455 says, the others do not.
+async fn switch_happy_upstream() -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let key = head.lines().find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-key"))
+                        .map(|(_, v)| v.trim().to_owned())
+                });
+                let accept = |k: &str| {
+                    hero_proxy::headers::websocket_accept(&k.parse().unwrap())
+                        .to_str()
+                        .unwrap()
+                        .to_owned()
+                };
+                let extra = if head.starts_with("GET /right ") {
+                    format!(
+                        "Sec-WebSocket-Accept: {}\r\n",
+                        accept(key.as_deref().unwrap_or(""))
+                    )
+                } else if head.starts_with("GET /wrong ") {
+                    format!(
+                        "Sec-WebSocket-Accept: {}\r\n",
+                        accept("c29tZSBvdGhlciBrZXkhIQ==")
+                    )
+                } else if head.starts_with("GET /empty ") {
+                    "Sec-WebSocket-Accept: \r\n".to_owned()
+                } else {
+                    String::new()
+                };
+                let answer = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n"
+                );
+                if s.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                // Then it would read HTTP from the "tunnel"; here it holds the connection until the peer goes.
+                while let Ok(n) = s.read(&mut chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+/// A `101 websocket` is piped only when the backend answered the client's key as RFC 6455 says: a backend that
+/// switches on the header alone and reads HTTP afterwards would otherwise carry a second, unchecked request
+/// (with a spoofed `X-Hero-User`) through the tunnel, as h2c would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_without_the_websocket_handshake_is_not_piped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (up, _task) = switch_happy_upstream().await;
+    let proxy = ProxyBin::start(&format!(
+        "[[routes]]\npath = \"/\"\nupstream = \"http://127.0.0.1:{up}\"\npolicy = \"public\"\n"
+    ))
+    .await;
+    let handshake = |path: &str, key: Option<&str>| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
+            key.map(|k| format!("Sec-WebSocket-Key: {k}\r\n")).unwrap_or_default()
+        )
+    };
+    let key = Some("dGhlIHNhbXBsZSBub25jZQ==");
+    for (path, key) in [
+        ("/none", key),
+        ("/wrong", key),
+        ("/empty", key),
+        ("/right", None),
+    ] {
+        let r = raw_one(proxy.port, handshake(path, key).as_bytes()).await;
+        assert_eq!(r.status, 502, "{path} key {key:?}: {r:?}");
+    }
+    // The real handshake is piped, and what goes through it is the backend's business (frames, normally).
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    s.write_all(handshake("/right", key).as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+}
+
 /// `Upgrade` offers that are not a single `websocket` token, each with a spoofed identity header.
 const UPGRADE_FAMILY: &[(&str, &str)] = &[
     ("h2c", "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"),
