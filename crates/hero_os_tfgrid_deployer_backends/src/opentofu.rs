@@ -901,6 +901,11 @@ impl OpenTofuBackend {
         })
     }
 
+    /// Whether `terraform.tfstate` records a resource of type `ty`.
+    fn state_holds(dir: &Path, ty: &str) -> bool {
+        Self::state_resource_types(dir).iter().any(|t| t == ty)
+    }
+
     /// Parse the resource types recorded in `terraform.tfstate` (no child process: for inventory).
     fn state_resource_types(dir: &Path) -> Vec<String> {
         let Ok(text) = std::fs::read_to_string(dir.join("terraform.tfstate")) else {
@@ -1141,16 +1146,26 @@ impl ComputeBackend for OpenTofuBackend {
         })
     }
 
+    /// Whether a gateway exists is what the state holds, not what `desired.json` asks for: a delete whose apply
+    /// failed has already taken the label out of `desired.json` while the name contract is still in the state
+    /// (and on the chain). Answered `None` then, the gateway was forgotten while it ran on.
     async fn get_gateway(&self, name: &ResourceName) -> Result<Option<GatewayInfo>, BackendError> {
         let dir = self.work_dir(name);
         let Some(d) = self.read_desired(&dir)? else {
             return Ok(None);
         };
-        if d.inputs.gateway_label.is_none() || !dir.join("terraform.tfstate").exists() {
+        if !Self::state_holds(&dir, "grid_name_proxy") {
             return Ok(None);
         }
         let outs = self.outputs(&dir).await?;
-        Ok(self.gateway_info_from(&d, &outs))
+        self.gateway_info_from(&d, &outs)
+            .map(Some)
+            .ok_or_else(|| BackendError::Protocol {
+                op: "get_gateway".into(),
+                detail: "the state holds a name proxy but `tofu output -json` has no fqdn (an unfinished \
+                         gateway delete?); delete the gateway again"
+                    .into(),
+            })
     }
 
     async fn delete_gateway(
@@ -1164,7 +1179,9 @@ impl ComputeBackend for OpenTofuBackend {
         let Some(mut d) = self.read_desired(&dir)? else {
             return Ok(());
         };
-        if d.inputs.gateway_label.is_none() {
+        // Nothing to do only when neither asks for a gateway nor the state holds one: a previous delete whose
+        // apply failed left `desired.json` without the label and the name proxy in the state (see `get_gateway`).
+        if d.inputs.gateway_label.is_none() && !Self::state_holds(&dir, "grid_name_proxy") {
             return Ok(());
         }
         d.inputs.gateway_label = None;

@@ -403,6 +403,35 @@ async fn failures_are_typed_and_the_mnemonic_is_redacted() {
     );
     assert!(err.to_string().contains("NameExists"), "{err}");
 
+    // A gateway delete whose apply fails leaves the name proxy in the state: the gateway still exists (as the
+    // state says, though desired.json no longer asks for it), and the next delete applies again. Before, the
+    // label gone from desired.json answered "no gateway", and the retry returned at once, leaving it deployed.
+    fake.control("");
+    be.deploy_gateway(&gw, discard_output()).await.unwrap();
+    fake.control("fail=apply\n");
+    assert!(be
+        .delete_gateway(&req().name, discard_output())
+        .await
+        .is_err());
+    fake.control("");
+    assert!(be.get_gateway(&req().name).await.unwrap().is_some());
+    assert!(be
+        .inventory()
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.kind == ResourceKind::Gateway));
+    be.delete_gateway(&req().name, discard_output())
+        .await
+        .unwrap();
+    assert!(be.get_gateway(&req().name).await.unwrap().is_none());
+    assert!(be
+        .inventory()
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.kind != ResourceKind::Gateway));
+
     // Destroy failure keeps the working dir (the state is still needed).
     fake.control("fail=destroy\n");
     assert!(be.delete_vm(&req().name, discard_output()).await.is_err());
