@@ -5,9 +5,11 @@
 //! the client reads `rpc.discover` and refuses ([`BackendError::MissingMethods`], naming each
 //! missing method) unless every method it needs is offered.
 //!
-//! hero_compute has no gateway getter that we know of, so gateways deployed through this client
-//! are remembered in memory for `get_gateway`; after a restart `get_gateway` answers `None` and the
-//! orchestrator's idempotent `deploy_gateway` re-asserts it.
+//! hero_compute has no gateway getter that we know of, so the gateways deployed through this client
+//! are remembered by it, in a file (`HeroComputeConfig::gateways_file`) that outlives the process.
+//! Why a file: remembered in memory only, every gateway was forgotten at a restart — `get_gateway`
+//! answered "none" (and `vm forget` dropped the record of a gateway still serving), inventory
+//! listed none (and reconcile called every live one missing).
 
 pub mod assumed;
 
@@ -49,12 +51,16 @@ pub struct HeroComputeConfig {
     pub work_dir: String,
     /// VM web port the gateway forwards to.
     pub web_port: u16,
+    /// Where the gateways this client deployed are remembered (see the module docs); `None` keeps them in
+    /// memory only (tests that do not restart).
+    pub gateways_file: Option<PathBuf>,
 }
 
 impl HeroComputeConfig {
     /// Defaults with `socket_path` (see [`default_socket_path`]).
     pub fn new(socket_path: impl Into<PathBuf>) -> Self {
         Self {
+            gateways_file: None,
             socket_path: socket_path.into(),
             timeout: Duration::from_secs(120),
             ssh_user: "root".into(),
@@ -115,10 +121,14 @@ impl HeroComputeBackend {
     /// Connect: call `rpc.discover` and check that every method of
     /// [`assumed::REQUIRED_METHODS`] is offered.
     pub async fn connect(cfg: HeroComputeConfig) -> Result<Self, BackendError> {
+        let gateways = match &cfg.gateways_file {
+            Some(path) => load_gateways(path)?,
+            None => HashMap::new(),
+        };
         let be = Self {
             cfg,
             next_id: AtomicU64::new(1),
-            gateways: Mutex::new(HashMap::new()),
+            gateways: Mutex::new(gateways),
         };
         let doc =
             be.call("rpc.discover", json!([]))
@@ -377,9 +387,9 @@ impl ComputeBackend for HeroComputeBackend {
             connect_addr: None,
         };
         out(&format!("{}: gateway {} deployed", req.name, info.fqdn));
-        if let Ok(mut g) = self.gateways.lock() {
+        self.remember(|g| {
             g.insert(req.name.to_string(), info.clone());
-        }
+        })?;
         Ok(info)
     }
 
@@ -413,9 +423,9 @@ impl ComputeBackend for HeroComputeBackend {
             Err(e) => Err(Self::rpc_failure(M, e)),
         };
         if r.is_ok() {
-            if let Ok(mut g) = self.gateways.lock() {
+            self.remember(|g| {
                 g.remove(&name.to_string());
-            }
+            })?;
             out(&format!("{name}: gateway deleted"));
         }
         r
@@ -460,6 +470,42 @@ impl ComputeBackend for HeroComputeBackend {
             }
         }
         Ok(out)
+    }
+}
+
+/// The remembered gateways in `path`; none when it does not exist yet. A file that is there but unreadable is an
+/// error naming it, never an empty map (that would forget every gateway, the fault the file exists to prevent).
+fn load_gateways(path: &Path) -> Result<HashMap<String, GatewayInfo>, BackendError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| BackendError::Config(format!(
+            "{}: not this deployer's record of hero_compute gateways ({e}); move it aside only after checking \
+             which gateways hero_compute serves",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
+        Err(e) => Err(BackendError::io(path)(e)),
+    }
+}
+
+impl HeroComputeBackend {
+    /// Changes the remembered gateways and writes them to the file (whole or not at all) before answering.
+    fn remember(
+        &self,
+        change: impl FnOnce(&mut HashMap<String, GatewayInfo>),
+    ) -> Result<(), BackendError> {
+        let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut g);
+        let Some(path) = &self.cfg.gateways_file else {
+            return Ok(());
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(BackendError::io(dir))?;
+        }
+        let text = serde_json::to_vec_pretty(&*g).map_err(|e| BackendError::Protocol {
+            op: "remember gateways".into(),
+            detail: e.to_string(),
+        })?;
+        crate::compute::replace_file(path, &text)
     }
 }
 

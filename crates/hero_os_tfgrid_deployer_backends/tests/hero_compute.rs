@@ -301,3 +301,48 @@ async fn prerequisites_name_the_socket_path() {
     let _listener = tokio::net::UnixListener::bind(&path).unwrap();
     HeroComputeConfig::new(&path).check_prerequisites().unwrap();
 }
+
+/// The gateways this client deployed are remembered across a restart (hero_compute has no getter): before, a new
+/// process answered "no gateway" for every one still serving, and inventory listed none. A record file that is
+/// there but unreadable stops the client, naming it, instead of forgetting them all.
+#[tokio::test]
+async fn deployed_gateways_are_remembered_across_a_restart() {
+    let (_d, p) = sock();
+    serve(&p, &REQUIRED_METHODS).await;
+    let state = tempfile::tempdir().unwrap();
+    let file = state.path().join("hero_compute").join("gateways.json");
+    let cfg = || HeroComputeConfig {
+        gateways_file: Some(file.clone()),
+        ..HeroComputeConfig::new(&p)
+    };
+    let name = req().name;
+    let be = HeroComputeBackend::connect(cfg()).await.unwrap();
+    let gw = be
+        .deploy_gateway(
+            &GatewayRequest {
+                name: name.clone(),
+                host_label: "erin".into(),
+                backend_url: "http://10.1.3.2:9988".into(),
+                node_id: Some(13),
+            },
+            discard_output(),
+        )
+        .await
+        .unwrap();
+    drop(be);
+
+    let be = HeroComputeBackend::connect(cfg()).await.unwrap();
+    assert_eq!(be.get_gateway(&name).await.unwrap(), Some(gw));
+    assert!(be.inventory().await.unwrap().iter().any(|r| r.kind
+        == hero_os_tfgrid_deployer_backends::ResourceKind::Gateway
+        && r.name.as_ref() == Some(&name)));
+    be.delete_gateway(&name, discard_output()).await.unwrap();
+    drop(be);
+    let be = HeroComputeBackend::connect(cfg()).await.unwrap();
+    assert!(be.get_gateway(&name).await.unwrap().is_none());
+    drop(be);
+
+    std::fs::write(&file, b"{ half a record").unwrap();
+    let e = HeroComputeBackend::connect(cfg()).await.unwrap_err();
+    assert!(e.to_string().contains("gateways.json"), "{e}");
+}

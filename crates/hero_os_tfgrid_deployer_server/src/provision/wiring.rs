@@ -105,17 +105,20 @@ pub async fn build(
             .clone()
             .unwrap_or_else(|| config.socket_dir.join("hero_compute").join("rpc.sock"));
         let check = socket.clone();
+        let gateways_file = config.data_dir.join("hero_compute").join("gateways.json");
         backends.insert(
             "hero_compute".into(),
             Arc::new(
                 LazyBackend::new(
                     "hero_compute",
                     Box::new(move || {
-                        let socket = socket.clone();
+                        let cfg = HeroComputeConfig {
+                            gateways_file: Some(gateways_file.clone()),
+                            ..HeroComputeConfig::new(socket.clone())
+                        };
                         Box::pin(async move {
-                            let backend: Arc<dyn ComputeBackend> = Arc::new(
-                                HeroComputeBackend::connect(HeroComputeConfig::new(socket)).await?,
-                            );
+                            let backend: Arc<dyn ComputeBackend> =
+                                Arc::new(HeroComputeBackend::connect(cfg).await?);
                             Ok(backend)
                         })
                     }),
