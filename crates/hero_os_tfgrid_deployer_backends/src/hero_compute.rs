@@ -229,6 +229,21 @@ impl HeroComputeBackend {
             op: method.to_string(),
             detail: format!("HTTP {status}, body is not JSON: {e}"),
         })?;
+        // The answer must be to this request (JSON-RPC 2.0 §5: the same id; `null` only when the server could not
+        // read the request's). An answer to another one is a confused peer, and its result is not ours to act on.
+        match v.get("id") {
+            Some(got) if got == &json!(id) => {}
+            Some(Value::Null) if v.get("error").is_some_and(|e| !e.is_null()) => {}
+            got => {
+                return Err(BackendError::Protocol {
+                    op: method.to_string(),
+                    detail: format!(
+                        "the answer is to request id {}, not {id}",
+                        got.map(Value::to_string).unwrap_or_else(|| "(none)".into())
+                    ),
+                })
+            }
+        }
         // `"error": null` beside a result is no error (some servers send both members).
         if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
             return Ok(Err(RpcError {

@@ -33,15 +33,17 @@ struct StandIn {
     fail_delete: Option<(i64, String)>,
     /// Results also carry `"error": null`, as some JSON-RPC servers send.
     null_error: bool,
+    /// Answers carry this id instead of the request's (a confused peer).
+    answer_id: Option<Value>,
 }
 
 type Shared = Arc<Mutex<StandIn>>;
 
 async fn rpc(State(st): State<Shared>, Json(req): Json<Value>) -> Json<Value> {
-    let id = req["id"].clone();
     let method = req["method"].as_str().unwrap().to_string();
     let params = req["params"].clone();
     let mut s = st.lock().unwrap();
+    let id = s.answer_id.clone().unwrap_or_else(|| req["id"].clone());
     s.calls.push((method.clone(), params.clone()));
     let null_error = s.null_error;
     let ok = |r: Value| {
@@ -253,6 +255,14 @@ async fn lifecycle_with_assumed_shapes() {
     st.lock().unwrap().null_error = true;
     assert_eq!(be.inventory().await.unwrap(), inv);
     st.lock().unwrap().null_error = false;
+    // An answer to another request (another id, none, or null beside a result) is not acted on.
+    for answer_id in [json!(987_654), json!("1"), Value::Null] {
+        st.lock().unwrap().answer_id = Some(answer_id.clone());
+        let e = be.inventory().await.unwrap_err();
+        assert_eq!(e.code(), "backend.protocol", "{answer_id}: {e}");
+        assert!(e.to_string().contains("the answer is to request id"), "{e}");
+    }
+    st.lock().unwrap().answer_id = None;
 
     be.delete_gateway(&name, discard_output()).await.unwrap();
     assert!(be.get_gateway(&name).await.unwrap().is_none());
