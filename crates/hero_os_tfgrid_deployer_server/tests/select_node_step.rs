@@ -150,7 +150,15 @@ impl UserKeys for NoKeys {
 async fn run_select(
     candidates: Vec<u32>,
 ) -> (Result<String, steps::StepError>, JobContext, Vec<OutLine>) {
-    let url = gridproxy().await;
+    run_select_with(candidates, None, gridproxy().await).await
+}
+
+/// `run_select` with a node pinned by the request and gridproxy at `url`.
+async fn run_select_with(
+    candidates: Vec<u32>,
+    pinned: Option<u32>,
+    url: String,
+) -> (Result<String, steps::StepError>, JobContext, Vec<OutLine>) {
     let deployer = Deployer {
         db: Db::open_in_memory().unwrap(),
         secrets: Arc::new(MemorySecretStore::new()),
@@ -194,7 +202,10 @@ async fn run_select(
         1,
     );
     let (options, said, key) = (
-        ProvisionOptions::default(),
+        ProvisionOptions {
+            node_id: pinned,
+            ..ProvisionOptions::default()
+        },
         Said::default(),
         steps::KeyCache::new(),
     );
@@ -265,6 +276,52 @@ async fn all_candidates_rejected_is_a_precise_permanent_error() {
         );
     }
     assert_eq!(ctx.node_id, None);
+}
+
+/// A pinned node is checked as a chosen one would be: one that can take the VM is kept with its domain, one that is
+/// down, unknown or full is a permanent error naming why (before, each went on to fail inside `tofu apply`), and
+/// when gridproxy cannot be asked the pin stands, said so — pinning is the way past a gridproxy outage.
+#[tokio::test]
+async fn a_pinned_node_is_checked_like_a_chosen_one() {
+    let url = gridproxy().await;
+    let (result, ctx, _) = run_select_with(vec![1, 8], Some(13), url.clone()).await;
+    let said = result.unwrap();
+    assert!(
+        said.contains("node 13 (node13.grid.tf) pinned by the request; checked"),
+        "{said}"
+    );
+    assert_eq!(
+        (ctx.node_id, ctx.node_domain.as_deref()),
+        (Some(13), Some("node13.grid.tf"))
+    );
+    for (node, why) in [(50, "down"), (999, "not known to gridproxy"), (1, "health")] {
+        let (result, _, _) = run_select_with(vec![8], Some(node), url.clone()).await;
+        let err = result.unwrap_err();
+        assert_eq!(
+            (err.code.as_str(), err.transient),
+            ("select.pinned_unsuitable", false),
+            "{node}"
+        );
+        assert!(
+            err.message.contains(&format!(
+                "node {node} pinned by the request cannot take this VM"
+            )),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains(why),
+            "{node}: {why} missing in {}",
+            err.message
+        );
+    }
+    let (result, ctx, _) = run_select_with(vec![8], Some(13), "http://127.0.0.1:1".into()).await;
+    let said = result.unwrap();
+    assert!(
+        said.contains("not checked") && said.contains("deploying as pinned"),
+        "{said}"
+    );
+    assert_eq!((ctx.node_id, ctx.node_domain), (Some(13), None));
 }
 
 /// Keeps what a step records (lines and facts), for steps that record.

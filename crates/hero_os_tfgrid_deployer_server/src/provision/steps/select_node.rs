@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hero_os_tfgrid_deployer_backends::node_selection::{FeatureNeeds, Requirements};
+use hero_os_tfgrid_deployer_backends::node_selection::{FeatureNeeds, Requirements, SelectError};
 use hero_os_tfgrid_deployer_backends::VmSpec;
 
 use super::{JobContext, Step, StepCx, StepError};
@@ -43,9 +43,7 @@ impl Step for SelectNode {
         }
         if let Some(node) = s.options.node_id {
             ctx.node_id = Some(node);
-            return Ok(format!(
-                "node {node} pinned by the request; selection skipped"
-            ));
+            return check_pinned(s, ctx, node).await;
         }
         if let (Some(node), Some(domain)) = (ctx.node_id, ctx.node_domain.as_ref()) {
             return Ok(format!(
@@ -62,16 +60,7 @@ impl Step for SelectNode {
 /// cleared the choice, so a retry never lands on the node that just failed.
 pub(super) async fn choose(s: &StepCx<'_>, ctx: &mut JobContext) -> Result<String, StepError> {
     let nodes = s.env.nodes.clone()?;
-    let need = ctx
-        .spec
-        .get_or_insert_with(VmSpec::default)
-        .required_capacity();
-    let req = Requirements {
-        need,
-        twin_id: s.env.cfg.grid.twin_id,
-        excluded: ctx.excluded_nodes.clone(),
-        features: FeatureNeeds { light_ok: false },
-    };
+    let req = requirements(s, ctx, ctx.excluded_nodes.clone());
     let selection = nodes.select(&s.env.cfg.grid.candidate_nodes, &req).await?;
     for (node, why) in &selection.rejected {
         s.say(format!("node {node} not chosen: {why}"));
@@ -79,4 +68,54 @@ pub(super) async fn choose(s: &StepCx<'_>, ctx: &mut JobContext) -> Result<Strin
     ctx.node_id = Some(selection.node.node_id);
     ctx.node_domain = Some(selection.domain.clone());
     Ok(selection.reason)
+}
+
+/// What a node must offer this job's VM: its spec's capacity, the configured twin, features; `excluded` nodes never.
+fn requirements(s: &StepCx<'_>, ctx: &mut JobContext, excluded: Vec<u32>) -> Requirements {
+    Requirements {
+        need: ctx
+            .spec
+            .get_or_insert_with(VmSpec::default)
+            .required_capacity(),
+        twin_id: s.env.cfg.grid.twin_id,
+        excluded,
+        features: FeatureNeeds { light_ok: false },
+    }
+}
+
+/// A node pinned by the request is checked by the same rules as a chosen one (up, room for the VM, the twin,
+/// features, a gateway domain). Why: a node id that does not exist or cannot take the VM failed minutes later
+/// inside `tofu apply` with a grid error the operator had to decode. When gridproxy cannot be asked the pin is
+/// kept as given, said in the step's output: pinning is also the operator's way past a gridproxy outage.
+async fn check_pinned(
+    s: &StepCx<'_>,
+    ctx: &mut JobContext,
+    node: u32,
+) -> Result<String, StepError> {
+    let nodes = match s.env.nodes.clone() {
+        Ok(n) => n,
+        Err(e) => {
+            return Ok(format!(
+                "node {node} pinned by the request; not checked ({}): deploying as pinned",
+                e.message
+            ))
+        }
+    };
+    let req = requirements(s, ctx, Vec::new());
+    match nodes.select(&[node], &req).await {
+        Ok(selection) => {
+            ctx.node_domain = Some(selection.domain.clone());
+            Ok(format!(
+                "node {node} ({}) pinned by the request; checked: it can take this VM",
+                selection.domain
+            ))
+        }
+        Err(SelectError::NoCandidate(why)) => Err(StepError::fatal(
+            "select.pinned_unsuitable",
+            format!("node {node} pinned by the request cannot take this VM: {why}; pin another node or none"),
+        )),
+        Err(SelectError::GridProxy(e)) => Ok(format!(
+            "node {node} pinned by the request; not checked (gridproxy: {e}): deploying as pinned"
+        )),
+    }
 }
