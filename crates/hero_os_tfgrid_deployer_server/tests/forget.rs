@@ -144,8 +144,8 @@ async fn a_live_sandbox_is_not_forgotten_and_a_decommission_leftover_is() {
 /// a job runs), and the user can be deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unconfigured_backend_record_is_forgotten_only_with_force_and_never_during_a_job() {
-    use hero_os_tfgrid_deployer_sdk::methods::{SecretDelete, SecretSet};
-    use hero_os_tfgrid_deployer_sdk::types::{SecretSetParams, SecretSlotParams};
+    use hero_os_tfgrid_deployer_sdk::methods::SecretDelete;
+    use hero_os_tfgrid_deployer_sdk::types::SecretSlotParams;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     // A gridproxy stand-in: while `hang` holds it accepts connections and never answers (a job
@@ -163,34 +163,11 @@ async fn an_unconfigured_backend_record_is_forgotten_only_with_force_and_never_d
             }
         }
     });
-    let conf_dir = tempfile::tempdir().unwrap();
-    let conf = conf_dir.path().join("deployer.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "{FAST_CONFIG}\n[provision.opentofu]\nbinary = \"/bin/true\"\n[provision.grid]\nnetwork = \"main\"\n"
-        ),
-    )
-    .unwrap();
-    let (stack, _) = stack(vec![
-        ("HERO_DEPLOYER_CONFIG".into(), conf.display().to_string()),
-        (
-            "HERO_DEPLOYER_GRIDPROXY_URL".into(),
-            format!("http://{gridproxy_addr}"),
-        ),
-    ])
-    .await;
-    let mut stack = stack;
+    let mut stack = grid_stack(&format!("http://{gridproxy_addr}")).await;
     let _reaper = SandboxReaper(local_root(&stack));
     let c = stack.client();
     let user_id = new_user(c, "gridy").await;
-    let slot = "deployer/tfgrid_mnemonic".to_owned();
-    c.call::<SecretSet>(&SecretSetParams {
-        slot: slot.clone(),
-        value: "test mnemonic words for a stand in".into(),
-    })
-    .await
-    .unwrap();
+    let slot = MNEMONIC_SLOT.to_owned();
     let on_grid = |node_id| ProvisionOptions {
         backend: Some("opentofu".into()),
         profile: None,

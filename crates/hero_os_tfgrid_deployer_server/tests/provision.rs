@@ -591,38 +591,16 @@ async fn reconcile_reports_oauth_apps_without_a_vm_and_vms_without_an_app() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_that_never_reached_its_backend_leaves_no_dead_end() {
-    use hero_os_tfgrid_deployer_sdk::methods::{SecretDelete, SecretSet};
-    use hero_os_tfgrid_deployer_sdk::types::{SecretSetParams, SecretSlotParams};
+    use hero_os_tfgrid_deployer_sdk::methods::SecretDelete;
+    use hero_os_tfgrid_deployer_sdk::types::SecretSlotParams;
     // The opentofu backend's prerequisites hold when the job is made (a mnemonic, an
     // executable "tofu"); gridproxy cannot be reached, so the job fails at select_node, before
     // the backend is ever asked. Then the mnemonic is removed: the backend is unconfigured.
-    let conf_dir = tempfile::tempdir().unwrap();
-    let conf = conf_dir.path().join("deployer.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "{FAST_CONFIG}\n[provision.opentofu]\nbinary = \"/bin/true\"\n[provision.grid]\nnetwork = \"main\"\n"
-        ),
-    )
-    .unwrap();
-    let (stack, _) = stack(vec![
-        ("HERO_DEPLOYER_CONFIG".into(), conf.display().to_string()),
-        (
-            "HERO_DEPLOYER_GRIDPROXY_URL".into(),
-            "http://127.0.0.1:1".into(),
-        ),
-    ])
-    .await;
+    let stack = grid_stack("http://127.0.0.1:1").await;
     let _reaper = SandboxReaper(local_root(&stack));
     let c = stack.client();
     let user_id = new_user(c, "gridy").await;
-    let slot = "deployer/tfgrid_mnemonic".to_owned();
-    c.call::<SecretSet>(&SecretSetParams {
-        slot: slot.clone(),
-        value: "test mnemonic words for a stand in".into(),
-    })
-    .await
-    .unwrap();
+    let slot = MNEMONIC_SLOT.to_owned();
     let job = c
         .provision_vm(
             user_id,
@@ -679,34 +657,10 @@ async fn a_record_that_never_reached_its_backend_leaves_no_dead_end() {
 /// decommissioned, and one on the other backend — whose VM may still run — vanished from reconcile's view.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decommission_marks_only_its_own_backends_records() {
-    use hero_os_tfgrid_deployer_sdk::methods::SecretSet;
-    use hero_os_tfgrid_deployer_sdk::types::SecretSetParams;
-    let conf_dir = tempfile::tempdir().unwrap();
-    let conf = conf_dir.path().join("deployer.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "{FAST_CONFIG}\n[provision.opentofu]\nbinary = \"/bin/true\"\n[provision.grid]\nnetwork = \"main\"\n"
-        ),
-    )
-    .unwrap();
-    let (stack, _) = stack(vec![
-        ("HERO_DEPLOYER_CONFIG".into(), conf.display().to_string()),
-        (
-            "HERO_DEPLOYER_GRIDPROXY_URL".into(),
-            "http://127.0.0.1:1".into(),
-        ),
-    ])
-    .await;
+    let stack = grid_stack("http://127.0.0.1:1").await;
     let _reaper = SandboxReaper(local_root(&stack));
     let c = stack.client();
     let user_id = new_user(c, "twoback").await;
-    c.call::<SecretSet>(&SecretSetParams {
-        slot: "deployer/tfgrid_mnemonic".into(),
-        value: "test mnemonic words for a stand in".into(),
-    })
-    .await
-    .unwrap();
     let on = |backend: &str| {
         Some(ProvisionOptions {
             backend: Some(backend.into()),

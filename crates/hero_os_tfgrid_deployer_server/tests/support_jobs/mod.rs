@@ -50,6 +50,33 @@ pub async fn stack_failing_fast(extra: Vec<(String, String)>) -> (Stack, PathBuf
     stack_with(config, extra).await
 }
 
+/// The secret slot of the grid account's mnemonic, and the stand-in words [`grid_stack`] puts there.
+pub const MNEMONIC_SLOT: &str = "deployer/tfgrid_mnemonic";
+
+/// [`stack`] with the opentofu backend's prerequisites in place (an executable `tofu`, `/bin/true`, which never
+/// deploys anything; network `main`; a mnemonic in [`MNEMONIC_SLOT`]) and gridproxy at `gridproxy_url`.
+pub async fn grid_stack(gridproxy_url: &str) -> Stack {
+    let config = format!(
+        "{FAST_CONFIG}\n[provision.opentofu]\nbinary = \"/bin/true\"\n[provision.grid]\nnetwork = \"main\"\n"
+    );
+    let env = vec![(
+        "HERO_DEPLOYER_GRIDPROXY_URL".to_owned(),
+        gridproxy_url.to_owned(),
+    )];
+    let stack = stack_with(config, env).await.0;
+    stack
+        .client()
+        .call::<hero_os_tfgrid_deployer_sdk::methods::SecretSet>(
+            &hero_os_tfgrid_deployer_sdk::types::SecretSetParams {
+                slot: MNEMONIC_SLOT.into(),
+                value: "test mnemonic words for a stand in".into(),
+            },
+        )
+        .await
+        .unwrap();
+    stack
+}
+
 async fn stack_with(config_text: String, extra: Vec<(String, String)>) -> (Stack, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("deployer.toml");
