@@ -244,6 +244,12 @@ fn is_proxy_cookie(name: &str) -> bool {
 /// upgrade the way [`remove_hop_by_hop`] accepts one (`Connection: upgrade`, one `Upgrade: websocket`); the
 /// caller re-adds it, with `Connection: upgrade`, only to a 101 it agreed to.
 pub fn sanitize_response(h: &mut HeaderMap) -> Option<HeaderValue> {
+    // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and a proxy must remove the latter before
+    // forwarding — the client gets the decoded body, re-framed, and a length the upstream gave alongside would
+    // cut it short (`Transfer-Encoding` itself goes with the hop-by-hop headers next, so this comes first).
+    if h.contains_key(http::header::TRANSFER_ENCODING) {
+        h.remove(CONTENT_LENGTH);
+    }
     let upgrade = remove_hop_by_hop(h);
     remove_proxy_set_cookies(h);
     remove_cookie_clearing(h);
@@ -254,13 +260,17 @@ pub fn sanitize_response(h: &mut HeaderMap) -> Option<HeaderValue> {
 /// A `Content-Length` sent as a list (`5, 5`) or repeated becomes one value. RFC 9110 §8.6: a recipient may
 /// accept a list of equal values, but a proxy forwarding such a message must send a single value — a client or
 /// cache downstream may read the list another way. The body was framed by these values already (unequal ones
-/// were refused, `lean::framing`; hyper's client does the same); a list that is not one number (a HEAD, 204 or
-/// 304 answer, whose length frames nothing) loses the header.
+/// were refused, `lean::framing`; hyper's client does the same); values that are not one number (on a HEAD, 204
+/// or 304 answer, whose length frames nothing) lose the header.
 fn one_content_length(h: &mut HeaderMap) {
     let mut all = h.get_all(CONTENT_LENGTH).iter();
     match (all.next(), all.next()) {
         (None, _) => return,
-        (Some(v), None) if !v.as_bytes().contains(&b',') => return,
+        (Some(v), None)
+            if !v.as_bytes().is_empty() && v.as_bytes().iter().all(u8::is_ascii_digit) =>
+        {
+            return
+        }
         _ => {}
     }
     let mut values = h

@@ -37,9 +37,9 @@ use crate::pool::{Pool, PoolKey, Pooled};
 /// Error type of a lean response body (a broken or malformed upstream body).
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The longest response head accepted (hyper's client allows about 400 KiB of buffer; a head this long is a
-/// broken or hostile backend).
-const MAX_HEAD: usize = 64 * 1024;
+/// The longest response head accepted, here and on hyper's client (`upstream.rs`, whose own default is about 400
+/// KiB): a head this long is a broken or hostile backend.
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// At most this many response headers (hyper's default).
 const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line or trailer section accepted in a chunked body.
@@ -227,13 +227,9 @@ pub async fn exchange(
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             continue;
         }
+        // The framing headers themselves are made right for the client by `headers::sanitize_response`, for
+        // this path and hyper's alike (a Content-Length beside Transfer-Encoding dropped, a list made one value).
         let framing = framing(method, status, http10, &headers).map_err(ExchangeError::Failed)?;
-        let mut headers = headers;
-        if headers.contains_key(TRANSFER_ENCODING) {
-            // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and a proxy must remove the latter before
-            // forwarding; otherwise the client would be told a length the decoded body does not have.
-            headers.remove(CONTENT_LENGTH);
-        }
         let mut resp = Response::new(LeanBody::new(conn, framing, key));
         *resp.status_mut() = status;
         *resp.headers_mut() = headers;

@@ -148,6 +148,16 @@ impl Route {
         }
     }
 
+    /// Whether this route is picked before `other` when both match ([`Routes::new`]'s order): a host route
+    /// before any any-host route, whatever the lengths; within each, the longer path.
+    fn outranks(&self, other: &Route) -> bool {
+        match (self.host.is_some(), other.host.is_some()) {
+            (true, false) => true,
+            (false, true) => false,
+            _ => self.path.len() > other.path.len(),
+        }
+    }
+
     /// Whether the route applies to a request for `host` (port already stripped): any host, or this one.
     fn serves_host(&self, host: Option<&str>) -> bool {
         match (&self.host, host) {
@@ -198,67 +208,56 @@ impl Routes {
 
     /// [`Routes::find`], refusing a path that backends could read as another route's: every reading of the path
     /// must pick the same route. The readings: the path as given; without the `;parameters` of its segments (how
-    /// servlet containers — Tomcat, Jetty, Spring — read `/admin;x/y`: as `/admin/y`); and in lower case (how
-    /// case-insensitive servers read `/ADMIN`). Stripping or folding before matching would only move the bypass
-    /// (`/pub;x` would then match a public `/pub` route while a literal backend serves a protected `/pub;x`), so
-    /// the ambiguous path is refused instead. Only a path with `;` or an upper-case letter has other readings.
+    /// servlet containers — Tomcat, Jetty, Spring — read `/admin;x/y`: as `/admin/y`, empty segments merged); and
+    /// case-folded (how case-insensitive servers read `/ADMIN`). Stripping or folding before matching would only
+    /// move the bypass (`/pub;x` would then match a public `/pub` route while a literal backend serves a protected
+    /// `/pub;x`), so the ambiguous path is refused instead. Only a path with `;` or an upper-case letter (outside
+    /// `%`-escapes, which name the same octet in either case) has other readings.
     ///
-    /// One more reading, of every path: as string-prefix servers read it. nginx's `location /admin` also serves
-    /// `/adminsecret.txt`, so a non-public route longer than the chosen one whose path is a prefix of this path
-    /// but not at a `/` (`/admin` for `/admin.old/x`) would be such a backend's choice — with its protected
-    /// content, under the chosen route's weaker policy. That path is refused too, unless the longer route's policy
-    /// is the chosen one's (nothing to bypass) or public (nothing protected); an operator who wants `/admin-guide`
-    /// served gives it its own route.
+    /// And every reading, the path as given included, is also read as string-prefix servers read it. nginx's
+    /// `location /admin` also serves `/adminsecret.txt`, so a non-public route that would outrank the chosen one
+    /// (see [`Route::outranks`]) and whose path is a prefix of this one but not at a `/` (`/admin` for
+    /// `/admin.old/x`) would be such a backend's choice — with its protected content, under the chosen route's
+    /// weaker policy. That path is refused too, unless the other route's policy is the chosen one's (nothing to
+    /// bypass) or public (nothing protected); an operator who wants `/admin-guide` served gives it its own route.
     pub fn find_unambiguous(
         &self,
         host: Option<&str>,
         path: &str,
     ) -> Result<Option<Arc<Route>>, TargetError> {
         let route = self.find(host, path);
-        if let Some(chosen) = &route {
-            let host = host.map(strip_port);
-            let shadowed = self.0.iter().any(|r| {
-                r.path.len() > chosen.path.len()
-                    && r.policy != Policy::Public
-                    && r.policy != chosen.policy
-                    && r.serves_host(host)
-                    && path.len() > r.path.len()
-                    && path.starts_with(r.path.as_str())
-                    && path.as_bytes()[r.path.len()] != b'/'
-            });
-            if shadowed {
-                return Err(TargetError::AmbiguousRoute);
-            }
-        }
-        let has_params = path.contains(';');
-        let has_upper = path.bytes().any(|b| b.is_ascii_uppercase());
-        if !has_params && !has_upper {
-            return Ok(route);
-        }
+        let readings = other_readings(path);
         let same = |other: Option<Arc<Route>>| match (&route, &other) {
             (None, None) => true,
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         };
-        // Only the readings that differ from the path as given.
-        let mut readings: Vec<String> = Vec::with_capacity(3);
-        if has_params {
-            let without: String = path
-                .split('/')
-                .map(|seg| seg.split(';').next().unwrap_or(""))
-                .collect::<Vec<_>>()
-                .join("/");
-            readings.push(without.to_ascii_lowercase());
-            readings.push(without);
+        if !readings.iter().all(|p| same(self.find(host, p))) {
+            return Err(TargetError::AmbiguousRoute);
         }
-        if has_upper {
-            readings.push(path.to_ascii_lowercase());
+        if let Some(chosen) = &route {
+            let host = host.map(strip_port);
+            let mut all = std::iter::once(path).chain(readings.iter().map(String::as_str));
+            if all.any(|p| self.prefix_reading_differs(host, p, chosen)) {
+                return Err(TargetError::AmbiguousRoute);
+            }
         }
-        if readings.iter().all(|p| same(self.find(host, p))) {
-            Ok(route)
-        } else {
-            Err(TargetError::AmbiguousRoute)
-        }
+        Ok(route)
+    }
+
+    /// Whether a string-prefix server would serve `path` from a stronger route's area than `chosen`'s (see
+    /// [`Routes::find_unambiguous`]).
+    fn prefix_reading_differs(&self, host: Option<&str>, path: &str, chosen: &Route) -> bool {
+        self.0.iter().any(|r| {
+            r.path != "/"
+                && path.len() > r.path.len()
+                && path.starts_with(r.path.as_str())
+                && path.as_bytes()[r.path.len()] != b'/'
+                && r.policy != Policy::Public
+                && r.policy != chosen.policy
+                && r.outranks(chosen)
+                && r.serves_host(host)
+        })
     }
 
     /// All routes, in match order.
@@ -275,8 +274,53 @@ impl Routes {
 /// backend that reads paths case-insensitively serves the protected area under it.
 fn matchable_path(path: &str) -> Option<String> {
     let canonical = crate::target::canonical_path(path).ok()?;
-    (canonical == path && !path.contains(';') && !path.bytes().any(|b| b.is_ascii_uppercase()))
-        .then_some(canonical)
+    (canonical == path && !path.contains(';') && fold_case(path) == path).then_some(canonical)
+}
+
+/// The readings of `path` other than as given (see [`Routes::find_unambiguous`]); none for most paths.
+fn other_readings(path: &str) -> Vec<String> {
+    let mut readings = Vec::new();
+    if path.contains(';') {
+        let stripped: String = path
+            .split('/')
+            .map(|seg| seg.split(';').next().unwrap_or(""))
+            .filter(|seg| !seg.is_empty())
+            .fold(String::new(), |acc, seg| acc + "/" + seg);
+        // `/a;x/` keeps its trailing `/`; a path of parameters only (`/;x`) is the root.
+        let stripped = match (stripped.is_empty(), path.ends_with('/')) {
+            (true, _) => "/".to_owned(),
+            (false, true) => stripped + "/",
+            (false, false) => stripped,
+        };
+        readings.push(fold_case(&stripped));
+        readings.push(stripped);
+    }
+    if path.bytes().any(|b| b.is_ascii_uppercase()) {
+        let folded = fold_case(path);
+        if folded != path {
+            readings.push(folded);
+        }
+    }
+    readings
+}
+
+/// `path` in lower case, but for the two hex digits of each `%`-escape (`%C3` and `%c3` are the same octet, and
+/// the canonical spelling is upper case): how a case-insensitive server reads it.
+fn fold_case(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut hex_left = 0;
+    for c in path.chars() {
+        if hex_left > 0 {
+            hex_left -= 1;
+            out.push(c);
+        } else {
+            if c == '%' {
+                hex_left = 2;
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
 }
 
 /// A route's host as requests will be compared with it (lower case, an IPv6 literal without brackets, as
@@ -377,6 +421,16 @@ mod tests {
             ("/pub.d/x", Some(Policy::Sso)),
             ("/adm", Some(Policy::Sso)),
             ("/x/admin", Some(Policy::Sso)),
+            // Every reading is also read as a string-prefix server would: case-folded, or without parameters.
+            ("/ADMINsecret", None),
+            ("/Admin-backup.tar", None),
+            ("/adminx;y", None),
+            // Empty segments left by stripping parameters merge, as servlet containers do.
+            ("/;x/admin/y", None),
+            ("/;x/pub/y", None),
+            ("/;x/other", Some(Policy::Sso)),
+            // %-escapes name the same octet in either case: not another reading.
+            ("/caf%C3%A9", Some(Policy::Sso)),
         ];
         for (path, want) in cases {
             match (policy(path), want) {
@@ -444,11 +498,52 @@ mod tests {
         ] {
             assert_eq!(make(Some(host), "/").unwrap().host.as_deref(), Some(want));
         }
-        for path in ["/", "/admin", "/admin/", "/a-b/c_d.e~f", "/a%20b"] {
+        for path in [
+            "/",
+            "/admin",
+            "/admin/",
+            "/a-b/c_d.e~f",
+            "/a%20b",
+            "/caf%C3%A9",
+        ] {
             assert!(make(None, path).is_ok(), "{path}");
         }
+        assert!(
+            make(None, "/caf%c3%a9").is_err(),
+            "escapes are written upper case"
+        );
         // And each accepted host is found by a request that names it.
         let routes = Routes::new(vec![make(Some("[::1]"), "/").unwrap()]);
         assert!(routes.find(Some("[::1]:8080"), "/x").is_some());
+    }
+
+    /// Only a route that would be picked before the chosen one counts for the string-prefix reading: on a host
+    /// with its own `/` route, an any-host `/cockpit` route is never picked, so `/cockpit-status` is not refused.
+    #[test]
+    fn the_prefix_reading_counts_only_routes_that_would_win() {
+        let t = Routes::new(vec![
+            route(Some("admin.test"), "/", "admin"),
+            route(None, "/cockpit", "sso"),
+            route(None, "/", "public"),
+            route(Some("app.test"), "/api", "admin"),
+        ]);
+        let policy = |host: &str, p: &str| {
+            t.find_unambiguous(Some(host), p)
+                .map(|r| r.unwrap().policy.clone())
+        };
+        for p in ["/cockpit", "/cockpit-status", "/cockpits", "/cockpit.css"] {
+            assert_eq!(policy("admin.test", p), Ok(Policy::Admin), "{p}");
+        }
+        assert_eq!(
+            policy("other.test", "/cockpit-status"),
+            Err(TargetError::AmbiguousRoute)
+        );
+        // A host route outranks any any-host route, whatever their lengths.
+        assert_eq!(
+            policy("app.test", "/apix"),
+            Err(TargetError::AmbiguousRoute)
+        );
+        assert_eq!(policy("app.test", "/other"), Ok(Policy::Public));
+        assert_eq!(policy("other.test", "/apix"), Ok(Policy::Public));
     }
 }

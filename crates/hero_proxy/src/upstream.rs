@@ -153,6 +153,8 @@ impl Upstream {
     async fn connect(&self) -> std::result::Result<SendRequest<Incoming>, ProxyError> {
         let io = self.connect_stream().await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            // The same bound on a response head as the lean exchange's (hyper's default is about 400 KiB).
+            .max_header_size(crate::lean::MAX_HEAD)
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| ProxyError::Upstream(format!("{}: {e}", self.describe())))?;

@@ -163,10 +163,12 @@ async fn path_confusion_cannot_reach_a_protected_area_under_a_weaker_policy() {
     assert_eq!(r.status, 302, "{r:?}");
 }
 
-/// nginx prefix locations (`location /admin`), which string-match: `/adminsecret.txt` is in the admin area too.
+/// nginx locations that string-match prefixes, case-insensitively (`location ~* ^/admin`, as common as `location
+/// /admin`, which is the same without the case folding): `/adminsecret.txt` and `/ADMINsecret` are in the admin
+/// area too.
 const PREFIX_AREAS: &str = r#"
-    location /admin { return 200 "ADMIN-AREA $request_uri\n"; }
-    location /dns { return 200 "DNS-AREA $request_uri\n"; }
+    location ~* ^/admin { return 200 "ADMIN-AREA $request_uri\n"; }
+    location ~* ^/dns { return 200 "DNS-AREA $request_uri\n"; }
     location / { return 200 "open $request_uri\n"; }
 "#;
 
@@ -189,6 +191,8 @@ async fn a_string_prefix_backend_cannot_be_reached_past_a_protected_prefix() {
             "/{p}~/x",
             "/public/../{p}x/secret",
             "/%{hex1}{rest}x",
+            "/{P}secret",
+            "/{P1}-backup.tar",
         ] {
             let target = spell(template, p);
             let direct = raw_get(nginx.port, &target, "").await;
