@@ -763,7 +763,7 @@ impl App {
         let accept = upgrade
             .as_ref()
             .and(h.get(SEC_WEBSOCKET_KEY))
-            .map(crate::headers::websocket_accept);
+            .and_then(crate::headers::websocket_accept);
         parts.version = http::Version::HTTP_11;
         let timeout = std::time::Duration::from_secs(self.cfg.upstream_timeout_secs);
         let mut resp = match route
@@ -781,12 +781,14 @@ impl App {
         // Before anything looks at the status: a 101 is sanitized like any other response (see the function).
         let switched_to = crate::headers::sanitize_response(resp.headers_mut());
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // A switch nobody asked for, to another protocol than the one allowed, or without the WebSocket
-            // handshake's answer to the client's key, is never piped.
+            // A switch nobody asked for (no upgrade, so no grant), to another protocol than the one allowed, or
+            // without the WebSocket handshake's answer to the client's key, is never piped.
             let handshake_done =
                 accept.is_some() && resp.headers().get(SEC_WEBSOCKET_ACCEPT) == accept.as_ref();
-            let Some(switched_to) = switched_to.filter(|_| upgrade.is_some() && handshake_done)
-            else {
+            let (Some(switched_to), Some(grant)) = (
+                switched_to.filter(|_| upgrade.is_some() && handshake_done),
+                grant,
+            ) else {
                 tracing::warn!(upstream = %route.upstream.describe(),
                     "upstream switched protocols unasked or without a WebSocket handshake; refused");
                 return html(
@@ -800,10 +802,6 @@ impl App {
             let h = resp.headers_mut();
             h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
             h.insert(UPGRADE, switched_to);
-            let Some(grant) = grant else {
-                // Unreachable (an upgrade was asked for, so the grant was made); refused rather than unchecked.
-                return internal(&ProxyError::Invalid("a tunnel without its grant".into()));
-            };
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             crate::tunnel::open(self.clone(), grant, client_upgrade, upstream_upgrade);
             let (parts, _) = resp.into_parts();

@@ -46,7 +46,7 @@ pub const ALLOWED_UPGRADE: &str = "websocket";
 /// running the handshake (a generic upgrade handler), may go on reading HTTP from the tunnel, which would then
 /// carry requests with client-chosen paths and `x-hero-*` headers past routing, policy and header stripping, as
 /// an `h2c` tunnel would. Only a server that computed this value has spoken WebSocket.
-pub fn websocket_accept(key: &HeaderValue) -> HeaderValue {
+pub fn websocket_accept(key: &HeaderValue) -> Option<HeaderValue> {
     use base64::Engine as _;
     use sha1::Digest as _;
     const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -54,8 +54,8 @@ pub fn websocket_accept(key: &HeaderValue) -> HeaderValue {
     sha.update(key.as_bytes());
     sha.update(GUID);
     let accept = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
-    // Base64 is always a valid header value.
-    HeaderValue::from_str(&accept).unwrap_or(HeaderValue::from_static(""))
+    // Base64 is always a valid header value; were it not, no answer would match (never an empty one).
+    HeaderValue::from_str(&accept).ok()
 }
 
 /// True if `v` is exactly one `Upgrade` token equal to [`ALLOWED_UPGRADE`] (no list, no version suffix).
@@ -244,25 +244,28 @@ fn is_proxy_cookie(name: &str) -> bool {
 /// upgrade the way [`remove_hop_by_hop`] accepts one (`Connection: upgrade`, one `Upgrade: websocket`); the
 /// caller re-adds it, with `Connection: upgrade`, only to a 101 it agreed to.
 pub fn sanitize_response(h: &mut HeaderMap) -> Option<HeaderValue> {
-    // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and a proxy must remove the latter before
-    // forwarding — the client gets the decoded body, re-framed, and a length the upstream gave alongside would
-    // cut it short (`Transfer-Encoding` itself goes with the hop-by-hop headers next, so this comes first).
-    if h.contains_key(http::header::TRANSFER_ENCODING) {
-        h.remove(CONTENT_LENGTH);
-    }
+    // First: it looks at `Transfer-Encoding`, which goes with the hop-by-hop headers next.
+    one_content_length(h);
     let upgrade = remove_hop_by_hop(h);
     remove_proxy_set_cookies(h);
     remove_cookie_clearing(h);
-    one_content_length(h);
     upgrade
 }
 
-/// A `Content-Length` sent as a list (`5, 5`) or repeated becomes one value. RFC 9110 §8.6: a recipient may
-/// accept a list of equal values, but a proxy forwarding such a message must send a single value — a client or
-/// cache downstream may read the list another way. The body was framed by these values already (unequal ones
-/// were refused, `lean::framing`; hyper's client does the same); values that are not one number (on a HEAD, 204
-/// or 304 answer, whose length frames nothing) lose the header.
+/// The `Content-Length` the client gets: none, or one value that frames the body it is sent.
+/// * Beside `Transfer-Encoding`, none. RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and a proxy
+///   must remove the latter — the client gets the decoded body, re-framed, and the upstream's length would cut it
+///   short.
+/// * A list (`5, 5`) or repeated values become one. RFC 9110 §8.6: a recipient may accept a list of equal
+///   values, but a proxy forwarding such a message must send a single value — a client or cache downstream may
+///   read the list another way. The body was framed by these values already (unequal ones were refused,
+///   `lean::framing`; hyper's client does the same); values that are not one number (on a HEAD, 204 or 304
+///   answer, whose length frames nothing) lose the header.
 fn one_content_length(h: &mut HeaderMap) {
+    if h.contains_key(http::header::TRANSFER_ENCODING) {
+        h.remove(CONTENT_LENGTH);
+        return;
+    }
     let mut all = h.get_all(CONTENT_LENGTH).iter();
     match (all.next(), all.next()) {
         (None, _) => return,
@@ -586,6 +589,9 @@ mod tests {
     fn websocket_accept_is_rfc_6455s() {
         // RFC 6455 §1.3's example.
         let key = HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ==");
-        assert_eq!(websocket_accept(&key), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            websocket_accept(&key).unwrap(),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 }

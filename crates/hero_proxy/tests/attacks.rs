@@ -245,6 +245,7 @@ async fn switch_happy_upstream() -> (u16, tokio::task::JoinHandle<()>) {
                 });
                 let accept = |k: &str| {
                     hero_proxy::headers::websocket_accept(&k.parse().unwrap())
+                        .unwrap()
                         .to_str()
                         .unwrap()
                         .to_owned()
