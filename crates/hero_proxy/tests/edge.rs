@@ -164,15 +164,7 @@ async fn a_websocket_tunnel_closes_when_the_access_that_opened_it_ends() {
 
     let alice = h.login("alice").await;
     let mut ws = open_ws(h.port, "/ws", &alice).await;
-    let r = Harness::client()
-        .post(format!("{}/oauth/logout", h.base))
-        .header("cookie", &alice)
-        .header("sec-fetch-site", "same-origin")
-        .header("origin", &h.base)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(h.sign_out(&alice).await.status(), 200);
     assert_closes(&mut ws, "signed out").await;
     assert_echoes(&mut bystander, "after a sign-out").await;
 

@@ -336,6 +336,18 @@ pass_token = true
         login_at(&self.base, &self.peer.issuer, user).await
     }
 
+    /// Signs out the session of `cookie` as the site's own sign-out button does (a same-origin POST).
+    pub async fn sign_out(&self, cookie: &str) -> reqwest::Response {
+        Self::client()
+            .post(format!("{}/oauth/logout", self.base))
+            .header("cookie", cookie)
+            .header("sec-fetch-site", "same-origin")
+            .header("origin", &self.base)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str, cookie: &str) -> reqwest::Response {
         Self::client()
             .get(format!("{}{path}", self.base))
