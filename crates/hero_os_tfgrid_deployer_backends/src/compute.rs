@@ -435,6 +435,12 @@ pub trait ComputeBackend: Send + Sync {
     /// The VM of that name, if it exists.
     async fn get_vm(&self, name: &ResourceName) -> Result<Option<VmInfo>, BackendError>;
 
+    /// What of `name` the backend still holds whatever [`Self::get_vm`] and [`Self::get_gateway`] answer: a
+    /// resource a half-finished deploy or delete left (an opentofu state holding only the network). `vm forget`
+    /// refuses while anything is listed: such a resource runs on, and costs, with no record left to remove it.
+    /// Required, not defaulted, so a wrapper cannot answer "nothing" for the backend it wraps.
+    async fn remains(&self, name: &ResourceName) -> Result<Vec<String>, BackendError>;
+
     /// Delete the VM and everything that belongs to it; `Ok` if already gone.
     async fn delete_vm(&self, name: &ResourceName, out: OutputSink) -> Result<(), BackendError>;
 

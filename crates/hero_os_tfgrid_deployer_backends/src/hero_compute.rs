@@ -360,6 +360,11 @@ impl ComputeBackend for HeroComputeBackend {
         }
     }
 
+    /// hero_compute owns a VM's parts itself and names only VMs and gateways: nothing else to ask about.
+    async fn remains(&self, _name: &ResourceName) -> Result<Vec<String>, BackendError> {
+        Ok(Vec::new())
+    }
+
     async fn delete_vm(&self, name: &ResourceName, out: OutputSink) -> Result<(), BackendError> {
         const M: &str = "ComputeService.delete_vm";
         match self.call(M, assumed::name_params(name)).await? {

@@ -668,6 +668,18 @@ impl ComputeBackend for LocalBackend {
         Ok(Some(self.vm_info(name, &rec)))
     }
 
+    /// A sandbox dir without its record: a delete that stopped part-way (its processes may still run).
+    async fn remains(&self, name: &ResourceName) -> Result<Vec<String>, BackendError> {
+        let dir = self.sandbox_dir(name);
+        if !dir.exists() || self.read_record(name)?.is_some() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![format!(
+            "sandbox dir {} without its record (an unfinished delete)",
+            dir.display()
+        )])
+    }
+
     async fn delete_vm(&self, name: &ResourceName, out: OutputSink) -> Result<(), BackendError> {
         self.injected_latency().await;
         let lock = self.lock_for(&name.to_string());

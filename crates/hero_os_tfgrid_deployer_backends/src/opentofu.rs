@@ -902,26 +902,50 @@ impl OpenTofuBackend {
     }
 
     /// Whether `terraform.tfstate` records a resource of type `ty`.
-    fn state_holds(dir: &Path, ty: &str) -> bool {
-        Self::state_resource_types(dir).iter().any(|t| t == ty)
+    fn state_holds(dir: &Path, ty: &str) -> Result<bool, BackendError> {
+        Ok(Self::state_resources(dir)?.iter().any(|(t, _)| t == ty))
     }
 
-    /// Parse the resource types recorded in `terraform.tfstate` (no child process: for inventory).
+    /// The resource types `terraform.tfstate` records, for inventory: an unreadable state lists none there
+    /// (its working dir is still listed).
     fn state_resource_types(dir: &Path) -> Vec<String> {
-        let Ok(text) = std::fs::read_to_string(dir.join("terraform.tfstate")) else {
-            return Vec::new();
-        };
-        let Ok(v) = serde_json::from_str::<Value>(&text) else {
-            return Vec::new();
-        };
-        v.get("resources")
-            .and_then(Value::as_array)
-            .map(|rs| {
-                rs.iter()
-                    .filter_map(|r| r.get("type").and_then(Value::as_str).map(str::to_string))
-                    .collect()
-            })
+        Self::state_resources(dir)
             .unwrap_or_default()
+            .into_iter()
+            .map(|(ty, _)| ty)
+            .collect()
+    }
+
+    /// The resources `terraform.tfstate` records, as `(type, name)`, read without a child process; none without a
+    /// state file. A state that cannot be read or parsed is an error, not "none": the caller is deciding whether
+    /// something still runs on the grid.
+    fn state_resources(dir: &Path) -> Result<Vec<(String, String)>, BackendError> {
+        let path = dir.join("terraform.tfstate");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(BackendError::io(&path)(e)),
+        };
+        let unreadable = |detail: String| BackendError::Protocol {
+            op: "read terraform.tfstate".into(),
+            detail: format!("{}: {detail}", path.display()),
+        };
+        let v: Value = serde_json::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
+        let Some(rs) = v.get("resources") else {
+            return Ok(Vec::new());
+        };
+        let rs = rs
+            .as_array()
+            .ok_or_else(|| unreadable("`resources` is not a list".into()))?;
+        rs.iter()
+            .map(|r| {
+                let field = |k: &str| r.get(k).and_then(Value::as_str).map(str::to_owned);
+                match (field("type"), field("name")) {
+                    (Some(ty), Some(name)) => Ok((ty, name)),
+                    _ => Err(unreadable("a resource without a `type` and `name`".into())),
+                }
+            })
+            .collect()
     }
 }
 
@@ -1012,6 +1036,17 @@ impl ComputeBackend for OpenTofuBackend {
         }
         let outs = self.outputs(&dir).await?;
         Ok(self.vm_info_from(&d, &outs))
+    }
+
+    /// Everything the working dir's state holds. `get_vm` answers `None` for a state holding only the network (an
+    /// apply that failed after creating it), and `get_gateway` looks only for the name proxy; the network's
+    /// contract runs on all the same, and only `delete_vm`'s destroy removes it.
+    async fn remains(&self, name: &ResourceName) -> Result<Vec<String>, BackendError> {
+        let dir = self.work_dir(name);
+        Ok(Self::state_resources(&dir)?
+            .into_iter()
+            .map(|(ty, res)| format!("{ty}.{res} in the opentofu state"))
+            .collect())
     }
 
     async fn delete_vm(&self, name: &ResourceName, out: OutputSink) -> Result<(), BackendError> {
@@ -1154,7 +1189,7 @@ impl ComputeBackend for OpenTofuBackend {
         let Some(d) = self.read_desired(&dir)? else {
             return Ok(None);
         };
-        if !Self::state_holds(&dir, "grid_name_proxy") {
+        if !Self::state_holds(&dir, "grid_name_proxy")? {
             return Ok(None);
         }
         let outs = self.outputs(&dir).await?;
@@ -1181,7 +1216,7 @@ impl ComputeBackend for OpenTofuBackend {
         };
         // Nothing to do only when neither asks for a gateway nor the state holds one: a previous delete whose
         // apply failed left `desired.json` without the label and the name proxy in the state (see `get_gateway`).
-        if d.inputs.gateway_label.is_none() && !Self::state_holds(&dir, "grid_name_proxy") {
+        if d.inputs.gateway_label.is_none() && !Self::state_holds(&dir, "grid_name_proxy")? {
             return Ok(());
         }
         d.inputs.gateway_label = None;

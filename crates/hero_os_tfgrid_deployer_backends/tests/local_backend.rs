@@ -446,3 +446,41 @@ async fn an_unreadable_record_is_an_error_and_the_sandbox_stays() {
         "the user's own file"
     );
 }
+
+/// A delete that stopped after setting the record aside (its processes would not die, or the deployer died) leaves
+/// the sandbox dir without `sandbox.json`: `get_vm` is `None`, yet the sandbox's sshd may still run. `remains`
+/// names the dir, so `vm forget` refuses; a second `delete_vm` finishes the job.
+#[tokio::test]
+async fn an_unfinished_delete_remains_until_deleted_again() {
+    let root = tempfile::tempdir().unwrap();
+    let _reaper = SandboxReaper {
+        root: root.path().to_path_buf(),
+    };
+    let key = user_key(13);
+    let name = ResourceName::new(11, "edna").unwrap();
+    let req = VmRequest {
+        name: name.clone(),
+        spec: VmSpec::default(),
+        ssh_public_key: key.public_openssh().to_string(),
+        node_id: None,
+    };
+    let be = backend(root.path()).await;
+    assert!(be.remains(&name).await.unwrap().is_empty());
+    be.deploy_vm(&req, discard_output()).await.unwrap();
+    assert!(
+        be.remains(&name).await.unwrap().is_empty(),
+        "a live sandbox is get_vm's"
+    );
+    let dir = be.sandbox_dir(&name);
+    std::fs::rename(dir.join("sandbox.json"), dir.join("sandbox.json.deleting")).unwrap();
+    assert!(be.get_vm(&name).await.unwrap().is_none());
+    let left = be.remains(&name).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].contains(&dir.display().to_string()) && left[0].contains("unfinished delete"),
+        "{left:?}"
+    );
+    be.delete_vm(&name, discard_output()).await.unwrap();
+    assert!(!dir.exists());
+    assert!(be.remains(&name).await.unwrap().is_empty());
+}

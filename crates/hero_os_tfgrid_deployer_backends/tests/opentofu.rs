@@ -898,3 +898,50 @@ async fn a_tofu_left_running_by_a_dead_deployer_holds_its_working_dir() {
     let first_call = log.find("CALL ").unwrap();
     assert!(ended < first_call, "{log}");
 }
+
+/// An apply that fails after creating the network leaves a state holding only `grid_network.net`: no VM
+/// (`get_vm` is `None`) and no gateway, yet a contract runs. `remains` names it, so `vm forget` cannot drop the
+/// record; `delete_vm` destroys it. A state that cannot be parsed is an error, never "nothing there".
+#[tokio::test]
+async fn a_network_left_by_a_failed_apply_remains_until_destroyed() {
+    let fake = Fake::new();
+    let be = fake.backend(3);
+    let name = req().name;
+    assert!(be.remains(&name).await.unwrap().is_empty(), "no dir yet");
+    fake.control("partial=apply\n");
+    be.deploy_vm(&req(), discard_output()).await.unwrap_err();
+    assert!(be.get_vm(&name).await.unwrap().is_none());
+    assert!(be.get_gateway(&name).await.unwrap().is_none());
+    assert_eq!(
+        be.remains(&name).await.unwrap(),
+        ["grid_network.net in the opentofu state"]
+    );
+
+    // A full deploy: everything in the state is named (the caller asks only when get_vm and
+    // get_gateway found nothing).
+    fake.control("");
+    be.deploy_vm(&req(), discard_output()).await.unwrap();
+    let all = be.remains(&name).await.unwrap();
+    assert!(
+        all.contains(&"grid_deployment.vm in the opentofu state".to_owned()),
+        "{all:?}"
+    );
+
+    let state = be.work_dir(&name).join("terraform.tfstate");
+    let good = std::fs::read_to_string(&state).unwrap();
+    for garbled in [
+        "{\"resources\": [",
+        "{\"resources\": 7}",
+        "{\"resources\": [{\"type\": 1}]}",
+    ] {
+        std::fs::write(&state, garbled).unwrap();
+        let err = be.remains(&name).await.unwrap_err().to_string();
+        assert!(err.contains("terraform.tfstate"), "{garbled}: {err}");
+        let err = be.get_gateway(&name).await.unwrap_err().to_string();
+        assert!(err.contains("terraform.tfstate"), "{garbled}: {err}");
+    }
+    std::fs::write(&state, good).unwrap();
+
+    be.delete_vm(&name, discard_output()).await.unwrap();
+    assert!(be.remains(&name).await.unwrap().is_empty());
+}

@@ -232,6 +232,9 @@ impl ComputeBackend for StandInBackend {
     async fn get_vm(&self, name: &ResourceName) -> Result<Option<VmInfo>, BackendError> {
         Ok(self.vms.lock().unwrap().get(&name.to_string()).cloned())
     }
+    async fn remains(&self, _: &ResourceName) -> Result<Vec<String>, BackendError> {
+        Ok(Vec::new())
+    }
     async fn delete_vm(&self, name: &ResourceName, _: OutputSink) -> Result<(), BackendError> {
         lat(self.latency).await;
         self.vms.lock().unwrap().remove(&name.to_string());

@@ -257,3 +257,73 @@ async fn an_unconfigured_backend_record_is_forgotten_only_with_force_and_never_d
     );
     c.delete_user(user_id).await.unwrap();
 }
+
+/// A deploy on the grid whose apply failed after creating the network: OpenTofu's state then holds
+/// `grid_network.net` and no VM, so `get_vm` and `get_gateway` answer "none". Before, a forget took
+/// that for "gone" and dropped the record while the network's contract ran on with nothing left to
+/// remove it. The state here is written by the test, in OpenTofu's format (`version`, `resources`
+/// with `type` and `name`), as a real partial apply leaves it; the stand-in `tofu` (`/bin/true`)
+/// makes nothing itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_left_by_a_failed_apply_is_not_forgotten() {
+    let stack = grid_stack("http://127.0.0.1:1").await;
+    let _reaper = SandboxReaper(local_root(&stack));
+    let c = stack.client();
+    let user_id = new_user(c, "netleft").await;
+    // A pinned node: gridproxy cannot be reached, so the pin stands and deploy_vm writes the
+    // working dir, then fails (the stand-in prints no provider schema).
+    let job = c
+        .provision_vm(
+            user_id,
+            Some(ProvisionOptions {
+                backend: Some("opentofu".into()),
+                profile: None,
+                node_id: Some(11),
+                expires_in_days: None,
+            }),
+        )
+        .await
+        .unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Failed, "{}", messages(&events));
+    let name = format!("hero_u{user_id}_netleft");
+    let dir = stack.server.data_dir().join("opentofu").join(&name);
+    assert!(dir.join("desired.json").exists(), "{}", dir.display());
+    let state = dir.join("terraform.tfstate");
+
+    // Garbled state: the backend cannot say what runs, so nothing is forgotten without --force.
+    std::fs::write(&state, "{\"version\": 4, \"resources\": [").unwrap();
+    let err = c.forget_vm(user_id, false).await.unwrap_err();
+    assert_eq!(refusal_code(&err), "vm.unconfirmed", "{err}");
+    assert!(err.to_string().contains("terraform.tfstate"), "{err}");
+
+    // Only the network: still there, named, and the way out is `vm delete`.
+    std::fs::write(
+        &state,
+        r#"{"version": 4, "terraform_version": "1.8.0", "serial": 3, "outputs": {},
+            "resources": [{"mode": "managed", "type": "grid_network", "name": "net",
+                           "provider": "provider[\"registry.opentofu.org/threefoldtech/grid\"]",
+                           "instances": []}]}"#,
+    )
+    .unwrap();
+    let err = c.forget_vm(user_id, false).await.unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::Refused), "{err}");
+    assert_eq!(refusal_code(&err), "vm.still_exists", "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "grid_network.net in the opentofu state of {name} on opentofu"
+        )) && text.contains("vm delete"),
+        "{text}"
+    );
+    assert!(c.get_vm(user_id).await.unwrap().vm.is_some());
+
+    // A decommission destroys the working dir (init and destroy run), after which the record is
+    // closed and nothing is left to forget.
+    let job = c.decommission_vm(user_id).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{}", messages(&events));
+    assert!(!dir.exists());
+    assert!(c.get_vm(user_id).await.unwrap().vm.is_none());
+    c.delete_user(user_id).await.unwrap();
+}

@@ -395,6 +395,12 @@ impl ComputeBackend for FailsOn {
     ) -> Result<Option<hero_os_tfgrid_deployer_backends::VmInfo>, BackendError> {
         Ok(None)
     }
+    async fn remains(
+        &self,
+        _: &hero_os_tfgrid_deployer_backends::ResourceName,
+    ) -> Result<Vec<String>, BackendError> {
+        Ok(Vec::new())
+    }
     async fn delete_vm(
         &self,
         _: &hero_os_tfgrid_deployer_backends::ResourceName,

@@ -221,6 +221,9 @@ impl ComputeBackend for FaultyBackend {
     async fn get_vm(&self, name: &ResourceName) -> Result<Option<VmInfo>, BackendError> {
         self.inner.get_vm(name).await
     }
+    async fn remains(&self, name: &ResourceName) -> Result<Vec<String>, BackendError> {
+        self.inner.remains(name).await
+    }
     async fn delete_vm(&self, name: &ResourceName, out: OutputSink) -> Result<(), BackendError> {
         self.faults.hold("delete_hold").await;
         self.inner.delete_vm(name, out).await

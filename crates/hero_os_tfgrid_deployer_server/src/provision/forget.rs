@@ -1,7 +1,7 @@
 //! `deployer.forget_vm`: drop a user's VM and gateway records whose resources are gone, so the
 //! user is no longer held by a record nothing can decommission (issue 16). Without `force` the
 //! backend must confirm that every VM and gateway is gone (`get_vm`/`get_gateway` answer
-//! `None`), or the record must provably never have reached it ([`vms::may_exist_on_backend`]).
+//! `None`, and `remains` lists nothing left of them), or the record must provably never have reached it ([`vms::may_exist_on_backend`]).
 //! With `force` the backend is not asked (it may be unconfigured). Never while a job is active
 //! for the user. The rows go, the user stays, and one audit line (in the same write) says who,
 //! forced or not, and what was forgotten; the VM's OAuth app and client secret then go too.
@@ -306,6 +306,7 @@ impl Provisioner {
                 .prerequisites()
                 .await
                 .map_err(|e| unconfirmed(e.to_string()))?;
+            let found = still.len();
             match backend.get_vm(&name).await {
                 Ok(Some(_)) => still.push(format!("vm {} on {}", vm.name, vm.backend)),
                 Ok(None) => {}
@@ -318,6 +319,18 @@ impl Provisioner {
                 Ok(Some(_)) => still.push(format!("gateway {} on {}", vm.name, vm.backend)),
                 Ok(None) => {}
                 Err(e) => return Err(unconfirmed(e.to_string())),
+            }
+            // Neither a VM nor a gateway, yet something of it may run on (a network a failed
+            // deploy created): `vm delete` removes that, a forget would leave it to nobody.
+            if still.len() == found {
+                match backend.remains(&name).await {
+                    Ok(parts) => still.extend(
+                        parts
+                            .into_iter()
+                            .map(|p| format!("{p} of {} on {}", vm.name, vm.backend)),
+                    ),
+                    Err(e) => return Err(unconfirmed(e.to_string())),
+                }
             }
             grounds.push(format!(
                 "{}: the {} backend has no VM and no gateway of that name",

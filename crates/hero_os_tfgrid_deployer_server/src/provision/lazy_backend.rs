@@ -90,6 +90,9 @@ impl ComputeBackend for LazyBackend {
     async fn get_vm(&self, name: &ResourceName) -> Result<Option<VmInfo>, BackendError> {
         self.get().await?.get_vm(name).await
     }
+    async fn remains(&self, name: &ResourceName) -> Result<Vec<String>, BackendError> {
+        self.get().await?.remains(name).await
+    }
     async fn delete_vm(&self, name: &ResourceName, out: OutputSink) -> Result<(), BackendError> {
         self.get().await?.delete_vm(name, out).await
     }

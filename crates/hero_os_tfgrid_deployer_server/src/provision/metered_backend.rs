@@ -57,6 +57,9 @@ impl ComputeBackend for MeteredBackend {
     async fn get_vm(&self, name: &ResourceName) -> Result<Option<VmInfo>, BackendError> {
         self.count("get_vm", self.inner.get_vm(name).await)
     }
+    async fn remains(&self, name: &ResourceName) -> Result<Vec<String>, BackendError> {
+        self.count("remains", self.inner.remains(name).await)
+    }
     async fn delete_vm(&self, name: &ResourceName, out: OutputSink) -> Result<(), BackendError> {
         self.count("delete_vm", self.inner.delete_vm(name, out).await)
     }
