@@ -691,7 +691,7 @@ pub fn error_outcome(error: &ServiceError) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Core tests with an in-memory database, an in-memory secret store and a scripted Forge.
     use std::sync::Arc;
 
@@ -710,7 +710,8 @@ mod tests {
         }
     }
 
-    fn deployer(forge: Arc<FakeForge>) -> (Deployer, Arc<MemorySecretStore>) {
+    /// A core on an in-memory database and secret store, with `forge`.
+    pub(crate) fn deployer(forge: Arc<FakeForge>) -> (Deployer, Arc<MemorySecretStore>) {
         let secrets = Arc::new(MemorySecretStore::new());
         let d = Deployer {
             db: Db::open_in_memory().unwrap(),
@@ -726,7 +727,7 @@ mod tests {
         (d, secrets)
     }
 
-    fn params(name: &str) -> CreateUserParams {
+    pub(crate) fn params(name: &str) -> CreateUserParams {
         CreateUserParams {
             username: name.into(),
             display_name: None,

@@ -138,6 +138,18 @@ async fn user_lifecycle_through_prism_has_zero_violations() {
         .await
         .unwrap();
     assert_eq!(me.status(), 200);
+    // The check that settles a reset whose answer was lost (`GET /user` with the user's Basic
+    // credentials), through the same Prism: the new password signs in as bob, a wrong one does not.
+    {
+        use hero_os_tfgrid_deployer_server::forge::ForgeApi;
+        use hero_secrets::SecretValue;
+        let f = http_forge(&prism_url, &forge.admin_token_file);
+        let new = SecretValue::new(reset.new_password.as_str());
+        assert!(f.password_works("bob", &new).await.unwrap());
+        let wrong = SecretValue::new("Not-bobs-password-123");
+        assert!(!f.password_works("bob", &wrong).await.unwrap());
+        assert!(!f.password_works("alice", &new).await.unwrap());
+    }
     // Forge's own refusal (email taken) comes back as a conflict, through Prism.
     let err = c
         .create_user("carol", None, Some("bob@example.org"))

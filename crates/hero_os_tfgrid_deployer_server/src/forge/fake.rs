@@ -40,6 +40,11 @@ pub struct FakeForge {
     pub token_failures_left: Mutex<u32>,
     /// Token requests are refused whatever the password (a Forge with basic authentication disabled).
     pub basic_auth_refused: Mutex<bool>,
+    /// The next `set_password` fails as unreachable: `Some(true)` after changing the password (the answer was
+    /// lost), `Some(false)` before.
+    pub set_password_lost: Mutex<Option<bool>>,
+    /// `password_works` fails as unreachable.
+    pub password_check_unreachable: Mutex<bool>,
     /// Accounts created so far.
     pub creates: Mutex<u32>,
     /// OAuth apps of the admin account: (app, current secret); ids count from 1.
@@ -163,6 +168,48 @@ impl ForgeApi for FakeForge {
             secret: SecretValue::new(format!("token-for-{username}")),
             scopes: scopes.to_vec(),
         })
+    }
+
+    async fn set_password(&self, username: &str, password: &SecretValue) -> Result<(), ForgeError> {
+        self.call().await?;
+        let lost = self.set_password_lost.lock().unwrap().take();
+        if lost != Some(false) {
+            let mut users = self.users.lock().unwrap();
+            let Some(entry) = users.iter_mut().find(|(u, _)| u.login == username) else {
+                return Err(ForgeError::Protocol {
+                    status: 404,
+                    message: format!("user {username} does not exist"),
+                });
+            };
+            entry.1 = password.expose().to_owned();
+        }
+        match lost {
+            Some(_) => Err(ForgeError::Unreachable {
+                url: "fake".into(),
+                reason: "operation timed out".into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    async fn password_works(
+        &self,
+        username: &str,
+        password: &SecretValue,
+    ) -> Result<bool, ForgeError> {
+        self.call().await?;
+        if *self.password_check_unreachable.lock().unwrap() {
+            return Err(ForgeError::Unreachable {
+                url: "fake".into(),
+                reason: "connection refused".into(),
+            });
+        }
+        Ok(self
+            .users
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(u, p)| u.login == username && p == password.expose()))
     }
 
     fn url(&self) -> &str {

@@ -484,6 +484,29 @@ impl ForgeApi for HttpForge {
         }
     }
 
+    async fn password_works(
+        &self,
+        username: &str,
+        password: &SecretValue,
+    ) -> Result<bool, ForgeError> {
+        let response = self
+            .send(Method::GET, "/user", Auth::Basic(username, password), None)
+            .await?;
+        match response.status() {
+            StatusCode::OK => {
+                // The caller Forge names must be the account asked about: a password that signs in as
+                // someone else (a renamed account) does not make this one's work.
+                let me: ForgeUser = decode(response).await?;
+                Ok(me.login.eq_ignore_ascii_case(username))
+            }
+            StatusCode::UNAUTHORIZED => Ok(false),
+            s => Err(ForgeError::Protocol {
+                status: s.as_u16(),
+                message: message(response).await,
+            }),
+        }
+    }
+
     async fn delete_token_for(
         &self,
         username: &str,

@@ -64,6 +64,15 @@ impl ForgeApi for MeteredForge {
         )
     }
 
+    async fn password_works(
+        &self,
+        username: &str,
+        password: &SecretValue,
+    ) -> Result<bool, ForgeError> {
+        let r = self.inner.password_works(username, password).await;
+        self.count("password_works", r)
+    }
+
     async fn delete_token_for(
         &self,
         username: &str,

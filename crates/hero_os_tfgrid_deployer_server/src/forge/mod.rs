@@ -156,6 +156,20 @@ pub trait ForgeApi: Send + Sync {
             message: format!("{} cannot reset passwords", self.url()),
         })
     }
+    /// `GET /api/v1/user` with `username`'s Basic credentials: whether Forge accepts that password now (`false` on
+    /// 401). Changes nothing, so it settles what an ambiguous `set_password` (a timeout after the request went
+    /// out) did. Stand-ins that cannot say so instead of answering.
+    async fn password_works(
+        &self,
+        username: &str,
+        password: &SecretValue,
+    ) -> Result<bool, ForgeError> {
+        let _ = (username, password);
+        Err(ForgeError::Protocol {
+            status: 501,
+            message: format!("{} cannot check a password", self.url()),
+        })
+    }
     /// `DELETE /api/v1/users/{username}/tokens/{token_name}` with the user's own Basic
     /// credentials: `false` when no such token exists. For the one token an interrupted
     /// `create_user` may have minted but not stored (see `users.rs`, `token_name`). Forges that
