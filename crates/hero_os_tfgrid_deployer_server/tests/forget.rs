@@ -168,15 +168,10 @@ async fn an_unconfigured_backend_record_is_forgotten_only_with_force_and_never_d
     let c = stack.client();
     let user_id = new_user(c, "gridy").await;
     let slot = MNEMONIC_SLOT.to_owned();
-    let on_grid = |node_id| ProvisionOptions {
-        backend: Some("opentofu".into()),
-        profile: None,
-        node_id,
-        expires_in_days: None,
-    };
+    let on_grid = |node_id| on_backend("opentofu", node_id);
 
     // A job is active (selecting a node): refused, with or without --force, naming the job.
-    let job = c.provision_vm(user_id, Some(on_grid(None))).await.unwrap();
+    let job = c.provision_vm(user_id, on_grid(None)).await.unwrap();
     for force in [false, true] {
         let err = c.forget_vm(user_id, force).await.unwrap_err();
         assert_eq!(err.kind(), Some(ErrorKind::JobConflict), "{err}");
@@ -194,7 +189,7 @@ async fn an_unconfigured_backend_record_is_forgotten_only_with_force_and_never_d
     // A job that failed selecting a node left a record that never reached the backend:
     // forgotten without --force, and said why.
     hang.store(false, Ordering::SeqCst);
-    let job = c.provision_vm(user_id, Some(on_grid(None))).await.unwrap();
+    let job = c.provision_vm(user_id, on_grid(None)).await.unwrap();
     let (job, events) = follow(c, job.job_id).await;
     assert_eq!(job.state, JobState::Failed, "{}", messages(&events));
     assert!(c.get_vm(user_id).await.unwrap().vm.is_some());
@@ -211,10 +206,7 @@ async fn an_unconfigured_backend_record_is_forgotten_only_with_force_and_never_d
     // A node pinned: deploy_vm runs (the stand-in `tofu` makes nothing), so the record
     // reached the backend. Then the mnemonic goes, and the server restarts (a running server
     // keeps the backend it built; a restarted one has none to build).
-    let job = c
-        .provision_vm(user_id, Some(on_grid(Some(11))))
-        .await
-        .unwrap();
+    let job = c.provision_vm(user_id, on_grid(Some(11))).await.unwrap();
     let (job, events) = follow(c, job.job_id).await;
     assert_eq!(job.state, JobState::Failed, "{}", messages(&events));
     c.call::<SecretDelete>(&SecretSlotParams { slot })
@@ -273,15 +265,7 @@ async fn a_network_left_by_a_failed_apply_is_not_forgotten() {
     // A pinned node: gridproxy cannot be reached, so the pin stands and deploy_vm writes the
     // working dir, then fails (the stand-in prints no provider schema).
     let job = c
-        .provision_vm(
-            user_id,
-            Some(ProvisionOptions {
-                backend: Some("opentofu".into()),
-                profile: None,
-                node_id: Some(11),
-                expires_in_days: None,
-            }),
-        )
+        .provision_vm(user_id, on_backend("opentofu", Some(11)))
         .await
         .unwrap();
     let (job, events) = follow(c, job.job_id).await;

@@ -467,15 +467,7 @@ async fn a_backend_missing_a_prerequisite_is_refused_at_job_creation_with_what_t
         ("hero_compute", &["hero_compute backend: no socket at"][..]),
     ] {
         let err = c
-            .provision_vm(
-                user_id,
-                Some(ProvisionOptions {
-                    backend: Some(backend.into()),
-                    profile: None,
-                    node_id: None,
-                    expires_in_days: None,
-                }),
-            )
+            .provision_vm(user_id, on_backend(backend, None))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), Some(ErrorKind::FailedPrecondition), "{err}");
@@ -602,15 +594,7 @@ async fn a_record_that_never_reached_its_backend_leaves_no_dead_end() {
     let user_id = new_user(c, "gridy").await;
     let slot = MNEMONIC_SLOT.to_owned();
     let job = c
-        .provision_vm(
-            user_id,
-            Some(ProvisionOptions {
-                backend: Some("opentofu".into()),
-                profile: None,
-                node_id: None,
-                expires_in_days: None,
-            }),
-        )
+        .provision_vm(user_id, on_backend("opentofu", None))
         .await
         .unwrap();
     let (job, events) = follow(c, job.job_id).await;
@@ -661,14 +645,7 @@ async fn a_decommission_marks_only_its_own_backends_records() {
     let _reaper = SandboxReaper(local_root(&stack));
     let c = stack.client();
     let user_id = new_user(c, "twoback").await;
-    let on = |backend: &str| {
-        Some(ProvisionOptions {
-            backend: Some(backend.into()),
-            profile: None,
-            node_id: None,
-            expires_in_days: None,
-        })
-    };
+    let on = |backend: &str| on_backend(backend, None);
     let grid = c.provision_vm(user_id, on("opentofu")).await.unwrap();
     assert_eq!(follow(c, grid.job_id).await.0.state, JobState::Failed);
     let local = c.provision_vm(user_id, on("local")).await.unwrap();

@@ -117,6 +117,16 @@ pub fn set_faults(path: &Path, json: serde_json::Value) {
     std::fs::write(path, json.to_string()).unwrap();
 }
 
+/// Provisioning options that ask for `backend` (and a pinned node), everything else default.
+pub fn on_backend(backend: &str, node_id: Option<u32>) -> Option<ProvisionOptions> {
+    Some(ProvisionOptions {
+        backend: Some(backend.into()),
+        profile: None,
+        node_id,
+        expires_in_days: None,
+    })
+}
+
 pub async fn new_user(c: &Client, name: &str) -> i64 {
     c.create_user(name, None, None).await.unwrap().user_id
 }
