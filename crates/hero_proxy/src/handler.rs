@@ -332,10 +332,16 @@ impl App {
             let claims = provider
                 .validate_id_token(id_token, Some(&pending.nonce), now)
                 .await?;
+            // No login name, no sign-in: Forgejo leaves `preferred_username` out when the grant lacks `profile`
+            // (the scope in the authorize URL is the browser's to edit). Falling back to `sub`, the numeric
+            // account id, would put ids among login names, where the owner and admin checks match.
             let login = claims
                 .preferred_username
                 .clone()
-                .unwrap_or_else(|| claims.sub.clone());
+                .filter(|l| !l.is_empty())
+                .ok_or(ProxyError::LoginRejected(
+                    "the id_token has no preferred_username (granted without the profile scope?)",
+                ))?;
             let user = self
                 .store
                 .provision(&provider.id, &claims.sub, &login, now)?;
@@ -417,7 +423,12 @@ impl App {
                 "the refreshed id_token names another subject",
             ));
         }
-        let login = claims.preferred_username.as_deref().unwrap_or(&claims.sub);
+        // As at sign-in, only a login name is a login name: without one the stored name stays.
+        let login = claims
+            .preferred_username
+            .as_deref()
+            .filter(|l| !l.is_empty())
+            .unwrap_or(&user.forge_username);
         self.store
             .provision(&provider.id, &claims.sub, login, now)?;
         self.apply_group_map(user.id, &claims.groups)?;

@@ -792,3 +792,35 @@ async fn owner_policy_admits_the_owner_and_admins_only() {
     // Without a session: sent to sign in, never to the upstream.
     assert_eq!(h.get("/mine", "").await.status(), 302);
 }
+
+/// The scope in the authorize URL is the browser's to edit. Without `profile`, the id_token carries no
+/// `preferred_username`; the sign-in is refused rather than naming the account by its `sub` (a number), which would
+/// put account ids among the login names the owner and admin checks compare.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_without_a_login_name_is_refused() {
+    let h = Harness::start().await;
+    for scope in ["openid", "openid email", "openid email groups read:user"] {
+        let (auth, lc) = h.begin_login("/", "alice").await;
+        let mut u = url::Url::parse(&auth).unwrap();
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "scope" {
+                    scope.into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+        let cb = h.walk_peer(u.as_str()).await;
+        let r = h.callback(&cb, &lc).await;
+        assert_eq!(r.status(), 400, "scope {scope:?}");
+        assert!(session_pair(&r).is_none(), "scope {scope:?}: no session");
+    }
+    // The unedited sign-in works, and names alice.
+    let cookie = h.login("alice").await;
+    let seen = h.get_seen("/", &cookie).await;
+    assert_eq!(seen.one("x-hero-user"), Some("alice"));
+}
