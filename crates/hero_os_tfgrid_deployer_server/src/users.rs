@@ -82,7 +82,7 @@ pub fn user_by_name(conn: &Connection, name: &str) -> rusqlite::Result<Option<Us
 }
 
 /// Upper bound for a prefix range scan: every string starting with `prefix` sorts below it.
-fn prefix_end(prefix: &str) -> String {
+pub(crate) fn prefix_end(prefix: &str) -> String {
     format!("{prefix}\u{10FFFF}")
 }
 

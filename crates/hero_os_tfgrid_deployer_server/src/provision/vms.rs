@@ -105,21 +105,19 @@ pub fn live_vm_names(conn: &Connection) -> rusqlite::Result<Vec<(String, String,
 
 /// Every live VM, in username order; `filter`: a username prefix.
 pub fn live_vms(conn: &Connection, filter: Option<&str>) -> rusqlite::Result<Vec<VmRecord>> {
-    // The user's live row is their newest that is not decommissioned (as in [`live_vm`]).
-    let pattern = filter.map(|f| {
-        format!(
-            "{}%",
-            f.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        )
-    });
+    // The user's live row is their newest that is not decommissioned (as in [`live_vm`]). The prefix is a range
+    // on the name, as `list_users` reads it, not a LIKE pattern: nothing in it is a wildcard, and any length is a
+    // plain comparison (a LIKE pattern of 50,000 characters is "too complex" for sqlite).
+    let (from, to) = match filter {
+        Some(f) => (Some(f.to_owned()), Some(crate::users::prefix_end(f))),
+        None => (None, None),
+    };
     conn.prepare_cached(&format!(
         "SELECT {VM_COLUMNS} FROM vms WHERE vm_id IN (SELECT MAX(vm_id) FROM vms \
          WHERE state != 'decommissioned' GROUP BY user_id) \
-         AND (?1 IS NULL OR forge_username LIKE ?1 ESCAPE '\\') ORDER BY forge_username"
+         AND (?1 IS NULL OR (forge_username >= ?1 AND forge_username < ?2)) ORDER BY forge_username"
     ))?
-    .query_map([pattern], vm_from_row)?
+    .query_map(rusqlite::params![from, to], vm_from_row)?
     .collect()
 }
 
@@ -336,6 +334,50 @@ pub fn may_exist_on_backend(conn: &Connection, vm: &VmRecord) -> rusqlite::Resul
 mod tests {
     use super::*;
     use crate::db::Db;
+
+    /// The filter is a plain name prefix of any length: `_` and `%` are characters, not wildcards, and a prefix of
+    /// 50,001 characters matches nothing (as a LIKE pattern it failed as "too complex", an internal error).
+    #[tokio::test]
+    async fn the_filter_is_a_literal_prefix_of_any_length() {
+        let db = Db::open_in_memory().unwrap();
+        db.write(|conn| -> Result<(), ServiceError> {
+            for (id, name) in [(1, "ann"), (2, "anna"), (3, "bob")] {
+                conn.execute(
+                    "INSERT INTO users(forge_username, email, created_at, updated_at) VALUES (?1, 'x@x.test', 1, 1)",
+                    [name],
+                )?;
+                let vm = format!("hero_u{id}_{name}");
+                record_planned(
+                    conn,
+                    None,
+                    &PlannedVm {
+                        user_id: id,
+                        forge_username: name,
+                        backend: "local",
+                        name: &vm,
+                        node_id: None,
+                        spec_json: "{}",
+                        job_id: None,
+                        ssh_key_fingerprint: None,
+                        now: 1,
+                    },
+                )?;
+            }
+            let names = |f: Option<&str>| -> rusqlite::Result<Vec<String>> {
+                Ok(live_vms(conn, f)?.into_iter().map(|v| v.forge_username).collect())
+            };
+            assert_eq!(names(None)?, ["ann", "anna", "bob"]);
+            assert_eq!(names(Some("ann"))?, ["ann", "anna"]);
+            assert_eq!(names(Some(""))?, ["ann", "anna", "bob"]);
+            for none in ["a_n", "%", "_", "ANN", "annb"] {
+                assert!(names(Some(none))?.is_empty(), "{none}");
+            }
+            assert!(names(Some(&"a".repeat(50_001)))?.is_empty());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
 
     #[tokio::test]
     async fn history_lists_every_row_but_the_live_one_so_no_failed_attempt_hides() {
