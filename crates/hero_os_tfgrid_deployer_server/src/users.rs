@@ -110,6 +110,10 @@ pub const MAX_EVENTS_PAGE: u32 = 500;
 /// What `create_user` records about the Forge side once it is done.
 struct ForgeOutcome {
     forge_user_id: i64,
+    /// The account's email and full name as Forge holds them: what the record keeps, since a resumed call may
+    /// bring other values than the attempt that made the account (or an adopted account has its own).
+    email: String,
+    full_name: String,
     forge_created: bool,
     token_set: bool,
     token_note: Option<String>,
@@ -212,14 +216,17 @@ impl Deployer {
                 outcome.forge_created,
                 outcome.token_set,
             );
+            // Forge's values where it has them (an empty email is one the token could not read: keep ours).
+            let email = Some(outcome.email.clone()).filter(|e| !e.is_empty());
+            let display = Some(outcome.full_name.clone()).filter(|d| !d.is_empty());
             let now = self.clock.now();
             self.db
                 .write(move |conn| -> Result<User, ServiceError> {
                     conn.execute_cached(
                         "UPDATE users SET forge_user_id = ?2, forge_created = ?3, forge_token_set = ?4, \
-                         forge_token_note = ?5, initial_password_held = ?6, setup_state = 'active', updated_at = ?7 \
-                         WHERE user_id = ?1",
-                        params![user_id, forge_user_id, created, token_set, note, held, now],
+                         forge_token_note = ?5, initial_password_held = ?6, setup_state = 'active', updated_at = ?7, \
+                         email = COALESCE(?8, email), display_name = ?9 WHERE user_id = ?1",
+                        params![user_id, forge_user_id, created, token_set, note, held, now, email, display],
                     )?;
                     user_by_id(conn, user_id)?
                         .ok_or_else(|| ServiceError::Internal("user vanished during create".into()))
@@ -281,6 +288,8 @@ impl Deployer {
             (Some(user), None) => {
                 return Ok(ForgeOutcome {
                     forge_user_id: user.id,
+                    email: user.email,
+                    full_name: user.full_name,
                     forge_created: false,
                     token_set: false,
                     token_note: Some(ADOPTED_NOTE.into()),
@@ -379,6 +388,8 @@ impl Deployer {
                     .await?;
                 Ok(ForgeOutcome {
                     forge_user_id: forge_user.id,
+                    email: forge_user.email.clone(),
+                    full_name: forge_user.full_name.clone(),
                     forge_created: true,
                     token_set: true,
                     token_note: None,
@@ -394,6 +405,8 @@ impl Deployer {
                     "Forge refused the new account's password for a token; user created without one");
                 Ok(ForgeOutcome {
                     forge_user_id: forge_user.id,
+                    email: forge_user.email.clone(),
+                    full_name: forge_user.full_name.clone(),
                     forge_created: true,
                     token_set: false,
                     token_note: Some(format!(
@@ -409,6 +422,8 @@ impl Deployer {
                 self.secrets.delete(&password_slot).await?;
                 Ok(ForgeOutcome {
                     forge_user_id: forge_user.id,
+                    email: forge_user.email.clone(),
+                    full_name: forge_user.full_name.clone(),
                     forge_created: false,
                     token_set: false,
                     token_note: Some(ADOPTED_NOTE.into()),

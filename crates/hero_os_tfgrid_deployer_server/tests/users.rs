@@ -350,3 +350,41 @@ async fn list_users_pages_are_stable_and_filtered() {
         .unwrap_err();
     assert_eq!(err.kind(), Some(ErrorKind::InvalidParams));
 }
+
+/// A create that Forge refused (the email is taken) leaves a pending record; the call that finishes it with
+/// another email and display name makes the account with those, and the record says what Forge holds. Before, the
+/// record kept the first call's values.
+#[tokio::test]
+async fn a_resumed_create_records_what_forge_holds() {
+    let stack = Stack::start().await;
+    let c = stack.client();
+    c.create_user("holder", None, Some("taken@x.test"))
+        .await
+        .unwrap();
+    let err = c
+        .create_user("zed", Some("Old Name"), Some("taken@x.test"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::ForgeConflict), "{err}");
+    let done = c
+        .create_user("zed", Some("New Name"), Some("fresh@x.test"))
+        .await
+        .unwrap();
+    let user = c.get_user(done.user_id).await.unwrap();
+    assert_eq!(user.email, "fresh@x.test");
+    assert_eq!(user.display_name.as_deref(), Some("New Name"));
+    let forge: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/users/zed", stack.forge.url))
+        .header(
+            "Authorization",
+            format!("token {}", stack.forge.admin_token()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(forge["email"], "fresh@x.test");
+    assert_eq!(forge["full_name"], "New Name");
+}

@@ -125,7 +125,7 @@ impl ForgeApi for FakeForge {
             id: users.len() as i64 + 100,
             login: user.username.into(),
             email: user.email.into(),
-            full_name: String::new(),
+            full_name: user.full_name.unwrap_or_default().into(),
         };
         users.push((forge_user.clone(), user.password.expose().to_owned()));
         Ok(forge_user)
