@@ -669,6 +669,13 @@ impl App {
         }
     }
 
+    /// Whether a route's backend may see this session's Forge token. An `owner` route's backend runs on the owner's
+    /// machine, so it gets the owner's own token only: an admin admitted there to help must not hand the owner a
+    /// token that acts as the admin on Forge. Fails closed (an unreadable owner slot passes no token).
+    async fn token_may_reach(&self, route: &Route, s: &Session) -> bool {
+        route.policy != Policy::Owner || self.owner_allowed(&s.user).await.unwrap_or(false)
+    }
+
     async fn inject(
         &self,
         h: &mut HeaderMap,
@@ -718,7 +725,10 @@ impl App {
         h.insert(HERO_ASSERTION, assertion);
         // Only a Forge token is passed as `X-Hero-Forge-Token`: a user signed in through another provider has that
         // provider's access token in the vault, which a backend would send to Forge (and should never see).
-        if route.pass_token && s.user.provider == self.cfg.admin_provider {
+        if route.pass_token
+            && s.user.provider == self.cfg.admin_provider
+            && self.token_may_reach(route, s).await
+        {
             if let Some(tok) = self
                 .vault
                 .access_token(&s.user.provider, &s.user.external_id)

@@ -824,3 +824,44 @@ async fn a_sign_in_without_a_login_name_is_refused() {
     let seen = h.get_seen("/", &cookie).await;
     assert_eq!(seen.one("x-hero-user"), Some("alice"));
 }
+
+/// An `owner` route with token pass-through: its backend is the owner's machine, so it gets the owner's own Forge
+/// token and never an admin's. An admin admitted there to help would otherwise hand the owner a token that acts as
+/// the admin on Forge (found by a black-box attack on the demo's VM, whose cockpit route is exactly this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_route_passes_the_owners_token_and_never_an_admins() {
+    let h = Harness::start_with(Opts {
+        extra_toml:
+            "[[routes]]\npath = \"/mine\"\nupstream = \"$UPSTREAM\"\npolicy = \"owner\"\npass_token = true\n"
+                .into(),
+        ..Opts::default()
+    })
+    .await;
+    h.secrets.set("cockpit/FORGE_OWNER", "alice").await.unwrap();
+    h.secrets
+        .set("deployer/ADMIN_FORGE_USERS", "bob")
+        .await
+        .unwrap();
+    let alice = h.login("alice").await;
+    let bob = h.login("bob").await;
+    let owner = h.get_seen("/mine", &alice).await;
+    assert!(owner
+        .one("x-hero-forge-token")
+        .is_some_and(|t| !t.is_empty()));
+    assert_eq!(owner.one("x-hero-user"), Some("alice"));
+    let admin = h.get_seen("/mine", &bob).await;
+    assert_eq!(
+        admin.one("x-hero-user"),
+        Some("bob"),
+        "the admin is admitted"
+    );
+    assert!(
+        admin.one("x-hero-forge-token").is_none(),
+        "but not their token"
+    );
+    // The owner changes to bob: now bob's token goes there, and alice (no admin) is refused.
+    h.secrets.set("cockpit/FORGE_OWNER", "bob").await.unwrap();
+    let now_owner = h.get_seen("/mine", &bob).await;
+    assert!(now_owner.one("x-hero-forge-token").is_some());
+    assert_eq!(h.get("/mine", &alice).await.status(), 403);
+}
