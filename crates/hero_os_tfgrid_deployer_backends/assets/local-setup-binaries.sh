@@ -102,15 +102,24 @@ cd "$HERO_SANDBOX/proxy"
 # setsid: own session, so the services outlive this SSH session; all stdio redirected so the SSH
 # channel can close.
 cockpit_log="$HERO_SANDBOX/logs/cockpit.log"
-: >"$cockpit_log"
-setsid "$HERO_BIN_DIR/hero_cockpit_standin" --listen 127.0.0.1:0 \
-  --proxy-jwks-file "$HERO_SANDBOX/proxy/key.jwks" --audience cockpit \
-  --secrets-dir "$HERO_SECRETS_DIR" \
-  --request-log "$HERO_SANDBOX/logs/cockpit_requests.jsonl" \
-  >"$cockpit_log" 2>&1 </dev/null &
-echo $! > "$HERO_PIDS_DIR/cockpit.pid"
-wait_for_line "$(cat "$HERO_PIDS_DIR/cockpit.pid")" "$cockpit_log" "listening on http://"
-cockpit_addr="$(sed -n 's#.*listening on http://\([0-9.:]*\).*#\1#p' "$cockpit_log" | head -n 1)"
+# The cockpit takes a port from the OS, which may hand out the web port itself: hero_proxy is stopped
+# above, so that port is free right now. The gateway would then reach the cockpit without the SSO edge
+# (seen once in the crash tests). Started again on another port when that happens; bounded.
+for attempt in 1 2 3 4 5; do
+  : >"$cockpit_log"
+  setsid "$HERO_BIN_DIR/hero_cockpit_standin" --listen 127.0.0.1:0 \
+    --proxy-jwks-file "$HERO_SANDBOX/proxy/key.jwks" --audience cockpit \
+    --secrets-dir "$HERO_SECRETS_DIR" \
+    --request-log "$HERO_SANDBOX/logs/cockpit_requests.jsonl" \
+    >"$cockpit_log" 2>&1 </dev/null &
+  echo $! > "$HERO_PIDS_DIR/cockpit.pid"
+  wait_for_line "$(cat "$HERO_PIDS_DIR/cockpit.pid")" "$cockpit_log" "listening on http://"
+  cockpit_addr="$(sed -n 's#.*listening on http://\([0-9.:]*\).*#\1#p' "$cockpit_log" | head -n 1)"
+  [ "${cockpit_addr##*:}" != "$HERO_WEB_PORT" ] && break
+  echo "cockpit got the web port $HERO_WEB_PORT (attempt $attempt); starting it again"
+  stop cockpit
+  [ "$attempt" = 5 ] && { echo "the cockpit kept getting the web port" >&2; exit 1; }
+done
 echo "cockpit (pid $(cat "$HERO_PIDS_DIR/cockpit.pid")) on $cockpit_addr"
 
 cat > "$HERO_SANDBOX/proxy/hero_proxy.toml" <<TOML
