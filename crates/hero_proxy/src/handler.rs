@@ -93,6 +93,27 @@ fn query_map(q: Option<&str>) -> HashMap<String, String> {
     .unwrap_or_default()
 }
 
+/// How a route's policy treats a signed-in session ([`App::verdict`]): the one decision, for a request and for an
+/// open tunnel (`crate::tunnel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Admitted as the owner of an `owner` route.
+    Owner,
+    /// Admitted by any other rule (an admin on an `owner` route included).
+    Admitted,
+    /// Refused; the words for what they may not see.
+    Refused(&'static str),
+}
+
+impl Verdict {
+    /// Whether the session's Forge token may go to the route's backend (on a `pass_token` route). An `owner`
+    /// route's backend runs on the owner's machine, so it gets the owner's own token only: an admin admitted there
+    /// to help must not hand the owner a token that acts as the admin on Forge.
+    fn token_may_reach(self, route: &Route) -> bool {
+        route.policy != Policy::Owner || self == Verdict::Owner
+    }
+}
+
 /// 400 for a request the proxy refuses to interpret (see `target`): says what is wrong, nothing internal.
 fn bad_request(e: &dyn std::fmt::Display) -> Response<ProxyBody> {
     tracing::debug!(error = %e, "bad request refused");
@@ -598,15 +619,16 @@ impl App {
                 }
             }
         }
+        let mut verdict = Verdict::Admitted;
         if let Some(s) = &session {
-            match self.refused(&route, s).await {
-                Ok(None) => {}
-                Ok(Some(what)) => {
+            match self.verdict(&route, s).await {
+                Ok(Verdict::Refused(what)) => {
                     return html(
                         StatusCode::FORBIDDEN,
                         pages::forbidden(s.user.display_name(), what),
                     )
                 }
+                Ok(v) => verdict = v,
                 Err(e) => return internal(&e),
             }
         }
@@ -622,7 +644,7 @@ impl App {
         self.forward(
             req,
             &route,
-            session.as_deref(),
+            session.as_deref().map(|s| (s, verdict)),
             client,
             host.as_deref(),
             grant,
@@ -630,14 +652,9 @@ impl App {
         .await
     }
 
-    /// The route's policy applied to a signed-in session: `None` admits it, `Some(what)` refuses it (the words for
-    /// what they may not see). The one decision, for a request and for an open tunnel (`crate::tunnel`). An admin
+    /// The route's policy applied to a signed-in session (see [`Verdict`]). The one decision, for a request and for an open tunnel (`crate::tunnel`). An admin
     /// check that passes is remembered on the session; one that fails ends the session's earlier admin grants.
-    pub(crate) async fn refused(
-        &self,
-        route: &Route,
-        s: &Session,
-    ) -> Result<Option<&'static str>, ProxyError> {
+    pub(crate) async fn verdict(&self, route: &Route, s: &Session) -> Result<Verdict, ProxyError> {
         match &route.policy {
             Policy::Owner
                 if self.owner_allowed(&s.user).await.unwrap_or_else(|e| {
@@ -645,7 +662,7 @@ impl App {
                     false
                 }) =>
             {
-                Ok(None)
+                Ok(Verdict::Owner)
             }
             Policy::Admin | Policy::Owner => {
                 let list = self.admin_allowlist().await?;
@@ -653,27 +670,22 @@ impl App {
                     if !s.admin_granted {
                         self.sessions.mark_admin_granted(&s.id_hash)?;
                     }
-                    return Ok(None);
+                    return Ok(Verdict::Admitted);
                 }
                 if s.admin_granted {
                     self.sessions.revoke_user(s.user.id, true)?;
                 }
-                Ok(Some(if route.policy == Policy::Owner {
+                Ok(Verdict::Refused(if route.policy == Policy::Owner {
                     "this machine"
                 } else {
                     "the administration pages"
                 }))
             }
-            Policy::Claim(rule) if !rule.matches_any(s.claims.iter()) => Ok(Some("this page")),
-            _ => Ok(None),
+            Policy::Claim(rule) if !rule.matches_any(s.claims.iter()) => {
+                Ok(Verdict::Refused("this page"))
+            }
+            _ => Ok(Verdict::Admitted),
         }
-    }
-
-    /// Whether a route's backend may see this session's Forge token. An `owner` route's backend runs on the owner's
-    /// machine, so it gets the owner's own token only: an admin admitted there to help must not hand the owner a
-    /// token that acts as the admin on Forge. Fails closed (an unreadable owner slot passes no token).
-    async fn token_may_reach(&self, route: &Route, s: &Session) -> bool {
-        route.policy != Policy::Owner || self.owner_allowed(&s.user).await.unwrap_or(false)
     }
 
     async fn inject(
@@ -681,6 +693,7 @@ impl App {
         h: &mut HeaderMap,
         route: &Route,
         s: &Session,
+        verdict: Verdict,
         now: u64,
     ) -> Result<(), ProxyError> {
         let invalid = || ProxyError::Invalid("identity not header-safe".into());
@@ -727,7 +740,7 @@ impl App {
         // provider's access token in the vault, which a backend would send to Forge (and should never see).
         if route.pass_token
             && s.user.provider == self.cfg.admin_provider
-            && self.token_may_reach(route, s).await
+            && verdict.token_may_reach(route)
         {
             if let Some(tok) = self
                 .vault
@@ -746,7 +759,7 @@ impl App {
         self: &Arc<Self>,
         mut req: Request<Incoming>,
         route: &Route,
-        session: Option<&Session>,
+        session: Option<(&Session, Verdict)>,
         client: &Client,
         host: Option<&str>,
         grant: Option<crate::tunnel::Grant>,
@@ -771,8 +784,8 @@ impl App {
         if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
             h.insert(HOST, v);
         }
-        if let Some(s) = session {
-            if let Err(e) = self.inject(h, route, s, self.clock.now()).await {
+        if let Some((s, verdict)) = session {
+            if let Err(e) = self.inject(h, route, s, verdict, self.clock.now()).await {
                 return internal(&e);
             }
         }
@@ -791,7 +804,7 @@ impl App {
             .upstream
             .send(
                 Request::from_parts(parts, body),
-                session.map(|s| s.user.id),
+                session.map(|(s, _)| s.user.id),
                 timeout,
             )
             .await

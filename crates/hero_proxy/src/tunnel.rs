@@ -5,7 +5,7 @@
 //! outlived everything that ends access — sign-out, a revoked session, a disabled user, a claim or an admin name
 //! taken away, the route's policy changed or the route removed, the session's own idle and absolute timeouts —
 //! so a fired admin kept their shell. Now a tunnel is checked again, by the same decision a request gets
-//! ([`App::refused`]), whenever access may have changed ([`crate::session::Sessions::watch_access`]: every change
+//! ([`App::verdict`]), whenever access may have changed ([`crate::session::Sessions::watch_access`]: every change
 //! of sessions, users, claims and routes made through this proxy) and at least every `tunnel_recheck_secs`
 //! (default 30: the admin allowlist and the owner slot live in the secret store, which other processes write
 //! without telling the proxy), and closed at the first check that fails.
@@ -66,7 +66,10 @@ impl App {
             return route.policy == Policy::Public;
         };
         match self.sessions.lookup(cookie, self.clock.now()) {
-            Ok(Some(s)) => matches!(self.refused(&route, &s).await, Ok(None)),
+            Ok(Some(s)) => matches!(
+                self.verdict(&route, &s).await,
+                Ok(crate::handler::Verdict::Owner | crate::handler::Verdict::Admitted)
+            ),
             Ok(None) => false,
             Err(e) => {
                 tracing::warn!(code = e.code(), error = %e, "session unreadable; tunnel closed");
