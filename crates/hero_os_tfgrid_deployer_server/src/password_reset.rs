@@ -82,12 +82,7 @@ impl Deployer {
         let fresh = SecretValue::new(alphanumeric_password(&*self.random, PASSWORD_LEN).as_str());
         self.secrets.set(&slot, fresh.expose()).await?;
         if let Err(e) = self.forge.set_password(username, &fresh).await {
-            let failure = match self.took_after_all(username, &fresh, &e).await {
-                Ok(true) => None,
-                Ok(false) => Some(e.into()),
-                Err(unknown) => Some(unknown),
-            };
-            if let Some(failure) = failure {
+            if let Err(failure) = self.took_after_all(username, &fresh, e).await {
                 match &previous {
                     Some(old) => self.secrets.set(&slot, old.expose()).await?,
                     None => {
@@ -110,21 +105,22 @@ impl Deployer {
         Ok(fresh)
     }
 
-    /// Whether a `set_password` that failed changed the password all the same. Only a transient failure (a
-    /// timeout, a 5xx from a gateway) can hide a change Forge made; then Forge is asked, with the new password,
-    /// who it signs in. Putting the old password back on a guess would leave the deployer holding one Forge no
-    /// longer accepts. If Forge cannot be asked either, the error says the outcome is unknown.
+    /// `Ok` if a `set_password` that `failed` changed the password all the same, else the failure to report. Only
+    /// a transient failure (a timeout, a 5xx from a gateway) can hide a change Forge made; then Forge is asked,
+    /// with the new password, who it signs in. Putting the old password back on a guess would leave the deployer
+    /// holding one Forge no longer accepts. If Forge cannot be asked either, the error says the outcome is unknown.
     async fn took_after_all(
         &self,
         username: &str,
         fresh: &SecretValue,
-        failed: &ForgeError,
-    ) -> Result<bool, ServiceError> {
+        failed: ForgeError,
+    ) -> Result<(), ServiceError> {
         if !failed.is_transient() {
-            return Ok(false);
+            return Err(failed.into());
         }
         match self.forge.password_works(username, fresh).await {
-            Ok(took) => Ok(took),
+            Ok(true) => Ok(()),
+            Ok(false) => Err(failed.into()),
             Err(check) => Err(ServiceError::Forge(ForgeError::Unreachable {
                 url: self.forge.url().to_owned(),
                 reason: format!(
