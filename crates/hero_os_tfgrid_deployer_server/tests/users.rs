@@ -76,15 +76,7 @@ async fn create_get_list_reveal_delete() {
         .await
         .unwrap();
     assert!(slots.slots.is_empty());
-    let still = http
-        .get(format!("{}/api/v1/users/alice", stack.forge.url))
-        .header(
-            "Authorization",
-            format!("token {}", stack.forge.admin_token()),
-        )
-        .send()
-        .await
-        .unwrap();
+    let still = stack.forge.admin_get("/api/v1/users/alice").await;
     assert_eq!(still.status(), 200);
 
     // The audit log tells the story, oldest last.
@@ -373,15 +365,10 @@ async fn a_resumed_create_records_what_forge_holds() {
     let user = c.get_user(done.user_id).await.unwrap();
     assert_eq!(user.email, "fresh@x.test");
     assert_eq!(user.display_name.as_deref(), Some("New Name"));
-    let forge: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/api/v1/users/zed", stack.forge.url))
-        .header(
-            "Authorization",
-            format!("token {}", stack.forge.admin_token()),
-        )
-        .send()
+    let forge: serde_json::Value = stack
+        .forge
+        .admin_get("/api/v1/users/zed")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

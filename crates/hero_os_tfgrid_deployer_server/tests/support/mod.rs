@@ -140,6 +140,16 @@ impl DevForge {
             .trim()
             .to_owned()
     }
+
+    /// `GET <url><path>` as the site admin (the tests' look at what Forge itself holds).
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .header("Authorization", format!("token {}", self.admin_token()))
+            .send()
+            .await
+            .unwrap()
+    }
 }
 
 /// The deployer server under test.

@@ -335,18 +335,10 @@ impl Drop for SandboxReaper {
 
 /// The admin account's OAuth apps on the dev Forge that `register_sso` made for `username`.
 pub async fn forge_apps(stack: &Stack, username: &str) -> Vec<serde_json::Value> {
-    let apps: Vec<serde_json::Value> = reqwest::Client::new()
-        .get(format!(
-            "{}/api/v1/user/applications/oauth2?limit=50",
-            stack.forge.url
-        ))
-        .header(
-            "Authorization",
-            format!("token {}", stack.forge.admin_token()),
-        )
-        .send()
+    let apps: Vec<serde_json::Value> = stack
+        .forge
+        .admin_get("/api/v1/user/applications/oauth2?limit=50")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
