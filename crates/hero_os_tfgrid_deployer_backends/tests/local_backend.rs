@@ -16,8 +16,8 @@ use hero_os_tfgrid_deployer_backends::compute::discard_output;
 use hero_os_tfgrid_deployer_backends::process::{pid_alive, read_pid_file};
 use hero_os_tfgrid_deployer_backends::{
     BackendError, ComputeBackend, GatewayInfo, GatewayRequest, LocalBackend, LocalConfig,
-    OutputSink, ResourceKind, ResourceName, SshClient, VmRequest, VmSecretStore, VmSpec,
-    DEFAULT_BOOTSTRAP_SCRIPT,
+    OutputSink, ResourceKind, ResourceName, SshClient, UserKeyPair, VmRequest, VmSecretStore,
+    VmSpec, DEFAULT_BOOTSTRAP_SCRIPT,
 };
 use hero_secrets::slots;
 
@@ -25,6 +25,16 @@ async fn backend(root: &std::path::Path) -> LocalBackend {
     let mut cfg = LocalConfig::new(root);
     cfg.gateway_listen = SocketAddr::from(([127, 0, 0, 1], 0));
     LocalBackend::start(cfg).await.unwrap()
+}
+
+/// A default VM request for `name`, reached with `key`.
+fn request(name: &ResourceName, key: &UserKeyPair) -> VmRequest {
+    VmRequest {
+        name: name.clone(),
+        spec: VmSpec::default(),
+        ssh_public_key: key.public_openssh().to_string(),
+        node_id: None,
+    }
 }
 
 fn collect() -> (OutputSink, Arc<Mutex<Vec<String>>>) {
@@ -62,12 +72,7 @@ async fn full_lifecycle_through_the_gateway_and_nothing_left() {
     let be = backend(root.path()).await;
     let key = user_key(10);
     let name = ResourceName::new(7, "alice").unwrap();
-    let req = VmRequest {
-        name: name.clone(),
-        spec: VmSpec::default(),
-        ssh_public_key: key.public_openssh().to_string(),
-        node_id: None,
-    };
+    let req = request(&name, &key);
     assert!(be.get_vm(&name).await.unwrap().is_none());
     let (out, lines) = collect();
     let vm = be.deploy_vm(&req, out).await.unwrap();
@@ -276,12 +281,7 @@ async fn survives_a_restart_and_restarts_a_dead_sshd() {
     };
     let key = user_key(11);
     let name = ResourceName::new(9, "carol").unwrap();
-    let req = VmRequest {
-        name: name.clone(),
-        spec: VmSpec::default(),
-        ssh_public_key: key.public_openssh().to_string(),
-        node_id: None,
-    };
+    let req = request(&name, &key);
     let (vm, pid, gw_before) = {
         let be = backend(root.path()).await;
         let vm = be.deploy_vm(&req, discard_output()).await.unwrap();
@@ -351,12 +351,7 @@ async fn fault_hooks() {
     let faults = be.faults();
     let key = user_key(12);
     let name = ResourceName::new(3, "dave").unwrap();
-    let req = VmRequest {
-        name: name.clone(),
-        spec: VmSpec::default(),
-        ssh_public_key: key.public_openssh().to_string(),
-        node_id: None,
-    };
+    let req = request(&name, &key);
     faults.deploy_vm_timeouts.store(1, Ordering::SeqCst);
     faults.deploy_vm_unavailable.store(1, Ordering::SeqCst);
     let e1 = be.deploy_vm(&req, discard_output()).await.unwrap_err();
@@ -416,12 +411,7 @@ async fn an_unreadable_record_is_an_error_and_the_sandbox_stays() {
     };
     let key = user_key(12);
     let name = ResourceName::new(10, "dora").unwrap();
-    let req = VmRequest {
-        name: name.clone(),
-        spec: VmSpec::default(),
-        ssh_public_key: key.public_openssh().to_string(),
-        node_id: None,
-    };
+    let req = request(&name, &key);
     let be = backend(root.path()).await;
     be.deploy_vm(&req, discard_output()).await.unwrap();
     let dir = be.sandbox_dir(&name);
@@ -458,12 +448,7 @@ async fn an_unfinished_delete_remains_until_deleted_again() {
     };
     let key = user_key(13);
     let name = ResourceName::new(11, "edna").unwrap();
-    let req = VmRequest {
-        name: name.clone(),
-        spec: VmSpec::default(),
-        ssh_public_key: key.public_openssh().to_string(),
-        node_id: None,
-    };
+    let req = request(&name, &key);
     let be = backend(root.path()).await;
     assert!(be.remains(&name).await.unwrap().is_empty());
     be.deploy_vm(&req, discard_output()).await.unwrap();
