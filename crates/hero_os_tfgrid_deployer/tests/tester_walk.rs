@@ -506,6 +506,28 @@ async fn walk(
     )
     .await;
     assert_eq!(text(&op, "#user").await, "hero-operator");
+    // ... and leaves no Forge token on carol's machine (`keep_tokens = "owner"`): its vault holds one identity's
+    // tokens, carol's, though the operator, an admin, signed in there too.
+    let sandbox = log
+        .ancestors()
+        .find(|p| p.parent().is_some_and(|d| d.ends_with("sandboxes")))
+        .expect("carol's sandbox");
+    let vault = hero_secrets::FileSecretStore::open(&sandbox.join("secrets")).unwrap();
+    let identities: std::collections::BTreeSet<String> =
+        hero_secrets::SecretStore::list(&vault, "hero_proxy/tokens/")
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|slot| {
+                slot.rsplit_once('/')
+                    .map(|(identity, _)| identity.to_owned())
+            })
+            .collect();
+    assert_eq!(
+        identities.len(),
+        1,
+        "tokens of more than the owner on the VM: {identities:?}"
+    );
 
     // Decommission from the dashboard; the app leaves Forge and the URL says "no such machine".
     op.goto(&user_page).await.unwrap();

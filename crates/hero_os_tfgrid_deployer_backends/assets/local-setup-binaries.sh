@@ -131,6 +131,8 @@ state_dir = "$HERO_SANDBOX/proxy"
 secrets_dir = "$HERO_SECRETS_DIR"
 socket_dir = "sockets"
 workers = 1
+# The machine is the tester's (root included): keep no Forge token but the owner's.
+keep_tokens = "owner"
 
 [[routes]]
 id = "health"

@@ -86,6 +86,14 @@ impl App {
         }
         store.seed_routes(&seed)?;
         let routes = load_routes(&store)?;
+        if cfg.keep_tokens == crate::config::KeepTokens::Everyone
+            && routes
+                .iter()
+                .any(|r| r.policy == crate::routes::Policy::Owner)
+        {
+            // An `owner` route means a machine that is someone's; its vault would keep every visitor's tokens.
+            tracing::warn!("owner routes are served but keep_tokens = \"everyone\": every admin who signs in here leaves Forge tokens on this machine; set keep_tokens = \"owner\"");
+        }
         for target in cfg.group_map.values().flatten() {
             crate::claims::validate_group_name(target)
                 .map_err(|e| ProxyError::Config(format!("group_map target: {e}")))?;

@@ -104,6 +104,27 @@ pub struct Config {
     /// Forge `groups` claim value (`org` or `org:team`) → proxy groups the user is put in at login.
     #[serde(default)]
     pub group_map: BTreeMap<String, Vec<String>>,
+    /// Whose Forge tokens the vault keeps after a sign-in (see [`KeepTokens`]).
+    #[serde(default)]
+    pub keep_tokens: KeepTokens,
+}
+
+/// Whose access and refresh tokens the vault keeps.
+///
+/// Why a choice: an edge on someone's own machine (a tester's VM, where the tester has root) keeps its vault and
+/// the vault's master key on that machine. Every admin who opened the VM used to leave a refresh token there that
+/// acts as the admin on Forge. With `owner`, only the owner's tokens are kept (`cockpit/FORGE_OWNER`, checked as
+/// [`crate::app::App::owner_allowed`] does). Anyone else signs in with no tokens kept: their session works until
+/// the access token would have expired, then they sign in again (a redirect through Forge, which remembers them),
+/// and no route can pass a token of theirs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeepTokens {
+    /// Everyone's: an edge the team runs itself (the dashboard).
+    #[default]
+    Everyone,
+    /// Only the machine owner's: an edge on a machine someone else controls.
+    Owner,
 }
 
 /// An OIDC provider declared in the file.
@@ -217,6 +238,7 @@ const SCALAR_FIELDS: &[&str] = &[
     "admin_provider",
     "tls_cert",
     "tls_key",
+    "keep_tokens",
 ];
 const INT_FIELDS: &[&str] = &[
     "workers",
@@ -402,6 +424,27 @@ mod tests {
         );
         let env = vec![("HERO_PROXY_NOPE".to_string(), "1".to_string())];
         assert!(Config::from_toml_with_env("redirect_uri_from_host = true", env).is_err());
+    }
+
+    #[test]
+    fn keep_tokens_is_everyone_unless_set_and_nothing_else_is_accepted() {
+        let base = "redirect_uri_from_host = true\n";
+        let parse = |extra: &str, env: Vec<(String, String)>| {
+            Config::from_toml_with_env(&format!("{base}{extra}"), env).map(|c| c.keep_tokens)
+        };
+        assert_eq!(parse("", Vec::new()).unwrap(), KeepTokens::Everyone);
+        assert_eq!(
+            parse("keep_tokens = \"owner\"", Vec::new()).unwrap(),
+            KeepTokens::Owner
+        );
+        let env = vec![("HERO_PROXY_KEEP_TOKENS".to_string(), "owner".to_string())];
+        assert_eq!(parse("", env).unwrap(), KeepTokens::Owner);
+        for bad in ["\"Owner\"", "\"admins\"", "\"\"", "true"] {
+            assert!(
+                parse(&format!("keep_tokens = {bad}"), Vec::new()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use crate::app::App;
+use crate::config::KeepTokens;
 use crate::error::ProxyError;
 use crate::headers::{
     get_cookie, remove_hop_by_hop, remove_session_cookie, set_forwarded, strip_reserved, PeerAddr,
@@ -370,10 +371,20 @@ impl App {
                 return Err(ProxyError::LoginRejected("account disabled"));
             }
             self.apply_group_map(user.id, &claims.groups)?;
+            let keep = match self.cfg.keep_tokens {
+                KeepTokens::Everyone => true,
+                KeepTokens::Owner => self.owner_allowed(&user).await?,
+            };
             let _identity = self.vault.lock_identity(&provider.id, &claims.sub).await;
-            self.vault
-                .put(&provider.id, &claims.sub, &tokens, now)
-                .await?;
+            if keep {
+                self.vault
+                    .put(&provider.id, &claims.sub, &tokens, now)
+                    .await?;
+            } else {
+                self.vault
+                    .put_expiry_only(&provider.id, &claims.sub, &tokens, now)
+                    .await?;
+            }
             self.sessions.bump_generation();
             let sid = self.sessions.create(&user, now)?;
             tracing::info!(user = %user.username, provider = %provider.id, "signed in");

@@ -86,7 +86,25 @@ impl TokenVault {
                 .set(&token_slot(provider, external_id, "refresh_token"), r)
                 .await?;
         }
-        let exp = now.saturating_add(t.expires_in);
+        self.record_expiry(provider, external_id, now.saturating_add(t.expires_in))
+    }
+
+    /// A sign-in whose tokens are not to be kept (`keep_tokens = "owner"`, someone other than the owner): the
+    /// tokens are dropped (and any an earlier sign-in left are deleted); only the access token's expiry is
+    /// recorded, so the session lasts as long as the token would have, and then, with no refresh token to use,
+    /// [`TokenVault::ensure_fresh`] asks for a new sign-in.
+    pub async fn put_expiry_only(
+        &self,
+        provider: &str,
+        external_id: &str,
+        t: &Tokens,
+        now: u64,
+    ) -> Result<()> {
+        self.delete_slots(provider, external_id).await?;
+        self.record_expiry(provider, external_id, now.saturating_add(t.expires_in))
+    }
+
+    fn record_expiry(&self, provider: &str, external_id: &str, exp: u64) -> Result<()> {
         self.store
             .set_token_expiry(provider, &identity_hash(external_id), exp)?;
         self.expiry
@@ -96,14 +114,18 @@ impl TokenVault {
         Ok(())
     }
 
+    async fn delete_slots(&self, provider: &str, external_id: &str) -> Result<()> {
+        for kind in ["access_token", "refresh_token"] {
+            self.secrets
+                .delete(&token_slot(provider, external_id, kind))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Deletes an identity's tokens.
     pub async fn forget(&self, provider: &str, external_id: &str) -> Result<()> {
-        self.secrets
-            .delete(&token_slot(provider, external_id, "access_token"))
-            .await?;
-        self.secrets
-            .delete(&token_slot(provider, external_id, "refresh_token"))
-            .await?;
+        self.delete_slots(provider, external_id).await?;
         self.store
             .delete_token_expiry(provider, &identity_hash(external_id))?;
         self.expiry

@@ -865,3 +865,103 @@ async fn an_owner_route_passes_the_owners_token_and_never_an_admins() {
     assert!(now_owner.one("x-hero-forge-token").is_some());
     assert_eq!(h.get("/mine", &alice).await.status(), 403);
 }
+
+/// An edge on someone's own machine (`keep_tokens = "owner"`) keeps only the owner's Forge tokens. Before, every
+/// admin who opened a tester's VM left a refresh token in the VM's vault, beside its master key, where the tester
+/// (root on the VM) could read it and act as that admin on Forge. Now the admin is admitted but leaves nothing,
+/// is sent to sign in again when their access token would have expired, and never gets a token passed; the
+/// owner's tokens are kept and refreshed as before. A change of config is enough: an admin's tokens kept by an
+/// earlier sign-in are deleted at their next one.
+#[tokio::test]
+async fn an_edge_on_an_owners_machine_keeps_only_the_owners_tokens() {
+    let mine = "[[routes]]\npath = \"/mine\"\nupstream = \"$UPSTREAM\"\npolicy = \"owner\"\npass_token = true\n";
+    let h = Harness::start_with(Opts {
+        settings: "keep_tokens = \"owner\"\n".into(),
+        extra_toml: mine.into(),
+        ..Opts::default()
+    })
+    .await;
+    h.secrets.set("cockpit/FORGE_OWNER", "alice").await.unwrap();
+    h.secrets
+        .set("deployer/ADMIN_FORGE_USERS", "bob")
+        .await
+        .unwrap();
+    let vault = || async { h.secrets.list("hero_proxy/tokens/").await.unwrap() };
+    let alice = h.login("alice").await;
+    let owners = vault().await;
+    assert_eq!(
+        owners.len(),
+        2,
+        "the owner's access and refresh token: {owners:?}"
+    );
+    h.login("bob").await;
+    assert_eq!(vault().await, owners, "the admin left no token behind");
+    // Tokens an earlier sign-in kept (under `everyone`) go at the next sign-in.
+    let bob_id = h
+        .proxy
+        .app
+        .store
+        .user_by_name("bob")
+        .unwrap()
+        .unwrap()
+        .external_id;
+    let earlier = hero_proxy::oidc::Tokens {
+        access_token: "kept-before".to_owned().into(),
+        refresh_token: Some("kept-before".to_owned().into()),
+        id_token: None,
+        expires_in: 3600,
+    };
+    let now = hero_proxy::Clock::now(h.clock.as_ref());
+    h.proxy
+        .app
+        .vault
+        .put("forge", &bob_id, &earlier, now)
+        .await
+        .unwrap();
+    assert_eq!(vault().await.len(), 4);
+    let bob = h.login("bob").await;
+    assert_eq!(
+        vault().await,
+        owners,
+        "the earlier sign-in's tokens are deleted"
+    );
+    // A visitor who is neither (a plain sign-in) leaves none either.
+    let _carol = h.login("carol").await;
+    assert_eq!(vault().await, owners);
+
+    let admin = h.get_seen("/mine", &bob).await;
+    assert_eq!(
+        admin.one("x-hero-user"),
+        Some("bob"),
+        "the admin is admitted"
+    );
+    assert!(admin.one("x-hero-forge-token").is_none());
+    let owner = h.get_seen("/mine", &alice).await;
+    assert!(owner
+        .one("x-hero-forge-token")
+        .is_some_and(|t| !t.is_empty()));
+
+    // When the access tokens would expire: the owner's is refreshed, the admin signs in again.
+    h.clock.advance(3600 - 59);
+    let r = h.get("/mine", &bob).await;
+    assert_eq!(r.status(), 302, "the admin is asked to sign in again");
+    assert!(r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/oauth/login"));
+    assert_eq!(h.get("/mine", &alice).await.status(), 200);
+    assert_eq!(h.proxy.app.vault.refresh_count(), 1);
+    assert_eq!(h.peer.stats().await["refresh"], 1, "only the owner's");
+    assert_eq!(vault().await.len(), 2);
+}
+
+/// The same edge under the default (`keep_tokens = "everyone"`, the dashboard's): every signed-in person's tokens
+/// are kept, so the test above shows a difference the setting makes, not one the peer makes.
+#[tokio::test]
+async fn an_edge_the_team_runs_keeps_everyones_tokens() {
+    let h = Harness::start().await;
+    h.secrets.set("cockpit/FORGE_OWNER", "alice").await.unwrap();
+    h.login("alice").await;
+    h.login("bob").await;
+    assert_eq!(h.secrets.list("hero_proxy/tokens/").await.unwrap().len(), 4);
+}
