@@ -18,6 +18,10 @@ pub enum JobKind {
     /// The same steps as [`JobKind::Repair`], with another service profile: the live VM gets the
     /// new profile's `services.toml` and is bootstrapped again.
     Redeploy,
+    /// Writes who may open the VM (its owner, the admin list, its OAuth client) into the live
+    /// VM's SSO edge again, and nothing else: what the deployer starts by itself whenever the
+    /// admin list it holds differs from the one a ready VM was last given.
+    SyncAccess,
 }
 
 impl JobKind {
@@ -25,7 +29,10 @@ impl JobKind {
     /// and its OAuth app are not touched): every rule about "the user keeps a ready VM" asks this
     /// one question, so a new kind of in-place job cannot miss one of them.
     pub fn works_in_place(self) -> bool {
-        matches!(self, JobKind::Repair | JobKind::Redeploy)
+        matches!(
+            self,
+            JobKind::Repair | JobKind::Redeploy | JobKind::SyncAccess
+        )
     }
 }
 
@@ -60,6 +67,7 @@ spelled!(JobKind {
     Decommission => "decommission",
     Repair => "repair",
     Redeploy => "redeploy",
+    SyncAccess => "sync_access",
 });
 spelled!(JobState {
     Queued => "queued",

@@ -57,6 +57,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_vm_backend_asked",
         include_str!("../migrations/0008_vm_backend_asked.sql"),
     ),
+    (
+        "0009_vm_admins_pushed",
+        include_str!("../migrations/0009_vm_admins_pushed.sql"),
+    ),
 ];
 
 /// Read connections open at most (the machine this runs on has few cores; more would only

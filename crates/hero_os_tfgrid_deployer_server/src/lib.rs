@@ -185,6 +185,7 @@ pub async fn serve(
     let health_task = health.clone().spawn();
     // After the jobs of an earlier run resumed: expired VMs are caught up now.
     let expiry_task = fleet::expiry::spawn(provisioner.clone());
+    let access_task = fleet::access::spawn(provisioner.clone());
     let deployer_db = deployer.db.clone();
     let mut registry = registry_with_version(deployer, facts, forge_version);
     provision::rpc::register(&mut registry, provisioner.clone());
@@ -253,6 +254,7 @@ pub async fn serve(
         task.abort();
     }
     expiry_task.abort();
+    access_task.abort();
     provisioner.shutdown();
     let _ = stop_tx.send(true);
     for task in tasks {

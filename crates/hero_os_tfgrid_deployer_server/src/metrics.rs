@@ -130,7 +130,13 @@ fn step_histogram() -> Histogram {
 /// Job kinds and states, VM states and users' setup states that are always exported (as 0 when
 /// none exist), so a dashboard can tell "none" from "not exported". States found in sqlite
 /// beyond these are exported too.
-const JOB_KINDS: [&str; 4] = ["provision", "decommission", "repair", "redeploy"];
+const JOB_KINDS: [&str; 5] = [
+    "provision",
+    "decommission",
+    "repair",
+    "redeploy",
+    "sync_access",
+];
 /// The health watch's verdicts of ready VMs; `unknown`: not probed yet.
 const HEALTH_STATES: [&str; 3] = ["healthy", "unreachable", "unknown"];
 const JOB_STATES: [&str; 6] = [

@@ -256,5 +256,6 @@ pub fn kind_label(k: JobKind) -> &'static str {
         JobKind::Decommission => "decommission",
         JobKind::Repair => "repair",
         JobKind::Redeploy => "redeploy",
+        JobKind::SyncAccess => "access sync",
     }
 }

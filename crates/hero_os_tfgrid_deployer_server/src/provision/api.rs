@@ -277,6 +277,13 @@ impl Provisioner {
             .await
     }
 
+    /// A `sync_access` job on the user's ready VM: who may open it, written again
+    /// (`crate::fleet::access` starts these).
+    pub async fn sync_access(&self, actor: &Actor, user_id: UserId) -> Result<Job, ServiceError> {
+        self.start_in_place(actor, user_id, JobKind::SyncAccess, None)
+            .await
+    }
+
     /// `deployer.redeploy_vm`: the repair steps on the user's ready VM with another service
     /// profile; the VM row records the profile once the job succeeds (`finish`), so a failed
     /// or cancelled redeploy leaves the recorded profile as it was (a repair restores it).
@@ -642,6 +649,7 @@ fn create_job(
         JobKind::Decommission => "vm.decommission_requested",
         JobKind::Repair => "vm.repair_requested",
         JobKind::Redeploy => "vm.redeploy_requested",
+        JobKind::SyncAccess => "vm.sync_access_requested",
     };
     store::set_user_vm_status(conn, new.user_id, store::busy_status(new.kind), now_s)?;
     store::append_event(

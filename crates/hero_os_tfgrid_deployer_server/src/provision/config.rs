@@ -49,6 +49,8 @@ pub struct ProvisionConfig {
     pub hero_compute: HeroComputeSection,
     /// When VMs expire and how the server warns first (issue 14).
     pub expiry: crate::fleet::expiry::ExpiryConfig,
+    /// How ready VMs are kept in step with the admin list (`crate::fleet::access`).
+    pub access: crate::fleet::access::AccessConfig,
     /// Test builds only: a file holding seconds to add to the wall clock (a controlled clock
     /// for the expiry tests; read at every reading of the clock).
     pub test_clock_offset_file: Option<PathBuf>,
@@ -128,6 +130,7 @@ impl Default for ProvisionConfig {
             opentofu: OpenTofuSection::default(),
             hero_compute: HeroComputeSection::default(),
             expiry: Default::default(),
+            access: Default::default(),
             test_clock_offset_file: None,
             test_crash_at: None,
             test_faults_file: None,
@@ -216,6 +219,7 @@ impl ProvisionConfig {
             }
         }
         self.expiry.validate()?;
+        self.access.validate()?;
         #[cfg(not(feature = "test-hooks"))]
         if self.test_crash_at.is_some()
             || self.test_faults_file.is_some()

@@ -520,6 +520,9 @@ impl Provisioner {
                 if state == JobState::Succeeded && job.kind == JobKind::Redeploy {
                     record_redeployed_profile(conn, job_id)?;
                 }
+                if state == JobState::Succeeded {
+                    record_pushed_admins(conn, job_id)?;
+                }
                 if state == JobState::Failed && job.kind == JobKind::Provision {
                     conn.execute_cached(
                         "UPDATE vms SET state = ?2, updated_at = ?3 WHERE user_id = ?1 AND state = ?4",
@@ -753,6 +756,24 @@ fn record_redeployed_profile(
         conn.execute_cached(
             "UPDATE vms SET profile = ?2 WHERE vm_id = ?1",
             rusqlite::params![vm_id, profile],
+        )?;
+    }
+    Ok(())
+}
+
+/// What `configure_sso` of a succeeded job wrote into the VM, onto the VM row (see
+/// `crate::fleet::access`). Only a job that succeeded: one that failed after the step may have
+/// left the VM in any state, and an unrecorded list is synced again, which is always safe.
+fn record_pushed_admins(conn: &rusqlite::Connection, job_id: JobId) -> Result<(), ServiceError> {
+    let internals = store::internals(conn, job_id)?;
+    let context: steps::JobContext =
+        serde_json::from_str(&internals.context_json).map_err(|e| {
+            ServiceError::Internal(format!("the context of job {job_id} cannot be read: {e}"))
+        })?;
+    if let (Some(admins), Some(vm_id)) = (context.admins_pushed, context.vm_id) {
+        conn.execute_cached(
+            "UPDATE vms SET admins_pushed = ?2 WHERE vm_id = ?1",
+            rusqlite::params![vm_id, admins],
         )?;
     }
     Ok(())

@@ -27,7 +27,7 @@ pub fn busy_status(kind: JobKind) -> VmStatus {
         JobKind::Provision => VmStatus::Provisioning,
         JobKind::Decommission => VmStatus::Decommissioning,
         // The VM stays live (and reachable as far as it is) while it is repaired.
-        JobKind::Repair | JobKind::Redeploy => VmStatus::Ready,
+        JobKind::Repair | JobKind::Redeploy | JobKind::SyncAccess => VmStatus::Ready,
     }
 }
 

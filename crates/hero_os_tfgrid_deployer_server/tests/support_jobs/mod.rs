@@ -77,7 +77,8 @@ pub async fn grid_stack(gridproxy_url: &str) -> Stack {
     stack
 }
 
-async fn stack_with(config_text: String, extra: Vec<(String, String)>) -> (Stack, PathBuf) {
+/// [`stack`] with another config file text (e.g. [`FAST_CONFIG`] plus a section).
+pub async fn stack_with(config_text: String, extra: Vec<(String, String)>) -> (Stack, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("deployer.toml");
     std::fs::write(&config, config_text).unwrap();

@@ -28,6 +28,25 @@ impl ConfigureSso {
 /// to some stores and a stale list on the VM must still be replaced.
 const NO_ADMINS: &str = ",";
 
+/// The admin list as the deployer holds it now, in the one spelling a VM is given and its row
+/// records (sorted, comma-joined, [`NO_ADMINS`] for nobody), with how many names it has: what
+/// this step writes and what `crate::fleet::access` compares a VM's recorded list with.
+pub async fn admins_value(
+    secrets: &dyn hero_secrets::SecretStore,
+) -> Result<(String, usize), hero_secrets::SecretError> {
+    let list = secrets
+        .get(slots::ADMIN_FORGE_USERS)
+        .await?
+        .map(|v| slots::parse_login_list(v.expose()))
+        .unwrap_or_default();
+    let value = if list.is_empty() {
+        NO_ADMINS.to_owned()
+    } else {
+        list.iter().cloned().collect::<Vec<_>>().join(",")
+    };
+    Ok((value, list.len()))
+}
+
 #[async_trait]
 impl Step for ConfigureSso {
     fn name(&self) -> &'static str {
@@ -62,16 +81,9 @@ impl Step for ConfigureSso {
                      (register_sso rotates it)",
                 )
             })?;
-        let admins = read(slots::ADMIN_FORGE_USERS.to_owned()).await?;
-        let admin_list = admins
-            .as_ref()
-            .map(|v| slots::parse_login_list(v.expose()))
-            .unwrap_or_default();
-        let admins_value = if admin_list.is_empty() {
-            NO_ADMINS.to_owned()
-        } else {
-            admin_list.iter().cloned().collect::<Vec<_>>().join(",")
-        };
+        let (admins_value, admin_count) = admins_value(users.secrets.as_ref())
+            .await
+            .map_err(|e| StepError::transient("sso.secret_store", format!("secret store: {e}")))?;
         let issuer = users.forge.url().to_owned();
         let writes: [(&str, &str); 5] = [
             (slots::COCKPIT_OAUTH_ISSUER, &issuer),
@@ -90,12 +102,11 @@ impl Step for ConfigureSso {
         for (slot, value) in writes {
             vm_secrets::push(s.env.agent.as_ref(), &access, &vm, slot, value).await?;
         }
+        ctx.admins_pushed = Some(admins_value.clone());
         Ok(format!(
             "SSO edge configured in the VM's secret store ({:?}): issuer {issuer}, client id \
              {client_id}, owner {}, {} admin(s)",
-            vm.secret_store,
-            s.job.forge_username,
-            admin_list.len()
+            vm.secret_store, s.job.forge_username, admin_count
         ))
     }
 }

@@ -13,7 +13,7 @@
 //! keys, and [`StepRecords`] for what it has to say or record — never SQL, never the whole
 //! provisioner.
 
-mod configure_sso;
+pub(crate) mod configure_sso;
 mod decommission_vm_rows;
 mod delete_gateway;
 pub mod delete_sso_app;
@@ -125,12 +125,22 @@ step_table!(
     ]
 );
 
+step_table!(
+    /// A sync of who may open the VM: `configure_sso` alone on the live VM (the edge reads the
+    /// owner and admin slots on every request, so nothing needs restarting), with the provision's
+    /// context. The deployer starts it when the admin list changed (`crate::fleet::access`).
+    SYNC_ACCESS, SYNC_ACCESS_STEPS: [
+        configure_sso::ConfigureSso,
+    ]
+);
+
 /// The steps of a job kind, in order.
 pub fn table(kind: JobKind) -> &'static [&'static dyn Step] {
     match kind {
         JobKind::Provision => PROVISION,
         JobKind::Decommission => DECOMMISSION,
         JobKind::Repair | JobKind::Redeploy => REPAIR,
+        JobKind::SyncAccess => SYNC_ACCESS,
     }
 }
 
@@ -140,6 +150,7 @@ pub fn steps_for(kind: JobKind) -> &'static [&'static str] {
         JobKind::Provision => PROVISION_STEPS,
         JobKind::Decommission => DECOMMISSION_STEPS,
         JobKind::Repair | JobKind::Redeploy => REPAIR_STEPS,
+        JobKind::SyncAccess => SYNC_ACCESS_STEPS,
     }
 }
 
@@ -258,6 +269,10 @@ pub struct JobContext {
     /// misconfigured backend (no mnemonic, no socket) cannot keep such a record alive.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub backend_untouched: bool,
+    /// The admin list `configure_sso` wrote into the VM (public: Forge logins), recorded on the
+    /// VM row when the job succeeds (`vms.admins_pushed`, read by `crate::fleet::access`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admins_pushed: Option<String>,
 }
 
 /// A line produced while a step runs, written as an event of the step.
