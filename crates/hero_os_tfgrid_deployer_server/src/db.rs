@@ -61,6 +61,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_vm_admins_pushed",
         include_str!("../migrations/0009_vm_admins_pushed.sql"),
     ),
+    (
+        "0010_oauth_apps",
+        include_str!("../migrations/0010_oauth_apps.sql"),
+    ),
 ];
 
 /// Read connections open at most (the machine this runs on has few cores; more would only

@@ -503,12 +503,15 @@ async fn a_backend_missing_a_prerequisite_is_refused_at_job_creation_with_what_t
     assert_eq!(err.kind(), Some(ErrorKind::FailedPrecondition), "{err}");
 }
 
-/// Reconcile knows the VMs' OAuth apps (issue 11 item 5): an app this deployer named without a
-/// live VM is an orphan that `fix` deletes; a live VM whose app vanished is missing; an app of
-/// any other name is never touched.
+/// Reconcile knows the VMs' OAuth apps (issue 11 item 5): an app this deployer made without a
+/// live VM is an orphan that `fix` deletes (here: a decommission that could not reach Forge, a
+/// real stall of the dev Forge's process, left one); a live VM whose app vanished is missing; an
+/// app it did not make is never touched, whatever its name — one named like its own
+/// (`hero_u999_ghost`) is what a second deployer on the same Forge account makes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_reports_oauth_apps_without_a_vm_and_vms_without_an_app() {
-    let (stack, _) = stack(Vec::new()).await;
+    let config = format!("{FAST_CONFIG}\n[forge]\ntimeout_secs = 2\nattempts = 1\n");
+    let (stack, _) = stack_with(config, Vec::new()).await;
     let _reaper = SandboxReaper(local_root(&stack));
     let c = stack.client();
     let http = reqwest::Client::new();
@@ -530,6 +533,31 @@ async fn reconcile_reports_oauth_apps_without_a_vm_and_vms_without_an_app() {
     assert_eq!(job.state, JobState::Succeeded, "{}", messages(&events));
     let vera = forge_apps(&stack, "vera").await;
     assert_eq!(vera.len(), 1);
+    // A VM decommissioned while Forge did not answer: its app is left behind, an orphan.
+    let wes = new_user(c, "wes").await;
+    let job = c.provision_vm(wes, None).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{}", messages(&events));
+    let forge_pid = stack.forge.guard.child.id().to_string();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, forge_pid.as_str()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    let job = c.decommission_vm(wes).await.unwrap();
+    let (job, events) = follow(c, job.job_id).await;
+    signal("-CONT");
+    assert_eq!(job.state, JobState::Succeeded, "{}", messages(&events));
+    assert!(
+        messages(&events).contains("Forge unreachable"),
+        "{}",
+        messages(&events)
+    );
+    assert_eq!(forge_apps(&stack, "wes").await.len(), 1, "left on Forge");
 
     let report = c.reconcile(false).await.unwrap();
     let apps = |v: &[ResourceRef]| -> Vec<String> {
@@ -538,7 +566,11 @@ async fn reconcile_reports_oauth_apps_without_a_vm_and_vms_without_an_app() {
             .map(|r| r.name.clone())
             .collect()
     };
-    assert_eq!(apps(&report.orphans), ["hero_u999_ghost"], "{report:?}");
+    assert_eq!(
+        apps(&report.orphans),
+        [format!("hero_u{wes}_wes")],
+        "{report:?}"
+    );
     assert!(apps(&report.missing).is_empty(), "{report:?}");
 
     let r = http
@@ -552,7 +584,11 @@ async fn reconcile_reports_oauth_apps_without_a_vm_and_vms_without_an_app() {
         .unwrap();
     assert_eq!(r.status(), 204);
     let report = c.reconcile(true).await.unwrap();
-    assert_eq!(apps(&report.removed), ["hero_u999_ghost"], "{report:?}");
+    assert_eq!(
+        apps(&report.removed),
+        [format!("hero_u{wes}_wes")],
+        "{report:?}"
+    );
     assert_eq!(
         apps(&report.missing),
         [format!("hero_u{user_id}_vera")],
@@ -570,15 +606,76 @@ async fn reconcile_reports_oauth_apps_without_a_vm_and_vms_without_an_app() {
         .json()
         .await
         .unwrap();
-    let names: Vec<&str> = left.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    let mut names: Vec<&str> = left.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
     assert_eq!(
         names,
         [
+            "hero_os_tfgrid_deployer hero_u999_ghost",
+            "hero_os_tfgrid_deployer not-a-resource-name",
             "someone else's app",
-            "hero_os_tfgrid_deployer not-a-resource-name"
         ],
-        "apps the deployer did not name are never touched"
+        "apps the deployer did not make are never touched"
     );
+}
+
+/// Two deployers on one Forge admin account (production beside staging) each number their users
+/// from 1, so each names an app `hero_os_tfgrid_deployer hero_u1_<name>`. Before, `reconcile
+/// --fix` on one took the other's live app for an orphan of its own (no live VM of that name
+/// here) and deleted it, and with it the client secret of its own user 1: two VMs lost their
+/// sign-in. Now each touches only the apps it made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deployers_on_one_forge_account_never_touch_each_others_apps() {
+    let (a, _) = stack(Vec::new()).await;
+    let _reaper_a = SandboxReaper(local_root(&a));
+    let dir_b = tempfile::tempdir().unwrap();
+    let config_b = dir_b.path().join("deployer.toml");
+    std::fs::write(&config_b, FAST_CONFIG).unwrap();
+    let b = support::Server::start(
+        dir_b.path(),
+        support::ServerOptions {
+            forge_url: a.forge.url.clone(),
+            extra_env: vec![(
+                "HERO_DEPLOYER_CONFIG".to_owned(),
+                config_b.display().to_string(),
+            )],
+        },
+    );
+    b.set_admin_token(&a.forge.admin_token()).await;
+    let _reaper_b = SandboxReaper(b.data_dir().join("local"));
+    let mut ids = Vec::new();
+    for (c, name) in [(a.client(), "alice"), (&b.client, "bob")] {
+        let user_id = new_user(c, name).await;
+        let job = c.provision_vm(user_id, None).await.unwrap();
+        let (job, events) = follow(c, job.job_id).await;
+        assert_eq!(job.state, JobState::Succeeded, "{}", messages(&events));
+        ids.push(user_id);
+    }
+    assert_eq!(ids, [1, 1], "both number their users from 1");
+    let alice_secret = stored_client_secret(&a, 1).await.unwrap();
+    for c in [a.client(), &b.client] {
+        let report = c.reconcile(true).await.unwrap();
+        assert!(
+            report.orphans.is_empty() && report.removed.is_empty() && report.missing.is_empty(),
+            "{report:?}"
+        );
+    }
+    assert_eq!(forge_apps(&a, "alice").await.len(), 1);
+    assert_eq!(
+        forge_apps(&a, "bob").await.len(),
+        1,
+        "the other deployer's app is left"
+    );
+    assert_eq!(
+        stored_client_secret(&a, 1).await.as_deref(),
+        Some(alice_secret.as_str())
+    );
+    // A decommission deletes its own app only.
+    let job = b.client.decommission_vm(1).await.unwrap();
+    let (job, events) = follow(&b.client, job.job_id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{}", messages(&events));
+    assert!(forge_apps(&a, "bob").await.is_empty());
+    assert_eq!(forge_apps(&a, "alice").await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,9 @@
 //! With `force` the backend is not asked (it may be unconfigured). Never while a job is active
 //! for the user. The rows go, the user stays, and one audit line (in the same write) says who,
 //! forced or not, and what was forgotten; the VM's OAuth app and client secret then go too.
-//! Whatever a forced forget leaves on a backend or on Forge is named by the deployer
-//! (`hero_u<id>_…`), so `reconcile` reports it as an orphan and `reconcile --fix` removes it.
+//! Whatever a forced forget leaves on a backend is named by the deployer (`hero_u<id>_…`), and
+//! an OAuth app left on Forge stays recorded in `oauth_apps`, so `reconcile` reports either as
+//! an orphan and `reconcile --fix` removes it.
 
 use std::collections::BTreeSet;
 

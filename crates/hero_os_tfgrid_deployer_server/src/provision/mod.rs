@@ -27,6 +27,7 @@ pub mod forget;
 pub mod gate;
 pub mod lazy_backend;
 pub mod metered_backend;
+pub mod oauth_apps;
 pub mod output_log;
 pub mod reaper;
 pub mod reconcile;

@@ -211,11 +211,12 @@ impl Provisioner {
         Ok(report)
     }
 
-    /// The VMs' OAuth apps on Forge (`register_sso`): an app named by this deployer
-    /// (`hero_os_tfgrid_deployer hero_u<id>_…`) without a live VM is an orphan (`fix` deletes
-    /// it, and the user's stored client secret); a live VM without its app is missing (a retry
-    /// of its provision, or a new one after decommission, makes it). Apps of other names are
-    /// never touched; users with an active job are skipped.
+    /// The VMs' OAuth apps on Forge (`register_sso`): an app this deployer made (its id is in
+    /// `oauth_apps`) without a live VM is an orphan (`fix` deletes it, and the user's stored
+    /// client secret); a live VM without its app is missing (a retry of its provision, or a new
+    /// one after decommission, makes it). Apps it did not make are never touched, whatever their
+    /// name (another deployer on the same Forge account names its apps the same way); users with
+    /// an active job are skipped.
     async fn reconcile_oauth_apps(
         &self,
         actor: &Actor,
@@ -238,8 +239,14 @@ impl Provisioner {
                 return Ok(());
             }
         };
+        // Only apps this deployer made are its business: another deployer on the same Forge
+        // account names its apps the same way (`super::oauth_apps`).
+        let ours = self
+            .db()
+            .call(|conn| -> Result<_, ServiceError> { Ok(super::oauth_apps::all(conn)?) })
+            .await?;
         let mut with_app: BTreeSet<String> = BTreeSet::new();
-        for app in &listed {
+        for app in listed.iter().filter(|a| ours.contains_key(&a.id)) {
             let Some(resource) = app
                 .name
                 .strip_prefix(APP_NAME_PREFIX)
@@ -272,6 +279,12 @@ impl Provisioner {
                 let subject = format!("oauth_app:{} (id {})", n, app.id);
                 match apps.delete_oauth_app(app.id).await {
                     Ok(_) => {
+                        let id = app.id;
+                        self.db()
+                            .write(move |conn| -> Result<_, ServiceError> {
+                                Ok(super::oauth_apps::forget(conn, id)?)
+                            })
+                            .await?;
                         let _ = d
                             .secrets
                             .delete(&hero_secrets::slots::user_oauth_client_secret(

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use super::register_sso::app_name;
 use super::{JobContext, Step, StepCx, StepError};
+use crate::error::ServiceError;
 
 pub struct DeleteSsoApp;
 
@@ -56,15 +57,40 @@ pub async fn delete_vm_app(
         // A Forge that cannot be reached must not keep a VM that is already gone from being
         // decommissioned: the app is left as an orphan that `reconcile` reports and `--fix`
         // deletes, and the step says so. Other Forge errors (a token without write:user) fail it.
+        // Only the apps this deployer made (`oauth_apps`): one of the same name is another
+        // deployer's on the same Forge account.
+        let ours = users
+            .db
+            .call(move |conn| -> Result<_, ServiceError> {
+                Ok(crate::provision::oauth_apps::of_user(conn, user_id)?)
+            })
+            .await
+            .map_err(|e| StepError::transient("sso.db", format!("reading the OAuth apps: {e}")))?;
+        let mut gone = Vec::new();
         let outcome: Result<(), crate::forge::ForgeError> = async {
             for app in apps.list_oauth_apps().await? {
-                if app.name == name && apps.delete_oauth_app(app.id).await? {
-                    deleted.push(app.id.to_string());
+                if app.name == name && ours.contains(&app.id) {
+                    if apps.delete_oauth_app(app.id).await? {
+                        deleted.push(app.id.to_string());
+                    }
+                    gone.push(app.id);
                 }
             }
             Ok(())
         }
         .await;
+        users
+            .db
+            .write(move |conn| -> Result<_, ServiceError> {
+                for id in gone {
+                    crate::provision::oauth_apps::forget(conn, id)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| {
+                StepError::transient("sso.db", format!("forgetting the OAuth apps: {e}"))
+            })?;
         match outcome {
             Ok(()) => {}
             Err(e) if e.is_transient() => unreachable = Some(e.to_string()),

@@ -5,8 +5,10 @@
 //! owns a VM's OAuth app"), named after the VM's resource name so the deployer can find it again
 //! (`hero_os_tfgrid_deployer hero_u<id>_<name>`).
 //!
-//! Idempotent: the app recorded in the job, or the one of that name, is adopted; duplicates of the
-//! name (which only a bug could make) are deleted down to the oldest. The client secret lives only
+//! Idempotent: the app recorded in the job, or the one of that name that this deployer made
+//! ([`crate::provision::oauth_apps`]), is adopted; duplicates of the name (which only a bug could
+//! make) are deleted down to the oldest. An app of the name that this deployer did not make is
+//! another deployer's on the same Forge account and is never adopted. The client secret lives only
 //! in the secret store (`deployer/users/<user_id>/oauth_client_secret`); Forge never shows it again,
 //! so whenever the deployer cannot be sure the stored secret belongs to this app (none stored, or
 //! the app is not the one this job recorded) it rotates the secret (`PATCH`) instead of making a
@@ -17,7 +19,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{JobContext, Step, StepCx, StepError};
+use crate::error::ServiceError;
 use crate::forge::apps::{OAuthApp, OAuthAppSpec};
+use crate::provision::oauth_apps;
 
 pub struct RegisterSso;
 
@@ -57,6 +61,10 @@ pub fn callback_uri(public_url: &str) -> Result<String, StepError> {
         "{scheme}://{}/oauth/callback",
         authority.to_ascii_lowercase()
     ))
+}
+
+fn db_step_error(e: ServiceError) -> StepError {
+    StepError::transient("sso.db", format!("recording the OAuth app: {e}"))
 }
 
 fn forge_step_error(e: crate::forge::ForgeError) -> StepError {
@@ -102,9 +110,18 @@ impl Step for RegisterSso {
             StepError::transient("sso.secret_store", format!("secret store: {e}"))
         };
 
-        // Find: the recorded app, else every app of this name (oldest first).
+        // Find: the recorded app, else every app of this name that this deployer made (oldest
+        // first; an app of the name that it did not make is another deployer's, never touched).
+        let user_id = s.job.user_id;
+        let ours = users
+            .db
+            .call(move |conn| -> Result<_, ServiceError> {
+                Ok(oauth_apps::of_user(conn, user_id)?)
+            })
+            .await
+            .map_err(db_step_error)?;
         let mut found: Vec<OAuthApp> = Vec::new();
-        if let Some(id) = ctx.oauth_app_id {
+        if let Some(id) = ctx.oauth_app_id.filter(|id| ours.contains(id)) {
             if let Some(app) = apps.get_oauth_app(id).await.map_err(forge_step_error)? {
                 if app.name == spec.name {
                     found.push(app);
@@ -117,7 +134,7 @@ impl Step for RegisterSso {
                 .await
                 .map_err(forge_step_error)?
                 .into_iter()
-                .filter(|a| a.name == spec.name)
+                .filter(|a| a.name == spec.name && ours.contains(&a.id))
                 .collect();
             found.sort_by_key(|a| a.id);
         }
@@ -126,6 +143,12 @@ impl Step for RegisterSso {
             apps.delete_oauth_app(extra.id)
                 .await
                 .map_err(forge_step_error)?;
+            let id = extra.id;
+            users
+                .db
+                .write(move |conn| -> Result<_, ServiceError> { Ok(oauth_apps::forget(conn, id)?) })
+                .await
+                .map_err(db_step_error)?;
             notes.push(format!("deleted duplicate app {}", extra.id));
         }
 
@@ -135,6 +158,14 @@ impl Step for RegisterSso {
                     .create_oauth_app(&spec)
                     .await
                     .map_err(forge_step_error)?;
+                let (id, now) = (made.app.id, users.clock.now());
+                users
+                    .db
+                    .write(move |conn| -> Result<_, ServiceError> {
+                        Ok(oauth_apps::record(conn, id, user_id, now)?)
+                    })
+                    .await
+                    .map_err(db_step_error)?;
                 // Stored before the job records the app: a crash in between is repaired by a
                 // rotation on the next run, never by a second app.
                 users
