@@ -10,7 +10,7 @@ use hero_secrets::{SecretStore, SecretValue};
 use crate::clock::Clock;
 use crate::config::{Config, RouteConfig};
 use crate::error::{ProxyError, Result};
-use crate::login::PendingLogins;
+use crate::login::Logins;
 use crate::oidc::{Provider, FORGE_SCOPE};
 use crate::routes::{Route, Routes};
 use crate::session::Sessions;
@@ -56,7 +56,7 @@ pub struct App {
     /// Providers by id.
     pub providers: RwLock<HashMap<String, Arc<Provider>>>,
     /// Logins in flight.
-    pub pending: PendingLogins,
+    pub logins: Logins,
     /// Assertion signer.
     pub signer: AssertionSigner,
     /// Served at `/.well-known/hero-proxy-key`.
@@ -112,11 +112,7 @@ impl App {
                 cfg.session_absolute_secs,
             ),
             vault: TokenVault::new(secrets.clone(), store.clone()),
-            pending: PendingLogins::new(
-                cfg.login_state_ttl_secs,
-                cfg.login_pending_max,
-                cfg.login_pending_per_client,
-            ),
+            logins: Logins::new(cfg.login_state_ttl_secs, cfg.login_used_max),
             routes: RwLock::new(Routes::new(routes)),
             routes_edit: Mutex::new(()),
             providers: RwLock::new(HashMap::new()),
@@ -222,21 +218,6 @@ impl App {
         *self.routes.write().unwrap_or_else(|e| e.into_inner()) = table;
         self.sessions.access_changed();
         Ok(())
-    }
-
-    /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the address that proxy appended
-    /// last to `X-Forwarded-For` (the one it saw).
-    pub fn client_ip(&self, h: &http::HeaderMap, peer: std::net::IpAddr) -> std::net::IpAddr {
-        if !self.cfg.trusted_proxies.contains(&peer) {
-            return peer;
-        }
-        h.get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse().ok())
-            .next_back()
-            .unwrap_or(peer)
     }
 
     /// A provider by id.

@@ -63,12 +63,10 @@ pub struct Config {
     /// How long a started login (state, nonce, PKCE verifier) may wait for its callback.
     #[serde(default = "default_state_ttl")]
     pub login_state_ttl_secs: u64,
-    /// Most logins in flight at once (see `login::PendingLogins`).
-    #[serde(default = "default_pending_max")]
-    pub login_pending_max: usize,
-    /// Most logins in flight per client address; a client's oldest is dropped for its newest.
-    #[serde(default = "default_pending_per_client")]
-    pub login_pending_per_client: usize,
+    /// Most used sign-in states remembered, so a replayed callback is refused (see `login::Logins`: sign-ins in
+    /// flight are held by the browsers, not by the edge, so there is no bound on those to set).
+    #[serde(default = "default_login_used_max")]
+    pub login_used_max: usize,
     /// A client must send a request's whole head within this long (slowloris); also the longest a kept-alive
     /// connection may sit between two requests (hyper arms one timer for both).
     #[serde(default = "default_header_read_timeout")]
@@ -198,11 +196,8 @@ fn default_assertion_ttl() -> u64 {
 fn default_state_ttl() -> u64 {
     600
 }
-fn default_pending_max() -> usize {
-    10_000
-}
-fn default_pending_per_client() -> usize {
-    16
+fn default_login_used_max() -> usize {
+    100_000
 }
 fn default_header_read_timeout() -> u64 {
     20
@@ -246,8 +241,7 @@ const INT_FIELDS: &[&str] = &[
     "session_absolute_secs",
     "assertion_ttl_secs",
     "login_state_ttl_secs",
-    "login_pending_max",
-    "login_pending_per_client",
+    "login_used_max",
     "header_read_timeout_secs",
     "idle_timeout_secs",
     "upstream_timeout_secs",
@@ -322,11 +316,7 @@ impl Config {
             ("idle_timeout_secs", cfg.idle_timeout_secs),
             ("upstream_timeout_secs", cfg.upstream_timeout_secs),
             ("tunnel_recheck_secs", cfg.tunnel_recheck_secs),
-            ("login_pending_max", cfg.login_pending_max as u64),
-            (
-                "login_pending_per_client",
-                cfg.login_pending_per_client as u64,
-            ),
+            ("login_used_max", cfg.login_used_max as u64),
         ] {
             if v == 0 {
                 return Err(ProxyError::Config(format!("{name} must be positive")));

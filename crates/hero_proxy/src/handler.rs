@@ -25,10 +25,7 @@ use crate::error::ProxyError;
 use crate::headers::{
     get_cookie, remove_hop_by_hop, remove_session_cookie, set_forwarded, strip_reserved, PeerAddr,
 };
-use crate::login::{
-    login_cookie_names, login_cookie_with, login_cookie_without, safe_return_to, PendingLogin,
-    StateError,
-};
+use crate::login::{safe_return_to, PendingLogin, StateError};
 use crate::oidc::{pkce, random_token};
 use crate::pages;
 use crate::routes::{Policy, Route};
@@ -201,7 +198,7 @@ impl App {
             Err(e) => return bad_request(&e),
         };
         match path.as_str() {
-            "/oauth/login" => self.login(&req, client.peer, host.as_deref()).await,
+            "/oauth/login" => self.login(&req, host.as_deref()).await,
             "/oauth/callback" => self.callback(&req).await,
             "/oauth/logout" if req.method() == Method::POST => {
                 self.logout(&req, host.as_deref()).await
@@ -227,12 +224,7 @@ impl App {
         }
     }
 
-    async fn login(
-        &self,
-        req: &Request<Incoming>,
-        peer: SocketAddr,
-        host: Option<&str>,
-    ) -> Response<ProxyBody> {
+    async fn login(&self, req: &Request<Incoming>, host: Option<&str>) -> Response<ProxyBody> {
         let q = query_map(req.uri().query());
         let provider_id = q
             .get("provider")
@@ -272,32 +264,45 @@ impl App {
             }
         };
         let pending = PendingLogin {
+            state,
             provider: provider_id,
             nonce,
             verifier: pk.verifier,
             return_to: safe_return_to(q.get("rd").map(String::as_str)),
             redirect_uri,
             created_at: now,
-            client: self.client_ip(req.headers(), peer.ip()),
         };
-        self.pending.insert(state.clone(), pending, now);
+        let Some(entries) = self
+            .logins
+            .start(get_cookie(req.headers(), LOGIN_COOKIE), &pending)
+        else {
+            tracing::error!("a sign-in could not be sealed into its cookie");
+            return html(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                pages::error("Sign-in unavailable", "Try signing in again."),
+            );
+        };
         let mut r = redirect(StatusCode::FOUND, &url);
-        let states = login_cookie_with(get_cookie(req.headers(), LOGIN_COOKIE), &state);
         add_cookie(
             &mut r,
-            &login_cookie(&states, self.cfg.login_state_ttl_secs),
+            &login_cookie(&entries, self.cfg.login_state_ttl_secs),
         );
         r
     }
 
-    /// The callback; whatever its outcome, a state this browser's login cookie held is taken out of it (used up
-    /// or refused, it can never succeed again), and the cookie goes with its last state.
+    /// The callback; whatever its outcome, a sign-in this browser's login cookie held is taken out of it (used up
+    /// or refused, it can never succeed again), and the cookie goes with its last one.
     async fn callback(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
         let q = query_map(req.uri().query());
-        let mut r = self.callback_outcome(req, &q).await;
-        let cookie = get_cookie(req.headers(), LOGIN_COOKIE);
-        if let Some(state) = q.get("state").filter(|s| login_cookie_names(cookie, s)) {
-            let rest = login_cookie_without(cookie, state);
+        let now = self.clock.now();
+        let state = q.get("state").map_or("", String::as_str);
+        // Only the browser holding the sealed sign-in can use it: whoever opens a leaked callback URL without the
+        // login cookie finds nothing, and the sign-in of the browser that started it is untouched.
+        let (pending, rest) =
+            self.logins
+                .finish(get_cookie(req.headers(), LOGIN_COOKIE), state, now);
+        let mut r = self.callback_outcome(req, &q, pending, now).await;
+        if let Some(rest) = rest {
             let max_age = if rest.is_empty() {
                 0
             } else {
@@ -312,22 +317,19 @@ impl App {
         &self,
         req: &Request<Incoming>,
         q: &HashMap<String, String>,
+        pending: Result<PendingLogin, StateError>,
+        now: u64,
     ) -> Response<ProxyBody> {
-        let now = self.clock.now();
         let bad = |msg: &str| html(StatusCode::BAD_REQUEST, pages::error("Sign-in failed", msg));
-        let Some(state) = q.get("state") else {
+        if q.get("state").is_none() {
             return bad("The sign-in response has no state.");
-        };
-        // The browser binding is checked before the state is consumed: whoever opens a leaked callback URL
-        // without the login cookie must not burn the sign-in of the browser that started it.
-        if !login_cookie_names(get_cookie(req.headers(), LOGIN_COOKIE), state) {
-            return bad("This sign-in was started in another browser.");
         }
-        let pending = match self.pending.take(state, now) {
+        let pending = match pending {
             Ok(p) => p,
-            Err(StateError::Unknown) => {
-                return bad("This sign-in link was already used or is unknown.")
+            Err(StateError::NotThisBrowser) => {
+                return bad("This sign-in was started in another browser.")
             }
+            Err(StateError::Used) => return bad("This sign-in link was already used."),
             Err(StateError::Expired) => return bad("This sign-in attempt expired."),
         };
         if let Some(err) = q.get("error") {
@@ -856,9 +858,9 @@ impl App {
     }
 }
 
-/// The login cookie's `Set-Cookie` value holding `states` (0 s: it goes).
-fn login_cookie(states: &str, max_age: u64) -> String {
-    format!("{LOGIN_COOKIE}={states}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax")
+/// The login cookie's `Set-Cookie` value holding `entries` (sealed sign-ins; 0 s: it goes).
+fn login_cookie(entries: &str, max_age: u64) -> String {
+    format!("{LOGIN_COOKIE}={entries}; Path=/; Max-Age={max_age}; Secure; HttpOnly; SameSite=Lax")
 }
 
 /// The callback's `error` parameter as it may go into the log: an RFC 6749 §4.1.2.1 code (`access_denied`, …) as

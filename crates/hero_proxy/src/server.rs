@@ -95,7 +95,7 @@ pub async fn start(
         loop {
             tick.tick().await;
             let now = sweeper.clock.now();
-            sweeper.pending.sweep(now);
+            sweeper.logins.sweep(now);
             if let Err(e) = sweeper.sweep_admin_sessions().await {
                 tracing::warn!(error = %e, "admin session sweep failed");
             }

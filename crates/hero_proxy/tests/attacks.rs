@@ -682,9 +682,14 @@ policy = "public"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_login_flood_from_one_address_cannot_lock_out_another() {
+/// Sign-ins in flight live in the browsers' login cookies, not in a table on the edge, so no flood of
+/// `/oauth/login` — from another address, from many, or from the victim's own (behind a VM's web gateway every
+/// visitor arrives from the gateway's one address) — can push out a real sign-in. Before, a per-address bound
+/// evicted the victim's sign-in whenever the flood shared its address. A tiny replay memory is set so the flood's
+/// finished callbacks overflow it too.
+async fn a_login_flood_cannot_lock_out_another_sign_in() {
     let proxy = ProxyBin::start(
-        "login_pending_max = 30\nlogin_pending_per_client = 4\n[[routes]]\npath = \"/\"\nupstream = \"http://127.0.0.1:1\"\npolicy = \"sso\"\n",
+        "login_used_max = 30\n[[routes]]\npath = \"/\"\nupstream = \"http://127.0.0.1:1\"\npolicy = \"sso\"\n",
     )
     .await;
     let from = |ip: [u8; 4]| {
@@ -710,9 +715,11 @@ async fn a_login_flood_from_one_address_cannot_lock_out_another() {
         .next()
         .unwrap()
         .to_owned();
-    // The flood: ten times the whole table, from one address and then from a handful; nobody is refused.
+    // The flood: from the victim's own address, from another and from a handful; nobody is refused, and some of
+    // it finishes its callbacks (with a code the provider refuses), filling the replay memory.
     for (who, ips) in [
-        ("one address", vec![[127, 0, 0, 1]]),
+        ("the victim's own address", vec![[127, 0, 0, 2]]),
+        ("another address", vec![[127, 0, 0, 1]]),
         ("ten addresses", (10..20).map(|i| [127, 0, 1, i]).collect()),
     ] {
         let clients: Vec<_> = ips.iter().map(|ip| from(*ip)).collect();
@@ -723,6 +730,20 @@ async fn a_login_flood_from_one_address_cannot_lock_out_another() {
                 .await
                 .unwrap();
             assert_eq!(r.status(), 302, "{who}: login {i} refused");
+            if i % 3 == 0 {
+                let state = query(r.headers()["location"].to_str().unwrap())["state"].clone();
+                let cookie = set_cookies(&r)[0].split(';').next().unwrap().to_owned();
+                let r = clients[i % clients.len()]
+                    .get(format!(
+                        "{}/oauth/callback?state={state}&code=bogus",
+                        proxy.base
+                    ))
+                    .header("cookie", cookie)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_ne!(r.status(), 303, "{who}: a bogus code signed in");
+            }
         }
     }
     let callback = walk_peer(&proxy.base, &proxy.peer.issuer, &authorize).await;

@@ -235,7 +235,22 @@ async fn state_is_single_use_bound_to_the_browser_and_expires() {
     let (auth, lc) = h.begin_login("/", "alice").await;
     let cb = h.walk_peer(&auth).await;
     // Wrong browser (another or no login cookie): refused, without burning the sign-in of the right browser.
-    for wrong in ["__Host-hero_login=other", "", "a=b"] {
+    // Another browser's login cookie holds a real, sealed sign-in of its own: not this one.
+    let (_, other_browser) = h.begin_login("/", "alice").await;
+    // The cookie's sealed entry with a byte changed: it no longer opens.
+    let tampered = {
+        let (name, value) = lc.split_once('=').unwrap();
+        let mut v = value.as_bytes().to_vec();
+        v[16] = if v[16] == b'A' { b'B' } else { b'A' };
+        format!("{name}={}", String::from_utf8(v).unwrap())
+    };
+    for wrong in [
+        "__Host-hero_login=other",
+        "",
+        "a=b",
+        other_browser.as_str(),
+        tampered.as_str(),
+    ] {
         let r = h.callback(&cb, wrong).await;
         assert_eq!(r.status(), 400, "{wrong:?}");
     }
