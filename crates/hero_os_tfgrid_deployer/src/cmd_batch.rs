@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use hero_os_tfgrid_deployer_sdk::jobs::ProvisionOptions;
-use hero_os_tfgrid_deployer_sdk::types::{ListUsersParams, User, VmStatus};
+use hero_os_tfgrid_deployer_sdk::methods;
+use hero_os_tfgrid_deployer_sdk::types::{CreateUserParams, ListUsersParams, User, VmStatus};
 use hero_os_tfgrid_deployer_sdk::{username, Client, ClientError, ErrorKind};
 use serde::Serialize;
 
@@ -226,15 +227,22 @@ fn transient(e: &ClientError) -> bool {
 
 /// Creates one person; a refused line leaves nothing this call made. A failed `create_user`
 /// keeps its `pending` record for a repeat call to resume — right for one user typed by hand,
-/// but a batch line must end created or absent, so when Forge or the server *refused* it (an
-/// email taken on Forge, …) before any account existed, the record this batch made is removed,
-/// its password slot with it. A record whose Forge account exists (`forge_user_id`, recorded by
-/// the server as soon as the account does; a token mint refused afterwards) is kept: its password
-/// is the only one that opens the account. Only when Forge stayed unreachable through a retry is
-/// the record kept, and the line says so: a timed-out account creation may have happened on
-/// Forge, and only the held password lets a rerun finish it instead of orphaning the account.
+/// but a batch line must end created or absent, so the line asks the server to remove the record
+/// it made when Forge refused the account before any existed (`discard_if_refused`, an email taken
+/// on Forge, …). The server does that under the name's claim: done here as a find and then a
+/// delete, another operator's create of the same name could resume the record in between and lose
+/// its only password to the delete. A record whose Forge account exists (a token mint refused
+/// afterwards) is kept: its password is the only one that opens the account. When Forge stayed
+/// unreachable through a retry the record is kept too, and the line says so: a timed-out account
+/// creation may have happened on Forge, and only the held password lets a rerun finish it.
 async fn create_one(client: &Client, p: Person, resuming: bool) -> Outcome {
-    let call = || client.create_user(&p.username, p.display_name.as_deref(), p.email.as_deref());
+    let params = CreateUserParams {
+        username: p.username.clone(),
+        display_name: p.display_name.clone(),
+        email: p.email.clone(),
+        discard_if_refused: true,
+    };
+    let call = || client.call::<methods::CreateUser>(&params);
     let mut result = call().await;
     if matches!(&result, Err(e) if transient(e)) {
         result = call().await;
@@ -256,31 +264,25 @@ async fn create_one(client: &Client, p: Person, resuming: bool) -> Outcome {
         reason.push_str(
             "; its record stays pending so that running the same command again finishes it",
         );
-    } else if !refused_before_any_write(&error) && !resuming {
+    } else if !refused_before_any_write(&error) {
+        // Only read, to say what is left: the server already decided, under the claim.
         match client.find_user(&p.username).await {
-            // Forge has the account (the server records it as soon as it exists): the record holds the only
-            // password that opens it, so it stays for a rerun to finish.
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => reason.push_str("; nothing was kept"),
             Ok(u) if !u.setup_complete && u.forge_user_id != 0 => reason.push_str(&format!(
                 "; Forge has the account, so its record and password are kept (pending): run the same command again to finish, or `user delete {}`",
                 p.username
             )),
-            Ok(u) if !u.setup_complete => match client.delete_user(u.user_id).await {
-                Ok(_) => reason.push_str("; nothing was kept"),
-                Err(e) => reason.push_str(&format!(
-                    "; its unfinished record could not be removed ({}): run `user delete {}` or the same command again",
-                    describe(&e),
-                    p.username
-                )),
-            },
+            Ok(u) if !u.setup_complete => reason.push_str(&format!(
+                "; {} record stays pending: run the same command again to finish, or `user delete {}`",
+                if resuming { "the earlier attempt's" } else { "its" },
+                p.username
+            )),
             Ok(_) => {}
-            Err(e) if e.kind() == Some(ErrorKind::NotFound) => {}
             Err(e) => reason.push_str(&format!(
                 "; could not check for an unfinished record ({})",
                 describe(&e)
             )),
         }
-    } else if resuming {
-        reason.push_str("; the record from an earlier attempt stays pending: run again to finish");
     }
     Outcome::Refused(BadLine {
         line: p.line,

@@ -425,6 +425,7 @@ impl Client {
             username: username.to_owned(),
             display_name: display_name.map(str::to_owned),
             email: email.map(str::to_owned),
+            discard_if_refused: false,
         })
         .await
     }

@@ -111,6 +111,14 @@ pub struct CreateUserParams {
     /// Email for the Forge account; defaults to `<username>@<placeholder domain>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// When Forge refuses the account (`forge_conflict`, `forge_auth_rejected`) and holds none of it, remove the
+    /// record this call made instead of keeping it pending for a repeat call: a batch line ends created or
+    /// absent. Done by the server under the name's claim, so no other caller of the name can be between the
+    /// refusal and the removal. Never a record an earlier call made, one whose Forge account exists, or after
+    /// any other failure (Forge unreachable: a timed-out create may have happened, and only the held password
+    /// opens it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub discard_if_refused: bool,
 }
 
 /// Result of `deployer.create_user`. The password is shown here once; later only through the

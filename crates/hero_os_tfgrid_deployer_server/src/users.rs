@@ -7,6 +7,7 @@
 
 use hero_os_tfgrid_deployer_sdk::types::*;
 use hero_os_tfgrid_deployer_sdk::username;
+use hero_os_tfgrid_deployer_sdk::ErrorKind;
 use hero_secrets::SecretValue;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -192,10 +193,21 @@ impl Deployer {
         let outcome = match outcome {
             Ok(o) => o,
             Err(error) => {
-                let detail = format!(
-                    "{}create_user stopped: {error}. The record stays pending; run create_user again to finish.",
-                    if resumed { "resumed; " } else { "" }
-                );
+                let discarded = params.discard_if_refused
+                    && !resumed
+                    && matches!(
+                        error.kind(),
+                        ErrorKind::ForgeConflict | ErrorKind::ForgeAuthRejected
+                    )
+                    && self.discard_refused(user_id).await;
+                let detail = if discarded {
+                    format!("create_user refused: {error}. Forge holds no account of it, so the record this call made was removed.")
+                } else {
+                    format!(
+                        "{}create_user stopped: {error}. The record stays pending; run create_user again to finish.",
+                        if resumed { "resumed; " } else { "" }
+                    )
+                };
                 self.audit(
                     actor,
                     "user.create",
@@ -253,6 +265,44 @@ impl Deployer {
             forge_token_note: outcome.token_note,
             adopted: !outcome.forge_created,
             user,
+        })
+    }
+
+    /// Removes the pending record `create_user` just made, with its secrets, if Forge holds no account of it
+    /// (`forge_user_id` unset). Called with the name's claim held, so no other caller of the name can have
+    /// resumed the record in between. True if removed; a failure is logged and keeps the record (pending,
+    /// which a repeat call finishes or `user delete` removes), never hiding the create's own error.
+    async fn discard_refused(&self, user_id: UserId) -> bool {
+        let unfinished = self
+            .db
+            .call(move |conn| -> Result<bool, ServiceError> {
+                Ok(user_by_id(conn, user_id)?
+                    .is_some_and(|u| !u.setup_complete && u.forge_user_id == 0))
+            })
+            .await;
+        let result = async {
+            if !unfinished? {
+                return Ok(false);
+            }
+            for slot in self.secrets.list(&slots::user_prefix(user_id)).await? {
+                self.secrets.delete(&slot).await?;
+            }
+            self.db
+                .write(move |conn| -> Result<(), ServiceError> {
+                    conn.execute_cached("DELETE FROM ssh_keys WHERE user_id = ?1", [user_id])?;
+                    conn.execute_cached(
+                        "DELETE FROM users WHERE user_id = ?1 AND setup_state = 'pending'",
+                        [user_id],
+                    )?;
+                    Ok(())
+                })
+                .await?;
+            Ok::<_, ServiceError>(true)
+        }
+        .await;
+        result.unwrap_or_else(|e| {
+            tracing::warn!(user_id, error = %e, "the refused create's record could not be removed; it stays pending");
+            false
         })
     }
 
@@ -747,6 +797,7 @@ pub(crate) mod tests {
             username: name.into(),
             display_name: None,
             email: None,
+            discard_if_refused: false,
         }
     }
 
@@ -805,6 +856,96 @@ pub(crate) mod tests {
             err.kind(),
             hero_os_tfgrid_deployer_sdk::ErrorKind::AlreadyExists
         );
+    }
+
+    /// `discard_if_refused` (a batch line) removes only the record this very call made, and only when Forge
+    /// refused the account: a record pending from an earlier call, or one left after Forge was unreachable,
+    /// stays with its password.
+    #[tokio::test]
+    async fn a_refused_create_discards_only_the_record_it_made() {
+        let forge = Arc::new(FakeForge::new());
+        let (d, secrets) = deployer(forge.clone());
+        let actor = Actor::local("test");
+        let with = |name: &str, email: &str| CreateUserParams {
+            email: Some(email.into()),
+            discard_if_refused: true,
+            ..params(name)
+        };
+        d.create_user(&actor, with("alice", "a@x.example"))
+            .await
+            .unwrap();
+
+        // Refused by Forge (alice's email): nothing is left, not even the password made for it.
+        let err = d
+            .create_user(&actor, with("mallory", "a@x.example"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ForgeConflict);
+        assert_eq!(
+            d.find_user("mallory".into()).await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        let mallory_id = d
+            .list_events(ListEventsParams::default())
+            .await
+            .unwrap()
+            .events[0]
+            .detail
+            .clone()
+            .unwrap();
+        assert!(
+            mallory_id.contains("record this call made was removed"),
+            "{mallory_id}"
+        );
+        assert!(secrets
+            .list("deployer/users/")
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.starts_with("deployer/users/1/")));
+
+        // Forge unreachable: kept pending, password held.
+        *forge.token_failures_left.lock().unwrap() = 1;
+        let err = d
+            .create_user(&actor, with("nora", "n@x.example"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ForgeUnavailable);
+        let nora = d.find_user("nora".into()).await.unwrap();
+        assert!(!nora.setup_complete);
+
+        // Pending from an earlier call (made without the flag), then refused: kept for a repeat call or `user delete`.
+        *forge.token_failures_left.lock().unwrap() = 0;
+        let erin = CreateUserParams {
+            email: Some("a@x.example".into()),
+            ..params("erin")
+        };
+        d.db.write(move |conn| -> Result<(), ServiceError> {
+            conn.execute(
+                "INSERT INTO users(forge_username, email, created_at, updated_at) VALUES ('erin', 'a@x.example', 1, 1)",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let err = d
+            .create_user(
+                &actor,
+                CreateUserParams {
+                    discard_if_refused: true,
+                    ..erin.clone()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ForgeConflict, "{err}");
+        assert!(!d.find_user("erin".into()).await.unwrap().setup_complete);
+        let _ = secrets
+            .get(&slots::initial_password(nora.user_id))
+            .await
+            .unwrap()
+            .expect("nora's password is held");
     }
 
     /// A Forge that refuses basic authentication answers the token request of an account this very call created

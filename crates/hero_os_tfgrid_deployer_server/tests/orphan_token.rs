@@ -83,6 +83,7 @@ async fn a_token_minted_but_not_stored_is_replaced_not_orphaned() {
         username: "olga".into(),
         display_name: None,
         email: None,
+        discard_if_refused: false,
     };
     let actor = Actor::local("test");
     d.create_user(&actor, params.clone()).await.unwrap_err();

@@ -119,8 +119,15 @@ impl ForgeApi for FakeForge {
                 message: "the fake's users are seeded; none is created".into(),
             });
         }
-        *self.creates.lock().unwrap() += 1;
         let mut users = self.users.lock().unwrap();
+        // Forgejo answers 422 "e-mail already in use", which the HTTP client reads as this.
+        if users.iter().any(|(u, _)| u.email == user.email) {
+            return Err(ForgeError::Conflict {
+                reason: super::ConflictReason::EmailTaken,
+                message: "e-mail already in use".into(),
+            });
+        }
+        *self.creates.lock().unwrap() += 1;
         let forge_user = ForgeUser {
             id: users.len() as i64 + 100,
             login: user.username.into(),

@@ -46,6 +46,7 @@ impl Step for ForgeUser {
                         username: user.forge_username.clone(),
                         display_name: user.display_name.clone(),
                         email: Some(user.email.clone()),
+                        discard_if_refused: false,
                     },
                 )
                 .await
