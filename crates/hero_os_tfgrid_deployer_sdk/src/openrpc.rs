@@ -156,9 +156,13 @@ mod tests {
             .iter()
             .map(|p| p["name"].as_str().unwrap())
             .collect();
-        assert_eq!(params, ["username", "display_name", "email"]);
+        assert_eq!(
+            params,
+            ["username", "display_name", "email", "discard_if_refused"]
+        );
         assert_eq!(create["params"][0]["required"], true);
         assert_eq!(create["params"][1]["required"], false);
+        assert_eq!(create["params"][3]["required"], false);
         let result_ref = create["result"]["schema"]["$ref"].as_str().unwrap();
         let name = result_ref.rsplit('/').next().unwrap();
         assert!(doc["components"]["schemas"][name].is_object());
