@@ -241,10 +241,7 @@ impl Provisioner {
         };
         // Only apps this deployer made are its business: another deployer on the same Forge
         // account names its apps the same way (`super::oauth_apps`).
-        let ours = self
-            .db()
-            .call(|conn| -> Result<_, ServiceError> { Ok(super::oauth_apps::all(conn)?) })
-            .await?;
+        let ours = d.all_oauth_apps().await?;
         let mut with_app: BTreeSet<String> = BTreeSet::new();
         for app in listed.iter().filter(|a| ours.contains_key(&a.id)) {
             let Some(resource) = app
@@ -279,12 +276,7 @@ impl Provisioner {
                 let subject = format!("oauth_app:{} (id {})", n, app.id);
                 match apps.delete_oauth_app(app.id).await {
                     Ok(_) => {
-                        let id = app.id;
-                        self.db()
-                            .write(move |conn| -> Result<_, ServiceError> {
-                                Ok(super::oauth_apps::forget(conn, id)?)
-                            })
-                            .await?;
+                        d.forget_oauth_apps(vec![app.id]).await?;
                         let _ = d
                             .secrets
                             .delete(&hero_secrets::slots::user_oauth_client_secret(

@@ -9,7 +9,6 @@ use async_trait::async_trait;
 
 use super::register_sso::app_name;
 use super::{JobContext, Step, StepCx, StepError};
-use crate::error::ServiceError;
 
 pub struct DeleteSsoApp;
 
@@ -60,10 +59,7 @@ pub async fn delete_vm_app(
         // Only the apps this deployer made (`oauth_apps`): one of the same name is another
         // deployer's on the same Forge account.
         let ours = users
-            .db
-            .call(move |conn| -> Result<_, ServiceError> {
-                Ok(crate::provision::oauth_apps::of_user(conn, user_id)?)
-            })
+            .oauth_apps_of(user_id)
             .await
             .map_err(|e| StepError::transient("sso.db", format!("reading the OAuth apps: {e}")))?;
         let mut gone = Vec::new();
@@ -79,18 +75,9 @@ pub async fn delete_vm_app(
             Ok(())
         }
         .await;
-        users
-            .db
-            .write(move |conn| -> Result<_, ServiceError> {
-                for id in gone {
-                    crate::provision::oauth_apps::forget(conn, id)?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| {
-                StepError::transient("sso.db", format!("forgetting the OAuth apps: {e}"))
-            })?;
+        users.forget_oauth_apps(gone).await.map_err(|e| {
+            StepError::transient("sso.db", format!("forgetting the OAuth apps: {e}"))
+        })?;
         match outcome {
             Ok(()) => {}
             Err(e) if e.is_transient() => unreachable = Some(e.to_string()),

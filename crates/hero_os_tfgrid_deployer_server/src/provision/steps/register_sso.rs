@@ -21,7 +21,6 @@ use async_trait::async_trait;
 use super::{JobContext, Step, StepCx, StepError};
 use crate::error::ServiceError;
 use crate::forge::apps::{OAuthApp, OAuthAppSpec};
-use crate::provision::oauth_apps;
 
 pub struct RegisterSso;
 
@@ -64,7 +63,7 @@ pub fn callback_uri(public_url: &str) -> Result<String, StepError> {
 }
 
 fn db_step_error(e: ServiceError) -> StepError {
-    StepError::transient("sso.db", format!("recording the OAuth app: {e}"))
+    StepError::transient("sso.db", format!("the record of OAuth apps: {e}"))
 }
 
 fn forge_step_error(e: crate::forge::ForgeError) -> StepError {
@@ -113,13 +112,7 @@ impl Step for RegisterSso {
         // Find: the recorded app, else every app of this name that this deployer made (oldest
         // first; an app of the name that it did not make is another deployer's, never touched).
         let user_id = s.job.user_id;
-        let ours = users
-            .db
-            .call(move |conn| -> Result<_, ServiceError> {
-                Ok(oauth_apps::of_user(conn, user_id)?)
-            })
-            .await
-            .map_err(db_step_error)?;
+        let ours = users.oauth_apps_of(user_id).await.map_err(db_step_error)?;
         let mut found: Vec<OAuthApp> = Vec::new();
         if let Some(id) = ctx.oauth_app_id.filter(|id| ours.contains(id)) {
             if let Some(app) = apps.get_oauth_app(id).await.map_err(forge_step_error)? {
@@ -143,10 +136,8 @@ impl Step for RegisterSso {
             apps.delete_oauth_app(extra.id)
                 .await
                 .map_err(forge_step_error)?;
-            let id = extra.id;
             users
-                .db
-                .write(move |conn| -> Result<_, ServiceError> { Ok(oauth_apps::forget(conn, id)?) })
+                .forget_oauth_apps(vec![extra.id])
                 .await
                 .map_err(db_step_error)?;
             notes.push(format!("deleted duplicate app {}", extra.id));
@@ -158,12 +149,8 @@ impl Step for RegisterSso {
                     .create_oauth_app(&spec)
                     .await
                     .map_err(forge_step_error)?;
-                let (id, now) = (made.app.id, users.clock.now());
                 users
-                    .db
-                    .write(move |conn| -> Result<_, ServiceError> {
-                        Ok(oauth_apps::record(conn, id, user_id, now)?)
-                    })
+                    .record_oauth_app(made.app.id, user_id)
                     .await
                     .map_err(db_step_error)?;
                 // Stored before the job records the app: a crash in between is repaired by a
