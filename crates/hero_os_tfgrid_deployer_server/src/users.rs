@@ -284,9 +284,7 @@ impl Deployer {
             if !unfinished? {
                 return Ok(false);
             }
-            for slot in self.secrets.list(&slots::user_prefix(user_id)).await? {
-                self.secrets.delete(&slot).await?;
-            }
+            self.delete_user_secrets(user_id).await?;
             self.db
                 .write(move |conn| -> Result<(), ServiceError> {
                     conn.execute_cached("DELETE FROM ssh_keys WHERE user_id = ?1", [user_id])?;
@@ -304,6 +302,15 @@ impl Deployer {
             tracing::warn!(user_id, error = %e, "the refused create's record could not be removed; it stays pending");
             false
         })
+    }
+
+    /// Deletes every secret slot of `user_id` (password, token, keys, client secret), before its rows go: a row
+    /// left behind by a crash in between still names the user, secrets left behind would name nobody.
+    async fn delete_user_secrets(&self, user_id: UserId) -> Result<(), ServiceError> {
+        for slot in self.secrets.list(&slots::user_prefix(user_id)).await? {
+            self.secrets.delete(&slot).await?;
+        }
+        Ok(())
     }
 
     /// Claims `name` for a create, delete, password reset, deploy or orphan removal (see `db/claims.rs`), waiting at most
@@ -636,9 +643,7 @@ impl Deployer {
                 .await?;
             return Err(error);
         }
-        for slot in self.secrets.list(&slots::user_prefix(user_id)).await? {
-            self.secrets.delete(&slot).await?;
-        }
+        self.delete_user_secrets(user_id).await?;
         let now = self.clock.now();
         let actor_owned = actor.clone();
         let subject_owned = subject.clone();
@@ -885,7 +890,7 @@ pub(crate) mod tests {
             d.find_user("mallory".into()).await.unwrap_err().kind(),
             ErrorKind::NotFound
         );
-        let mallory_id = d
+        let detail = d
             .list_events(ListEventsParams::default())
             .await
             .unwrap()
@@ -894,8 +899,8 @@ pub(crate) mod tests {
             .clone()
             .unwrap();
         assert!(
-            mallory_id.contains("record this call made was removed"),
-            "{mallory_id}"
+            detail.contains("record this call made was removed"),
+            "{detail}"
         );
         assert!(secrets
             .list("deployer/users/")
@@ -916,10 +921,6 @@ pub(crate) mod tests {
 
         // Pending from an earlier call (made without the flag), then refused: kept for a repeat call or `user delete`.
         *forge.token_failures_left.lock().unwrap() = 0;
-        let erin = CreateUserParams {
-            email: Some("a@x.example".into()),
-            ..params("erin")
-        };
         d.db.write(move |conn| -> Result<(), ServiceError> {
             conn.execute(
                 "INSERT INTO users(forge_username, email, created_at, updated_at) VALUES ('erin', 'a@x.example', 1, 1)",
@@ -933,8 +934,9 @@ pub(crate) mod tests {
             .create_user(
                 &actor,
                 CreateUserParams {
+                    email: Some("a@x.example".into()),
                     discard_if_refused: true,
-                    ..erin.clone()
+                    ..params("erin")
                 },
             )
             .await
